@@ -1,0 +1,1 @@
+"""Client side: store and read blobs through the network."""

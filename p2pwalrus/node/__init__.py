@@ -1,0 +1,1 @@
+"""Trio services of a storage node: host, sliver store, membership, stream protocols."""
