@@ -1,0 +1,128 @@
+"""Length-prefixed messages on a libp2p stream.
+
+Wire format of one frame: unsigned LEB128 varint length (the libp2p
+convention, at most 10 bytes), then exactly that many payload bytes.
+
+Every length a peer sends is checked against the caller's ``max_size`` before
+any memory is committed, and a stream that ends mid-frame is a ProtocolError.
+No function here sets a deadline: the caller wraps the exchange in
+``trio.fail_after(...)`` with a bound named after what it bounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from libp2p.abc import INetStream
+from libp2p.network.stream.exceptions import StreamError
+
+from p2pwalrus.errors import ProtocolError
+
+_MAX_VARINT_BYTES = 10
+_SMALL_FRAME = 64 * 1024
+DEFAULT_CHUNK = 1 << 20
+
+
+def encode_uvarint(value: int) -> bytes:
+    """Unsigned LEB128 encoding of a non-negative integer."""
+    if value < 0:
+        raise ValueError("varint must be non-negative")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+async def _read_some(stream: INetStream, n: int) -> bytes:
+    try:
+        data = await stream.read(n)
+    except StreamError as exc:
+        raise ProtocolError(f"stream ended before the frame was complete ({type(exc).__name__}: {exc})") from exc
+    if not data:
+        raise ProtocolError("stream ended before the frame was complete")
+    return data
+
+
+async def read_length(stream: INetStream, max_size: int) -> int:
+    """Read a frame's varint length; ProtocolError if it exceeds ``max_size`` or is malformed.
+
+    The bound is checked byte by byte, so an oversized length is refused as
+    soon as it is known to be too large.
+    """
+    value = 0
+    for i in range(_MAX_VARINT_BYTES):
+        byte = (await _read_some(stream, 1))[0]
+        value |= (byte & 0x7F) << (7 * i)
+        if value > max_size:
+            raise ProtocolError(f"peer announced a frame larger than the {max_size}-byte limit")
+        if not byte & 0x80:
+            if i > 0 and byte == 0:
+                raise ProtocolError("non-minimal varint frame length")
+            return value
+    raise ProtocolError("frame length varint is longer than 10 bytes")
+
+
+async def read_exactly_into(stream: INetStream, buf: bytearray | memoryview) -> None:
+    """Fill ``buf`` completely from the stream (reads may return less than asked)."""
+    view = memoryview(buf).cast("B")
+    got, total = 0, len(view)
+    while got < total:
+        chunk = await _read_some(stream, min(total - got, DEFAULT_CHUNK))
+        view[got : got + len(chunk)] = chunk
+        got += len(chunk)
+
+
+async def read_exactly(stream: INetStream, n: int) -> bytes:
+    """Read exactly ``n`` bytes (the caller has already bounded ``n``)."""
+    if n == 0:
+        return b""
+    first = await _read_some(stream, n)
+    if len(first) == n:
+        return first
+    buf = bytearray(n)
+    buf[: len(first)] = first
+    await read_exactly_into(stream, memoryview(buf)[len(first) :])
+    return bytes(buf)
+
+
+async def write_frame(stream: INetStream, payload: bytes | bytearray | memoryview) -> None:
+    """Write one frame: varint length, then the payload."""
+    header = encode_uvarint(len(payload))
+    if len(payload) <= _SMALL_FRAME:
+        await stream.write(header + bytes(payload))
+    else:  # avoid copying a large payload just to prepend a few bytes
+        await stream.write(header)
+        await stream.write(bytes(payload) if not isinstance(payload, bytes) else payload)
+
+
+async def read_frame(stream: INetStream, max_size: int) -> bytes:
+    """Read one frame of at most ``max_size`` payload bytes."""
+    return await read_exactly(stream, await read_length(stream, max_size))
+
+
+async def read_frame_into_buffer(stream: INetStream, max_size: int) -> bytearray:
+    """Read one (large) frame into a bytearray allocated once, after the bound check."""
+    length = await read_length(stream, max_size)
+    buf = bytearray(length)
+    await read_exactly_into(stream, buf)
+    return buf
+
+
+async def iter_frame_chunks(
+    stream: INetStream, max_size: int, chunk_size: int = DEFAULT_CHUNK
+) -> AsyncIterator[bytes]:
+    """Yield one frame's payload in chunks of at most ``chunk_size`` bytes.
+
+    For payloads streamed to disk or a hasher: keeps draining the stream (Yamux
+    resets a stream whose reader stalls for 5 s) without holding it all in memory.
+    """
+    remaining = await read_length(stream, max_size)
+    while remaining:
+        chunk = await _read_some(stream, min(remaining, chunk_size))
+        remaining -= len(chunk)
+        yield chunk

@@ -1,0 +1,213 @@
+"""The node's libp2p stack: host (TCP + Noise + Yamux), Kademlia DHT (server), GossipSub.
+
+``open_host`` is an async context manager: on entry the host listens, the DHT
+and pubsub services run in its own nursery, the bootstrap peers are dialled
+and a first routing-table refresh has been done; on exit everything stops.
+The routing table is refreshed on our own timer (the library's is 600 s), and
+peers the DHT finds are dialled so that a node told one bootstrap address
+comes to know, and connect to, the rest of the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.network.config import ConnectionConfig
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.tools.anyio_service import background_trio_service
+from libp2p.transport.tcp.tcp import TCP
+
+from p2pwalrus.errors import NetworkConfigError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HostTimings:
+    """Every deadline and period of the host's own upkeep, in one place (seconds)."""
+
+    dial_timeout: float = 5.0  # one dial, bootstrap or discovered peer
+    refresh_interval: float = 30.0  # routing-table refresh period (library default: 600)
+    refresh_timeout: float = 20.0  # one refresh lookup
+    refresh_jitter: float = 0.2  # +-20% on each period, so nodes started together spread out
+    max_dialled_peers: int = 50  # dial discovered peers only while connected to fewer than this
+    dial_concurrency: int = 4
+
+
+def parse_peer_addr(addr: str) -> PeerInfo:
+    """Parse ``/ip4/.../tcp/.../p2p/<peer id>`` into a PeerInfo (NetworkConfigError if not)."""
+    try:
+        return info_from_p2p_addr(multiaddr.Multiaddr(addr))
+    except Exception as exc:
+        raise NetworkConfigError(f"bad peer address {addr!r}: expected /ip4/<ip>/tcp/<port>/p2p/<peer id> ({exc})") from exc
+
+
+class NodeHost:
+    """What ``open_host`` yields: the running libp2p host, DHT and pubsub of one node."""
+
+    def __init__(self, host: IHost, dht: KadDHT, pubsub: Pubsub, gossipsub: GossipSub, timings: HostTimings):
+        self.host = host
+        self.dht = dht
+        self.pubsub = pubsub
+        self.gossipsub = gossipsub
+        self.timings = timings
+        self.bootstrap_peers: list[PeerInfo] = []
+        self._refresh_now = trio.Event()
+        self.refreshed = trio.Event()  # set after each completed refresh, then replaced
+
+    @property
+    def peer_id(self) -> ID:
+        return self.host.get_id()
+
+    def listen_addrs(self) -> list[str]:
+        """Full multiaddrs this node listens on, each ending in /p2p/<peer id>."""
+        return [str(a) for a in self.host.get_addrs()]
+
+    def connected_peers(self) -> list[ID]:
+        return self.host.get_connected_peers()
+
+    async def connect(self, peer: PeerInfo | str) -> bool:
+        """Dial a peer (bounded by ``dial_timeout``) and add it to the DHT routing table."""
+        info = parse_peer_addr(peer) if isinstance(peer, str) else peer
+        if info.peer_id == self.peer_id:
+            return False
+        try:
+            with trio.fail_after(self.timings.dial_timeout):
+                await self.host.connect(info)
+        except Exception as exc:  # dial errors come in many library types
+            logger.info("dial %s failed: %s", info.peer_id, exc)
+            return False
+        await self.dht.add_peer(info.peer_id, skip_server_mode_check=True)
+        return True
+
+    async def connect_bootstrap(self) -> int:
+        """Dial every bootstrap peer not connected yet; return how many are connected."""
+        connected = set(self.connected_peers())
+        async with trio.open_nursery() as nursery:
+            for info in self.bootstrap_peers:
+                if info.peer_id not in connected:
+                    nursery.start_soon(self.connect, info)
+        now = set(self.connected_peers())
+        return sum(1 for info in self.bootstrap_peers if info.peer_id in now)
+
+    def request_refresh(self) -> None:
+        """Ask the upkeep task to refresh the routing table now (e.g. after a join)."""
+        self._refresh_now.set()
+
+    async def refresh(self) -> None:
+        """One upkeep round: redial bootstrap, refresh the routing table, dial what it found."""
+        await self.connect_bootstrap()
+        with trio.move_on_after(self.timings.refresh_timeout):
+            try:
+                await self.dht.refresh_routing_table()
+            except Exception as exc:
+                logger.info("routing-table refresh failed: %s", exc)
+        await self._dial_routing_table()
+        done, self.refreshed = self.refreshed, trio.Event()
+        done.set()
+
+    async def _dial_routing_table(self) -> None:
+        connected = set(self.connected_peers())
+        budget = self.timings.max_dialled_peers - len(connected)
+        todo = [p for p in self.dht.routing_table.get_peer_infos() if p.peer_id not in connected][: max(budget, 0)]
+        if not todo:
+            return
+        limiter = trio.CapacityLimiter(self.timings.dial_concurrency)
+
+        async def dial(info: PeerInfo) -> None:
+            async with limiter:
+                await self.connect(info)
+
+        async with trio.open_nursery() as nursery:
+            for info in todo:
+                nursery.start_soon(dial, info)
+
+    async def _upkeep(self) -> None:
+        t = self.timings
+        while True:
+            period = t.refresh_interval * random.uniform(1 - t.refresh_jitter, 1 + t.refresh_jitter)
+            with trio.move_on_after(period):
+                await self._refresh_now.wait()
+            self._refresh_now = trio.Event()
+            await self.refresh()
+
+
+def build_host(keypair: KeyPair, listen_addrs: Sequence[multiaddr.Multiaddr]) -> IHost:
+    """A libp2p host with TCP, Noise and Yamux only (no Mplex, QUIC, TLS, secio, plaintext)."""
+    noise = NoiseTransport(keypair, noise_privkey=create_new_x25519_key_pair().private_key)
+    return new_host(
+        key_pair=keypair,
+        sec_opt={NOISE_PROTOCOL_ID: noise},
+        muxer_opt={YAMUX_PROTOCOL_ID: Yamux},
+        transports=[TCP()],
+        listen_addrs=listen_addrs,
+        # 1 connection per peer: the dialer otherwise waits out a 250 ms timer (DESIGN 6)
+        connection_config=ConnectionConfig(max_connections_per_peer=1),
+    )
+
+
+def build_gossipsub() -> GossipSub:
+    """GossipSub with a 1 s heartbeat, so meshes form quickly on small networks."""
+    return GossipSub(
+        protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
+        degree=6,
+        degree_low=4,
+        degree_high=12,
+        heartbeat_initial_delay=0.1,
+        heartbeat_interval=1,
+    )
+
+
+@asynccontextmanager
+async def open_host(
+    keypair: KeyPair,
+    listen_addrs: list[str],
+    bootstrap: list[str],
+    *,
+    timings: HostTimings | None = None,
+) -> AsyncIterator[NodeHost]:
+    """Run a node's libp2p stack; yield a NodeHost once it listens and has bootstrapped.
+
+    ``listen_addrs`` like ``/ip4/127.0.0.1/tcp/0`` (port 0: the OS picks one,
+    ``NodeHost.listen_addrs()`` tells which). ``bootstrap`` holds full
+    multiaddrs with ``/p2p/<peer id>``; unreachable ones are logged and retried
+    on every refresh, never fatal.
+    """
+    timings = timings or HostTimings()
+    maddrs = [multiaddr.Multiaddr(a) for a in listen_addrs]
+    boot = [parse_peer_addr(a) for a in bootstrap]
+    host = build_host(keypair, maddrs)
+    dht = KadDHT(host, DHTMode.SERVER)
+    gossipsub = build_gossipsub()
+    pubsub = Pubsub(host, gossipsub)
+    node = NodeHost(host, dht, pubsub, gossipsub, timings)
+    node.bootstrap_peers = [b for b in boot if b.peer_id != host.get_id()]
+    async with host.run(listen_addrs=maddrs):
+        async with background_trio_service(dht), background_trio_service(pubsub), background_trio_service(gossipsub):
+            await pubsub.wait_until_ready()
+            async with trio.open_nursery() as nursery:
+                if node.bootstrap_peers:
+                    await node.refresh()
+                nursery.start_soon(node._upkeep)
+                try:
+                    yield node
+                finally:
+                    nursery.cancel_scope.cancel()
