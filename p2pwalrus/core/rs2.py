@@ -1,0 +1,587 @@
+"""RS2 ("Red Stuff"): Walrus's two-dimensional Reed-Solomon encoding, byte-compatible.
+
+For n shards: f = (n-1)//3, R = n-2f primary source symbols (rows), C = n-f secondary
+source symbols (columns). The padded blob is an R x C matrix of s-byte symbols, row-major.
+Rows are extended to n symbols, then columns to n symbols, giving the n x n matrix E.
+Primary sliver i = E[i][:C]; secondary sliver j = E[:R][j]; sliver pair i holds primary
+sliver i and secondary sliver n-1-i. See shared/DESIGN.md section 2.
+
+Everything here is pure and synchronous: services run it in worker threads.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import (
+    BlobTooLargeError,
+    DecodingError,
+    EncodingError,
+    InconsistentBlobError,
+    ProtocolError,
+    VerificationError,
+)
+from . import codec
+from .merkle import (
+    DIGEST_LEN,
+    h256,
+    leaf_hash,
+    leaf_hashes,
+    merkle_root,
+    merkle_roots,
+    proofs_for_index,
+    tree_depth,
+    verify_proof,
+)
+
+RS2 = 1  # Walrus's encoding type byte for RS2
+MAX_SYMBOL_SIZE = 65534
+MIN_SHARDS, MAX_SHARDS = 4, 65535
+PRIMARY, SECONDARY = "primary", "secondary"
+_STRIPE_BYTES = 8 << 20  # column pass works in stripes of about this many expanded bytes
+
+
+@dataclass(frozen=True)
+class EncodingConfig:
+    """The RS2 parameters for a shard count."""
+
+    n_shards: int
+
+    def __post_init__(self) -> None:
+        n = self.n_shards
+        if not isinstance(n, int) or not MIN_SHARDS <= n <= MAX_SHARDS:
+            raise EncodingError(f"shard count must be between {MIN_SHARDS} and {MAX_SHARDS}, got {n!r}")
+        codec.check_supported(self.n_secondary, self.f)
+        codec.check_supported(self.n_primary, 2 * self.f)
+
+    @property
+    def f(self) -> int:
+        return (self.n_shards - 1) // 3
+
+    @property
+    def n_primary(self) -> int:
+        """R: source symbols per column, i.e. the number of primary slivers needed to decode."""
+        return self.n_shards - 2 * self.f
+
+    @property
+    def n_secondary(self) -> int:
+        """C: source symbols per row, i.e. the number of secondary slivers needed to decode."""
+        return self.n_shards - self.f
+
+    @property
+    def max_blob_size(self) -> int:
+        return self.n_primary * self.n_secondary * MAX_SYMBOL_SIZE
+
+    def symbol_size(self, length: int) -> int:
+        if length < 0:
+            raise EncodingError("blob length cannot be negative")
+        if length > self.max_blob_size:
+            raise BlobTooLargeError(
+                f"a blob of {length} bytes is too large for {self.n_shards} shards: "
+                f"the largest is {self.max_blob_size} bytes "
+                f"({self.n_primary} x {self.n_secondary} symbols of {MAX_SYMBOL_SIZE} bytes)"
+            )
+        s = -(-max(length, 1) // (self.n_primary * self.n_secondary))
+        return s + (s & 1)
+
+    def primary_sliver_len(self, length: int) -> int:
+        return self.n_secondary * self.symbol_size(length)
+
+    def secondary_sliver_len(self, length: int) -> int:
+        return self.n_primary * self.symbol_size(length)
+
+
+# ---------------------------------------------------------------------------------------
+# Metadata and blob ID
+
+_META_HEADER = struct.Struct("<BBIQ")  # format version, encoding type, n_shards, length
+_META_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BlobMetadata:
+    """What a blob commits to: its length and the Merkle roots of every sliver."""
+
+    n_shards: int
+    unencoded_length: int
+    primary_hashes: tuple[bytes, ...]
+    secondary_hashes: tuple[bytes, ...]  # secondary_hashes[i] belongs to pair i (column n-1-i)
+    encoding_type: int = RS2
+
+    def __post_init__(self) -> None:
+        if self.encoding_type != RS2:
+            raise EncodingError(f"unsupported encoding type {self.encoding_type}")
+        if len(self.primary_hashes) != self.n_shards or len(self.secondary_hashes) != self.n_shards:
+            raise EncodingError("metadata must hold one hash pair per shard")
+        if any(len(h) != DIGEST_LEN for h in self.primary_hashes + self.secondary_hashes):
+            raise EncodingError("metadata hashes must be 32 bytes")
+        self.config.symbol_size(self.unencoded_length)  # validates n and length
+
+    @property
+    def config(self) -> EncodingConfig:
+        return EncodingConfig(self.n_shards)
+
+    @property
+    def symbol_size(self) -> int:
+        return self.config.symbol_size(self.unencoded_length)
+
+    def merkle_root(self) -> bytes:
+        return merkle_root(
+            [leaf_hash(p + s) for p, s in zip(self.primary_hashes, self.secondary_hashes)]
+        )
+
+    def blob_id(self) -> bytes:
+        return h256(
+            bytes([self.encoding_type]) + struct.pack("<Q", self.unencoded_length) + self.merkle_root()
+        )
+
+    def to_bytes(self) -> bytes:
+        head = _META_HEADER.pack(_META_VERSION, self.encoding_type, self.n_shards, self.unencoded_length)
+        body = b"".join(p + s for p, s in zip(self.primary_hashes, self.secondary_hashes))
+        return head + body
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, max_shards: int = MAX_SHARDS) -> "BlobMetadata":
+        if len(data) < _META_HEADER.size:
+            raise ProtocolError("metadata too short")
+        version, etype, n, length = _META_HEADER.unpack_from(data)
+        if version != _META_VERSION:
+            raise ProtocolError(f"unknown metadata format version {version}")
+        if not MIN_SHARDS <= n <= max_shards:
+            raise ProtocolError(f"metadata names {n} shards")
+        if len(data) != _META_HEADER.size + 2 * DIGEST_LEN * n:
+            raise ProtocolError("metadata length does not match its shard count")
+        body = memoryview(data)[_META_HEADER.size:]
+        prim = tuple(bytes(body[i * 64:i * 64 + 32]) for i in range(n))
+        sec = tuple(bytes(body[i * 64 + 32:i * 64 + 64]) for i in range(n))
+        try:
+            return cls(n, length, prim, sec, etype)
+        except EncodingError as exc:
+            raise ProtocolError(f"invalid metadata: {exc}") from None
+
+    def verify_blob_id(self, blob_id: bytes) -> None:
+        if self.blob_id() != blob_id:
+            raise VerificationError("metadata does not match the blob ID")
+
+    def secondary_hash_of_column(self, column: int) -> bytes:
+        return self.secondary_hashes[self.n_shards - 1 - column]
+
+
+def shard_for_pair(pair_index: int, blob_id: bytes, n_shards: int) -> int:
+    """Pairs are rotated by the blob ID so that systematic slivers land on different shards."""
+    return (pair_index + int.from_bytes(blob_id, "big") % n_shards) % n_shards
+
+
+def pair_for_shard(shard: int, blob_id: bytes, n_shards: int) -> int:
+    return (shard - int.from_bytes(blob_id, "big") % n_shards) % n_shards
+
+
+# ---------------------------------------------------------------------------------------
+# Encoding
+
+
+@dataclass
+class EncodedBlob:
+    """A blob's metadata and all its slivers (numpy views; see `pair`)."""
+
+    metadata: BlobMetadata
+    blob_id: bytes
+    primary: np.ndarray  # (n, C*s): primary sliver i
+    secondary: np.ndarray  # (n, R*s): secondary sliver of column j, indexed by column
+
+    def primary_sliver(self, pair_index: int) -> bytes:
+        return self.primary[pair_index].tobytes()
+
+    def secondary_sliver(self, pair_index: int) -> bytes:
+        """The secondary sliver stored in pair `pair_index`: column n-1-pair_index."""
+        return self.secondary[self.metadata.n_shards - 1 - pair_index].tobytes()
+
+
+def _padded_matrix(data, cfg: EncodingConfig, s: int) -> np.ndarray:
+    """The blob as an R x C x s matrix, zero-padded at the end."""
+    r, c = cfg.n_primary, cfg.n_secondary
+    mv = memoryview(data).cast("B")
+    if len(mv) == r * c * s:
+        return np.frombuffer(mv, np.uint8).reshape(r, c, s)
+    buf = np.zeros(r * c * s, np.uint8)
+    buf[: len(mv)] = np.frombuffer(mv, np.uint8)
+    return buf.reshape(r, c, s)
+
+
+def _row_extend(rows_el: np.ndarray, cfg: EncodingConfig) -> np.ndarray:
+    """(r, C, m) source rows -> (r, n, m): each row extended to n symbols."""
+    r, c, m = rows_el.shape
+    out = np.empty((r, cfg.n_shards, m), np.uint16)
+    out[:, :c] = rows_el
+    shards = np.ascontiguousarray(rows_el.transpose(1, 0, 2)).reshape(c, r * m)
+    rec = codec.encode_elements(shards, cfg.f)
+    out[:, c:] = rec.reshape(cfg.f, r, m).transpose(1, 0, 2)
+    return out
+
+
+def _column_extend(cols_el: np.ndarray, cfg: EncodingConfig) -> np.ndarray:
+    """(R, w, m) source part of w columns -> (n, w, m): each column extended to n symbols."""
+    r, w, m = cols_el.shape
+    out = np.empty((cfg.n_shards, w, m), np.uint16)
+    out[:r] = cols_el
+    rec = codec.encode_elements(np.ascontiguousarray(cols_el).reshape(r, w * m), 2 * cfg.f)
+    out[r:] = rec.reshape(2 * cfg.f, w, m)
+    return out
+
+
+def _expand(data, cfg: EncodingConfig, length: int, keep_slivers: bool):
+    """Leaf hashes of all of E, and optionally the slivers, working in column stripes."""
+    n, r, c = cfg.n_shards, cfg.n_primary, cfg.n_secondary
+    s = cfg.symbol_size(length)
+    m = s // 2
+    rows = _row_extend(codec.bytes_to_elements(_padded_matrix(data, cfg, s)), cfg)  # (R, n, m)
+    leaves = np.empty((n, n, DIGEST_LEN), np.uint8)
+    primary = np.empty((n, c, s), np.uint8) if keep_slivers else None
+    secondary = np.empty((n, r, s), np.uint8) if keep_slivers else None
+    width = max(1, _STRIPE_BYTES // (n * s))
+    for j0 in range(0, n, width):
+        j1 = min(n, j0 + width)
+        stripe = codec.elements_to_bytes(_column_extend(rows[:, j0:j1], cfg))  # (n, w, s)
+        leaves[:, j0:j1] = leaf_hashes(stripe)
+        if keep_slivers:
+            if j0 < c:
+                primary[:, j0:min(j1, c)] = stripe[:, : min(j1, c) - j0]
+            secondary[j0:j1] = stripe[:r].transpose(1, 0, 2)
+        del stripe
+    return leaves, primary, secondary
+
+
+def _metadata_from_leaves(leaves: np.ndarray, cfg: EncodingConfig, length: int) -> BlobMetadata:
+    n = cfg.n_shards
+    row_roots = merkle_roots(leaves)
+    col_roots = merkle_roots(np.ascontiguousarray(leaves.transpose(1, 0, 2)))
+    return BlobMetadata(
+        n,
+        length,
+        tuple(row_roots[i].tobytes() for i in range(n)),
+        tuple(col_roots[n - 1 - i].tobytes() for i in range(n)),
+    )
+
+
+def compute_metadata(data, n_shards: int) -> BlobMetadata:
+    """Metadata (and so the blob ID) without keeping any sliver."""
+    cfg = EncodingConfig(n_shards)
+    length = len(memoryview(data).cast("B"))
+    leaves, _, _ = _expand(data, cfg, length, keep_slivers=False)
+    return _metadata_from_leaves(leaves, cfg, length)
+
+
+def compute_blob_id(data, n_shards: int) -> bytes:
+    return compute_metadata(data, n_shards).blob_id()
+
+
+def encode_blob(data, n_shards: int) -> EncodedBlob:
+    """Metadata, blob ID and all n sliver pairs of a blob."""
+    cfg = EncodingConfig(n_shards)
+    length = len(memoryview(data).cast("B"))
+    leaves, primary, secondary = _expand(data, cfg, length, keep_slivers=True)
+    meta = _metadata_from_leaves(leaves, cfg, length)
+    n = cfg.n_shards
+    return EncodedBlob(meta, meta.blob_id(), primary.reshape(n, -1), secondary.reshape(n, -1))
+
+
+# ---------------------------------------------------------------------------------------
+# Slivers: expansion and verification
+
+
+def _sliver_elements(sliver, count: int, s: int) -> np.ndarray:
+    raw = np.frombuffer(memoryview(sliver).cast("B"), np.uint8)
+    if raw.size != count * s:
+        raise VerificationError(f"sliver has {raw.size} bytes, expected {count * s}")
+    return codec.bytes_to_elements(raw.reshape(count, s))
+
+
+def expand_primary(sliver, cfg: EncodingConfig, s: int) -> np.ndarray:
+    """All n symbols (n, s) of the row that a primary sliver begins."""
+    el = _sliver_elements(sliver, cfg.n_secondary, s)
+    return codec.elements_to_bytes(_row_extend(el[None], cfg)[0])
+
+
+def expand_secondary(sliver, cfg: EncodingConfig, s: int) -> np.ndarray:
+    """All n symbols (n, s) of the column that a secondary sliver begins."""
+    el = _sliver_elements(sliver, cfg.n_primary, s)
+    return codec.elements_to_bytes(_column_extend(el[:, None, :], cfg)[:, 0])
+
+
+def primary_root(sliver, cfg: EncodingConfig, s: int) -> bytes:
+    return merkle_roots(leaf_hashes(expand_primary(sliver, cfg, s))[None])[0].tobytes()
+
+
+def secondary_root(sliver, cfg: EncodingConfig, s: int) -> bytes:
+    return merkle_roots(leaf_hashes(expand_secondary(sliver, cfg, s))[None])[0].tobytes()
+
+
+def verify_primary_sliver(metadata: BlobMetadata, index: int, sliver) -> None:
+    """Raise VerificationError unless `sliver` is primary sliver `index` of this blob."""
+    cfg, s = metadata.config, metadata.symbol_size
+    if not 0 <= index < cfg.n_shards:
+        raise VerificationError(f"primary sliver index {index} out of range")
+    if primary_root(sliver, cfg, s) != metadata.primary_hashes[index]:
+        raise VerificationError(f"primary sliver {index} does not match the blob's metadata")
+
+
+def verify_secondary_sliver(metadata: BlobMetadata, pair_index: int, sliver) -> None:
+    """Raise VerificationError unless `sliver` is the secondary sliver of pair `pair_index`."""
+    cfg, s = metadata.config, metadata.symbol_size
+    if not 0 <= pair_index < cfg.n_shards:
+        raise VerificationError(f"secondary sliver index {pair_index} out of range")
+    if secondary_root(sliver, cfg, s) != metadata.secondary_hashes[pair_index]:
+        raise VerificationError(f"secondary sliver of pair {pair_index} does not match the blob's metadata")
+
+
+# ---------------------------------------------------------------------------------------
+# Decoding
+
+
+def decode_primary(metadata: BlobMetadata, slivers: dict[int, bytes], *, strict: bool = False) -> bytes:
+    """The blob from any R primary slivers {row index: sliver}, already verified.
+
+    Then checks consistency: by default the recomputed hashes of the decoded systematic
+    slivers; `strict` re-encodes the whole blob and recomputes the blob ID.
+    """
+    cfg, s = metadata.config, metadata.symbol_size
+    r, c = cfg.n_primary, cfg.n_secondary
+    if len(slivers) < r:
+        raise DecodingError(f"need {r} primary slivers to decode, got {len(slivers)}")
+    chosen = dict(sorted(slivers.items())[:r])  # lowest indices: systematic rows need no decoding
+    available = {i: _sliver_elements(v, c, s).reshape(-1) for i, v in chosen.items()}
+    rows_el = codec.decode_elements(r, 2 * cfg.f, available).reshape(r, c, s // 2)
+    decoded = [i for i in range(r) if i not in chosen]
+    if decoded and not strict:
+        ext = _row_extend(rows_el[decoded], cfg)
+        roots = merkle_roots(leaf_hashes(codec.elements_to_bytes(ext)))
+        for k, i in enumerate(decoded):
+            if roots[k].tobytes() != metadata.primary_hashes[i]:
+                raise InconsistentBlobError(f"decoded primary sliver {i} does not match the metadata: the blob is inconsistent")
+    blob = codec.elements_to_bytes(rows_el).reshape(-1)[: metadata.unencoded_length].tobytes()
+    if strict and compute_blob_id(blob, cfg.n_shards) != metadata.blob_id():
+        raise InconsistentBlobError("re-encoding the decoded blob gives another blob ID: the blob is inconsistent")
+    return blob
+
+
+def decode_secondary(metadata: BlobMetadata, slivers: dict[int, bytes], *, strict: bool = False) -> bytes:
+    """The blob from any C secondary slivers {column index: sliver}, already verified."""
+    cfg, s = metadata.config, metadata.symbol_size
+    r, c = cfg.n_primary, cfg.n_secondary
+    if len(slivers) < c:
+        raise DecodingError(f"need {c} secondary slivers to decode, got {len(slivers)}")
+    chosen = dict(sorted(slivers.items())[:c])
+    available = {j: _sliver_elements(v, r, s).reshape(-1) for j, v in chosen.items()}
+    cols_el = codec.decode_elements(c, cfg.f, available).reshape(c, r, s // 2)
+    decoded = [j for j in range(c) if j not in chosen]
+    if decoded and not strict:
+        ext = _column_extend(cols_el[decoded].transpose(1, 0, 2), cfg)  # (n, w, m)
+        roots = merkle_roots(leaf_hashes(codec.elements_to_bytes(np.ascontiguousarray(ext.transpose(1, 0, 2)))))
+        for k, j in enumerate(decoded):
+            if roots[k].tobytes() != metadata.secondary_hash_of_column(j):
+                raise InconsistentBlobError(f"decoded secondary sliver {j} does not match the metadata: the blob is inconsistent")
+    blob = codec.elements_to_bytes(np.ascontiguousarray(cols_el.transpose(1, 0, 2))).reshape(-1)
+    blob = blob[: metadata.unencoded_length].tobytes()
+    if strict and compute_blob_id(blob, cfg.n_shards) != metadata.blob_id():
+        raise InconsistentBlobError("re-encoding the decoded blob gives another blob ID: the blob is inconsistent")
+    return blob
+
+
+# ---------------------------------------------------------------------------------------
+# Recovery symbols
+
+_SYM_HEADER = struct.Struct("<BIIIB")  # axis, source index, target index, data length, path length
+_AXES = (PRIMARY, SECONDARY)
+
+
+@dataclass(frozen=True)
+class RecoverySymbol:
+    """E[i][j] taken from a sliver, with its Merkle proof against that sliver's hash.
+
+    axis PRIMARY: from primary sliver (row) `source_index`, symbol at column `target_index`;
+    it helps rebuild secondary sliver (column) `target_index`.
+    axis SECONDARY: from secondary sliver (column) `source_index`, symbol at row
+    `target_index`; it helps rebuild primary sliver (row) `target_index`.
+    """
+
+    axis: str
+    source_index: int
+    target_index: int
+    data: bytes
+    proof: tuple[bytes, ...] = field(repr=False)
+
+    def to_bytes(self) -> bytes:
+        return (
+            _SYM_HEADER.pack(_AXES.index(self.axis), self.source_index, self.target_index, len(self.data), len(self.proof))
+            + self.data
+            + b"".join(self.proof)
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, offset: int = 0) -> tuple["RecoverySymbol", int]:
+        """Parse one symbol at `offset`; returns it and the offset after it."""
+        if len(data) - offset < _SYM_HEADER.size:
+            raise ProtocolError("truncated recovery symbol")
+        axis, src, tgt, dlen, plen = _SYM_HEADER.unpack_from(data, offset)
+        if axis > 1 or dlen > MAX_SYMBOL_SIZE or plen > 17:
+            raise ProtocolError("malformed recovery symbol header")
+        start = offset + _SYM_HEADER.size
+        end = start + dlen + plen * DIGEST_LEN
+        if end > len(data):
+            raise ProtocolError("truncated recovery symbol")
+        body = bytes(data[start:start + dlen])
+        proof = tuple(bytes(data[start + dlen + k * 32:start + dlen + (k + 1) * 32]) for k in range(plen))
+        return cls(_AXES[axis], src, tgt, body, proof), end
+
+
+def recovery_symbols(axis: str, source_index: int, sliver, targets, cfg: EncodingConfig, s: int) -> list[RecoverySymbol]:
+    """The symbols of a held sliver at the `targets` positions, each with its proof."""
+    full = expand_primary(sliver, cfg, s) if axis == PRIMARY else expand_secondary(sliver, cfg, s)
+    leaves = leaf_hashes(full)
+    out = []
+    for t in targets:
+        if not 0 <= t < cfg.n_shards:
+            raise EncodingError(f"target index {t} out of range")
+        proof = proofs_for_index(leaves[None], t)[0]
+        out.append(RecoverySymbol(axis, source_index, t, full[t].tobytes(), tuple(proof)))
+    return out
+
+
+def verify_recovery_symbol(metadata: BlobMetadata, sym: RecoverySymbol) -> bool:
+    n = metadata.n_shards
+    if not (0 <= sym.source_index < n and 0 <= sym.target_index < n):
+        return False
+    if len(sym.data) != metadata.symbol_size:
+        return False
+    if sym.axis == PRIMARY:
+        root = metadata.primary_hashes[sym.source_index]
+    elif sym.axis == SECONDARY:
+        root = metadata.secondary_hash_of_column(sym.source_index)
+    else:
+        return False
+    return verify_proof(root, sym.data, sym.target_index, list(sym.proof), n)
+
+
+@dataclass(frozen=True)
+class InconsistencyProof:
+    """Symbols that verify yet decode to a sliver whose hash is not in the metadata."""
+
+    target_axis: str  # the axis of the sliver that could not be rebuilt consistently
+    target_index: int  # its row (primary) or column (secondary)
+    symbols: tuple[RecoverySymbol, ...]
+
+    def to_bytes(self) -> bytes:
+        head = struct.pack("<BII", _AXES.index(self.target_axis), self.target_index, len(self.symbols))
+        return head + b"".join(sym.to_bytes() for sym in self.symbols)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, max_symbols: int = MAX_SHARDS) -> "InconsistencyProof":
+        if len(data) < 9:
+            raise ProtocolError("truncated inconsistency proof")
+        axis, target, count = struct.unpack_from("<BII", data)
+        if axis > 1 or count > max_symbols:
+            raise ProtocolError("malformed inconsistency proof")
+        offset, symbols = 9, []
+        for _ in range(count):
+            sym, offset = RecoverySymbol.from_bytes(data, offset)
+            symbols.append(sym)
+        if offset != len(data):
+            raise ProtocolError("trailing bytes after inconsistency proof")
+        return cls(_AXES[axis], target, tuple(symbols))
+
+
+@dataclass(frozen=True)
+class RecoveryResult:
+    sliver: bytes
+    rejected: tuple[tuple[int, str], ...]  # (source index, why) of symbols not used
+
+
+def recover_sliver(metadata: BlobMetadata, target_axis: str, target_index: int, symbols) -> RecoveryResult:
+    """Rebuild primary sliver (row) or secondary sliver (column) `target_index` from symbols.
+
+    Each symbol is checked against its proof first; bad ones are named in `rejected` and
+    never decoded. Raises DecodingError if too few good symbols remain, and
+    InconsistentBlobError (with an InconsistencyProof) if good symbols decode to a sliver
+    that the metadata does not commit to.
+    """
+    cfg, s = metadata.config, metadata.symbol_size
+    if target_axis == SECONDARY:
+        source_axis, need, k, m = PRIMARY, cfg.n_primary, cfg.n_primary, 2 * cfg.f
+    elif target_axis == PRIMARY:
+        source_axis, need, k, m = SECONDARY, cfg.n_secondary, cfg.n_secondary, cfg.f
+    else:
+        raise EncodingError(f"unknown axis {target_axis!r}")
+    good: dict[int, RecoverySymbol] = {}
+    rejected: list[tuple[int, str]] = []
+    for sym in symbols:
+        if sym.axis != source_axis or sym.target_index != target_index:
+            rejected.append((sym.source_index, "symbol is for another sliver"))
+        elif sym.source_index in good:
+            rejected.append((sym.source_index, "duplicate source"))
+        elif not verify_recovery_symbol(metadata, sym):
+            rejected.append((sym.source_index, "Merkle proof does not verify"))
+        else:
+            good[sym.source_index] = sym
+    if len(good) < need:
+        raise DecodingError(
+            f"need {need} valid recovery symbols to rebuild {target_axis} sliver {target_index}, "
+            f"got {len(good)} ({len(rejected)} rejected)"
+        )
+    used = dict(sorted(good.items())[:need])
+    available = {
+        i: codec.bytes_to_elements(np.frombuffer(sym.data, np.uint8)) for i, sym in used.items()
+    }
+    sliver = codec.elements_to_bytes(codec.decode_elements(k, m, available)).reshape(-1).tobytes()
+    if target_axis == SECONDARY:
+        ok = secondary_root(sliver, cfg, s) == metadata.secondary_hash_of_column(target_index)
+    else:
+        ok = primary_root(sliver, cfg, s) == metadata.primary_hashes[target_index]
+    if not ok:
+        proof = InconsistencyProof(target_axis, target_index, tuple(used.values()))
+        raise InconsistentBlobError(
+            f"valid recovery symbols decode to a {target_axis} sliver {target_index} that the "
+            "metadata does not commit to: the blob was encoded inconsistently",
+            proof,
+        )
+    return RecoveryResult(sliver, tuple(rejected))
+
+
+def verify_inconsistency_proof(metadata: BlobMetadata, proof: InconsistencyProof) -> bool:
+    """True if the proof shows that this blob was encoded inconsistently."""
+    try:
+        recover_sliver(metadata, proof.target_axis, proof.target_index, proof.symbols)
+    except InconsistentBlobError:
+        return True
+    except (DecodingError, EncodingError, VerificationError):
+        return False
+    return False
+
+
+__all__ = [
+    "RS2",
+    "PRIMARY",
+    "SECONDARY",
+    "EncodingConfig",
+    "BlobMetadata",
+    "EncodedBlob",
+    "RecoverySymbol",
+    "InconsistencyProof",
+    "RecoveryResult",
+    "compute_metadata",
+    "compute_blob_id",
+    "encode_blob",
+    "verify_primary_sliver",
+    "verify_secondary_sliver",
+    "decode_primary",
+    "decode_secondary",
+    "recovery_symbols",
+    "verify_recovery_symbol",
+    "recover_sliver",
+    "verify_inconsistency_proof",
+    "shard_for_pair",
+    "pair_for_shard",
+    "tree_depth",
+]

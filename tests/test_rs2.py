@@ -1,0 +1,242 @@
+import os
+import random
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from p2pwalrus.core import rs2
+from p2pwalrus.core.blob_id import blob_id_to_str, parse_blob_id
+from p2pwalrus.core.testing import make_inconsistent_blob
+from p2pwalrus.errors import (
+    BlobTooLargeError,
+    DecodingError,
+    EncodingError,
+    InconsistentBlobError,
+    InvalidBlobIdError,
+    VerificationError,
+)
+
+from .rs2_reference import reference_encode
+
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_walrus_check_value_some_other_string_at_1000_shards():
+    blob_id = rs2.compute_blob_id(b"some other string", 1000)
+    assert blob_id_to_str(blob_id) == "M4hsZGQ1oCktdzegB6HnI6Mi28S2nqOPHxK-W7_4BUk"
+
+
+@pytest.mark.parametrize(
+    "n,size",
+    [(4, 0), (4, 1), (4, 5), (5, 17), (7, 64), (10, 1), (10, 999), (13, 4096), (31, 12345), (100, 70001), (37, 3)],
+)
+def test_fast_encoder_matches_literal_reference(n, size):
+    data = random.Random(n * 7919 + size).randbytes(size)
+    ref_id, E = reference_encode(data, n)
+    enc = rs2.encode_blob(data, n)
+    assert enc.blob_id == ref_id
+    assert rs2.compute_blob_id(data, n) == ref_id
+    cfg = rs2.EncodingConfig(n)
+    for i in range(n):
+        assert enc.primary_sliver(i) == b"".join(E[i][: cfg.n_secondary])
+        col = n - 1 - i
+        assert enc.secondary_sliver(i) == b"".join(E[r][col] for r in range(cfg.n_primary))
+
+
+@given(n=st.integers(4, 64), size=st.integers(0, 3000), seed=st.integers(0, 2**32))
+@SETTINGS
+def test_fast_encoder_matches_reference_on_random_cases(n, size, seed):
+    data = random.Random(seed).randbytes(size)
+    assert rs2.compute_blob_id(data, n) == reference_encode(data, n)[0]
+
+
+def test_metadata_roundtrip_and_blob_id_check():
+    enc = rs2.encode_blob(os.urandom(1000), 10)
+    meta = rs2.BlobMetadata.from_bytes(enc.metadata.to_bytes())
+    assert meta == enc.metadata
+    meta.verify_blob_id(enc.blob_id)
+    with pytest.raises(VerificationError):
+        meta.verify_blob_id(bytes(32))
+
+
+def test_shard_count_out_of_range_is_refused():
+    for n in (0, 1, 3, 65536):
+        with pytest.raises(EncodingError, match="shard count"):
+            rs2.EncodingConfig(n)
+
+
+def test_blob_over_the_limit_names_the_limit():
+    cfg = rs2.EncodingConfig(4)
+    assert cfg.max_blob_size == 2 * 3 * 65534
+    with pytest.raises(BlobTooLargeError, match=str(cfg.max_blob_size)):
+        rs2.compute_blob_id(bytes(cfg.max_blob_size + 1), 4)
+    rs2.compute_blob_id(bytes(cfg.max_blob_size), 4)  # the limit itself is fine
+
+
+def _sizes_for(n):
+    return st.integers(0, min(rs2.EncodingConfig(n).max_blob_size, 3 << 20))
+
+
+@st.composite
+def blob_cases(draw, max_n=200):
+    n = draw(st.sampled_from([4, 5, 7, 10, 13, 31, 64, 100, max_n]))
+    size = draw(st.one_of(st.integers(0, 300), _sizes_for(n)))
+    seed = draw(st.integers(0, 2**32))
+    return n, random.Random(seed).randbytes(size), random.Random(seed + 1)
+
+
+@given(case=blob_cases())
+@SETTINGS
+def test_decode_from_any_n_minus_2f_primary_slivers_is_exact(case):
+    n, data, rnd = case
+    enc = rs2.encode_blob(data, n)
+    cfg = enc.metadata.config
+    rows = rnd.sample(range(n), cfg.n_primary)
+    slivers = {i: enc.primary_sliver(i) for i in rows}
+    for i, s in slivers.items():
+        rs2.verify_primary_sliver(enc.metadata, i, s)
+    assert rs2.decode_primary(enc.metadata, slivers) == data
+    assert rs2.decode_primary(enc.metadata, slivers, strict=True) == data
+
+
+@given(case=blob_cases(max_n=100))
+@SETTINGS
+def test_decode_from_any_n_minus_f_secondary_slivers_is_exact(case):
+    n, data, rnd = case
+    enc = rs2.encode_blob(data, n)
+    cfg = enc.metadata.config
+    cols = rnd.sample(range(n), cfg.n_secondary)
+    slivers = {j: enc.secondary[j].tobytes() for j in cols}
+    for j, s in slivers.items():
+        rs2.verify_secondary_sliver(enc.metadata, n - 1 - j, s)
+    assert rs2.decode_secondary(enc.metadata, slivers) == data
+
+
+def test_too_few_slivers_is_a_clear_error():
+    enc = rs2.encode_blob(b"x" * 100, 10)
+    with pytest.raises(DecodingError, match="need 4"):
+        rs2.decode_primary(enc.metadata, {0: enc.primary_sliver(0)})
+
+
+@given(case=blob_cases(max_n=100), data=st.data())
+@SETTINGS
+def test_recovery_of_any_sliver_from_any_sufficient_symbols_is_exact(case, data):
+    n, blob, rnd = case
+    enc = rs2.encode_blob(blob, n)
+    meta, cfg, s = enc.metadata, enc.metadata.config, enc.metadata.symbol_size
+    # A secondary sliver (column j) from n-2f primary slivers' symbols.
+    j = data.draw(st.integers(0, n - 1))
+    rows = rnd.sample(range(n), cfg.n_primary)
+    syms = [rs2.recovery_symbols(rs2.PRIMARY, i, enc.primary_sliver(i), [j], cfg, s)[0] for i in rows]
+    result = rs2.recover_sliver(meta, rs2.SECONDARY, j, syms)
+    assert result.sliver == enc.secondary[j].tobytes() and not result.rejected
+    # A primary sliver (row i) from n-f secondary slivers' symbols.
+    i = data.draw(st.integers(0, n - 1))
+    cols = rnd.sample(range(n), cfg.n_secondary)
+    syms = [rs2.recovery_symbols(rs2.SECONDARY, c, enc.secondary[c].tobytes(), [i], cfg, s)[0] for c in cols]
+    assert rs2.recover_sliver(meta, rs2.PRIMARY, i, syms).sliver == enc.primary_sliver(i)
+
+
+@given(case=blob_cases(max_n=64), data=st.data())
+@SETTINGS
+def test_any_flipped_byte_in_sliver_symbol_or_proof_is_caught(case, data):
+    n, blob, rnd = case
+    enc = rs2.encode_blob(blob, n)
+    meta, cfg, s = enc.metadata, enc.metadata.config, enc.metadata.symbol_size
+    i = data.draw(st.integers(0, n - 1))
+    # Sliver.
+    sliver = bytearray(enc.primary_sliver(i))
+    sliver[data.draw(st.integers(0, len(sliver) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+    with pytest.raises(VerificationError):
+        rs2.verify_primary_sliver(meta, i, bytes(sliver))
+    sec = bytearray(enc.secondary_sliver(i))
+    sec[data.draw(st.integers(0, len(sec) - 1))] ^= 0x80
+    with pytest.raises(VerificationError):
+        rs2.verify_secondary_sliver(meta, i, bytes(sec))
+    # Symbol data and proof.
+    sym = rs2.recovery_symbols(rs2.PRIMARY, i, enc.primary_sliver(i), [0], cfg, s)[0]
+    assert rs2.verify_recovery_symbol(meta, sym)
+    bad_data = bytearray(sym.data)
+    bad_data[data.draw(st.integers(0, len(bad_data) - 1))] ^= 4
+    assert not rs2.verify_recovery_symbol(meta, rs2.RecoverySymbol(sym.axis, i, 0, bytes(bad_data), sym.proof))
+    if sym.proof:
+        k = data.draw(st.integers(0, len(sym.proof) - 1))
+        node = bytearray(sym.proof[k])
+        node[data.draw(st.integers(0, 31))] ^= 2
+        proof = sym.proof[:k] + (bytes(node),) + sym.proof[k + 1:]
+        assert not rs2.verify_recovery_symbol(meta, rs2.RecoverySymbol(sym.axis, i, 0, sym.data, proof))
+
+
+def test_corrupt_symbols_are_named_and_skipped_during_recovery():
+    n = 10
+    enc = rs2.encode_blob(os.urandom(5000), n)
+    meta, cfg, s = enc.metadata, enc.metadata.config, enc.metadata.symbol_size
+    syms = [rs2.recovery_symbols(rs2.PRIMARY, i, enc.primary_sliver(i), [3], cfg, s)[0] for i in range(n)]
+    bad = rs2.RecoverySymbol(rs2.PRIMARY, 0, 3, bytes(len(syms[0].data)), syms[0].proof)
+    result = rs2.recover_sliver(meta, rs2.SECONDARY, 3, [bad] + syms[1:])
+    assert result.sliver == enc.secondary[3].tobytes()
+    assert result.rejected == ((0, "Merkle proof does not verify"),)
+    with pytest.raises(DecodingError, match="valid recovery symbols"):
+        rs2.recover_sliver(meta, rs2.SECONDARY, 3, [bad] + syms[1:cfg.n_primary])
+
+
+def test_recovery_symbol_wire_roundtrip():
+    enc = rs2.encode_blob(os.urandom(3000), 13)
+    cfg, s = enc.metadata.config, enc.metadata.symbol_size
+    syms = rs2.recovery_symbols(rs2.SECONDARY, 5, enc.secondary[5].tobytes(), [0, 7, 12], cfg, s)
+    wire = b"".join(x.to_bytes() for x in syms)
+    off, back = 0, []
+    while off < len(wire):
+        sym, off = rs2.RecoverySymbol.from_bytes(wire, off)
+        back.append(sym)
+    assert back == syms
+
+
+@pytest.mark.parametrize("n", [7, 10, 31])
+def test_inconsistent_blob_is_detected_with_a_checkable_proof(n):
+    data = os.urandom(4000)
+    enc = make_inconsistent_blob(data, n, row=1, column=2)
+    meta, cfg, s = enc.metadata, enc.metadata.config, enc.metadata.symbol_size
+    for i in range(n):  # every sliver verifies on its own
+        rs2.verify_primary_sliver(meta, i, enc.primary_sliver(i))
+        rs2.verify_secondary_sliver(meta, i, enc.secondary_sliver(i))
+    rows = [1] + [i for i in range(n) if i != 1][: cfg.n_primary - 1]
+    syms = [rs2.recovery_symbols(rs2.PRIMARY, i, enc.primary_sliver(i), [2], cfg, s)[0] for i in rows]
+    with pytest.raises(InconsistentBlobError) as info:
+        rs2.recover_sliver(meta, rs2.SECONDARY, 2, syms)
+    proof = rs2.InconsistencyProof.from_bytes(info.value.proof.to_bytes())
+    assert rs2.verify_inconsistency_proof(meta, proof)
+    # The same proof says nothing against a consistent blob.
+    good = rs2.encode_blob(data, n)
+    assert not rs2.verify_inconsistency_proof(good.metadata, proof)
+
+
+def test_inconsistent_blob_fails_the_read_consistency_check():
+    n = 10
+    enc = make_inconsistent_blob(os.urandom(4000), n, row=0, column=1)
+    cfg = enc.metadata.config
+    rows = list(range(1, cfg.n_primary + 1))  # row 0 must be decoded
+    slivers = {i: enc.primary_sliver(i) for i in rows}
+    with pytest.raises(InconsistentBlobError):
+        rs2.decode_primary(enc.metadata, slivers)
+
+
+def test_pair_shard_mapping_is_a_rotation_by_blob_id():
+    blob_id = bytes(31) + b"\x07"
+    assert [rs2.shard_for_pair(p, blob_id, 5) for p in range(5)] == [2, 3, 4, 0, 1]
+    for p in range(5):
+        assert rs2.pair_for_shard(rs2.shard_for_pair(p, blob_id, 5), blob_id, 5) == p
+
+
+def test_blob_id_text_forms():
+    raw = rs2.compute_blob_id(b"some other string", 10)
+    text = blob_id_to_str(raw)
+    assert len(text) == 43 and parse_blob_id(text) == raw
+    assert parse_blob_id("u" + text) == raw
+    from multiformats import multibase
+
+    assert parse_blob_id(multibase.encode(raw, "base58btc")) == raw
+    for bad in ("", "abc", text[:-1] + "!", "u" + text[:-2]):
+        with pytest.raises(InvalidBlobIdError):
+            parse_blob_id(bad)
