@@ -1,0 +1,466 @@
+"""Tests of the node's on-disk sliver store: durability, integrity, capacity, errors, threads."""
+
+import errno
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from p2pwalrus.errors import CapacityExceededError, InvalidBlobIdError, StorageError
+from p2pwalrus.node.sliver_store import HEADER_LEN, PRIMARY, SECONDARY, SliverStore
+
+A = bytes(range(32))
+B = bytes(range(1, 33))
+
+
+def blob_dir(root: Path, blob_id: bytes) -> Path:
+    return root / "blobs" / blob_id.hex()
+
+
+def all_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def fill(store: SliverStore) -> None:
+    store.put_metadata(A, b"meta-a")
+    store.put_sliver(A, 0, PRIMARY, b"p0" * 100)
+    store.put_sliver(A, 0, SECONDARY, b"s0" * 50)
+    store.put_sliver(A, 7, SECONDARY, b"s7")
+    store.put_certificate(A, b"cert-a")
+    store.set_state(A, {"end_epoch": 5, "certified": False})
+    store.put_sliver(B, 3, PRIMARY, b"")
+
+
+def check_filled(store: SliverStore) -> None:
+    assert store.get_metadata(A) == b"meta-a"
+    assert store.get_sliver(A, 0, PRIMARY) == b"p0" * 100
+    assert store.get_sliver(A, 0, SECONDARY) == b"s0" * 50
+    assert store.get_sliver(A, 7, SECONDARY) == b"s7"
+    assert store.get_sliver(A, 7, PRIMARY) is None
+    assert store.get_certificate(A) == b"cert-a"
+    assert store.get_state(A) == {"end_epoch": 5, "certified": False}
+    assert store.get_sliver(B, 3, PRIMARY) == b""
+    assert store.shards_stored(A) == {0: {PRIMARY, SECONDARY}, 7: {SECONDARY}}
+    assert store.list_blobs() == sorted([A, B])
+
+
+def test_round_trip_of_metadata_slivers_state_and_certificate(tmp_path):
+    store = SliverStore(tmp_path)
+    fill(store)
+    check_filled(store)
+    assert store.has_sliver(A, 0, PRIMARY) and not store.has_sliver(A, 7, PRIMARY)
+    assert store.has_blob(A) and not store.has_blob(bytes(32))
+    assert store.set_state(A, {"certified": True}) == {"end_epoch": 5, "certified": True}
+    assert store.get_state(A) == {"end_epoch": 5, "certified": True}
+    store.put_sliver(A, 0, PRIMARY, b"replaced")
+    assert store.get_sliver(A, 0, PRIMARY) == b"replaced"
+
+
+def test_missing_entries_read_as_none_or_empty(tmp_path):
+    store = SliverStore(tmp_path)
+    assert store.get_metadata(A) is None
+    assert store.get_sliver(A, 0, PRIMARY) is None
+    assert store.get_certificate(A) is None
+    assert store.get_state(A) == {}
+    assert store.shards_stored(A) == {}
+    assert store.list_blobs() == []
+    assert store.delete_blob(A) is False
+    assert store.delete_sliver(A, 0) is False
+
+
+def test_bytes_used_counts_files_on_disk_including_headers(tmp_path):
+    store = SliverStore(tmp_path)
+    fill(store)
+    on_disk = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
+    assert store.bytes_used() == on_disk
+    store.put_sliver(A, 0, PRIMARY, b"x")  # replacing counts only the new size
+    on_disk = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
+    assert store.bytes_used() == on_disk
+
+
+def test_reopen_restores_everything_including_bytes_used(tmp_path):
+    store = SliverStore(tmp_path, capacity_bytes=10_000)
+    fill(store)
+    used = store.bytes_used()
+    store.close()
+    again = SliverStore(tmp_path, capacity_bytes=10_000)
+    check_filled(again)
+    assert again.bytes_used() == used
+
+
+def test_closed_store_refuses_use(tmp_path):
+    with SliverStore(tmp_path) as store:
+        store.put_metadata(A, b"m")
+    with pytest.raises(StorageError, match="closed"):
+        store.put_metadata(A, b"m")
+    with pytest.raises(StorageError, match="closed"):
+        store.get_metadata(A)
+
+
+def test_invalid_arguments_are_refused(tmp_path):
+    store = SliverStore(tmp_path)
+    with pytest.raises(InvalidBlobIdError):
+        store.put_metadata(b"short", b"m")
+    with pytest.raises(InvalidBlobIdError):
+        store.get_metadata(A.hex())
+    with pytest.raises(ValueError):
+        store.put_sliver(A, -1, PRIMARY, b"x")
+    with pytest.raises(ValueError):
+        store.put_sliver(A, 0, "tertiary", b"x")
+    with pytest.raises(TypeError):
+        store.set_state(A, {"x": object()})
+    assert all_files(tmp_path) == []
+
+
+# ---- crash safety ---------------------------------------------------------------------
+
+
+def test_leftover_temp_files_are_removed_at_open_and_stored_data_survives(tmp_path):
+    store = SliverStore(tmp_path)
+    fill(store)
+    d = blob_dir(tmp_path, A)
+    (d / "p0.deadbeef.tmp").write_bytes(b"half of a new sliv")  # crash mid-replace
+    (d / "p9.cafe.tmp").write_bytes(b"PWS1")  # crash mid-first-write
+    fresh = blob_dir(tmp_path, bytes(32))
+    fresh.mkdir()
+    (fresh / "meta.1.tmp").write_bytes(b"x")  # crash during a new blob's first write
+    again = SliverStore(tmp_path)
+    check_filled(again)
+    assert not list(tmp_path.rglob("*.tmp"))
+    assert not fresh.exists()
+    assert again.bytes_used() == store.bytes_used()
+
+
+def test_failed_rename_keeps_previous_content_and_leaves_no_partial_entry(tmp_path, monkeypatch):
+    store = SliverStore(tmp_path)
+    fill(store)
+    before, used = all_files(tmp_path), store.bytes_used()
+
+    def crash(src, dst):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(StorageError, match="p0"):
+        store.put_sliver(A, 0, PRIMARY, b"new content")
+    with pytest.raises(StorageError):
+        store.put_sliver(bytes(32), 1, PRIMARY, b"new blob")
+    monkeypatch.undo()
+    assert all_files(tmp_path) == before
+    assert store.bytes_used() == used
+    assert not store.has_blob(bytes(32))
+    check_filled(store)
+    check_filled(SliverStore(tmp_path))
+
+
+def test_crash_mid_delete_finishes_the_delete_at_open(tmp_path):
+    store = SliverStore(tmp_path)
+    fill(store)
+    # delete_blob renames the blob dir into trash/ first; simulate dying right after that.
+    os.replace(blob_dir(tmp_path, A), tmp_path / "trash" / (A.hex() + ".1234"))
+    again = SliverStore(tmp_path)
+    assert again.list_blobs() == [B]
+    assert not any((tmp_path / "trash").iterdir())
+    assert again.bytes_used() == sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
+
+
+CHILD = textwrap.dedent("""
+    import sys
+    from p2pwalrus.node.sliver_store import SliverStore, PRIMARY
+    store = SliverStore(sys.argv[1])
+    i = 0
+    while True:
+        store.put_sliver(bytes([i % 4]) * 32, i, PRIMARY, bytes([i % 251]) * (20_000 + i))
+        print(i, flush=True)  # acknowledged only once put_sliver has returned
+        i += 1
+""")
+
+
+def test_process_killed_mid_writes_loses_nothing_acknowledged(tmp_path):
+    repo = str(Path(__file__).resolve().parents[1])
+    paths = [repo, os.environ.get("PYTHONPATH")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    acked = []
+    try:
+        for line in proc.stdout:
+            acked.append(int(line))
+            if len(acked) >= 30:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    store = SliverStore(tmp_path)
+    for i in acked:
+        assert store.get_sliver(bytes([i % 4]) * 32, i, PRIMARY) == bytes([i % 251]) * (20_000 + i)
+    for blob in store.list_blobs():  # whatever else is visible is whole, never torn
+        for shard in store.shards_stored(blob):
+            assert store.get_sliver(blob, shard, PRIMARY) == bytes([shard % 251]) * (20_000 + shard)
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+# ---- integrity ------------------------------------------------------------------------
+
+
+def test_corrupted_file_is_detected_dropped_and_never_returned(tmp_path, caplog):
+    store = SliverStore(tmp_path)
+    fill(store)
+    path = blob_dir(tmp_path, A) / "p0"
+    raw = bytearray(path.read_bytes())
+    raw[HEADER_LEN + 10] ^= 0x01
+    path.write_bytes(raw)
+    used = store.bytes_used()
+    assert store.get_sliver(A, 0, PRIMARY) is None
+    assert "checksum mismatch" in caplog.text and str(path) in caplog.text
+    assert not store.has_sliver(A, 0, PRIMARY)  # so repair sees it missing
+    assert store.bytes_used() == used - len(raw)
+    assert store.get_sliver(A, 0, SECONDARY) == b"s0" * 50
+
+
+def test_truncated_file_is_detected(tmp_path):
+    store = SliverStore(tmp_path)
+    fill(store)
+    meta = blob_dir(tmp_path, A) / "meta"
+    meta.write_bytes(meta.read_bytes()[:10])
+    assert store.get_metadata(A) is None
+    sliver = blob_dir(tmp_path, A) / "s7"
+    sliver.write_bytes(sliver.read_bytes()[:-1])
+    assert SliverStore(tmp_path).get_sliver(A, 7, SECONDARY) is None
+
+
+def test_corrupted_state_reads_as_empty(tmp_path):
+    store = SliverStore(tmp_path)
+    fill(store)
+    (blob_dir(tmp_path, A) / "state").write_bytes(b'{"end_epoch": 9}')
+    assert store.get_state(A) == {}
+
+
+# ---- capacity -------------------------------------------------------------------------
+
+
+def test_capacity_is_refused_before_writing(tmp_path):
+    store = SliverStore(tmp_path, capacity_bytes=2 * HEADER_LEN + 150)
+    store.put_sliver(A, 0, PRIMARY, b"x" * 100)
+    before = all_files(tmp_path)
+    with pytest.raises(CapacityExceededError, match="capacity"):
+        store.put_sliver(A, 1, PRIMARY, b"x" * 51)
+    with pytest.raises(CapacityExceededError):
+        store.put_metadata(B, b"x" * 51)
+    assert all_files(tmp_path) == before
+    assert store.list_blobs() == [A]
+    assert store.bytes_used() == HEADER_LEN + 100
+    store.put_sliver(A, 1, PRIMARY, b"x" * 50)  # exactly fits
+    assert store.bytes_used() == store.capacity_bytes
+
+
+def test_replacing_a_file_only_needs_room_for_the_difference(tmp_path):
+    store = SliverStore(tmp_path, capacity_bytes=HEADER_LEN + 100)
+    store.put_sliver(A, 0, PRIMARY, b"x" * 100)
+    store.put_sliver(A, 0, PRIMARY, b"y" * 100)
+    assert store.get_sliver(A, 0, PRIMARY) == b"y" * 100
+
+
+def test_state_updates_are_never_refused_for_capacity(tmp_path):
+    store = SliverStore(tmp_path, capacity_bytes=HEADER_LEN + 10)
+    store.put_metadata(A, b"x" * 10)
+    store.set_state(A, {"invalid": True})
+    assert store.get_state(A) == {"invalid": True}
+
+
+def test_delete_blob_frees_capacity(tmp_path):
+    store = SliverStore(tmp_path, capacity_bytes=1000)
+    fill(store)
+    used_by_b = HEADER_LEN
+    assert store.delete_blob(A) is True
+    assert store.bytes_used() == used_by_b
+    assert store.list_blobs() == [B]
+    assert not blob_dir(tmp_path, A).exists()
+    assert store.get_metadata(A) is None and store.get_state(A) == {}
+    store.put_sliver(A, 0, PRIMARY, b"z" * (1000 - 2 * HEADER_LEN))
+    assert SliverStore(tmp_path).bytes_used() == 1000
+
+
+def test_delete_sliver_removes_one_or_both_kinds(tmp_path):
+    store = SliverStore(tmp_path)
+    fill(store)
+    used = store.bytes_used()
+    assert store.delete_sliver(A, 0, PRIMARY) is True
+    assert store.shards_stored(A) == {0: {SECONDARY}, 7: {SECONDARY}}
+    assert store.delete_sliver(A, 0) is True
+    assert store.delete_sliver(A, 0) is False
+    assert store.bytes_used() == used - (HEADER_LEN + 200) - (HEADER_LEN + 100)
+    assert store.delete_sliver(B, 3) is True
+    assert store.list_blobs() == [A]  # a blob with nothing left is gone
+    assert not blob_dir(tmp_path, B).exists()
+
+
+# ---- OS errors ------------------------------------------------------------------------
+
+
+def _fail_temp_open(monkeypatch, err):
+    real_open = os.open
+
+    def fake_open(path, flags, *args, **kwargs):
+        if str(path).endswith(".tmp"):
+            raise OSError(err, os.strerror(err), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake_open)
+
+
+def test_permission_denied_is_a_clear_storage_error(tmp_path, monkeypatch):
+    store = SliverStore(tmp_path)
+    store.put_sliver(A, 0, PRIMARY, b"kept")
+    d = blob_dir(tmp_path, A)
+    if os.geteuid() != 0:  # a real read-only directory
+        d.chmod(0o500)
+        try:
+            with pytest.raises(StorageError, match="permission denied") as info:
+                store.put_sliver(A, 1, PRIMARY, b"x")
+        finally:
+            d.chmod(0o700)
+    else:  # root ignores directory modes: simulate what the kernel would say
+        _fail_temp_open(monkeypatch, errno.EACCES)
+        with pytest.raises(StorageError, match="permission denied") as info:
+            store.put_sliver(A, 1, PRIMARY, b"x")
+        monkeypatch.undo()
+    assert str(d) in str(info.value) and "writable" in str(info.value)
+    assert not store.has_sliver(A, 1, PRIMARY)
+    assert not list(tmp_path.rglob("*.tmp"))
+    assert store.get_sliver(A, 0, PRIMARY) == b"kept"
+
+
+def test_read_only_file_system_is_a_clear_storage_error(tmp_path, monkeypatch):
+    store = SliverStore(tmp_path)
+    _fail_temp_open(monkeypatch, errno.EROFS)
+    with pytest.raises(StorageError, match="read-only"):
+        store.put_metadata(A, b"m")
+    monkeypatch.undo()
+    assert store.list_blobs() == [] and all_files(tmp_path) == []
+
+
+def test_disk_full_on_create_is_a_clear_storage_error(tmp_path, monkeypatch):
+    store = SliverStore(tmp_path)
+    _fail_temp_open(monkeypatch, errno.ENOSPC)
+    with pytest.raises(StorageError, match="disk is full"):
+        store.put_metadata(A, b"m")
+    monkeypatch.undo()
+    assert store.list_blobs() == [] and store.bytes_used() == 0
+
+
+def test_disk_full_during_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    store = SliverStore(tmp_path)
+    fill(store)
+    before, used = all_files(tmp_path), store.bytes_used()
+    real_fsync = os.fsync
+
+    def fsync_enospc(fd):
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_size > 1000:  # the large sliver, not a dir
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_enospc)
+    with pytest.raises(StorageError, match="disk is full") as info:
+        store.put_sliver(A, 0, PRIMARY, b"big" * 1000)
+    assert str(blob_dir(tmp_path, A) / "p0") in str(info.value)
+    with pytest.raises(StorageError, match="disk is full"):
+        store.put_sliver(bytes(32), 0, PRIMARY, b"big" * 1000)
+    monkeypatch.undo()
+    assert all_files(tmp_path) == before
+    assert store.bytes_used() == used
+    assert store.list_blobs() == sorted([A, B])
+    check_filled(store)
+
+
+def test_unwritable_root_at_open_is_a_clear_storage_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    with pytest.raises(StorageError, match="open the sliver store"):
+        SliverStore(blocker / "store")
+
+
+# ---- threads --------------------------------------------------------------------------
+
+
+def test_concurrent_puts_from_threads_are_all_stored_and_counted(tmp_path):
+    store = SliverStore(tmp_path)
+    errors = []
+
+    def worker(t):
+        try:
+            for i in range(25):
+                blob = bytes([i % 5]) * 32
+                store.put_sliver(blob, t * 100 + i, PRIMARY, bytes([t]) * (1000 + i))
+                store.set_state(blob, {f"t{t}": i})
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    for t in range(8):
+        for i in range(25):
+            got = store.get_sliver(bytes([i % 5]) * 32, t * 100 + i, PRIMARY)
+            assert got == bytes([t]) * (1000 + i)
+    for k in range(5):  # no lost state update: every thread's last write to each blob is there
+        state = store.get_state(bytes([k]) * 32)
+        assert state == {f"t{t}": max(i for i in range(25) if i % 5 == k) for t in range(8)}
+    on_disk = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
+    assert store.bytes_used() == on_disk == SliverStore(tmp_path).bytes_used()
+
+
+def test_concurrent_puts_never_overshoot_capacity(tmp_path):
+    size = 1000
+    store = SliverStore(tmp_path, capacity_bytes=10 * (HEADER_LEN + size))
+    outcomes = []
+
+    def worker(t):
+        try:
+            store.put_sliver(A, t, PRIMARY, b"x" * size)
+            outcomes.append("ok")
+        except CapacityExceededError:
+            outcomes.append("full")
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(30)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert outcomes.count("ok") == 10 and outcomes.count("full") == 20
+    assert store.bytes_used() == store.capacity_bytes
+
+
+def test_delete_racing_with_puts_leaves_a_consistent_store(tmp_path):
+    store = SliverStore(tmp_path)
+    stop = threading.Event()
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            store.put_sliver(A, i % 50, PRIMARY, b"w" * 5000)
+            i += 1
+
+    th = threading.Thread(target=writer)
+    th.start()
+    try:
+        for _ in range(30):
+            store.delete_blob(A)
+    finally:
+        stop.set()
+        th.join()
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "blobs").rglob("*") if p.is_file())
+    assert store.bytes_used() == on_disk
+    again = SliverStore(tmp_path)
+    assert again.bytes_used() == on_disk
+    for shard in again.shards_stored(A):
+        assert again.get_sliver(A, shard, PRIMARY) == b"w" * 5000
