@@ -95,7 +95,10 @@ class NodeHost:
         except Exception as exc:  # dial errors come in many library types
             logger.info("dial %s failed: %s", info.peer_id, exc)
             return False
-        await self.dht.add_peer(info.peer_id, skip_server_mode_check=True)
+        try:
+            await self.dht.add_peer(info.peer_id, skip_server_mode_check=True)
+        except Exception as exc:
+            logger.debug("routing table refused %s: %s", info.peer_id, exc)
         return True
 
     async def connect_bootstrap(self) -> int:
@@ -147,7 +150,10 @@ class NodeHost:
             with trio.move_on_after(period):
                 await self._refresh_now.wait()
             self._refresh_now = trio.Event()
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # upkeep must outlive any one failed round
+                logger.exception("routing-table upkeep round failed")
 
 
 def build_host(keypair: KeyPair, listen_addrs: Sequence[multiaddr.Multiaddr]) -> IHost:

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import multiaddr
 import trio
 from libp2p.abc import INetStream
 from libp2p.crypto.keys import KeyPair
@@ -187,8 +188,6 @@ class Membership:
 
     def _remember_addrs(self, record: NodeRecord) -> None:
         try:
-            import multiaddr
-
             addrs = [multiaddr.Multiaddr(a).decapsulate(multiaddr.Multiaddr(f"/p2p/{record.peer_id}")) for a in record.addrs]
             self.node.host.get_peerstore().add_addrs(ID.from_base58(record.peer_id), addrs, int(self.config.live_ttl))
         except Exception as exc:  # a bad multiaddr in a validly signed record: ignore the addrs
@@ -246,7 +245,10 @@ class Membership:
     async def _publish_loop(self) -> None:
         cfg = self.config
         while True:
-            await self.publish()
+            try:
+                await self.publish()
+            except Exception:  # keep publishing: one failed round must not stop the node
+                logger.exception("publishing our node record failed")
             await trio.sleep(cfg.publish_interval * random.uniform(1 - cfg.publish_jitter, 1 + cfg.publish_jitter))
 
     async def _receive_loop(self, subscription) -> None:
@@ -278,9 +280,13 @@ class Membership:
                     await write_frame(stream, signed.to_bytes())
                 await write_frame(stream, b"")  # end of list
             await stream.close()
-        except (ProtocolError, trio.TooSlowError, Exception) as exc:
-            logger.info("membership pull from peer failed: %s", exc)
-            await stream.reset()
+        except Exception as exc:  # ProtocolError, TooSlowError, stream errors
+            logger.info("serving a membership pull failed: %s", exc)
+            with trio.move_on_after(1):
+                try:
+                    await stream.reset()
+                except Exception:
+                    pass
 
     async def pull_from(self, peer_id: ID) -> int:
         """Fetch all live records a peer knows; validate each; return how many were accepted."""
