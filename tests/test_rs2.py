@@ -107,7 +107,7 @@ def test_decode_from_any_n_minus_f_secondary_slivers_is_exact(case):
     enc = rs2.encode_blob(data, n)
     cfg = enc.metadata.config
     cols = rnd.sample(range(n), cfg.n_secondary)
-    slivers = {j: enc.secondary[j].tobytes() for j in cols}
+    slivers = {j: enc.secondary_column(j).tobytes() for j in cols}
     for j, s in slivers.items():
         rs2.verify_secondary_sliver(enc.metadata, n - 1 - j, s)
     assert rs2.decode_secondary(enc.metadata, slivers) == data
@@ -130,11 +130,11 @@ def test_recovery_of_any_sliver_from_any_sufficient_symbols_is_exact(case, data)
     rows = rnd.sample(range(n), cfg.n_primary)
     syms = [rs2.recovery_symbols(rs2.PRIMARY, i, enc.primary_sliver(i), [j], cfg, s)[0] for i in rows]
     result = rs2.recover_sliver(meta, rs2.SECONDARY, j, syms)
-    assert result.sliver == enc.secondary[j].tobytes() and not result.rejected
+    assert result.sliver == enc.secondary_column(j).tobytes() and not result.rejected
     # A primary sliver (row i) from n-f secondary slivers' symbols.
     i = data.draw(st.integers(0, n - 1))
     cols = rnd.sample(range(n), cfg.n_secondary)
-    syms = [rs2.recovery_symbols(rs2.SECONDARY, c, enc.secondary[c].tobytes(), [i], cfg, s)[0] for c in cols]
+    syms = [rs2.recovery_symbols(rs2.SECONDARY, c, enc.secondary_column(c).tobytes(), [i], cfg, s)[0] for c in cols]
     assert rs2.recover_sliver(meta, rs2.PRIMARY, i, syms).sliver == enc.primary_sliver(i)
 
 
@@ -175,7 +175,7 @@ def test_corrupt_symbols_are_named_and_skipped_during_recovery():
     syms = [rs2.recovery_symbols(rs2.PRIMARY, i, enc.primary_sliver(i), [3], cfg, s)[0] for i in range(n)]
     bad = rs2.RecoverySymbol(rs2.PRIMARY, 0, 3, bytes(len(syms[0].data)), syms[0].proof)
     result = rs2.recover_sliver(meta, rs2.SECONDARY, 3, [bad] + syms[1:])
-    assert result.sliver == enc.secondary[3].tobytes()
+    assert result.sliver == enc.secondary_column(3).tobytes()
     assert result.rejected == ((0, "Merkle proof does not verify"),)
     with pytest.raises(DecodingError, match="valid recovery symbols"):
         rs2.recover_sliver(meta, rs2.SECONDARY, 3, [bad] + syms[1:cfg.n_primary])
@@ -184,7 +184,7 @@ def test_corrupt_symbols_are_named_and_skipped_during_recovery():
 def test_recovery_symbol_wire_roundtrip():
     enc = rs2.encode_blob(os.urandom(3000), 13)
     cfg, s = enc.metadata.config, enc.metadata.symbol_size
-    syms = rs2.recovery_symbols(rs2.SECONDARY, 5, enc.secondary[5].tobytes(), [0, 7, 12], cfg, s)
+    syms = rs2.recovery_symbols(rs2.SECONDARY, 5, enc.secondary_column(5).tobytes(), [0, 7, 12], cfg, s)
     wire = b"".join(x.to_bytes() for x in syms)
     off, back = 0, []
     while off < len(wire):
@@ -196,12 +196,13 @@ def test_recovery_symbol_wire_roundtrip():
 @pytest.mark.parametrize("n", [7, 10, 31])
 def test_inconsistent_blob_is_detected_with_a_checkable_proof(n):
     data = os.urandom(4000)
-    enc = make_inconsistent_blob(data, n, row=1, column=2)
+    bad_row = rs2.EncodingConfig(n).n_primary + 1
+    enc = make_inconsistent_blob(data, n, row=bad_row, column=2)
     meta, cfg, s = enc.metadata, enc.metadata.config, enc.metadata.symbol_size
     for i in range(n):  # every sliver verifies on its own
         rs2.verify_primary_sliver(meta, i, enc.primary_sliver(i))
         rs2.verify_secondary_sliver(meta, i, enc.secondary_sliver(i))
-    rows = [1] + [i for i in range(n) if i != 1][: cfg.n_primary - 1]
+    rows = [bad_row] + [i for i in range(n) if i != bad_row][: cfg.n_primary - 1]
     syms = [rs2.recovery_symbols(rs2.PRIMARY, i, enc.primary_sliver(i), [2], cfg, s)[0] for i in rows]
     with pytest.raises(InconsistentBlobError) as info:
         rs2.recover_sliver(meta, rs2.SECONDARY, 2, syms)
@@ -214,9 +215,9 @@ def test_inconsistent_blob_is_detected_with_a_checkable_proof(n):
 
 def test_inconsistent_blob_fails_the_read_consistency_check():
     n = 10
-    enc = make_inconsistent_blob(os.urandom(4000), n, row=0, column=1)
+    enc = make_inconsistent_blob(os.urandom(4000), n, column=1)
     cfg = enc.metadata.config
-    rows = list(range(1, cfg.n_primary + 1))  # row 0 must be decoded
+    rows = list(range(1, cfg.n_primary + 1))  # includes the bad row R; row 0 must be decoded
     slivers = {i: enc.primary_sliver(i) for i in rows}
     with pytest.raises(InconsistentBlobError):
         rs2.decode_primary(enc.metadata, slivers)

@@ -2,10 +2,11 @@
 
 The codec works on GF(2^16) elements laid out in 64-byte chunks: bytes e and 32+e of a
 chunk form element e, and a shorter tail of t bytes pairs byte e with byte t/2+e. Every
-element position is coded independently, so many codewords of the same (k, m) are coded
-by one call if we lay their elements end to end in that layout. This module converts
-between a symbol's bytes and its elements (uint16, low byte first) on whole numpy arrays
-and runs one codec call per pass instead of one per row or column.
+element position is coded independently, so B codewords of the same (k, m) are coded by
+one call if their elements are laid end to end in that layout. A symbol's whole 64-byte
+chunks are already in that layout and are concatenated as they are; only the tails of
+symbols whose size is not a multiple of 64 are regrouped. So a pass over the whole blob
+is one codec call and a few numpy copies, not one call per row or column.
 """
 
 from __future__ import annotations
@@ -16,77 +17,92 @@ import reed_solomon_leopard as _rsl
 from ..errors import EncodingError
 
 
-def bytes_to_elements(buf: np.ndarray) -> np.ndarray:
-    """(..., 2m) uint8 in the codec's shard layout -> (..., m) uint16 elements."""
-    nbytes = buf.shape[-1]
-    lead = buf.shape[:-1]
-    full = nbytes // 64 * 64
-    out = np.empty(lead + (nbytes // 2,), np.uint16)
-    view = out.view(np.uint8).reshape(lead + (nbytes // 2, 2))
-    if full:
-        chunks = buf[..., :full].reshape(lead + (full // 64, 2, 32))
-        view[..., : full // 2, :] = np.swapaxes(chunks, -1, -2).reshape(lead + (full // 2, 2))
-    tail = nbytes - full
-    if tail:
-        half = tail // 2
-        view[..., full // 2:, 0] = buf[..., full:full + half]
-        view[..., full // 2:, 1] = buf[..., full + half:]
-    return out
-
-
-def elements_to_bytes(el: np.ndarray) -> np.ndarray:
-    """(..., m) uint16 elements -> (..., 2m) uint8 in the codec's shard layout."""
-    m = el.shape[-1]
-    lead = el.shape[:-1]
-    pairs = np.ascontiguousarray(el).view(np.uint8).reshape(lead + (m, 2))
-    out = np.empty(lead + (2 * m,), np.uint8)
-    full_el = m // 32 * 32
-    if full_el:
-        chunks = pairs[..., :full_el, :].reshape(lead + (full_el // 32, 32, 2))
-        out[..., : 2 * full_el] = np.swapaxes(chunks, -1, -2).reshape(lead + (2 * full_el,))
-    tail = m - full_el
-    if tail:
-        out[..., 2 * full_el: 2 * full_el + tail] = pairs[..., full_el:, 0]
-        out[..., 2 * full_el + tail:] = pairs[..., full_el:, 1]
-    return out
-
-
 def check_supported(k: int, m: int) -> None:
     if k < 1 or m < 1 or not _rsl.supports(k, m):
         raise EncodingError(f"the Reed-Solomon codec does not support {k} original and {m} recovery shards")
 
 
-def encode_elements(shards: np.ndarray, recovery_count: int) -> np.ndarray:
-    """Recovery shards for k original shards, all in element form: (k, E) -> (m, E)."""
-    k, width = shards.shape
-    raw = elements_to_bytes(shards)
-    rec = _rsl.encode([row.tobytes() for row in raw], recovery_count)
-    out = np.frombuffer(b"".join(rec), np.uint8).reshape(recovery_count, 2 * width)
-    return bytes_to_elements(out)
+def pack(symbols: np.ndarray) -> np.ndarray:
+    """(k, B, s) symbols -> (k, B*s) codec shards holding B codewords' symbols side by side."""
+    k, b, s = symbols.shape
+    full = s // 64 * 64
+    if full == s:
+        return symbols.reshape(k, b * s)
+    out = np.empty((k, b * s), np.uint8)
+    out[:, : b * full] = symbols[:, :, :full].reshape(k, b * full)
+    half = (s - full) // 2
+    total = b * half  # tail elements per shard
+    lo = symbols[:, :, full:full + half].reshape(k, total)
+    hi = symbols[:, :, full + half:].reshape(k, total)
+    region = out[:, b * full:]
+    whole = total // 32 * 32
+    chunks = region[:, : 2 * whole].reshape(k, whole // 32, 2, 32)
+    chunks[:, :, 0] = lo[:, :whole].reshape(k, whole // 32, 32)
+    chunks[:, :, 1] = hi[:, :whole].reshape(k, whole // 32, 32)
+    rest = total - whole
+    region[:, 2 * whole: 2 * whole + rest] = lo[:, whole:]
+    region[:, 2 * whole + rest:] = hi[:, whole:]
+    return out
 
 
-def decode_elements(
-    original_count: int, recovery_count: int, available: dict[int, np.ndarray]
-) -> np.ndarray:
-    """All k original shards (k, E) in element form from any k of the n shards.
+def unpack(shards: np.ndarray, b: int, s: int) -> np.ndarray:
+    """Inverse of `pack`: (k, B*s) codec shards -> (k, B, s) symbols."""
+    k = shards.shape[0]
+    full = s // 64 * 64
+    if full == s:
+        return shards.reshape(k, b, s)
+    out = np.empty((k, b, s), np.uint8)
+    out[:, :, :full] = shards[:, : b * full].reshape(k, b, full)
+    half = (s - full) // 2
+    total = b * half
+    region = shards[:, b * full:]
+    lo = np.empty((k, total), np.uint8)
+    hi = np.empty((k, total), np.uint8)
+    whole = total // 32 * 32
+    chunks = region[:, : 2 * whole].reshape(k, whole // 32, 2, 32)
+    lo[:, :whole] = chunks[:, :, 0].reshape(k, whole)
+    hi[:, :whole] = chunks[:, :, 1].reshape(k, whole)
+    rest = total - whole
+    lo[:, whole:] = region[:, 2 * whole: 2 * whole + rest]
+    hi[:, whole:] = region[:, 2 * whole + rest:]
+    out[:, :, full:full + half] = lo.reshape(k, b, half)
+    out[:, :, full + half:] = hi.reshape(k, b, half)
+    return out
 
-    `available` maps codeword position (0..k+m-1; originals first) to an element array.
+
+def _rows_as_bytes(arr: np.ndarray) -> list:
+    return [memoryview(np.ascontiguousarray(row)) for row in arr]
+
+
+def encode_symbols(symbols: np.ndarray, recovery_count: int) -> np.ndarray:
+    """Recovery symbols of B codewords at once: (k, B, s) originals -> (m, B, s)."""
+    k, b, s = symbols.shape
+    rec = _rsl.encode([bytes(row) for row in _rows_as_bytes(pack(symbols))], recovery_count)
+    return unpack(np.frombuffer(b"".join(rec), np.uint8).reshape(recovery_count, b * s), b, s)
+
+
+def decode_symbols(original_count: int, recovery_count: int, available: dict[int, np.ndarray]) -> np.ndarray:
+    """All k original shards (k, B, s) of B codewords from any k of their n positions.
+
+    `available` maps a codeword position (originals first, then recovery) to (B, s) symbols.
     """
     originals = {i: v for i, v in available.items() if i < original_count}
+    b, s = next(iter(available.values())).shape
+    out = np.empty((original_count, b, s), np.uint8)
+    for i, v in originals.items():
+        out[i] = v
     if len(originals) == original_count:
-        return np.stack([originals[i] for i in range(original_count)])
-    width = next(iter(available.values())).shape[-1]
-    orig_bytes = {i: elements_to_bytes(v).tobytes() for i, v in originals.items()}
-    rec_bytes = {
-        i - original_count: elements_to_bytes(v).tobytes()
-        for i, v in available.items()
-        if i >= original_count
-    }
-    restored = _rsl.decode(original_count, recovery_count, orig_bytes, rec_bytes)
-    out = np.empty((original_count, width), np.uint16)
-    for i in range(original_count):
-        if i in originals:
-            out[i] = originals[i]
-        else:
-            out[i] = bytes_to_elements(np.frombuffer(restored[i], np.uint8))
+        return out
+
+    def as_shard(v: np.ndarray) -> bytes:
+        return pack(np.ascontiguousarray(v)[None])[0].tobytes()
+
+    restored = _rsl.decode(
+        original_count,
+        recovery_count,
+        {i: as_shard(v) for i, v in originals.items()},
+        {i - original_count: as_shard(v) for i, v in available.items() if i >= original_count},
+    )
+    for i, raw in restored.items():
+        out[i] = unpack(np.frombuffer(raw, np.uint8)[None], b, s)[0]
     return out

@@ -185,19 +185,35 @@ def pair_for_shard(shard: int, blob_id: bytes, n_shards: int) -> int:
 
 @dataclass
 class EncodedBlob:
-    """A blob's metadata and all its slivers (numpy views; see `pair`)."""
+    """A blob's metadata and all its slivers, kept without copying the source symbols.
+
+    The expanded matrix E is held in three parts: the source rows (the padded blob
+    itself), the row extension of the source rows (R x f symbols) and the primary
+    slivers of the recovery rows (2f x C symbols). The rest of E is only hashed.
+    """
 
     metadata: BlobMetadata
     blob_id: bytes
-    primary: np.ndarray  # (n, C*s): primary sliver i
-    secondary: np.ndarray  # (n, R*s): secondary sliver of column j, indexed by column
+    source: np.ndarray  # (R, C, s): E[:R, :C]
+    row_recovery: np.ndarray  # (R, f, s): E[:R, C:]
+    lower_primary: np.ndarray  # (2f, C, s): E[R:, :C]
+
+    def primary_row(self, index: int) -> np.ndarray:
+        """Primary sliver `index` as (C, s) symbols."""
+        r = self.source.shape[0]
+        return self.source[index] if index < r else self.lower_primary[index - r]
+
+    def secondary_column(self, column: int) -> np.ndarray:
+        """Secondary sliver of `column` as (R, s) symbols (a strided view)."""
+        c = self.source.shape[1]
+        return self.source[:, column] if column < c else self.row_recovery[:, column - c]
 
     def primary_sliver(self, pair_index: int) -> bytes:
-        return self.primary[pair_index].tobytes()
+        return self.primary_row(pair_index).tobytes()
 
     def secondary_sliver(self, pair_index: int) -> bytes:
         """The secondary sliver stored in pair `pair_index`: column n-1-pair_index."""
-        return self.secondary[self.metadata.n_shards - 1 - pair_index].tobytes()
+        return self.secondary_column(self.metadata.n_shards - 1 - pair_index).tobytes()
 
 
 def _padded_matrix(data, cfg: EncodingConfig, s: int) -> np.ndarray:
@@ -211,47 +227,56 @@ def _padded_matrix(data, cfg: EncodingConfig, s: int) -> np.ndarray:
     return buf.reshape(r, c, s)
 
 
-def _row_extend(rows_el: np.ndarray, cfg: EncodingConfig) -> np.ndarray:
-    """(r, C, m) source rows -> (r, n, m): each row extended to n symbols."""
-    r, c, m = rows_el.shape
-    out = np.empty((r, cfg.n_shards, m), np.uint16)
-    out[:, :c] = rows_el
-    shards = np.ascontiguousarray(rows_el.transpose(1, 0, 2)).reshape(c, r * m)
-    rec = codec.encode_elements(shards, cfg.f)
-    out[:, c:] = rec.reshape(cfg.f, r, m).transpose(1, 0, 2)
+def _row_extend(rows: np.ndarray, cfg: EncodingConfig) -> np.ndarray:
+    """(r, C, s) source rows -> (r, n, s): each row extended to n symbols."""
+    r, c, s = rows.shape
+    out = np.empty((r, cfg.n_shards, s), np.uint8)
+    out[:, :c] = rows
+    rec = codec.encode_symbols(np.ascontiguousarray(rows.transpose(1, 0, 2)), cfg.f)  # (f, r, s)
+    out[:, c:] = rec.transpose(1, 0, 2)
     return out
 
 
-def _column_extend(cols_el: np.ndarray, cfg: EncodingConfig) -> np.ndarray:
-    """(R, w, m) source part of w columns -> (n, w, m): each column extended to n symbols."""
-    r, w, m = cols_el.shape
-    out = np.empty((cfg.n_shards, w, m), np.uint16)
-    out[:r] = cols_el
-    rec = codec.encode_elements(np.ascontiguousarray(cols_el).reshape(r, w * m), 2 * cfg.f)
-    out[r:] = rec.reshape(2 * cfg.f, w, m)
+def _column_extend(cols: np.ndarray, cfg: EncodingConfig) -> np.ndarray:
+    """(R, w, s) source part of w columns -> (n, w, s): each column extended to n symbols."""
+    r, w, s = cols.shape
+    out = np.empty((cfg.n_shards, w, s), np.uint8)
+    out[:r] = cols
+    out[r:] = codec.encode_symbols(np.ascontiguousarray(cols), 2 * cfg.f)
     return out
 
 
-def _expand(data, cfg: EncodingConfig, length: int, keep_slivers: bool):
-    """Leaf hashes of all of E, and optionally the slivers, working in column stripes."""
+def _expand(data, cfg: EncodingConfig, length: int):
+    """Leaf hashes of all of E plus the parts of E that EncodedBlob keeps.
+
+    Columns are extended in stripes of about _STRIPE_BYTES so that the hashed-only part
+    of E never exists in full.
+    """
     n, r, c = cfg.n_shards, cfg.n_primary, cfg.n_secondary
     s = cfg.symbol_size(length)
-    m = s // 2
-    rows = _row_extend(codec.bytes_to_elements(_padded_matrix(data, cfg, s)), cfg)  # (R, n, m)
+    source = _padded_matrix(data, cfg, s)
+    row_rec = np.empty((r, cfg.f, s), np.uint8)
+    height = max(1, _STRIPE_BYTES // (n * s))
+    for r0 in range(0, r, height):  # rows in stripes too, to bound the codec's temporaries
+        part = np.ascontiguousarray(source[r0:r0 + height].transpose(1, 0, 2))
+        row_rec[r0:r0 + height] = codec.encode_symbols(part, cfg.f).transpose(1, 0, 2)
     leaves = np.empty((n, n, DIGEST_LEN), np.uint8)
-    primary = np.empty((n, c, s), np.uint8) if keep_slivers else None
-    secondary = np.empty((n, r, s), np.uint8) if keep_slivers else None
+    lower = np.empty((n - r, c, s), np.uint8)
     width = max(1, _STRIPE_BYTES // (n * s))
     for j0 in range(0, n, width):
         j1 = min(n, j0 + width)
-        stripe = codec.elements_to_bytes(_column_extend(rows[:, j0:j1], cfg))  # (n, w, s)
+        if j1 <= c:
+            top = source[:, j0:j1]
+        elif j0 >= c:
+            top = row_rec[:, j0 - c:j1 - c]
+        else:
+            top = np.concatenate([source[:, j0:], row_rec[:, : j1 - c]], axis=1)
+        stripe = _column_extend(top, cfg)  # (n, w, s)
         leaves[:, j0:j1] = leaf_hashes(stripe)
-        if keep_slivers:
-            if j0 < c:
-                primary[:, j0:min(j1, c)] = stripe[:, : min(j1, c) - j0]
-            secondary[j0:j1] = stripe[:r].transpose(1, 0, 2)
+        if j0 < c:
+            lower[:, j0:min(j1, c)] = stripe[r:, : min(j1, c) - j0]
         del stripe
-    return leaves, primary, secondary
+    return leaves, source, row_rec, lower
 
 
 def _metadata_from_leaves(leaves: np.ndarray, cfg: EncodingConfig, length: int) -> BlobMetadata:
@@ -270,8 +295,7 @@ def compute_metadata(data, n_shards: int) -> BlobMetadata:
     """Metadata (and so the blob ID) without keeping any sliver."""
     cfg = EncodingConfig(n_shards)
     length = len(memoryview(data).cast("B"))
-    leaves, _, _ = _expand(data, cfg, length, keep_slivers=False)
-    return _metadata_from_leaves(leaves, cfg, length)
+    return _metadata_from_leaves(_expand(data, cfg, length)[0], cfg, length)
 
 
 def compute_blob_id(data, n_shards: int) -> bytes:
@@ -282,33 +306,30 @@ def encode_blob(data, n_shards: int) -> EncodedBlob:
     """Metadata, blob ID and all n sliver pairs of a blob."""
     cfg = EncodingConfig(n_shards)
     length = len(memoryview(data).cast("B"))
-    leaves, primary, secondary = _expand(data, cfg, length, keep_slivers=True)
+    leaves, source, row_rec, lower = _expand(data, cfg, length)
     meta = _metadata_from_leaves(leaves, cfg, length)
-    n = cfg.n_shards
-    return EncodedBlob(meta, meta.blob_id(), primary.reshape(n, -1), secondary.reshape(n, -1))
+    return EncodedBlob(meta, meta.blob_id(), source, row_rec, lower)
 
 
 # ---------------------------------------------------------------------------------------
 # Slivers: expansion and verification
 
 
-def _sliver_elements(sliver, count: int, s: int) -> np.ndarray:
+def _sliver_symbols(sliver, count: int, s: int) -> np.ndarray:
     raw = np.frombuffer(memoryview(sliver).cast("B"), np.uint8)
     if raw.size != count * s:
         raise VerificationError(f"sliver has {raw.size} bytes, expected {count * s}")
-    return codec.bytes_to_elements(raw.reshape(count, s))
+    return raw.reshape(count, s)
 
 
 def expand_primary(sliver, cfg: EncodingConfig, s: int) -> np.ndarray:
     """All n symbols (n, s) of the row that a primary sliver begins."""
-    el = _sliver_elements(sliver, cfg.n_secondary, s)
-    return codec.elements_to_bytes(_row_extend(el[None], cfg)[0])
+    return _row_extend(_sliver_symbols(sliver, cfg.n_secondary, s)[None], cfg)[0]
 
 
 def expand_secondary(sliver, cfg: EncodingConfig, s: int) -> np.ndarray:
     """All n symbols (n, s) of the column that a secondary sliver begins."""
-    el = _sliver_elements(sliver, cfg.n_primary, s)
-    return codec.elements_to_bytes(_column_extend(el[:, None, :], cfg)[:, 0])
+    return _column_extend(_sliver_symbols(sliver, cfg.n_primary, s)[:, None, :], cfg)[:, 0]
 
 
 def primary_root(sliver, cfg: EncodingConfig, s: int) -> bytes:
@@ -352,16 +373,15 @@ def decode_primary(metadata: BlobMetadata, slivers: dict[int, bytes], *, strict:
     if len(slivers) < r:
         raise DecodingError(f"need {r} primary slivers to decode, got {len(slivers)}")
     chosen = dict(sorted(slivers.items())[:r])  # lowest indices: systematic rows need no decoding
-    available = {i: _sliver_elements(v, c, s).reshape(-1) for i, v in chosen.items()}
-    rows_el = codec.decode_elements(r, 2 * cfg.f, available).reshape(r, c, s // 2)
+    available = {i: _sliver_symbols(v, c, s) for i, v in chosen.items()}
+    rows = codec.decode_symbols(r, 2 * cfg.f, available)  # (R, C, s)
     decoded = [i for i in range(r) if i not in chosen]
     if decoded and not strict:
-        ext = _row_extend(rows_el[decoded], cfg)
-        roots = merkle_roots(leaf_hashes(codec.elements_to_bytes(ext)))
+        roots = merkle_roots(leaf_hashes(_row_extend(rows[decoded], cfg)))
         for k, i in enumerate(decoded):
             if roots[k].tobytes() != metadata.primary_hashes[i]:
                 raise InconsistentBlobError(f"decoded primary sliver {i} does not match the metadata: the blob is inconsistent")
-    blob = codec.elements_to_bytes(rows_el).reshape(-1)[: metadata.unencoded_length].tobytes()
+    blob = rows.reshape(-1)[: metadata.unencoded_length].tobytes()
     if strict and compute_blob_id(blob, cfg.n_shards) != metadata.blob_id():
         raise InconsistentBlobError("re-encoding the decoded blob gives another blob ID: the blob is inconsistent")
     return blob
@@ -374,17 +394,16 @@ def decode_secondary(metadata: BlobMetadata, slivers: dict[int, bytes], *, stric
     if len(slivers) < c:
         raise DecodingError(f"need {c} secondary slivers to decode, got {len(slivers)}")
     chosen = dict(sorted(slivers.items())[:c])
-    available = {j: _sliver_elements(v, r, s).reshape(-1) for j, v in chosen.items()}
-    cols_el = codec.decode_elements(c, cfg.f, available).reshape(c, r, s // 2)
+    available = {j: _sliver_symbols(v, r, s) for j, v in chosen.items()}
+    cols = codec.decode_symbols(c, cfg.f, available)  # (C, R, s)
     decoded = [j for j in range(c) if j not in chosen]
     if decoded and not strict:
-        ext = _column_extend(cols_el[decoded].transpose(1, 0, 2), cfg)  # (n, w, m)
-        roots = merkle_roots(leaf_hashes(codec.elements_to_bytes(np.ascontiguousarray(ext.transpose(1, 0, 2)))))
+        ext = _column_extend(cols[decoded].transpose(1, 0, 2), cfg)  # (n, w, s)
+        roots = merkle_roots(leaf_hashes(np.ascontiguousarray(ext.transpose(1, 0, 2))))
         for k, j in enumerate(decoded):
             if roots[k].tobytes() != metadata.secondary_hash_of_column(j):
                 raise InconsistentBlobError(f"decoded secondary sliver {j} does not match the metadata: the blob is inconsistent")
-    blob = codec.elements_to_bytes(np.ascontiguousarray(cols_el.transpose(1, 0, 2))).reshape(-1)
-    blob = blob[: metadata.unencoded_length].tobytes()
+    blob = np.ascontiguousarray(cols.transpose(1, 0, 2)).reshape(-1)[: metadata.unencoded_length].tobytes()
     if strict and compute_blob_id(blob, cfg.n_shards) != metadata.blob_id():
         raise InconsistentBlobError("re-encoding the decoded blob gives another blob ID: the blob is inconsistent")
     return blob
@@ -531,10 +550,8 @@ def recover_sliver(metadata: BlobMetadata, target_axis: str, target_index: int, 
             f"got {len(good)} ({len(rejected)} rejected)"
         )
     used = dict(sorted(good.items())[:need])
-    available = {
-        i: codec.bytes_to_elements(np.frombuffer(sym.data, np.uint8)) for i, sym in used.items()
-    }
-    sliver = codec.elements_to_bytes(codec.decode_elements(k, m, available)).reshape(-1).tobytes()
+    available = {i: np.frombuffer(sym.data, np.uint8)[None] for i, sym in used.items()}
+    sliver = codec.decode_symbols(k, m, available).reshape(-1).tobytes()
     if target_axis == SECONDARY:
         ok = secondary_root(sliver, cfg, s) == metadata.secondary_hash_of_column(target_index)
     else:
