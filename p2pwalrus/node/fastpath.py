@@ -1,0 +1,448 @@
+"""Runtime speed-ups for py-libp2p 0.8.1's TCP + Noise + Yamux data path (DESIGN 6).
+
+``enable()`` patches the library in this process (idempotent). Every change is
+wire-compatible with unpatched peers: the Noise messages on the wire are
+byte-for-byte what stock 0.8.1 sends for the same Yamux frames, and Yamux
+frames are only made larger (stock readers accept DATA frames up to
+``MAX_WINDOW_SIZE``, 16 MiB, and never send more than the window we grant).
+The initial Yamux window (256 KiB) is deliberately left alone: raising it
+breaks other implementations and gains nothing.
+
+The patches, each replacing one piece of ``libp2p`` 0.8.1:
+
+1. Yamux frames of 1 MiB instead of 64 KiB (``yamux.MAX_MESSAGE_SIZE``, read
+   at call time by ``YamuxStream.write``). A 64 KiB frame does not fit one
+   Noise message (65519 plaintext bytes), so each became two messages.
+2. Window updates at half the window: ``PY_YAMUX_RELEASE_ON_READ`` now defaults
+   to ``0`` (replaces ``yamux._yamux_release_on_read``, yamux.py:92); an
+   explicit environment setting still wins.
+3. ``Yamux._write_frame`` (yamux.py:851) without its per-frame header unpack
+   and debug f-string when DEBUG logging is off.
+4. Buffered Noise read path: ``SecureSession.read`` (secure_session.py:95) and
+   Yamux's ``read_exactly`` (yamux.py:41, used at :1180 and :1191) read the
+   socket 256 KiB at a time with ``recv_into``, parse several Noise messages per
+   read and decrypt each straight into the caller's buffer. Stock did a 2-byte
+   read per message length, 1-2 more reads for the body, and three copies
+   (msgio ``read_exactly``, ``SecureSession`` bytearray, ``bytes()``).
+5. Batched Noise writes: ``NoiseTransportReadWriter.write_msg`` (noise/io.py:59)
+   encrypts every 65519-byte chunk of a write into one buffer and makes one
+   socket write per batch, instead of one locked ``send_all`` per message.
+
+Pinned to libp2p 0.8.1: on any other version ``enable()`` warns and patches
+nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import warnings
+from typing import Any
+
+import trio
+
+SUPPORTED_LIBP2P_VERSION = "0.8.1"
+YAMUX_MAX_FRAME = 1 << 20  # payload+header bytes per Yamux DATA frame we send
+RECV_SIZE = 256 * 1024  # bytes asked of the socket per read
+
+_NOISE_MAX_MSG = 65535  # 2-byte length prefix
+_NOISE_TAG = 16
+_NOISE_MAX_PLAINTEXT = _NOISE_MAX_MSG - _NOISE_TAG  # 65519, as go-libp2p and libp2p 0.8.1
+_MAX_NONCE = 2**64 - 1
+_SMALL_READ = 4096  # reads up to this size return bytes, larger ones a bytearray (no extra copy)
+
+logger = logging.getLogger(__name__)
+
+_enabled = False
+_originals: dict[str, Any] = {}
+
+
+def libp2p_version() -> str | None:
+    try:
+        import libp2p
+
+        version = getattr(libp2p, "__version__", None)
+        if version:
+            return str(version)
+    except Exception:  # pragma: no cover - libp2p missing or broken
+        return None
+    try:
+        from importlib.metadata import version as dist_version
+
+        return dist_version("libp2p")
+    except Exception:  # pragma: no cover
+        return None
+
+
+def is_enabled() -> bool:
+    return _enabled
+
+
+def enable() -> bool:
+    """Apply the speed-ups to this process; True if they are (now or already) applied.
+
+    Refuses, with a RuntimeWarning, on any libp2p version but 0.8.1.
+    Call before hosts are built (connections made earlier keep the stock path
+    for reads if their session had nothing buffered yet, which is still correct).
+    """
+    global _enabled
+    if _enabled:
+        return True
+    version = libp2p_version()
+    if version != SUPPORTED_LIBP2P_VERSION:
+        warnings.warn(
+            f"p2pwalrus.node.fastpath: libp2p {version!r} is not {SUPPORTED_LIBP2P_VERSION!r}; "
+            "transport speed-ups NOT applied",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    _patch_yamux()
+    _patch_noise()
+    _enabled = True
+    logger.debug("libp2p %s transport fast path enabled", version)
+    return True
+
+
+def disable() -> None:
+    """Undo ``enable()`` (for tests and benchmarks); sessions already patched keep their buffers."""
+    global _enabled
+    if not _enabled:
+        return
+    from libp2p.security.noise import io as noise_io
+    from libp2p.security.secure_session import SecureSession
+    from libp2p.stream_muxer.yamux import yamux
+
+    yamux.MAX_MESSAGE_SIZE = _originals["MAX_MESSAGE_SIZE"]
+    yamux._yamux_release_on_read = _originals["_yamux_release_on_read"]
+    yamux.read_exactly = _originals["read_exactly"]
+    yamux.Yamux._write_frame = _originals["_write_frame"]
+    SecureSession.read = _originals["SecureSession.read"]
+    noise_io.NoiseTransportReadWriter.write_msg = _originals["write_msg"]
+    _enabled = False
+
+
+# --- Yamux ------------------------------------------------------------------------
+
+
+def _patch_yamux() -> None:
+    from libp2p.stream_muxer.yamux import yamux
+
+    _originals["MAX_MESSAGE_SIZE"] = yamux.MAX_MESSAGE_SIZE
+    _originals["_yamux_release_on_read"] = yamux._yamux_release_on_read
+    _originals["read_exactly"] = yamux.read_exactly
+    _originals["_write_frame"] = yamux.Yamux._write_frame
+    orig_read_exactly = yamux.read_exactly
+    orig_write_frame = yamux.Yamux._write_frame
+    ylog = yamux.logger
+
+    # (1) replaces MAX_MESSAGE_SIZE = 64 * 1024 (yamux.py:150): 1 MiB frames, so
+    # one frame is ~16 full Noise messages instead of a 65519 + 17 byte pair.
+    # Receivers (stock too) accept any DATA frame up to MAX_WINDOW_SIZE.
+    yamux.MAX_MESSAGE_SIZE = YAMUX_MAX_FRAME
+
+    # (2) replaces _yamux_release_on_read (yamux.py:92), whose default is "1":
+    # credit is returned in batches of half the window, not after every read.
+    def _yamux_release_on_read() -> bool:
+        return os.environ.get("PY_YAMUX_RELEASE_ON_READ", "0").upper() not in ("0", "FALSE", "NO")
+
+    yamux._yamux_release_on_read = _yamux_release_on_read
+
+    # (4) replaces yamux's module-level read_exactly (libp2p/io/utils.py:11,
+    # called at yamux.py:1180 and :1191): frame headers and bodies come from our
+    # buffered Noise reader, decrypted straight into the returned buffer.
+    async def read_exactly(reader: Any, n: int, retry_count: int = 100) -> bytes | bytearray:
+        rx = _rx_for(reader)
+        if rx is None:
+            return await orig_read_exactly(reader, n, retry_count)
+        return await rx.read_exactly(n)
+
+    yamux.read_exactly = read_exactly
+
+    # (3) replaces Yamux._write_frame (yamux.py:851): same lock, write and
+    # checkpoint, without unpacking the header and formatting a debug line per frame.
+    async def _write_frame(self: Any, data: bytes) -> None:
+        if ylog.isEnabledFor(logging.DEBUG):
+            await orig_write_frame(self, data)
+            return
+        async with self._write_lock:
+            await self.secured_conn.write(data)
+        await trio.lowlevel.checkpoint()
+
+    yamux.Yamux._write_frame = _write_frame
+
+
+# --- Noise ------------------------------------------------------------------------
+
+
+def _chacha_aead(cipher_state: Any) -> Any | None:
+    """The cryptography ChaCha20Poly1305 object inside a noiseprotocol CipherState, or None."""
+    cipher = getattr(cipher_state, "cipher", None)
+    if type(cipher).__name__ != "ChaCha20Cipher":
+        return None
+    aead = getattr(cipher, "cipher", None)
+    if not (hasattr(aead, "encrypt_into") and hasattr(aead, "decrypt_into")):
+        return None
+    return aead
+
+
+def _nonce(n: int) -> bytes:
+    # noise/backends/default/ciphers.py ChaCha20Cipher.format_nonce
+    return b"\x00\x00\x00\x00" + n.to_bytes(8, "little")
+
+
+def _trio_socket_of(raw: Any) -> Any | None:
+    """The trio socket under a RawConnection over TrioTCPStream, else None (generic reads)."""
+    from libp2p.io.trio import TrioTCPStream
+
+    tcp = getattr(raw, "stream", None)
+    if type(tcp) is not TrioTCPStream:
+        return None
+    stream = getattr(tcp, "stream", None)
+    if not isinstance(stream, trio.SocketStream):
+        return None
+    sock = getattr(stream, "socket", None)
+    return sock if hasattr(sock, "recv_into") else None
+
+
+class _NoiseRx:
+    """Buffered reader of one Noise transport session (replaces msgio + SecureSession buffering).
+
+    ``_buf[_start:_end]`` holds ciphertext received but not yet decrypted (always
+    less than one whole message when we go back to the socket); ``_pt[_pt_start:
+    _pt_end]`` holds the plaintext left over from a message a read consumed only
+    part of.
+    """
+
+    def __init__(self, session: Any) -> None:
+        from libp2p.io.exceptions import ConnectionClosedError, IncompleteReadError
+        from libp2p.network.connection.exceptions import RawConnError
+
+        self._IncompleteReadError = IncompleteReadError
+        self._ConnectionClosedError = ConnectionClosedError
+        self._RawConnError = RawConnError
+        rw = session.conn
+        self._raw = rw.read_writer.read_write_closer
+        self._sock = _trio_socket_of(self._raw)
+        self._cs = rw.noise_state.noise_protocol.cipher_state_decrypt
+        self._buf = bytearray(RECV_SIZE + _NOISE_MAX_MSG + 2)
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+        self._eof = False
+        self._pt = bytearray(_NOISE_MAX_MSG)
+        self._ptv = memoryview(self._pt)
+        self._pt_start = 0
+        self._pt_end = 0
+        # plaintext the stock SecureSession had buffered before we took over
+        if session.low_watermark != session.high_watermark:
+            left = session._drain(None)
+            self._ptv[: len(left)] = left
+            self._pt_end = len(left)
+
+    async def _fill(self) -> bool:
+        """Receive more ciphertext; False at EOF."""
+        keep = self._end - self._start
+        if keep and self._start:  # move the partial message (< 64 KiB) to the front
+            self._view[:keep] = self._view[self._start : self._end]
+        self._start, self._end = 0, keep
+        space = len(self._buf) - keep
+        if self._sock is not None:
+            try:
+                got = await self._sock.recv_into(self._view[keep:], space)
+            except trio.ClosedResourceError:
+                got = 0  # closed locally, as TrioTCPStream.read: EOF
+            except OSError as exc:
+                if exc.errno == errno.EBADF:
+                    got = 0
+                else:
+                    raise self._ConnectionClosedError(
+                        f"TCP connection reset by remote peer: {exc}", transport="tcp"
+                    ) from exc
+        else:
+            data = await self._raw.read(min(space, RECV_SIZE))
+            got = len(data)
+            self._view[keep : keep + got] = data
+        if not got:
+            self._eof = True
+            return False
+        self._end = keep + got
+        return True
+
+    async def _next_ciphertext(self) -> memoryview | None:
+        """Next whole Noise message (a view into the receive buffer, valid until the next call)."""
+        while True:
+            avail = self._end - self._start
+            if avail >= 2:
+                s = self._start
+                length = (self._buf[s] << 8) | self._buf[s + 1]
+                if avail >= 2 + length:
+                    if length < _NOISE_TAG:
+                        raise self._RawConnError(f"Noise message of {length} bytes is shorter than its tag")
+                    self._start = s + 2 + length
+                    return self._view[s + 2 : s + 2 + length]
+            if self._eof or not await self._fill():
+                return None
+
+    def _decrypt_into(self, ct: memoryview, out: memoryview) -> None:
+        cs = self._cs
+        n = cs.n
+        if n >= _MAX_NONCE:
+            raise self._RawConnError("Noise nonce depleted")
+        aead = _chacha_aead(cs)
+        try:
+            if aead is not None:
+                aead.decrypt_into(_nonce(n), ct, None, out)
+            else:  # other cipher: the library's own decrypt (advances the nonce itself)
+                out[:] = cs.decrypt_with_ad(None, bytes(ct))
+                return
+        except Exception as exc:  # cryptography InvalidTag: the connection is unusable
+            raise self._RawConnError(f"Noise message failed authentication: {exc!r}") from exc
+        cs.n = n + 1
+
+    async def read(self, n: int, *, exact: bool) -> bytes | bytearray:
+        """Up to ``n`` plaintext bytes, blocking until ``n`` (like SecureSession.read) or EOF.
+
+        At EOF: ``exact`` raises IncompleteReadError (as io.utils.read_exactly);
+        otherwise a partial result is returned, and IncompleteReadError only if
+        nothing was read (as the stock msgio path did).
+        """
+        out = bytearray(n)
+        ov = memoryview(out)
+        got = 0
+        left = self._pt_end - self._pt_start
+        if left:
+            take = min(left, n)
+            ov[:take] = self._ptv[self._pt_start : self._pt_start + take]
+            self._pt_start += take
+            got = take
+        while got < n:
+            ct = await self._next_ciphertext()
+            if ct is None:
+                if exact or not got:
+                    raise self._IncompleteReadError(
+                        f"Connection closed during read operation: expected {n} bytes but received {got} bytes",
+                        expected_bytes=n,
+                        received_bytes=got,
+                    )
+                del ov
+                return bytes(out[:got])
+            plen = len(ct) - _NOISE_TAG
+            need = n - got
+            if plen <= need:
+                self._decrypt_into(ct, ov[got : got + plen])
+                got += plen
+            else:
+                self._decrypt_into(ct, self._ptv[:plen])
+                ov[got:n] = self._ptv[:need]
+                self._pt_start, self._pt_end = need, plen
+                got = n
+        del ov
+        return bytes(out) if n <= _SMALL_READ else out
+
+    async def read_exactly(self, n: int) -> bytes | bytearray:
+        if n <= 0:
+            return b""
+        return await self.read(n, exact=True)
+
+    async def read_available(self) -> bytes:
+        """``read(None)``: leftover plaintext if any, else one whole message."""
+        left = self._pt_end - self._pt_start
+        if left:
+            data = bytes(self._ptv[self._pt_start : self._pt_end])
+            self._pt_start = self._pt_end = 0
+            return data
+        while True:
+            ct = await self._next_ciphertext()
+            if ct is None:
+                raise self._IncompleteReadError(
+                    "Connection closed during read operation", expected_bytes=2, received_bytes=0
+                )
+            plen = len(ct) - _NOISE_TAG
+            if plen == 0:
+                continue  # empty message: nothing to deliver
+            out = bytearray(plen)
+            self._decrypt_into(ct, memoryview(out))
+            return bytes(out)
+
+
+def _rx_for(session: Any) -> _NoiseRx | None:
+    """The session's buffered reader, created on first use; None if not a Noise TCP session."""
+    rx = getattr(session, "_fastpath_rx", None)
+    if rx is not None:
+        return rx or None
+    rx = False
+    try:
+        from libp2p.security.noise.io import NoiseTransportReadWriter
+        from libp2p.security.secure_session import SecureSession
+
+        if isinstance(session, SecureSession) and type(session.conn) is NoiseTransportReadWriter:
+            rx = _NoiseRx(session)
+    except Exception:  # unexpected object layout: keep the stock path
+        logger.debug("fast Noise reader unavailable for %r", session, exc_info=True)
+        rx = False
+    try:
+        session._fastpath_rx = rx
+    except AttributeError:
+        return None
+    return rx or None
+
+
+def _patch_noise() -> None:
+    from libp2p.security.noise import io as noise_io
+    from libp2p.security.secure_session import SecureSession
+
+    _originals["SecureSession.read"] = SecureSession.read
+    _originals["write_msg"] = noise_io.NoiseTransportReadWriter.write_msg
+    orig_read = SecureSession.read
+    orig_write_msg = noise_io.NoiseTransportReadWriter.write_msg
+
+    # (4) replaces SecureSession.read (secure_session.py:95) for Noise sessions:
+    # same contract (n=None: what is buffered or one message; n>0: block until n
+    # bytes or EOF), served from the buffered reader.
+    async def read(self: Any, n: int | None = None) -> bytes:
+        rx = _rx_for(self)
+        if rx is None:
+            return await orig_read(self, n)
+        if n == 0:
+            return b""
+        if n is None or n < 0:
+            return await rx.read_available()
+        data = await rx.read(n, exact=False)
+        return data if isinstance(data, bytes) else bytes(data)
+
+    SecureSession.read = read
+
+    # (5) replaces BaseNoiseMsgReadWriter.write_msg (noise/io.py:59) for transport
+    # messages: the same 65519-byte chunks, each encrypted in place into one
+    # buffer with its 2-byte length, then a single socket write for all of them.
+    async def write_msg(self: Any, msg: bytes, prefix_encoded: bool = False) -> None:
+        cs = self.noise_state.noise_protocol.cipher_state_encrypt
+        aead = _chacha_aead(cs)
+        if prefix_encoded or aead is None:
+            await orig_write_msg(self, msg, prefix_encoded)
+            return
+        mv = memoryview(msg).cast("B")
+        total = len(mv)
+        count = max(1, -(-total // _NOISE_MAX_PLAINTEXT))
+        n = cs.n
+        if n + count > _MAX_NONCE:
+            raise RuntimeError("Noise nonce depleted")
+        out = bytearray(total + count * (2 + _NOISE_TAG))
+        ov = memoryview(out)
+        pos = off = 0
+        for _ in range(count):
+            chunk = mv[off : off + _NOISE_MAX_PLAINTEXT]
+            clen = len(chunk) + _NOISE_TAG
+            out[pos] = clen >> 8
+            out[pos + 1] = clen & 0xFF
+            aead.encrypt_into(_nonce(n), chunk, None, ov[pos + 2 : pos + 2 + clen])
+            n += 1
+            pos += 2 + clen
+            off += _NOISE_MAX_PLAINTEXT
+        cs.n = n
+        del ov, mv
+        await self.read_writer.read_write_closer.write(out)
+
+    noise_io.NoiseTransportReadWriter.write_msg = write_msg

@@ -1,0 +1,270 @@
+"""Transport fast path (p2pwalrus.node.fastpath): byte-exact transfers, interop with stock peers.
+
+Patching is process-global, so the unpatched side of every interop test runs in
+a subprocess: this file run as a script (``serve`` or ``client``, with or
+without ``--patched``). In this process the patch is applied per test by the
+``patched`` fixture and undone afterwards, so other test modules see stock
+libp2p. Loopback only; every test is bounded by ``trio.fail_after``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import struct
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import trio
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import multiaddr
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.network.stream.exceptions import StreamEOF
+from libp2p.peer.peerinfo import info_from_p2p_addr
+
+from p2pwalrus.node import fastpath
+from p2pwalrus.node.host import build_host
+
+SINK = TProtocol("/p2pwalrus/fastpath-test/sink/1.0.0")  # peer reads to EOF, replies sha256 + length
+SOURCE = TProtocol("/p2pwalrus/fastpath-test/source/1.0.0")  # peer sends `size` seeded bytes
+LOOPBACK = "/ip4/127.0.0.1/tcp/0"
+WRITE_CHUNK = 3 * 1024 * 1024 + 7  # odd size: writes straddle Yamux frames and Noise messages
+SCRIPT = Path(__file__).resolve()
+
+
+def payload(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+async def read_to_eof(stream, sink=None) -> int:
+    total = 0
+    while True:
+        try:
+            chunk = await stream.read(1 << 20)
+        except StreamEOF:
+            return total
+        if not chunk:
+            return total
+        total += len(chunk)
+        if sink is not None:
+            sink(chunk)
+
+
+async def write_chunked(stream, data: bytes) -> None:
+    view = memoryview(data)
+    for off in range(0, len(data), WRITE_CHUNK):
+        await stream.write(bytes(view[off : off + WRITE_CHUNK]))
+
+
+async def sink_handler(stream) -> None:
+    h = hashlib.sha256()
+    n = await read_to_eof(stream, h.update)
+    await stream.write(h.digest() + struct.pack(">Q", n))
+    await stream.close()
+
+
+async def source_handler(stream) -> None:
+    req = b""
+    while len(req) < 16:
+        req += await stream.read(16 - len(req))
+    size, seed = struct.unpack(">QQ", req)
+    await write_chunked(stream, payload(seed, size))
+    await stream.close()
+
+
+def make_host():
+    host = build_host(create_new_key_pair(), [multiaddr.Multiaddr(LOOPBACK)])
+    host.set_stream_handler(SINK, sink_handler)
+    host.set_stream_handler(SOURCE, source_handler)
+    return host
+
+
+def full_addr(host) -> str:
+    return str(host.get_addrs()[0])
+
+
+async def send_and_check(host, peer_id, size: int, seed: int) -> None:
+    """We write ``size`` bytes; the peer's digest must match ours."""
+    data = payload(seed, size)
+    stream = await host.new_stream(peer_id, [SINK])
+    await write_chunked(stream, data)
+    await stream.close()
+    reply = bytearray()
+    await read_to_eof(stream, reply.extend)
+    assert len(reply) == 40, f"bad reply length {len(reply)}"
+    assert struct.unpack(">Q", reply[32:])[0] == size, "peer received a different byte count"
+    assert bytes(reply[:32]) == hashlib.sha256(data).digest(), f"digest mismatch sending {size} bytes"
+
+
+async def fetch_and_check(host, peer_id, size: int, seed: int) -> None:
+    """The peer writes ``size`` seeded bytes; ours must be exactly them."""
+    stream = await host.new_stream(peer_id, [SOURCE])
+    await stream.write(struct.pack(">QQ", size, seed))
+    got = bytearray()
+    await read_to_eof(stream, got.extend)
+    await stream.close()
+    assert len(got) == size, f"received {len(got)} of {size} bytes"
+    assert hashlib.sha256(got).digest() == hashlib.sha256(payload(seed, size)).digest(), f"bytes differ ({size})"
+
+
+async def exchange(host, addr: str, sizes: list[int]) -> None:
+    info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+    await host.connect(info)
+    for i, size in enumerate(sizes):
+        await send_and_check(host, info.peer_id, size, seed=1000 + i)
+        await fetch_and_check(host, info.peer_id, size, seed=2000 + i)
+
+
+# --- subprocess roles ----------------------------------------------------------------
+
+
+async def _serve_main() -> None:
+    host = make_host()
+    async with host.run(listen_addrs=[multiaddr.Multiaddr(LOOPBACK)]):
+        print(f"ADDR {full_addr(host)}", flush=True)
+        await trio.sleep_forever()  # until the test terminates us
+
+
+async def _client_main(addr: str, sizes: list[int]) -> None:
+    host = make_host()
+    async with host.run(listen_addrs=[multiaddr.Multiaddr(LOOPBACK)]):
+        with trio.fail_after(60):
+            await exchange(host, addr, sizes)
+    print("OK", flush=True)
+
+
+def _script_main(argv: list[str]) -> None:
+    patched = "--patched" in argv
+    args = [a for a in argv if a != "--patched"]
+    if patched:
+        assert fastpath.enable()
+    if args[0] == "serve":
+        trio.run(_serve_main)
+    elif args[0] == "client":
+        trio.run(_client_main, args[1], [int(s) for s in args[2:]])
+    else:
+        raise SystemExit(f"unknown role {args[0]!r}")
+
+
+def _peer_cmd(*args: str, patched: bool) -> list[str]:
+    return [sys.executable, str(SCRIPT), *args, *(["--patched"] if patched else [])]
+
+
+async def _start_server(nursery, *, patched: bool):
+    """Start a serving peer subprocess; return (process, its full address)."""
+    proc = await nursery.start(
+        lambda task_status: trio.run_process(
+            _peer_cmd("serve", patched=patched),
+            stdout=subprocess.PIPE,
+            check=False,
+            task_status=task_status,
+        )
+    )
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = await proc.stdout.receive_some(4096)
+        assert chunk, "peer subprocess exited before printing its address"
+        line += chunk
+    text = line.decode().strip()
+    assert text.startswith("ADDR "), text
+    return proc, text.split(" ", 1)[1]
+
+
+# --- tests ----------------------------------------------------------------------------
+
+INTEROP_SIZES = [8 * 1024 * 1024, 1024 * 1024 + 1, 0]
+EXACT_SIZES = [0, 1, 65535, 65536, 1024 * 1024 + 1, 5 * 1024 * 1024]
+
+
+@pytest.fixture
+def patched():
+    assert fastpath.enable()
+    try:
+        yield
+    finally:
+        fastpath.disable()
+
+
+async def test_patched_host_to_stock_subprocess(patched):
+    """Patched dialer writes to and reads from an unpatched listener; digests match."""
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            proc, addr = await _start_server(nursery, patched=False)
+            try:
+                host = make_host()
+                async with host.run(listen_addrs=[multiaddr.Multiaddr(LOOPBACK)]):
+                    await exchange(host, addr, INTEROP_SIZES)
+            finally:
+                proc.terminate()
+
+
+async def test_stock_subprocess_to_patched_host(patched):
+    """Unpatched dialer writes to and reads from a patched listener; digests match."""
+    with trio.fail_after(90):
+        host = make_host()
+        async with host.run(listen_addrs=[multiaddr.Multiaddr(LOOPBACK)]):
+            cmd = _peer_cmd("client", full_addr(host), *map(str, INTEROP_SIZES), patched=False)
+            result = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True, check=False)
+            assert result.returncode == 0 and result.stdout.strip() == b"OK", result.stderr.decode()[-3000:]
+
+
+@pytest.mark.parametrize("size", EXACT_SIZES)
+async def test_patched_to_patched_is_byte_exact(patched, size):
+    with trio.fail_after(60):
+        a, b = make_host(), make_host()
+        listen = [multiaddr.Multiaddr(LOOPBACK)]
+        async with a.run(listen_addrs=listen), b.run(listen_addrs=listen):
+            await exchange(a, full_addr(b), [size])
+
+
+async def test_patched_subprocess_to_patched_host(patched):
+    """Both sides patched, across processes (the kernel splits reads differently than in-process)."""
+    with trio.fail_after(90):
+        host = make_host()
+        async with host.run(listen_addrs=[multiaddr.Multiaddr(LOOPBACK)]):
+            cmd = _peer_cmd("client", full_addr(host), *map(str, EXACT_SIZES), patched=True)
+            result = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True, check=False)
+            assert result.returncode == 0 and result.stdout.strip() == b"OK", result.stderr.decode()[-3000:]
+
+
+def test_enable_is_idempotent_and_disable_restores():
+    from libp2p.security.secure_session import SecureSession
+    from libp2p.stream_muxer.yamux import yamux
+
+    stock_read, stock_size = SecureSession.read, yamux.MAX_MESSAGE_SIZE
+    assert fastpath.enable() and fastpath.enable()
+    try:
+        patched_read = SecureSession.read
+        assert fastpath.enable()
+        assert SecureSession.read is patched_read  # not wrapped twice
+        assert yamux.MAX_MESSAGE_SIZE == fastpath.YAMUX_MAX_FRAME
+        assert yamux.DEFAULT_WINDOW_SIZE == 256 * 1024  # the initial window is never raised
+    finally:
+        fastpath.disable()
+    assert SecureSession.read is stock_read and yamux.MAX_MESSAGE_SIZE == stock_size
+
+
+def test_other_library_version_is_refused(monkeypatch):
+    import libp2p
+    from libp2p.stream_muxer.yamux import yamux
+
+    monkeypatch.setattr(libp2p, "__version__", "0.8.2")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert fastpath.enable() is False
+    assert not fastpath.is_enabled()
+    assert any(issubclass(w.category, RuntimeWarning) for w in caught)
+    assert yamux.MAX_MESSAGE_SIZE == 64 * 1024
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    _script_main(sys.argv[1:])
