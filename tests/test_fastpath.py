@@ -245,7 +245,7 @@ def test_enable_is_idempotent_and_disable_restores():
         patched_read = SecureSession.read
         assert fastpath.enable()
         assert SecureSession.read is patched_read  # not wrapped twice
-        assert yamux.MAX_MESSAGE_SIZE == fastpath.YAMUX_MAX_FRAME
+        assert yamux.MAX_MESSAGE_SIZE == fastpath.YAMUX_MAX_PAYLOAD + yamux.HEADER_SIZE
         assert yamux.DEFAULT_WINDOW_SIZE == 256 * 1024  # the initial window is never raised
     finally:
         fastpath.disable()

@@ -43,7 +43,7 @@ from typing import Any
 import trio
 
 SUPPORTED_LIBP2P_VERSION = "0.8.1"
-YAMUX_MAX_FRAME = 1 << 20  # payload+header bytes per Yamux DATA frame we send
+YAMUX_MAX_PAYLOAD = 1 << 20  # data bytes per Yamux DATA frame we send (stock: 65524)
 RECV_SIZE = 256 * 1024  # bytes asked of the socket per read
 
 _NOISE_MAX_MSG = 65535  # 2-byte length prefix
@@ -140,7 +140,8 @@ def _patch_yamux() -> None:
     # (1) replaces MAX_MESSAGE_SIZE = 64 * 1024 (yamux.py:150): 1 MiB frames, so
     # one frame is ~16 full Noise messages instead of a 65519 + 17 byte pair.
     # Receivers (stock too) accept any DATA frame up to MAX_WINDOW_SIZE.
-    yamux.MAX_MESSAGE_SIZE = YAMUX_MAX_FRAME
+    # YamuxStream.write sends MAX_MESSAGE_SIZE - HEADER_SIZE data bytes per frame.
+    yamux.MAX_MESSAGE_SIZE = YAMUX_MAX_PAYLOAD + yamux.HEADER_SIZE
 
     # (2) replaces _yamux_release_on_read (yamux.py:92), whose default is "1":
     # credit is returned in batches of half the window, not after every read.
