@@ -164,7 +164,7 @@ class Membership:
         if not changes:
             return
         for change in changes:
-            logger.info("member %s %s", change.peer_id, change.kind.value)
+            logger.debug("member %s %s", change.peer_id, change.kind.value)
             for send in list(self._subscribers):
                 try:
                     send.send_nowait(change)

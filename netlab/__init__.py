@@ -1,0 +1,1 @@
+"""netlab: local p2pwalrus testnets with fault injection."""

@@ -1,0 +1,136 @@
+"""Many storage nodes in one trio process, with the same node code as the real thing.
+
+Each node runs in its own cancel scope, so a test can kill one (cancel: no clean-up
+beyond what trio unwinds), restart it on the same data dir, or add new ones.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import trio
+
+from p2pwalrus.config import NetworkConfig, Timings
+from p2pwalrus.node.service import StorageNode
+
+FAST_TIMINGS = Timings(
+    publish_interval=1.0,
+    member_ttl=4.0,
+    record_lifetime=30.0,
+    refresh_interval=10.0,
+    anti_entropy_interval=2.0,
+    repair_interval=3.0,
+    challenge_interval=30.0,
+)
+
+
+def test_network(n_shards: int, *, name: str = "local", epoch_length: float = 3600.0,
+                 timings: Timings = FAST_TIMINGS) -> NetworkConfig:
+    return NetworkConfig(name=name, n_shards=n_shards, epoch_length=epoch_length,
+                         genesis_time=time.time() - 1, timings=timings)
+
+
+@dataclass
+class NodeSlot:
+    index: int
+    data_dir: Path
+    node: StorageNode | None = None
+    scope: trio.CancelScope | None = None
+    stopped: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def alive(self) -> bool:
+        return self.node is not None and self.scope is not None and not self.stopped.is_set()
+
+
+class Cluster:
+    def __init__(self, net: NetworkConfig, base_dir: Path, nursery: trio.Nursery, configure=None):
+        self.base_net = net
+        self.base_dir = Path(base_dir)
+        self.nursery = nursery
+        self.slots: list[NodeSlot] = []
+        self.bootstrap: list[str] = []
+        self.configure = configure  # called with each new StorageNode before it runs
+
+    @property
+    def net(self) -> NetworkConfig:
+        return self.base_net.with_bootstrap(self.bootstrap)
+
+    def alive(self) -> list[StorageNode]:
+        return [s.node for s in self.slots if s.alive]
+
+    async def _run_slot(self, slot: NodeSlot, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        slot.stopped = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                slot.scope = scope
+                node = StorageNode(self.net, slot.data_dir)
+                if self.configure:
+                    self.configure(node)
+                slot.node = node
+                await node.run(task_status=task_status)
+        finally:
+            if slot.node is not None:
+                slot.node.store.close()
+            slot.stopped.set()
+
+    async def start(self, index: int | None = None) -> StorageNode:
+        """Start a new node, or restart node `index` on its data dir (same identity)."""
+        if index is None:
+            slot = NodeSlot(len(self.slots), self.base_dir / f"node{len(self.slots):03d}")
+            self.slots.append(slot)
+        else:
+            slot = self.slots[index]
+        node = await self.nursery.start(self._run_slot, slot)
+        if not self.bootstrap:
+            self.bootstrap = [node.node.listen_addrs()[0]]
+        return node
+
+    async def kill(self, index: int) -> None:
+        slot = self.slots[index]
+        if slot.scope is not None:
+            slot.scope.cancel()
+            await slot.stopped.wait()
+        slot.scope = None
+
+    def wipe(self, index: int) -> None:
+        import shutil
+
+        shutil.rmtree(self.slots[index].data_dir / "store", ignore_errors=True)
+
+    async def wait_converged(self, timeout: float = 30.0) -> float:
+        """Until every live node knows exactly the live nodes and they agree on the map."""
+        t0 = time.monotonic()
+        with trio.fail_after(timeout):
+            while True:
+                nodes = self.alive()
+                ids = {n.peer_id for n in nodes}
+                digests = {n.shard_map.digest() if n.shard_map else b"" for n in nodes}
+                if all(set(n.members.live.peer_ids()) == ids for n in nodes) and len(digests) == 1:
+                    return time.monotonic() - t0
+                # Wake on the next map change anywhere.
+                async with trio.open_nursery() as nursery:
+                    for n in nodes:
+                        async def wait(n=n):
+                            await n.map_changed.wait()
+                            nursery.cancel_scope.cancel()
+                        nursery.start_soon(wait)
+
+
+@asynccontextmanager
+async def inprocess_network(n_nodes: int, n_shards: int, base_dir: Path, *, net: NetworkConfig | None = None,
+                            configure=None, converge_timeout: float = 60.0):
+    net = net or test_network(n_shards)
+    async with trio.open_nursery() as nursery:
+        cluster = Cluster(net, base_dir, nursery, configure)
+        await cluster.start()
+        for _ in range(n_nodes - 1):
+            await cluster.start()
+        await cluster.wait_converged(converge_timeout)
+        try:
+            yield cluster
+        finally:
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,547 @@
+"""The client: a libp2p peer that stores nothing, talks to the holders of each shard directly.
+
+It pulls the membership from a bootstrap node over a stream (no waiting for gossip),
+computes the shard map, and stores or reads blobs. Used by the CLI and the gateway.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import multiaddr
+import trio
+from libp2p.peer.id import ID
+
+from ..config import NetworkConfig
+from ..core import rs2
+from ..core.blob_id import blob_id_to_str
+from ..core.certificates import (
+    AvailabilityCertificate,
+    InvalidCertificateError,
+    StorageConfirmation,
+    quorum,
+    validate_certificate,
+    verify_confirmation,
+)
+from ..core.placement import ShardMap, check_no_single_node_can_decode, compute_shard_map
+from ..core.records import InvalidRecordError, SignedNodeRecord
+from ..errors import (
+    BlobNotFoundError,
+    DecodingError,
+    InconsistentBlobError,
+    NetworkConfigError,
+    NotEnoughShardsError,
+    P2PWalrusError,
+    ProtocolError,
+    VerificationError,
+)
+from ..node import rpc
+from ..node.framing import read_frame, write_frame
+from ..node.host import build_host, parse_peer_addr
+from ..node.membership import MEMBERS_PROTOCOL, _PULL_REQUEST
+from ..core.records import MAX_RECORD_SIZE
+
+logger = logging.getLogger("p2pwalrus.client")
+
+DIAL_TIMEOUT = 5.0
+CALL_TIMEOUT = 10.0
+UPLOAD_TIMEOUT = 120.0
+QUORUM_GRACE = 2.0  # after the quorum, late uploads get this long before they are cut
+
+
+class BlobInvalidError(P2PWalrusError):
+    """The network marked this blob invalid (it was encoded inconsistently)."""
+
+
+class BlobExpiredError(P2PWalrusError):
+    """The blob's storage period is over."""
+
+
+class Progress:
+    """What the CLI's progress bars implement; the default does nothing."""
+
+    def start(self, description: str, total: int) -> None: ...
+
+    def advance(self, amount: int) -> None: ...
+
+    def done(self) -> None: ...
+
+
+@dataclass
+class StoreResult:
+    blob_id: bytes
+    size: int
+    already_certified: bool
+    certificate: AvailabilityCertificate
+    shards_confirmed: int
+    nodes_failed: dict[str, str]
+    encode_seconds: float = 0.0
+    upload_seconds: float = 0.0
+
+    def to_walrus_json(self, epochs_ahead: int | None = None) -> dict:
+        cert = self.certificate
+        bid = blob_id_to_str(self.blob_id)
+        if self.already_certified:
+            return {"alreadyCertified": {"blobId": bid, "endEpoch": cert.end_epoch}}
+        cfg = rs2.EncodingConfig(cert.n_shards)
+        s = cfg.symbol_size(self.size)
+        encoded = cert.n_shards * (cfg.n_primary + cfg.n_secondary) * s + 64 * cert.n_shards * cert.n_shards
+        return {"newlyCreated": {"blobObject": {
+            "blobId": bid,
+            "size": self.size,
+            "encodingType": "RS2",
+            "certifiedEpoch": cert.epoch,
+            "deletable": cert.deletable,
+            "storage": {"startEpoch": cert.epoch, "endEpoch": cert.end_epoch, "storageSize": encoded},
+        }}}
+
+
+class Client:
+    def __init__(self, net: NetworkConfig, host, keypair):
+        self.net = net
+        self.host = host
+        self.keypair = keypair
+        self.records: dict[str, SignedNodeRecord] = {}
+        self.shard_map: ShardMap | None = None
+
+    @property
+    def peer_id(self) -> str:
+        return str(self.host.get_id())
+
+    # --- membership --------------------------------------------------------------
+
+    def _remember(self, signed: SignedNodeRecord) -> None:
+        rec = signed.record
+        self.records[rec.peer_id] = signed
+        try:
+            addrs = [multiaddr.Multiaddr(a).decapsulate(multiaddr.Multiaddr(f"/p2p/{rec.peer_id}")) for a in rec.addrs]
+            self.host.get_peerstore().add_addrs(ID.from_base58(rec.peer_id), addrs, 600)
+        except Exception as exc:
+            logger.debug("ignoring addrs of %s: %s", rec.peer_id, exc)
+
+    async def _pull_members(self, peer_id: ID) -> int:
+        with trio.fail_after(CALL_TIMEOUT):
+            stream = await self.host.new_stream(peer_id, [MEMBERS_PROTOCOL])
+            try:
+                await write_frame(stream, _PULL_REQUEST)
+                count = 0
+                for _ in range(4097):
+                    data = await read_frame(stream, MAX_RECORD_SIZE)
+                    if not data:
+                        break
+                    try:
+                        self._remember(SignedNodeRecord.from_bytes(data, network=self.net.name, now=time.time()))
+                        count += 1
+                    except InvalidRecordError as exc:
+                        logger.info("record from %s rejected: %s", peer_id, exc.reason)
+                return count
+            finally:
+                await rpc.close_quietly(stream)
+
+    async def refresh_membership(self) -> ShardMap:
+        """Pull the live set from the first bootstrap peer that answers."""
+        if not self.net.bootstrap:
+            raise NetworkConfigError(
+                f"network {self.net.name!r} ({self.net.source}) lists no bootstrap peers: "
+                "start a testnet with `netlab up` and use its network.toml"
+            )
+        errors = []
+        boots = list(self.net.bootstrap)
+        random.shuffle(boots)
+        for addr in boots:
+            info = parse_peer_addr(addr)
+            try:
+                with trio.fail_after(DIAL_TIMEOUT):
+                    await self.host.connect(info)
+                if await self._pull_members(info.peer_id):
+                    break
+            except Exception as exc:
+                errors.append(f"{addr}: {exc!r}")
+        if not self.records:
+            raise NotEnoughShardsError("no bootstrap peer answered: " + "; ".join(errors))
+        self.shard_map = compute_shard_map(self.records.keys(), self.net.n_shards)
+        return self.shard_map
+
+    def live_peers(self) -> list[str]:
+        return sorted(self.records)
+
+    # --- calls -----------------------------------------------------------------
+
+    async def _open(self, peer_id: str, protocol, header: dict, timeout: float = CALL_TIMEOUT):
+        with trio.fail_after(timeout):
+            stream = await self.host.new_stream(ID.from_base58(peer_id), [protocol])
+            try:
+                await rpc.send_json(stream, header)
+            except BaseException:
+                await rpc.close_quietly(stream, reset=True)
+                raise
+            return stream
+
+    async def call(self, peer_id: str, protocol, header: dict, *, max_reply: int = rpc.MAX_LIST_REPLY,
+                   timeout: float = CALL_TIMEOUT) -> dict:
+        stream = await self._open(peer_id, protocol, header, timeout)
+        try:
+            with trio.fail_after(timeout):
+                return await rpc.recv_json(stream, max_reply)
+        finally:
+            await rpc.close_quietly(stream)
+
+    async def call_with_blob(self, peer_id: str, protocol, header: dict, max_size: int,
+                             timeout: float = CALL_TIMEOUT) -> tuple[dict, bytes | None]:
+        stream = await self._open(peer_id, protocol, header, timeout)
+        try:
+            with trio.fail_after(timeout):
+                reply = await rpc.recv_json(stream)
+                if not reply.get("ok"):
+                    return reply, None
+                return reply, await rpc.recv_blob(stream, max_size)
+        finally:
+            await rpc.close_quietly(stream)
+
+    async def gather(self, peers, fn, *, limit: int = 16) -> dict[str, object]:
+        """Run fn(peer) for each peer in parallel; map peer -> result or exception."""
+        results: dict[str, object] = {}
+        limiter = trio.CapacityLimiter(limit)
+
+        async def one(peer):
+            async with limiter:
+                try:
+                    results[peer] = await fn(peer)
+                except Exception as exc:
+                    results[peer] = exc
+
+        async with trio.open_nursery() as nursery:
+            for p in peers:
+                nursery.start_soon(one, p)
+        return results
+
+    # --- certificates ------------------------------------------------------------
+
+    def _validate(self, cert: AvailabilityCertificate) -> None:
+        validate_certificate(cert, network=self.net.name, n_shards=self.net.n_shards, known_peers=set(self.records))
+
+    async def find_certificate(self, blob_id: bytes, *, fanout: int = 5) -> tuple[AvailabilityCertificate | None, bool]:
+        """The best valid certificate that nodes have, and whether any says the blob is invalid.
+
+        Asks `fanout` random live nodes at a time until one has a valid certificate.
+        """
+        peers = self.live_peers()
+        random.shuffle(peers)
+        invalid = False
+        best = None
+
+        async def ask(peer):
+            return await self.call_with_blob(peer, rpc.GET_CERT, {"blob_id": blob_id.hex()}, 1 << 20)
+
+        for start in range(0, len(peers), fanout):
+            results = await self.gather(peers[start:start + fanout], ask)
+            for peer, res in results.items():
+                if isinstance(res, Exception):
+                    continue
+                reply, raw = res
+                invalid |= bool(reply.get("invalid"))
+                if raw is None:
+                    continue
+                try:
+                    cert = AvailabilityCertificate.from_bytes(raw)
+                    self._validate(cert)
+                except InvalidCertificateError as exc:
+                    logger.warning("certificate from %s rejected: %s", peer, exc.reason)
+                    continue
+                if cert.blob_id == blob_id and (best is None or cert.end_epoch > best.end_epoch):
+                    best = cert
+            if best is not None or invalid:
+                break
+        return best, invalid
+
+    async def publish_certificate(self, cert: AvailabilityCertificate) -> int:
+        raw = cert.to_bytes()
+
+        # PUT_CERT takes the certificate as its only frame (no JSON header).
+        async def put_raw(peer):
+            with trio.fail_after(CALL_TIMEOUT):
+                stream = await self.host.new_stream(ID.from_base58(peer), [rpc.PUT_CERT])
+                try:
+                    await write_frame(stream, raw)
+                    reply = await rpc.recv_json(stream)
+                finally:
+                    await rpc.close_quietly(stream)
+            return bool(reply.get("ok"))
+
+        results = await self.gather(self.live_peers(), put_raw)
+        return sum(1 for r in results.values() if r is True)
+
+    # --- store -------------------------------------------------------------------
+
+    async def store(self, data: bytes, *, epochs: int = 1, deletable: bool = False, force: bool = False,
+                    progress: Progress | None = None) -> StoreResult:
+        progress = progress or Progress()
+        if epochs < 1 or epochs > self.net.max_epochs_ahead:
+            raise P2PWalrusError(f"epochs must be between 1 and {self.net.max_epochs_ahead}")
+        shard_map = self.shard_map or await self.refresh_membership()
+        check_no_single_node_can_decode(shard_map)
+        n = self.net.n_shards
+        t0 = time.perf_counter()
+        enc = await trio.to_thread.run_sync(rs2.encode_blob, data, n)
+        encode_seconds = time.perf_counter() - t0
+        blob_id = enc.blob_id
+        epoch = self.net.current_epoch()
+        end_epoch = epoch + epochs
+        if not force:
+            cert, invalid = await self.find_certificate(blob_id)
+            if cert is not None and cert.end_epoch >= end_epoch and not invalid:
+                return StoreResult(blob_id, len(data), True, cert, len(cert.shards_confirmed), {}, encode_seconds)
+        meta_bytes = enc.metadata.to_bytes()
+        members = tuple(shard_map.nodes)
+        plan = {
+            node: [rs2.pair_for_shard(s, blob_id, n) for s in shard_map.shards_of(node)]
+            for node in members
+            if shard_map.shards_of(node)
+        }
+        total_bytes = sum(
+            len(pairs) * (enc.primary_row(0).nbytes + enc.secondary_column(0).nbytes) for pairs in plan.values()
+        )
+        progress.start("storing", total_bytes)
+        confirmations: dict[str, StorageConfirmation] = {}
+        failures: dict[str, str] = {}
+        covered: set[int] = set()
+        need = quorum(n)
+        reached = trio.Event()
+        t1 = time.perf_counter()
+
+        async def upload(node: str, pairs: list[int]) -> None:
+            try:
+                with trio.fail_after(UPLOAD_TIMEOUT):
+                    stream = await self.host.new_stream(ID.from_base58(node), [rpc.STORE])
+                    try:
+                        await rpc.send_json(stream, {
+                            "blob_id": blob_id.hex(), "epoch": epoch, "end_epoch": end_epoch,
+                            "pairs": pairs, "deletable": deletable, "owner": self.peer_id,
+                        })
+                        await write_frame(stream, meta_bytes)
+                        for pair in pairs:
+                            prim = enc.primary_sliver(pair)
+                            sec = enc.secondary_sliver(pair)
+                            await write_frame(stream, prim)
+                            await write_frame(stream, sec)
+                            progress.advance(len(prim) + len(sec))
+                        reply = await rpc.recv_json(stream)
+                    finally:
+                        await rpc.close_quietly(stream)
+            except Exception as exc:
+                failures[node] = repr(exc)
+                return
+            if not reply.get("ok"):
+                failures[node] = str(reply.get("error"))
+                return
+            try:
+                conf = StorageConfirmation.from_json(reply["confirmation"])
+            except (InvalidCertificateError, KeyError):
+                failures[node] = "malformed confirmation"
+                return
+            owned = set(shard_map.shards_of(node))
+            if conf.peer_id != node or not set(conf.shards) <= owned or not verify_confirmation(
+                conf, self.net.name, blob_id, epoch, end_epoch
+            ):
+                failures[node] = "confirmation does not verify"
+                return
+            if reply.get("refused"):
+                failures[node] = f"refused pairs: {reply['refused']}"
+            if conf.shards:
+                confirmations[node] = conf
+                covered.update(conf.shards)
+            if len(covered) >= need:
+                reached.set()
+
+        all_done = trio.Event()
+        finished = 0
+
+        async def upload_and_count(node: str, pairs: list[int]) -> None:
+            nonlocal finished
+            await upload(node, pairs)
+            finished += 1
+            if finished == len(plan):
+                all_done.set()
+
+        async with trio.open_nursery() as nursery:
+            for node, pairs in plan.items():
+                nursery.start_soon(upload_and_count, node, pairs)
+
+            async def stop_after_all_done():
+                await all_done.wait()
+                nursery.cancel_scope.cancel()
+
+            async def stop_after_quorum_grace():
+                await reached.wait()  # late confirmations are not awaited beyond a grace
+                await trio.sleep(QUORUM_GRACE)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(stop_after_all_done)
+            nursery.start_soon(stop_after_quorum_grace)
+        progress.done()
+        upload_seconds = time.perf_counter() - t1
+        if len(covered) < need:
+            detail = "; ".join(f"{p[:16]}…: {e}" for p, e in list(failures.items())[:5])
+            raise NotEnoughShardsError(
+                f"only {len(covered)} of {n} shards confirmed, {need} needed for a certificate ({detail})"
+            )
+        cert = AvailabilityCertificate(
+            network=self.net.name, blob_id=blob_id, n_shards=n, epoch=epoch, end_epoch=end_epoch,
+            members=members, confirmations=tuple(confirmations[k] for k in sorted(confirmations)),
+            deletable=deletable, owner=self.peer_id,
+        )
+        self._validate(cert)
+        if await self.publish_certificate(cert) == 0:
+            raise NotEnoughShardsError("no node accepted the availability certificate")
+        return StoreResult(blob_id, len(data), False, cert, len(covered), failures, encode_seconds, upload_seconds)
+
+    # --- read --------------------------------------------------------------------
+
+    async def certified(self, blob_id: bytes) -> AvailabilityCertificate:
+        if self.shard_map is None:
+            await self.refresh_membership()
+        cert, invalid = await self.find_certificate(blob_id)
+        if invalid:
+            raise BlobInvalidError(f"blob {blob_id_to_str(blob_id)} is invalid: it was encoded inconsistently")
+        if cert is None:
+            raise BlobNotFoundError(f"blob {blob_id_to_str(blob_id)} is not certified on network {self.net.name!r} (not found)")
+        if cert.end_epoch <= self.net.current_epoch():
+            raise BlobExpiredError(f"blob {blob_id_to_str(blob_id)} expired at epoch {cert.end_epoch}")
+        return cert
+
+    async def metadata(self, blob_id: bytes) -> rs2.BlobMetadata:
+        n = self.net.n_shards
+        holders = [self.shard_map.owner(s) for s in range(n)]
+        peers = list(dict.fromkeys(holders))
+        random.shuffle(peers)
+        for peer in peers:
+            try:
+                reply, raw = await self.call_with_blob(peer, rpc.GET_METADATA, {"blob_id": blob_id.hex()}, 17 + 64 * n)
+            except Exception as exc:
+                logger.debug("metadata from %s failed: %r", peer, exc)
+                continue
+            if reply.get("invalid"):
+                raise BlobInvalidError(f"blob {blob_id_to_str(blob_id)} is invalid")
+            if raw is None:
+                continue
+            try:
+                meta = rs2.BlobMetadata.from_bytes(raw)
+                meta.verify_blob_id(blob_id)
+                return meta
+            except (ProtocolError, VerificationError) as exc:
+                logger.warning("metadata from %s rejected: %s", peer, exc)
+        raise NotEnoughShardsError("no holder returned valid metadata for this blob")
+
+    async def read(self, blob_id: bytes, *, strict: bool = False, progress: Progress | None = None) -> bytes:
+        progress = progress or Progress()
+        await self.certified(blob_id)
+        meta = await self.metadata(blob_id)
+        n, cfg, s = meta.n_shards, meta.config, meta.symbol_size
+        need = cfg.n_primary
+        sliver_len = cfg.n_secondary * s
+        good: dict[int, bytes] = {}
+        bad: dict[int, str] = {}
+        candidates = list(range(n))  # systematic pairs first: they decode without the codec
+        progress.start("reading", need * sliver_len)
+
+        async def fetch(pair: int) -> None:
+            holder = self.shard_map.owner(rs2.shard_for_pair(pair, blob_id, n))
+            try:
+                reply, raw = await self.call_with_blob(
+                    holder, rpc.GET_SLIVER, {"blob_id": blob_id.hex(), "pair": pair, "kind": "primary"}, sliver_len, 60.0
+                )
+            except Exception as exc:
+                bad[pair] = f"{holder[:16]}…: {exc!r}"
+                return
+            if raw is None:
+                if reply.get("invalid"):
+                    raise BlobInvalidError(f"blob {blob_id_to_str(blob_id)} is invalid")
+                bad[pair] = f"{holder[:16]}…: {reply.get('error')}"
+                return
+            try:
+                await trio.to_thread.run_sync(rs2.verify_primary_sliver, meta, pair, raw)
+            except VerificationError as exc:
+                logger.warning("primary sliver %d from %s is corrupt: %s", pair, holder, exc)
+                bad[pair] = f"{holder[:16]}…: corrupt sliver"
+                return
+            if len(good) < need:
+                good[pair] = raw
+                progress.advance(len(raw))
+
+        async with trio.open_nursery() as nursery:
+            queue = iter(candidates)
+            limiter = trio.CapacityLimiter(min(n, need + max(2, cfg.f // 2)))
+
+            async def worker():
+                for pair in queue:
+                    if len(good) >= need:
+                        return
+                    async with limiter:
+                        await fetch(pair)
+                    if len(good) >= need:
+                        nursery.cancel_scope.cancel()
+                        return
+
+            for _ in range(min(n, need + max(2, cfg.f // 2))):
+                nursery.start_soon(worker)
+        progress.done()
+        if len(good) < need:
+            raise NotEnoughShardsError(
+                f"got {len(good)} valid primary slivers of the {need} needed "
+                f"({len(bad)} holders failed or lied)"
+            )
+        try:
+            return await trio.to_thread.run_sync(lambda: rs2.decode_primary(meta, good, strict=strict))
+        except InconsistentBlobError as exc:
+            raise BlobInvalidError(f"blob {blob_id_to_str(blob_id)} is invalid: {exc}") from None
+
+    # --- status ------------------------------------------------------------------
+
+    async def blob_status(self, blob_id: bytes) -> dict:
+        if self.shard_map is None:
+            await self.refresh_membership()
+        n = self.net.n_shards
+        out = {"blob_id": blob_id_to_str(blob_id), "status": "nonexistent", "n_shards": n, "shards_stored": 0,
+               "certified_epoch": None, "end_epoch": None}
+        cert, invalid = await self.find_certificate(blob_id)
+        if invalid:
+            out["status"] = "invalid"
+        elif cert is not None:
+            out["status"] = "expired" if cert.end_epoch <= self.net.current_epoch() else "certified"
+            out["certified_epoch"], out["end_epoch"] = cert.epoch, cert.end_epoch
+        holders = {}
+        for shard in range(n):
+            holders.setdefault(self.shard_map.owner(shard), set()).add(shard)
+
+        async def ask(peer):
+            return await self.call(peer, rpc.BLOB_STATUS, {"blob_id": blob_id.hex()})
+
+        results = await self.gather(list(holders), ask)
+        stored = 0
+        for peer, res in results.items():
+            if isinstance(res, dict) and res.get("ok"):
+                if res.get("invalid"):
+                    out["status"] = "invalid"
+                stored += len(holders[peer] & set(res.get("shards", [])))
+        out["shards_stored"] = stored
+        return out
+
+    async def node_infos(self) -> dict[str, dict]:
+        results = await self.gather(self.live_peers(), lambda p: self.call(p, rpc.NODE_INFO, {}))
+        return {p: (r if isinstance(r, dict) else {"error": repr(r)}) for p, r in results.items()}
+
+
+@asynccontextmanager
+async def open_client(net: NetworkConfig, keypair=None):
+    """A running client host; membership is pulled on first use."""
+    if keypair is None:
+        from libp2p.crypto.ed25519 import create_new_key_pair
+
+        keypair = create_new_key_pair()
+    host = build_host(keypair, [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")])
+    async with host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        yield Client(net, host, keypair)

@@ -1,0 +1,143 @@
+"""Network definitions: one TOML file per network under bootstrap/ (or any path).
+
+`--network` takes a name from bootstrap/ or a path; the P2PWALRUS_NETWORK environment
+variable and then `local` are the defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import NetworkConfigError
+
+BOOTSTRAP_DIR = Path(__file__).resolve().parent.parent / "bootstrap"
+DEFAULT_NETWORK = "local"
+ENV_VAR = "P2PWALRUS_NETWORK"
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Gossip and liveness timings of a network, in seconds."""
+
+    publish_interval: float = 2.0  # node record re-published this often
+    member_ttl: float = 8.0  # a node silent this long leaves the live set
+    record_lifetime: float = 60.0  # a signed node record expires after this
+    refresh_interval: float = 30.0  # DHT routing-table refresh
+    anti_entropy_interval: float = 10.0  # pull certificates missed by gossip
+    repair_interval: float = 15.0  # repair sweep even without events
+    challenge_interval: float = 60.0  # storage challenges to random holders
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    name: str
+    n_shards: int
+    epoch_length: float  # seconds
+    genesis_time: float  # unix time of epoch 0
+    bootstrap: tuple[str, ...] = ()
+    timings: Timings = field(default_factory=Timings)
+    max_epochs_ahead: int = 1000
+    source: str = ""
+
+    def current_epoch(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        return max(0, int((now - self.genesis_time) // self.epoch_length))
+
+    def epoch_start(self, epoch: int) -> float:
+        return self.genesis_time + epoch * self.epoch_length
+
+    def with_bootstrap(self, addrs) -> "NetworkConfig":
+        from dataclasses import replace
+
+        return replace(self, bootstrap=tuple(addrs))
+
+
+def _require(table: dict, key: str, kind, where: str):
+    if key not in table:
+        raise NetworkConfigError(f"{where}: missing '{key}'")
+    value = table[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise NetworkConfigError(f"{where}: '{key}' must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def parse_network(text: str, where: str = "<network>") -> NetworkConfig:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise NetworkConfigError(f"{where}: not valid TOML ({exc})") from None
+    name = _require(doc, "name", str, where)
+    n_shards = _require(doc, "n_shards", int, where)
+    epoch_length = _require(doc, "epoch_length", float, where)
+    genesis = doc.get("genesis_time", 0.0)
+    if not isinstance(genesis, (int, float)) or isinstance(genesis, bool):
+        raise NetworkConfigError(f"{where}: 'genesis_time' must be a unix time")
+    bootstrap = doc.get("bootstrap", [])
+    if not isinstance(bootstrap, list) or not all(isinstance(a, str) for a in bootstrap):
+        raise NetworkConfigError(f"{where}: 'bootstrap' must be a list of multiaddr strings")
+    if not 4 <= n_shards <= 65535:
+        raise NetworkConfigError(f"{where}: n_shards must be between 4 and 65535")
+    if epoch_length <= 0:
+        raise NetworkConfigError(f"{where}: epoch_length must be positive")
+    timings_table = doc.get("timings", {})
+    known = Timings.__dataclass_fields__
+    unknown = set(timings_table) - set(known)
+    if unknown:
+        raise NetworkConfigError(f"{where}: unknown timings {sorted(unknown)}; known: {sorted(known)}")
+    timings = Timings(**{k: float(v) for k, v in timings_table.items()})
+    return NetworkConfig(
+        name=name,
+        n_shards=n_shards,
+        epoch_length=epoch_length,
+        genesis_time=float(genesis),
+        bootstrap=tuple(bootstrap),
+        timings=timings,
+        max_epochs_ahead=int(doc.get("max_epochs_ahead", 1000)),
+        source=where,
+    )
+
+
+def resolve_network_path(name_or_path: str | None) -> Path:
+    choice = name_or_path or os.environ.get(ENV_VAR) or DEFAULT_NETWORK
+    path = Path(choice).expanduser()
+    if path.suffix == ".toml" or os.sep in choice or path.is_file():
+        if not path.is_file():
+            raise NetworkConfigError(f"network file {path} does not exist")
+        return path
+    candidate = BOOTSTRAP_DIR / f"{choice}.toml"
+    if not candidate.is_file():
+        known = sorted(p.stem for p in BOOTSTRAP_DIR.glob("*.toml"))
+        raise NetworkConfigError(f"unknown network {choice!r}: known networks are {known}, or pass a path to a .toml file")
+    return candidate
+
+
+def load_network(name_or_path: str | None = None) -> NetworkConfig:
+    path = resolve_network_path(name_or_path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise NetworkConfigError(f"cannot read network file {path}: {exc.strerror}") from None
+    return parse_network(text, str(path))
+
+
+def network_to_toml(cfg: NetworkConfig) -> str:
+    lines = [
+        f'name = "{cfg.name}"',
+        f"n_shards = {cfg.n_shards}",
+        f"epoch_length = {cfg.epoch_length}",
+        f"genesis_time = {cfg.genesis_time}",
+        f"max_epochs_ahead = {cfg.max_epochs_ahead}",
+        "bootstrap = [",
+        *[f'  "{a}",' for a in cfg.bootstrap],
+        "]",
+        "",
+        "[timings]",
+        *[f"{k} = {getattr(cfg.timings, k)}" for k in Timings.__dataclass_fields__],
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,557 @@
+"""The storage node: identity, host, membership, shard map, sliver store and stream protocols.
+
+`StorageNode.run` is the whole node as one trio task; every background task lives in its
+nursery. Handlers validate and bound every message before storing or answering.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import trio
+
+import p2pwalrus
+from ..config import NetworkConfig
+from ..core import rs2
+from ..core.certificates import (
+    AvailabilityCertificate,
+    InvalidCertificateError,
+    sign_confirmation,
+    validate_certificate,
+)
+from ..core.placement import ShardMap, compute_shard_map
+from ..errors import ProtocolError, StorageError, VerificationError
+from . import rpc
+from .host import open_host
+from .identity import load_or_create_identity
+from .membership import MembershipConfig, open_membership
+from .sliver_store import PRIMARY, SECONDARY, SliverStore
+
+logger = logging.getLogger("p2pwalrus.node")
+
+HANDLER_TIMEOUT = 60.0  # one whole exchange, including a node's share of a large blob
+PEER_CALL_TIMEOUT = 10.0
+
+
+def certs_topic(network: str) -> str:
+    return f"/p2pwalrus/{network}/certs/1"
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class StorageNode:
+    def __init__(
+        self,
+        net: NetworkConfig,
+        data_dir: Path,
+        listen: list[str] | None = None,
+        capacity: int | None = None,
+    ):
+        self.net = net
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.listen = listen or ["/ip4/127.0.0.1/tcp/0"]
+        self.capacity = capacity
+        self.keypair = load_or_create_identity(self.data_dir)
+        from .identity import peer_id_of
+
+        self.peer_id = str(peer_id_of(self.keypair))
+        self.store = SliverStore(self.data_dir / "store", capacity)
+        self.shard_map: ShardMap | None = None
+        self.known_peers: set[str] = set()
+        self.certs: dict[bytes, AvailabilityCertificate] = {}
+        self.node = None
+        self.members = None
+        self.ready = trio.Event()
+        self.map_changed = trio.Event()
+        self.cert_added = trio.Event()
+        self.counters = {"certs_seen": 0, "certs_rejected": 0, "slivers_refused": 0, "store_requests": 0}
+        # Fault injection for netlab and tests: "corrupt_slivers" makes this node lie.
+        self.faults: set[str] = set()
+        self.extra_services = []  # callables(node, nursery) started with the node (repair, ...)
+        self._load_certs()
+
+    # --- state ------------------------------------------------------------------
+
+    def _load_certs(self) -> None:
+        for blob_id in self.store.list_blobs():
+            raw = self.store.get_certificate(blob_id)
+            if raw:
+                try:
+                    self.certs[blob_id] = AvailabilityCertificate.from_bytes(raw)
+                except ProtocolError:
+                    logger.warning("stored certificate of %s unreadable; will pull it again", rs2_id(blob_id))
+
+    @property
+    def epoch(self) -> int:
+        return self.net.current_epoch()
+
+    def my_shards(self) -> tuple[int, ...]:
+        return self.shard_map.shards_of(self.peer_id) if self.shard_map else ()
+
+    def is_invalid(self, blob_id: bytes) -> bool:
+        return bool(self.store.get_state(blob_id).get("invalid"))
+
+    def _recompute_map(self) -> None:
+        live = set(self.members.live.peer_ids()) | {self.peer_id}  # we are live before our first publish
+        self.known_peers.update(live)
+        old = self.shard_map
+        new = compute_shard_map(live, self.net.n_shards)
+        if old is not None and new.digest() == old.digest():
+            return
+        self.shard_map = new
+        before = set(old.shards_of(self.peer_id)) if old else set()
+        after = set(new.shards_of(self.peer_id))
+        if after - before:
+            logger.info("shards gained: %s", sorted(after - before))
+        if before - after:
+            logger.info("shards lost: %s", sorted(before - after))
+        done, self.map_changed = self.map_changed, trio.Event()
+        done.set()
+        self.write_status()
+
+    def write_status(self) -> None:
+        try:
+            _write_json_atomic(self.data_dir / "node.json", self.status())
+        except OSError as exc:
+            logger.warning("cannot write node status file: %s", exc)
+
+    def status(self) -> dict:
+        live = sorted(self.members.live.peer_ids()) if self.members else []
+        return {
+            "peer_id": self.peer_id,
+            "addrs": self.node.listen_addrs() if self.node else [],
+            "pid": os.getpid(),
+            "network": self.net.name,
+            "epoch": self.epoch,
+            "live": live,
+            "map_digest": self.shard_map.digest().hex() if self.shard_map else "",
+            "shards": list(self.my_shards()),
+            "blobs": len(self.store.list_blobs()),
+            "certified_blobs": len(self.certs),
+            "bytes_used": self.store.bytes_used(),
+            "version": p2pwalrus.__version__,
+            "updated": time.time(),
+            **self.counters,
+        }
+
+    def accept_certificate(self, cert: AvailabilityCertificate, *, source: str) -> bool:
+        """Validate and keep a certificate; True if it is new or extends one we had."""
+        validate_certificate(cert, network=self.net.name, n_shards=self.net.n_shards, known_peers=self.known_peers)
+        old = self.certs.get(cert.blob_id)
+        if old is not None and old.end_epoch >= cert.end_epoch:
+            return False
+        self.certs[cert.blob_id] = cert
+        self.store.put_certificate(cert.blob_id, cert.to_bytes())
+        state = self.store.get_state(cert.blob_id)
+        self.store.set_state(cert.blob_id, {
+            "certified": True,
+            "certified_epoch": cert.epoch,
+            "end_epoch": max(cert.end_epoch, state.get("end_epoch", 0)),
+        })
+        self.counters["certs_seen"] += 1
+        logger.debug("certificate for %s from %s", rs2_id(cert.blob_id), source)
+        done, self.cert_added = self.cert_added, trio.Event()
+        done.set()
+        return True
+
+    # --- handlers ---------------------------------------------------------------
+
+    def _check_epochs(self, epoch: int, end_epoch: int) -> None:
+        now = self.epoch
+        if abs(epoch - now) > 1:
+            raise ProtocolError(f"epoch {epoch} is not current (now {now})")
+        if end_epoch <= epoch or end_epoch - now > self.net.max_epochs_ahead:
+            raise ProtocolError(f"end epoch {end_epoch} out of range")
+
+    async def _read_metadata(self, stream, blob_id: bytes) -> rs2.BlobMetadata:
+        raw = await rpc.recv_blob(stream, 17 + 64 * self.net.n_shards)
+        meta = rs2.BlobMetadata.from_bytes(raw, max_shards=self.net.n_shards)
+        if meta.n_shards != self.net.n_shards:
+            raise ProtocolError(f"metadata for {meta.n_shards} shards; the network has {self.net.n_shards}")
+        if meta.blob_id() != blob_id:
+            raise ProtocolError("metadata does not match the blob ID")
+        return meta
+
+    async def handle_store(self, stream, peer: str) -> None:
+        self.counters["store_requests"] += 1
+        hdr = await rpc.recv_json(stream)
+        blob_id = rpc.blob_id_field(hdr)
+        epoch = rpc.field(hdr, "epoch", int)
+        end_epoch = rpc.field(hdr, "end_epoch", int)
+        pairs = rpc.field(hdr, "pairs", list)
+        deletable = rpc.field(hdr, "deletable", bool, default=False, required=False)
+        owner = rpc.field(hdr, "owner", str, default="", required=False)
+        self._check_epochs(epoch, end_epoch)
+        n = self.net.n_shards
+        if len(pairs) > n or len(set(pairs)) != len(pairs) or not all(isinstance(p, int) and 0 <= p < n for p in pairs):
+            raise ProtocolError("pairs must be distinct pair indices")
+        meta = await self._read_metadata(stream, blob_id)
+        if self.is_invalid(blob_id):
+            raise ProtocolError("blob is marked invalid")
+        cfg, s = meta.config, meta.symbol_size
+        p_len, s_len = cfg.n_secondary * s, cfg.n_primary * s
+        received = []
+        for pair in pairs:  # keep draining the stream: verification comes after
+            prim = await rpc.recv_blob(stream, p_len)
+            sec = await rpc.recv_blob(stream, s_len)
+            if len(prim) != p_len or len(sec) != s_len:
+                raise ProtocolError(f"sliver sizes for pair {pair} do not match the metadata")
+            received.append((pair, prim, sec))
+        mine = set(self.my_shards())
+        refused: dict[int, str] = {}
+        owned = []
+        for pair, prim, sec in received:
+            shard = rs2.shard_for_pair(pair, blob_id, n)
+            if shard not in mine:
+                refused[pair] = f"shard {shard} is not held by this node"
+            else:
+                owned.append((pair, shard, prim, sec))
+
+        def verify_and_store() -> list[int]:
+            stored = []
+            for pair, shard, prim, sec in owned:
+                try:
+                    rs2.verify_primary_sliver(meta, pair, prim)
+                    rs2.verify_secondary_sliver(meta, pair, sec)
+                except VerificationError as exc:
+                    refused[pair] = str(exc)
+                    self.counters["slivers_refused"] += 1
+                    logger.warning("sliver pair %d of %s from %s refused: %s", pair, rs2_id(blob_id), peer, exc)
+                    continue
+                if self.store.get_metadata(blob_id) is None:
+                    self.store.put_metadata(blob_id, meta.to_bytes())
+                self.store.put_sliver(blob_id, shard, PRIMARY, prim)
+                self.store.put_sliver(blob_id, shard, SECONDARY, sec)
+                stored.append(shard)
+            if stored:
+                state = self.store.get_state(blob_id)
+                self.store.set_state(blob_id, {
+                    "end_epoch": max(end_epoch, state.get("end_epoch", 0)),
+                    "deletable": deletable,
+                    "owner": owner or state.get("owner", ""),
+                    "stored_at": state.get("stored_at", time.time()),
+                })
+            return stored
+
+        try:
+            stored = await trio.to_thread.run_sync(verify_and_store)
+        except StorageError as exc:
+            await rpc.send_json(stream, {"ok": False, "error": f"storage: {exc}"})
+            return
+        conf = sign_confirmation(self.keypair, self.peer_id, self.net.name, blob_id, epoch, end_epoch, stored)
+        await rpc.send_json(stream, {
+            "ok": True,
+            "confirmation": conf.to_json(),
+            "refused": {str(k): v for k, v in refused.items()},
+        })
+
+    def held_pairs(self, blob_id: bytes) -> list[int]:
+        """Shards of this blob for which both slivers are stored here."""
+        return sorted(s for s, kinds in self.store.shards_stored(blob_id).items() if len(kinds) == 2)
+
+    async def handle_confirm(self, stream, peer: str) -> None:
+        """Sign a confirmation for the shards of a blob held now (repeat stores, extensions)."""
+        hdr = await rpc.recv_json(stream)
+        blob_id = rpc.blob_id_field(hdr)
+        epoch = rpc.field(hdr, "epoch", int)
+        end_epoch = rpc.field(hdr, "end_epoch", int)
+        self._check_epochs(epoch, end_epoch)
+        if self.is_invalid(blob_id):
+            raise ProtocolError("blob is marked invalid")
+        mine = set(self.my_shards())
+        held = [s for s in await trio.to_thread.run_sync(self.held_pairs, blob_id) if s in mine]
+        if held:
+            state = self.store.get_state(blob_id)
+            self.store.set_state(blob_id, {"end_epoch": max(end_epoch, state.get("end_epoch", 0))})
+        conf = sign_confirmation(self.keypair, self.peer_id, self.net.name, blob_id, epoch, end_epoch, held)
+        await rpc.send_json(stream, {"ok": True, "confirmation": conf.to_json()})
+
+    async def handle_get_metadata(self, stream, peer: str) -> None:
+        blob_id = rpc.blob_id_field(await rpc.recv_json(stream))
+        if self.is_invalid(blob_id):
+            await rpc.send_json(stream, {"ok": False, "error": "invalid", "invalid": True})
+            return
+        meta = self.store.get_metadata(blob_id)
+        if meta is None:
+            await rpc.send_json(stream, {"ok": False, "error": "not found"})
+            return
+        await rpc.send_json(stream, {"ok": True})
+        await rpc.write_frame(stream, meta)
+
+    async def handle_get_sliver(self, stream, peer: str) -> None:
+        hdr = await rpc.recv_json(stream)
+        blob_id = rpc.blob_id_field(hdr)
+        pair = rpc.field(hdr, "pair", int)
+        kind = rpc.field(hdr, "kind", str)
+        if kind not in (PRIMARY, SECONDARY) or not 0 <= pair < self.net.n_shards:
+            raise ProtocolError("bad sliver request")
+        if self.is_invalid(blob_id):
+            await rpc.send_json(stream, {"ok": False, "error": "invalid", "invalid": True})
+            return
+        shard = rs2.shard_for_pair(pair, blob_id, self.net.n_shards)
+        data = await trio.to_thread.run_sync(self.store.get_sliver, blob_id, shard, kind)
+        if data is None:
+            await rpc.send_json(stream, {"ok": False, "error": "not found"})
+            return
+        if "corrupt_slivers" in self.faults:
+            data = bytes(b ^ 0x5A for b in data[:64]) + data[64:]
+        await rpc.send_json(stream, {"ok": True})
+        await rpc.write_frame(stream, data)
+
+    async def handle_recovery(self, stream, peer: str) -> None:
+        hdr = await rpc.recv_json(stream)
+        blob_id = rpc.blob_id_field(hdr)
+        pair = rpc.field(hdr, "pair", int)
+        axis = rpc.field(hdr, "axis", str)
+        targets = rpc.field(hdr, "targets", list)
+        n = self.net.n_shards
+        if axis not in (rs2.PRIMARY, rs2.SECONDARY) or not 0 <= pair < n:
+            raise ProtocolError("bad recovery request")
+        if len(targets) > n or not all(isinstance(t, int) and 0 <= t < n for t in targets):
+            raise ProtocolError("bad recovery targets")
+        if self.is_invalid(blob_id):
+            await rpc.send_json(stream, {"ok": False, "error": "invalid", "invalid": True})
+            return
+        raw_meta = self.store.get_metadata(blob_id)
+        shard = rs2.shard_for_pair(pair, blob_id, n)
+        kind = PRIMARY if axis == rs2.PRIMARY else SECONDARY
+        sliver = await trio.to_thread.run_sync(self.store.get_sliver, blob_id, shard, kind)
+        if raw_meta is None or sliver is None:
+            await rpc.send_json(stream, {"ok": False, "error": "not found"})
+            return
+        meta = rs2.BlobMetadata.from_bytes(raw_meta)
+        source = pair if axis == rs2.PRIMARY else n - 1 - pair
+        symbols = await trio.to_thread.run_sync(
+            rs2.recovery_symbols, axis, source, sliver, targets, meta.config, meta.symbol_size
+        )
+        await rpc.send_json(stream, {"ok": True, "count": len(symbols)})
+        await rpc.write_frame(stream, b"".join(sym.to_bytes() for sym in symbols))
+
+    async def handle_status(self, stream, peer: str) -> None:
+        blob_id = rpc.blob_id_field(await rpc.recv_json(stream))
+        state = self.store.get_state(blob_id)
+
+        def verified_pairs() -> list[int]:
+            # Read both slivers: the store's checksums catch anything that rotted on disk.
+            out = []
+            for shard in self.held_pairs(blob_id):
+                if all(self.store.get_sliver(blob_id, shard, k) is not None for k in (PRIMARY, SECONDARY)):
+                    out.append(shard)
+            return out
+
+        shards = await trio.to_thread.run_sync(verified_pairs)
+        await rpc.send_json(stream, {
+            "ok": True,
+            "shards": shards,
+            "certified": blob_id in self.certs,
+            "invalid": bool(state.get("invalid")),
+            "end_epoch": state.get("end_epoch"),
+        })
+
+    async def handle_get_cert(self, stream, peer: str) -> None:
+        blob_id = rpc.blob_id_field(await rpc.recv_json(stream))
+        cert = self.certs.get(blob_id)
+        if cert is None:
+            await rpc.send_json(stream, {"ok": False, "error": "not found", "invalid": self.is_invalid(blob_id)})
+            return
+        await rpc.send_json(stream, {"ok": True, "invalid": self.is_invalid(blob_id)})
+        await rpc.write_frame(stream, cert.to_bytes())
+
+    async def handle_put_cert(self, stream, peer: str) -> None:
+        raw = await rpc.recv_blob(stream, 1 << 20)
+        try:
+            cert = AvailabilityCertificate.from_bytes(raw)
+            new = self.accept_certificate(cert, source=peer)
+        except InvalidCertificateError as exc:
+            self.counters["certs_rejected"] += 1
+            raise ProtocolError(exc.reason) from None
+        await rpc.send_json(stream, {"ok": True, "new": new})
+        if new:
+            try:
+                await self.node.pubsub.publish(certs_topic(self.net.name), raw)
+            except Exception as exc:
+                logger.info("gossiping a certificate failed: %s", exc)
+
+    async def handle_list_certs(self, stream, peer: str) -> None:
+        await rpc.recv_json(stream)
+        items = [[b.hex(), c.end_epoch] for b, c in self.certs.items()]
+        await rpc.send_json(stream, {"ok": True, "certs": items[:20000]})
+
+    async def handle_info(self, stream, peer: str) -> None:
+        await rpc.recv_json(stream)
+        await rpc.send_json(stream, {"ok": True, **self.status()})
+
+    # --- gossip and anti-entropy ----------------------------------------------------
+
+    def _cert_validator(self, forwarder, msg) -> bool:
+        try:
+            cert = AvailabilityCertificate.from_bytes(msg.data)
+            self.accept_certificate(cert, source=str(forwarder))
+            return True
+        except InvalidCertificateError as exc:
+            self.counters["certs_rejected"] += 1
+            logger.warning("gossiped certificate from %s rejected: %s", forwarder, exc.reason)
+            return False
+        except StorageError as exc:
+            logger.error("cannot store a certificate: %s", exc)
+            return True
+
+    async def _drain_certs(self, subscription) -> None:
+        while True:
+            await subscription.get()  # accepted by the validator already
+
+    async def call(self, peer_id: str, protocol, header: dict, *, timeout: float = PEER_CALL_TIMEOUT):
+        from libp2p.peer.id import ID
+
+        with trio.fail_after(timeout):
+            stream = await self.node.host.new_stream(ID.from_base58(peer_id), [protocol])
+            try:
+                await rpc.send_json(stream, header)
+                return stream, await rpc.recv_json(stream, rpc.MAX_LIST_REPLY)
+            except BaseException:
+                await rpc.close_quietly(stream, reset=True)
+                raise
+
+    async def pull_certificates_from(self, peer_id: str) -> int:
+        stream, reply = await self.call(peer_id, rpc.LIST_CERTS, {})
+        await rpc.close_quietly(stream)
+        got = 0
+        current = self.epoch
+        for item in reply.get("certs", [])[:20000]:
+            try:
+                blob_id, end_epoch = bytes.fromhex(item[0]), int(item[1])
+            except (ValueError, TypeError, IndexError):
+                continue
+            have = self.certs.get(blob_id)
+            if end_epoch <= current or (have and have.end_epoch >= end_epoch) or len(blob_id) != 32:
+                continue
+            try:
+                stream, hdr = await self.call(peer_id, rpc.GET_CERT, {"blob_id": blob_id.hex()})
+                try:
+                    if hdr.get("ok"):
+                        raw = await rpc.recv_blob(stream, 1 << 20)
+                        if self.accept_certificate(AvailabilityCertificate.from_bytes(raw), source=peer_id):
+                            got += 1
+                finally:
+                    await rpc.close_quietly(stream)
+            except InvalidCertificateError as exc:
+                logger.info("pulled certificate from %s rejected: %s", peer_id, exc.reason)
+        return got
+
+    async def _anti_entropy_loop(self) -> None:
+        while True:
+            peers = [p for p in self.members.live.peer_ids() if p != self.peer_id]
+            if peers:
+                peer = random.choice(peers)
+                try:
+                    got = await self.pull_certificates_from(peer)
+                    if got:
+                        logger.info("anti-entropy: %d certificate(s) from %s", got, peer)
+                except Exception as exc:
+                    logger.debug("anti-entropy with %s failed: %r", peer, exc)
+            await trio.sleep(self.net.timings.anti_entropy_interval * random.uniform(0.5, 1.0))
+
+    async def _gc_loop(self) -> None:
+        """Blobs past their end epoch are deleted; repeated every minute."""
+        while True:
+            current = self.epoch
+            for blob_id in self.store.list_blobs():
+                end = self.store.get_state(blob_id).get("end_epoch")
+                if end is not None and end <= current:
+                    await trio.to_thread.run_sync(self.store.delete_blob, blob_id)
+                    self.certs.pop(blob_id, None)
+                    logger.info("blob %s expired at epoch %d: deleted", rs2_id(blob_id), end)
+            await trio.sleep(min(60.0, self.net.epoch_length / 4))
+
+    async def _membership_loop(self, changes) -> None:
+        self._recompute_map()
+        async for change in changes:
+            kind = change.kind.name.lower()
+            if kind != "updated":
+                logger.info("peer %s %s (%d live)", change.peer_id, kind, len(self.members.live))
+            self._recompute_map()
+
+    # --- run ------------------------------------------------------------------------
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        t = self.net.timings
+        from .host import HostTimings
+
+        host_timings = HostTimings(refresh_interval=t.refresh_interval)
+        mcfg = MembershipConfig(
+            network=self.net.name,
+            capacity=self.capacity or 0,
+            publish_interval=t.publish_interval,
+            record_lifetime=t.record_lifetime,
+            live_ttl=t.member_ttl,
+        )
+        async with open_host(self.keypair, self.listen, list(self.net.bootstrap), timings=host_timings) as node:
+            self.node = node
+            handlers = {
+                rpc.STORE: self.handle_store,
+                rpc.CONFIRM: self.handle_confirm,
+                rpc.GET_METADATA: self.handle_get_metadata,
+                rpc.GET_SLIVER: self.handle_get_sliver,
+                rpc.GET_RECOVERY: self.handle_recovery,
+                rpc.BLOB_STATUS: self.handle_status,
+                rpc.GET_CERT: self.handle_get_cert,
+                rpc.PUT_CERT: self.handle_put_cert,
+                rpc.LIST_CERTS: self.handle_list_certs,
+                rpc.NODE_INFO: self.handle_info,
+            }
+            for proto, handler in handlers.items():
+                node.host.set_stream_handler(proto, rpc.serve(handler, HANDLER_TIMEOUT, proto.split("/")[2]))
+            topic = certs_topic(self.net.name)
+            node.pubsub.set_topic_validator(topic, self._cert_validator, is_async_validator=False)
+            cert_sub = await node.pubsub.subscribe(topic)
+            async with open_membership(node, self.keypair, mcfg) as members:
+                self.members = members
+                logger.info("node %s listening on %s", self.peer_id, " ".join(node.listen_addrs()))
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._membership_loop, members.subscribe())
+                    nursery.start_soon(self._drain_certs, cert_sub)
+                    nursery.start_soon(self._anti_entropy_loop)
+                    nursery.start_soon(self._gc_loop)
+                    for start in self.extra_services:
+                        start(self, nursery)
+                    self._recompute_map()
+                    self.ready.set()
+                    task_status.started(self)
+                    await trio.sleep_forever()
+
+
+def rs2_id(blob_id: bytes) -> str:
+    from ..core.blob_id import blob_id_to_str
+
+    return blob_id_to_str(blob_id)
+
+
+async def run_node_until_signal(node: StorageNode) -> None:
+    """Run until SIGINT or SIGTERM, then shut down cleanly."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+
+            async def wait_signal():
+                async for sig in signals:
+                    logger.info("received %s: shutting down", signal.Signals(sig).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(wait_signal)
+    node.store.close()
+    logger.info("node stopped")
