@@ -282,9 +282,10 @@ class Client:
         progress = progress or Progress()
         if epochs < 1 or epochs > self.net.max_epochs_ahead:
             raise P2PWalrusError(f"epochs must be between 1 and {self.net.max_epochs_ahead}")
+        n = self.net.n_shards
+        rs2.EncodingConfig(n).symbol_size(len(data))  # refuse an oversized blob before any work
         shard_map = self.shard_map or await self.refresh_membership()
         check_no_single_node_can_decode(shard_map)
-        n = self.net.n_shards
         t0 = time.perf_counter()
         enc = await trio.to_thread.run_sync(rs2.encode_blob, data, n)
         encode_seconds = time.perf_counter() - t0

@@ -391,6 +391,21 @@ class StorageNode:
         items = [[b.hex(), c.end_epoch] for b, c in self.certs.items()]
         await rpc.send_json(stream, {"ok": True, "certs": items[:20000]})
 
+    async def handle_list_blobs(self, stream, peer: str) -> None:
+        await rpc.recv_json(stream)
+        from ..core.blob_id import blob_id_to_str
+
+        def listing():
+            out = []
+            for blob_id in self.store.list_blobs()[:10000]:
+                state = self.store.get_state(blob_id)
+                out.append({"blob_id": blob_id_to_str(blob_id), "shards": self.held_pairs(blob_id),
+                            "end_epoch": state.get("end_epoch"), "certified": blob_id in self.certs,
+                            "invalid": bool(state.get("invalid"))})
+            return out
+
+        await rpc.send_json(stream, {"ok": True, "blobs": await trio.to_thread.run_sync(listing)})
+
     async def handle_info(self, stream, peer: str) -> None:
         await rpc.recv_json(stream)
         await rpc.send_json(stream, {"ok": True, **self.status()})
@@ -512,6 +527,7 @@ class StorageNode:
                 rpc.PUT_CERT: self.handle_put_cert,
                 rpc.LIST_CERTS: self.handle_list_certs,
                 rpc.NODE_INFO: self.handle_info,
+                rpc.LIST_BLOBS: self.handle_list_blobs,
             }
             for proto, handler in handlers.items():
                 node.host.set_stream_handler(proto, rpc.serve(handler, HANDLER_TIMEOUT, proto.split("/")[2]))

@@ -1,0 +1,400 @@
+"""The `p2pwalrus` command: run a storage node, store and read blobs, inspect the network.
+
+Each command is a thin layer over a library function; heavy imports (libp2p) happen
+only in the commands that talk to the network, so `blob-id` and `--help` start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import P2PWalrusError
+
+NETWORK_HELP = "Network name from bootstrap/ or path to a network .toml (env P2PWALRUS_NETWORK, default: local)."
+
+
+def _network_option(f):
+    # Accepted both before and after the subcommand name; the later one wins.
+    return click.option("--network", "network", default=None, metavar="NAME_OR_FILE", help=NETWORK_HELP,
+                        expose_value=True)(f)
+
+
+def _resolve_network(ctx: click.Context, local: str | None):
+    from .config import load_network
+
+    return load_network(local or (ctx.obj or {}).get("network"))
+
+
+def _fail(message: str, code: int = 1):
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _user_error(exc: BaseException) -> P2PWalrusError | None:
+    """The P2PWalrusError inside `exc`, looking through trio's exception groups."""
+    if isinstance(exc, P2PWalrusError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            found = _user_error(sub)
+            if found is not None:
+                return found
+    return None
+
+
+class _Cli(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except BaseException as exc:
+            err = _user_error(exc)
+            if err is None:
+                raise
+            _fail(str(err))
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose >= 2 else logging.INFO if verbose >= 1 else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
+    # py-libp2p logs every refused negotiation and closed DHT stream: keep it for -vv.
+    logging.getLogger("libp2p").setLevel(logging.DEBUG if verbose >= 3 else logging.CRITICAL)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--network", default=None, metavar="NAME_OR_FILE", help=NETWORK_HELP)
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.version_option(__version__, prog_name="p2pwalrus")
+@click.pass_context
+def main(ctx: click.Context, network: str | None, verbose: int) -> None:
+    """p2pwalrus: a decentralized blob store, Walrus-compatible, on a peer-to-peer network.
+
+    Quick start: `netlab demo` runs a local testnet and stores a file in it.
+    """
+    ctx.obj = {"network": network, "verbose": verbose}
+    _setup_logging(verbose)
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    p = Path(path)
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        _fail(f"{path}: no such file")
+    except IsADirectoryError:
+        _fail(f"{path} is a directory; store a file (tar it first)")
+    except PermissionError:
+        _fail(f"{path}: permission denied")
+
+
+def _parse_blob_id(text: str) -> bytes:
+    from .core.blob_id import parse_blob_id
+
+    return parse_blob_id(text)
+
+
+class _RichProgress:
+    """Client progress reported as a rich bar on standard error, when it is a terminal."""
+
+    def __init__(self):
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+        self.bar = Progress(
+            "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            TimeRemainingColumn(), transient=True, console=__import__("rich.console").console.Console(stderr=True),
+        )
+        self.task = None
+
+    def start(self, description: str, total: int) -> None:
+        self.bar.start()
+        self.task = self.bar.add_task(description, total=total)
+
+    def advance(self, amount: int) -> None:
+        if self.task is not None:
+            self.bar.advance(self.task, amount)
+
+    def done(self) -> None:
+        self.bar.stop()
+
+
+def _progress():
+    from .client.client import Progress
+
+    return _RichProgress() if sys.stderr.isatty() else Progress()
+
+
+def _with_client(net, fn):
+    """Run `fn(client)` in a fresh trio loop with a connected client."""
+    import trio
+
+    from .client.client import open_client
+
+    async def run():
+        async with open_client(net) as client:
+            await client.refresh_membership()
+            return await fn(client)
+
+    return trio.run(run)
+
+
+# --- commands -----------------------------------------------------------------------
+
+
+@main.command("blob-id")
+@click.argument("path")
+@click.option("--shards", "-n", type=int, default=None, help="Shard count (default: the network's).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@_network_option
+@click.pass_context
+def blob_id_cmd(ctx, path, shards, as_json, network):
+    """Compute the Walrus blob ID of PATH ('-' for standard input) without storing it."""
+    from .core import rs2
+    from .core.blob_id import blob_id_to_str
+
+    if shards is None:
+        shards = _resolve_network(ctx, network).n_shards
+    data = _read_input(path)
+    meta = rs2.compute_metadata(data, shards)
+    bid = blob_id_to_str(meta.blob_id())
+    if as_json:
+        click.echo(json.dumps({"blob_id": bid, "unencoded_length": len(data), "n_shards": shards,
+                               "symbol_size": meta.symbol_size}))
+    else:
+        click.echo(bid)
+
+
+@main.command("node")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Identity, slivers and index (default: the user data dir / NETWORK).")
+@click.option("--listen", multiple=True, default=None, metavar="MULTIADDR",
+              help="Listen address (default /ip4/127.0.0.1/tcp/0); repeatable.")
+@click.option("--capacity", default=None, metavar="BYTES", help="Storage capacity, e.g. 10G (default: unlimited).")
+@click.option("--metrics-addr", default=None, metavar="HOST:PORT", help="Serve Prometheus metrics here.")
+@_network_option
+@click.pass_context
+def node_cmd(ctx, data_dir, listen, capacity, metrics_addr, network):
+    """Run a storage node until SIGINT or SIGTERM."""
+    import trio
+
+    from .node.service import StorageNode, run_node_until_signal
+
+    net = _resolve_network(ctx, network)
+    if data_dir is None:
+        import platformdirs
+
+        data_dir = Path(platformdirs.user_data_dir("p2pwalrus")) / net.name
+    if ctx.obj["verbose"] == 0:
+        logging.getLogger("p2pwalrus").setLevel(logging.INFO)
+    node = StorageNode(net, Path(data_dir), list(listen) or None, _parse_size(capacity) if capacity else None)
+    if metrics_addr:
+        from .node.metrics import install_node_metrics
+
+        install_node_metrics(node, metrics_addr)
+    trio.run(run_node_until_signal, node)
+
+
+def _parse_size(text: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
+    try:
+        return int(float(num) * units[unit])
+    except ValueError:
+        _fail(f"bad size {text!r}: use a number with an optional K, M, G or T suffix")
+
+
+@main.command("store")
+@click.argument("path")
+@click.option("--epochs", "-e", type=click.IntRange(1), default=1, show_default=True,
+              help="Number of epochs to store the blob for.")
+@click.option("--deletable", is_flag=True, help="Allow the storing key to delete the blob early.")
+@click.option("--force", is_flag=True, help="Upload even if the blob is already certified.")
+@click.option("--json", "as_json", is_flag=True, help="Print a Walrus-like JSON object.")
+@_network_option
+@click.pass_context
+def store_cmd(ctx, path, epochs, deletable, force, as_json, network):
+    """Encode PATH ('-' for standard input), store it on the network, print its blob ID.
+
+    The blob ID is alone on the last line of the output.
+    """
+    from .core.blob_id import blob_id_to_str
+
+    net = _resolve_network(ctx, network)
+    data = _read_input(path)
+
+    async def run(client):
+        return await client.store(data, epochs=epochs, deletable=deletable, force=force, progress=_progress())
+
+    result = _with_client(net, run)
+    if as_json:
+        click.echo(json.dumps(result.to_walrus_json(), indent=2))
+        return
+    if result.already_certified:
+        click.echo(f"already certified until epoch {result.certificate.end_epoch}", err=True)
+    else:
+        click.echo(
+            f"stored {len(data)} bytes on {result.shards_confirmed}/{net.n_shards} shards, "
+            f"certified at epoch {result.certificate.epoch} until {result.certificate.end_epoch} "
+            f"(encode {result.encode_seconds:.2f} s, upload {result.upload_seconds:.2f} s)",
+            err=True,
+        )
+    click.echo(blob_id_to_str(result.blob_id))
+
+
+@main.command("read")
+@click.argument("blob_id")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write here (default: standard output).")
+@click.option("--strict", is_flag=True, help="Re-encode the blob and check its blob ID (slower).")
+@_network_option
+@click.pass_context
+def read_cmd(ctx, blob_id, out, strict, network):
+    """Fetch BLOB_ID from the network, verify it and write its bytes."""
+    import os
+    import tempfile
+
+    net = _resolve_network(ctx, network)
+    raw_id = _parse_blob_id(blob_id)
+
+    async def run(client):
+        return await client.read(raw_id, strict=strict, progress=_progress())
+
+    data = _with_client(net, run)
+    if out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    # Write atomically so that a failed read never leaves a partial file behind.
+    target = Path(out)
+    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+    click.echo(f"wrote {len(data)} bytes to {out}", err=True)
+
+
+@main.command("blob-status")
+@click.argument("blob_id")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@_network_option
+@click.pass_context
+def blob_status_cmd(ctx, blob_id, as_json, network):
+    """Is BLOB_ID certified, and how many shards' holders store it right now?"""
+    net = _resolve_network(ctx, network)
+    raw_id = _parse_blob_id(blob_id)
+    status = _with_client(net, lambda c: c.blob_status(raw_id))
+    if as_json:
+        click.echo(json.dumps(status))
+    else:
+        click.echo(f"{status['blob_id']}: {status['status']}, {status['shards_stored']}/{status['n_shards']} shards stored"
+                   + (f", epochs {status['certified_epoch']}..{status['end_epoch']}" if status["end_epoch"] else ""))
+
+
+@main.command("info")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@_network_option
+@click.pass_context
+def info_cmd(ctx, as_json, network):
+    """Network parameters, live nodes, shard map summary and the current epoch."""
+    net = _resolve_network(ctx, network)
+
+    async def run(client):
+        smap = client.shard_map
+        load = smap.load()
+        return {
+            "network": net.name,
+            "n_shards": net.n_shards,
+            "f": (net.n_shards - 1) // 3,
+            "epoch": net.current_epoch(),
+            "epoch_length": net.epoch_length,
+            "live_nodes": len(client.live_peers()),
+            "shard_map": {"digest": smap.digest().hex(), "max_load": smap.max_load,
+                          "min_load": min(load.values()), "decodable_alone": smap.decodable_alone},
+            "nodes": {p: {"shards": list(smap.shards_of(p)), "addrs": list(client.records[p].record.addrs)}
+                      for p in client.live_peers()},
+        }
+
+    info = _with_client(net, run)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"network {info['network']}: {info['n_shards']} shards (f={info['f']}), epoch {info['epoch']} "
+               f"({info['epoch_length']:.0f} s), {info['live_nodes']} live nodes")
+    sm = info["shard_map"]
+    click.echo(f"shard map {sm['digest'][:16]}: {sm['min_load']}..{sm['max_load']} shards per node")
+    for peer, node in info["nodes"].items():
+        click.echo(f"  {peer}  shards {node['shards']}")
+
+
+@main.command("health")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@_network_option
+@click.pass_context
+def health_cmd(ctx, as_json, network):
+    """Ask every live node for its status; exit 1 if any is unreachable or disagrees on the map."""
+    net = _resolve_network(ctx, network)
+
+    async def run(client):
+        return client.shard_map.digest().hex(), await client.node_infos()
+
+    digest, infos = _with_client(net, run)
+    rows = []
+    healthy = True
+    for peer, info in sorted(infos.items()):
+        ok = "error" not in info and info.get("map_digest") == digest
+        healthy &= ok
+        rows.append({"peer_id": peer, "ok": ok, "live": len(info.get("live", [])), "shards": info.get("shards"),
+                     "blobs": info.get("blobs"), "error": info.get("error")})
+    if as_json:
+        click.echo(json.dumps({"healthy": healthy, "nodes": rows}, indent=2))
+    else:
+        for r in rows:
+            state = "ok" if r["ok"] else f"PROBLEM {r['error'] or 'shard map differs'}"
+            click.echo(f"{r['peer_id']}  {state}  live={r['live']} blobs={r['blobs']}")
+        click.echo("healthy" if healthy else "unhealthy")
+    sys.exit(0 if healthy else 1)
+
+
+@main.command("list-blobs")
+@click.option("--node", "node_id", default=None, metavar="PEER_ID", help="Which node (default: every live node).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_network_option
+@click.pass_context
+def list_blobs_cmd(ctx, node_id, as_json, network):
+    """The blobs that a node holds, with their shards and state."""
+    from .node import rpc
+
+    net = _resolve_network(ctx, network)
+
+    async def run(client):
+        peers = [node_id] if node_id else client.live_peers()
+        results = await client.gather(peers, lambda p: client.call(p, rpc.LIST_BLOBS, {}))
+        return {p: (r if isinstance(r, dict) else {"error": repr(r)}) for p, r in results.items()}
+
+    listing = _with_client(net, run)
+    if as_json:
+        click.echo(json.dumps(listing, indent=2))
+        return
+    for peer, reply in sorted(listing.items()):
+        click.echo(f"{peer}:" + (f" {reply['error']}" if "error" in reply else ""))
+        for b in reply.get("blobs", []):
+            click.echo(f"  {b['blob_id']}  shards {b['shards']}  end_epoch {b.get('end_epoch')}"
+                       + ("  certified" if b.get("certified") else "") + ("  INVALID" if b.get("invalid") else ""))
+
+
+if __name__ == "__main__":
+    main()
