@@ -37,6 +37,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import struct
 import warnings
 from typing import Any
 
@@ -50,6 +51,7 @@ _NOISE_MAX_MSG = 65535  # 2-byte length prefix
 _NOISE_TAG = 16
 _NOISE_MAX_PLAINTEXT = _NOISE_MAX_MSG - _NOISE_TAG  # 65519, as go-libp2p and libp2p 0.8.1
 _MAX_NONCE = 2**64 - 1
+_SENDBUF_SIZE = YAMUX_MAX_PAYLOAD + 64 * 1024  # reused per connection: one 1 MiB frame, encrypted
 _SMALL_READ = 4096  # reads up to this size return bytes, larger ones a bytearray (no extra copy)
 
 logger = logging.getLogger(__name__)
@@ -118,6 +120,8 @@ def disable() -> None:
     yamux._yamux_release_on_read = _originals["_yamux_release_on_read"]
     yamux.read_exactly = _originals["read_exactly"]
     yamux.Yamux._write_frame = _originals["_write_frame"]
+    yamux.YamuxStream.write = _originals["YamuxStream.write"]
+    del yamux.YamuxStream.send_window  # back to the plain instance attribute
     SecureSession.read = _originals["SecureSession.read"]
     noise_io.NoiseTransportReadWriter.write_msg = _originals["write_msg"]
     _enabled = False
@@ -157,7 +161,7 @@ def _patch_yamux() -> None:
         rx = _rx_for(reader)
         if rx is None:
             return await orig_read_exactly(reader, n, retry_count)
-        return await rx.read_exactly(n)
+        return await rx.read_exactly_scratch(n)
 
     yamux.read_exactly = read_exactly
 
@@ -172,6 +176,80 @@ def _patch_yamux() -> None:
         await trio.lowlevel.checkpoint()
 
     yamux.Yamux._write_frame = _write_frame
+
+    # (6) replaces YamuxStream.write (yamux.py:229). Same window accounting,
+    # locks and errors, but (a) no ``data[sent:...]`` slice and ``header + chunk``
+    # concatenation (two copies of every byte): the header and a view of the
+    # caller's data go straight to the Noise encryptor; (b) a writer out of send
+    # window wakes as soon as a WINDOW_UPDATE raises it (see (7)) instead of
+    # polling every 10 ms; it still gives up after 5 s like stock.
+    MuxedStreamError = yamux.MuxedStreamError
+    pack = struct.Struct(yamux.YAMUX_HEADER_FORMAT).pack
+    header_size = yamux.HEADER_SIZE
+    orig_stream_write = yamux.YamuxStream.write
+    _originals["YamuxStream.write"] = orig_stream_write
+
+    async def write(self: Any, data: bytes) -> None:
+        conn = self.conn
+        rw = _fast_noise_writer(conn.secured_conn)
+        if rw is None or ylog.isEnabledFor(logging.DEBUG):
+            await orig_stream_write(self, data)
+            return
+        if self.send_closed:
+            raise MuxedStreamError("Stream is closed for sending")
+        view = memoryview(data).cast("B")
+        total_len = len(view)
+        sent = 0
+        while sent < total_len:
+            to_send = 0
+            while True:
+                async with self.rw_lock.write_lock():
+                    if self.send_closed:
+                        raise MuxedStreamError("Stream is closed for sending")
+                    async with self.window_lock:
+                        if self.closed:
+                            raise MuxedStreamError("Stream is closed")
+                        if self.send_window > 0:
+                            to_send = min(self.send_window, yamux.MAX_MESSAGE_SIZE - header_size, total_len - sent)
+                            self.send_window -= to_send
+                if to_send:
+                    break
+                self._zero_window_waits += 1
+                with trio.move_on_after(5.0) as cancel_scope:
+                    while True:
+                        async with self.window_lock:
+                            if self.send_window > 0 or self.closed:
+                                break
+                        event = self.__dict__["_fastpath_window_event"] = trio.Event()
+                        with trio.move_on_after(0.01):  # closure is still noticed by polling, as stock
+                            await event.wait()
+                if cancel_scope.cancelled_caught:
+                    raise MuxedStreamError("Timed out waiting for window update after 5 seconds.")
+            header = pack(0, yamux.TYPE_DATA, 0, self.stream_id, to_send)
+            async with conn._write_lock:  # as Yamux._write_frame
+                await _noise_send(rw, header, view[sent : sent + to_send])
+            await trio.lowlevel.checkpoint()
+            sent += to_send
+
+    yamux.YamuxStream.write = write
+
+    # (7) makes YamuxStream.send_window (a plain attribute, assigned in
+    # __init__, YamuxStream.write and Yamux.handle_incoming at yamux.py:1305,
+    # :1414 and :1606) a property that wakes a writer waiting in (6). The value
+    # stays in the instance __dict__ under the same name, so streams made before
+    # enable() or after disable() read the same number.
+    def _get_send_window(self: Any) -> int:
+        return self.__dict__["send_window"]
+
+    def _set_send_window(self: Any, value: int) -> None:
+        d = self.__dict__
+        d["send_window"] = value
+        if value > 0:
+            event = d.get("_fastpath_window_event")
+            if event is not None:
+                event.set()
+
+    yamux.YamuxStream.send_window = property(_get_send_window, _set_send_window)
 
 
 # --- Noise ------------------------------------------------------------------------
@@ -236,6 +314,7 @@ class _NoiseRx:
         self._ptv = memoryview(self._pt)
         self._pt_start = 0
         self._pt_end = 0
+        self._scratch = bytearray(0)
         # plaintext the stock SecureSession had buffered before we took over
         if session.low_watermark != session.high_watermark:
             left = session._drain(None)
@@ -302,15 +381,15 @@ class _NoiseRx:
             raise self._RawConnError(f"Noise message failed authentication: {exc!r}") from exc
         cs.n = n + 1
 
-    async def read(self, n: int, *, exact: bool) -> bytes | bytearray:
+    async def read(self, n: int, *, exact: bool, into: bytearray | None = None) -> bytes | bytearray | memoryview:
         """Up to ``n`` plaintext bytes, blocking until ``n`` (like SecureSession.read) or EOF.
 
         At EOF: ``exact`` raises IncompleteReadError (as io.utils.read_exactly);
         otherwise a partial result is returned, and IncompleteReadError only if
         nothing was read (as the stock msgio path did).
         """
-        out = bytearray(n)
-        ov = memoryview(out)
+        out = bytearray(n) if into is None else into
+        ov = memoryview(out)[:n]
         got = 0
         left = self._pt_end - self._pt_start
         if left:
@@ -327,8 +406,7 @@ class _NoiseRx:
                         expected_bytes=n,
                         received_bytes=got,
                     )
-                del ov
-                return bytes(out[:got])
+                return bytes(ov[:got])
             plen = len(ct) - _NOISE_TAG
             need = n - got
             if plen <= need:
@@ -339,13 +417,27 @@ class _NoiseRx:
                 ov[got:n] = self._ptv[:need]
                 self._pt_start, self._pt_end = need, plen
                 got = n
+        if into is not None:
+            return ov
         del ov
         return bytes(out) if n <= _SMALL_READ else out
 
-    async def read_exactly(self, n: int) -> bytes | bytearray:
+    async def read_exactly(self, n: int) -> bytes | bytearray | memoryview:
         if n <= 0:
             return b""
         return await self.read(n, exact=True)
+
+    async def read_exactly_scratch(self, n: int) -> bytes | memoryview:
+        """Like read_exactly, but large results are a view of a buffer reused by the next call.
+
+        Only for Yamux.handle_incoming (yamux.py:1191, :1180), which copies every
+        frame into its stream buffer before it reads again.
+        """
+        if n <= _SMALL_READ:
+            return await self.read_exactly(n)
+        if len(self._scratch) < n:
+            self._scratch = bytearray(max(n, YAMUX_MAX_PAYLOAD))
+        return await self.read(n, exact=True, into=self._scratch)
 
     async def read_available(self) -> bytes:
         """``read(None)``: leftover plaintext if any, else one whole message."""
@@ -419,31 +511,74 @@ def _patch_noise() -> None:
     # messages: the same 65519-byte chunks, each encrypted in place into one
     # buffer with its 2-byte length, then a single socket write for all of them.
     async def write_msg(self: Any, msg: bytes, prefix_encoded: bool = False) -> None:
-        cs = self.noise_state.noise_protocol.cipher_state_encrypt
-        aead = _chacha_aead(cs)
-        if prefix_encoded or aead is None:
+        if prefix_encoded or _chacha_aead(self.noise_state.noise_protocol.cipher_state_encrypt) is None:
             await orig_write_msg(self, msg, prefix_encoded)
             return
-        mv = memoryview(msg).cast("B")
-        total = len(mv)
-        count = max(1, -(-total // _NOISE_MAX_PLAINTEXT))
-        n = cs.n
-        if n + count > _MAX_NONCE:
-            raise RuntimeError("Noise nonce depleted")
-        out = bytearray(total + count * (2 + _NOISE_TAG))
-        ov = memoryview(out)
-        pos = off = 0
-        for _ in range(count):
-            chunk = mv[off : off + _NOISE_MAX_PLAINTEXT]
-            clen = len(chunk) + _NOISE_TAG
-            out[pos] = clen >> 8
-            out[pos + 1] = clen & 0xFF
-            aead.encrypt_into(_nonce(n), chunk, None, ov[pos + 2 : pos + 2 + clen])
-            n += 1
-            pos += 2 + clen
-            off += _NOISE_MAX_PLAINTEXT
-        cs.n = n
-        del ov, mv
-        await self.read_writer.read_write_closer.write(out)
+        await _noise_send(self, b"", memoryview(msg).cast("B"))
 
     noise_io.NoiseTransportReadWriter.write_msg = write_msg
+
+
+async def _noise_send(rw: Any, head: bytes, body: memoryview) -> None:
+    """Encrypt ``head + body`` as stock would (65519-byte Noise messages) and send it in one write.
+
+    ``rw`` is a NoiseTransportReadWriter whose cipher is ChaChaPoly. The batch is
+    built in a per-connection buffer reused from write to write (a fresh
+    1 MiB buffer per frame costs page faults), or a new one if a write is
+    already in flight on this connection.
+    """
+    cs = rw.noise_state.noise_protocol.cipher_state_encrypt
+    aead = _chacha_aead(cs)
+    hlen = len(head)
+    total = hlen + len(body)
+    count = max(1, -(-total // _NOISE_MAX_PLAINTEXT))
+    n = cs.n
+    if n + count > _MAX_NONCE:
+        raise RuntimeError("Noise nonce depleted")
+    size = total + count * (2 + _NOISE_TAG)
+    sending = getattr(rw, "_fastpath_sending", False)  # another write owns the reused buffer
+    buf = None if sending else getattr(rw, "_fastpath_sendbuf", None)
+    if buf is None or len(buf) < size:
+        buf = bytearray(max(size, _SENDBUF_SIZE) if size <= _SENDBUF_SIZE else size)
+        if not sending and size <= _SENDBUF_SIZE:
+            rw._fastpath_sendbuf = buf
+    mine = not sending and buf is getattr(rw, "_fastpath_sendbuf", None)
+    ov = memoryview(buf)
+    pos = 0
+    boff = 0  # offset in body of the next chunk's start
+    for i in range(count):
+        if i == 0 and hlen:
+            chunk = head + bytes(body[: _NOISE_MAX_PLAINTEXT - hlen])  # at most 64 KiB copied
+            boff = len(chunk) - hlen
+        else:
+            chunk = body[boff : boff + _NOISE_MAX_PLAINTEXT]
+            boff += len(chunk)
+        clen = len(chunk) + _NOISE_TAG
+        buf[pos] = clen >> 8
+        buf[pos + 1] = clen & 0xFF
+        aead.encrypt_into(_nonce(n), chunk, None, ov[pos + 2 : pos + 2 + clen])
+        n += 1
+        pos += 2 + clen
+    cs.n = n
+    if mine:
+        rw._fastpath_sending = True
+    try:
+        await rw.read_writer.read_write_closer.write(ov[:pos])
+    finally:
+        if mine:
+            rw._fastpath_sending = False
+
+
+def _fast_noise_writer(secured_conn: Any) -> Any | None:
+    """The NoiseTransportReadWriter under a Noise SecureSession with ChaChaPoly, else None."""
+    from libp2p.security.noise.io import NoiseTransportReadWriter
+    from libp2p.security.secure_session import SecureSession
+
+    if not isinstance(secured_conn, SecureSession):
+        return None
+    rw = secured_conn.conn
+    if type(rw) is not NoiseTransportReadWriter:
+        return None
+    if _chacha_aead(rw.noise_state.noise_protocol.cipher_state_encrypt) is None:
+        return None
+    return rw
