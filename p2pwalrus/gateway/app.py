@@ -1,0 +1,582 @@
+"""The gateway: Walrus's publisher and aggregator HTTP API over one long-lived client.
+
+Everything runs on the caller's trio loop: hypercorn's trio worker calls `Gateway.__call__`
+(an ASGI app) in trio tasks, and those tasks use the same libp2p client as the refresh loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+import trio
+
+from ..client.client import BlobExpiredError, BlobInvalidError, Client, StoreResult
+from ..core.blob_id import blob_id_to_str, parse_blob_id
+from ..core.placement import PlacementError
+from ..errors import (
+    BlobNotFoundError,
+    BlobTooLargeError,
+    EncodingError,
+    InvalidBlobIdError,
+    NetworkConfigError,
+    NotEnoughShardsError,
+    P2PWalrusError,
+)
+from .asgi import HTTPError, Request, Response, Unsatisfiable, error_response, json_response, parse_range
+from .metrics import GatewayMetrics
+
+logger = logging.getLogger("p2pwalrus.gateway")
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+@dataclass
+class GatewayConfig:
+    publisher: bool = True
+    aggregator: bool = True
+    max_body: int = 10 << 20  # bytes of a PUT body
+    auth_token: str | None = None  # bearer token required to PUT, if set
+    rate_limit: int | None = None  # PUTs per minute per client IP, if set
+    cache_bytes: int = 64 << 20  # decoded blobs kept for range and repeated reads
+    refresh_interval: float = 10.0  # membership refresh
+    recheck_after: float = 30.0  # a cached blob's certificate is checked again after this
+    node_info_ttl: float = 2.0  # node infos for the dashboard are reused this long
+    recent: int = 50  # blobs listed on the dashboard
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+class BlobCache:
+    """LRU of decoded blobs, bounded in bytes."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.used = 0
+        self.entries: OrderedDict[bytes, list] = OrderedDict()  # blob_id -> [data, end_epoch, checked_at]
+
+    def get(self, blob_id: bytes) -> list | None:
+        entry = self.entries.get(blob_id)
+        if entry is not None:
+            self.entries.move_to_end(blob_id)
+        return entry
+
+    def put(self, blob_id: bytes, data: bytes, end_epoch: int) -> None:
+        if len(data) > self.capacity:
+            return
+        self.drop(blob_id)
+        self.entries[blob_id] = [data, end_epoch, time.monotonic()]
+        self.used += len(data)
+        while self.used > self.capacity:
+            _, (old, _, _) = self.entries.popitem(last=False)
+            self.used -= len(old)
+
+    def drop(self, blob_id: bytes) -> None:
+        entry = self.entries.pop(blob_id, None)
+        if entry is not None:
+            self.used -= len(entry[0])
+
+
+class RateLimiter:
+    """A token bucket per client IP: `per_minute` tokens, refilled continuously."""
+
+    def __init__(self, per_minute: int, clock=time.monotonic):
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.clock = clock
+        self.buckets: dict[str, tuple[float, float]] = {}  # ip -> (tokens, last update)
+
+    def take(self, ip: str) -> float:
+        """0 if allowed, else the seconds until a token is available."""
+        now = self.clock()
+        tokens, last = self.buckets.get(ip, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        if tokens >= 1.0:
+            self.buckets[ip] = (tokens - 1.0, now)
+            return 0.0
+        self.buckets[ip] = (tokens, now)
+        if len(self.buckets) > 10_000:  # forget idle clients (their buckets are full again)
+            horizon = self.capacity / self.rate
+            self.buckets = {k: v for k, v in self.buckets.items() if now - v[1] < horizon}
+        return (1.0 - tokens) / self.rate
+
+
+def _leaf_errors(exc: BaseException):
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            yield from _leaf_errors(sub)
+    else:
+        yield exc
+
+
+# Most specific meaning first: an exception group is answered by its most telling member.
+_ERROR_MAP: list[tuple[type, int, str]] = [
+    (InvalidBlobIdError, 400, "bad_request"),
+    (BlobTooLargeError, 413, "too_large"),
+    (BlobNotFoundError, 404, "not_found"),
+    (BlobExpiredError, 410, "expired"),
+    (BlobInvalidError, 410, "invalid"),
+    (NotEnoughShardsError, 503, "unavailable"),
+    (PlacementError, 503, "unavailable"),
+    (NetworkConfigError, 503, "unavailable"),
+    (trio.TooSlowError, 504, "timeout"),
+    (EncodingError, 400, "bad_request"),
+    (P2PWalrusError, 500, "error"),
+]
+
+
+def classify(exc: BaseException) -> tuple[int, str, str] | None:
+    """(HTTP status, outcome label, message) for a client error, or None if it is a bug."""
+    leaves = list(_leaf_errors(exc))
+    for kind, status, outcome in _ERROR_MAP:
+        for leaf in leaves:
+            if isinstance(leaf, kind):
+                return status, outcome, str(leaf) or kind.__name__
+    return None
+
+
+def object_id(blob_id: bytes, owner: str, label: bytes = b"") -> str:
+    """Stand-in for a Sui object ID: blake2b-256(label || blob_id || owner's peer ID bytes)."""
+    try:
+        from libp2p.peer.id import ID
+
+        owner_bytes = ID.from_base58(owner).to_bytes()
+    except Exception:
+        owner_bytes = owner.encode()
+    return "0x" + hashlib.blake2b(label + blob_id + owner_bytes, digest_size=32).hexdigest()
+
+
+def walrus_store_json(result: StoreResult) -> dict:
+    """The body Walrus's publisher answers a PUT with, chain-only fields given honest stand-ins."""
+    cert = result.certificate
+    base = result.to_walrus_json()
+    if result.already_certified:
+        return {"alreadyCertified": {"blobId": base["alreadyCertified"]["blobId"],
+                                     "event": {"txDigest": None, "eventSeq": None},
+                                     "endEpoch": cert.end_epoch}}
+    obj = base["newlyCreated"]["blobObject"]
+    encoded = obj["storage"]["storageSize"]
+    return {"newlyCreated": {
+        "blobObject": {
+            "id": object_id(result.blob_id, cert.owner),
+            "registeredEpoch": cert.epoch,
+            "blobId": obj["blobId"],
+            "size": obj["size"],
+            "encodingType": obj["encodingType"],
+            "certifiedEpoch": cert.epoch,
+            "storage": {"id": object_id(result.blob_id, cert.owner, b"storage"),
+                        "startEpoch": cert.epoch, "endEpoch": cert.end_epoch, "storageSize": encoded},
+            "deletable": cert.deletable,
+        },
+        "resourceOperation": {"registerFromScratch": {"encodedLength": encoded,
+                                                      "epochsAhead": cert.end_epoch - cert.epoch}},
+        "cost": 0,
+    }}
+
+
+def _bool_param(query: dict, name: str) -> bool | None:
+    if name not in query:
+        return None
+    value = query[name].strip().lower()
+    if value in ("true", "1", "yes", ""):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise HTTPError(400, f"{name} must be true or false, got {query[name]!r}")
+
+
+def _int_param(query: dict, name: str, default: int | None = None, minimum: int = 0) -> int:
+    if name not in query:
+        if default is None:
+            raise HTTPError(400, f"missing query parameter {name}")
+        return default
+    try:
+        value = int(query[name])
+    except ValueError:
+        raise HTTPError(400, f"{name} must be an integer, got {query[name]!r}") from None
+    if value < minimum:
+        raise HTTPError(400, f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+# --- the gateway ---------------------------------------------------------------------
+
+
+class Gateway:
+    def __init__(self, client: Client, config: GatewayConfig | None = None):
+        self.client = client
+        self.config = config or GatewayConfig()
+        self.metrics = GatewayMetrics()
+        self.cache = BlobCache(self.config.cache_bytes)
+        self.limiter = RateLimiter(self.config.rate_limit) if self.config.rate_limit else None
+        self.recent: deque[dict] = deque(maxlen=self.config.recent)
+        self.started = time.time()
+        self.last_refresh: float | None = None
+        self._inflight: dict[bytes, trio.Event] = {}
+        self._infos: tuple[float, dict] = (0.0, {})
+        self._infos_lock = trio.Lock()
+        self._refresh_lock = trio.Lock()
+
+    # --- membership ----------------------------------------------------------------
+
+    async def refresh(self) -> int:
+        """Pull the live set into a fresh record table and swap it in whole.
+
+        Requests in flight keep a consistent view; nodes that left are forgotten (the
+        client itself only ever adds). If the configured bootstrap peers are all down,
+        the peers known from the last refresh are asked instead.
+        """
+        async with self._refresh_lock:
+            c = self.client
+            nets = [c.net]
+            known = [a for signed in c.records.values() for a in signed.record.addrs[:1]]
+            if known:
+                nets.append(c.net.with_bootstrap(known))
+            last: Exception | None = None
+            for net in nets:
+                probe = Client(net, c.host, c.keypair)
+                try:
+                    await probe.refresh_membership()
+                except Exception as exc:  # try the next source
+                    last = exc
+                    continue
+                c.records, c.shard_map = probe.records, probe.shard_map
+                self.last_refresh = time.time()
+                self.metrics.live_nodes.set(len(c.records))
+                return len(c.records)
+            raise last or NotEnoughShardsError("no bootstrap peer answered")
+
+    async def refresh_loop(self) -> None:
+        while True:
+            await trio.sleep(self.config.refresh_interval)
+            try:
+                await self.refresh()
+            except Exception as exc:
+                logger.warning("membership refresh failed: %s", exc)
+
+    async def node_infos(self) -> dict[str, dict]:
+        async with self._infos_lock:
+            at, infos = self._infos
+            if time.monotonic() - at > self.config.node_info_ttl:
+                infos = await self.client.node_infos()
+                self._infos = (time.monotonic(), infos)
+            return infos
+
+    # --- ASGI ------------------------------------------------------------------------
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        req = Request.from_scope(scope, receive)
+        t0 = time.perf_counter()
+        route, handler = self._route(req)
+        try:
+            if handler is None:
+                raise HTTPError(404, f"no route for {req.method} {req.path}")
+            resp = await handler(req)
+        except HTTPError as exc:
+            resp = error_response(exc.status, exc.message, exc.headers)
+        except Exception as exc:
+            found = classify(exc)
+            if found is None:
+                logger.exception("%s %s failed", req.method, req.path)
+                found = (500, "error", f"internal error: {exc!r}")
+            resp = error_response(found[0], found[2])
+        resp.headers.setdefault("Access-Control-Allow-Origin", "*")
+        resp.headers.setdefault("Access-Control-Expose-Headers", "Content-Length, Content-Range, ETag")
+        await resp.send(send)
+        if not resp.omit_body:
+            self.metrics.bytes_out.inc(len(resp.body))
+        self.metrics.requests.labels(route, req.method, str(resp.status)).inc()
+        self.metrics.latency.labels(route, req.method).observe(time.perf_counter() - t0)
+
+    def _route(self, req: Request):
+        """(route label, handler) for a request; a handler of None answers 404."""
+        path, method = req.path, req.method
+        if method == "OPTIONS":
+            return "preflight", self.preflight
+        fixed = {
+            "/": {"GET": self.dashboard},
+            "/dashboard/state": {"GET": self.dashboard_state},
+            "/status": {"GET": self.status},
+            "/metrics": {"GET": self.prometheus},
+            "/v1/api": {"GET": self.openapi},
+        }
+        if self.config.publisher:
+            fixed["/v1/blobs"] = {"PUT": self.put_blob}
+        table, label = fixed.get(path), path
+        if table is None and self.config.aggregator and path.startswith("/v1/blobs/"):
+            rest = path[len("/v1/blobs/"):]
+            if rest.endswith("/byte-range") and rest.count("/") == 1:
+                req.path_params["blob_id"] = rest[: -len("/byte-range")]
+                table, label = {"GET": self.get_byte_range}, "/v1/blobs/{blob_id}/byte-range"
+            elif rest and "/" not in rest:
+                req.path_params["blob_id"] = rest
+                table, label = {"GET": self.get_blob, "HEAD": self.get_blob}, "/v1/blobs/{blob_id}"
+        if table is None:
+            return "other", None
+        handler = table.get(method)
+        if handler is None:
+            allow = ", ".join(sorted(table))
+
+            async def not_allowed(_req):
+                raise HTTPError(405, f"{method} is not allowed on {path}; use {allow}", {"Allow": allow})
+
+            return label, not_allowed
+        return label, handler
+
+    # --- publisher -------------------------------------------------------------------
+
+    def _check_publisher_access(self, req: Request) -> None:
+        if self.limiter is not None:
+            wait = self.limiter.take(req.client_ip)
+            if wait > 0:
+                raise HTTPError(429, f"rate limit of {self.config.rate_limit} stores per minute exceeded; "
+                                f"retry in {wait:.0f} s", {"Retry-After": str(max(1, round(wait)))})
+        token = self.config.auth_token
+        if token:
+            given = req.headers.get("authorization", "")
+            scheme, _, value = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+                raise HTTPError(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
+                                {"WWW-Authenticate": 'Bearer realm="p2pwalrus"'})
+
+    async def put_blob(self, req: Request) -> Response:
+        self._check_publisher_access(req)
+        q = req.query
+        epochs = _int_param(q, "epochs", 1, minimum=1)
+        if epochs > self.client.net.max_epochs_ahead:
+            raise HTTPError(400, f"epochs must be at most {self.client.net.max_epochs_ahead}, got {epochs}")
+        deletable, permanent = _bool_param(q, "deletable"), _bool_param(q, "permanent")
+        if deletable and permanent:
+            raise HTTPError(400, "a blob cannot be both deletable and permanent")
+        force = bool(_bool_param(q, "force"))
+        try:
+            data = await req.body(self.config.max_body)
+        except HTTPError as exc:
+            if exc.status == 413:
+                self.metrics.stores.labels("too_large").inc()
+            raise
+        self.metrics.bytes_in.inc(len(data))
+        t0 = time.perf_counter()
+        try:
+            result = await self.client.store(data, epochs=epochs, deletable=bool(deletable), force=force)
+        except Exception as exc:
+            found = classify(exc)
+            self.metrics.stores.labels(found[1] if found else "error").inc()
+            self._note("store", None, len(data), found[1] if found else "error", t0)
+            raise
+        elapsed = time.perf_counter() - t0
+        self.metrics.store_seconds.observe(elapsed)
+        outcome = "already_certified" if result.already_certified else "newly_created"
+        self.metrics.stores.labels(outcome).inc()
+        self._note("store", result.blob_id, len(data), outcome, t0, shards=result.shards_confirmed,
+                   end_epoch=result.certificate.end_epoch)
+        if not result.already_certified:
+            self.cache.put(result.blob_id, data, result.certificate.end_epoch)
+            self._cache_gauges()
+        return json_response(walrus_store_json(result))
+
+    # --- aggregator ------------------------------------------------------------------
+
+    def _cache_gauges(self) -> None:
+        self.metrics.cache_bytes.set(self.cache.used)
+        self.metrics.cache_entries.set(len(self.cache.entries))
+
+    async def _cached(self, blob_id: bytes) -> bytes | None:
+        entry = self.cache.get(blob_id)
+        if entry is None:
+            return None
+        data, end_epoch, checked = entry
+        if end_epoch <= self.client.net.current_epoch():
+            self.cache.drop(blob_id)
+            raise BlobExpiredError(f"blob {blob_id_to_str(blob_id)} expired at epoch {end_epoch}")
+        if time.monotonic() - checked > self.config.recheck_after:
+            try:
+                cert = await self.client.certified(blob_id)  # invalid or expired since: refuse it
+            except Exception:
+                self.cache.drop(blob_id)
+                self._cache_gauges()
+                raise
+            entry[1], entry[2] = cert.end_epoch, time.monotonic()
+        return data
+
+    async def fetch(self, blob_id: bytes) -> tuple[bytes, bool]:
+        """The blob's bytes and whether they came from the cache; one network read per blob at a time."""
+        while True:
+            data = await self._cached(blob_id)
+            if data is not None:
+                return data, True
+            pending = self._inflight.get(blob_id)
+            if pending is None:
+                break
+            await pending.wait()  # then the cache has it, or the read failed and we try ourselves
+        done = self._inflight[blob_id] = trio.Event()
+        try:
+            cert = await self.client.certified(blob_id)
+            data = await self.client.read(blob_id)
+            self.cache.put(blob_id, data, cert.end_epoch)
+            self._cache_gauges()
+            return data, False
+        finally:
+            del self._inflight[blob_id]
+            done.set()
+
+    async def _read(self, blob_id_text: str) -> tuple[bytes, bytes]:
+        try:
+            blob_id = parse_blob_id(blob_id_text)
+        except InvalidBlobIdError as exc:
+            raise HTTPError(400, str(exc)) from None
+        t0 = time.perf_counter()
+        try:
+            data, hit = await self.fetch(blob_id)
+        except Exception as exc:
+            found = classify(exc)
+            self.metrics.reads.labels(found[1] if found else "error").inc()
+            self._note("read", blob_id, None, found[1] if found else "error", t0)
+            raise
+        if hit:
+            self.metrics.reads.labels("cache_hit").inc()
+        else:
+            self.metrics.read_seconds.observe(time.perf_counter() - t0)
+            self.metrics.reads.labels("ok").inc()
+            self._note("read", blob_id, len(data), "ok", t0)
+        return blob_id, data
+
+    def _blob_headers(self, blob_id: bytes) -> dict[str, str]:
+        return {"ETag": f'"{blob_id_to_str(blob_id)}"', "Cache-Control": IMMUTABLE, "Accept-Ranges": "bytes",
+                "Content-Type": "application/octet-stream"}
+
+    async def get_blob(self, req: Request) -> Response:
+        text = req.path_params["blob_id"]
+        inm = req.headers.get("if-none-match")
+        if inm and req.method in ("GET", "HEAD"):  # content never changes under a blob ID
+            try:
+                bid = parse_blob_id(text)
+            except InvalidBlobIdError as exc:
+                raise HTTPError(400, str(exc)) from None
+            tags = {t.strip().removeprefix("W/") for t in inm.split(",")}
+            if f'"{blob_id_to_str(bid)}"' in tags or "*" in tags:
+                return Response(304, b"", {k: v for k, v in self._blob_headers(bid).items() if k != "Content-Type"}
+                                | {"Content-Length": "0"})
+        blob_id, data = await self._read(text)
+        headers = self._blob_headers(blob_id)
+        head = req.method == "HEAD"
+        size = len(data)
+        try:
+            rng = None if head else parse_range(req.headers.get("range"), size)  # RFC 9110: GET only
+        except Unsatisfiable:
+            raise HTTPError(416, f"range not satisfiable for a blob of {size} bytes",
+                            {"Content-Range": f"bytes */{size}"}) from None
+        if rng is None:
+            return Response(200, data, headers, omit_body=head)
+        start, end = rng
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        return Response(206, data[start:end + 1], headers)
+
+    async def get_byte_range(self, req: Request) -> Response:
+        start = _int_param(req.query, "start")
+        length = _int_param(req.query, "length", minimum=1)
+        blob_id, data = await self._read(req.path_params["blob_id"])
+        size = len(data)
+        if start >= size:
+            raise HTTPError(416, f"start {start} is past the end of a blob of {size} bytes",
+                            {"Content-Range": f"bytes */{size}"})
+        end = min(size, start + length)
+        headers = self._blob_headers(blob_id) | {"Content-Range": f"bytes {start}-{end - 1}/{size}"}
+        return Response(200, data[start:end], headers)
+
+    # --- the rest ----------------------------------------------------------------------
+
+    async def preflight(self, req: Request) -> Response:
+        return Response(204, b"", {
+            "Access-Control-Allow-Methods": "GET, HEAD, PUT, OPTIONS",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type, Range, If-None-Match",
+            "Access-Control-Max-Age": "86400",
+        })
+
+    async def status(self, req: Request) -> Response:
+        c, net = self.client, self.client.net
+        smap = c.shard_map
+        return json_response({
+            "network": net.name,
+            "n_shards": net.n_shards,
+            "f": (net.n_shards - 1) // 3,
+            "epoch": net.current_epoch(),
+            "epoch_length": net.epoch_length,
+            "genesis_time": net.genesis_time,
+            "max_epochs_ahead": net.max_epochs_ahead,
+            "live_nodes": len(c.records),
+            "nodes": {p: {"shards": list(smap.shards_of(p)) if smap else []} for p in c.live_peers()},
+            "shard_map_digest": smap.digest().hex() if smap else None,
+            "last_refresh": self.last_refresh,
+            "gateway": {"peer_id": c.peer_id, "publisher": self.config.publisher,
+                        "aggregator": self.config.aggregator, "max_body": self.config.max_body,
+                        "auth": bool(self.config.auth_token), "rate_limit_per_minute": self.config.rate_limit,
+                        "cache_bytes": self.cache.used, "cache_capacity": self.cache.capacity,
+                        "uptime": time.time() - self.started},
+        })
+
+    async def prometheus(self, req: Request) -> Response:
+        body, ctype = self.metrics.exposition()
+        return Response(200, body, {}, ctype)
+
+    async def openapi(self, req: Request) -> Response:
+        from .openapi import openapi_document
+
+        return json_response(openapi_document(self.config))
+
+    async def dashboard(self, req: Request) -> Response:
+        from .dashboard import DASHBOARD_HTML
+
+        return Response(200, DASHBOARD_HTML.encode(), {"Cache-Control": "no-cache"}, "text/html; charset=utf-8")
+
+    async def dashboard_state(self, req: Request) -> Response:
+        c = self.client
+        smap = c.shard_map
+        infos = await self.node_infos()
+        nodes = []
+        for peer in sorted(set(c.live_peers()) | set(infos)):
+            info = infos.get(peer, {})
+            extra = {k: v for k, v in info.items()
+                     if isinstance(v, (int, float)) and any(w in k for w in ("repair", "challenge", "recover"))}
+            for key in ("repair_stats", "repair"):
+                if isinstance(info.get(key), dict):
+                    extra.update({f"repair_{k}": v for k, v in info[key].items() if isinstance(v, (int, float))})
+            nodes.append({
+                "peer_id": peer,
+                "reachable": "error" not in info,
+                "error": info.get("error"),
+                "shards": list(smap.shards_of(peer)) if smap and peer in c.records else info.get("shards", []),
+                "blobs": info.get("blobs"),
+                "certified_blobs": info.get("certified_blobs"),
+                "bytes_used": info.get("bytes_used"),
+                "live_seen": len(info.get("live", [])) if "live" in info else None,
+                "store_requests": info.get("store_requests"),
+                "certs_rejected": info.get("certs_rejected"),
+                "repair": extra,
+            })
+        net = c.net
+        return json_response({
+            "network": net.name, "n_shards": net.n_shards, "epoch": net.current_epoch(),
+            "live_nodes": len(c.records), "nodes": nodes, "recent": list(reversed(self.recent)),
+            "cache": {"bytes": self.cache.used, "entries": len(self.cache.entries), "capacity": self.cache.capacity},
+            "now": time.time(),
+        }, headers={"Cache-Control": "no-cache"})
+
+    def _note(self, op: str, blob_id: bytes | None, size: int | None, outcome: str, t0: float, **extra) -> None:
+        self.recent.append({"time": time.time(), "op": op, "blob_id": blob_id_to_str(blob_id) if blob_id else None,
+                            "size": size, "status": outcome, "seconds": round(time.perf_counter() - t0, 4), **extra})

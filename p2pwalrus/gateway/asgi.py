@@ -1,0 +1,159 @@
+"""A minimal ASGI toolkit: requests, responses, errors in Walrus's shape, HTTP ranges.
+
+Hand-written on purpose: the gateway needs a streamed, size-limited request body and
+exact control of headers, and nothing here depends on an event loop (hypercorn runs
+it on trio).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+# Google RPC status names, as Walrus's daemon uses them in its error bodies.
+STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    410: "FAILED_PRECONDITION",
+    413: "OUT_OF_RANGE",
+    416: "OUT_OF_RANGE",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+class HTTPError(Exception):
+    """Raised by a handler to answer `{"error": {...}}` with this status."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_body(status: int, message: str) -> dict:
+    return {"error": {"code": status, "status": STATUS_NAMES.get(status, "UNKNOWN"), "message": message,
+                      "details": []}}
+
+
+@dataclass
+class Request:
+    scope: dict
+    receive: object
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+    client_ip: str
+    path_params: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_scope(cls, scope: dict, receive) -> "Request":
+        headers: dict[str, str] = {}
+        for k, v in scope.get("headers", []):
+            name = k.decode("latin-1").lower()
+            val = v.decode("latin-1")
+            headers[name] = f"{headers[name]}, {val}" if name in headers else val
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+        client = scope.get("client") or ("unknown", 0)
+        return cls(scope, receive, scope["method"].upper(), scope["path"], query, headers, str(client[0]))
+
+    async def body(self, limit: int) -> bytes:
+        """The whole body, refused with 413 as soon as it would exceed `limit` bytes.
+
+        A declared Content-Length over the limit is refused before a byte is read.
+        """
+        declared = self.headers.get("content-length")
+        if declared is not None:
+            try:
+                n = int(declared)
+            except ValueError:
+                raise HTTPError(400, "bad Content-Length") from None
+            if n > limit:
+                raise HTTPError(413, f"body of {n} bytes exceeds the limit of {limit} bytes")
+        buf = bytearray()
+        while True:
+            msg = await self.receive()
+            if msg["type"] == "http.disconnect":
+                raise HTTPError(400, "client disconnected before the body was complete")
+            chunk = msg.get("body", b"")
+            if len(buf) + len(chunk) > limit:
+                raise HTTPError(413, f"body exceeds the limit of {limit} bytes")
+            buf += chunk
+            if not msg.get("more_body", False):
+                return bytes(buf)
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+    omit_body: bool = False  # HEAD: every header of GET, no body
+
+    async def send(self, send) -> None:
+        headers = {**self.headers}
+        if self.content_type and "content-type" not in {k.lower() for k in headers}:
+            headers["Content-Type"] = self.content_type
+        if "content-length" not in {k.lower() for k in headers}:
+            headers["Content-Length"] = str(len(self.body))
+        raw = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]
+        await send({"type": "http.response.start", "status": self.status, "headers": raw})
+        await send({"type": "http.response.body", "body": b"" if self.omit_body else self.body})
+
+
+def json_response(obj, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, json.dumps(obj, indent=None, separators=(",", ":")).encode(),
+                    dict(headers or {}), "application/json")
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response(error_body(status, message), status, headers)
+
+
+# --- ranges (RFC 9110 section 14) -----------------------------------------------------
+
+
+class Unsatisfiable(Exception):
+    """The Range is valid but selects nothing of the representation: answer 416."""
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The single byte range [start, end] (inclusive) that `header` selects, or None for the full body.
+
+    Per RFC 9110: a header that does not parse, names another unit, or asks for several
+    ranges is ignored (the full representation is served, which a server may always do);
+    a valid single range that selects no byte raises Unsatisfiable.
+    """
+    if header is None:
+        return None
+    unit, sep, spec = header.strip().partition("=")
+    if not sep or unit.strip().lower() != "bytes":
+        return None
+    spec = spec.strip()
+    if "," in spec:
+        return None  # multiple ranges: served as 200 with the whole blob
+    first, dash, last = spec.partition("-")
+    first, last = first.strip(), last.strip()
+    if not dash or (first and not first.isdigit()) or (last and not last.isdigit()) or not (first or last):
+        return None
+    if not first:  # suffix: the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise Unsatisfiable()
+        return max(0, size - n), size - 1
+    start = int(first)
+    if last and int(last) < start:
+        return None  # invalid: ignored
+    if start >= size:
+        raise Unsatisfiable()
+    end = min(int(last), size - 1) if last else size - 1
+    return start, end

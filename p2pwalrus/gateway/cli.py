@@ -1,0 +1,76 @@
+"""`p2pwalrus gateway`: register with `main.add_command(gateway_cmd)` in p2pwalrus/cli.py."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import click
+
+TOKEN_ENV = "P2PWALRUS_GATEWAY_TOKEN"
+NETWORK_HELP = "Network name from bootstrap/ or path to a network .toml (env P2PWALRUS_NETWORK, default: local)."
+
+
+def _fail(message: str, code: int = 1):
+    from ..cli import _fail as fail  # imported late: p2pwalrus.cli imports this module
+
+    fail(message, code)
+
+
+def _parse_rate(text: str | None) -> int | None:
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*(?:/\s*(?:m|min|minute))?\s*", text)
+    if not m or int(m.group(1)) < 1:
+        _fail(f"bad rate limit {text!r}: use N or N/min with N >= 1")
+    return int(m.group(1))
+
+
+def _parse_bind(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        _fail(f"bad bind address {text!r}: use HOST:PORT, e.g. 127.0.0.1:31415")
+    return text
+
+
+@click.command("gateway")
+@click.option("--bind", "-b", default="127.0.0.1:31415", show_default=True, metavar="HOST:PORT",
+              help="Address to serve HTTP on.")
+@click.option("--publisher/--no-publisher", default=True, show_default=True, help="Serve PUT /v1/blobs.")
+@click.option("--aggregator/--no-aggregator", default=True, show_default=True, help="Serve GET /v1/blobs/{id}.")
+@click.option("--max-body", default="10MiB", show_default=True, metavar="BYTES",
+              help="Largest PUT body accepted (K, M, G suffixes).")
+@click.option("--auth-token", envvar=TOKEN_ENV, default=None, metavar="TOKEN", show_envvar=True,
+              help="Require 'Authorization: Bearer TOKEN' to store.")
+@click.option("--rate-limit", default=None, metavar="N/min", help="Stores per minute per client IP.")
+@click.option("--cache", "cache_size", default="64MiB", show_default=True, metavar="BYTES",
+              help="Decoded blobs kept in memory for repeated and range reads.")
+@click.option("--network", "network", default=None, metavar="NAME_OR_FILE", help=NETWORK_HELP)
+@click.pass_context
+def gateway_cmd(ctx, bind, publisher, aggregator, max_body, auth_token, rate_limit, cache_size, network):
+    """Serve Walrus's publisher and aggregator HTTP API, /metrics and a dashboard at /."""
+    import trio
+
+    from ..cli import _parse_size, _resolve_network
+    from .app import GatewayConfig
+    from .server import serve_gateway
+
+    if not publisher and not aggregator:
+        _fail("--no-publisher and --no-aggregator together leave nothing to serve")
+    net = _resolve_network(ctx, network)
+    config = GatewayConfig(publisher=publisher, aggregator=aggregator, max_body=_parse_size(max_body),
+                           auth_token=auth_token or None, rate_limit=_parse_rate(rate_limit),
+                           cache_bytes=_parse_size(cache_size))
+    if (ctx.obj or {}).get("verbose", 0) == 0:
+        logging.getLogger("p2pwalrus").setLevel(logging.INFO)
+
+    async def run():
+        async with trio.open_nursery() as nursery:
+            gateway, urls = await nursery.start(serve_gateway, net, config, _parse_bind(bind))
+            click.echo(f"gateway for network {net.name!r} on {' '.join(urls)} "
+                       f"({len(gateway.client.records)} live nodes); dashboard at {urls[0]}/", err=True)
+
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        click.echo("gateway stopped", err=True)
