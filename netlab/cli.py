@@ -1,0 +1,350 @@
+"""The `netlab` command: a local p2pwalrus testnet of node processes, with fault injection.
+
+    netlab demo                      # the quick start: up, store, read back, explain, wait
+    netlab up --nodes 7 --shards 10  # start a testnet in ./netlab-run and wait until it formed
+    netlab status                    # who is alive, live sets, shards, blobs, map agreement
+    netlab kill 2 / stop 2 / start 2 / add / wipe 3
+    netlab partition 0,1/2,3 / heal / slow 4 --delay-ms 200
+    netlab run netlab/scenarios/lose_f.toml [--ci]
+    netlab inproc --nodes 100 --shards 100
+    netlab down                      # end every node process netlab started
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .lab import Lab, LabError
+
+DEFAULT_DIR = "./netlab-run"
+# 7 nodes x 10 shards (f = 3): about 85 MB and a little CPU per idle node, so 2 cores and
+# < 1 GB hold it with room for a client; 10 shards over 7 nodes puts 1-2 shards on each
+# node, so killing one or two nodes (<= f shards) keeps every blob readable, and no node
+# holds n - 2f = 4 shards (no node can decode a blob alone).
+DEFAULT_NODES = 7
+DEFAULT_SHARDS = 10
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _fail(message: str, code: int = 1):
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+class _Cli(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LabError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+
+
+def _dir_option(f):
+    return click.option("--dir", "directory", default=DEFAULT_DIR, show_default=True, type=click.Path(file_okay=False),
+                        help="Testnet directory (network.toml, netlab.json, one data dir per node).")(f)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """netlab: a local p2pwalrus testnet of node processes, with fault injection.
+
+    Start here: `netlab demo`.
+    """
+
+
+# --- up / down / status ------------------------------------------------------------------
+
+
+def bring_up(directory, nodes: int, shards: int, *, base_port=None, epoch_length=3600.0, timeout=60.0,
+             log=lambda m: None) -> tuple[Lab, float]:
+    t0 = time.monotonic()
+    lab = Lab.create(directory, nodes, shards, base_port=base_port, epoch_length=epoch_length)
+    try:
+        with lab.locked():
+            lab.up(log=log)
+        log(f"{nodes} node processes started; waiting until every node sees all {nodes} and they agree on the map")
+        lab.wait_converged(timeout)
+    except BaseException:
+        lab.down()
+        raise
+    return lab, time.monotonic() - t0
+
+
+@main.command("up")
+@click.option("--nodes", "-n", type=click.IntRange(1, 64), default=DEFAULT_NODES, show_default=True)
+@click.option("--shards", "-s", type=click.IntRange(4, 65535), default=DEFAULT_SHARDS, show_default=True)
+@_dir_option
+@click.option("--seed", type=int, default=None, help="Recorded in netlab.json (scenarios use it for their choices).")
+@click.option("--base-port", type=click.IntRange(1024, 65000), default=None,
+              help="Node i listens on BASE_PORT + i (default: free ports chosen now, kept across restarts).")
+@click.option("--epoch-length", type=float, default=3600.0, show_default=True, help="Seconds per epoch.")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Give up forming the network after this.")
+def up_cmd(nodes, shards, directory, seed, base_port, epoch_length, timeout):
+    """Start NODES storage node processes and wait until they form one network."""
+    con = _console()
+    lab, took = bring_up(directory, nodes, shards, base_port=base_port, epoch_length=epoch_length, timeout=timeout,
+                         log=lambda m: con.print(f"[dim]{m}[/dim]"))
+    if seed is not None:
+        lab.meta["seed"] = seed
+        lab.save()
+    con.print(f"[green]testnet up[/green]: {nodes} nodes, {shards} shards, formed in {took:.1f} s")
+    _print_hints(con, lab)
+
+
+def _print_hints(con, lab: Lab) -> None:
+    net = lab.network_path
+    d = lab.dir
+    con.print(f"  network file  {net}")
+    con.print(f"  state         {lab.state_path}  (logs: {d}/nodeXX/node.log)")
+    con.print("Try:")
+    con.print(f"  p2pwalrus --network {net} info")
+    con.print(f"  p2pwalrus --network {net} store FILE")
+    con.print(f"  p2pwalrus --network {net} read BLOB_ID -o OUT")
+    con.print(f"  p2pwalrus --network {net} blob-status BLOB_ID")
+    con.print(f"  netlab status --dir {d}   netlab kill 1 --dir {d}   netlab down --dir {d}")
+
+
+@main.command("down")
+@_dir_option
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds before SIGKILL.")
+def down_cmd(directory, timeout):
+    """End every node process of the testnet (SIGTERM, then SIGKILL)."""
+    lab = Lab.open(directory)
+    with lab.locked():
+        ended = lab.down(timeout)
+    left = [n.index for n in lab.nodes if lab.alive(n)]
+    if left:
+        _fail(f"node(s) {left} still running")
+    click.echo(f"stopped {len(ended)} node process(es) in {lab.dir}")
+
+
+@main.command("status")
+@_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def status_cmd(directory, as_json):
+    """Per node: alive?, peer ID, live-set size, shards, blobs; and whether all agree on the map."""
+    lab = Lab.open(directory)
+    st = lab.status()
+    if as_json:
+        for r in st["nodes"]:
+            r.pop("live_peers", None)
+        click.echo(json.dumps(st, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"netlab {st['dir']}  ({st['n_shards']} shards)")
+    for col in ("node", "state", "pid", "peer id", "live", "shards", "blobs", "map", "faults"):
+        table.add_column(col)
+    for r in st["nodes"]:
+        state = "[green]up[/green]" if r["ready"] else "[yellow]starting[/yellow]" if r["alive"] else f"[red]{r['state']}[/red]"
+        faults = ", ".join(x for x in (f"deny {r['denied']}" if r["denied"] else "",
+                                       f"+{r['delay_ms']} ms" if r["delay_ms"] else "") if x)
+        table.add_row(str(r["index"]), state, str(r["pid"] or "-"), r["peer_id"][-10:],
+                      str(r["live"] if r["live"] is not None else "-"), ",".join(map(str, r["shards"])) or "-",
+                      str(r["blobs"] if r["blobs"] is not None else "-"), r["map_digest"][:8] or "-", faults)
+    con = _console()
+    con.print(table)
+    verdict = "[green]converged[/green]" if st["converged"] else f"[yellow]not converged[/yellow] ({st['map_digests']} maps)"
+    con.print(f"{st['nodes_alive']}/{st['nodes_total']} nodes alive, {verdict}"
+              + (f", partition {st['partition']}" if st["partition"] else ""))
+
+
+# --- faults ------------------------------------------------------------------------------
+
+
+def _wait_option(f):
+    return click.option("--wait/--no-wait", default=False,
+                        help="Wait until the network has converged again (live sets and map).")(f)
+
+
+def _after(lab: Lab, wait: bool, timeout: float = 60.0) -> None:
+    if wait:
+        took = lab.wait_converged(timeout)
+        click.echo(f"converged after {took:.1f} s")
+
+
+@main.command("kill")
+@click.argument("index", type=int)
+@_dir_option
+@_wait_option
+def kill_cmd(index, directory, wait):
+    """SIGKILL node INDEX (a crash: no goodbye)."""
+    lab = Lab.open(directory)
+    with lab.locked():
+        n = lab.kill(index)
+    click.echo(f"killed node {index} ({n.peer_id})")
+    _after(lab, wait)
+
+
+@main.command("stop")
+@click.argument("index", type=int)
+@_dir_option
+@_wait_option
+def stop_cmd(index, directory, wait):
+    """SIGTERM node INDEX (a graceful shutdown)."""
+    lab = Lab.open(directory)
+    with lab.locked():
+        n = lab.stop(index)
+    click.echo(f"stopped node {index} ({n.peer_id})")
+    _after(lab, wait)
+
+
+@main.command("start")
+@click.argument("index", type=int)
+@_dir_option
+@_wait_option
+def start_cmd(index, directory, wait):
+    """Restart node INDEX with its identity, data dir and port."""
+    lab = Lab.open(directory)
+    with lab.locked():
+        n = lab.start(index)
+    click.echo(f"started node {index} ({n.peer_id}) pid {n.pid}")
+    _after(lab, wait)
+
+
+@main.command("add")
+@_dir_option
+@_wait_option
+def add_cmd(directory, wait):
+    """A new node joins, bootstrapped from the network file."""
+    lab = Lab.open(directory)
+    with lab.locked():
+        n = lab.add()
+    click.echo(f"added node {n.index} ({n.peer_id}) on port {n.port}, pid {n.pid}")
+    _after(lab, wait)
+
+
+@main.command("wipe")
+@click.argument("index", type=int)
+@_dir_option
+@click.option("--new-identity", is_flag=True, help="Delete the identity key too (a different node comes back).")
+@_wait_option
+def wipe_cmd(index, directory, new_identity, wait):
+    """Node INDEX loses its disk: kill it, delete its data (identity kept), restart it empty."""
+    lab = Lab.open(directory)
+    with lab.locked():
+        n = lab.wipe(index, new_identity=new_identity)
+    click.echo(f"wiped node {index}: restarted empty as {n.peer_id}, pid {n.pid}")
+    _after(lab, wait)
+
+
+@main.command("partition")
+@click.argument("groups")
+@_dir_option
+def partition_cmd(groups, directory):
+    """Split the network: GROUPS like 0,1/2,3 (unlisted nodes join the last group).
+
+    Needs node support: each node applies DATA_DIR/faults.json (peer deny-list).
+    """
+    lab = Lab.open(directory)
+    with lab.locked():
+        got = lab.partition(groups)
+    click.echo("partitioned: " + " | ".join(",".join(map(str, g)) for g in got))
+
+
+@main.command("heal")
+@_dir_option
+def heal_cmd(directory):
+    """Undo a partition."""
+    lab = Lab.open(directory)
+    with lab.locked():
+        lab.heal()
+    click.echo("healed")
+
+
+@main.command("slow")
+@click.argument("index", type=int)
+@click.option("--delay-ms", type=click.IntRange(0, 60000), required=True, help="Added latency; 0 removes it.")
+@_dir_option
+def slow_cmd(index, delay_ms, directory):
+    """Add DELAY_MS of latency to node INDEX's traffic (needs node support: faults.json)."""
+    lab = Lab.open(directory)
+    with lab.locked():
+        lab.slow(index, delay_ms)
+    click.echo(f"node {index}: +{delay_ms} ms")
+
+
+# --- scenarios, demo, in-process ----------------------------------------------------------
+
+
+@main.command("run")
+@click.argument("scenario")
+@click.option("--ci", is_flag=True, help="Use the scenario's [ci] form (few nodes, small blobs).")
+@click.option("--dir", "directory", default=None, type=click.Path(file_okay=False),
+              help="Run directory (default ./netlab-runs/NAME-TIME).")
+@click.option("--keep", is_flag=True, help="Leave the testnet running afterwards.")
+@click.option("--no-require-repair", is_flag=True,
+              help="A wait_repaired step that times out is a warning, not a failure.")
+@click.option("--seed", type=int, default=None, help="Override the scenario's seed.")
+def run_cmd(scenario, ci, directory, keep, no_require_repair, seed):
+    """Run a scenario file (or a shipped one by name: churn, lose_f, partition, wipe).
+
+    Writes report.json, report.md and plot.png into the run directory.
+    """
+    from .scenario import load_scenario, run_scenario
+
+    sc = load_scenario(scenario, ci=ci)
+    if seed is not None:
+        sc.seed = seed
+    if directory is None:
+        directory = Path("netlab-runs") / f"{sc.name}{'-ci' if ci else ''}-{time.strftime('%Y%m%d-%H%M%S')}"
+    con = _console()
+    report = run_scenario(sc, Path(directory), keep=keep, require_repair=not no_require_repair,
+                          log=lambda m: con.print(m))
+    con.print(f"report: {Path(directory) / 'report.md'}  plot: {Path(directory) / 'plot.png'}")
+    con.print("[green]PASSED[/green]" if report["ok"] else f"[red]FAILED[/red]: {report['failure']}")
+    sys.exit(0 if report["ok"] else 1)
+
+
+@main.command("demo")
+@click.option("--nodes", "-n", type=click.IntRange(4, 32), default=5, show_default=True)
+@click.option("--shards", "-s", type=click.IntRange(4, 1000), default=10, show_default=True)
+@click.option("--size", default="256K", show_default=True, help="Size of the generated file.")
+@click.option("--wait/--no-wait", default=True, help="Keep the testnet until Ctrl-C (--no-wait: tear down now).")
+@click.option("--dir", "directory", default=None, type=click.Path(file_okay=False),
+              help="Testnet directory (default: a new temporary directory).")
+def demo_cmd(nodes, shards, size, wait, directory):
+    """The quick start: a small testnet, a file stored and read back, then commands to try."""
+    from .demo import run_demo
+
+    sys.exit(run_demo(nodes, shards, size, wait, directory, _console()))
+
+
+@main.command("inproc")
+@click.option("--nodes", "-n", type=click.IntRange(2, 2000), default=100, show_default=True)
+@click.option("--shards", "-s", type=click.IntRange(4, 65535), default=100, show_default=True)
+@click.option("--timeout", type=float, default=300.0, show_default=True)
+@click.option("--publish-interval", type=float, default=None, help="Seconds (default scales with --nodes).")
+@click.option("--member-ttl", type=float, default=None, help="Seconds (default scales with --nodes).")
+@click.option("--json", "as_json", is_flag=True)
+def inproc_cmd(nodes, shards, timeout, publish_interval, member_ttl, as_json):
+    """Many nodes in this one process: time to form one network, and peak memory."""
+    from .inproc import measure
+
+    res = measure(nodes, shards, timeout=timeout, publish_interval=publish_interval, member_ttl=member_ttl,
+                  log=lambda m: click.echo(m, err=True))
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+    else:
+        click.echo(f"{nodes} nodes, {shards} shards: started in {res['start_seconds']:.1f} s, "
+                   f"formed one network {res['converge_seconds']:.1f} s later "
+                   f"({res['total_seconds']:.1f} s in all); peak RSS {res['peak_rss_mb']:.0f} MB "
+                   f"({res['peak_rss_mb'] / nodes:.1f} MB per node)" if res["converged"] else
+                   f"{nodes} nodes did NOT converge in {timeout:.0f} s: {res.get('detail')}")
+    sys.exit(0 if res["converged"] else 1)
+
+
+if __name__ == "__main__":
+    main()
