@@ -556,6 +556,11 @@ class Gateway:
             for key in ("repair_stats", "repair"):
                 if isinstance(info.get(key), dict):
                     extra.update({f"repair_{k}": v for k, v in info[key].items() if isinstance(v, (int, float))})
+            if isinstance(info.get("challenges"), dict):  # holder -> {"passed": n, "failed": n}
+                for res in info["challenges"].values():
+                    for k, v in (res.items() if isinstance(res, dict) else ()):
+                        if isinstance(v, (int, float)):
+                            extra[f"challenges_{k}"] = extra.get(f"challenges_{k}", 0) + v
             nodes.append({
                 "peer_id": peer,
                 "reachable": "error" not in info,
