@@ -62,6 +62,10 @@ def main() -> None:
 
     Start here: `netlab demo`.
     """
+    import logging
+
+    # py-libp2p logs every refused dial to a killed node: faults here are on purpose.
+    logging.getLogger("libp2p").setLevel(logging.CRITICAL)
 
 
 # --- up / down / status ------------------------------------------------------------------

@@ -510,13 +510,19 @@ class Lab:
     def converged(self) -> bool:
         return self.status()["converged"]
 
-    def wait_converged(self, timeout: float = 30.0, poll: float = 0.2) -> float:
-        """Until every running node lists exactly the running nodes as live and all share one map."""
+    def wait_converged(self, timeout: float = 30.0, poll: float = 0.2, stable: float = 1.0) -> float:
+        """Until every running node lists exactly the running nodes as live and all share one map,
+        and that holds for ``stable`` seconds (a restarted node rewrites its view as it learns)."""
         t0 = time.monotonic()
+        since = None
         while True:
             st = self.status()
             if st["converged"]:
-                return time.monotonic() - t0
+                since = since or time.monotonic()
+                if time.monotonic() - since >= stable:
+                    return since - t0
+            else:
+                since = None
             dead = [n for n in self.nodes if n.state == "running" and not self.alive(n)]
             if dead and time.monotonic() - t0 > 2.0:
                 # a node that netlab started has exited by itself: say so instead of timing out

@@ -1,0 +1,552 @@
+"""Scenario files: a scripted timeline of stores, reads and faults on a netlab testnet.
+
+A scenario is TOML::
+
+    name = "lose_f"
+    description = "..."
+    nodes = 7            # testnet size (an `up` step is implied if the first step is not one)
+    shards = 10
+    seed = 1             # every random choice (blob bytes, "random" nodes) derives from it
+    sample_interval = 1.0
+    size = "1M"          # default blob size for store steps
+
+    [[steps]]
+    action = "store"     # store | read | kill | stop | start | wipe | add | kill_holders |
+    blob = "a"           # partition | heal | slow | wait_converged | wait_repaired |
+                         # assert | sleep | up
+    [ci]                 # overrides for `netlab run --ci` (any top-level key, plus `steps`)
+    nodes = 5
+    size = "64K"
+
+Step fields: ``node`` (index, list, or "random"/"random_alive"/"random_dead"),
+``blob`` (name; default: every blob stored so far), ``size``, ``timeout``,
+``required`` (wait_repaired: fail the run on timeout, default true), ``groups``
+("0,1/2,3"), ``delay_ms``, ``seconds``, ``shards`` (kill_holders: "f" or a count),
+``metric``/``min``/``max`` (assert; metric is shards_stored, nodes_alive, converged
+or readable; bounds may be "n", "f", "n-f", "n-2f", "2f+1" or integers).
+
+While it runs, a sampler records every ``sample_interval`` seconds: t, nodes alive and
+shards stored per blob (from blob-status). The run directory gets report.json,
+report.md and plot.png; the testnet is in RUN_DIR/net and is torn down at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from .lab import Lab, LabError
+
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+TOP_KEYS = {"name", "description", "nodes", "shards", "seed", "sample_interval", "size", "epoch_length", "steps",
+            "ci", "up_timeout"}
+
+
+class ScenarioError(Exception):
+    pass
+
+
+class StepFailed(Exception):
+    pass
+
+
+@dataclass
+class Scenario:
+    name: str
+    nodes: int
+    shards: int
+    steps: list[dict]
+    description: str = ""
+    seed: int = 1
+    sample_interval: float = 1.0
+    size: str = "256K"
+    epoch_length: float = 3600.0
+    up_timeout: float = 60.0
+    ci: bool = False
+    source: str = ""
+
+
+def parse_size(text) -> int:
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?)i?B?\s*", str(text).upper())
+    if not m:
+        raise ScenarioError(f"bad size {text!r}: use e.g. 65536, 64K, 1M")
+    return int(float(m.group(1)) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2)])
+
+
+def eval_bound(value, n: int) -> int:
+    """'n', 'f', 'n-f', 'n-2f', '2f+1', 7 -> an integer for n shards."""
+    if isinstance(value, int):
+        return value
+    f = (n - 1) // 3
+    text = str(value).replace(" ", "").lower()
+    if not re.fullmatch(r"[+-]?(\d*[nf]?)([+-]\d*[nf]?)*", text) or not text:
+        raise ScenarioError(f"bad bound {value!r}: use n, f, n-f, n-2f, 2f+1 or an integer")
+    total = 0
+    for sign, num, var in re.findall(r"([+-]?)(\d*)([nf]?)", text):
+        if not num and not var:
+            continue
+        k = int(num) if num else 1
+        k *= {"": 1, "n": n, "f": f}[var]
+        total += -k if sign == "-" else k
+    return total
+
+
+def load_scenario(name_or_path: str, *, ci: bool = False) -> Scenario:
+    path = Path(name_or_path)
+    if not path.is_file():
+        shipped = SCENARIO_DIR / f"{name_or_path}.toml"
+        if not shipped.is_file():
+            known = sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
+            raise ScenarioError(f"no scenario file {name_or_path!r}; shipped scenarios: {known}")
+        path = shipped
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{path}: not valid TOML ({exc})") from None
+    return parse_scenario(doc, ci=ci, source=str(path))
+
+
+def parse_scenario(doc: dict, *, ci: bool = False, source: str = "<scenario>") -> Scenario:
+    unknown = set(doc) - TOP_KEYS
+    if unknown:
+        raise ScenarioError(f"{source}: unknown keys {sorted(unknown)}")
+    doc = dict(doc)
+    overrides = doc.pop("ci", {})
+    if ci:
+        doc.update(overrides)
+    steps = doc.get("steps", [])
+    if not steps:
+        raise ScenarioError(f"{source}: no [[steps]]")
+    for i, st in enumerate(steps):
+        if "action" not in st:
+            raise ScenarioError(f"{source}: step {i} has no action")
+        if st["action"] not in ACTIONS:
+            raise ScenarioError(f"{source}: step {i}: unknown action {st['action']!r}; known: {sorted(ACTIONS)}")
+    return Scenario(
+        name=doc.get("name", Path(source).stem), nodes=int(doc.get("nodes", 7)), shards=int(doc.get("shards", 10)),
+        steps=[dict(s) for s in steps], description=doc.get("description", ""), seed=int(doc.get("seed", 1)),
+        sample_interval=float(doc.get("sample_interval", 1.0)), size=str(doc.get("size", "256K")),
+        epoch_length=float(doc.get("epoch_length", 3600.0)), up_timeout=float(doc.get("up_timeout", 60.0)),
+        ci=ci, source=source)
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    sc: Scenario
+    run_dir: Path
+    require_repair: bool
+    log: object
+    lab: Lab | None = None
+    t0: float = 0.0
+    rng: random.Random = None
+    blobs: dict = field(default_factory=dict)  # name -> {"id": bytes, "id_str", "size", "sha256", "data"}
+    samples: list = field(default_factory=list)
+    events: list = field(default_factory=list)
+    steps: list = field(default_factory=list)
+    figures: dict = field(default_factory=dict)
+
+    def now(self) -> float:
+        return round(time.monotonic() - self.t0, 2)
+
+    def event(self, label: str) -> None:
+        self.events.append((self.now(), label))
+        self.log(f"[dim]{self.now():7.1f}s[/dim] {label}")
+
+    @property
+    def n(self) -> int:
+        return self.sc.shards
+
+    def client_net(self):
+        return self.lab.client_network()
+
+    def blob_names(self, step) -> list[str]:
+        names = step.get("blob")
+        if names is None:
+            return list(self.blobs)
+        names = [names] if isinstance(names, str) else list(names)
+        for b in names:
+            if b not in self.blobs:
+                raise StepFailed(f"no blob named {b!r} stored yet")
+        return names
+
+    def pick_nodes(self, step, want: str) -> list[int]:
+        spec = step.get("node", step.get("nodes", "random"))
+        alive = [n.index for n in self.lab.nodes if self.lab.alive(n)]
+        dead = [n.index for n in self.lab.nodes if not self.lab.alive(n)]
+        if isinstance(spec, int):
+            return [spec]
+        if isinstance(spec, list):
+            return [int(x) for x in spec]
+        pool = {"random": alive if want == "alive" else dead, "random_alive": alive, "random_dead": dead}.get(spec)
+        if pool is None:
+            raise ScenarioError(f"bad node {spec!r}: an index, a list, or random / random_alive / random_dead")
+        if not pool:
+            raise StepFailed(f"no {want} node to pick")
+        count = int(step.get("count", 1))
+        return sorted(self.rng.sample(pool, min(count, len(pool))))
+
+
+async def _in_thread(fn, *args, **kw):
+    return await trio.to_thread.run_sync(lambda: fn(*args, **kw))
+
+
+async def _with_client(net, fn, timeout: float):
+    from p2pwalrus.client.client import open_client
+
+    with trio.fail_after(timeout):
+        async with open_client(net) as client:
+            await client.refresh_membership()
+            return await fn(client)
+
+
+async def _sampler(run: Run) -> None:
+    while True:
+        t = run.now()
+        alive = sum(1 for n in list(run.lab.nodes) if run.lab.alive(n)) if run.lab else 0
+        shards = {}
+        if run.blobs and alive:
+            async def statuses(client):
+                out = {}
+                for name, b in list(run.blobs.items()):
+                    try:
+                        out[name] = (await client.blob_status(b["id"]))["shards_stored"]
+                    except Exception:
+                        out[name] = None
+                return out
+
+            try:
+                shards = await _with_client(run.client_net(), statuses, max(5.0, run.sc.sample_interval * 4))
+            except Exception:
+                shards = {name: None for name in run.blobs}
+        run.samples.append({"t": t, "alive": alive, "shards": shards})
+        await trio.sleep(max(0.0, run.sc.sample_interval - (run.now() - t)))
+
+
+async def step_up(run: Run, step) -> str:
+    from .cli import bring_up
+
+    nodes = int(step.get("nodes", run.sc.nodes))
+    shards = int(step.get("shards", run.sc.shards))
+    run.sc.shards = shards
+    lab, took = await _in_thread(bring_up, run.run_dir / "net", nodes, shards, epoch_length=run.sc.epoch_length,
+                                 timeout=float(step.get("timeout", run.sc.up_timeout)))
+    run.lab = lab
+    run.figures["up_seconds"] = round(took, 2)
+    run.event(f"up: {nodes} nodes, {shards} shards in {took:.1f} s")
+    return f"{nodes} nodes formed one network in {took:.1f} s"
+
+
+async def step_store(run: Run, step) -> str:
+    name = step.get("blob", f"blob{len(run.blobs)}")
+    size = parse_size(step.get("size", run.sc.size))
+    data = random.Random(f"{run.sc.seed}/{name}").randbytes(size)
+    epochs = int(step.get("epochs", 2))
+    t = time.monotonic()
+    result = await _with_client(run.client_net(), lambda c: c.store(data, epochs=epochs), float(step.get("timeout", 120)))
+    took = time.monotonic() - t
+    from p2pwalrus.core.blob_id import blob_id_to_str
+
+    run.blobs[name] = {"id": result.blob_id, "id_str": blob_id_to_str(result.blob_id), "size": size,
+                       "sha256": hashlib.sha256(data).hexdigest(), "data": data, "store_seconds": round(took, 2),
+                       "stored_at": run.now(), "shards_confirmed": result.shards_confirmed}
+    run.event(f"store {name} ({size} B) -> {blob_id_to_str(result.blob_id)[:12]}")
+    return f"stored {size} B on {result.shards_confirmed}/{run.n} shards in {took:.1f} s"
+
+
+async def _read_one(run: Run, name: str, timeout: float) -> tuple[bool, str]:
+    b = run.blobs[name]
+    try:
+        data = await _with_client(run.client_net(), lambda c: c.read(b["id"]), timeout)
+    except Exception as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    if data != b["data"]:
+        return False, "bytes differ from what was stored"
+    return True, "bytes match"
+
+
+async def step_read(run: Run, step) -> str:
+    expect = step.get("expect", "ok")
+    out = []
+    for name in run.blob_names(step):
+        t = time.monotonic()
+        ok, detail = await _read_one(run, name, float(step.get("timeout", 60)))
+        run.figures.setdefault("reads", []).append({"blob": name, "t": run.now(), "ok": ok,
+                                                    "seconds": round(time.monotonic() - t, 2), "detail": detail})
+        if ok != (expect == "ok"):
+            raise StepFailed(f"read {name}: expected {expect}, got {'ok' if ok else 'failure'} ({detail})")
+        out.append(f"{name}: {'ok' if ok else 'failed as expected'}")
+    run.event("read " + ", ".join(out))
+    return "; ".join(out)
+
+
+def _fault(kind):
+    async def step(run: Run, step) -> str:
+        want = "dead" if kind == "start" else "alive"
+        idx = run.pick_nodes(step, want)
+        for i in idx:
+            fn = {"kill": run.lab.kill, "stop": run.lab.stop, "start": run.lab.start, "wipe": run.lab.wipe}[kind]
+            await _in_thread(fn, i)
+        run.event(f"{kind} node {','.join(map(str, idx))}")
+        return f"{kind} {idx}"
+    return step
+
+
+async def step_kill_holders(run: Run, step) -> str:
+    """Kill running nodes that together hold as many shards as possible, at most SHARDS (default f)."""
+    target = eval_bound(step.get("shards", "f"), run.n)
+    holders = await _in_thread(run.lab.shard_holders)
+    chosen, total = [], 0
+    for idx, shards in sorted(holders.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        if shards and total + len(shards) <= target:
+            chosen.append(idx)
+            total += len(shards)
+    if not chosen:
+        raise StepFailed(f"no running node holds at most {target} shards")
+    for i in chosen:
+        await _in_thread(run.lab.kill, i)
+    run.figures.setdefault("killed_holders", []).append({"nodes": chosen, "shards": total, "target": target})
+    run.event(f"kill holders of {total} shards: nodes {chosen}")
+    return f"killed nodes {chosen} holding {total}/{target} shards"
+
+
+async def step_add(run: Run, step) -> str:
+    added = []
+    for _ in range(int(step.get("count", 1))):
+        n = await _in_thread(run.lab.add)
+        added.append(n.index)
+    run.event(f"add node {','.join(map(str, added))}")
+    return f"added {added}"
+
+
+async def step_partition(run: Run, step) -> str:
+    groups = await _in_thread(run.lab.partition, step["groups"])
+    run.event("partition " + "|".join(",".join(map(str, g)) for g in groups))
+    return f"groups {groups}"
+
+
+async def step_heal(run: Run, step) -> str:
+    await _in_thread(run.lab.heal)
+    run.event("heal")
+    return "healed"
+
+
+async def step_slow(run: Run, step) -> str:
+    idx = run.pick_nodes(step, "alive")
+    for i in idx:
+        await _in_thread(run.lab.slow, i, int(step.get("delay_ms", 200)))
+    run.event(f"slow node {idx} +{step.get('delay_ms', 200)} ms")
+    return f"slowed {idx}"
+
+
+async def step_wait_converged(run: Run, step) -> str:
+    took = await _in_thread(run.lab.wait_converged, float(step.get("timeout", 30)))
+    run.event(f"converged ({took:.1f} s)")
+    return f"converged after {took:.1f} s"
+
+
+async def _shards_stored(run: Run, names: list[str]) -> dict[str, int]:
+    async def get(client):
+        return {b: (await client.blob_status(run.blobs[b]["id"]))["shards_stored"] for b in names}
+
+    return await _with_client(run.client_net(), get, 20.0)
+
+
+async def step_wait_repaired(run: Run, step) -> str:
+    names = run.blob_names(step)
+    timeout = float(step.get("timeout", 60))
+    required = bool(step.get("required", True)) and run.require_repair
+    t = time.monotonic()
+    last = {}
+    with trio.move_on_after(timeout):
+        while True:
+            try:
+                last = await _shards_stored(run, names)
+            except Exception as exc:
+                last = {"error": repr(exc)}
+            if last and all(last.get(b) == run.n for b in names):
+                took = time.monotonic() - t
+                run.figures.setdefault("repair_seconds", []).append(round(took, 2))
+                run.event(f"repaired {','.join(names)} ({took:.1f} s)")
+                return f"all {run.n} shards stored after {took:.1f} s"
+            await trio.sleep(1.0)
+    msg = f"not repaired after {timeout:.0f} s: shards stored {last}"
+    run.figures.setdefault("repair_timeouts", []).append({"t": run.now(), "shards": last})
+    run.event(f"wait_repaired timed out {last}")
+    if required:
+        raise StepFailed(msg)
+    return "WARNING " + msg
+
+
+async def step_assert(run: Run, step) -> str:
+    metric = step.get("metric", "shards_stored")
+    lo = eval_bound(step["min"], run.n) if "min" in step else None
+    hi = eval_bound(step["max"], run.n) if "max" in step else None
+
+    def check(label, value):
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise StepFailed(f"assert {label} = {value} not in [{lo}, {hi}]")
+        return f"{label} = {value}"
+
+    if metric == "shards_stored":
+        names = run.blob_names(step)
+        got = await _shards_stored(run, names)
+        return "; ".join(check(f"shards_stored({b})", got[b]) for b in names)
+    if metric == "nodes_alive":
+        return check("nodes_alive", sum(1 for n in run.lab.nodes if run.lab.alive(n)))
+    if metric == "converged":
+        ok = await _in_thread(run.lab.converged)
+        if not ok:
+            raise StepFailed("assert converged: the nodes disagree on the live set or the map")
+        return "converged"
+    if metric == "readable":
+        for b in run.blob_names(step):
+            ok, detail = await _read_one(run, b, float(step.get("timeout", 60)))
+            if not ok:
+                raise StepFailed(f"assert readable({b}): {detail}")
+        return "readable"
+    raise ScenarioError(f"unknown assert metric {metric!r}")
+
+
+async def step_sleep(run: Run, step) -> str:
+    await trio.sleep(float(step.get("seconds", 1)))
+    return f"slept {step.get('seconds', 1)} s"
+
+
+ACTIONS = {
+    "up": step_up, "store": step_store, "read": step_read, "kill": _fault("kill"), "stop": _fault("stop"),
+    "start": _fault("start"), "wipe": _fault("wipe"), "kill_holders": step_kill_holders, "add": step_add,
+    "partition": step_partition, "heal": step_heal, "slow": step_slow, "wait_converged": step_wait_converged,
+    "wait_repaired": step_wait_repaired, "assert": step_assert, "sleep": step_sleep,
+}
+
+
+async def _run_steps(run: Run) -> str | None:
+    steps = run.sc.steps
+    if steps[0]["action"] != "up":
+        steps = [{"action": "up"}] + steps
+    failure = None
+    async with trio.open_nursery() as nursery:
+        for i, step in enumerate(steps):
+            if step["action"] != "up" and run.lab is not None and not nursery.child_tasks:
+                nursery.start_soon(_sampler, run)
+            rec = {"i": i, "action": step["action"], "args": {k: v for k, v in step.items() if k != "action"},
+                   "t_start": run.now()}
+            try:
+                rec["detail"] = await ACTIONS[step["action"]](run, step)
+                rec["ok"] = True
+            except (StepFailed, LabError, ScenarioError) as exc:
+                rec["ok"], rec["detail"] = False, str(exc)
+                failure = f"step {i} ({step['action']}): {exc}"
+            except Exception as exc:
+                rec["ok"], rec["detail"] = False, f"{type(exc).__name__}: {exc}"
+                failure = f"step {i} ({step['action']}): {type(exc).__name__}: {exc}"
+            rec["t_end"] = run.now()
+            run.steps.append(rec)
+            run.log(f"[dim]{rec['t_end']:7.1f}s[/dim] {'[green]ok[/green]' if rec['ok'] else '[red]FAIL[/red]'} "
+                    f"{step['action']}: {rec['detail']}")
+            if failure:
+                break
+        await trio.sleep(min(2.0, run.sc.sample_interval * 2))  # a last sample or two after the final step
+        nursery.cancel_scope.cancel()
+    return failure
+
+
+def run_scenario(sc: Scenario, run_dir: Path, *, keep: bool = False, require_repair: bool = True,
+                 log=print) -> dict:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = Run(sc, run_dir, require_repair, log, rng=random.Random(sc.seed))
+    run.t0 = time.monotonic()
+    started = time.time()
+    failure = None
+    try:
+        failure = trio.run(_run_steps, run)
+    except KeyboardInterrupt:
+        failure = "interrupted"
+    finally:
+        if run.lab is not None and not keep:
+            run.lab.down()
+    report = make_report(run, failure, started)
+    write_report(run, report)
+    return report
+
+
+# --- reports ------------------------------------------------------------------------------
+
+
+def make_report(run: Run, failure: str | None, started: float) -> dict:
+    n = run.sc.shards
+    f = (n - 1) // 3
+    blobs = {}
+    for name, b in run.blobs.items():
+        series = [(s["t"], s["shards"].get(name)) for s in run.samples if s["shards"].get(name) is not None]
+        vals = [v for _, v in series]
+        below = [t for t, v in series if v < n]
+        blobs[name] = {"blob_id": b["id_str"], "size": b["size"], "sha256": b["sha256"],
+                       "store_seconds": b["store_seconds"], "stored_at": b["stored_at"],
+                       "min_shards_stored": min(vals) if vals else None,
+                       "final_shards_stored": vals[-1] if vals else None,
+                       "seconds_below_n": round(sum(run.sc.sample_interval for _ in below), 1),
+                       "ever_below_n_minus_2f": any(v < n - 2 * f for v in vals)}
+    alive = [s["alive"] for s in run.samples]
+    return {
+        "scenario": run.sc.name, "description": run.sc.description, "source": run.sc.source, "ci": run.sc.ci,
+        "seed": run.sc.seed, "nodes": run.sc.nodes, "n_shards": n, "f": f,
+        "started": started, "duration_seconds": run.now(), "ok": failure is None, "failure": failure,
+        "figures": {**run.figures, "min_nodes_alive": min(alive) if alive else None,
+                    "max_nodes_alive": max(alive) if alive else None, "samples": len(run.samples)},
+        "blobs": blobs, "steps": run.steps, "events": [{"t": t, "what": w} for t, w in run.events],
+        "samples": run.samples, "testnet_dir": str(run.run_dir / "net"),
+    }
+
+
+def write_report(run: Run, report: dict) -> None:
+    d = run.run_dir
+    (d / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    n, f = report["n_shards"], report["f"]
+    lines = [
+        f"# netlab run: {report['scenario']}{' (CI form)' if report['ci'] else ''}",
+        "",
+        report["description"] or "",
+        "",
+        f"**{'PASSED' if report['ok'] else 'FAILED'}**" + (f": {report['failure']}" if report["failure"] else ""),
+        f" in {report['duration_seconds']:.1f} s; {report['nodes']} nodes, n = {n} shards, f = {f} "
+        f"(certified at n-f = {n - f}, readable from n-2f = {n - 2 * f}); seed {report['seed']}.",
+        "",
+        "| t (s) | step | result |",
+        "|---:|---|---|",
+    ]
+    for s in report["steps"]:
+        lines.append(f"| {s['t_start']:.1f} | {s['action']} | {'ok' if s['ok'] else '**FAIL**'}: "
+                     f"{str(s.get('detail', '')).replace('|', '/')} |")
+    lines += ["", "| blob | size | stored in | min shards stored | final | below n for |", "|---|---:|---:|---:|---:|---:|"]
+    for name, b in report["blobs"].items():
+        lines.append(f"| {name} `{b['blob_id'][:12]}` | {b['size']} | {b['store_seconds']} s | "
+                     f"{b['min_shards_stored']} | {b['final_shards_stored']} | {b['seconds_below_n']} s |")
+    fig = report["figures"]
+    lines += ["", f"Nodes alive: {fig.get('min_nodes_alive')}..{fig.get('max_nodes_alive')}; "
+                  f"up in {fig.get('up_seconds')} s; repairs: {fig.get('repair_seconds', [])} s; "
+                  f"repair timeouts: {len(fig.get('repair_timeouts', []))}.",
+              "", "![shards stored and nodes alive](plot.png)", ""]
+    (d / "report.md").write_text("\n".join(lines))
+    try:
+        from .plot import plot_timeseries
+
+        png = plot_timeseries(report["samples"], run.events, n, list(report["blobs"]),
+                              title=f"{report['scenario']} n={n} f={f}")
+        (d / "plot.png").write_bytes(png)
+    except Exception as exc:  # a plot must never hide the report
+        run.log(f"plot failed: {exc!r}")
