@@ -49,6 +49,25 @@ class GatewayConfig:
     recent: int = 50  # blobs listed on the dashboard
 
 
+class GatewayClient(Client):
+    """A client that outlives membership changes.
+
+    Certificates are validated against every node seen live since the gateway started,
+    as storage nodes do (a certificate needs half of its signers known): the live set
+    alone would make blobs certified before churn unverifiable, answered 404.
+    """
+
+    def __init__(self, net, host, keypair):
+        super().__init__(net, host, keypair)
+        self.known_peers: set[str] = set()
+
+    def _validate(self, cert) -> None:
+        from ..core.certificates import validate_certificate
+
+        validate_certificate(cert, network=self.net.name, n_shards=self.net.n_shards,
+                             known_peers=set(self.records) | self.known_peers)
+
+
 # --- helpers -------------------------------------------------------------------------
 
 
@@ -246,6 +265,8 @@ class Gateway:
                     last = exc
                     continue
                 c.records, c.shard_map = probe.records, probe.shard_map
+                if isinstance(c, GatewayClient):
+                    c.known_peers.update(probe.records)
                 self.last_refresh = time.time()
                 self.metrics.live_nodes.set(len(c.records))
                 return len(c.records)

@@ -6,11 +6,29 @@ import logging
 
 import trio
 
-from ..client.client import open_client
+from contextlib import asynccontextmanager
+
 from ..config import NetworkConfig
-from .app import Gateway, GatewayConfig
+from .app import Gateway, GatewayClient, GatewayConfig
 
 logger = logging.getLogger("p2pwalrus.gateway")
+
+
+@asynccontextmanager
+async def open_gateway_client(net: NetworkConfig, keypair=None):
+    """Like client.open_client, with the gateway's long-lived client class."""
+    import multiaddr
+
+    from ..node.host import build_host
+
+    if keypair is None:
+        from libp2p.crypto.ed25519 import create_new_key_pair
+
+        keypair = create_new_key_pair()
+    listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+    host = build_host(keypair, listen)
+    async with host.run(listen_addrs=listen):
+        yield GatewayClient(net, host, keypair)
 
 
 def hypercorn_config(bind: str):
@@ -36,7 +54,7 @@ async def serve_gateway(net: NetworkConfig, config: GatewayConfig | None = None,
                         *, keypair=None, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run until cancelled. `nursery.start(serve_gateway, ...)` returns (gateway, [bound URLs])."""
     config = config or GatewayConfig()
-    async with open_client(net, keypair) as client:
+    async with open_gateway_client(net, keypair) as client:
         gateway = Gateway(client, config)
         for attempt in range(30):  # the network may still be starting
             try:
