@@ -62,10 +62,22 @@ def main() -> None:
 
     Start here: `netlab demo`.
     """
+    quiet_libp2p()
+
+
+def quiet_libp2p() -> None:
+    """py-libp2p logs every refused dial to a killed node (faults here are on purpose).
+
+    It configures its loggers when imported, so import it first, then silence it.
+    """
     import logging
 
-    # py-libp2p logs every refused dial to a killed node: faults here are on purpose.
+    import libp2p  # noqa: F401
+
     logging.getLogger("libp2p").setLevel(logging.CRITICAL)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("libp2p"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 # --- up / down / status ------------------------------------------------------------------

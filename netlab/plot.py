@@ -97,7 +97,7 @@ def _panel(cv: Canvas, box, t_max, y_max, series, title, hlines=(), events=(), s
         cv.text(x1 + 6, Y(v) - 5, label, color)
     for k in range(5):  # y ticks
         v = y_max * k / 4
-        cv.text(x0 - 8 - 8 * len(f"{v:.0f}"), Y(v) - 5, f"{v:.0f}")
+        cv.text(x0 - 8 - 8 * len(f"{v:.3g}"), Y(v) - 5, f"{v:.3g}")
         cv.rect(x0 - 4, Y(v), x0, Y(v), (0, 0, 0))
     for (ts, vs, color, _name) in series:
         pts = [(X(t), Y(v)) for t, v in zip(ts, vs) if v is not None]
@@ -131,7 +131,7 @@ def plot_timeseries(samples: list[dict], events: list[tuple[float, str]], n_shar
         t = t_max * k / 5
         x = left + (right - left) * t / t_max
         cv.rect(x, bottom[3], x, bottom[3] + 4, (0, 0, 0))
-        cv.text(x - 8, bottom[3] + 8, f"{t:.0f}")
+        cv.text(x - 8, bottom[3] + 8, f"{t:.3g}")
     cv.text((left + right) // 2 - 40, bottom[3] + 26, "time (s)")
     # legend
     x = left

@@ -1,0 +1,77 @@
+"""`netlab inproc`: many storage nodes in one trio process; time to form one network, peak memory.
+
+Timings scale with the node count: GossipSub's spam protection lets each peer relay
+about 10 messages/s per topic, and with N nodes publishing a record every P seconds
+every peer relays about N/P records/s on the nodes topic. Above ~10/s records are
+dropped, members expire and the live sets flap, so P is kept near N/8 (at least 1 s)
+and the member TTL at 4 P (a record may be missed three times in a row).
+One process has one core: start-up is staggered so DHT handshakes do not pile up.
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import trio
+
+
+def scaled_timings(n_nodes: int, publish_interval: float | None = None, member_ttl: float | None = None):
+    from .inprocess import FAST_TIMINGS
+
+    p = publish_interval or max(1.0, n_nodes / 8)
+    ttl = member_ttl or max(FAST_TIMINGS.member_ttl, 4 * p)
+    return replace(FAST_TIMINGS, publish_interval=p, member_ttl=ttl, record_lifetime=max(30.0, 2 * ttl),
+                   anti_entropy_interval=max(FAST_TIMINGS.anti_entropy_interval, p))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(n_nodes: int, n_shards: int, *, timeout: float = 300.0, publish_interval=None, member_ttl=None,
+            stagger: float = 0.05, batch_size: int = 10, log=lambda m: None) -> dict:
+    from .inprocess import Cluster, test_network
+
+    timings = scaled_timings(n_nodes, publish_interval, member_ttl)
+    net = test_network(n_shards, timings=timings)
+    res = {"nodes": n_nodes, "shards": n_shards, "publish_interval": timings.publish_interval,
+           "member_ttl": timings.member_ttl, "converged": False}
+    rss0 = peak_rss_mb()
+
+    async def main():
+        with tempfile.TemporaryDirectory(prefix="netlab-inproc-") as tmp:
+            async with trio.open_nursery() as nursery:
+                cluster = Cluster(net, Path(tmp), nursery)
+                t0 = time.monotonic()
+                await cluster.start()  # the bootstrap node
+                started = 1
+                while started < n_nodes:  # then batches started concurrently (each awaits its bootstrap)
+                    batch = min(batch_size, n_nodes - started)
+                    async with trio.open_nursery() as starters:
+                        for _ in range(batch):
+                            starters.start_soon(cluster.start)
+                            if stagger:
+                                await trio.sleep(stagger)
+                    started += batch
+                    log(f"{started} nodes started ({time.monotonic() - t0:.1f} s, peak RSS {peak_rss_mb():.0f} MB)")
+                res["start_seconds"] = round(time.monotonic() - t0, 2)
+                try:
+                    res["converge_seconds"] = round(await cluster.wait_converged(timeout), 2)
+                    res["converged"] = True
+                except trio.TooSlowError:
+                    nodes = cluster.alive()
+                    sizes = sorted(len(n.members.live) for n in nodes)
+                    digests = {n.shard_map.digest() for n in nodes if n.shard_map}
+                    res["detail"] = (f"live-set sizes min {sizes[0]} median {sizes[len(sizes) // 2]} max {sizes[-1]}"
+                                     f" of {n_nodes}; {len(digests)} distinct shard maps")
+                res["total_seconds"] = round(time.monotonic() - t0, 2)
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    res["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    res["baseline_rss_mb"] = round(rss0, 1)
+    return res

@@ -1,0 +1,227 @@
+"""netlab: real node processes on 127.0.0.1, faults shown through the nodes' own status.
+
+Each test is bounded; the whole file runs in about a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from netlab.lab import FAULTS_FILE, Lab, LabError, pid_alive
+from netlab.plot import plot_timeseries
+from netlab.scenario import ScenarioError, eval_bound, load_scenario, parse_scenario, run_scenario
+
+pytestmark = pytest.mark.slow
+
+
+def _node_json(lab: Lab, i: int) -> dict:
+    return json.loads((Path(lab.nodes[i].data_dir) / "node.json").read_text())
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _gone(pids) -> bool:
+    return all(not pid_alive(p) for p in pids)
+
+
+# --- no processes ------------------------------------------------------------------------
+
+
+def test_bounds_and_scenarios_parse():
+    assert [eval_bound(x, 10) for x in ("n", "f", "n-f", "n-2f", "2f+1", 4)] == [10, 3, 7, 4, 7, 4]
+    assert eval_bound("n-f", 31) == 21
+    with pytest.raises(ScenarioError):
+        eval_bound("n*2", 10)
+    for name in ("churn", "lose_f", "partition", "wipe"):
+        full, ci = load_scenario(name), load_scenario(name, ci=True)
+        assert ci.nodes <= 5 and ci.nodes <= full.nodes
+    with pytest.raises(ScenarioError):
+        parse_scenario({"steps": [{"action": "explode"}]})
+
+
+def test_plot_is_a_valid_png():
+    samples = [{"t": float(t), "alive": 5 - (t > 3), "shards": {"a": 10 if t < 3 or t > 6 else 7}} for t in range(10)]
+    png = plot_timeseries(samples, [(3.0, "kill")], 10, ["a"], title="t")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    w, h = struct.unpack(">II", png[16:24])
+    idat_len = struct.unpack(">I", png[33:37])[0]
+    raw = zlib.decompress(png[41:41 + idat_len])
+    assert len(raw) == h * (1 + 3 * w)
+
+
+def test_partition_writes_deny_lists(tmp_path):
+    lab = Lab.create(tmp_path / "net", 5, 10)
+    groups = lab.partition("0,1/2,3")
+    assert groups == [[0, 1], [2, 3, 4]]
+    deny0 = json.loads((Path(lab.nodes[0].data_dir) / FAULTS_FILE).read_text())["deny"]
+    assert sorted(deny0) == sorted(lab.nodes[i].peer_id for i in (2, 3, 4))
+    deny4 = json.loads((Path(lab.nodes[4].data_dir) / FAULTS_FILE).read_text())["deny"]
+    assert sorted(deny4) == sorted(lab.nodes[i].peer_id for i in (0, 1))
+    lab.slow(2, 150)
+    lab.heal()
+    f2 = json.loads((Path(lab.nodes[2].data_dir) / FAULTS_FILE).read_text())
+    assert f2["deny"] == [] and f2["delay_ms"] == 150
+    with pytest.raises(LabError):
+        lab.partition("0,1/1,2")
+    with pytest.raises(LabError):
+        lab.partition("0,1,2,3,4")
+
+
+# --- real node processes --------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_up_then_down_leaves_no_process(tmp_path):
+    lab = Lab.create(tmp_path / "net", 5, 10)
+    try:
+        lab.up()
+        lab.wait_converged(45)
+        st = lab.status()
+        assert st["nodes_alive"] == 5 and st["converged"]
+        assert all(r["live"] == 5 for r in st["nodes"])
+        saved = json.loads((tmp_path / "net" / "netlab.json").read_text())
+        pids = [n["pid"] for n in saved["nodes"]]
+        assert all(pid_alive(p) for p in pids)
+        assert [n["peer_id"] for n in saved["nodes"]] == [_node_json(lab, i)["peer_id"] for i in range(5)]
+        net_text = (tmp_path / "net" / "network.toml").read_text()
+        assert lab.nodes[0].addr in net_text
+    finally:
+        ended = Lab.open(tmp_path / "net").down(timeout=10)
+    assert sorted(ended) == sorted(pids)
+    _wait(lambda: _gone(pids), 5, "node processes to exit")
+    for p in pids:  # not even a zombie is left: the PID is gone or is some other process
+        cmd = Path(f"/proc/{p}/cmdline")
+        assert not cmd.exists() or str(tmp_path).encode() not in cmd.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def lab4(tmp_path_factory):
+    d = tmp_path_factory.mktemp("netlab") / "net"
+    lab = Lab.create(d, 4, 10)
+    try:
+        lab.up()
+        lab.wait_converged(45)
+        yield lab
+    finally:
+        lab.down(timeout=10)
+
+
+@pytest.mark.timeout(60)
+def test_kill_then_start_keeps_identity(lab4):
+    lab = lab4
+    victim = lab.nodes[1]
+    pid, peer = victim.pid, victim.peer_id
+    lab.kill(1)
+    assert not pid_alive(pid)
+    lab.wait_converged(30)  # the others drop it from their live sets (member_ttl)
+    st = lab.status()
+    assert st["nodes_alive"] == 3
+    for r in st["nodes"]:
+        if r["alive"]:
+            assert peer not in r["live_peers"] and r["live"] == 3
+    lab.start(1)
+    assert victim.pid != pid
+    lab.wait_converged(30)
+    assert _node_json(lab, 1)["peer_id"] == peer and _node_json(lab, 1)["pid"] == victim.pid
+    assert all(r["live"] == 4 for r in lab.status()["nodes"])
+
+
+@pytest.mark.timeout(60)
+def test_stop_is_graceful_and_add_joins(lab4):
+    lab = lab4
+    n2 = lab.nodes[2]
+    pid = n2.pid
+    lab.stop(2)
+    assert not pid_alive(pid) and n2.state == "stopped"
+    assert "node stopped" in Path(n2.log).read_text()  # it ran its shutdown path
+    lab.start(2)
+    new = lab.add()
+    assert new.index == 4
+    lab.wait_converged(40)
+    st = lab.status()
+    assert st["nodes_alive"] == 5 and all(r["live"] == 5 for r in st["nodes"])
+    assert new.peer_id in _node_json(lab, 0)["live"] or new.peer_id == lab.nodes[0].peer_id
+
+
+@pytest.mark.timeout(60)
+def test_wipe_loses_the_disk_but_keeps_the_identity(lab4):
+    lab = lab4
+    n3 = lab.nodes[3]
+    store = Path(n3.data_dir) / "store"
+    marker = store / "netlab-marker"
+    store.mkdir(exist_ok=True)
+    marker.write_text("old disk")
+    pid, peer = n3.pid, n3.peer_id
+    lab.wipe(3)
+    assert not pid_alive(pid) and n3.pid != pid
+    assert not marker.exists()
+    assert (Path(n3.data_dir) / "identity.key").exists()
+    lab.wait_converged(40)
+    assert _node_json(lab, 3)["peer_id"] == peer and _node_json(lab, 3)["pid"] == n3.pid
+
+
+@pytest.mark.timeout(30)
+def test_status_cli_json(lab4):
+    out = subprocess.run([sys.executable, "-m", "netlab.cli", "status", "--dir", str(lab4.dir), "--json"],
+                         capture_output=True, text=True, timeout=25, check=True).stdout
+    st = json.loads(out)
+    assert st["nodes_total"] == len(lab4.nodes) and st["nodes_alive"] >= 1
+    assert {r["peer_id"] for r in st["nodes"]} == {n.peer_id for n in lab4.nodes}
+
+
+def _node_supports_faults() -> bool:
+    spec = importlib.util.find_spec("p2pwalrus.node.service")
+    return spec is not None and "faults.json" in Path(spec.origin).read_text()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.skipif(not _node_supports_faults(), reason="StorageNode does not apply DATA_DIR/faults.json yet")
+def test_partition_splits_live_sets_and_heal_joins_them(tmp_path):
+    lab = Lab.create(tmp_path / "net", 4, 10)
+    try:
+        lab.up()
+        lab.wait_converged(45)
+        lab.partition("0,1/2,3")
+        side_a = {lab.nodes[0].peer_id, lab.nodes[1].peer_id}
+
+        def split():
+            return all(set(_node_json(lab, i)["live"]) | {lab.nodes[i].peer_id} == side_a for i in (0, 1))
+
+        _wait(split, 30, "the partition to show in the live sets")
+        lab.heal()
+        lab.wait_converged(45)
+    finally:
+        lab.down()
+
+
+@pytest.mark.timeout(120)
+def test_ci_scenario_passes(tmp_path):
+    sc = load_scenario("lose_f", ci=True)
+    repair = importlib.util.find_spec("p2pwalrus.node.repair") is not None
+    report = run_scenario(sc, tmp_path / "run", require_repair=repair, log=lambda m: None)
+    assert report["ok"], report["failure"]
+    assert (tmp_path / "run" / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    assert "PASSED" in (tmp_path / "run" / "report.md").read_text()
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert saved["figures"]["min_nodes_alive"] < sc.nodes  # the holders of f shards were killed
+    assert all(r["ok"] for r in saved["figures"]["reads"])
+    assert saved["samples"] and all(b["final_shards_stored"] is not None for b in saved["blobs"].values())
+    pids = [n["pid"] for n in json.loads((tmp_path / "run" / "net" / "netlab.json").read_text())["nodes"]]
+    _wait(lambda: _gone(pids), 5, "the scenario's nodes to be torn down")
