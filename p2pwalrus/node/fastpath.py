@@ -27,6 +27,11 @@ The patches, each replacing one piece of ``libp2p`` 0.8.1:
 5. Batched Noise writes: ``NoiseTransportReadWriter.write_msg`` (noise/io.py:59)
    encrypts every 65519-byte chunk of a write into one buffer and makes one
    socket write per batch, instead of one locked ``send_all`` per message.
+6. ``YamuxStream.write`` (yamux.py:229) without its two copies of every byte
+   (slice, then ``header + chunk``): header and a view of the caller's data are
+   encrypted straight into a send buffer reused per connection.
+7. ``YamuxStream.send_window`` becomes a property that wakes a writer waiting
+   for window (stock polls every 10 ms, yamux.py:280-285).
 
 Pinned to libp2p 0.8.1: on any other version ``enable()`` warns and patches
 nothing.
