@@ -36,6 +36,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from libp2p.transport.tcp.tcp import TCP
 
 from p2pwalrus.errors import NetworkConfigError
+from p2pwalrus.node import fastpath
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ class NodeHost:
 
 def build_host(keypair: KeyPair, listen_addrs: Sequence[multiaddr.Multiaddr]) -> IHost:
     """A libp2p host with TCP, Noise and Yamux only (no Mplex, QUIC, TLS, secio, plaintext)."""
+    fastpath.enable()  # wire-compatible speed-ups of py-libp2p 0.8.1's Yamux/Noise path (DESIGN 6)
     noise = NoiseTransport(keypair, noise_privkey=create_new_x25519_key_pair().private_key)
     return new_host(
         key_pair=keypair,
