@@ -18,7 +18,7 @@ from p2pwalrus.node.service import StorageNode
 
 FAST_TIMINGS = Timings(
     publish_interval=1.0,
-    member_ttl=4.0,
+    member_ttl=10.0,  # many nodes share one process's CPU: a busy moment must not look like death
     record_lifetime=30.0,
     refresh_interval=10.0,
     anti_entropy_interval=2.0,
@@ -100,6 +100,24 @@ class Cluster:
         import shutil
 
         shutil.rmtree(self.slots[index].data_dir / "store", ignore_errors=True)
+
+    async def wait_for_change(self) -> None:
+        """Until any live node changes its shard map or finishes a repair sweep."""
+        async with trio.open_nursery() as nursery:
+            for n in self.alive():
+                async def wait(event):
+                    await event.wait()
+                    nursery.cancel_scope.cancel()
+                nursery.start_soon(wait, n.map_changed)
+                nursery.start_soon(wait, n.repair.swept)
+
+    async def wait_until(self, predicate, timeout: float) -> float:
+        """Until `await predicate()` is true, re-checked after every map change or repair sweep."""
+        t0 = time.monotonic()
+        with trio.fail_after(timeout):
+            while not await predicate():
+                await self.wait_for_change()
+        return time.monotonic() - t0
 
     async def wait_converged(self, timeout: float = 30.0) -> float:
         """Until every live node knows exactly the live nodes and they agree on the map."""

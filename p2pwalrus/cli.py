@@ -135,6 +135,18 @@ def _progress():
     return _RichProgress() if sys.stderr.isatty() else Progress()
 
 
+def _client_key():
+    """The client's own key (it signs delete requests), kept under the user data dir."""
+    import os
+
+    import platformdirs
+
+    from .node.identity import load_or_create_identity
+
+    where = os.environ.get("P2PWALRUS_CLIENT_DIR") or Path(platformdirs.user_data_dir("p2pwalrus")) / "client"
+    return load_or_create_identity(Path(where))
+
+
 def _with_client(net, fn):
     """Run `fn(client)` in a fresh trio loop with a connected client."""
     import trio
@@ -142,7 +154,7 @@ def _with_client(net, fn):
     from .client.client import open_client
 
     async def run():
-        async with open_client(net) as client:
+        async with open_client(net, _client_key()) as client:
             await client.refresh_membership()
             return await fn(client)
 
@@ -394,6 +406,34 @@ def list_blobs_cmd(ctx, node_id, as_json, network):
         for b in reply.get("blobs", []):
             click.echo(f"  {b['blob_id']}  shards {b['shards']}  end_epoch {b.get('end_epoch')}"
                        + ("  certified" if b.get("certified") else "") + ("  INVALID" if b.get("invalid") else ""))
+
+
+@main.command("extend")
+@click.argument("blob_id")
+@click.option("--epochs", "-e", type=click.IntRange(1), required=True, help="New life, in epochs from now.")
+@_network_option
+@click.pass_context
+def extend_cmd(ctx, blob_id, epochs, network):
+    """Lengthen BLOB_ID's storage: its holders sign the new end epoch."""
+    net = _resolve_network(ctx, network)
+    raw_id = _parse_blob_id(blob_id)
+    cert = _with_client(net, lambda c: c.extend(raw_id, epochs))
+    click.echo(f"{blob_id} now stored until epoch {cert.end_epoch}")
+
+
+@main.command("delete")
+@click.argument("blob_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_network_option
+@click.pass_context
+def delete_cmd(ctx, blob_id, yes, network):
+    """Delete BLOB_ID, if it was stored as deletable with this client's key."""
+    net = _resolve_network(ctx, network)
+    raw_id = _parse_blob_id(blob_id)
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Delete {blob_id} from every node?", abort=True)
+    count = _with_client(net, lambda c: c.delete(raw_id))
+    click.echo(f"deleted on {count} node(s)")
 
 
 if __name__ == "__main__":

@@ -196,7 +196,7 @@ def test_recovery_symbol_wire_roundtrip():
 @pytest.mark.parametrize("n", [7, 10, 31])
 def test_inconsistent_blob_is_detected_with_a_checkable_proof(n):
     data = os.urandom(4000)
-    bad_row = rs2.EncodingConfig(n).n_primary + 1
+    bad_row = 1
     enc = make_inconsistent_blob(data, n, row=bad_row, column=2)
     meta, cfg, s = enc.metadata, enc.metadata.config, enc.metadata.symbol_size
     for i in range(n):  # every sliver verifies on its own
@@ -215,9 +215,9 @@ def test_inconsistent_blob_is_detected_with_a_checkable_proof(n):
 
 def test_inconsistent_blob_fails_the_read_consistency_check():
     n = 10
-    enc = make_inconsistent_blob(os.urandom(4000), n, column=1)
+    enc = make_inconsistent_blob(os.urandom(4000), n, row=0, column=1)
     cfg = enc.metadata.config
-    rows = list(range(1, cfg.n_primary + 1))  # includes the bad row R; row 0 must be decoded
+    rows = list(range(1, cfg.n_primary + 1))  # row 0, the tampered one, must be decoded
     slivers = {i: enc.primary_sliver(i) for i in rows}
     with pytest.raises(InconsistentBlobError):
         rs2.decode_primary(enc.metadata, slivers)

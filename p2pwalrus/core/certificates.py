@@ -20,7 +20,7 @@ from .keys import sign, verify_signature
 from .placement import compute_shard_map
 
 _CONFIRM_TAG = b"p2pwalrus/storage-confirmation/v1\x00"
-_EXTEND_TAG = b"p2pwalrus/extension/v1\x00"
+_DELETE_TAG = b"p2pwalrus/delete/v1\x00"
 MAX_CERT_BYTES = 1 << 20
 
 
@@ -184,5 +184,6 @@ def validate_certificate(
             raise InvalidCertificateError(f"only {known} of {len(signers)} confirming peers are known here")
 
 
-def extension_message(network: str, blob_id: bytes, end_epoch: int) -> bytes:
-    return _EXTEND_TAG + network.encode() + b"\x00" + blob_id + struct.pack("<Q", end_epoch)
+def delete_message(network: str, blob_id: bytes) -> bytes:
+    """What the owner of a deletable blob signs to delete it."""
+    return _DELETE_TAG + network.encode() + b"\x00" + blob_id

@@ -2,32 +2,40 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .rs2 import BlobMetadata, EncodedBlob, encode_blob, primary_root
 
 
-def make_inconsistent_blob(data: bytes, n_shards: int, row: int | None = None, column: int = 0) -> EncodedBlob:
+@dataclass
+class TamperedBlob(EncodedBlob):
+    """An EncodedBlob whose primary sliver `row` was replaced after encoding."""
+
+    row: int = 0
+    tampered_row: np.ndarray | None = None
+
+    def primary_row(self, index: int) -> np.ndarray:
+        return self.tampered_row if index == self.row else super().primary_row(index)
+
+
+def make_inconsistent_blob(data: bytes, n_shards: int, row: int = 0, column: int = 0) -> TamperedBlob:
     """Encode `data`, then corrupt symbol `column` of primary sliver `row` and commit to it.
 
-    Every sliver still verifies against the (new) metadata, but the slivers are not one
-    codeword: rebuilding secondary sliver `column` from primary symbols that include
-    `row` decodes to a sliver the metadata does not commit to. `row` must be a recovery
-    row (>= n - 2f, the default is the first), so that the secondary slivers, which hold
-    the systematic rows, stay those of the honest encoding.
+    Every sliver still verifies against the (new) metadata: the tampered primary sliver
+    against its recomputed hash, the secondary slivers, left honest, against theirs. But
+    the slivers are not one codeword: rebuilding secondary sliver `column` from primary
+    symbols that include `row` decodes to a sliver the metadata does not commit to.
     """
     enc = encode_blob(data, n_shards)
     meta = enc.metadata
     cfg, s = meta.config, meta.symbol_size
-    row = cfg.n_primary if row is None else row
-    if not cfg.n_primary <= row < cfg.n_shards:
-        raise ValueError("row must be a recovery row, n - 2f <= row < n")
-    if not 0 <= column < cfg.n_secondary:
-        raise ValueError("column must be a systematic column of the primary sliver")
-    lower = enc.lower_primary.copy()
-    target = lower[row - cfg.n_primary]
-    target[column, 0] ^= 0xFF
+    if not 0 <= row < cfg.n_shards or not 0 <= column < cfg.n_secondary:
+        raise ValueError("row must be a sliver index and column a systematic column")
+    tampered = enc.primary_row(row).copy()
+    tampered[column, 0] ^= 0xFF
     hashes = list(meta.primary_hashes)
-    hashes[row] = primary_root(target.tobytes(), cfg, s)
+    hashes[row] = primary_root(tampered.tobytes(), cfg, s)
     bad = BlobMetadata(meta.n_shards, meta.unencoded_length, tuple(hashes), meta.secondary_hashes)
-    return EncodedBlob(bad, bad.blob_id(), enc.source, enc.row_recovery, lower)
+    return TamperedBlob(bad, bad.blob_id(), enc.source, enc.row_recovery, enc.lower_primary, row, tampered)

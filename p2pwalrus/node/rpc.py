@@ -29,6 +29,7 @@ CONFIRM = TProtocol("/p2pwalrus/confirm/1.0.0")
 NODE_INFO = TProtocol("/p2pwalrus/info/1.0.0")
 PUT_PROOF = TProtocol("/p2pwalrus/proof-put/1.0.0")
 LIST_BLOBS = TProtocol("/p2pwalrus/blobs/1.0.0")
+DELETE = TProtocol("/p2pwalrus/delete/1.0.0")
 
 MAX_HEADER = 64 << 10  # JSON headers and small replies
 MAX_LIST_REPLY = 4 << 20

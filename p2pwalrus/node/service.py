@@ -71,6 +71,7 @@ class StorageNode:
         self.peer_id = str(peer_id_of(self.keypair))
         self.store = SliverStore(self.data_dir / "store", capacity)
         self.shard_map: ShardMap | None = None
+        self.prev_shard_map: ShardMap | None = None  # for shard sync from the previous holder
         self.known_peers: set[str] = set()
         self.certs: dict[bytes, AvailabilityCertificate] = {}
         self.node = None
@@ -81,7 +82,10 @@ class StorageNode:
         self.counters = {"certs_seen": 0, "certs_rejected": 0, "slivers_refused": 0, "store_requests": 0}
         # Fault injection for netlab and tests: "corrupt_slivers" makes this node lie.
         self.faults: set[str] = set()
-        self.extra_services = []  # callables(node, nursery) started with the node (repair, ...)
+        self.extra_services = []  # callables(node, nursery) started with the node (metrics, ...)
+        from .repair import RepairService
+
+        self.repair = RepairService(self)
         self._load_certs()
 
     # --- state ------------------------------------------------------------------
@@ -113,6 +117,7 @@ class StorageNode:
         if old is not None and new.digest() == old.digest():
             return
         self.shard_map = new
+        self.prev_shard_map = old
         before = set(old.shards_of(self.peer_id)) if old else set()
         after = set(new.shards_of(self.peer_id))
         if after - before:
@@ -121,6 +126,7 @@ class StorageNode:
             logger.info("shards lost: %s", sorted(before - after))
         done, self.map_changed = self.map_changed, trio.Event()
         done.set()
+        self.repair.trigger()
         self.write_status()
 
     def write_status(self) -> None:
@@ -146,11 +152,15 @@ class StorageNode:
             "version": p2pwalrus.__version__,
             "updated": time.time(),
             **self.counters,
+            "repair": dict(self.repair.stats),
+            "challenges": {p: dict(c) for p, c in self.repair.challenges.items()},
         }
 
     def accept_certificate(self, cert: AvailabilityCertificate, *, source: str) -> bool:
         """Validate and keep a certificate; True if it is new or extends one we had."""
         validate_certificate(cert, network=self.net.name, n_shards=self.net.n_shards, known_peers=self.known_peers)
+        if self.store.get_state(cert.blob_id).get("deleted"):
+            return False  # deleted by its owner: a late certificate must not bring it back
         old = self.certs.get(cert.blob_id)
         if old is not None and old.end_epoch >= cert.end_epoch:
             return False
@@ -166,7 +176,96 @@ class StorageNode:
         logger.debug("certificate for %s from %s", rs2_id(cert.blob_id), source)
         done, self.cert_added = self.cert_added, trio.Event()
         done.set()
+        self.repair.trigger()
         return True
+
+    # --- invalid blobs and deletion ------------------------------------------------------
+
+    def _apply_invalid(self, blob_id: bytes) -> bool:
+        """Mark a blob invalid and drop its slivers; True if it was not marked yet."""
+        if self.is_invalid(blob_id):
+            return False
+        self.store.set_state(blob_id, {"invalid": True})
+        for shard in list(self.store.shards_stored(blob_id)):
+            self.store.delete_sliver(blob_id, shard)
+        logger.warning("blob %s is invalid (inconsistency proof checked): no longer served", rs2_id(blob_id))
+        return True
+
+    async def mark_invalid(self, blob_id: bytes, meta: rs2.BlobMetadata, proof: rs2.InconsistencyProof) -> None:
+        """We found the blob inconsistent: mark it and tell every node, with the proof."""
+        if not await trio.to_thread.run_sync(rs2.verify_inconsistency_proof, meta, proof):
+            logger.error("own inconsistency proof for %s does not verify", rs2_id(blob_id))
+            return
+        self.repair.stats["inconsistent_blobs"] += 1
+        await trio.to_thread.run_sync(self._apply_invalid, blob_id)
+        message = encode_proof_message(blob_id, meta, proof)
+        if len(message) < 900_000:
+            try:
+                from .repair import proofs_topic
+
+                await self.node.pubsub.publish(proofs_topic(self.net.name), message)
+            except Exception as exc:
+                logger.info("gossiping an inconsistency proof failed: %s", exc)
+
+        async def push(peer):
+            with trio.fail_after(PEER_CALL_TIMEOUT):
+                from libp2p.peer.id import ID
+
+                stream = await self.node.host.new_stream(ID.from_base58(peer), [rpc.PUT_PROOF])
+                try:
+                    await rpc.write_frame(stream, message)
+                    await rpc.recv_json(stream)
+                finally:
+                    await rpc.close_quietly(stream)
+
+        async with trio.open_nursery() as nursery:
+            for peer in self.members.live.peer_ids():
+                if peer != self.peer_id:
+                    nursery.start_soon(_quietly, push, peer)
+
+    def check_proof_message(self, message: bytes) -> bytes:
+        """Verify an inconsistency proof message; return the blob ID it proves invalid."""
+        blob_id, meta, proof = decode_proof_message(message, self.net.n_shards)
+        if not rs2.verify_inconsistency_proof(meta, proof):
+            raise ProtocolError("inconsistency proof does not verify")
+        return blob_id
+
+    async def handle_put_proof(self, stream, peer: str) -> None:
+        message = await rpc.recv_blob(stream, MAX_PROOF_MESSAGE)
+        blob_id = await trio.to_thread.run_sync(self.check_proof_message, message)
+        new = await trio.to_thread.run_sync(self._apply_invalid, blob_id)
+        await rpc.send_json(stream, {"ok": True, "new": new})
+
+    def _proof_validator(self, forwarder, msg) -> bool:
+        try:
+            blob_id = self.check_proof_message(msg.data)
+        except (ProtocolError, rs2.EncodingError) as exc:
+            logger.warning("gossiped inconsistency proof from %s rejected: %s", forwarder, exc)
+            return False
+        self._apply_invalid(blob_id)
+        return True
+
+    async def handle_delete(self, stream, peer: str) -> None:
+        """Delete a deletable blob on the word of the key that stored it."""
+        hdr = await rpc.recv_json(stream)
+        blob_id = rpc.blob_id_field(hdr)
+        signature = bytes.fromhex(rpc.field(hdr, "signature", str))
+        cert = self.certs.get(blob_id)
+        if cert is None:
+            await rpc.send_json(stream, {"ok": False, "error": "not found"})
+            return
+        if not cert.deletable:
+            raise ProtocolError("blob was not stored as deletable")
+        from ..core.certificates import delete_message
+        from ..core.keys import verify_signature
+
+        if not cert.owner or not verify_signature(cert.owner, delete_message(self.net.name, blob_id), signature):
+            raise ProtocolError("delete request not signed by the blob's owner")
+        await trio.to_thread.run_sync(self.store.delete_blob, blob_id)
+        self.certs.pop(blob_id, None)
+        self.store.set_state(blob_id, {"deleted": True, "end_epoch": cert.end_epoch})
+        logger.info("blob %s deleted by its owner", rs2_id(blob_id))
+        await rpc.send_json(stream, {"ok": True})
 
     # --- handlers ---------------------------------------------------------------
 
@@ -528,18 +627,27 @@ class StorageNode:
                 rpc.LIST_CERTS: self.handle_list_certs,
                 rpc.NODE_INFO: self.handle_info,
                 rpc.LIST_BLOBS: self.handle_list_blobs,
+                rpc.PUT_PROOF: self.handle_put_proof,
+                rpc.DELETE: self.handle_delete,
             }
             for proto, handler in handlers.items():
                 node.host.set_stream_handler(proto, rpc.serve(handler, HANDLER_TIMEOUT, proto.split("/")[2]))
             topic = certs_topic(self.net.name)
             node.pubsub.set_topic_validator(topic, self._cert_validator, is_async_validator=False)
             cert_sub = await node.pubsub.subscribe(topic)
+            from .repair import proofs_topic
+
+            node.pubsub.set_topic_validator(proofs_topic(self.net.name), self._proof_validator, is_async_validator=False)
+            proof_sub = await node.pubsub.subscribe(proofs_topic(self.net.name))
             async with open_membership(node, self.keypair, mcfg) as members:
                 self.members = members
                 logger.info("node %s listening on %s", self.peer_id, " ".join(node.listen_addrs()))
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._membership_loop, members.subscribe())
                     nursery.start_soon(self._drain_certs, cert_sub)
+                    nursery.start_soon(self._drain_certs, proof_sub)
+                    nursery.start_soon(self.repair.run)
+                    nursery.start_soon(self.repair.challenge_loop)
                     nursery.start_soon(self._anti_entropy_loop)
                     nursery.start_soon(self._gc_loop)
                     for start in self.extra_services:
@@ -548,6 +656,35 @@ class StorageNode:
                     self.ready.set()
                     task_status.started(self)
                     await trio.sleep_forever()
+
+
+MAX_PROOF_MESSAGE = 64 << 20
+
+
+def encode_proof_message(blob_id: bytes, meta: rs2.BlobMetadata, proof: rs2.InconsistencyProof) -> bytes:
+    raw_meta = meta.to_bytes()
+    return blob_id + len(raw_meta).to_bytes(4, "little") + raw_meta + proof.to_bytes()
+
+
+def decode_proof_message(message: bytes, n_shards: int):
+    if len(message) < 36:
+        raise ProtocolError("truncated inconsistency proof message")
+    blob_id = bytes(message[:32])
+    meta_len = int.from_bytes(message[32:36], "little")
+    if meta_len > 17 + 64 * n_shards or 36 + meta_len > len(message):
+        raise ProtocolError("bad metadata length in inconsistency proof message")
+    meta = rs2.BlobMetadata.from_bytes(bytes(message[36:36 + meta_len]), max_shards=n_shards)
+    if meta.blob_id() != blob_id:
+        raise ProtocolError("metadata in inconsistency proof does not match the blob ID")
+    proof = rs2.InconsistencyProof.from_bytes(bytes(message[36 + meta_len:]), max_symbols=n_shards)
+    return blob_id, meta, proof
+
+
+async def _quietly(fn, *args) -> None:
+    try:
+        await fn(*args)
+    except Exception as exc:
+        logger.debug("%s%r failed: %r", getattr(fn, "__name__", fn), args, exc)
 
 
 def rs2_id(blob_id: bytes) -> str:

@@ -1,0 +1,357 @@
+"""Repair, inconsistency proofs and storage challenges: the node's side of keeping blobs alive.
+
+Every node repairs only its own shards (see core/repair_plan.py), on start, on a timer,
+on every shard-map change and on every new certificate. A pair is copied whole from its
+previous holder while that one is live; otherwise each sliver is rebuilt from recovery
+symbols, each checked against its Merkle proof. Concurrency is bounded so that reads and
+writes stay responsive.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import time
+
+import trio
+
+from ..core import rs2
+from ..core.blob_id import blob_id_to_str
+from ..core.repair_plan import BlobView, plan_repairs, recovery_sources
+from ..errors import DecodingError, InconsistentBlobError, ProtocolError, VerificationError
+from . import rpc
+from .sliver_store import PRIMARY, SECONDARY
+
+logger = logging.getLogger("p2pwalrus.repair")
+
+BLOB_CONCURRENCY = 2  # blobs repaired at once
+MAX_FETCHES_IN_FLIGHT = 64  # symbol requests in flight per blob being repaired
+FETCH_TIMEOUT = 15.0
+
+
+def proofs_topic(network: str) -> str:
+    return f"/p2pwalrus/{network}/proofs/1"
+
+
+class RepairService:
+    def __init__(self, node):
+        self.node = node
+        self.wake = trio.Event()
+        self.stats = {
+            "queue": 0,
+            "pairs_restored": 0,
+            "slivers_recovered": 0,
+            "pairs_synced": 0,
+            "bytes_moved": 0,
+            "handoffs_dropped": 0,
+            "failures": 0,
+            "inconsistent_blobs": 0,
+            "sweeps": 0,
+            "last_sweep_seconds": 0.0,
+            "full_redundancy_at": None,
+        }
+        # (blob id, shard, start, end, bytes, restored pair bytes) of recent repairs, for measurement
+        self.events: collections.deque = collections.deque(maxlen=10_000)
+        self.challenges: dict[str, dict[str, int]] = {}
+        self.swept = trio.Event()  # set after each sweep, then replaced: tests and netlab wait on it
+
+    def trigger(self) -> None:
+        self.wake.set()
+
+    # --- the loop ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        interval = self.node.net.timings.repair_interval
+        while True:
+            await self.sweep()
+            with trio.move_on_after(interval):
+                await self.wake.wait()
+            self.wake = trio.Event()
+
+    def _views(self) -> list[BlobView]:
+        store = self.node.store
+        views = []
+        for blob_id, cert in list(self.node.certs.items()):
+            state = store.get_state(blob_id)
+            held = {s: frozenset(k) for s, k in store.shards_stored(blob_id).items()}
+            views.append(BlobView(blob_id, max(cert.end_epoch, state.get("end_epoch", 0)), bool(state.get("invalid")), held))
+        return views
+
+    async def sweep(self) -> None:
+        node = self.node
+        if node.shard_map is None:
+            return
+        t0 = time.monotonic()
+        views = await trio.to_thread.run_sync(self._views)
+        live = set(node.members.live.peer_ids()) | {node.peer_id}
+        tasks, handoffs = plan_repairs(node.peer_id, node.shard_map, node.prev_shard_map, live, views, node.epoch)
+        self.stats["queue"] = len(tasks)
+        by_blob: dict[bytes, list] = collections.defaultdict(list)
+        for task in tasks:
+            by_blob[task.blob_id].append(task)
+        limiter = trio.CapacityLimiter(BLOB_CONCURRENCY)
+
+        async def one(blob_id, blob_tasks):
+            async with limiter:
+                try:
+                    await self.repair_blob(blob_id, blob_tasks)
+                except Exception as exc:
+                    self.stats["failures"] += 1
+                    logger.info("repair of %s failed for now: %r", blob_id_to_str(blob_id), exc)
+
+        async with trio.open_nursery() as nursery:
+            for blob_id, blob_tasks in by_blob.items():
+                nursery.start_soon(one, blob_id, blob_tasks)
+        if handoffs:
+            await self.hand_off(handoffs)
+        self.stats["sweeps"] += 1
+        self.stats["last_sweep_seconds"] = time.monotonic() - t0
+        self.stats["queue"] = 0
+        if tasks and self.stats["failures"] == 0:
+            self.stats["full_redundancy_at"] = time.time()
+        done, self.swept = self.swept, trio.Event()
+        done.set()
+
+    # --- one blob -------------------------------------------------------------------
+
+    async def metadata(self, blob_id: bytes) -> rs2.BlobMetadata:
+        node = self.node
+        raw = node.store.get_metadata(blob_id)
+        if raw is not None:
+            return rs2.BlobMetadata.from_bytes(raw)
+        n = node.net.n_shards
+        owners = list(dict.fromkeys(node.shard_map.owner(s) for s in range(n)))
+        random.shuffle(owners)
+        for peer in owners:
+            if peer == node.peer_id:
+                continue
+            try:
+                stream, reply = await node.call(peer, rpc.GET_METADATA, {"blob_id": blob_id.hex()})
+                try:
+                    if not reply.get("ok"):
+                        continue
+                    raw = await rpc.recv_blob(stream, 17 + 64 * n)
+                finally:
+                    await rpc.close_quietly(stream)
+                meta = rs2.BlobMetadata.from_bytes(raw)
+                meta.verify_blob_id(blob_id)
+            except (ProtocolError, VerificationError, trio.TooSlowError, OSError, Exception) as exc:
+                logger.debug("metadata of %s from %s: %r", blob_id_to_str(blob_id), peer, exc)
+                continue
+            node.store.put_metadata(blob_id, raw)
+            return meta
+        raise DecodingError("no holder returned valid metadata")
+
+    async def repair_blob(self, blob_id: bytes, tasks) -> None:
+        meta = await self.metadata(blob_id)
+        pair_bytes = meta.config.primary_sliver_len(meta.unencoded_length) + meta.config.secondary_sliver_len(
+            meta.unencoded_length)
+        start, moved_before = time.time(), self.stats["bytes_moved"]
+        todo = []
+        for task in tasks:
+            if task.sync_from and await self._sync_pair(meta, task):
+                self.stats["pairs_synced"] += 1
+                self._done(task, meta, start, moved_before, pair_bytes)
+                start, moved_before = time.time(), self.stats["bytes_moved"]
+            else:
+                todo.append(task)
+        if not todo:
+            return
+        try:
+            # Secondary slivers first: they need n - 2f symbols, primary ones n - f.
+            await self._recover(meta, [t for t in todo if t.need_secondary], rs2.SECONDARY)
+            await self._recover(meta, [t for t in todo if t.need_primary], rs2.PRIMARY)
+        except InconsistentBlobError as exc:
+            await self.node.mark_invalid(blob_id, meta, exc.proof)
+            return
+        # Symbols for all of this blob's tasks came in the same requests: share the bytes out.
+        moved = (self.stats["bytes_moved"] - moved_before) / len(todo)
+        for task in todo:
+            self.events.append((blob_id.hex(), task.shard, start, time.time(), moved, pair_bytes))
+            self.stats["pairs_restored"] += 1
+            logger.info("restored shard %d of %s", task.shard, blob_id_to_str(blob_id))
+
+    def _done(self, task, meta, start, moved_before, pair_bytes) -> None:
+        self.events.append((task.blob_id.hex(), task.shard, start, time.time(),
+                            self.stats["bytes_moved"] - moved_before, pair_bytes))
+        self.stats["pairs_restored"] += 1
+        logger.info("restored shard %d of %s from its previous holder", task.shard, blob_id_to_str(task.blob_id))
+
+    async def _sync_pair(self, meta: rs2.BlobMetadata, task) -> bool:
+        """Copy the pair from its previous holder, verifying both slivers."""
+        node = self.node
+        got = {}
+        for kind in task.kinds:
+            try:
+                stream, reply = await node.call(task.sync_from, rpc.GET_SLIVER, {
+                    "blob_id": task.blob_id.hex(), "pair": task.pair, "kind": kind})
+                try:
+                    if not reply.get("ok"):
+                        return False
+                    cfg, length = meta.config, meta.unencoded_length
+                    limit = cfg.primary_sliver_len(length) if kind == PRIMARY else cfg.secondary_sliver_len(length)
+                    data = await rpc.recv_blob(stream, limit)
+                finally:
+                    await rpc.close_quietly(stream)
+                self.stats["bytes_moved"] += len(data)
+                verify = rs2.verify_primary_sliver if kind == PRIMARY else rs2.verify_secondary_sliver
+                await trio.to_thread.run_sync(verify, meta, task.pair, data)
+                got[kind] = data
+            except Exception as exc:
+                logger.info("shard sync of %d from %s failed: %r", task.shard, task.sync_from, exc)
+                return False
+        for kind, data in got.items():
+            await trio.to_thread.run_sync(node.store.put_sliver, task.blob_id, task.shard, kind, data)
+        return True
+
+    async def _recover(self, meta: rs2.BlobMetadata, tasks, target_axis: str) -> None:
+        """Rebuild one sliver of each task's pair from recovery symbols, and store them.
+
+        One request per source sliver carries every target this node needs from it.
+        """
+        if not tasks:
+            return
+        node = self.node
+        n, cfg = meta.n_shards, meta.config
+        blob_id = tasks[0].blob_id
+        if target_axis == rs2.SECONDARY:
+            source_axis, need = rs2.PRIMARY, cfg.n_primary
+            targets = {n - 1 - t.pair: t for t in tasks}
+        else:
+            source_axis, need = rs2.SECONDARY, cfg.n_secondary
+            targets = {t.pair: t for t in tasks}
+        wanted = sorted(targets)
+        symbols: dict[int, dict[int, rs2.RecoverySymbol]] = {t: {} for t in wanted}
+        queue = iter(recovery_sources(target_axis, wanted[0], n))
+        max_reply = len(wanted) * (meta.symbol_size + 64 + 32 * 20)
+        kind = PRIMARY if source_axis == rs2.PRIMARY else SECONDARY
+
+        def enough() -> bool:
+            return all(len(s) >= need for s in symbols.values())
+
+        async def fetch(pair: int) -> None:
+            shard = rs2.shard_for_pair(pair, blob_id, n)
+            holder = node.shard_map.owner(shard)
+            if holder == node.peer_id:
+                sliver = await trio.to_thread.run_sync(node.store.get_sliver, blob_id, shard, kind)
+                if sliver is None:
+                    return
+                source_index = pair if source_axis == rs2.PRIMARY else n - 1 - pair
+                syms = await trio.to_thread.run_sync(
+                    rs2.recovery_symbols, source_axis, source_index, sliver, wanted, cfg, meta.symbol_size)
+            else:
+                try:
+                    stream, reply = await node.call(holder, rpc.GET_RECOVERY, {
+                        "blob_id": blob_id.hex(), "pair": pair, "axis": source_axis, "targets": wanted},
+                        timeout=FETCH_TIMEOUT)
+                    try:
+                        if not reply.get("ok"):
+                            return
+                        raw = await rpc.recv_blob(stream, max_reply)
+                    finally:
+                        await rpc.close_quietly(stream)
+                except Exception as exc:
+                    logger.debug("symbols from %s failed: %r", holder, exc)
+                    return
+                self.stats["bytes_moved"] += len(raw)
+                syms, offset = [], 0
+                try:
+                    while offset < len(raw) and len(syms) < len(wanted):
+                        sym, offset = rs2.RecoverySymbol.from_bytes(raw, offset)
+                        syms.append(sym)
+                except ProtocolError:
+                    logger.warning("malformed recovery symbols from %s", holder)
+            for sym in syms:
+                if (sym.axis == source_axis and sym.target_index in symbols
+                        and rs2.verify_recovery_symbol(meta, sym)):
+                    symbols[sym.target_index].setdefault(sym.source_index, sym)
+                else:
+                    logger.warning("bad recovery symbol from holder of shard %d of %s", shard, blob_id_to_str(blob_id))
+
+        async def worker():
+            for pair in queue:
+                if enough():
+                    return
+                await fetch(pair)
+
+        # Exactly `need` requests in flight: a failed one moves on to the next source, so
+        # no more symbols are fetched than needed when every holder answers.
+        async with trio.open_nursery() as nursery:
+            for _ in range(min(MAX_FETCHES_IN_FLIGHT, need)):
+                nursery.start_soon(worker)
+        for target, task in targets.items():
+            got = symbols[target]
+            if len(got) < need:
+                raise DecodingError(f"only {len(got)} of {need} recovery symbols reachable")
+            result = await trio.to_thread.run_sync(rs2.recover_sliver, meta, target_axis, target, list(got.values()))
+            out_kind = SECONDARY if target_axis == rs2.SECONDARY else PRIMARY
+            await trio.to_thread.run_sync(node.store.put_sliver, blob_id, task.shard, out_kind, result.sliver)
+            self.stats["slivers_recovered"] += 1
+        if node.store.get_metadata(blob_id) is None:
+            node.store.put_metadata(blob_id, meta.to_bytes())
+
+    # --- hand-off -----------------------------------------------------------------------
+
+    async def hand_off(self, handoffs) -> None:
+        """Drop pairs of shards we no longer own, once their new holder has them."""
+        node = self.node
+        by_peer: dict[tuple[str, bytes], list[int]] = collections.defaultdict(list)
+        for h in handoffs:
+            by_peer[(h.new_holder, h.blob_id)].append(h.shard)
+        for (peer, blob_id), shards in by_peer.items():
+            try:
+                stream, reply = await node.call(peer, rpc.BLOB_STATUS, {"blob_id": blob_id.hex()})
+                await rpc.close_quietly(stream)
+            except Exception:
+                continue
+            theirs = set(reply.get("shards", [])) if reply.get("ok") else set()
+            for shard in shards:
+                if shard in theirs:
+                    await trio.to_thread.run_sync(node.store.delete_sliver, blob_id, shard)
+                    self.stats["handoffs_dropped"] += 1
+
+    # --- storage challenges ----------------------------------------------------------
+
+    async def challenge_loop(self) -> None:
+        node = self.node
+        while True:
+            await trio.sleep(node.net.timings.challenge_interval * random.uniform(0.5, 1.5))
+            try:
+                await self.challenge_once()
+            except Exception as exc:
+                logger.debug("challenge round failed: %r", exc)
+
+    async def challenge_once(self) -> bool | None:
+        """Ask a random holder of a random certified blob for a random symbol with its proof."""
+        node = self.node
+        if not node.certs or node.shard_map is None:
+            return None
+        blob_id = random.choice(list(node.certs))
+        if node.is_invalid(blob_id):
+            return None
+        n = node.net.n_shards
+        shard = random.randrange(n)
+        holder = node.shard_map.owner(shard)
+        if holder == node.peer_id:
+            return None
+        meta = await self.metadata(blob_id)
+        pair = rs2.pair_for_shard(shard, blob_id, n)
+        target = random.randrange(n)
+        ok = False
+        try:
+            stream, reply = await node.call(holder, rpc.GET_RECOVERY, {
+                "blob_id": blob_id.hex(), "pair": pair, "axis": rs2.PRIMARY, "targets": [target]})
+            try:
+                if reply.get("ok"):
+                    sym, _ = rs2.RecoverySymbol.from_bytes(await rpc.recv_blob(stream, meta.symbol_size + 64 + 32 * 20))
+                    ok = sym.source_index == pair and sym.target_index == target and rs2.verify_recovery_symbol(meta, sym)
+            finally:
+                await rpc.close_quietly(stream)
+        except Exception:
+            ok = False
+        entry = self.challenges.setdefault(holder, {"passed": 0, "failed": 0})
+        entry["passed" if ok else "failed"] += 1
+        if not ok:
+            logger.info("storage challenge of %s (shard %d of %s) failed", holder, shard, blob_id_to_str(blob_id))
+        return ok
