@@ -103,12 +103,15 @@ def serve(handler, timeout: float, name: str):
             # A reader that got enough elsewhere hangs up early: not worth a warning.
             level = logging.DEBUG if "stream ended" in str(exc) else logging.WARNING
             logger.log(level, "%s from %s refused: %s", name, peer, exc)
+            answered = False
             with trio.move_on_after(1):
                 try:
                     await send_json(stream, {"ok": False, "error": str(exc)})
+                    answered = True
                 except Exception:
                     pass
-            await close_quietly(stream, reset=True)
+            # A reset could overtake the answer: close gracefully when it was sent.
+            await close_quietly(stream, reset=not answered)
         except trio.TooSlowError:
             logger.info("%s from %s timed out after %.0f s", name, peer, timeout)
             await close_quietly(stream, reset=True)
