@@ -172,6 +172,9 @@ def build_host(keypair: KeyPair, listen_addrs: Sequence[multiaddr.Multiaddr]) ->
     )
 
 
+HEARTBEAT_INTERVAL = 5  # s; each heartbeat sends control messages to every peer: the idle cost
+
+
 def build_gossipsub() -> GossipSub:
     """GossipSub with a 1 s heartbeat, so meshes form quickly on small networks."""
     return GossipSub(
@@ -180,7 +183,7 @@ def build_gossipsub() -> GossipSub:
         degree_low=4,
         degree_high=12,
         heartbeat_initial_delay=0.1,
-        heartbeat_interval=1,
+        heartbeat_interval=HEARTBEAT_INTERVAL,
     )
 
 
