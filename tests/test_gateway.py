@@ -60,7 +60,7 @@ def test_parse_range_follows_rfc_9110():
 
 async def test_publisher_and_aggregator_over_http(tmp_path):
     data = os.urandom(1 << 20)
-    with trio.fail_after(60):
+    with trio.fail_after(80):
         async with inprocess_network(5, 10, tmp_path) as cluster:
             async with running_gateway(cluster.net, GatewayConfig(max_body=2 << 20)) as (gw, http):
                 # Store, then read back through the network (not the cache), byte-exact.
@@ -189,7 +189,7 @@ async def test_publisher_and_aggregator_over_http(tmp_path):
 
 
 async def test_auth_and_rate_limit_guard_the_publisher(tmp_path):
-    with trio.fail_after(40):
+    with trio.fail_after(60):
         async with inprocess_network(4, 7, tmp_path) as cluster:
             config = GatewayConfig(auth_token="s3cret", rate_limit=3)
             async with running_gateway(cluster.net, config) as (gw, http):
@@ -212,7 +212,7 @@ async def test_auth_and_rate_limit_guard_the_publisher(tmp_path):
 
 async def test_503_when_too_few_shards_are_reachable(tmp_path):
     data = os.urandom(100_000)
-    with trio.fail_after(60):
+    with trio.fail_after(80):
         async with inprocess_network(5, 10, tmp_path) as cluster:
             async with running_gateway(cluster.net) as (gw, http):
                 r = await http.put("/v1/blobs?epochs=2", content=data)
@@ -245,7 +245,7 @@ async def test_curl_recipes_from_the_docs_and_node_metrics(tmp_path):
     assert "GATEWAY=http://127.0.0.1:31415" in script
     work = tmp_path / "recipes"
     work.mkdir()
-    with trio.fail_after(60):
+    with trio.fail_after(80):
         async with inprocess_network(4, 7, tmp_path / "net",
                                      configure=lambda node: install_node_metrics(node, "127.0.0.1:0")) as cluster:
             async with running_gateway(cluster.net, GatewayConfig(max_body=1 << 20)) as (gw, http):

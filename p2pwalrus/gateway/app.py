@@ -60,6 +60,14 @@ class GatewayClient(Client):
     def __init__(self, net, host, keypair):
         super().__init__(net, host, keypair)
         self.known_peers: set[str] = set()
+        self.checked: dict[bytes, object] = {}  # blob_id -> certificate of the last certified() call
+
+    async def certified(self, blob_id: bytes):
+        cert = await super().certified(blob_id)
+        self.checked[blob_id] = cert  # read() checks the certificate: the gateway reuses it for its cache
+        if len(self.checked) > 1024:
+            self.checked.pop(next(iter(self.checked)))
+        return cert
 
     def _validate(self, cert) -> None:
         from ..core.certificates import validate_certificate
@@ -447,8 +455,13 @@ class Gateway:
             await pending.wait()  # then the cache has it, or the read failed and we try ourselves
         done = self._inflight[blob_id] = trio.Event()
         try:
-            cert = await self.client.certified(blob_id)
-            data = await self.client.read(blob_id)
+            checked = getattr(self.client, "checked", None)
+            if checked is None:  # a plain Client: look the certificate up first
+                cert = await self.client.certified(blob_id)
+                data = await self.client.read(blob_id)
+            else:
+                data = await self.client.read(blob_id)  # reads are one at a time per blob: no race on checked
+                cert = checked.pop(blob_id, None) or await self.client.certified(blob_id)
             self.cache.put(blob_id, data, cert.end_epoch)
             self._cache_gauges()
             return data, False

@@ -28,6 +28,10 @@ STATUS_NAMES = {
 }
 
 
+DRAIN_BYTES = 16 << 20  # of a refused body, read and dropped before answering 413
+DRAIN_SECONDS = 5.0
+
+
 class HTTPError(Exception):
     """Raised by a handler to answer `{"error": {...}}` with this status."""
 
@@ -68,7 +72,9 @@ class Request:
     async def body(self, limit: int) -> bytes:
         """The whole body, refused with 413 as soon as it would exceed `limit` bytes.
 
-        A declared Content-Length over the limit is refused before a byte is read.
+        A declared Content-Length over the limit is refused before a byte is read. The
+        refused rest of a body is read and dropped (at most DRAIN_BYTES, DRAIN_SECONDS)
+        so that the client, still sending, gets the 413 rather than a reset connection.
         """
         declared = self.headers.get("content-length")
         if declared is not None:
@@ -77,6 +83,8 @@ class Request:
             except ValueError:
                 raise HTTPError(400, "bad Content-Length") from None
             if n > limit:
+                if "100-continue" not in self.headers.get("expect", "").lower() and n <= DRAIN_BYTES:
+                    await self._drain()
                 raise HTTPError(413, f"body of {n} bytes exceeds the limit of {limit} bytes")
         buf = bytearray()
         while True:
@@ -85,10 +93,23 @@ class Request:
                 raise HTTPError(400, "client disconnected before the body was complete")
             chunk = msg.get("body", b"")
             if len(buf) + len(chunk) > limit:
+                if msg.get("more_body", False):
+                    await self._drain()
                 raise HTTPError(413, f"body exceeds the limit of {limit} bytes")
             buf += chunk
             if not msg.get("more_body", False):
                 return bytes(buf)
+
+    async def _drain(self) -> None:
+        import trio
+
+        seen = 0
+        with trio.move_on_after(DRAIN_SECONDS):
+            while seen <= DRAIN_BYTES:
+                msg = await self.receive()
+                seen += len(msg.get("body", b""))
+                if msg["type"] == "http.disconnect" or not msg.get("more_body", False):
+                    return
 
 
 @dataclass

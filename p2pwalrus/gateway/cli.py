@@ -65,12 +65,16 @@ def gateway_cmd(ctx, bind, publisher, aggregator, max_body, auth_token, rate_lim
         logging.getLogger("p2pwalrus").setLevel(logging.INFO)
 
     async def run():
-        async with trio.open_nursery() as nursery:
-            gateway, urls = await nursery.start(serve_gateway, net, config, _parse_bind(bind))
-            click.echo(f"gateway for network {net.name!r} on {' '.join(urls)} "
-                       f"({len(gateway.client.records)} live nodes); dashboard at {urls[0]}/", err=True)
+        import signal
 
-    try:
-        trio.run(run)
-    except KeyboardInterrupt:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                gateway, urls = await nursery.start(serve_gateway, net, config, _parse_bind(bind))
+                click.echo(f"gateway for network {net.name!r} on {' '.join(urls)} "
+                           f"({len(gateway.client.records)} live nodes); dashboard at {urls[0]}/", err=True)
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
         click.echo("gateway stopped", err=True)
+
+    trio.run(run)
