@@ -143,42 +143,43 @@ class RepairService:
             return meta
         raise DecodingError("no holder returned valid metadata")
 
+    def _count(self, traffic: list[int], nbytes: int) -> None:
+        """Bytes received for one repair (traffic is that repair's own counter)."""
+        traffic[0] += nbytes
+        self.stats["bytes_moved"] += nbytes
+
     async def repair_blob(self, blob_id: bytes, tasks) -> None:
         meta = await self.metadata(blob_id)
         pair_bytes = meta.config.primary_sliver_len(meta.unencoded_length) + meta.config.secondary_sliver_len(
             meta.unencoded_length)
-        start, moved_before = time.time(), self.stats["bytes_moved"]
         todo = []
         for task in tasks:
-            if task.sync_from and await self._sync_pair(meta, task):
+            start, traffic = time.time(), [0]
+            if task.sync_from and await self._sync_pair(meta, task, traffic):
                 self.stats["pairs_synced"] += 1
-                self._done(task, meta, start, moved_before, pair_bytes)
-                start, moved_before = time.time(), self.stats["bytes_moved"]
+                self.stats["pairs_restored"] += 1
+                self.events.append((blob_id.hex(), task.shard, start, time.time(), traffic[0], pair_bytes))
+                logger.info("restored shard %d of %s from its previous holder", task.shard, blob_id_to_str(blob_id))
             else:
                 todo.append(task)
         if not todo:
             return
+        start, traffic = time.time(), [0]
         try:
             # Secondary slivers first: they need n - 2f symbols, primary ones n - f.
-            await self._recover(meta, [t for t in todo if t.need_secondary], rs2.SECONDARY)
-            await self._recover(meta, [t for t in todo if t.need_primary], rs2.PRIMARY)
+            await self._recover(meta, [t for t in todo if t.need_secondary], rs2.SECONDARY, traffic)
+            await self._recover(meta, [t for t in todo if t.need_primary], rs2.PRIMARY, traffic)
         except InconsistentBlobError as exc:
             await self.node.mark_invalid(blob_id, meta, exc.proof)
             return
         # Symbols for all of this blob's tasks came in the same requests: share the bytes out.
-        moved = (self.stats["bytes_moved"] - moved_before) / len(todo)
+        moved = traffic[0] / len(todo)
         for task in todo:
             self.events.append((blob_id.hex(), task.shard, start, time.time(), moved, pair_bytes))
             self.stats["pairs_restored"] += 1
             logger.info("restored shard %d of %s", task.shard, blob_id_to_str(blob_id))
 
-    def _done(self, task, meta, start, moved_before, pair_bytes) -> None:
-        self.events.append((task.blob_id.hex(), task.shard, start, time.time(),
-                            self.stats["bytes_moved"] - moved_before, pair_bytes))
-        self.stats["pairs_restored"] += 1
-        logger.info("restored shard %d of %s from its previous holder", task.shard, blob_id_to_str(task.blob_id))
-
-    async def _sync_pair(self, meta: rs2.BlobMetadata, task) -> bool:
+    async def _sync_pair(self, meta: rs2.BlobMetadata, task, traffic: list[int]) -> bool:
         """Copy the pair from its previous holder, verifying both slivers."""
         node = self.node
         got = {}
@@ -194,7 +195,7 @@ class RepairService:
                     data = await rpc.recv_blob(stream, limit)
                 finally:
                     await rpc.close_quietly(stream)
-                self.stats["bytes_moved"] += len(data)
+                self._count(traffic, len(data))
                 verify = rs2.verify_primary_sliver if kind == PRIMARY else rs2.verify_secondary_sliver
                 await trio.to_thread.run_sync(verify, meta, task.pair, data)
                 got[kind] = data
@@ -205,7 +206,7 @@ class RepairService:
             await trio.to_thread.run_sync(node.store.put_sliver, task.blob_id, task.shard, kind, data)
         return True
 
-    async def _recover(self, meta: rs2.BlobMetadata, tasks, target_axis: str) -> None:
+    async def _recover(self, meta: rs2.BlobMetadata, tasks, target_axis: str, traffic: list[int]) -> None:
         """Rebuild one sliver of each task's pair from recovery symbols, and store them.
 
         One request per source sliver carries every target this node needs from it.
@@ -254,7 +255,7 @@ class RepairService:
                 except Exception as exc:
                     logger.debug("symbols from %s failed: %r", holder, exc)
                     return
-                self.stats["bytes_moved"] += len(raw)
+                self._count(traffic, len(raw))
                 syms, offset = [], 0
                 try:
                     while offset < len(raw) and len(syms) < len(wanted):
