@@ -436,5 +436,9 @@ def delete_cmd(ctx, blob_id, yes, network):
     click.echo(f"deleted on {count} node(s)")
 
 
+from .gateway.cli import gateway_cmd  # noqa: E402  (imports its heavy parts lazily)
+
+main.add_command(gateway_cmd)
+
 if __name__ == "__main__":
     main()
