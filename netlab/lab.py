@@ -44,7 +44,7 @@ MAX_BOOTSTRAP = 3
 # ~member_ttl, certificates missed by gossip are pulled within ~2 s, repair sweeps every 3 s.
 LAB_TIMINGS = Timings(
     publish_interval=1.0,
-    member_ttl=4.0,
+    member_ttl=8.0,  # several missed publishes under load must not look like death
     record_lifetime=30.0,
     refresh_interval=10.0,
     anti_entropy_interval=2.0,

@@ -225,3 +225,31 @@ def test_ci_scenario_passes(tmp_path):
     assert saved["samples"] and all(b["final_shards_stored"] is not None for b in saved["blobs"].values())
     pids = [n["pid"] for n in json.loads((tmp_path / "run" / "net" / "netlab.json").read_text())["nodes"]]
     _wait(lambda: _gone(pids), 5, "the scenario's nodes to be torn down")
+
+
+def test_slow_adds_latency_to_every_exchange_with_that_node(tmp_path):
+    import trio
+
+    from p2pwalrus.client.client import open_client
+    from p2pwalrus.node import rpc
+
+    lab = Lab.create(tmp_path / "net", 3, 7)
+    try:
+        lab.up()
+        target = lab.nodes[2]
+
+        async def info_latency() -> float:
+            async with open_client(lab.client_network()) as client:
+                await client.refresh_membership()
+                await client.call(target.peer_id, rpc.NODE_INFO, {})  # connect first
+                t0 = time.monotonic()
+                await client.call(target.peer_id, rpc.NODE_INFO, {})
+                return time.monotonic() - t0
+
+        before = trio.run(info_latency)
+        lab.slow(2, delay_ms=600)
+        _wait(lambda: _node_json(lab, 2).get("faults", {}).get("delay_ms") == 600, 10, "the delay to apply")
+        after = trio.run(info_latency)
+        assert after >= 0.6 > before
+    finally:
+        lab.down()

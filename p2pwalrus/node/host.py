@@ -72,7 +72,8 @@ class NodeHost:
         self.timings = timings
         self.bootstrap_peers: list[PeerInfo] = []
         self._refresh_now = trio.Event()
-        self.refreshed = trio.Event()  # set after each completed refresh, then replaced
+        self.refreshed = trio.Event()
+        self.deny: set[str] = set()  # peer IDs never dialled (netlab partitions)  # set after each completed refresh, then replaced
 
     @property
     def peer_id(self) -> ID:
@@ -88,7 +89,7 @@ class NodeHost:
     async def connect(self, peer: PeerInfo | str) -> bool:
         """Dial a peer (bounded by ``dial_timeout``) and add it to the DHT routing table."""
         info = parse_peer_addr(peer) if isinstance(peer, str) else peer
-        if info.peer_id == self.peer_id:
+        if info.peer_id == self.peer_id or str(info.peer_id) in self.deny:
             return False
         try:
             with trio.fail_after(self.timings.dial_timeout):
@@ -131,7 +132,8 @@ class NodeHost:
     async def _dial_routing_table(self) -> None:
         connected = set(self.connected_peers())
         budget = self.timings.max_dialled_peers - len(connected)
-        todo = [p for p in self.dht.routing_table.get_peer_infos() if p.peer_id not in connected][: max(budget, 0)]
+        todo = [p for p in self.dht.routing_table.get_peer_infos()
+                if p.peer_id not in connected and str(p.peer_id) not in self.deny][: max(budget, 0)]
         if not todo:
             return
         limiter = trio.CapacityLimiter(self.timings.dial_concurrency)

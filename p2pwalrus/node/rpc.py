@@ -90,11 +90,21 @@ async def close_quietly(stream, *, reset: bool = False) -> None:
             pass
 
 
-def serve(handler, timeout: float, name: str):
-    """Wrap a stream handler: deadline, a logged reason for refusals, and a clean close."""
+def serve(handler, timeout: float, name: str, gate=None):
+    """Wrap a stream handler: deadline, a logged reason for refusals, and a clean close.
+
+    `gate(peer)` (fault injection) returns None to refuse the peer, else a delay in seconds.
+    """
 
     async def wrapped(stream) -> None:
         peer = stream.muxed_conn.peer_id if getattr(stream, "muxed_conn", None) else "?"
+        if gate is not None:
+            delay = gate(str(peer))
+            if delay is None:
+                await close_quietly(stream, reset=True)
+                return
+            if delay:
+                await trio.sleep(delay)
         try:
             with trio.fail_after(timeout):
                 await handler(stream, str(peer))

@@ -26,6 +26,7 @@ from ..core.certificates import (
     validate_certificate,
 )
 from ..core.placement import ShardMap, compute_shard_map
+from ..core.records import SignedNodeRecord
 from ..errors import ProtocolError, StorageError, VerificationError
 from . import rpc
 from .host import open_host
@@ -80,8 +81,11 @@ class StorageNode:
         self.map_changed = trio.Event()
         self.cert_added = trio.Event()
         self.counters = {"certs_seen": 0, "certs_rejected": 0, "slivers_refused": 0, "store_requests": 0}
-        # Fault injection for netlab and tests: "corrupt_slivers" makes this node lie.
+        # Fault injection for netlab and tests: "corrupt_slivers" makes this node lie;
+        # DATA_DIR/faults.json sets a peer deny-list (partitions) and an added delay.
         self.faults: set[str] = set()
+        self.deny: set[str] = set()
+        self.delay = 0.0
         self.extra_services = []  # callables(node, nursery) started with the node (metrics, ...)
         from .repair import RepairService
 
@@ -152,6 +156,7 @@ class StorageNode:
             "version": p2pwalrus.__version__,
             "updated": time.time(),
             **self.counters,
+            "faults": {"deny": len(self.deny), "delay_ms": int(self.delay * 1000)},
             "repair": dict(self.repair.stats),
             "challenges": {p: dict(c) for p, c in self.repair.challenges.items()},
         }
@@ -237,6 +242,8 @@ class StorageNode:
         await rpc.send_json(stream, {"ok": True, "new": new})
 
     def _proof_validator(self, forwarder, msg) -> bool:
+        if self._denied_message(forwarder, msg):
+            return False
         try:
             blob_id = self.check_proof_message(msg.data)
         except (ProtocolError, rs2.EncodingError) as exc:
@@ -509,9 +516,71 @@ class StorageNode:
         await rpc.recv_json(stream)
         await rpc.send_json(stream, {"ok": True, **self.status()})
 
+    # --- fault injection (netlab) -------------------------------------------------------
+
+    def gate(self, peer: str):
+        """None to refuse a denied peer, else the injected delay (seconds)."""
+        return None if peer in self.deny else self.delay
+
+    def _apply_faults(self, obj: dict) -> None:
+        deny = obj.get("deny", [])
+        delay_ms = obj.get("delay_ms", 0)
+        if not isinstance(deny, list) or not all(isinstance(p, str) for p in deny):
+            raise ValueError("'deny' must be a list of peer IDs")
+        if not isinstance(delay_ms, (int, float)) or not 0 <= delay_ms <= 60_000:
+            raise ValueError("'delay_ms' must be between 0 and 60000")
+        self.deny = set(deny) - {self.peer_id}
+        self.delay = delay_ms / 1000
+        if self.node is not None:
+            self.node.deny = self.deny
+        logger.info("faults applied: %d peers denied, %d ms delay", len(self.deny), delay_ms)
+
+    async def _disconnect_denied(self) -> None:
+        # Denied peers leave our live set by the TTL, as in a real partition.
+        for peer in list(self.node.connected_peers()):
+            if str(peer) in self.deny:
+                with trio.move_on_after(2):
+                    try:
+                        await self.node.host.disconnect(peer)
+                    except Exception as exc:
+                        logger.debug("disconnect %s: %r", peer, exc)
+
+    async def _faults_loop(self) -> None:
+        """Watch DATA_DIR/faults.json (netlab writes it) and keep denied peers disconnected."""
+        path = self.data_dir / "faults.json"
+        seen = None
+        while True:
+            try:
+                stamp = path.stat().st_mtime_ns
+            except FileNotFoundError:
+                stamp = None
+            if stamp != seen:
+                seen = stamp
+                try:
+                    self._apply_faults(json.loads(path.read_text()) if stamp is not None else {})
+                    self.write_status()
+                except (ValueError, OSError) as exc:
+                    logger.warning("ignoring %s: %s", path, exc)
+            if self.deny:
+                await self._disconnect_denied()
+            await trio.sleep(0.5)
+
+    def _denied_message(self, forwarder, msg) -> bool:
+        from libp2p.peer.id import ID
+
+        if not self.deny:
+            return False
+        try:
+            sender = ID(msg.from_id).to_base58()
+        except Exception:
+            sender = ""
+        return str(forwarder) in self.deny or sender in self.deny
+
     # --- gossip and anti-entropy ----------------------------------------------------
 
     def _cert_validator(self, forwarder, msg) -> bool:
+        if self._denied_message(forwarder, msg):
+            return False
         try:
             cert = AvailabilityCertificate.from_bytes(msg.data)
             self.accept_certificate(cert, source=str(forwarder))
@@ -531,6 +600,10 @@ class StorageNode:
     async def call(self, peer_id: str, protocol, header: dict, *, timeout: float = PEER_CALL_TIMEOUT):
         from libp2p.peer.id import ID
 
+        if peer_id in self.deny:
+            raise ProtocolError(f"{peer_id} is on this node's deny-list (partition)")
+        if self.delay:
+            await trio.sleep(self.delay)
         with trio.fail_after(timeout):
             stream = await self.node.host.new_stream(ID.from_base58(peer_id), [protocol])
             try:
@@ -631,7 +704,7 @@ class StorageNode:
                 rpc.DELETE: self.handle_delete,
             }
             for proto, handler in handlers.items():
-                node.host.set_stream_handler(proto, rpc.serve(handler, HANDLER_TIMEOUT, proto.split("/")[2]))
+                node.host.set_stream_handler(proto, rpc.serve(handler, HANDLER_TIMEOUT, proto.split("/")[2], self.gate))
             topic = certs_topic(self.net.name)
             node.pubsub.set_topic_validator(topic, self._cert_validator, is_async_validator=False)
             cert_sub = await node.pubsub.subscribe(topic)
@@ -641,6 +714,19 @@ class StorageNode:
             proof_sub = await node.pubsub.subscribe(proofs_topic(self.net.name))
             async with open_membership(node, self.keypair, mcfg) as members:
                 self.members = members
+                record_validator = members._gossip_validator
+
+                def gated_record_validator(forwarder, msg):
+                    if self._denied_message(forwarder, msg):
+                        return False
+                    try:
+                        if SignedNodeRecord.from_bytes(msg.data, network=self.net.name, now=time.time()).peer_id in self.deny:
+                            return False
+                    except Exception:
+                        pass  # the membership validator names the reason
+                    return record_validator(forwarder, msg)
+
+                node.pubsub.set_topic_validator(members.topic, gated_record_validator, is_async_validator=False)
                 logger.info("node %s listening on %s", self.peer_id, " ".join(node.listen_addrs()))
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._membership_loop, members.subscribe())
@@ -648,6 +734,7 @@ class StorageNode:
                     nursery.start_soon(self._drain_certs, proof_sub)
                     nursery.start_soon(self.repair.run)
                     nursery.start_soon(self.repair.challenge_loop)
+                    nursery.start_soon(self._faults_loop)
                     nursery.start_soon(self._anti_entropy_loop)
                     nursery.start_soon(self._gc_loop)
                     for start in self.extra_services:
