@@ -228,6 +228,20 @@ def test_liveset_drops_a_node_after_ttl_without_refresh():
     assert changed.kind is ChangeKind.UPDATED and changed.record.capacity == 99
 
 
+def test_liveset_counts_a_record_from_its_signing_so_a_late_copy_cannot_revive_a_dead_node():
+    a = create_new_key_pair()
+    live = LiveSet(ttl=10.0)
+    last = sign_record(a, _record(a, now=1000.0, lifetime=60.0, seq=7))
+    assert live.offer(last, now=1000.0).kind is ChangeKind.JOINED
+    assert [c.peer_id for c in live.expire(now=1010.0)] == [last.peer_id]
+    # The same last record, pulled later from a peer that still holds it, is stale.
+    assert live.offer(last, now=1012.0) is None
+    # One pulled 4 s after it was signed lives only the 6 s left of its TTL.
+    fresh = sign_record(a, _record(a, now=1020.0, lifetime=60.0, seq=8))
+    assert live.offer(fresh, now=1024.0).kind is ChangeKind.JOINED
+    assert live.next_deadline() == 1030.0
+
+
 # --- multi-node ---------------------------------------------------------------------
 
 

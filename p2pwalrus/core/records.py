@@ -268,18 +268,22 @@ class LiveSet:
     def offer(self, signed: SignedNodeRecord, now: float) -> MembershipChange | None:
         """Take a validated record; return the change it makes (None if stale or a repeat)."""
         record = signed.record
-        if record.expires_at <= now:
+        # A record counts from when it was signed, not from when it reached us: a dead
+        # node's last record, pulled late from a peer that still holds it, must not
+        # keep it alive beyond the TTL. (Clocks may differ by up to ttl - publish interval.)
+        refreshed = min(now, record.issued_at)
+        if record.expires_at <= now or refreshed + self.ttl <= now:
             return None
         entry = self._entries.get(record.peer_id)
         if entry is None:
             if len(self._entries) >= self.max_members:
                 return None
-            self._entries[record.peer_id] = _Entry(signed, now)
+            self._entries[record.peer_id] = _Entry(signed, refreshed)
             return MembershipChange(ChangeKind.JOINED, record.peer_id, record)
         old = entry.signed.record
         if record.seq <= old.seq:
             return None
-        self._entries[record.peer_id] = _Entry(signed, now)
+        self._entries[record.peer_id] = _Entry(signed, refreshed)
         if (old.addrs, old.capacity, old.version) != (record.addrs, record.capacity, record.version):
             return MembershipChange(ChangeKind.UPDATED, record.peer_id, record)
         return None

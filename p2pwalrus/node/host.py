@@ -50,6 +50,11 @@ class HostTimings:
     refresh_timeout: float = 20.0  # one refresh lookup
     refresh_jitter: float = 0.2  # +-20% on each period, so nodes started together spread out
     max_dialled_peers: int = 50  # dial discovered peers only while connected to fewer than this
+    # The swarm's own auto-connector dials peers from the peerstore up to between these
+    # watermarks (library defaults 100/200); many nodes in one process need far fewer.
+    low_watermark: int = 100
+    high_watermark: int = 200
+    min_connections: int = 50
     dial_concurrency: int = 4
 
 
@@ -159,7 +164,8 @@ class NodeHost:
                 logger.exception("routing-table upkeep round failed")
 
 
-def build_host(keypair: KeyPair, listen_addrs: Sequence[multiaddr.Multiaddr]) -> IHost:
+def build_host(keypair: KeyPair, listen_addrs: Sequence[multiaddr.Multiaddr],
+               timings: HostTimings | None = None) -> IHost:
     """A libp2p host with TCP, Noise and Yamux only (no Mplex, QUIC, TLS, secio, plaintext)."""
     fastpath.enable()  # wire-compatible speed-ups of py-libp2p 0.8.1's Yamux/Noise path (DESIGN 6)
     noise = NoiseTransport(keypair, noise_privkey=create_new_x25519_key_pair().private_key)
@@ -170,7 +176,12 @@ def build_host(keypair: KeyPair, listen_addrs: Sequence[multiaddr.Multiaddr]) ->
         transports=[TCP()],
         listen_addrs=listen_addrs,
         # 1 connection per peer: the dialer otherwise waits out a 250 ms timer (DESIGN 6)
-        connection_config=ConnectionConfig(max_connections_per_peer=1),
+        connection_config=ConnectionConfig(
+            max_connections_per_peer=1,
+            low_watermark=(timings or HostTimings()).low_watermark,
+            high_watermark=(timings or HostTimings()).high_watermark,
+            min_connections=(timings or HostTimings()).min_connections,
+        ),
     )
 
 
@@ -207,7 +218,7 @@ async def open_host(
     timings = timings or HostTimings()
     maddrs = [multiaddr.Multiaddr(a) for a in listen_addrs]
     boot = [parse_peer_addr(a) for a in bootstrap]
-    host = build_host(keypair, maddrs)
+    host = build_host(keypair, maddrs, timings)
     dht = KadDHT(host, DHTMode.SERVER)
     gossipsub = build_gossipsub()
     pubsub = Pubsub(host, gossipsub)

@@ -87,6 +87,7 @@ class StorageNode:
         self.deny: set[str] = set()
         self.delay = 0.0
         self.extra_services = []  # callables(node, nursery) started with the node (metrics, ...)
+        self.host_overrides: dict = {}  # HostTimings fields, e.g. fewer connections in-process
         from .repair import RepairService
 
         self.repair = RepairService(self)
@@ -645,6 +646,11 @@ class StorageNode:
             if peers:
                 peer = random.choice(peers)
                 try:
+                    # Gossip is lossy (a record sent before the mesh grafted is gone): pull
+                    # membership too, so live sets converge even when gossip drops records.
+                    from libp2p.peer.id import ID
+
+                    await self.members.pull_from(ID.from_base58(peer))
                     got = await self.pull_certificates_from(peer)
                     if got:
                         logger.info("anti-entropy: %d certificate(s) from %s", got, peer)
@@ -678,7 +684,7 @@ class StorageNode:
         t = self.net.timings
         from .host import HostTimings
 
-        host_timings = HostTimings(refresh_interval=t.refresh_interval)
+        host_timings = HostTimings(refresh_interval=t.refresh_interval, **self.host_overrides)
         mcfg = MembershipConfig(
             network=self.net.name,
             capacity=self.capacity or 0,
