@@ -48,6 +48,7 @@ def main() -> None:
         try:
             t0 = time.monotonic()
             lab.up(ready_timeout=120)
+            lab.wait_converged(120)
             print(f"{args.nodes} nodes up and agreeing in {time.monotonic() - t0:.1f} s "
                   f"(publish every {timings.publish_interval:.0f} s, TTL {timings.member_ttl:.0f} s)")
             pids = [n.pid for n in lab.nodes]

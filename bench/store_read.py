@@ -58,6 +58,7 @@ def main() -> None:
         try:
             t0 = time.perf_counter()
             lab.up()
+            lab.wait_converged(60)
             print(f"{args.nodes} nodes, {args.shards} shards: up in {time.perf_counter() - t0:.1f} s")
             rows = trio.run(measure, lab.client_network(), sizes, args.reps)
         finally:

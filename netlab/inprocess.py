@@ -102,7 +102,8 @@ class Cluster:
         shutil.rmtree(self.slots[index].data_dir / "store", ignore_errors=True)
 
     async def wait_for_change(self) -> None:
-        """Until any live node changes its shard map or finishes a repair sweep."""
+        """Until any live node changes its live set or shard map, or finishes a repair sweep."""
+        # A live-set change need not change the map (our own record arriving, say): wake on both.
         async with trio.open_nursery() as nursery:
             for n in self.alive():
                 async def wait(event):
@@ -110,6 +111,8 @@ class Cluster:
                     nursery.cancel_scope.cancel()
                 nursery.start_soon(wait, n.map_changed)
                 nursery.start_soon(wait, n.repair.swept)
+                if n.members is not None:
+                    nursery.start_soon(wait, n.members.changed)
 
     async def wait_until(self, predicate, timeout: float) -> float:
         """Until `await predicate()` is true, re-checked after every map change or repair sweep."""
@@ -129,13 +132,7 @@ class Cluster:
                 digests = {n.shard_map.digest() if n.shard_map else b"" for n in nodes}
                 if all(set(n.members.live.peer_ids()) == ids for n in nodes) and len(digests) == 1:
                     return time.monotonic() - t0
-                # Wake on the next map change anywhere.
-                async with trio.open_nursery() as nursery:
-                    for n in nodes:
-                        async def wait(n=n):
-                            await n.map_changed.wait()
-                            nursery.cancel_scope.cancel()
-                        nursery.start_soon(wait)
+                await self.wait_for_change()
 
 
 @asynccontextmanager

@@ -236,6 +236,7 @@ def test_slow_adds_latency_to_every_exchange_with_that_node(tmp_path):
     lab = Lab.create(tmp_path / "net", 3, 7)
     try:
         lab.up()
+        lab.wait_converged(45)
         target = lab.nodes[2]
 
         async def info_latency() -> float:

@@ -642,7 +642,7 @@ class StorageNode:
 
     async def _anti_entropy_loop(self) -> None:
         while True:
-            peers = [p for p in self.members.live.peer_ids() if p != self.peer_id]
+            peers = [p for p in self.members.live.peer_ids() if p != self.peer_id and p not in self.deny]
             if peers:
                 peer = random.choice(peers)
                 try:
