@@ -171,9 +171,25 @@ class Client:
 
     # --- calls -----------------------------------------------------------------
 
+    async def new_stream(self, peer_id: str, protocol):
+        """A stream to a node; if its connection went away, dial once more and retry."""
+        pid = ID.from_base58(peer_id)
+        try:
+            return await self.host.new_stream(pid, [protocol])
+        except Exception as first:
+            from libp2p.peer.peerinfo import PeerInfo
+
+            addrs = self.host.get_peerstore().addrs(pid)
+            if not addrs:
+                raise first
+            logger.info("stream to %s failed (%r); dialling again", peer_id, first)
+            with trio.fail_after(DIAL_TIMEOUT):
+                await self.host.connect(PeerInfo(pid, addrs))
+            return await self.host.new_stream(pid, [protocol])
+
     async def _open(self, peer_id: str, protocol, header: dict, timeout: float = CALL_TIMEOUT):
         with trio.fail_after(timeout):
-            stream = await self.host.new_stream(ID.from_base58(peer_id), [protocol])
+            stream = await self.new_stream(peer_id, protocol)
             try:
                 await rpc.send_json(stream, header)
             except BaseException:
@@ -264,7 +280,7 @@ class Client:
         # PUT_CERT takes the certificate as its only frame (no JSON header).
         async def put_raw(peer):
             with trio.fail_after(CALL_TIMEOUT):
-                stream = await self.host.new_stream(ID.from_base58(peer), [rpc.PUT_CERT])
+                stream = await self.new_stream(peer, rpc.PUT_CERT)
                 try:
                     await write_frame(stream, raw)
                     reply = await rpc.recv_json(stream)
@@ -328,7 +344,7 @@ class Client:
         async def upload(node: str, pairs: list[int]) -> None:
             try:
                 with trio.fail_after(UPLOAD_TIMEOUT):
-                    stream = await self.host.new_stream(ID.from_base58(node), [rpc.STORE])
+                    stream = await self.new_stream(node, rpc.STORE)
                     try:
                         await rpc.send_json(stream, {
                             "blob_id": blob_id.hex(), "epoch": epoch, "end_epoch": end_epoch,
