@@ -183,6 +183,11 @@ class Client:
             if not addrs:
                 raise first
             logger.info("stream to %s failed (%r); dialling again", peer_id, first)
+            with trio.move_on_after(2):
+                try:  # drop the dead connection, or the swarm keeps handing it out
+                    await self.host.disconnect(pid)
+                except Exception:
+                    pass
             with trio.fail_after(DIAL_TIMEOUT):
                 await self.host.connect(PeerInfo(pid, addrs))
             return await self.host.new_stream(pid, [protocol])
