@@ -30,6 +30,7 @@ class Timings:
     anti_entropy_interval: float = 10.0  # pull certificates missed by gossip
     repair_interval: float = 15.0  # repair sweep even without events
     challenge_interval: float = 60.0  # storage challenges to random holders
+    gossip_heartbeat: float = 1.0  # GossipSub heartbeat: mesh upkeep, an idle cost per peer
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,9 @@ from p2pwalrus.node import fastpath
 logger = logging.getLogger(__name__)
 
 
+HEARTBEAT_INTERVAL = 1  # s; meshes graft on heartbeats: slower ones left gossip undelivered (flaky convergence)
+
+
 @dataclass(frozen=True)
 class HostTimings:
     """Every deadline and period of the host's own upkeep, in one place (seconds)."""
@@ -55,6 +58,7 @@ class HostTimings:
     low_watermark: int = 100
     high_watermark: int = 200
     min_connections: int = 50
+    gossip_heartbeat: float = HEARTBEAT_INTERVAL
     dial_concurrency: int = 4
 
 
@@ -185,10 +189,7 @@ def build_host(keypair: KeyPair, listen_addrs: Sequence[multiaddr.Multiaddr],
     )
 
 
-HEARTBEAT_INTERVAL = 1  # s; meshes graft on heartbeats: slower ones left gossip undelivered (flaky convergence)
-
-
-def build_gossipsub() -> GossipSub:
+def build_gossipsub(heartbeat: float = HEARTBEAT_INTERVAL) -> GossipSub:
     """GossipSub with a 1 s heartbeat, so meshes form quickly on small networks."""
     return GossipSub(
         protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
@@ -196,7 +197,7 @@ def build_gossipsub() -> GossipSub:
         degree_low=4,
         degree_high=12,
         heartbeat_initial_delay=0.1,
-        heartbeat_interval=HEARTBEAT_INTERVAL,
+        heartbeat_interval=heartbeat,
     )
 
 
@@ -220,7 +221,7 @@ async def open_host(
     boot = [parse_peer_addr(a) for a in bootstrap]
     host = build_host(keypair, maddrs, timings)
     dht = KadDHT(host, DHTMode.SERVER)
-    gossipsub = build_gossipsub()
+    gossipsub = build_gossipsub(timings.gossip_heartbeat)
     pubsub = Pubsub(host, gossipsub)
     node = NodeHost(host, dht, pubsub, gossipsub, timings)
     node.bootstrap_peers = [b for b in boot if b.peer_id != host.get_id()]

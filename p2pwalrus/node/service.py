@@ -684,7 +684,8 @@ class StorageNode:
         t = self.net.timings
         from .host import HostTimings
 
-        host_timings = HostTimings(refresh_interval=t.refresh_interval, **self.host_overrides)
+        host_timings = HostTimings(refresh_interval=t.refresh_interval, gossip_heartbeat=t.gossip_heartbeat,
+                                   **self.host_overrides)
         mcfg = MembershipConfig(
             network=self.net.name,
             capacity=self.capacity or 0,
