@@ -33,7 +33,7 @@ def scaled_timings(n_nodes: int, publish_interval: float | None = None, member_t
 def few_connections(node) -> None:
     """Many nodes in one process: a handful of connections each, not a full mesh."""
     # High watermark left high: pruning connections makes peers redial, a handshake storm.
-    node.host_overrides.update(max_dialled_peers=6, low_watermark=6, high_watermark=1000, min_connections=4)
+    node.host_overrides.update(max_dialled_peers=6, low_watermark=6, high_watermark=300, min_connections=4)
 
 
 def peak_rss_mb() -> float:
