@@ -23,8 +23,8 @@ ENV_VAR = "P2PWALRUS_NETWORK"
 class Timings:
     """Gossip and liveness timings of a network, in seconds."""
 
-    publish_interval: float = 15.0  # node record re-published this often
-    member_ttl: float = 45.0  # a node silent this long leaves the live set
+    publish_interval: float = 20.0  # node record re-published this often
+    member_ttl: float = 60.0  # a node silent this long leaves the live set
     record_lifetime: float = 60.0  # a signed node record expires after this
     refresh_interval: float = 30.0  # DHT routing-table refresh
     anti_entropy_interval: float = 10.0  # pull certificates missed by gossip
