@@ -107,7 +107,10 @@ def bring_up(directory, nodes: int, shards: int, *, base_port=None, epoch_length
               help="Node i listens on BASE_PORT + i (default: free ports chosen now, kept across restarts).")
 @click.option("--epoch-length", type=float, default=3600.0, show_default=True, help="Seconds per epoch.")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Give up forming the network after this.")
-def up_cmd(nodes, shards, directory, seed, base_port, epoch_length, timeout):
+@click.option("--gateway/--no-gateway", default=False, show_default=True,
+              help="Also start the HTTP gateway (Walrus publisher/aggregator API, dashboard) on 127.0.0.1.")
+@click.option("--gateway-port", type=click.IntRange(1024, 65535), default=None, help="Default: a free port.")
+def up_cmd(nodes, shards, directory, seed, base_port, epoch_length, timeout, gateway, gateway_port):
     """Start NODES storage node processes and wait until they form one network."""
     con = _console()
     lab, took = bring_up(directory, nodes, shards, base_port=base_port, epoch_length=epoch_length, timeout=timeout,
@@ -116,6 +119,13 @@ def up_cmd(nodes, shards, directory, seed, base_port, epoch_length, timeout):
         lab.meta["seed"] = seed
         lab.save()
     con.print(f"[green]testnet up[/green]: {nodes} nodes, {shards} shards, formed in {took:.1f} s")
+    if gateway:
+        try:
+            url = lab.start_gateway(gateway_port)
+        except LabError:
+            lab.down()
+            raise
+        con.print(f"  gateway       {url}  (dashboard at {url}/)")
     _print_hints(con, lab)
 
 

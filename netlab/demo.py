@@ -57,8 +57,12 @@ def run_demo(nodes: int, shards: int, size: str, wait: bool, directory: str | No
             return 1
         con.print(f"read it back in {t_read:.2f} s: [green]{len(back)} bytes, identical[/green]; "
                   f"blob-status: {status['status']}, {status['shards_stored']}/{shards} shards stored")
+        url = lab.start_gateway()
+        con.print(f"HTTP gateway (Walrus publisher/aggregator API) at [bold]{url}[/bold], dashboard at {url}/")
         _print_hints(con, lab)
         con.print(f"  p2pwalrus --network {lab.network_path} read {bid} -o copy.bin")
+        con.print(f"  curl {url}/v1/blobs/{bid} -o copy.bin")
+        con.print(f"  curl -X PUT '{url}/v1/blobs?epochs=2' --upload-file FILE")
         if not wait:
             return 0
         con.print("[bold]The testnet keeps running: press Ctrl-C to tear it down.[/bold]")

@@ -349,8 +349,63 @@ class Lab:
                 raise LabError(f"node(s) {[n.index for n in missing]} not ready after {timeout:.0f} s")
             time.sleep(0.1)
 
+    # --- the HTTP gateway (optional) ---
+
+    def gateway_url(self) -> str | None:
+        gw = self.meta.get("gateway")
+        return f"http://127.0.0.1:{gw['port']}" if gw and pid_alive(gw.get("pid")) else None
+
+    def start_gateway(self, port: int | None = None, timeout: float = 30.0) -> str:
+        """Start `p2pwalrus gateway` next to the nodes; return its URL once /status answers."""
+        import urllib.request
+
+        port = port or free_port()
+        log_path = self.dir / "gateway.log"
+        cmd = [sys.executable, "-m", "p2pwalrus", "--network", str(self.network_path), "gateway",
+               "--bind", f"127.0.0.1:{port}"]
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, close_fds=True)
+        self._popen[proc.pid] = proc
+        self.meta["gateway"] = {"pid": proc.pid, "port": port, "log": str(log_path)}
+        self.save()
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/status", timeout=2) as r:
+                    if r.status == 200:
+                        return url
+            except OSError:
+                pass
+            if not pid_alive(proc.pid):
+                raise LabError(f"the gateway exited during start-up; see {log_path}")
+            if time.monotonic() > deadline:
+                raise LabError(f"the gateway did not answer within {timeout:.0f} s; see {log_path}")
+            time.sleep(0.2)
+
+    def stop_gateway(self, timeout: float = 10.0) -> int | None:
+        gw = self.meta.pop("gateway", None)
+        if not gw:
+            return None
+        pid = gw.get("pid")
+        try:
+            is_gateway = b"gateway" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            is_gateway = False
+        if is_gateway and pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        self.save()
+        return pid
+
     def down(self, timeout: float = 10.0) -> list[int]:
-        """SIGTERM every node, wait, SIGKILL leftovers; returns the PIDs ended."""
+        """SIGTERM every node (and the gateway), wait, SIGKILL leftovers; returns the node PIDs ended."""
+        self.stop_gateway(timeout)
         ended = []
         running = [n for n in self.nodes if self.alive(n)]
         for n in running:

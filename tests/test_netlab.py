@@ -254,3 +254,23 @@ def test_slow_adds_latency_to_every_exchange_with_that_node(tmp_path):
         assert after >= 0.6 > before
     finally:
         lab.down()
+
+
+def test_up_with_gateway_serves_http_and_down_stops_it(tmp_path):
+    import urllib.request
+
+    lab = Lab.create(tmp_path / "net", 4, 7)  # 3 nodes could not keep 7 shards' slivers apart
+    try:
+        lab.up()
+        lab.wait_converged(45)
+        url = lab.start_gateway()
+        gateway_pid = lab.meta["gateway"]["pid"]
+        data = os.urandom(5000)
+        put = urllib.request.Request(url + "/v1/blobs?epochs=2", data=data, method="PUT")
+        with urllib.request.urlopen(put, timeout=60) as r:
+            blob_id = json.loads(r.read())["newlyCreated"]["blobObject"]["blobId"]
+        with urllib.request.urlopen(f"{url}/v1/blobs/{blob_id}", timeout=60) as r:
+            assert r.read() == data
+    finally:
+        lab.down()
+    _wait(lambda: _gone([gateway_pid]), 5, "the gateway to stop")
