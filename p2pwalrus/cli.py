@@ -99,6 +99,32 @@ def _read_input(path: str) -> bytes:
         _fail(f"{path}: permission denied")
 
 
+def _read_padded(path: str, n_shards: int):
+    """A file read straight into the encoder's padded buffer (no second copy of the blob)."""
+    from .core import rs2
+
+    if path == "-":
+        data = sys.stdin.buffer.read()
+        return data, len(data)
+    try:
+        size = Path(path).stat().st_size
+    except FileNotFoundError:
+        _fail(f"{path}: no such file")
+    except PermissionError:
+        _fail(f"{path}: permission denied")
+    if Path(path).is_dir():
+        _fail(f"{path} is a directory; store a file (tar it first)")
+    buf = rs2.blob_buffer(size, n_shards)  # raises BlobTooLargeError, naming the limit
+    try:
+        with open(path, "rb") as fh:
+            got = fh.readinto(memoryview(buf)[:size])
+    except PermissionError:
+        _fail(f"{path}: permission denied")
+    if got != size:
+        _fail(f"{path} changed while being read ({got} of {size} bytes)")
+    return buf, size
+
+
 def _parse_blob_id(text: str) -> bytes:
     from .core.blob_id import parse_blob_id
 
@@ -244,10 +270,11 @@ def store_cmd(ctx, path, epochs, deletable, force, as_json, network):
     from .core.blob_id import blob_id_to_str
 
     net = _resolve_network(ctx, network)
-    data = _read_input(path)
+    data, length = _read_padded(path, net.n_shards)
 
     async def run(client):
-        return await client.store(data, epochs=epochs, deletable=deletable, force=force, progress=_progress())
+        return await client.store(data, epochs=epochs, deletable=deletable, force=force, progress=_progress(),
+                                  length=length)
 
     result = _with_client(net, run)
     if as_json:
@@ -257,7 +284,7 @@ def store_cmd(ctx, path, epochs, deletable, force, as_json, network):
         click.echo(f"already certified until epoch {result.certificate.end_epoch}", err=True)
     else:
         click.echo(
-            f"stored {len(data)} bytes on {result.shards_confirmed}/{net.n_shards} shards, "
+            f"stored {length} bytes on {result.shards_confirmed}/{net.n_shards} shards, "
             f"certified at epoch {result.certificate.epoch} until {result.certificate.end_epoch} "
             f"(encode {result.encode_seconds:.2f} s, upload {result.upload_seconds:.2f} s)",
             err=True,

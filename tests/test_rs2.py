@@ -241,3 +241,15 @@ def test_blob_id_text_forms():
     for bad in ("", "abc", text[:-1] + "!", "u" + text[:-2]):
         with pytest.raises(InvalidBlobIdError):
             parse_blob_id(bad)
+
+
+def test_a_padded_buffer_encodes_in_place_to_the_same_blob():
+    data = os.urandom(12_345)
+    buf = rs2.blob_buffer(len(data), 31)
+    buf[: len(data)] = np.frombuffer(data, np.uint8)
+    enc = rs2.encode_blob(buf, 31, length=len(data))
+    assert enc.blob_id == rs2.compute_blob_id(data, 31) == rs2.compute_blob_id(buf, 31, length=len(data))
+    assert np.shares_memory(enc.source, buf)  # no copy of the blob
+    buf[-1] = 1
+    with pytest.raises(EncodingError, match="padding"):
+        rs2.encode_blob(buf, 31, length=len(data))

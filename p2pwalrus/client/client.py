@@ -298,17 +298,19 @@ class Client:
 
     # --- store -------------------------------------------------------------------
 
-    async def store(self, data: bytes, *, epochs: int = 1, deletable: bool = False, force: bool = False,
-                    progress: Progress | None = None) -> StoreResult:
+    async def store(self, data, *, epochs: int = 1, deletable: bool = False, force: bool = False,
+                    progress: Progress | None = None, length: int | None = None) -> StoreResult:
+        """Encode and store a blob; `data` may be a padded buffer (rs2.blob_buffer) with `length`."""
         progress = progress or Progress()
         if epochs < 1 or epochs > self.net.max_epochs_ahead:
             raise P2PWalrusError(f"epochs must be between 1 and {self.net.max_epochs_ahead}")
         n = self.net.n_shards
-        rs2.EncodingConfig(n).symbol_size(len(data))  # refuse an oversized blob before any work
+        size = len(data) if length is None else length
+        rs2.EncodingConfig(n).symbol_size(size)  # refuse an oversized blob before any work
         shard_map = self.shard_map or await self.refresh_membership()
         check_no_single_node_can_decode(shard_map)
         t0 = time.perf_counter()
-        enc = await trio.to_thread.run_sync(rs2.encode_blob, data, n)
+        enc = await trio.to_thread.run_sync(lambda: rs2.encode_blob(data, n, length=length))
         return await self.store_encoded(enc, epochs=epochs, deletable=deletable, force=force, progress=progress,
                                         encode_seconds=time.perf_counter() - t0)
 

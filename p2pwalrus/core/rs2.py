@@ -216,14 +216,16 @@ class EncodedBlob:
         return self.secondary_column(self.metadata.n_shards - 1 - pair_index).tobytes()
 
 
-def _padded_matrix(data, cfg: EncodingConfig, s: int) -> np.ndarray:
-    """The blob as an R x C x s matrix, zero-padded at the end."""
+def _padded_matrix(data, cfg: EncodingConfig, s: int, length: int) -> np.ndarray:
+    """The blob as an R x C x s matrix, zero-padded at the end (in place if already padded)."""
     r, c = cfg.n_primary, cfg.n_secondary
-    mv = memoryview(data).cast("B")
-    if len(mv) == r * c * s:
-        return np.frombuffer(mv, np.uint8).reshape(r, c, s)
+    arr = np.frombuffer(memoryview(data).cast("B"), np.uint8)
+    if arr.size == r * c * s:
+        if length < arr.size and arr[length:].any():
+            raise EncodingError("the padding after the blob's length must be zeros (use blob_buffer)")
+        return arr.reshape(r, c, s)
     buf = np.zeros(r * c * s, np.uint8)
-    buf[: len(mv)] = np.frombuffer(mv, np.uint8)
+    buf[:length] = arr[:length]
     return buf.reshape(r, c, s)
 
 
@@ -247,20 +249,22 @@ def _column_extend(cols: np.ndarray, cfg: EncodingConfig) -> np.ndarray:
 
 
 def _expand(data, cfg: EncodingConfig, length: int):
-    """Leaf hashes of all of E plus the parts of E that EncodedBlob keeps.
+    """Row and column Merkle roots of E plus the parts of E that EncodedBlob keeps.
 
     Columns are extended in stripes of about _STRIPE_BYTES so that the hashed-only part
-    of E never exists in full.
+    of E never exists in full; each stripe's columns are complete, so their roots are
+    taken there and only the row trees' leaves are kept for the end.
     """
     n, r, c = cfg.n_shards, cfg.n_primary, cfg.n_secondary
     s = cfg.symbol_size(length)
-    source = _padded_matrix(data, cfg, s)
+    source = _padded_matrix(data, cfg, s, length)
     row_rec = np.empty((r, cfg.f, s), np.uint8)
     height = max(1, _STRIPE_BYTES // (n * s))
     for r0 in range(0, r, height):  # rows in stripes too, to bound the codec's temporaries
         part = np.ascontiguousarray(source[r0:r0 + height].transpose(1, 0, 2))
         row_rec[r0:r0 + height] = codec.encode_symbols(part, cfg.f).transpose(1, 0, 2)
     leaves = np.empty((n, n, DIGEST_LEN), np.uint8)
+    col_roots = np.empty((n, DIGEST_LEN), np.uint8)
     lower = np.empty((n - r, c, s), np.uint8)
     width = max(1, _STRIPE_BYTES // (n * s))
     for j0 in range(0, n, width):
@@ -272,42 +276,59 @@ def _expand(data, cfg: EncodingConfig, length: int):
         else:
             top = np.concatenate([source[:, j0:], row_rec[:, : j1 - c]], axis=1)
         stripe = _column_extend(top, cfg)  # (n, w, s)
-        leaves[:, j0:j1] = leaf_hashes(stripe)
+        stripe_leaves = leaf_hashes(stripe)  # (n, w, 32)
+        leaves[:, j0:j1] = stripe_leaves
+        col_roots[j0:j1] = merkle_roots(np.ascontiguousarray(stripe_leaves.transpose(1, 0, 2)))
         if j0 < c:
             lower[:, j0:min(j1, c)] = stripe[r:, : min(j1, c) - j0]
-        del stripe
-    return leaves, source, row_rec, lower
-
-
-def _metadata_from_leaves(leaves: np.ndarray, cfg: EncodingConfig, length: int) -> BlobMetadata:
-    n = cfg.n_shards
+        del stripe, stripe_leaves
     row_roots = merkle_roots(leaves)
-    col_roots = merkle_roots(np.ascontiguousarray(leaves.transpose(1, 0, 2)))
-    return BlobMetadata(
+    del leaves
+    meta = BlobMetadata(
         n,
         length,
         tuple(row_roots[i].tobytes() for i in range(n)),
         tuple(col_roots[n - 1 - i].tobytes() for i in range(n)),
     )
+    return meta, source, row_rec, lower
 
 
-def compute_metadata(data, n_shards: int) -> BlobMetadata:
+def _blob_length(data, length: int | None) -> int:
+    size = len(memoryview(data).cast("B"))
+    if length is None:
+        return size
+    if not 0 <= length <= size:
+        raise EncodingError(f"length {length} does not fit the {size}-byte buffer")
+    return length
+
+
+def blob_buffer(length: int, n_shards: int) -> np.ndarray:
+    """A zeroed buffer of the padded size for a blob of `length` bytes.
+
+    Read the blob into its first `length` bytes and pass it with `length=`: the encoder
+    then uses it in place instead of copying the blob into a padded matrix.
+    """
+    cfg = EncodingConfig(n_shards)
+    return np.zeros(cfg.n_primary * cfg.n_secondary * cfg.symbol_size(length), np.uint8)
+
+
+def compute_metadata(data, n_shards: int, *, length: int | None = None) -> BlobMetadata:
     """Metadata (and so the blob ID) without keeping any sliver."""
     cfg = EncodingConfig(n_shards)
-    length = len(memoryview(data).cast("B"))
-    return _metadata_from_leaves(_expand(data, cfg, length)[0], cfg, length)
+    return _expand(data, cfg, _blob_length(data, length))[0]
 
 
-def compute_blob_id(data, n_shards: int) -> bytes:
-    return compute_metadata(data, n_shards).blob_id()
+def compute_blob_id(data, n_shards: int, *, length: int | None = None) -> bytes:
+    return compute_metadata(data, n_shards, length=length).blob_id()
 
 
-def encode_blob(data, n_shards: int) -> EncodedBlob:
-    """Metadata, blob ID and all n sliver pairs of a blob."""
+def encode_blob(data, n_shards: int, *, length: int | None = None) -> EncodedBlob:
+    """Metadata, blob ID and all n sliver pairs of a blob.
+
+    `length`: the blob's length when `data` is a padded buffer from `blob_buffer`.
+    """
     cfg = EncodingConfig(n_shards)
-    length = len(memoryview(data).cast("B"))
-    leaves, source, row_rec, lower = _expand(data, cfg, length)
-    meta = _metadata_from_leaves(leaves, cfg, length)
+    meta, source, row_rec, lower = _expand(data, cfg, _blob_length(data, length))
     return EncodedBlob(meta, meta.blob_id(), source, row_rec, lower)
 
 

@@ -64,10 +64,23 @@ class RepairService:
     async def run(self) -> None:
         interval = self.node.net.timings.repair_interval
         while True:
+            await self._settle()
             await self.sweep()
             with trio.move_on_after(interval):
                 await self.wake.wait()
             self.wake = trio.Event()
+
+    async def _settle(self) -> None:
+        """Wait until the shard map has been stable for a moment.
+
+        Nodes see a departure at nearly the same instant, but two departures are two map
+        changes: repairing between them could set two successive owners on one shard."""
+        settle = min(3.0, self.node.net.timings.publish_interval)
+        while True:
+            quiet = time.monotonic() - self.node.map_changed_at
+            if quiet >= settle:
+                return
+            await trio.sleep(settle - quiet)
 
     def _views(self) -> list[BlobView]:
         store = self.node.store
@@ -154,6 +167,8 @@ class RepairService:
             meta.unencoded_length)
         todo = []
         for task in tasks:
+            if task.shard not in self.node.my_shards():
+                continue  # the map moved on since the plan: the shard's new holder repairs it
             start, traffic = time.time(), [0]
             if task.sync_from and await self._sync_pair(meta, task, traffic):
                 self.stats["pairs_synced"] += 1

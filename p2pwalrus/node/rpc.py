@@ -28,6 +28,7 @@ LIST_CERTS = TProtocol("/p2pwalrus/cert-list/1.0.0")
 CONFIRM = TProtocol("/p2pwalrus/confirm/1.0.0")
 NODE_INFO = TProtocol("/p2pwalrus/info/1.0.0")
 PUT_PROOF = TProtocol("/p2pwalrus/proof-put/1.0.0")
+GET_PROOF = TProtocol("/p2pwalrus/proof/1.0.0")
 LIST_BLOBS = TProtocol("/p2pwalrus/blobs/1.0.0")
 DELETE = TProtocol("/p2pwalrus/delete/1.0.0")
 

@@ -73,8 +73,10 @@ class StorageNode:
         self.store = SliverStore(self.data_dir / "store", capacity)
         self.shard_map: ShardMap | None = None
         self.prev_shard_map: ShardMap | None = None  # for shard sync from the previous holder
+        self.map_changed_at = 0.0
         self.known_peers: set[str] = set()
         self.certs: dict[bytes, AvailabilityCertificate] = {}
+        self.proofs: dict[bytes, bytes] = {}  # inconsistency proof messages we checked
         self.node = None
         self.members = None
         self.ready = trio.Event()
@@ -123,6 +125,7 @@ class StorageNode:
             return
         self.shard_map = new
         self.prev_shard_map = old
+        self.map_changed_at = time.monotonic()
         before = set(old.shards_of(self.peer_id)) if old else set()
         after = set(new.shards_of(self.peer_id))
         if after - before:
@@ -187,8 +190,12 @@ class StorageNode:
 
     # --- invalid blobs and deletion ------------------------------------------------------
 
-    def _apply_invalid(self, blob_id: bytes) -> bool:
-        """Mark a blob invalid and drop its slivers; True if it was not marked yet."""
+    def _apply_invalid(self, blob_id: bytes, message: bytes | None = None) -> bool:
+        """Mark a blob invalid and drop its slivers; True if it was not marked yet.
+
+        The checked proof message is kept, so that nodes that missed it can pull it."""
+        if message is not None:
+            self.proofs.setdefault(blob_id, message)
         if self.is_invalid(blob_id):
             return False
         self.store.set_state(blob_id, {"invalid": True})
@@ -203,8 +210,8 @@ class StorageNode:
             logger.error("own inconsistency proof for %s does not verify", rs2_id(blob_id))
             return
         self.repair.stats["inconsistent_blobs"] += 1
-        await trio.to_thread.run_sync(self._apply_invalid, blob_id)
         message = encode_proof_message(blob_id, meta, proof)
+        await trio.to_thread.run_sync(self._apply_invalid, blob_id, message)
         if len(message) < 900_000:
             try:
                 from .repair import proofs_topic
@@ -239,7 +246,7 @@ class StorageNode:
     async def handle_put_proof(self, stream, peer: str) -> None:
         message = await rpc.recv_blob(stream, MAX_PROOF_MESSAGE)
         blob_id = await trio.to_thread.run_sync(self.check_proof_message, message)
-        new = await trio.to_thread.run_sync(self._apply_invalid, blob_id)
+        new = await trio.to_thread.run_sync(self._apply_invalid, blob_id, message)
         await rpc.send_json(stream, {"ok": True, "new": new})
 
     def _proof_validator(self, forwarder, msg) -> bool:
@@ -250,7 +257,7 @@ class StorageNode:
         except (ProtocolError, rs2.EncodingError) as exc:
             logger.warning("gossiped inconsistency proof from %s rejected: %s", forwarder, exc)
             return False
-        self._apply_invalid(blob_id)
+        self._apply_invalid(blob_id, bytes(msg.data))
         return True
 
     async def handle_delete(self, stream, peer: str) -> None:
@@ -496,7 +503,17 @@ class StorageNode:
     async def handle_list_certs(self, stream, peer: str) -> None:
         await rpc.recv_json(stream)
         items = [[b.hex(), c.end_epoch] for b, c in self.certs.items()]
-        await rpc.send_json(stream, {"ok": True, "certs": items[:20000]})
+        await rpc.send_json(stream, {"ok": True, "certs": items[:20000],
+                                     "invalid": [b.hex() for b in list(self.proofs)[:1000]]})
+
+    async def handle_get_proof(self, stream, peer: str) -> None:
+        blob_id = rpc.blob_id_field(await rpc.recv_json(stream))
+        message = self.proofs.get(blob_id)
+        if message is None:
+            await rpc.send_json(stream, {"ok": False, "error": "not found"})
+            return
+        await rpc.send_json(stream, {"ok": True})
+        await rpc.write_frame(stream, message)
 
     async def handle_list_blobs(self, stream, peer: str) -> None:
         await rpc.recv_json(stream)
@@ -617,6 +634,26 @@ class StorageNode:
     async def pull_certificates_from(self, peer_id: str) -> int:
         stream, reply = await self.call(peer_id, rpc.LIST_CERTS, {})
         await rpc.close_quietly(stream)
+        for text in reply.get("invalid", [])[:1000]:
+            try:
+                blob_id = bytes.fromhex(text)
+            except (ValueError, TypeError):
+                continue
+            if len(blob_id) != 32 or blob_id in self.proofs:
+                continue
+            stream, hdr = await self.call(peer_id, rpc.GET_PROOF, {"blob_id": blob_id.hex()})
+            try:
+                if not hdr.get("ok"):
+                    continue
+                message = await rpc.recv_blob(stream, MAX_PROOF_MESSAGE)
+            finally:
+                await rpc.close_quietly(stream)
+            try:
+                checked = await trio.to_thread.run_sync(self.check_proof_message, message)
+            except (ProtocolError, rs2.EncodingError) as exc:
+                logger.warning("inconsistency proof pulled from %s rejected: %s", peer_id, exc)
+                continue
+            await trio.to_thread.run_sync(self._apply_invalid, checked, message)
         got = 0
         current = self.epoch
         for item in reply.get("certs", [])[:20000]:
@@ -646,11 +683,6 @@ class StorageNode:
             if peers:
                 peer = random.choice(peers)
                 try:
-                    # Gossip is lossy (a record sent before the mesh grafted is gone): pull
-                    # membership too, so live sets converge even when gossip drops records.
-                    from libp2p.peer.id import ID
-
-                    await self.members.pull_from(ID.from_base58(peer))
                     got = await self.pull_certificates_from(peer)
                     if got:
                         logger.info("anti-entropy: %d certificate(s) from %s", got, peer)
@@ -708,6 +740,7 @@ class StorageNode:
                 rpc.NODE_INFO: self.handle_info,
                 rpc.LIST_BLOBS: self.handle_list_blobs,
                 rpc.PUT_PROOF: self.handle_put_proof,
+                rpc.GET_PROOF: self.handle_get_proof,
                 rpc.DELETE: self.handle_delete,
             }
             for proto, handler in handlers.items():
