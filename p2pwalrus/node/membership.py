@@ -249,20 +249,23 @@ class Membership:
                 await self.publish()
             except Exception:  # keep publishing: one failed round must not stop the node
                 logger.exception("publishing our node record failed")
-            await self._pull_random()
             await trio.sleep(cfg.publish_interval * random.uniform(1 - cfg.publish_jitter, 1 + cfg.publish_jitter))
 
-    async def _pull_random(self) -> None:
+    async def _pull_loop(self) -> None:
         """Anti-entropy: gossip drops records sent before a mesh grafted, so also pull the
-        live set from one random member each round (never from a denied peer)."""
-        peers = [p for p in self.live.peer_ids() if p != self.peer_id and p not in self.node.deny]
-        if not peers:
-            return
-        peer = random.choice(peers)
-        try:
-            await self.pull_from(ID.from_base58(peer))
-        except Exception as exc:
-            logger.debug("membership pull from %s failed: %r", peer, exc)
+        live set from one random member each interval (never from a denied peer). Its own
+        task: a pull from a dead member must not hold up our own publishing."""
+        cfg = self.config
+        while True:
+            await trio.sleep(cfg.publish_interval * random.uniform(1 - cfg.publish_jitter, 1 + cfg.publish_jitter))
+            peers = [p for p in self.live.peer_ids() if p != self.peer_id and p not in self.node.deny]
+            if not peers:
+                continue
+            peer = random.choice(peers)
+            try:
+                await self.pull_from(ID.from_base58(peer))
+            except Exception as exc:
+                logger.debug("membership pull from %s failed: %r", peer, exc)
 
     async def _receive_loop(self, subscription) -> None:
         while True:
@@ -352,6 +355,7 @@ async def open_membership(node: NodeHost, keypair: KeyPair, config: MembershipCo
             nursery.start_soon(m._expiry_loop)
             await m.pull_from_bootstrap()
             nursery.start_soon(m._publish_loop)
+            nursery.start_soon(m._pull_loop)
             try:
                 yield m
             finally:
