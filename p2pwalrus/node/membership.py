@@ -257,7 +257,8 @@ class Membership:
         task: a pull from a dead member must not hold up our own publishing."""
         cfg = self.config
         while True:
-            await trio.sleep(cfg.publish_interval * random.uniform(1 - cfg.publish_jitter, 1 + cfg.publish_jitter))
+            # Every other publish interval: gossip delivers most records; this catches the rest.
+            await trio.sleep(2 * cfg.publish_interval * random.uniform(1 - cfg.publish_jitter, 1 + cfg.publish_jitter))
             peers = [p for p in self.live.peer_ids() if p != self.peer_id and p not in self.node.deny]
             if not peers:
                 continue
