@@ -26,8 +26,13 @@ def scaled_timings(n_nodes: int, publish_interval: float | None = None, member_t
     # core here: the interval must grow with the node count.
     p = publish_interval or max(1.0, n_nodes / 2)
     ttl = member_ttl or max(FAST_TIMINGS.member_ttl, 4 * p)
+    scale = n_nodes > 20  # one core carries every node's upkeep: slow all of it down
     return replace(FAST_TIMINGS, publish_interval=p, member_ttl=ttl, record_lifetime=max(30.0, 2 * ttl),
-                   anti_entropy_interval=max(FAST_TIMINGS.anti_entropy_interval, p))
+                   anti_entropy_interval=max(FAST_TIMINGS.anti_entropy_interval, p),
+                   gossip_heartbeat=5.0 if scale else FAST_TIMINGS.gossip_heartbeat,
+                   refresh_interval=600.0 if scale else FAST_TIMINGS.refresh_interval,
+                   repair_interval=max(FAST_TIMINGS.repair_interval, p),
+                   challenge_interval=3600.0 if scale else FAST_TIMINGS.challenge_interval)
 
 
 def few_connections(node) -> None:

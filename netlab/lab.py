@@ -197,7 +197,8 @@ class Lab:
         """network.toml with the first running nodes (up to 3) as bootstrap peers."""
         net = self.base_network()
         running = [n for n in self.nodes if n.state == "running"] or self.nodes
-        text = network_to_toml(net.with_bootstrap([n.addr for n in running[:MAX_BOOTSTRAP]]))
+        count = self.meta.get("bootstrap_count", MAX_BOOTSTRAP)
+        text = network_to_toml(net.with_bootstrap([n.addr for n in running[:count]]))
         tmp = self.network_path.with_name(f".{NETWORK_FILE}.tmp-{os.getpid()}")
         tmp.write_text(text)
         os.replace(tmp, self.network_path)
@@ -211,7 +212,8 @@ class Lab:
 
     @classmethod
     def create(cls, directory, n_nodes: int, n_shards: int, *, base_port: int | None = None,
-               epoch_length: float = 3600.0, timings: Timings = LAB_TIMINGS, name: str = "local") -> "Lab":
+               epoch_length: float = 3600.0, timings: Timings = LAB_TIMINGS, name: str = "local",
+               bootstrap_count: int = MAX_BOOTSTRAP) -> "Lab":
         lab = cls(directory)
         if lab.state_path.exists():
             old = Lab.open(directory)
@@ -223,7 +225,7 @@ class Lab:
         net = NetworkConfig(name=name, n_shards=n_shards, epoch_length=epoch_length, genesis_time=time.time() - 1,
                             timings=timings)
         lab.network_path.write_text(network_to_toml(net))
-        lab.meta = {"created": time.time(), "base_port": base_port}
+        lab.meta = {"created": time.time(), "base_port": base_port, "bootstrap_count": bootstrap_count}
         for _ in range(n_nodes):
             lab._new_entry(base_port)
         lab.write_network()

@@ -274,3 +274,18 @@ def test_up_with_gateway_serves_http_and_down_stops_it(tmp_path):
     finally:
         lab.down()
     _wait(lambda: _gone([gateway_pid]), 5, "the gateway to stop")
+
+
+def test_ten_processes_told_one_bootstrap_address_all_know_all_ten_within_30s(tmp_path):
+    lab = Lab.create(tmp_path / "net", 10, 31, bootstrap_count=1)
+    try:
+        assert lab.base_network().bootstrap == (lab.nodes[0].addr,)
+        t0 = time.monotonic()
+        lab.up()
+        lab.wait_converged(30, stable=0.5)
+        assert time.monotonic() - t0 < 30
+        everyone = {n.peer_id for n in lab.nodes}
+        for i in range(10):
+            assert set(_node_json(lab, i)["live"]) == everyone
+    finally:
+        lab.down()
