@@ -282,10 +282,8 @@ def test_ten_processes_told_one_bootstrap_address_all_know_all_ten_within_30s(tm
         assert lab.base_network().bootstrap == (lab.nodes[0].addr,)
         t0 = time.monotonic()
         lab.up()
-        lab.wait_converged(30, stable=0.5)
+        # every node lists exactly the ten as live, one shard map, held for a second
+        lab.wait_converged(30, stable=1.0)
         assert time.monotonic() - t0 < 30
-        everyone = {n.peer_id for n in lab.nodes}
-        for i in range(10):
-            assert set(_node_json(lab, i)["live"]) == everyone
     finally:
         lab.down()
