@@ -85,20 +85,6 @@ def main(ctx: click.Context, network: str | None, verbose: int) -> None:
 # --- helpers ------------------------------------------------------------------------
 
 
-def _read_input(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    p = Path(path)
-    try:
-        return p.read_bytes()
-    except FileNotFoundError:
-        _fail(f"{path}: no such file")
-    except IsADirectoryError:
-        _fail(f"{path} is a directory; store a file (tar it first)")
-    except PermissionError:
-        _fail(f"{path}: permission denied")
-
-
 def _read_padded(path: str, n_shards: int):
     """A file read straight into the encoder's padded buffer (no second copy of the blob)."""
     from .core import rs2
@@ -203,11 +189,11 @@ def blob_id_cmd(ctx, path, shards, as_json, network):
 
     if shards is None:
         shards = _resolve_network(ctx, network).n_shards
-    data = _read_input(path)
-    meta = rs2.compute_metadata(data, shards)
+    data, length = _read_padded(path, shards)
+    meta = rs2.compute_metadata(data, shards, length=length)
     bid = blob_id_to_str(meta.blob_id())
     if as_json:
-        click.echo(json.dumps({"blob_id": bid, "unencoded_length": len(data), "n_shards": shards,
+        click.echo(json.dumps({"blob_id": bid, "unencoded_length": length, "n_shards": shards,
                                "symbol_size": meta.symbol_size}))
     else:
         click.echo(bid)

@@ -27,7 +27,16 @@ from ..errors import (
     NotEnoughShardsError,
     P2PWalrusError,
 )
-from .asgi import HTTPError, Request, Response, Unsatisfiable, error_response, json_response, parse_range
+from .asgi import (
+    HTTPError,
+    Request,
+    Response,
+    Unsatisfiable,
+    error_response,
+    handle_lifespan,
+    json_response,
+    parse_range,
+)
 from .metrics import GatewayMetrics
 
 logger = logging.getLogger("p2pwalrus.gateway")
@@ -300,13 +309,8 @@ class Gateway:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await handle_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         req = Request.from_scope(scope, receive)

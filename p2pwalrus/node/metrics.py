@@ -119,15 +119,12 @@ def node_registry(node) -> CollectorRegistry:
 def metrics_app(registry: CollectorRegistry):
     """A minimal ASGI app: GET /metrics (or /) answers the exposition of `registry`."""
 
+    from ..gateway.asgi import handle_lifespan
+
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await handle_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         if scope["path"] in ("/metrics", "/") and scope["method"] in ("GET", "HEAD"):

@@ -55,6 +55,15 @@ async def recv_blob(stream, max_size: int) -> bytes:
     return bytes(await read_frame_into_buffer(stream, max_size))
 
 
+async def reply_blob(stream, data: bytes | None) -> None:
+    """Answer a get: {"ok": true} and the bytes as one frame, or {"ok": false, "error": "not found"}."""
+    if data is None:
+        await send_json(stream, {"ok": False, "error": "not found"})
+        return
+    await send_json(stream, {"ok": True})
+    await write_frame(stream, data)
+
+
 def field(obj: dict, name: str, kind, *, default=None, required=True):
     """A typed header field, or ProtocolError naming it."""
     if name not in obj:

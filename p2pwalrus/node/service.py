@@ -399,12 +399,7 @@ class StorageNode:
         if self.is_invalid(blob_id):
             await rpc.send_json(stream, {"ok": False, "error": "invalid", "invalid": True})
             return
-        meta = self.store.get_metadata(blob_id)
-        if meta is None:
-            await rpc.send_json(stream, {"ok": False, "error": "not found"})
-            return
-        await rpc.send_json(stream, {"ok": True})
-        await rpc.write_frame(stream, meta)
+        await rpc.reply_blob(stream, self.store.get_metadata(blob_id))
 
     async def handle_get_sliver(self, stream, peer: str) -> None:
         hdr = await rpc.recv_json(stream)
@@ -418,13 +413,9 @@ class StorageNode:
             return
         shard = rs2.shard_for_pair(pair, blob_id, self.net.n_shards)
         data = await trio.to_thread.run_sync(self.store.get_sliver, blob_id, shard, kind)
-        if data is None:
-            await rpc.send_json(stream, {"ok": False, "error": "not found"})
-            return
-        if "corrupt_slivers" in self.faults:
+        if data is not None and "corrupt_slivers" in self.faults:
             data = bytes(b ^ 0x5A for b in data[:64]) + data[64:]
-        await rpc.send_json(stream, {"ok": True})
-        await rpc.write_frame(stream, data)
+        await rpc.reply_blob(stream, data)
 
     async def handle_recovery(self, stream, peer: str) -> None:
         hdr = await rpc.recv_json(stream)
@@ -508,12 +499,7 @@ class StorageNode:
 
     async def handle_get_proof(self, stream, peer: str) -> None:
         blob_id = rpc.blob_id_field(await rpc.recv_json(stream))
-        message = self.proofs.get(blob_id)
-        if message is None:
-            await rpc.send_json(stream, {"ok": False, "error": "not found"})
-            return
-        await rpc.send_json(stream, {"ok": True})
-        await rpc.write_frame(stream, message)
+        await rpc.reply_blob(stream, self.proofs.get(blob_id))
 
     async def handle_list_blobs(self, stream, peer: str) -> None:
         await rpc.recv_json(stream)
