@@ -75,7 +75,8 @@ class RepairService:
 
         Nodes see a departure at nearly the same instant, but two departures are two map
         changes: repairing between them could set two successive owners on one shard."""
-        settle = min(3.0, self.node.net.timings.publish_interval)
+        # Two departures are at most one publish interval (plus jitter) apart: wait two.
+        settle = min(10.0, 2 * self.node.net.timings.publish_interval)
         while True:
             quiet = time.monotonic() - self.node.map_changed_at
             if quiet >= settle:
