@@ -31,6 +31,8 @@ class Timings:
     repair_interval: float = 15.0  # repair sweep even without events
     challenge_interval: float = 60.0  # storage challenges to random holders
     gossip_heartbeat: float = 1.0  # GossipSub heartbeat: mesh upkeep, an idle cost per peer
+    gossip_degree: float = 6.0  # GossipSub mesh degree D (kept between D - 2 and 2 D): copies of each message per node
+    pull_interval: float = 0.0  # membership pulled from one random member this often; 0: twice publish_interval
 
 
 @dataclass(frozen=True)

@@ -259,7 +259,7 @@ async def _wait_until(predicate, events) -> None:
 
 
 async def test_five_nodes_bootstrapped_from_the_first_all_see_the_full_live_set():
-    cfg = MembershipConfig(network=NET, publish_interval=2.0)
+    cfg = MembershipConfig(network=NET, publish_interval=2.0, pull_interval=4.0)
     started = time.monotonic()
     with trio.fail_after(30):
         async with AsyncExitStack() as stack:

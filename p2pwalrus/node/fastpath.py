@@ -32,6 +32,13 @@ The patches, each replacing one piece of ``libp2p`` 0.8.1:
    encrypted straight into a send buffer reused per connection.
 7. ``YamuxStream.send_window`` becomes a property that wakes a writer waiting
    for window (stock polls every 10 ms, yamux.py:280-285).
+8. PubSub's check of the signed peer record carried by every RPC
+   (``maybe_consume_signed_record``, pubsub.py:565 and gossipsub.py:932) is
+   skipped for a record byte-identical to the last one accepted from that peer.
+
+Buffers (receive, plaintext, reused send) start at a few KiB per connection and
+grow with its traffic, so thousands of mostly idle connections in one process
+(``netlab inproc``) cost little memory.
 
 Pinned to libp2p 0.8.1: on any other version ``enable()`` warns and patches
 nothing.
@@ -50,13 +57,16 @@ import trio
 
 SUPPORTED_LIBP2P_VERSION = "0.8.1"
 YAMUX_MAX_PAYLOAD = 1 << 20  # data bytes per Yamux DATA frame we send (stock: 65524)
-RECV_SIZE = 256 * 1024  # bytes asked of the socket per read
+RECV_SIZE = 256 * 1024  # bytes asked of the socket per read (once the buffer has grown)
+_RECV_INITIAL = 8 * 1024  # a new connection's receive buffer; doubles under load
+_SENDBUF_INITIAL = 8 * 1024  # likewise the reused send buffer
 
 _NOISE_MAX_MSG = 65535  # 2-byte length prefix
 _NOISE_TAG = 16
 _NOISE_MAX_PLAINTEXT = _NOISE_MAX_MSG - _NOISE_TAG  # 65519, as go-libp2p and libp2p 0.8.1
 _MAX_NONCE = 2**64 - 1
-_SENDBUF_SIZE = YAMUX_MAX_PAYLOAD + 64 * 1024  # reused per connection: one 1 MiB frame, encrypted
+_SENDBUF_SIZE = YAMUX_MAX_PAYLOAD + 64 * 1024  # reused per connection, at most: one 1 MiB frame, encrypted
+_RECV_FULL = RECV_SIZE + 65535 + 2  # a partial Noise message kept, plus one full socket read
 _SMALL_READ = 4096  # reads up to this size return bytes, larger ones a bytearray (no extra copy)
 
 logger = logging.getLogger(__name__)
@@ -107,6 +117,7 @@ def enable() -> bool:
         return False
     _patch_yamux()
     _patch_noise()
+    _patch_pubsub_records()
     _enabled = True
     logger.debug("libp2p %s transport fast path enabled", version)
     return True
@@ -129,7 +140,43 @@ def disable() -> None:
     del yamux.YamuxStream.send_window  # back to the plain instance attribute
     SecureSession.read = _originals["SecureSession.read"]
     noise_io.NoiseTransportReadWriter.write_msg = _originals["write_msg"]
+    from libp2p.pubsub import gossipsub, pubsub
+
+    pubsub.maybe_consume_signed_record = gossipsub.maybe_consume_signed_record = _originals["consume_record"]
     _enabled = False
+
+
+# --- PubSub sender records -----------------------------------------------------------
+
+
+def _patch_pubsub_records() -> None:
+    """(6) Every GossipSub RPC carries its sender's signed peer record, and 0.8.1 checks it
+    twice per RPC (pubsub.py:565, gossipsub.py:932): an Ed25519 verification and a
+    peerstore update each time. A peer sends the same record until its addresses
+    change, so a record byte-identical to the last one accepted from that peer is
+    taken as accepted again without the work. Anything else goes to the library.
+    """
+    from libp2p.pubsub import gossipsub, pubsub
+
+    orig = pubsub.maybe_consume_signed_record
+    _originals["consume_record"] = orig
+
+    def maybe_consume_signed_record(msg: Any, host: Any, peer_id: Any) -> bool:
+        if not msg.HasField("senderRecord"):
+            return True
+        seen = host.__dict__.setdefault("_fastpath_sender_records", {})
+        record = msg.senderRecord
+        if seen.get(peer_id) == record:
+            return True
+        ok = orig(msg, host, peer_id)
+        if ok:
+            if len(seen) >= 4096:  # bounded: forget everyone rather than grow without limit
+                seen.clear()
+            seen[peer_id] = record
+        return ok
+
+    pubsub.maybe_consume_signed_record = maybe_consume_signed_record
+    gossipsub.maybe_consume_signed_record = maybe_consume_signed_record
 
 
 # --- Yamux ------------------------------------------------------------------------
@@ -310,12 +357,15 @@ class _NoiseRx:
         self._raw = rw.read_writer.read_write_closer
         self._sock = _trio_socket_of(self._raw)
         self._cs = rw.noise_state.noise_protocol.cipher_state_decrypt
-        self._buf = bytearray(RECV_SIZE + _NOISE_MAX_MSG + 2)
+        # Buffers start small and grow with the traffic: most connections carry only
+        # small control messages, and a process may hold thousands of them (netlab inproc).
+        self._buf = bytearray(_RECV_INITIAL)
         self._view = memoryview(self._buf)
         self._start = 0
         self._end = 0
         self._eof = False
-        self._pt = bytearray(_NOISE_MAX_MSG)
+        self._last_recv_filled = False
+        self._pt = bytearray(0)  # allocated (64 KiB) when a message is first read in part
         self._ptv = memoryview(self._pt)
         self._pt_start = 0
         self._pt_end = 0
@@ -323,8 +373,22 @@ class _NoiseRx:
         # plaintext the stock SecureSession had buffered before we took over
         if session.low_watermark != session.high_watermark:
             left = session._drain(None)
+            self._ptv = self._plaintext_buffer()
             self._ptv[: len(left)] = left
             self._pt_end = len(left)
+
+    def _plaintext_buffer(self) -> memoryview:
+        if not self._pt:
+            self._pt = bytearray(_NOISE_MAX_MSG)
+            self._ptv = memoryview(self._pt)
+        return self._ptv
+
+    def _grow(self, keep: int) -> None:
+        """Double the receive buffer (up to its full size), keeping ``_buf[:keep]``."""
+        size = min(_RECV_FULL, max(2 * len(self._buf), keep + 1))
+        buf = bytearray(size)
+        buf[:keep] = self._view[:keep]
+        self._buf, self._view = buf, memoryview(buf)
 
     async def _fill(self) -> bool:
         """Receive more ciphertext; False at EOF."""
@@ -332,6 +396,9 @@ class _NoiseRx:
         if keep and self._start:  # move the partial message (< 64 KiB) to the front
             self._view[:keep] = self._view[self._start : self._end]
         self._start, self._end = 0, keep
+        # Grow when a partial message fills the buffer, or the socket filled all we asked (bulk).
+        if len(self._buf) < _RECV_FULL and (keep == len(self._buf) or self._last_recv_filled):
+            self._grow(keep)
         space = len(self._buf) - keep
         if self._sock is not None:
             try:
@@ -352,6 +419,7 @@ class _NoiseRx:
         if not got:
             self._eof = True
             return False
+        self._last_recv_filled = got == space
         self._end = keep + got
         return True
 
@@ -418,8 +486,9 @@ class _NoiseRx:
                 self._decrypt_into(ct, ov[got : got + plen])
                 got += plen
             else:
-                self._decrypt_into(ct, self._ptv[:plen])
-                ov[got:n] = self._ptv[:need]
+                ptv = self._plaintext_buffer()
+                self._decrypt_into(ct, ptv[:plen])
+                ov[got:n] = ptv[:need]
                 self._pt_start, self._pt_end = need, plen
                 got = n
         if into is not None:
@@ -544,7 +613,9 @@ async def _noise_send(rw: Any, head: bytes, body: memoryview) -> None:
     sending = getattr(rw, "_fastpath_sending", False)  # another write owns the reused buffer
     buf = None if sending else getattr(rw, "_fastpath_sendbuf", None)
     if buf is None or len(buf) < size:
-        buf = bytearray(max(size, _SENDBUF_SIZE) if size <= _SENDBUF_SIZE else size)
+        # grown geometrically up to _SENDBUF_SIZE, so a connection of small messages keeps a small one
+        grown = max(size, _SENDBUF_INITIAL, 2 * len(buf) if buf is not None else 0)
+        buf = bytearray(min(grown, _SENDBUF_SIZE) if size <= _SENDBUF_SIZE else size)
         if not sending and size <= _SENDBUF_SIZE:
             rw._fastpath_sendbuf = buf
     mine = not sending and buf is getattr(rw, "_fastpath_sendbuf", None)

@@ -100,6 +100,11 @@ async def write_frame(stream: INetStream, payload: bytes | bytearray | memoryvie
         await stream.write(bytes(payload) if not isinstance(payload, bytes) else payload)
 
 
+def encode_frames(payloads) -> bytes:
+    """Several frames in one buffer, for one write (each stream write is a Noise message)."""
+    return b"".join(encode_uvarint(len(p)) + bytes(p) for p in payloads)
+
+
 async def read_frame(stream: INetStream, max_size: int) -> bytes:
     """Read one frame of at most ``max_size`` payload bytes."""
     return await read_exactly(stream, await read_length(stream, max_size))

@@ -59,6 +59,7 @@ class HostTimings:
     high_watermark: int = 200
     min_connections: int = 50
     gossip_heartbeat: float = HEARTBEAT_INTERVAL
+    gossip_degree: int = 6
     dial_concurrency: int = 4
 
 
@@ -189,13 +190,17 @@ def build_host(keypair: KeyPair, listen_addrs: Sequence[multiaddr.Multiaddr],
     )
 
 
-def build_gossipsub(heartbeat: float = HEARTBEAT_INTERVAL) -> GossipSub:
-    """GossipSub with a 1 s heartbeat, so meshes form quickly on small networks."""
+def build_gossipsub(heartbeat: float = HEARTBEAT_INTERVAL, degree: int = 6) -> GossipSub:
+    """GossipSub with a 1 s heartbeat, so meshes form quickly on small networks.
+
+    Each node receives each message about once per mesh peer (D to 2 D): many nodes
+    sharing one CPU (netlab inproc) run with a smaller D.
+    """
     return GossipSub(
         protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
-        degree=6,
-        degree_low=4,
-        degree_high=12,
+        degree=degree,
+        degree_low=max(1, degree - 2),
+        degree_high=2 * degree,
         heartbeat_initial_delay=0.1,
         heartbeat_interval=heartbeat,
     )
@@ -221,7 +226,7 @@ async def open_host(
     boot = [parse_peer_addr(a) for a in bootstrap]
     host = build_host(keypair, maddrs, timings)
     dht = KadDHT(host, DHTMode.SERVER)
-    gossipsub = build_gossipsub(timings.gossip_heartbeat)
+    gossipsub = build_gossipsub(timings.gossip_heartbeat, timings.gossip_degree)
     pubsub = Pubsub(host, gossipsub)
     node = NodeHost(host, dht, pubsub, gossipsub, timings)
     node.bootstrap_peers = [b for b in boot if b.peer_id != host.get_id()]

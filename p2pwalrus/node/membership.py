@@ -45,7 +45,7 @@ from p2pwalrus.core.records import (
     sign_record,
 )
 from p2pwalrus.errors import ProtocolError
-from p2pwalrus.node.framing import read_frame, write_frame
+from p2pwalrus.node.framing import encode_frames, read_frame, write_frame
 from p2pwalrus.node.host import NodeHost
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,8 @@ class MembershipConfig:
     pull_timeout: float = 10.0  # one whole anti-entropy pull
     serve_timeout: float = 10.0  # answering one pull
     max_pull_records: int = 4096
+    pull_interval: float = 10.0  # pull the live set from one random member this often (+- jitter)
+    lonely_pull_interval: float = 5.0  # pull this often while we know no other member
     max_members: int = 10_000
 
 
@@ -257,16 +259,40 @@ class Membership:
         task: a pull from a dead member must not hold up our own publishing."""
         cfg = self.config
         while True:
-            # Every other publish interval: gossip delivers most records; this catches the rest.
-            await trio.sleep(2 * cfg.publish_interval * random.uniform(1 - cfg.publish_jitter, 1 + cfg.publish_jitter))
-            peers = [p for p in self.live.peer_ids() if p != self.peer_id and p not in self.node.deny]
-            if not peers:
+            # Gossip delivers most records; this catches the rest. A node that knows nobody yet
+            # (its first pull failed: the bootstrap peer was busy or down) asks again soon,
+            # from a bootstrap or connected peer.
+            alone = len(self.live) <= 1
+            period = min(cfg.pull_interval, cfg.lonely_pull_interval) if alone else cfg.pull_interval
+            await trio.sleep(period * random.uniform(1 - cfg.publish_jitter, 1 + cfg.publish_jitter))
+            peer = self._pull_candidate()
+            if peer is None:
                 continue
-            peer = random.choice(peers)
             try:
-                await self.pull_from(ID.from_base58(peer))
+                if peer in self.node.host.get_connected_peers() or await self.node.connect(self._peer_info(peer)):
+                    await self.pull_from(peer)
             except Exception as exc:
                 logger.debug("membership pull from %s failed: %r", peer, exc)
+
+    def _pull_candidate(self) -> ID | None:
+        """A random live member; failing that a bootstrap peer, then any connected peer."""
+        deny = self.node.deny
+        members = [p for p in self.live.peer_ids() if p != self.peer_id and p not in deny]
+        if members:
+            return ID.from_base58(random.choice(members))
+        boot = [b.peer_id for b in self.node.bootstrap_peers if str(b.peer_id) not in deny]
+        if boot:
+            return random.choice(boot)
+        connected = [p for p in self.node.connected_peers() if str(p) not in deny]
+        return random.choice(connected) if connected else None
+
+    def _peer_info(self, peer: ID):
+        from libp2p.peer.peerinfo import PeerInfo
+
+        for b in self.node.bootstrap_peers:
+            if b.peer_id == peer:
+                return b
+        return PeerInfo(peer, self.node.host.get_peerstore().addrs(peer))
 
     async def _receive_loop(self, subscription) -> None:
         while True:
@@ -293,9 +319,8 @@ class Membership:
                 request = await read_frame(stream, 16)
                 if request != _PULL_REQUEST:
                     raise ProtocolError("unknown membership request")
-                for signed in self.live.signed_records()[: self.config.max_pull_records]:
-                    await write_frame(stream, signed.to_bytes())
-                await write_frame(stream, b"")  # end of list
+                records = [s.to_bytes() for s in self.live.signed_records()[: self.config.max_pull_records]]
+                await stream.write(encode_frames([*records, b""]))  # an empty frame ends the list
             await stream.close()
         except Exception as exc:  # ProtocolError, TooSlowError, stream errors
             logger.info("serving a membership pull failed: %s", exc)
@@ -308,6 +333,7 @@ class Membership:
     async def pull_from(self, peer_id: ID) -> int:
         """Fetch all live records a peer knows; validate each; return how many were accepted."""
         accepted = 0
+        held = {signed.to_bytes() for signed in self.live.signed_records()}
         with trio.fail_after(self.config.pull_timeout):
             stream = await self.node.host.new_stream(peer_id, [MEMBERS_PROTOCOL])
             try:
@@ -316,6 +342,8 @@ class Membership:
                     data = await read_frame(stream, MAX_RECORD_SIZE)
                     if not data:
                         break
+                    if bytes(data) in held:  # the very record we hold (verified then): nothing to learn
+                        continue
                     try:
                         signed = self.validate_bytes(data)
                     except InvalidRecordError as exc:

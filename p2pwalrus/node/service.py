@@ -703,13 +703,14 @@ class StorageNode:
         from .host import HostTimings
 
         host_timings = HostTimings(refresh_interval=t.refresh_interval, gossip_heartbeat=t.gossip_heartbeat,
-                                   **self.host_overrides)
+                                   gossip_degree=max(1, int(t.gossip_degree)), **self.host_overrides)
         mcfg = MembershipConfig(
             network=self.net.name,
             capacity=self.capacity or 0,
             publish_interval=t.publish_interval,
             record_lifetime=t.record_lifetime,
             live_ttl=t.member_ttl,
+            pull_interval=t.pull_interval or 2 * t.publish_interval,
         )
         async with open_host(self.keypair, self.listen, list(self.net.bootstrap), timings=host_timings) as node:
             self.node = node
