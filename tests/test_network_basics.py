@@ -281,6 +281,30 @@ async def test_five_nodes_bootstrapped_from_the_first_all_see_the_full_live_set(
             print(f"5 nodes converged in {converged:.2f} s")
 
 
+async def test_a_node_whose_bootstrap_peer_was_down_pulls_membership_once_it_is_back():
+    """C starts while its only bootstrap peer A is down, so its first pull fails and it knows
+    nobody. Once A is back (same identity and port) C learns A and B by pulling from its
+    bootstrap peer, long before its routing-table refresh (30 s) or any republishing (60 s)."""
+    cfg = MembershipConfig(network=NET, publish_interval=60.0, pull_interval=60.0, lonely_pull_interval=0.3)
+    a_key, b_key, c_key = create_new_key_pair(), create_new_key_pair(), create_new_key_pair()
+    with trio.fail_after(30):
+        async with AsyncExitStack() as stack:
+            async with open_host(a_key, LOOPBACK, []) as a_first:
+                a_addr = a_first.listen_addrs()[0]
+            c_node = await stack.enter_async_context(open_host(c_key, LOOPBACK, [a_addr]))
+            c = await stack.enter_async_context(open_membership(c_node, c_key, cfg))
+            assert set(c.live.peer_ids()) <= {c.peer_id}  # alone: the bootstrap peer is down
+            a_listen = [a_addr.rsplit("/p2p/", 1)[0]]
+            a_node = await stack.enter_async_context(open_host(a_key, a_listen, []))
+            a = await stack.enter_async_context(open_membership(a_node, a_key, cfg))
+            b_node = await stack.enter_async_context(open_host(b_key, LOOPBACK, [a_addr]))
+            b = await stack.enter_async_context(open_membership(b_node, b_key, cfg))
+            t0 = time.monotonic()
+            await _wait_until(lambda: {a.peer_id, b.peer_id} <= set(c.live.peer_ids()), [lambda: c.changed])
+            print(f"C learnt A and B {time.monotonic() - t0:.2f} s after A came back")
+            assert time.monotonic() - t0 < 10
+
+
 async def test_gossip_validator_stops_bad_records_at_the_first_hop():
     """X publishes bad records to B; C (behind B) never sees them, only X's good one."""
     cfg = MembershipConfig(network=NET, publish_interval=60.0)
