@@ -41,7 +41,7 @@ from ..errors import (
 )
 from ..node import rpc
 from ..node.framing import read_frame, write_frame
-from ..node.host import build_host, parse_peer_addr
+from ..node.host import build_host, open_stream, parse_peer_addr
 from ..node.membership import MEMBERS_PROTOCOL, _PULL_REQUEST
 from ..core.records import MAX_RECORD_SIZE
 
@@ -125,7 +125,7 @@ class Client:
 
     async def _pull_members(self, peer_id: ID) -> int:
         with trio.fail_after(CALL_TIMEOUT):
-            stream = await self.host.new_stream(peer_id, [MEMBERS_PROTOCOL])
+            stream = await open_stream(self.host, peer_id, [MEMBERS_PROTOCOL], DIAL_TIMEOUT)
             try:
                 await write_frame(stream, _PULL_REQUEST)
                 count = 0
@@ -173,24 +173,7 @@ class Client:
 
     async def new_stream(self, peer_id: str, protocol):
         """A stream to a node; if its connection went away, dial once more and retry."""
-        pid = ID.from_base58(peer_id)
-        try:
-            return await self.host.new_stream(pid, [protocol])
-        except Exception as first:
-            from libp2p.peer.peerinfo import PeerInfo
-
-            addrs = self.host.get_peerstore().addrs(pid)
-            if not addrs:
-                raise first
-            logger.info("stream to %s failed (%r); dialling again", peer_id, first)
-            with trio.move_on_after(2):
-                try:  # drop the dead connection, or the swarm keeps handing it out
-                    await self.host.disconnect(pid)
-                except Exception:
-                    pass
-            with trio.fail_after(DIAL_TIMEOUT):
-                await self.host.connect(PeerInfo(pid, addrs))
-            return await self.host.new_stream(pid, [protocol])
+        return await open_stream(self.host, ID.from_base58(peer_id), [protocol], DIAL_TIMEOUT)
 
     async def _open(self, peer_id: str, protocol, header: dict, timeout: float = CALL_TIMEOUT):
         with trio.fail_after(timeout):

@@ -96,6 +96,12 @@ class NodeHost:
     def connected_peers(self) -> list[ID]:
         return self.host.get_connected_peers()
 
+    async def open_stream(self, peer_id: ID, protocols: Sequence[str]):
+        """A new stream to ``peer_id``, redialling once if its connection went away."""
+        if str(peer_id) in self.deny:
+            raise ConnectionError(f"{peer_id} is on this node's deny-list")
+        return await open_stream(self.host, peer_id, protocols, self.timings.dial_timeout)
+
     async def connect(self, peer: PeerInfo | str) -> bool:
         """Dial a peer (bounded by ``dial_timeout``) and add it to the DHT routing table."""
         info = parse_peer_addr(peer) if isinstance(peer, str) else peer
@@ -167,6 +173,26 @@ class NodeHost:
                 await self.refresh()
             except Exception:  # upkeep must outlive any one failed round
                 logger.exception("routing-table upkeep round failed")
+
+
+async def open_stream(host: IHost, peer_id: ID, protocols: Sequence[str], dial_timeout: float = 5.0):
+    """A new stream to a peer; if that fails (its connection went away but the swarm still
+    lists it, and would keep handing it out), drop the connection, dial again and retry once."""
+    try:
+        return await host.new_stream(peer_id, list(protocols))
+    except Exception as first:
+        addrs = host.get_peerstore().addrs(peer_id)
+        if not addrs:
+            raise first
+        logger.info("stream to %s failed (%r); dialling again", peer_id, first)
+        with trio.move_on_after(2):
+            try:
+                await host.disconnect(peer_id)
+            except Exception:
+                pass
+        with trio.fail_after(dial_timeout):
+            await host.connect(PeerInfo(peer_id, addrs))
+        return await host.new_stream(peer_id, list(protocols))
 
 
 def build_host(keypair: KeyPair, listen_addrs: Sequence[multiaddr.Multiaddr],

@@ -335,7 +335,7 @@ class Membership:
         accepted = 0
         held = {signed.to_bytes() for signed in self.live.signed_records()}
         with trio.fail_after(self.config.pull_timeout):
-            stream = await self.node.host.new_stream(peer_id, [MEMBERS_PROTOCOL])
+            stream = await self.node.open_stream(peer_id, [MEMBERS_PROTOCOL])
             try:
                 await write_frame(stream, _PULL_REQUEST)
                 for _ in range(self.config.max_pull_records + 1):

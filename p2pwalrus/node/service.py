@@ -224,7 +224,7 @@ class StorageNode:
             with trio.fail_after(PEER_CALL_TIMEOUT):
                 from libp2p.peer.id import ID
 
-                stream = await self.node.host.new_stream(ID.from_base58(peer), [rpc.PUT_PROOF])
+                stream = await self.node.open_stream(ID.from_base58(peer), [rpc.PUT_PROOF])
                 try:
                     await rpc.write_frame(stream, message)
                     await rpc.recv_json(stream)
@@ -609,7 +609,7 @@ class StorageNode:
         if self.delay:
             await trio.sleep(self.delay)
         with trio.fail_after(timeout):
-            stream = await self.node.host.new_stream(ID.from_base58(peer_id), [protocol])
+            stream = await self.node.open_stream(ID.from_base58(peer_id), [protocol])
             try:
                 await rpc.send_json(stream, header)
                 return stream, await rpc.recv_json(stream, rpc.MAX_LIST_REPLY)
