@@ -47,8 +47,10 @@ class NodeSlot:
 
 
 class Cluster:
-    def __init__(self, net: NetworkConfig, base_dir: Path, nursery: trio.Nursery, configure=None):
+    def __init__(self, net: NetworkConfig, base_dir: Path, nursery: trio.Nursery, configure=None,
+                 bootstrap_count: int = 1):
         self.base_net = net
+        self.bootstrap_count = bootstrap_count  # the first nodes started are every later node's bootstrap peers
         self.base_dir = Path(base_dir)
         self.nursery = nursery
         self.slots: list[NodeSlot] = []
@@ -85,8 +87,8 @@ class Cluster:
         else:
             slot = self.slots[index]
         node = await self.nursery.start(self._run_slot, slot)
-        if not self.bootstrap:
-            self.bootstrap = [node.node.listen_addrs()[0]]
+        if index is None and len(self.bootstrap) < self.bootstrap_count:
+            self.bootstrap = [*self.bootstrap, node.node.listen_addrs()[0]]
         return node
 
     async def kill(self, index: int) -> None:

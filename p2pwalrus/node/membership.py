@@ -275,16 +275,17 @@ class Membership:
                 logger.debug("membership pull from %s failed: %r", peer, exc)
 
     def _pull_candidate(self) -> ID | None:
-        """A random live member; failing that a bootstrap peer, then any connected peer."""
+        """A random live member; failing that any bootstrap, connected or otherwise known peer
+        (a busy bootstrap peer may not answer for a while: any node can tell the live set)."""
         deny = self.node.deny
         members = [p for p in self.live.peer_ids() if p != self.peer_id and p not in deny]
         if members:
             return ID.from_base58(random.choice(members))
-        boot = [b.peer_id for b in self.node.bootstrap_peers if str(b.peer_id) not in deny]
-        if boot:
-            return random.choice(boot)
-        connected = [p for p in self.node.connected_peers() if str(p) not in deny]
-        return random.choice(connected) if connected else None
+        me = self.node.peer_id
+        known = {b.peer_id for b in self.node.bootstrap_peers} | set(self.node.connected_peers())
+        known |= set(self.node.dht.routing_table.get_peer_ids())
+        others = [p for p in known if p != me and str(p) not in deny]
+        return random.choice(others) if others else None
 
     def _peer_info(self, peer: ID):
         from libp2p.peer.peerinfo import PeerInfo
