@@ -41,7 +41,7 @@ grow with its traffic, so thousands of mostly idle connections in one process
 (``netlab inproc``) cost little memory.
 
 Pinned to libp2p 0.8.1: on any other version ``enable()`` warns and patches
-nothing.
+nothing. ``P2PWALRUS_FASTPATH=0`` in the environment leaves the library stock.
 """
 
 from __future__ import annotations
@@ -106,6 +106,8 @@ def enable() -> bool:
     global _enabled
     if _enabled:
         return True
+    if os.environ.get("P2PWALRUS_FASTPATH", "1") == "0":  # stock libp2p, to tell its behaviour from ours
+        return False
     version = libp2p_version()
     if version != SUPPORTED_LIBP2P_VERSION:
         warnings.warn(

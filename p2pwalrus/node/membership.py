@@ -268,9 +268,11 @@ class Membership:
             peer = self._pull_candidate()
             if peer is None:
                 continue
+            # Alone, we have nothing better to do than wait for a busy peer's answer.
+            timeout = cfg.pull_timeout * (3 if alone else 1)
             try:
                 if peer in self.node.host.get_connected_peers() or await self.node.connect(self._peer_info(peer)):
-                    await self.pull_from(peer)
+                    await self.pull_from(peer, timeout=timeout)
             except Exception as exc:
                 logger.debug("membership pull from %s failed: %r", peer, exc)
 
@@ -331,11 +333,11 @@ class Membership:
                 except Exception:
                     pass
 
-    async def pull_from(self, peer_id: ID) -> int:
+    async def pull_from(self, peer_id: ID, timeout: float | None = None) -> int:
         """Fetch all live records a peer knows; validate each; return how many were accepted."""
         accepted = 0
         held = {signed.to_bytes() for signed in self.live.signed_records()}
-        with trio.fail_after(self.config.pull_timeout):
+        with trio.fail_after(self.config.pull_timeout if timeout is None else timeout):
             stream = await self.node.open_stream(peer_id, [MEMBERS_PROTOCOL])
             try:
                 await write_frame(stream, _PULL_REQUEST)
