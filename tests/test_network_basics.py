@@ -247,12 +247,17 @@ def test_liveset_counts_a_record_from_its_signing_so_a_late_copy_cannot_revive_a
 
 async def _wait_until(predicate, events) -> None:
     """Wait, on membership change events (no polling), until predicate() holds."""
-    while not predicate():
+    while True:
+        # Take the events before checking, with no checkpoint in between: an event fetched
+        # inside the waiting task could be the one that replaced a change we then never see.
+        current = [get_event() for get_event in events]
+        if predicate():
+            return
         async with trio.open_nursery() as nursery:
-            for get_event in events:
+            for event in current:
 
-                async def wake(get_event=get_event):
-                    await get_event().wait()
+                async def wake(event=event):
+                    await event.wait()
                     nursery.cancel_scope.cancel()
 
                 nursery.start_soon(wake)
