@@ -375,7 +375,7 @@ class _NoiseRx:
         # plaintext the stock SecureSession had buffered before we took over
         if session.low_watermark != session.high_watermark:
             left = session._drain(None)
-            self._ptv = self._plaintext_buffer()
+            self._plaintext_buffer()
             self._ptv[: len(left)] = left
             self._pt_end = len(left)
 

@@ -141,13 +141,9 @@ class RepairService:
             if peer == node.peer_id:
                 continue
             try:
-                stream, reply = await node.call(peer, rpc.GET_METADATA, {"blob_id": blob_id.hex()})
-                try:
-                    if not reply.get("ok"):
-                        continue
-                    raw = await rpc.recv_blob(stream, 17 + 64 * n)
-                finally:
-                    await rpc.close_quietly(stream)
+                raw = await node.fetch_blob(peer, rpc.GET_METADATA, {"blob_id": blob_id.hex()}, 17 + 64 * n)
+                if raw is None:
+                    continue
                 meta = rs2.BlobMetadata.from_bytes(raw)
                 meta.verify_blob_id(blob_id)
             except (ProtocolError, VerificationError, trio.TooSlowError, OSError, Exception) as exc:
@@ -201,16 +197,12 @@ class RepairService:
         got = {}
         for kind in task.kinds:
             try:
-                stream, reply = await node.call(task.sync_from, rpc.GET_SLIVER, {
-                    "blob_id": task.blob_id.hex(), "pair": task.pair, "kind": kind})
-                try:
-                    if not reply.get("ok"):
-                        return False
-                    cfg, length = meta.config, meta.unencoded_length
-                    limit = cfg.primary_sliver_len(length) if kind == PRIMARY else cfg.secondary_sliver_len(length)
-                    data = await rpc.recv_blob(stream, limit)
-                finally:
-                    await rpc.close_quietly(stream)
+                cfg, length = meta.config, meta.unencoded_length
+                limit = cfg.primary_sliver_len(length) if kind == PRIMARY else cfg.secondary_sliver_len(length)
+                data = await node.fetch_blob(task.sync_from, rpc.GET_SLIVER, {
+                    "blob_id": task.blob_id.hex(), "pair": task.pair, "kind": kind}, limit)
+                if data is None:
+                    return False
                 self._count(traffic, len(data))
                 verify = rs2.verify_primary_sliver if kind == PRIMARY else rs2.verify_secondary_sliver
                 await trio.to_thread.run_sync(verify, meta, task.pair, data)
@@ -259,15 +251,11 @@ class RepairService:
                     rs2.recovery_symbols, source_axis, source_index, sliver, wanted, cfg, meta.symbol_size)
             else:
                 try:
-                    stream, reply = await node.call(holder, rpc.GET_RECOVERY, {
+                    raw = await node.fetch_blob(holder, rpc.GET_RECOVERY, {
                         "blob_id": blob_id.hex(), "pair": pair, "axis": source_axis, "targets": wanted},
-                        timeout=FETCH_TIMEOUT)
-                    try:
-                        if not reply.get("ok"):
-                            return
-                        raw = await rpc.recv_blob(stream, max_reply)
-                    finally:
-                        await rpc.close_quietly(stream)
+                        max_reply, timeout=FETCH_TIMEOUT)
+                    if raw is None:
+                        return
                 except Exception as exc:
                     logger.debug("symbols from %s failed: %r", holder, exc)
                     return
@@ -357,14 +345,12 @@ class RepairService:
         target = random.randrange(n)
         ok = False
         try:
-            stream, reply = await node.call(holder, rpc.GET_RECOVERY, {
-                "blob_id": blob_id.hex(), "pair": pair, "axis": rs2.PRIMARY, "targets": [target]})
-            try:
-                if reply.get("ok"):
-                    sym, _ = rs2.RecoverySymbol.from_bytes(await rpc.recv_blob(stream, meta.symbol_size + 64 + 32 * 20))
-                    ok = sym.source_index == pair and sym.target_index == target and rs2.verify_recovery_symbol(meta, sym)
-            finally:
-                await rpc.close_quietly(stream)
+            raw = await node.fetch_blob(holder, rpc.GET_RECOVERY, {
+                "blob_id": blob_id.hex(), "pair": pair, "axis": rs2.PRIMARY, "targets": [target]},
+                meta.symbol_size + 64 + 32 * 20)
+            if raw is not None:
+                sym, _ = rs2.RecoverySymbol.from_bytes(raw)
+                ok = sym.source_index == pair and sym.target_index == target and rs2.verify_recovery_symbol(meta, sym)
         except Exception:
             ok = False
         entry = self.challenges.setdefault(holder, {"passed": 0, "failed": 0})

@@ -617,6 +617,18 @@ class StorageNode:
                 await rpc.close_quietly(stream, reset=True)
                 raise
 
+    async def fetch_blob(self, peer_id: str, protocol, header: dict, max_size: int, *,
+                         timeout: float = PEER_CALL_TIMEOUT) -> bytes | None:
+        """A call answered by a JSON header and, when it says ok, one blob of at most
+        ``max_size`` bytes; None if the peer said it has none. (``timeout`` bounds the call.)"""
+        stream, reply = await self.call(peer_id, protocol, header, timeout=timeout)
+        try:
+            if not reply.get("ok"):
+                return None
+            return await rpc.recv_blob(stream, max_size)
+        finally:
+            await rpc.close_quietly(stream)
+
     async def pull_certificates_from(self, peer_id: str) -> int:
         stream, reply = await self.call(peer_id, rpc.LIST_CERTS, {})
         await rpc.close_quietly(stream)
@@ -627,13 +639,9 @@ class StorageNode:
                 continue
             if len(blob_id) != 32 or blob_id in self.proofs:
                 continue
-            stream, hdr = await self.call(peer_id, rpc.GET_PROOF, {"blob_id": blob_id.hex()})
-            try:
-                if not hdr.get("ok"):
-                    continue
-                message = await rpc.recv_blob(stream, MAX_PROOF_MESSAGE)
-            finally:
-                await rpc.close_quietly(stream)
+            message = await self.fetch_blob(peer_id, rpc.GET_PROOF, {"blob_id": blob_id.hex()}, MAX_PROOF_MESSAGE)
+            if message is None:
+                continue
             try:
                 checked = await trio.to_thread.run_sync(self.check_proof_message, message)
             except (ProtocolError, rs2.EncodingError) as exc:
