@@ -153,6 +153,48 @@ async def test_two_hosts_exchange_framed_messages():
                 await stream.close()
 
 
+async def test_idle_connections_above_the_high_watermark_are_closed_but_not_busy_or_mesh_ones():
+    """py-libp2p never prunes a connection that has a stream, and GossipSub keeps one on each:
+    without our trim, every peer a node ever called stayed connected (N^2 connections)."""
+    from dataclasses import replace
+
+    from p2pwalrus.node.host import HostTimings
+
+    proto = TProtocol("/p2pwalrus/test-hold/1.0.0")
+    # the auto-connector's target is (1 + 2) // 2 = 1 connection; no grace period
+    hub_timings = replace(HostTimings(), low_watermark=1, high_watermark=2, min_connections=1,
+                          trim_grace=0.0, trim_interval=3600.0)
+    with trio.fail_after(30):
+        async with AsyncExitStack() as stack:
+            hub = await stack.enter_async_context(open_host(create_new_key_pair(), LOOPBACK, [], timings=hub_timings))
+            released = trio.Event()
+
+            async def hold(stream):
+                await released.wait()
+                await stream.close()
+
+            spokes = []
+            for _ in range(4):
+                spoke = await stack.enter_async_context(open_host(create_new_key_pair(), LOOPBACK, hub.listen_addrs()))
+                spoke.host.set_stream_handler(proto, hold)
+                spokes.append(spoke)
+            assert {s.peer_id for s in spokes} <= set(hub.connected_peers())
+            busy = await hub.open_stream(spokes[0].peer_id, [proto])  # an exchange in flight
+            await hub.pubsub.subscribe("trim-test")
+            await spokes[1].pubsub.subscribe("trim-test")
+            while spokes[1].peer_id not in hub.gossipsub.mesh.get("trim-test", ()):
+                await trio.sleep(0.05)  # grafted on a heartbeat: no event to wait for
+            assert hub.choose_peer([str(s.peer_id) for s in spokes] + ["not-connected"], explore=0.0) != "not-connected"
+
+            closed = await hub.trim_connections()
+
+            assert closed == 2
+            assert set(hub.connected_peers()) == {spokes[0].peer_id, spokes[1].peer_id}
+            assert await hub.trim_connections() == 0  # at the high watermark: nothing more to close
+            released.set()
+            await busy.close()
+
+
 async def test_oversized_frame_from_a_real_peer_is_refused():
     proto = TProtocol("/p2pwalrus/test-limit/1.0.0")
     outcome: list[Exception] = []

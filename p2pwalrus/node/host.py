@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from p2pwalrus.node import fastpath
 logger = logging.getLogger(__name__)
 
 
+_LONG_LIVED = frozenset([PROTOCOL_ID, PROTOCOL_ID_V11])  # streams open for a connection's whole life
+
 HEARTBEAT_INTERVAL = 1  # s; meshes graft on heartbeats: slower ones left gossip undelivered (flaky convergence)
 
 
@@ -61,6 +64,11 @@ class HostTimings:
     gossip_heartbeat: float = HEARTBEAT_INTERVAL
     gossip_degree: int = 6
     dial_concurrency: int = 4
+    # Above the high watermark, idle connections (only GossipSub's long-lived streams open, peer
+    # not in a mesh) older than the grace period are closed, down to the auto-connector's target.
+    # py-libp2p's own pruner never does: every connection carries a GossipSub stream.
+    trim_interval: float = 10.0
+    trim_grace: float = 20.0
 
 
 def parse_peer_addr(addr: str) -> PeerInfo:
@@ -161,6 +169,58 @@ class NodeHost:
         async with trio.open_nursery() as nursery:
             for info in todo:
                 nursery.start_soon(dial, info)
+
+    def choose_peer(self, candidates: Sequence[str], explore: float = 0.25) -> str | None:
+        """A random one of ``candidates`` (peer IDs), most often one already connected: no
+        handshake, and no connection to trim later. With probability ``explore`` any of them,
+        so that exchanges still reach beyond our neighbours and the overlay keeps mixing."""
+        if not candidates:
+            return None
+        if random.random() >= explore:
+            connected = {str(p) for p in self.connected_peers()}
+            near = [p for p in candidates if p in connected]
+            if near:
+                return random.choice(near)
+        return random.choice(list(candidates))
+
+    def trim_candidates(self, now: float) -> list[ID]:
+        """Peers whose connection may be closed now to get back under the high watermark:
+        past the grace period, not in a GossipSub mesh, no stream open but GossipSub's."""
+        t = self.timings
+        conns = self.host.get_network().get_connections()
+        if len(conns) <= t.high_watermark:
+            return []
+        in_mesh = set().union(*self.gossipsub.mesh.values()) if self.gossipsub.mesh else set()
+        idle = []
+        for conn in conns:
+            peer = conn.muxed_conn.peer_id
+            if peer in in_mesh or now - getattr(conn, "_created_at", now) < t.trim_grace:
+                continue
+            if all((s.get_protocol() or "") in _LONG_LIVED for s in conn.get_streams()):
+                idle.append(peer)
+        random.shuffle(idle)  # which ones stay is random: the overlay keeps mixing
+        return idle[: len(conns) - (t.low_watermark + t.high_watermark) // 2]
+
+    async def trim_connections(self) -> int:
+        """Close idle connections above the high watermark; return how many were closed."""
+        peers = self.trim_candidates(time.time())
+        for peer in peers:
+            with trio.move_on_after(2):
+                try:
+                    await self.host.disconnect(peer)
+                except Exception as exc:
+                    logger.debug("closing the connection to %s: %r", peer, exc)
+        if peers:
+            logger.debug("closed %d idle connections (above %d)", len(peers), self.timings.high_watermark)
+        return len(peers)
+
+    async def _trim_loop(self) -> None:
+        while True:
+            await trio.sleep(self.timings.trim_interval * random.uniform(0.8, 1.2))
+            try:
+                await self.trim_connections()
+            except Exception:  # upkeep must outlive any one failed round
+                logger.exception("trimming connections failed")
 
     async def _upkeep(self) -> None:
         t = self.timings
@@ -263,6 +323,7 @@ async def open_host(
                 if node.bootstrap_peers:
                     await node.refresh()
                 nursery.start_soon(node._upkeep)
+                nursery.start_soon(node._trim_loop)
                 try:
                     yield node
                 finally:

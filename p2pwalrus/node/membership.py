@@ -277,12 +277,12 @@ class Membership:
                 logger.debug("membership pull from %s failed: %r", peer, exc)
 
     def _pull_candidate(self) -> ID | None:
-        """A random live member; failing that any bootstrap, connected or otherwise known peer
+        """A random live member, most often a connected one; failing that any bootstrap, connected or otherwise known peer
         (a busy bootstrap peer may not answer for a while: any node can tell the live set)."""
         deny = self.node.deny
         members = [p for p in self.live.peer_ids() if p != self.peer_id and p not in deny]
         if members:
-            return ID.from_base58(random.choice(members))
+            return ID.from_base58(self.node.choose_peer(members))
         me = self.node.peer_id
         known = {b.peer_id for b in self.node.bootstrap_peers} | set(self.node.connected_peers())
         known |= set(self.node.dht.routing_table.get_peer_ids())

@@ -675,7 +675,7 @@ class StorageNode:
         while True:
             peers = [p for p in self.members.live.peer_ids() if p != self.peer_id and p not in self.deny]
             if peers:
-                peer = random.choice(peers)
+                peer = self.node.choose_peer(peers)
                 try:
                     got = await self.pull_certificates_from(peer)
                     if got:
