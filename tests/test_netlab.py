@@ -195,3 +195,16 @@ def test_ten_processes_told_one_bootstrap_address_all_know_all_ten_within_30s(tm
         assert time.monotonic() - t0 < 30
     finally:
         lab.down()
+
+
+@pytest.mark.timeout(240)
+def test_inproc_at_scale_forms_one_network():
+    """`netlab inproc` above 20 nodes (scaled timings, three bootstrap peers, low watermarks)
+    forms one network; the 100-node figure is measured on demand (`netlab inproc`)."""
+    from netlab.inproc import measure
+
+    lines = []
+    res = measure(24, 31, timeout=150, log=lines.append)
+    assert res["converged"], res.get("detail")
+    assert res["nodes"] == 24 and res["peak_rss_mb"] > 0
+    print(res)
