@@ -305,6 +305,21 @@ async def _wait_until(predicate, events) -> None:
                 nursery.start_soon(wake)
 
 
+async def test_a_node_record_is_put_in_the_dht_and_found_by_another_node():
+    cfg = MembershipConfig(network=NET, publish_interval=60.0, dht_put_every=1)  # put at every publish
+    with trio.fail_after(20):
+        async with AsyncExitStack() as stack:
+            a_key, b_key = create_new_key_pair(), create_new_key_pair()
+            a_node = await stack.enter_async_context(open_host(a_key, LOOPBACK, []))
+            a = await stack.enter_async_context(open_membership(a_node, a_key, cfg))
+            b_node = await stack.enter_async_context(open_host(b_key, LOOPBACK, a_node.listen_addrs()))
+            b = await stack.enter_async_context(open_membership(b_node, b_key, cfg))
+            while (found := await a.lookup(b.peer_id)) is None:
+                await trio.sleep(0.1)  # B's first publish puts it; no event tells A
+            assert found.peer_id == b.peer_id and found.record.addrs == b.live.get(b.peer_id).record.addrs
+            assert await a.lookup(str(peer_id_of(create_new_key_pair()))) is None
+
+
 async def test_five_nodes_bootstrapped_from_the_first_all_see_the_full_live_set():
     cfg = MembershipConfig(network=NET, publish_interval=2.0, pull_interval=4.0)
     started = time.monotonic()

@@ -141,17 +141,32 @@ class NodeHost:
         """Ask the upkeep task to refresh the routing table now (e.g. after a join)."""
         self._refresh_now.set()
 
-    async def refresh(self) -> None:
-        """One upkeep round: redial bootstrap, refresh the routing table, dial what it found."""
+    async def refresh(self, *, joining: bool = False) -> None:
+        """One upkeep round: redial bootstrap, refresh the routing table, dial what it found.
+
+        Joining, only our own ID is looked up (Kademlia's join): that puts us in our
+        neighbours' tables. The full refresh adds a lookup per non-empty bucket, each
+        dialling up to k peers; at a join that was most of its cost (about 40 dials), and
+        the membership pull already tells a newcomer every member's address."""
         await self.connect_bootstrap()
         with trio.move_on_after(self.timings.refresh_timeout):
             try:
-                await self.dht.refresh_routing_table()
+                if joining:
+                    await self._lookup_self()
+                else:
+                    await self.dht.refresh_routing_table()
             except Exception as exc:
                 logger.info("routing-table refresh failed: %s", exc)
         await self._dial_routing_table()
         done, self.refreshed = self.refreshed, trio.Event()
         done.set()
+
+    async def _lookup_self(self) -> None:
+        routing = self.dht.peer_routing
+        for peer_id in await routing.find_closest_peers_network(self.peer_id.to_bytes()):
+            addrs = self.host.get_peerstore().addrs(peer_id)
+            if addrs:
+                await self.dht.routing_table.add_peer(PeerInfo(peer_id, addrs))
 
     async def _dial_routing_table(self) -> None:
         connected = set(self.connected_peers())
@@ -321,7 +336,7 @@ async def open_host(
             await pubsub.wait_until_ready()
             async with trio.open_nursery() as nursery:
                 if node.bootstrap_peers:
-                    await node.refresh()
+                    await node.refresh(joining=True)
                 nursery.start_soon(node._upkeep)
                 nursery.start_soon(node._trim_loop)
                 try:

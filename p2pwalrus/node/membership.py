@@ -81,7 +81,9 @@ class MembershipConfig:
     publish_jitter: float = 0.2
     record_lifetime: float = 30.0  # expires_at - issued_at of the records we sign
     live_ttl: float = 20.0  # drop a member not refreshed for this long
-    dht_put_every: int = 12  # put our record in the DHT every N publishes (1st included)
+    # Put our record in the DHT every N publishes, at a random phase: a put is a lookup that
+    # dials up to k peers, and done at every node's first publish it doubled the cost of a join.
+    dht_put_every: int = 12
     dht_put_timeout: float = 10.0
     pull_timeout: float = 10.0  # one whole anti-entropy pull
     serve_timeout: float = 10.0  # answering one pull
@@ -128,6 +130,7 @@ class Membership:
         self.changed = trio.Event()
         self._seq = time.time_ns()  # survives restarts without a counter file
         self._publish_count = 0
+        self._dht_put_phase = random.randrange(max(1, self.config.dht_put_every))
         self._subscribers: list[trio.MemorySendChannel[MembershipChange]] = []
         self._wake_expiry = trio.Event()
         self.rejected = 0  # gossip messages refused by the validator
@@ -235,7 +238,7 @@ class Membership:
         signed = self.make_record()
         self.accept(signed)
         await self.node.pubsub.publish(self.topic, signed.to_bytes())
-        if self._publish_count % self.config.dht_put_every == 0:
+        if self._publish_count % max(1, self.config.dht_put_every) == self._dht_put_phase:
             with trio.move_on_after(self.config.dht_put_timeout):
                 try:
                     await self.node.dht.put_value(dht_record_key(self.config.network, self.peer_id), signed.to_bytes())
