@@ -43,7 +43,7 @@ def few_connections(node) -> None:
     """Many nodes in one process: a handful of connections each, not a full mesh."""
     # The swarm's auto-connector dials peerstore peers (every member's address is there) up to
     # the middle of the watermarks: (6 + 300) / 2 made every node dial every other, N^2
-    # connections in one process. Now it aims at 12 and prunes above 16.
+    # connections in one process. Now it aims at 12, and the host closes idle ones above 16.
     # A dial waits longer: on a saturated event loop a handshake abandoned after 5 s is redone.
     node.host_overrides.update(max_dialled_peers=6, low_watermark=8, high_watermark=16, min_connections=4,
                                dial_timeout=15.0)
