@@ -136,6 +136,7 @@ def disable() -> None:
 
     yamux.MAX_MESSAGE_SIZE = _originals["MAX_MESSAGE_SIZE"]
     yamux._yamux_release_on_read = _originals["_yamux_release_on_read"]
+    yamux.YamuxStream._auto_tune_and_send_window_update = _originals["_auto_tune"]
     yamux.read_exactly = _originals["read_exactly"]
     yamux.Yamux._write_frame = _originals["_write_frame"]
     yamux.YamuxStream.write = _originals["YamuxStream.write"]
@@ -207,6 +208,26 @@ def _patch_yamux() -> None:
         return os.environ.get("PY_YAMUX_RELEASE_ON_READ", "0").upper() not in ("0", "FALSE", "NO")
 
     yamux._yamux_release_on_read = _yamux_release_on_read
+
+    # (2b) replaces YamuxStream._auto_tune_and_send_window_update (yamux.py:410). Stock sends
+    # a WINDOW_UPDATE after every read whose window is anywhere below target (its "partial
+    # slack" branch), so each small message costs a second frame back: at 70 in-process
+    # nodes they were half of all frames. As go-yamux's sendWindowUpdate: credit goes back
+    # once the window is short of its target by the threshold (half of it), with the same
+    # growth and auto-tuning; nothing is sent for smaller reads.
+    _originals["_auto_tune"] = yamux.YamuxStream._auto_tune_and_send_window_update
+
+    async def _auto_tune_and_send_window_update(self: Any, *, bytes_read: int = 0) -> None:
+        total = 0
+        async with self.window_lock:
+            buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
+            delta = self.target_recv_window - (self.recv_window + buffered)
+            if delta > 0 and delta >= self._grow_threshold():
+                total = self._grow_to_delta(buffered) + self._apply_autotune_epoch(buffered)
+        if total > 0:
+            await self.send_window_update(total, skip_lock=True)
+
+    yamux.YamuxStream._auto_tune_and_send_window_update = _auto_tune_and_send_window_update
 
     # (4) replaces yamux's module-level read_exactly (libp2p/io/utils.py:11,
     # called at yamux.py:1180 and :1191): frame headers and bodies come from our
