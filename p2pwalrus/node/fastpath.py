@@ -13,9 +13,9 @@ The patches, each replacing one piece of ``libp2p`` 0.8.1:
 1. Yamux frames of 1 MiB instead of 64 KiB (``yamux.MAX_MESSAGE_SIZE``, read
    at call time by ``YamuxStream.write``). A 64 KiB frame does not fit one
    Noise message (65519 plaintext bytes), so each became two messages.
-2. Window updates at half the window: ``PY_YAMUX_RELEASE_ON_READ`` now defaults
-   to ``0`` (replaces ``yamux._yamux_release_on_read``, yamux.py:92); an
-   explicit environment setting still wins.
+2. Window updates at half the window, as go-yamux: ``YamuxStream.
+   _auto_tune_and_send_window_update`` (yamux.py:410) sent one after nearly every
+   read, so each small message cost a second frame back.
 3. ``Yamux._write_frame`` (yamux.py:851) without its per-frame header unpack
    and debug f-string when DEBUG logging is off.
 4. Buffered Noise read path: ``SecureSession.read`` (secure_session.py:95) and
@@ -135,7 +135,6 @@ def disable() -> None:
     from libp2p.stream_muxer.yamux import yamux
 
     yamux.MAX_MESSAGE_SIZE = _originals["MAX_MESSAGE_SIZE"]
-    yamux._yamux_release_on_read = _originals["_yamux_release_on_read"]
     yamux.YamuxStream._auto_tune_and_send_window_update = _originals["_auto_tune"]
     yamux.read_exactly = _originals["read_exactly"]
     yamux.Yamux._write_frame = _originals["_write_frame"]
@@ -189,7 +188,6 @@ def _patch_yamux() -> None:
     from libp2p.stream_muxer.yamux import yamux
 
     _originals["MAX_MESSAGE_SIZE"] = yamux.MAX_MESSAGE_SIZE
-    _originals["_yamux_release_on_read"] = yamux._yamux_release_on_read
     _originals["read_exactly"] = yamux.read_exactly
     _originals["_write_frame"] = yamux.Yamux._write_frame
     orig_read_exactly = yamux.read_exactly
@@ -202,19 +200,13 @@ def _patch_yamux() -> None:
     # YamuxStream.write sends MAX_MESSAGE_SIZE - HEADER_SIZE data bytes per frame.
     yamux.MAX_MESSAGE_SIZE = YAMUX_MAX_PAYLOAD + yamux.HEADER_SIZE
 
-    # (2) replaces _yamux_release_on_read (yamux.py:92), whose default is "1":
-    # credit is returned in batches of half the window, not after every read.
-    def _yamux_release_on_read() -> bool:
-        return os.environ.get("PY_YAMUX_RELEASE_ON_READ", "0").upper() not in ("0", "FALSE", "NO")
-
-    yamux._yamux_release_on_read = _yamux_release_on_read
-
-    # (2b) replaces YamuxStream._auto_tune_and_send_window_update (yamux.py:410). Stock sends
+    # (2) replaces YamuxStream._auto_tune_and_send_window_update (yamux.py:410). Stock sends
     # a WINDOW_UPDATE after every read whose window is anywhere below target (its "partial
-    # slack" branch), so each small message costs a second frame back: at 70 in-process
-    # nodes they were half of all frames. As go-yamux's sendWindowUpdate: credit goes back
-    # once the window is short of its target by the threshold (half of it), with the same
-    # growth and auto-tuning; nothing is sent for smaller reads.
+    # slack" branch, and its release-on-read branch, on by default), so each small message
+    # costs a second frame back: at 70 in-process nodes they were half of all frames. As
+    # go-yamux's sendWindowUpdate: credit goes back once the window is short of its target
+    # by the threshold (half of it), with the same growth and auto-tuning; nothing is sent
+    # for smaller reads. (This is the only caller of _yamux_release_on_read.)
     _originals["_auto_tune"] = yamux.YamuxStream._auto_tune_and_send_window_update
 
     async def _auto_tune_and_send_window_update(self: Any, *, bytes_read: int = 0) -> None:

@@ -196,7 +196,7 @@ class NodeHost:
             near = [p for p in candidates if p in connected]
             if near:
                 return random.choice(near)
-        return random.choice(list(candidates))
+        return random.choice(candidates)
 
     def trim_candidates(self, now: float) -> list[ID]:
         """Peers whose connection may be closed now to get back under the high watermark:
@@ -205,7 +205,7 @@ class NodeHost:
         conns = self.host.get_network().get_connections()
         if len(conns) <= t.high_watermark:
             return []
-        in_mesh = set().union(*self.gossipsub.mesh.values()) if self.gossipsub.mesh else set()
+        in_mesh = set().union(*self.gossipsub.mesh.values())
         idle = []
         for conn in conns:
             peer = conn.muxed_conn.peer_id

@@ -280,8 +280,9 @@ class Membership:
                 logger.debug("membership pull from %s failed: %r", peer, exc)
 
     def _pull_candidate(self) -> ID | None:
-        """A random live member, most often a connected one; failing that any bootstrap, connected or otherwise known peer
-        (a busy bootstrap peer may not answer for a while: any node can tell the live set)."""
+        """A random live member, most often a connected one; failing that any bootstrap,
+        connected or otherwise known peer (a busy bootstrap peer may not answer for a while:
+        any node can tell the live set)."""
         deny = self.node.deny
         members = [p for p in self.live.peer_ids() if p != self.peer_id and p not in deny]
         if members:
