@@ -266,12 +266,19 @@ async def step_store(run: Run, step) -> str:
     return f"stored {size} B on {result.shards_confirmed}/{run.n} shards in {took:.1f} s"
 
 
+def describe_error(exc: BaseException) -> str:
+    """The leaf errors inside trio's exception groups: the group's own text names none."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe_error(sub) for sub in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
+
+
 async def _read_one(run: Run, name: str, timeout: float) -> tuple[bool, str]:
     b = run.blobs[name]
     try:
         data = await _with_client(run.client_net(), lambda c: c.read(b["id"]), timeout)
     except Exception as exc:
-        return False, f"{type(exc).__name__}: {exc}"
+        return False, describe_error(exc)
     if data != b["data"]:
         return False, "bytes differ from what was stored"
     return True, "bytes match"
@@ -375,7 +382,7 @@ async def step_wait_repaired(run: Run, step) -> str:
             try:
                 last = await _shards_stored(run, names)
             except Exception as exc:
-                last = {"error": repr(exc)}
+                last = {"error": describe_error(exc)}
             if last and all(last.get(b) == run.n for b in names):
                 took = time.monotonic() - t
                 run.figures.setdefault("repair_seconds", []).append(round(took, 2))
@@ -451,8 +458,8 @@ async def _run_steps(run: Run) -> str | None:
                 rec["ok"], rec["detail"] = False, str(exc)
                 failure = f"step {i} ({step['action']}): {exc}"
             except Exception as exc:
-                rec["ok"], rec["detail"] = False, f"{type(exc).__name__}: {exc}"
-                failure = f"step {i} ({step['action']}): {type(exc).__name__}: {exc}"
+                rec["ok"], rec["detail"] = False, describe_error(exc)
+                failure = f"step {i} ({step['action']}): {describe_error(exc)}"
             rec["t_end"] = run.now()
             run.steps.append(rec)
             run.log(f"[dim]{rec['t_end']:7.1f}s[/dim] {'[green]ok[/green]' if rec['ok'] else '[red]FAIL[/red]'} "

@@ -320,6 +320,31 @@ async def test_a_node_record_is_put_in_the_dht_and_found_by_another_node():
             assert await a.lookup(str(peer_id_of(create_new_key_pair()))) is None
 
 
+async def test_a_dht_put_that_hangs_does_not_hold_up_publishing():
+    # A put is a lookup that can wait on dead peers; inline, it delayed the next publish past
+    # the live TTL and every node dropped this live one (netlab lose_f, CI).
+    cfg = MembershipConfig(network=NET, publish_interval=0.1, dht_put_every=1, dht_put_timeout=60.0)
+    with trio.fail_after(20):
+        async with AsyncExitStack() as stack:
+            key = create_new_key_pair()
+            node = await stack.enter_async_context(open_host(key, LOOPBACK, []))
+            puts = []
+
+            async def hanging_put(dht_key, value):
+                puts.append(dht_key)
+                await trio.sleep_forever()
+
+            node.dht.put_value = hanging_put
+            m = await stack.enter_async_context(open_membership(node, key, cfg))
+            seqs = set()
+            with trio.fail_after(3):  # publishes every 0.1 s go on while the first put hangs
+                while len(seqs) < 10:
+                    if (own := m.live.get(m.peer_id)) is not None:
+                        seqs.add(own.record.seq)
+                    await trio.sleep(0.02)  # no event marks our own publish
+            assert len(puts) == 1
+
+
 async def test_five_nodes_bootstrapped_from_the_first_all_see_the_full_live_set():
     cfg = MembershipConfig(network=NET, publish_interval=2.0, pull_interval=4.0)
     started = time.monotonic()

@@ -130,7 +130,9 @@ class Membership:
         self.changed = trio.Event()
         self._seq = time.time_ns()  # survives restarts without a counter file
         self._publish_count = 0
-        self._dht_put_phase = random.randrange(max(1, self.config.dht_put_every))
+        self._dht_put_every = max(1, config.dht_put_every)
+        self._dht_put_phase = random.randrange(self._dht_put_every)
+        self._dht_put_due = trio.Event()
         self._subscribers: list[trio.MemorySendChannel[MembershipChange]] = []
         self._wake_expiry = trio.Event()
         self.rejected = 0  # gossip messages refused by the validator
@@ -238,14 +240,26 @@ class Membership:
         signed = self.make_record()
         self.accept(signed)
         await self.node.pubsub.publish(self.topic, signed.to_bytes())
-        if self._publish_count % max(1, self.config.dht_put_every) == self._dht_put_phase:
+        if self._publish_count % self._dht_put_every == self._dht_put_phase:
+            self._dht_put_due.set()
+        self._publish_count += 1
+        return signed
+
+    async def _dht_put_loop(self) -> None:
+        """Put our newest record in the DHT when a publish says it is due. Its own task: a put
+        is a lookup that may wait on dead peers for seconds, and inline it held up the next
+        publish past the live TTL, so every live set dropped a live node."""
+        while True:
+            await self._dht_put_due.wait()
+            self._dht_put_due = trio.Event()
+            signed = self.live.get(self.peer_id)
+            if signed is None:
+                continue
             with trio.move_on_after(self.config.dht_put_timeout):
                 try:
                     await self.node.dht.put_value(dht_record_key(self.config.network, self.peer_id), signed.to_bytes())
                 except Exception as exc:
                     logger.info("DHT put of our node record failed: %s", exc)
-        self._publish_count += 1
-        return signed
 
     async def _publish_loop(self) -> None:
         cfg = self.config
@@ -390,6 +404,7 @@ async def open_membership(node: NodeHost, keypair: KeyPair, config: MembershipCo
             nursery.start_soon(m._receive_loop, subscription)
             nursery.start_soon(m._expiry_loop)
             await m.pull_from_bootstrap()
+            nursery.start_soon(m._dht_put_loop)
             nursery.start_soon(m._publish_loop)
             nursery.start_soon(m._pull_loop)
             try:
