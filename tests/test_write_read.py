@@ -26,6 +26,33 @@ async def test_store_8mib_then_read_back_exact_even_with_two_nodes_killed(tmp_pa
                 assert await client.read(result.blob_id) == data
 
 
+async def test_a_store_just_after_nodes_die_waits_for_the_live_set_to_drop_them(tmp_path):
+    # Killed nodes stay in every live set for member_ttl; a store in that window that
+    # cannot reach n - f shards without them asks for the live set again instead of failing.
+    data = os.urandom(100_000)
+    n, need = 10, 7
+    with trio.fail_after(120):
+        async with inprocess_network(7, n, tmp_path) as cluster:
+            nodes = cluster.alive()
+            by_load = sorted(range(1, len(nodes)), key=lambda i: -len(nodes[i].my_shards()))
+            victims, lost = [], 0
+            for i in by_load:  # more than f shards' holders, leaving 4 nodes (none may hold n - 2f)
+                if lost > n - need or len(victims) == 3:
+                    break
+                victims.append(i)
+                lost += len(nodes[i].my_shards())
+            assert lost > n - need
+            dead = {nodes[i].peer_id for i in victims}
+            for i in victims:
+                await cluster.kill(i)
+            async with open_client(cluster.net) as client:  # node 0 still lists the dead
+                await client.refresh_membership()
+                assert dead <= set(client.live_peers())
+                result = await client.store(data, epochs=1)
+                assert not dead & set(result.certificate.members)
+                assert await client.read(result.blob_id) == data
+
+
 async def test_read_is_exact_when_f_shards_holders_return_corrupt_slivers(tmp_path):
     data = os.urandom(300_000)
     n = 31

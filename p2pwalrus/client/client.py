@@ -51,6 +51,7 @@ DIAL_TIMEOUT = 5.0
 CALL_TIMEOUT = 10.0
 UPLOAD_TIMEOUT = 120.0
 QUORUM_GRACE = 2.0  # after the quorum, late uploads get this long before they are cut
+STORE_RETRY_PAUSE = 2.0  # a store short of its quorum asks for the live set again this often
 
 
 class BlobInvalidError(P2PWalrusError):
@@ -114,16 +115,16 @@ class Client:
 
     # --- membership --------------------------------------------------------------
 
-    def _remember(self, signed: SignedNodeRecord) -> None:
+    def _remember(self, signed: SignedNodeRecord, into: dict[str, SignedNodeRecord]) -> None:
         rec = signed.record
-        self.records[rec.peer_id] = signed
+        into[rec.peer_id] = signed
         try:
             addrs = [multiaddr.Multiaddr(a).decapsulate(multiaddr.Multiaddr(f"/p2p/{rec.peer_id}")) for a in rec.addrs]
             self.host.get_peerstore().add_addrs(ID.from_base58(rec.peer_id), addrs, 600)
         except Exception as exc:
             logger.debug("ignoring addrs of %s: %s", rec.peer_id, exc)
 
-    async def _pull_members(self, peer_id: ID) -> int:
+    async def _pull_members(self, peer_id: ID, into: dict[str, SignedNodeRecord]) -> int:
         with trio.fail_after(CALL_TIMEOUT):
             stream = await open_stream(self.host, peer_id, [MEMBERS_PROTOCOL], DIAL_TIMEOUT)
             try:
@@ -134,7 +135,7 @@ class Client:
                     if not data:
                         break
                     try:
-                        self._remember(SignedNodeRecord.from_bytes(data, network=self.net.name, now=time.time()))
+                        self._remember(SignedNodeRecord.from_bytes(data, network=self.net.name, now=time.time()), into)
                         count += 1
                     except InvalidRecordError as exc:
                         logger.info("record from %s rejected: %s", peer_id, exc.reason)
@@ -143,13 +144,14 @@ class Client:
                 await rpc.close_quietly(stream)
 
     async def refresh_membership(self) -> ShardMap:
-        """Pull the live set from the first bootstrap peer that answers."""
+        """Take the live set as the first bootstrap peer that answers knows it now."""
         if not self.net.bootstrap:
             raise NetworkConfigError(
                 f"network {self.net.name!r} ({self.net.source}) lists no bootstrap peers: "
                 "start a testnet with `netlab up` and use its network.toml"
             )
         errors = []
+        fresh: dict[str, SignedNodeRecord] = {}
         boots = list(self.net.bootstrap)
         random.shuffle(boots)
         for addr in boots:
@@ -157,12 +159,13 @@ class Client:
             try:
                 with trio.fail_after(DIAL_TIMEOUT):
                     await self.host.connect(info)
-                if await self._pull_members(info.peer_id):
+                if await self._pull_members(info.peer_id, fresh):
                     break
             except Exception as exc:
                 errors.append(f"{addr}: {exc!r}")
-        if not self.records:
+        if not fresh:
             raise NotEnoughShardsError("no bootstrap peer answered: " + "; ".join(errors))
+        self.records = fresh
         self.shard_map = compute_shard_map(self.records.keys(), self.net.n_shards)
         return self.shard_map
 
@@ -313,23 +316,73 @@ class Client:
             cert, invalid = await self.find_certificate(blob_id)
             if cert is not None and cert.end_epoch >= end_epoch and not invalid:
                 return StoreResult(blob_id, data_len, True, cert, len(cert.shards_confirmed), {}, encode_seconds)
-        meta_bytes = enc.metadata.to_bytes()
+        need = quorum(n)
+        confirmations: dict[str, StorageConfirmation] = {}
+        failures: dict[str, str] = {}
+        upload_seconds = 0.0
+        give_up_at = None
+        while True:
+            # Confirmations from earlier rounds count while their signer still holds those
+            # shards; a node whose shards are not all confirmed gets all of them again.
+            confirmations = {p: c for p, c in confirmations.items() if set(c.shards) <= set(shard_map.shards_of(p))}
+            plan = {
+                node: [rs2.pair_for_shard(s, blob_id, n) for s in shard_map.shards_of(node)]
+                for node in shard_map.nodes
+                if shard_map.shards_of(node)
+                and (node not in confirmations or set(confirmations[node].shards) != set(shard_map.shards_of(node)))
+            }
+            if len(_covered(confirmations)) < need:
+                t1 = time.perf_counter()
+                got, failures = await self._upload_round(enc, shard_map, plan, epoch, end_epoch, deletable,
+                                                         need, confirmations, progress)
+                upload_seconds += time.perf_counter() - t1
+                confirmations.update(got)
+            covered = _covered(confirmations)
+            if len(covered) >= need:
+                break
+            # The live set is changing (a node died and its record has not expired yet, or
+            # nodes disagree on a newcomer): ask again until a dead node has left every live
+            # set, which takes member_ttl.
+            now = trio.current_time()
+            give_up_at = give_up_at or now + self.net.timings.member_ttl + 2 * STORE_RETRY_PAUSE
+            if now >= give_up_at:
+                detail = "; ".join(f"{p[:16]}…: {e}" for p, e in list(failures.items())[:5])
+                raise NotEnoughShardsError(
+                    f"only {len(covered)} of {n} shards confirmed, {need} needed for a certificate ({detail})"
+                )
+            logger.info("%d of %d shards confirmed (%d needed); the live set is changing, asking again in %.0f s",
+                        len(covered), n, need, STORE_RETRY_PAUSE)
+            await trio.sleep(STORE_RETRY_PAUSE)
+            shard_map = await self.refresh_membership()
+            check_no_single_node_can_decode(shard_map)
         members = tuple(shard_map.nodes)
-        plan = {
-            node: [rs2.pair_for_shard(s, blob_id, n) for s in shard_map.shards_of(node)]
-            for node in members
-            if shard_map.shards_of(node)
-        }
+        cert = AvailabilityCertificate(
+            network=self.net.name, blob_id=blob_id, n_shards=n, epoch=epoch, end_epoch=end_epoch,
+            members=members, confirmations=tuple(confirmations[k] for k in sorted(confirmations)),
+            deletable=deletable, owner=self.peer_id,
+        )
+        self._validate(cert)
+        if await self.publish_certificate(cert) == 0:
+            raise NotEnoughShardsError("no node accepted the availability certificate")
+        return StoreResult(blob_id, data_len, False, cert, len(covered), failures, encode_seconds, upload_seconds)
+
+    async def _upload_round(self, enc: rs2.EncodedBlob, shard_map: ShardMap, plan: dict[str, list[int]],
+                            epoch: int, end_epoch: int, deletable: bool, need: int,
+                            kept: dict[str, StorageConfirmation], progress: Progress
+                            ) -> tuple[dict[str, StorageConfirmation], dict[str, str]]:
+        """Send each planned node its metadata and sliver pairs, all nodes in parallel; return the
+        verified confirmations and each failure. Ends when all have answered or, once the
+        confirmed shards (with `kept`) reach `need`, after a grace for the stragglers."""
+        blob_id = enc.blob_id
+        meta_bytes = enc.metadata.to_bytes()
         total_bytes = sum(
             len(pairs) * (enc.primary_row(0).nbytes + enc.secondary_column(0).nbytes) for pairs in plan.values()
         )
         progress.start("storing", total_bytes)
         confirmations: dict[str, StorageConfirmation] = {}
         failures: dict[str, str] = {}
-        covered: set[int] = set()
-        need = quorum(n)
+        covered: set[int] = set(_covered(kept))
         reached = trio.Event()
-        t1 = time.perf_counter()
 
         async def upload(node: str, pairs: list[int]) -> None:
             try:
@@ -398,24 +451,11 @@ class Client:
                 await trio.sleep(QUORUM_GRACE)
                 nursery.cancel_scope.cancel()
 
-            nursery.start_soon(stop_after_all_done)
-            nursery.start_soon(stop_after_quorum_grace)
+            if plan:
+                nursery.start_soon(stop_after_all_done)
+                nursery.start_soon(stop_after_quorum_grace)
         progress.done()
-        upload_seconds = time.perf_counter() - t1
-        if len(covered) < need:
-            detail = "; ".join(f"{p[:16]}…: {e}" for p, e in list(failures.items())[:5])
-            raise NotEnoughShardsError(
-                f"only {len(covered)} of {n} shards confirmed, {need} needed for a certificate ({detail})"
-            )
-        cert = AvailabilityCertificate(
-            network=self.net.name, blob_id=blob_id, n_shards=n, epoch=epoch, end_epoch=end_epoch,
-            members=members, confirmations=tuple(confirmations[k] for k in sorted(confirmations)),
-            deletable=deletable, owner=self.peer_id,
-        )
-        self._validate(cert)
-        if await self.publish_certificate(cert) == 0:
-            raise NotEnoughShardsError("no node accepted the availability certificate")
-        return StoreResult(blob_id, data_len, False, cert, len(covered), failures, encode_seconds, upload_seconds)
+        return confirmations, failures
 
     async def extend(self, blob_id: bytes, epochs: int) -> AvailabilityCertificate:
         """Lengthen a certified blob's life: its holders sign the new end epoch."""
@@ -601,6 +641,10 @@ class Client:
     async def node_infos(self) -> dict[str, dict]:
         results = await self.gather(self.live_peers(), lambda p: self.call(p, rpc.NODE_INFO, {}))
         return {p: (r if isinstance(r, dict) else {"error": repr(r)}) for p, r in results.items()}
+
+
+def _covered(confirmations: dict[str, StorageConfirmation]) -> set[int]:
+    return {s for conf in confirmations.values() for s in conf.shards}
 
 
 @asynccontextmanager
