@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import netlab
 from netlab.lab import FAULTS_FILE, Lab, LabError, pid_alive
 from netlab.plot import plot_timeseries
 from netlab.scenario import ScenarioError, eval_bound, load_scenario, parse_scenario, run_scenario
@@ -22,6 +23,8 @@ from netlab.scenario import ScenarioError, eval_bound, load_scenario, parse_scen
 from .netlab_helpers import gone as _gone, node_json as _node_json, wait as _wait
 
 pytestmark = pytest.mark.slow
+
+SHIPPED_SCENARIOS = sorted(p.stem for p in (Path(netlab.__file__).parent / "scenarios").glob("*.toml"))
 
 
 # --- no processes ------------------------------------------------------------------------
@@ -32,7 +35,8 @@ def test_bounds_and_scenarios_parse():
     assert eval_bound("n-f", 31) == 21
     with pytest.raises(ScenarioError):
         eval_bound("n*2", 10)
-    for name in ("churn", "lose_f", "partition", "wipe"):
+    assert {"churn", "lose_f", "partition", "wipe"} <= set(SHIPPED_SCENARIOS)
+    for name in SHIPPED_SCENARIOS:
         full, ci = load_scenario(name), load_scenario(name, ci=True)
         assert ci.nodes <= 5 and ci.nodes <= full.nodes
     with pytest.raises(ScenarioError):
@@ -120,16 +124,17 @@ def test_partition_splits_live_sets_and_heal_joins_them(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_ci_scenario_passes(tmp_path):
-    sc = load_scenario("lose_f", ci=True)
-    repair = importlib.util.find_spec("p2pwalrus.node.repair") is not None
-    report = run_scenario(sc, tmp_path / "run", require_repair=repair, log=lambda m: None)
+@pytest.mark.parametrize("name", SHIPPED_SCENARIOS)
+def test_shipped_scenario_passes_in_ci_size(tmp_path, name):
+    sc = load_scenario(name, ci=True)
+    report = run_scenario(sc, tmp_path / "run", require_repair=True, log=lambda m: None)
     assert report["ok"], report["failure"]
     assert (tmp_path / "run" / "plot.png").read_bytes()[:4] == b"\x89PNG"
     assert "PASSED" in (tmp_path / "run" / "report.md").read_text()
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert saved["figures"]["min_nodes_alive"] < sc.nodes  # the holders of f shards were killed
-    assert all(r["ok"] for r in saved["figures"]["reads"])
+    if name in ("lose_f", "churn"):
+        assert saved["figures"]["min_nodes_alive"] < sc.nodes  # nodes were killed
+    assert saved["figures"]["reads"] and all(r["ok"] for r in saved["figures"]["reads"])
     assert saved["samples"] and all(b["final_shards_stored"] is not None for b in saved["blobs"].values())
     pids = [n["pid"] for n in json.loads((tmp_path / "run" / "net" / "netlab.json").read_text())["nodes"]]
     _wait(lambda: _gone(pids), 5, "the scenario's nodes to be torn down")
