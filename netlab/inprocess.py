@@ -37,6 +37,7 @@ def test_network(n_shards: int, *, name: str = "local", epoch_length: float = 36
 class NodeSlot:
     index: int
     data_dir: Path
+    listen: list[str] | None = None  # after the first start: the same address again, as a real restart
     node: StorageNode | None = None
     scope: trio.CancelScope | None = None
     stopped: trio.Event = field(default_factory=trio.Event)
@@ -69,7 +70,7 @@ class Cluster:
         try:
             with trio.CancelScope() as scope:
                 slot.scope = scope
-                node = StorageNode(self.net, slot.data_dir)
+                node = StorageNode(self.net, slot.data_dir, listen=slot.listen)
                 if self.configure:
                     self.configure(node)
                 slot.node = node
@@ -87,6 +88,10 @@ class Cluster:
         else:
             slot = self.slots[index]
         node = await self.nursery.start(self._run_slot, slot)
+        # Peers know the node by its address: a restart on a new port would leave a restarted
+        # bootstrap node alone (its only bootstrap address is its own) and unreachable.
+        port = node.node.listen_addrs()[0].split("/tcp/")[1].split("/")[0]
+        slot.listen = [f"/ip4/127.0.0.1/tcp/{port}"]
         if index is None and len(self.bootstrap) < self.bootstrap_count:
             self.bootstrap = [*self.bootstrap, node.node.listen_addrs()[0]]
         return node
