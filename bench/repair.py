@@ -15,7 +15,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -44,7 +43,6 @@ async def run(args) -> None:
             await cluster.wait_until(all_stored, 120)
             for node in cluster.alive():
                 node.repair.events.clear()
-            t0 = time.monotonic()
             for i in range(args.kill):
                 await cluster.kill(i)
             took = await cluster.wait_until(all_stored, 300)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import signal
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import trio
 
-from .lab import Lab
 
 
 def run_demo(nodes: int, shards: int, size: str, wait: bool, directory: str | None, con) -> int:

@@ -31,7 +31,6 @@ from ..core.placement import ShardMap, check_no_single_node_can_decode, compute_
 from ..core.records import InvalidRecordError, SignedNodeRecord
 from ..errors import (
     BlobNotFoundError,
-    DecodingError,
     InconsistentBlobError,
     NetworkConfigError,
     NotEnoughShardsError,
