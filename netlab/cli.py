@@ -83,8 +83,11 @@ def quiet_libp2p() -> None:
 # --- up / down / status ------------------------------------------------------------------
 
 
-def bring_up(directory, nodes: int, shards: int, *, base_port=None, epoch_length=3600.0, timeout=60.0,
+def bring_up(directory, nodes: int, shards: int, *, base_port=None, epoch_length=3600.0, timeout=None,
              log=lambda m: None) -> tuple[Lab, float]:
+    from .lab import up_timeout
+
+    timeout = timeout or up_timeout(nodes)
     t0 = time.monotonic()
     lab = Lab.create(directory, nodes, shards, base_port=base_port, epoch_length=epoch_length)
     try:
@@ -106,7 +109,8 @@ def bring_up(directory, nodes: int, shards: int, *, base_port=None, epoch_length
 @click.option("--base-port", type=click.IntRange(1024, 65000), default=None,
               help="Node i listens on BASE_PORT + i (default: free ports chosen now, kept across restarts).")
 @click.option("--epoch-length", type=float, default=3600.0, show_default=True, help="Seconds per epoch.")
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Give up forming the network after this.")
+@click.option("--timeout", type=float, default=None,
+              help="Give up forming the network after this many seconds (default: 60, or 5 per node above 12).")
 @click.option("--gateway/--no-gateway", default=False, show_default=True,
               help="Also start the HTTP gateway (Walrus publisher/aggregator API, dashboard) on 127.0.0.1.")
 @click.option("--gateway-port", type=click.IntRange(1024, 65535), default=None, help="Default: a free port.")

@@ -268,3 +268,52 @@ def test_other_library_version_is_refused(monkeypatch):
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     _script_main(sys.argv[1:])
+
+
+MESSAGES = TProtocol("/p2pwalrus/fastpath-test/messages/1.0.0")
+
+
+async def test_concurrent_writes_on_one_stream_never_interleave(patched):
+    """GossipSub writes one peer's stream from several tasks. A write that the send window
+    splits must not let another task's write in between (go-yamux holds a send lock):
+    interleaved, the peer read garbage, and py-libp2p let the decode error stop its node."""
+    size, writers, per_writer = 100_000, 4, 8
+    got: list[bytes] = []
+    start_reading = trio.Event()
+    done = trio.Event()
+
+    async def reader(stream):
+        await start_reading.wait()
+        buf = b""
+        while len(got) < writers * per_writer:
+            while len(buf) < 4 or len(buf) < 4 + size:
+                buf += await stream.read(65536)
+            n = struct.unpack(">I", buf[:4])[0]
+            if n != size:  # a length field from the middle of another message
+                got.append(b"")
+                break
+            got.append(buf[4:4 + n])
+            buf = buf[4 + n:]
+        done.set()
+
+    with trio.fail_after(30):
+        a, b = make_host(), make_host()
+        a.set_stream_handler(MESSAGES, reader)
+        listen = [multiaddr.Multiaddr(LOOPBACK)]
+        async with a.run(listen_addrs=listen), b.run(listen_addrs=listen):
+            await b.connect(info_from_p2p_addr(multiaddr.Multiaddr(full_addr(a))))
+            stream = await b.new_stream(a.get_id(), [MESSAGES])
+
+            async def writer(tag: int):
+                for i in range(per_writer):
+                    await stream.write(struct.pack(">I", size) + bytes([tag * 16 + i]) * size)
+
+            async with trio.open_nursery() as nursery:
+                for tag in range(1, writers + 1):
+                    nursery.start_soon(writer, tag)
+                while stream.muxed_stream.send_window > 0:  # the writers wait on a full window
+                    await trio.sleep(0.01)
+                start_reading.set()
+            await done.wait()
+    assert all(m == m[:1] * size for m in got), "a message holds bytes of another: writes interleaved"
+    assert sorted(m[0] for m in got) == sorted(t * 16 + i for t in range(1, writers + 1) for i in range(per_writer))

@@ -433,3 +433,30 @@ async def test_gossip_validator_stops_bad_records_at_the_first_hop():
             assert b.rejected == len(bad)
             assert c_node.peer_id not in x.connected_peers()
             assert c.rejected == 0  # nothing bad was relayed past B
+
+
+async def test_a_malformed_gossipsub_frame_resets_its_stream_and_the_node_stays_up():
+    # py-libp2p does not catch the protobuf DecodeError of a bad GossipSub frame: it ended
+    # the connection's task group and the host with it (a node process died, netlab 32 nodes).
+    from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
+
+    echo = TProtocol("/p2pwalrus/test-echo/1.0.0")
+
+    async def echo_handler(stream):
+        await write_frame(stream, await read_frame(stream, 64))
+        await stream.close()
+
+    with trio.fail_after(20):
+        async with open_host(create_new_key_pair(), LOOPBACK, []) as a:
+            a.host.set_stream_handler(echo, echo_handler)
+            async with open_host(create_new_key_pair(), LOOPBACK, a.listen_addrs()) as b:
+                stream = await b.host.new_stream(a.peer_id, [PROTOCOL_ID_V11])
+                await stream.write(encode_uvarint(6) + b"\xff" * 6)  # an unterminated protobuf varint
+                try:
+                    while await stream.read(1024):
+                        pass
+                except Exception:
+                    pass  # reset by a: the stream ends, not the node
+                again = await b.host.new_stream(a.peer_id, [echo])
+                await write_frame(again, b"still here")
+                assert await read_frame(again, 64) == b"still here"

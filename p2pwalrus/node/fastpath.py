@@ -29,7 +29,8 @@ The patches, each replacing one piece of ``libp2p`` 0.8.1:
    socket write per batch, instead of one locked ``send_all`` per message.
 6. ``YamuxStream.write`` (yamux.py:229) without its two copies of every byte
    (slice, then ``header + chunk``): header and a view of the caller's data are
-   encrypted straight into a send buffer reused per connection.
+   encrypted straight into a send buffer reused per connection; and one write at
+   a time per stream, so that concurrent writes never interleave their frames.
 7. ``YamuxStream.send_window`` becomes a property that wakes a writer waiting
    for window (stock polls every 10 ms, yamux.py:280-285).
 8. PubSub's check of the signed peer record carried by every RPC
@@ -257,13 +258,24 @@ def _patch_yamux() -> None:
     _originals["YamuxStream.write"] = orig_stream_write
 
     async def write(self: Any, data: bytes) -> None:
-        conn = self.conn
-        rw = _fast_noise_writer(conn.secured_conn)
-        if rw is None or ylog.isEnabledFor(logging.DEBUG):
-            await orig_stream_write(self, data)
-            return
-        if self.send_closed:
-            raise MuxedStreamError("Stream is closed for sending")
+        # One write at a time per stream, across all its frames, as go-yamux's sendLock: a
+        # write split by a short window must not interleave with another task's (GossipSub
+        # writes one peer's stream from three tasks; interleaved, the peer's protobuf
+        # decode failed and, uncaught in py-libp2p, took its whole node down).
+        lock = self.__dict__.get("_fastpath_write_lock")
+        if lock is None:
+            lock = self.__dict__["_fastpath_write_lock"] = trio.Lock()
+        async with lock:
+            conn = self.conn
+            rw = _fast_noise_writer(conn.secured_conn)
+            if rw is None or ylog.isEnabledFor(logging.DEBUG):
+                await orig_stream_write(self, data)
+                return
+            if self.send_closed:
+                raise MuxedStreamError("Stream is closed for sending")
+            await _write_frames(self, conn, rw, data)
+
+    async def _write_frames(self: Any, conn: Any, rw: Any, data: bytes) -> None:
         view = memoryview(data).cast("B")
         total_len = len(view)
         sent = 0

@@ -37,7 +37,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from libp2p.transport.tcp.tcp import TCP
 
 from p2pwalrus.errors import NetworkConfigError
-from p2pwalrus.node import fastpath
+from p2pwalrus.node import fastpath, hardening
 
 logger = logging.getLogger(__name__)
 
@@ -274,6 +274,7 @@ def build_host(keypair: KeyPair, listen_addrs: Sequence[multiaddr.Multiaddr],
                timings: HostTimings | None = None) -> IHost:
     """A libp2p host with TCP, Noise and Yamux only (no Mplex, QUIC, TLS, secio, plaintext)."""
     fastpath.enable()  # wire-compatible speed-ups of py-libp2p 0.8.1's Yamux/Noise path (DESIGN 6)
+    hardening.apply()  # a failing handler of libp2p's own protocols resets its stream, not the node
     noise = NoiseTransport(keypair, noise_privkey=create_new_x25519_key_pair().private_key)
     return new_host(
         key_pair=keypair,
