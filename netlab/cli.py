@@ -115,7 +115,11 @@ def bring_up(directory, nodes: int, shards: int, *, base_port=None, epoch_length
               help="Also start the HTTP gateway (Walrus publisher/aggregator API, dashboard) on 127.0.0.1.")
 @click.option("--gateway-port", type=click.IntRange(1024, 65535), default=None, help="Default: a free port.")
 def up_cmd(nodes, shards, directory, seed, base_port, epoch_length, timeout, gateway, gateway_port):
-    """Start NODES storage node processes and wait until they form one network."""
+    """Start NODES storage node processes and wait until they form one network.
+
+    Above 10 nodes the gossip timings slow down with the node count. On 2 cores about 20
+    node processes run with room to spare (32 use both cores); for more, `netlab inproc`.
+    """
     con = _console()
     lab, took = bring_up(directory, nodes, shards, base_port=base_port, epoch_length=epoch_length, timeout=timeout,
                          log=lambda m: con.print(f"[dim]{m}[/dim]"))
