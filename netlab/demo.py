@@ -12,7 +12,6 @@ from pathlib import Path
 import trio
 
 
-
 def run_demo(nodes: int, shards: int, size: str, wait: bool, directory: str | None, con) -> int:
     from p2pwalrus.client.client import open_client
     from p2pwalrus.core.blob_id import blob_id_to_str

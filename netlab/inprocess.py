@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import multiaddr
 import trio
 
 from p2pwalrus.config import NetworkConfig, Timings
@@ -90,10 +91,10 @@ class Cluster:
         node = await self.nursery.start(self._run_slot, slot)
         # Peers know the node by its address: a restart on a new port would leave a restarted
         # bootstrap node alone (its only bootstrap address is its own) and unreachable.
-        port = node.node.listen_addrs()[0].split("/tcp/")[1].split("/")[0]
-        slot.listen = [f"/ip4/127.0.0.1/tcp/{port}"]
+        addr = node.node.listen_addrs()[0]
+        slot.listen = [f"/ip4/127.0.0.1/tcp/{multiaddr.Multiaddr(addr).value_for_protocol('tcp')}"]
         if index is None and len(self.bootstrap) < self.bootstrap_count:
-            self.bootstrap = [*self.bootstrap, node.node.listen_addrs()[0]]
+            self.bootstrap = [*self.bootstrap, addr]
         return node
 
     async def kill(self, index: int) -> None:

@@ -323,14 +323,14 @@ class Client:
         while True:
             # Confirmations from earlier rounds count while their signer still holds those
             # shards; a node whose shards are not all confirmed gets all of them again.
-            confirmations = {p: c for p, c in confirmations.items() if set(c.shards) <= set(shard_map.shards_of(p))}
-            plan = {
-                node: [rs2.pair_for_shard(s, blob_id, n) for s in shard_map.shards_of(node)]
-                for node in shard_map.nodes
-                if shard_map.shards_of(node)
-                and (node not in confirmations or set(confirmations[node].shards) != set(shard_map.shards_of(node)))
-            }
+            owned = {node: set(shard_map.shards_of(node)) for node in shard_map.nodes}
+            confirmations = {p: c for p, c in confirmations.items() if set(c.shards) <= owned.get(p, set())}
             if len(_covered(confirmations)) < need:
+                plan = {
+                    node: [rs2.pair_for_shard(s, blob_id, n) for s in shard_map.shards_of(node)]
+                    for node, shards in owned.items()
+                    if shards and (node not in confirmations or set(confirmations[node].shards) != shards)
+                }
                 t1 = time.perf_counter()
                 got, failures = await self._upload_round(enc, shard_map, plan, epoch, end_epoch, deletable,
                                                          need, confirmations, progress)
@@ -380,7 +380,7 @@ class Client:
         progress.start("storing", total_bytes)
         confirmations: dict[str, StorageConfirmation] = {}
         failures: dict[str, str] = {}
-        covered: set[int] = set(_covered(kept))
+        covered = _covered(kept)
         reached = trio.Event()
 
         async def upload(node: str, pairs: list[int]) -> None:
