@@ -218,6 +218,7 @@ def test_inproc_at_scale_forms_one_network():
 def test_inprocess_restart_of_the_bootstrap_node_rejoins_the_network(tmp_path):
     """Node 0 is every other node's bootstrap peer, and its own: restarted, it is back in
     every live set (it failed one run in ten of the inconsistent-blob repair test)."""
+    import multiaddr
     import trio
 
     from netlab.inprocess import inprocess_network
@@ -227,6 +228,11 @@ def test_inprocess_restart_of_the_bootstrap_node_rejoins_the_network(tmp_path):
             async with inprocess_network(4, 10, tmp_path) as cluster:
                 first = cluster.slots[0].node.node.listen_addrs()
                 await cluster.kill(0)
+                # Killed means gone from its port: py-libp2p's listener task outlived the host,
+                # and a restart on the same port shared it with the dead node (SO_REUSEPORT).
+                port = int(multiaddr.Multiaddr(first[0]).value_for_protocol("tcp"))
+                with pytest.raises(OSError):
+                    await trio.open_tcp_stream("127.0.0.1", port)
                 await cluster.start(0)
                 assert cluster.slots[0].node.node.listen_addrs() == first
                 await cluster.wait_converged(30)

@@ -115,6 +115,10 @@ class NodeHost:
         info = parse_peer_addr(peer) if isinstance(peer, str) else peer
         if info.peer_id == self.peer_id or str(info.peer_id) in self.deny:
             return False
+        # py-libp2p refuses for 60 s to redial a peer whose addresses all failed once; our
+        # callers pace their own dials, and a node started before its bootstrap peer must
+        # reach it when it comes back, not a minute later.
+        self.host.get_network().unblock_peer(info.peer_id)
         try:
             with trio.fail_after(self.timings.dial_timeout):
                 await self.host.connect(info)
@@ -332,15 +336,31 @@ async def open_host(
     pubsub = Pubsub(host, gossipsub)
     node = NodeHost(host, dht, pubsub, gossipsub, timings)
     node.bootstrap_peers = [b for b in boot if b.peer_id != host.get_id()]
-    async with host.run(listen_addrs=maddrs):
-        async with background_trio_service(dht), background_trio_service(pubsub), background_trio_service(gossipsub):
-            await pubsub.wait_until_ready()
-            async with trio.open_nursery() as nursery:
-                if node.bootstrap_peers:
-                    await node.refresh(joining=True)
-                nursery.start_soon(node._upkeep)
-                nursery.start_soon(node._trim_loop)
-                try:
-                    yield node
-                finally:
-                    nursery.cancel_scope.cancel()
+    try:
+        async with host.run(listen_addrs=maddrs):
+            async with background_trio_service(dht), background_trio_service(pubsub), background_trio_service(gossipsub):
+                await pubsub.wait_until_ready()
+                async with trio.open_nursery() as nursery:
+                    if node.bootstrap_peers:
+                        await node.refresh(joining=True)
+                    nursery.start_soon(node._upkeep)
+                    nursery.start_soon(node._trim_loop)
+                    try:
+                        yield node
+                    finally:
+                        nursery.cancel_scope.cancel()
+    finally:
+        await _close_listeners(host)
+
+
+async def _close_listeners(host: IHost) -> None:
+    """py-libp2p 0.8.1 serves TCP from a trio system task (SO_REUSEPORT) that only
+    ``Listener.close()`` stops, and the swarm's own close is cancelled with the host. A host
+    cancelled in-process (a netlab kill) kept accepting on its port: a node restarted there
+    shared the port with it, and clients landing on the dead one lost their connection."""
+    with trio.CancelScope(shield=True), trio.move_on_after(5):
+        for listener in list(host.get_network().listeners.values()):
+            try:
+                await listener.close()
+            except Exception as exc:
+                logger.debug("closing a listener failed: %r", exc)
