@@ -1,13 +1,8 @@
 """`netlab inproc`: many storage nodes in one trio process; time to form one network, peak memory.
 
-Timings scale with the node count. One process has one core for every node's upkeep,
-and gossip is what costs: with N nodes publishing a record every P seconds, each node
-receives about N/P records a second once per mesh peer (D), about a millisecond of
-Python each. Measured at 30 nodes, P = 15 s: 558 receptions/s took 55% of the core.
-Above 20 nodes P is 4 N seconds (the member TTL 3 P), the mesh degree D is 4, and
-the live set is also pulled from a random member every max(10, N/5) s, a single
-batched exchange that is far cheaper per record than gossip and fills what gossip
-missed. Nodes start in batches, each node awaiting its bootstrap.
+The nodes run the shipped timings. One process has one core for every node's upkeep:
+above 20 nodes each node holds a handful of connections rather than a full mesh, and
+the GossipSub mesh degree is 4. Nodes start in batches, each node awaiting its bootstrap.
 """
 
 from __future__ import annotations
@@ -15,28 +10,15 @@ from __future__ import annotations
 import resource
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import trio
 
 
-def scaled_timings(n_nodes: int, publish_interval: float | None = None, member_ttl: float | None = None):
-    from .inprocess import FAST_TIMINGS
+def inproc_timings(n_nodes: int):
+    from p2pwalrus.config import Timings
 
-    # Every node receives every record about D (mesh degree) times per interval, all on one
-    # core here: the interval must grow with the node count.
-    scale = n_nodes > 20  # one core carries every node's upkeep: slow all of it down
-    p = publish_interval or (4.0 * n_nodes if scale else max(1.0, n_nodes / 2))
-    ttl = member_ttl or max(FAST_TIMINGS.member_ttl, (3 if scale else 4) * p)
-    return replace(FAST_TIMINGS, publish_interval=p, member_ttl=ttl, record_lifetime=min(3600.0, max(30.0, 2 * ttl)),
-                   pull_interval=max(10.0, n_nodes / 5) if scale else 0.0,
-                   gossip_degree=4.0 if scale else FAST_TIMINGS.gossip_degree,
-                   anti_entropy_interval=max(FAST_TIMINGS.anti_entropy_interval, p),
-                   gossip_heartbeat=5.0 if scale else FAST_TIMINGS.gossip_heartbeat,
-                   refresh_interval=600.0 if scale else FAST_TIMINGS.refresh_interval,
-                   repair_interval=max(FAST_TIMINGS.repair_interval, p),
-                   challenge_interval=3600.0 if scale else FAST_TIMINGS.challenge_interval)
+    return Timings(gossip_degree=4.0) if n_nodes > 20 else Timings()
 
 
 def few_connections(node) -> None:
@@ -69,15 +51,14 @@ async def _report_progress(cluster, t0: float, log, every: float = 15.0) -> None
         log(f"{time.monotonic() - t0:6.1f} s: {progress_line(cluster)}")
 
 
-def measure(n_nodes: int, n_shards: int, *, timeout: float = 300.0, publish_interval=None, member_ttl=None,
+def measure(n_nodes: int, n_shards: int, *, timeout: float = 300.0,
             stagger: float = 0.05, batch_size: int = 10, bootstrap_count: int | None = None,
             log=lambda m: None) -> dict:
     from .inprocess import Cluster, test_network
 
-    timings = scaled_timings(n_nodes, publish_interval, member_ttl)
+    timings = inproc_timings(n_nodes)
     net = test_network(n_shards, timings=timings)
-    res = {"nodes": n_nodes, "shards": n_shards, "publish_interval": timings.publish_interval,
-           "member_ttl": timings.member_ttl, "converged": False}
+    res = {"nodes": n_nodes, "shards": n_shards, "converged": False}
     rss0 = peak_rss_mb()
 
     async def main():

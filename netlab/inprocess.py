@@ -17,19 +17,8 @@ import trio
 from p2pwalrus.config import NetworkConfig, Timings
 from p2pwalrus.node.service import StorageNode
 
-FAST_TIMINGS = Timings(
-    publish_interval=1.0,
-    member_ttl=10.0,  # many nodes share one process's CPU: a busy moment must not look like death
-    record_lifetime=30.0,
-    refresh_interval=10.0,
-    anti_entropy_interval=2.0,
-    repair_interval=3.0,
-    challenge_interval=30.0,
-)
-
-
 def test_network(n_shards: int, *, name: str = "local", epoch_length: float = 3600.0,
-                 timings: Timings = FAST_TIMINGS) -> NetworkConfig:
+                 timings: Timings = Timings()) -> NetworkConfig:
     return NetworkConfig(name=name, n_shards=n_shards, epoch_length=epoch_length,
                          genesis_time=time.time() - 1, timings=timings)
 

@@ -2,7 +2,7 @@
 
 Everything lives in one directory (``DIR``):
 
-- ``DIR/network.toml``: the network (fast timings, genesis = creation time); its
+- ``DIR/network.toml``: the network (the shipped timings, genesis = creation time); its
   bootstrap list names up to three running nodes and is rewritten when nodes
   come and go, so that ``p2pwalrus --network DIR/network.toml ...`` keeps working.
 - ``DIR/netlab.json``: what netlab started: per node its index, peer ID, port,
@@ -40,36 +40,9 @@ NETWORK_FILE = "network.toml"
 FAULTS_FILE = "faults.json"  # per node, read by the node (see the report: node-side support)
 MAX_BOOTSTRAP = 3
 
-# Fast timings for local testnets (seconds): a dead node leaves the live sets within
-# ~member_ttl, certificates missed by gossip are pulled within ~2 s, repair sweeps every 3 s.
-LAB_TIMINGS = Timings(
-    publish_interval=1.0,
-    member_ttl=8.0,  # several missed publishes under load must not look like death
-    record_lifetime=30.0,
-    refresh_interval=10.0,
-    anti_entropy_interval=2.0,
-    repair_interval=3.0,
-    challenge_interval=30.0,
-)
-
-
-def lab_timings(n_nodes: int) -> Timings:
-    """LAB_TIMINGS, slowed down above 10 nodes: every node receives every record about D times
-    per publish interval, and on 2 cores 12 nodes at 1 s already took 10% of a core each;
-    20 nodes at 1 s saturated both cores and never formed one network. Scaling the interval
-    with the node count keeps each node's gossip load at the 10-node level."""
-    if n_nodes <= 10:
-        return LAB_TIMINGS
-    p = n_nodes / 6
-    return replace(LAB_TIMINGS, publish_interval=p, member_ttl=max(LAB_TIMINGS.member_ttl, 6 * p),
-                   record_lifetime=max(LAB_TIMINGS.record_lifetime, 12 * p), gossip_heartbeat=2.0,
-                   anti_entropy_interval=2 * p, repair_interval=2 * p,
-                   refresh_interval=6 * p, challenge_interval=30 * p)
-
-
 def up_timeout(n_nodes: int) -> float:
     """Seconds to wait for N fresh node processes to form one network on this machine."""
-    return max(60.0, 5.0 * n_nodes)
+    return max(60.0, 3.0 * n_nodes)
 
 
 class LabError(Exception):
@@ -242,7 +215,7 @@ class Lab:
         lab.dir.mkdir(parents=True, exist_ok=True)
         lab.n_shards = n_shards
         net = NetworkConfig(name=name, n_shards=n_shards, epoch_length=epoch_length, genesis_time=time.time() - 1,
-                            timings=timings or lab_timings(n_nodes))
+                            timings=timings or Timings())
         lab.network_path.write_text(network_to_toml(net))
         lab.meta = {"created": time.time(), "base_port": base_port, "bootstrap_count": bootstrap_count}
         for _ in range(n_nodes):

@@ -21,18 +21,26 @@ ENV_VAR = "P2PWALRUS_NETWORK"
 
 @dataclass(frozen=True)
 class Timings:
-    """Gossip and liveness timings of a network, in seconds."""
+    """Upkeep timings of a network, in seconds: one set for a real network and netlab alike.
 
-    publish_interval: float = 20.0  # node record re-published this often
-    member_ttl: float = 60.0  # a node silent this long leaves the live set
-    record_lifetime: float = 60.0  # a signed node record expires after this
-    refresh_interval: float = 30.0  # DHT routing-table refresh
-    anti_entropy_interval: float = 10.0  # pull certificates missed by gossip
-    repair_interval: float = 15.0  # repair sweep even without events
+    Idle upkeep costs a few small frames per heartbeat link and interval, and nothing that
+    grows with time spent idle: records are re-sent only when they change (or at
+    ``record_refresh``), certificates and records are pulled only when digests differ."""
+
+    heartbeat_interval: float = 5.0  # a beat on every heartbeat link (liveness.py)
+    heartbeat_timeout: float = 15.0  # a link silent this long is dead: the peer froze or vanished
+    record_refresh: float = 1200.0  # our node record is re-signed this often even if unchanged
+    record_lifetime: float = 3600.0  # a signed node record expires after this (the backstop)
+    refresh_interval: float = 600.0  # DHT routing-table refresh (py-libp2p's own period)
+    repair_interval: float = 60.0  # repair sweep even without events (they trigger it at once)
     challenge_interval: float = 60.0  # storage challenges to random holders
     gossip_heartbeat: float = 1.0  # GossipSub heartbeat: mesh upkeep, an idle cost per peer
     gossip_degree: float = 6.0  # GossipSub mesh degree D (kept between D - 2 and 2 D): copies of each message per node
-    pull_interval: float = 0.0  # membership pulled from one random member this often; 0: twice publish_interval
+
+
+# Timings of earlier releases, when records were re-gossiped on a timer: still accepted in
+# network files, and ignored.
+RETIRED_TIMINGS = frozenset({"publish_interval", "member_ttl", "anti_entropy_interval", "pull_interval"})
 
 
 @dataclass(frozen=True)
@@ -89,7 +97,10 @@ def parse_network(text: str, where: str = "<network>") -> NetworkConfig:
     if epoch_length <= 0:
         raise NetworkConfigError(f"{where}: epoch_length must be positive")
     timings_table = doc.get("timings", {})
+    if not isinstance(timings_table, dict):
+        raise NetworkConfigError(f"{where}: [timings] must be a table")
     known = Timings.__dataclass_fields__
+    timings_table = {k: v for k, v in timings_table.items() if k not in RETIRED_TIMINGS}
     unknown = set(timings_table) - set(known)
     if unknown:
         raise NetworkConfigError(f"{where}: unknown timings {sorted(unknown)}; known: {sorted(known)}")

@@ -341,9 +341,9 @@ class Client:
                 break
             # The live set is changing (a node died and its record has not expired yet, or
             # nodes disagree on a newcomer): ask again until a dead node has left every live
-            # set, which takes member_ttl.
+            # set, which takes up to heartbeat_timeout.
             now = trio.current_time()
-            give_up_at = give_up_at or now + self.net.timings.member_ttl + 2 * STORE_RETRY_PAUSE
+            give_up_at = give_up_at or now + self.net.timings.heartbeat_timeout + 4 * STORE_RETRY_PAUSE
             if now >= give_up_at:
                 detail = "; ".join(f"{p[:16]}…: {e}" for p, e in list(failures.items())[:5])
                 raise NotEnoughShardsError(

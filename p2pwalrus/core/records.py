@@ -11,6 +11,7 @@ form. The signer is the record's ``peer_id``, checked from the peer ID alone.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -222,11 +223,16 @@ class _Entry:
 
 
 class LiveSet:
-    """Node ID -> latest valid record, with a time-to-live. Pure: every call takes ``now``.
+    """Node ID -> latest valid record. Pure: every call takes ``now``.
 
-    A node is live until ``min(record.expires_at, last refresh + ttl)``, where
-    a refresh is a record with a higher ``seq`` than the one held. Records must
-    be validated (``SignedNodeRecord.from_bytes``) before they are offered.
+    A node is live from a valid record until that record expires, or until it is marked
+    down (``mark_down``): liveness comes from the connections nodes hold, not from records
+    re-sent on a timer. A down mark refuses records up to the seq it was made at, so a
+    dead node's last record, pulled late from a peer that still holds it, cannot revive it;
+    a newer record (the node restarted, or refutes the mark) or ``offer(..., direct=True)``
+    (we reach the node ourselves) lifts it. ``ttl`` bounds how long a record counts from
+    its signing. Records must be validated (``SignedNodeRecord.from_bytes``) before they
+    are offered.
     """
 
     def __init__(self, ttl: float, max_members: int = 10_000):
@@ -235,6 +241,7 @@ class LiveSet:
         self.ttl = ttl
         self.max_members = max_members
         self._entries: dict[str, _Entry] = {}
+        self._down: dict[str, int] = {}  # peer ID -> seq of the newest record it was marked down at
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -255,6 +262,19 @@ class LiveSet:
     def records(self) -> list[NodeRecord]:
         return [s.record for s in self.signed_records()]
 
+    def digest(self) -> bytes:
+        """16 bytes naming the set of (peer ID, seq) held: equal digests, equal live sets."""
+        h = hashlib.blake2b(digest_size=16)
+        for p in sorted(self._entries):
+            h.update(f"{p}:{self._entries[p].signed.record.seq};".encode())
+        return h.digest()
+
+    def down_peers(self) -> list[str]:
+        return sorted(self._down)
+
+    def is_down(self, peer_id: str) -> bool:
+        return peer_id in self._down
+
     def deadline(self, peer_id: str) -> float | None:
         entry = self._entries.get(peer_id)
         if entry is None:
@@ -265,15 +285,22 @@ class LiveSet:
         """The earliest time at which some member will drop out (None if empty)."""
         return min((self.deadline(p) for p in self._entries), default=None)  # type: ignore[type-var]
 
-    def offer(self, signed: SignedNodeRecord, now: float) -> MembershipChange | None:
-        """Take a validated record; return the change it makes (None if stale or a repeat)."""
+    def offer(self, signed: SignedNodeRecord, now: float, *, direct: bool = False) -> MembershipChange | None:
+        """Take a validated record; return the change it makes (None if stale or a repeat).
+
+        ``direct``: the record came from the node itself over a connection we hold, which
+        proves it is up now: it lifts a down mark even at the same seq."""
         record = signed.record
-        # A record counts from when it was signed, not from when it reached us: a dead
-        # node's last record, pulled late from a peer that still holds it, must not
-        # keep it alive beyond the TTL. (Clocks may differ by up to ttl - publish interval.)
+        # A record counts from when it was signed, not from when it reached us. (Clocks
+        # may differ by up to the records' allowed skew.)
         refreshed = min(now, record.issued_at)
         if record.expires_at <= now or refreshed + self.ttl <= now:
             return None
+        down_seq = self._down.get(record.peer_id)
+        if down_seq is not None:
+            if record.seq <= down_seq and not direct:
+                return None
+            del self._down[record.peer_id]
         entry = self._entries.get(record.peer_id)
         if entry is None:
             if len(self._entries) >= self.max_members:
@@ -288,11 +315,25 @@ class LiveSet:
             return MembershipChange(ChangeKind.UPDATED, record.peer_id, record)
         return None
 
+    def mark_down(self, peer_id: str, seq: int | None = None) -> MembershipChange | None:
+        """The node is gone (its connections died and it cannot be reached): drop it and
+        refuse its records up to ``seq`` (default: the one held). Returns the LEFT change."""
+        entry = self._entries.get(peer_id)
+        held = entry.signed.record.seq if entry else -1
+        mark = max(held, seq if seq is not None else -1, self._down.get(peer_id, -1))
+        if mark < 0:
+            return None
+        self._down[peer_id] = mark
+        if len(self._down) > self.max_members:  # the oldest marks go first
+            for old in list(self._down)[: len(self._down) - self.max_members]:
+                del self._down[old]
+        return self.remove(peer_id)
+
     def remove(self, peer_id: str) -> MembershipChange | None:
         entry = self._entries.pop(peer_id, None)
         return MembershipChange(ChangeKind.LEFT, peer_id, entry.signed.record) if entry else None
 
     def expire(self, now: float) -> list[MembershipChange]:
-        """Drop every member whose deadline has passed; return the LEFT changes."""
+        """Drop every member whose record has expired; return the LEFT changes."""
         gone = [p for p in self._entries if self.deadline(p) <= now]  # type: ignore[operator]
         return [c for c in (self.remove(p) for p in sorted(gone)) if c is not None]

@@ -1,14 +1,17 @@
 """Membership service: publish our signed node record, keep the live set of storage nodes.
 
 - Publishes a fresh signed record on GossipSub topic ``/p2pwalrus/<network>/nodes/1``
-  every ``publish_interval`` (with jitter), and puts it in the DHT under
+  when it starts, when asked (a peer reported us down) and every ``publish_interval``
+  as a rare backstop (records live ``record_lifetime``), and puts it in the DHT under
   ``dht_record_key(network, peer id)`` (a validator is registered for the
-  ``p2pwalrus`` namespace).
+  ``p2pwalrus`` namespace). Who is up is learnt from held connections (liveness.py),
+  which marks members down; nothing is re-sent on a short timer.
 - A GossipSub topic validator rejects bad records at the first hop (oversized,
   bad signature, wrong network, expired, or not published by their own node).
 - Anti-entropy: ``/p2pwalrus/members/1.0.0`` answers with every live signed
   record, so a new node or a client pulls the membership instead of waiting
-  for gossip. Each pulled record is validated on its own.
+  for gossip; liveness pulls from a peer whose live-set digest differs from ours.
+  Each pulled record is validated on its own.
 - Changes (joined / left / updated) go to every channel from ``subscribe()``,
   and ``changed`` (a trio.Event, replaced after each batch) wakes waiters.
 """
@@ -77,18 +80,16 @@ class MembershipConfig:
     network: str
     capacity: int = 0
     version: str = p2pwalrus.__version__
-    publish_interval: float = 5.0  # gossip our record this often (+- jitter)
+    publish_interval: float = 1200.0  # re-sign our record this often though unchanged (+- jitter)
     publish_jitter: float = 0.2
-    record_lifetime: float = 30.0  # expires_at - issued_at of the records we sign
-    live_ttl: float = 20.0  # drop a member not refreshed for this long
-    # Put our record in the DHT every N publishes, at a random phase: a put is a lookup that
-    # dials up to k peers, and done at every node's first publish it doubled the cost of a join.
-    dht_put_every: int = 12
+    record_lifetime: float = 3600.0  # expires_at - issued_at of the records we sign
+    # Put our record in the DHT every N publishes, at a random phase (publishes are rare now).
+    dht_put_every: int = 1
     dht_put_timeout: float = 10.0
     pull_timeout: float = 10.0  # one whole anti-entropy pull
     serve_timeout: float = 10.0  # answering one pull
     max_pull_records: int = 4096
-    pull_interval: float = 10.0  # pull the live set from one random member this often (+- jitter)
+    pull_interval: float = 0.0  # pull from a random member this often; 0: only by digest (liveness.py)
     lonely_pull_interval: float = 5.0  # pull this often while we know no other member
     max_members: int = 10_000
 
@@ -126,7 +127,9 @@ class Membership:
         self.keypair = keypair
         self.config = config
         self.topic = nodes_topic(config.network)
-        self.live = LiveSet(config.live_ttl, config.max_members)
+        self.live = LiveSet(config.record_lifetime, config.max_members)
+        self._departed: dict[str, SignedNodeRecord] = {}  # last records of members marked down
+        self._publish_now = trio.Event()
         self.changed = trio.Event()
         self._seq = time.time_ns()  # survives restarts without a counter file
         self._publish_count = 0
@@ -182,21 +185,48 @@ class Membership:
         done, self.changed = self.changed, trio.Event()
         done.set()
 
-    def accept(self, signed: SignedNodeRecord, now: float | None = None) -> MembershipChange | None:
-        """Offer an already-validated record to the live set."""
+    def accept(self, signed: SignedNodeRecord, now: float | None = None, *, direct: bool = False) -> MembershipChange | None:
+        """Offer an already-validated record to the live set (``direct``: from the node itself
+        on a link we hold, which lifts a down mark)."""
         now = time.time() if now is None else now
-        change = self.live.offer(signed, now)
+        change = self.live.offer(signed, now, direct=direct)
         if change is not None:
+            self._departed.pop(signed.peer_id, None)
             if signed.peer_id != self.peer_id:
                 self._remember_addrs(signed.record)
             self._emit([change])
             self._wake_expiry.set()
         return change
 
+    def mark_down(self, peer_id: str, seq: int | None = None) -> MembershipChange | None:
+        """``peer_id`` is gone (liveness found its links dead): drop it, refuse its records up
+        to ``seq``, and keep its last record so that it can be tried again."""
+        signed = self.live.get(peer_id)
+        change = self.live.mark_down(peer_id, seq)
+        if change is not None:
+            if signed is not None:
+                self._departed[peer_id] = signed
+                if len(self._departed) > self.config.max_members:
+                    self._departed.pop(next(iter(self._departed)))
+            self._emit([change])
+        return change
+
+    def last_record(self, peer_id: str) -> SignedNodeRecord | None:
+        """The last record of a member marked down, while it has not expired."""
+        signed = self._departed.get(peer_id)
+        if signed is not None and signed.record.expires_at <= time.time():
+            del self._departed[peer_id]
+            return None
+        return signed
+
+    def request_publish(self) -> None:
+        """Sign and gossip a fresh record now (e.g. to refute a report that we are down)."""
+        self._publish_now.set()
+
     def _remember_addrs(self, record: NodeRecord) -> None:
         try:
             addrs = [multiaddr.Multiaddr(a).decapsulate(multiaddr.Multiaddr(f"/p2p/{record.peer_id}")) for a in record.addrs]
-            self.node.host.get_peerstore().add_addrs(ID.from_base58(record.peer_id), addrs, int(self.config.live_ttl))
+            self.node.host.get_peerstore().add_addrs(ID.from_base58(record.peer_id), addrs, int(self.config.record_lifetime))
         except Exception as exc:  # a bad multiaddr in a validly signed record: ignore the addrs
             logger.debug("ignoring addrs of %s: %s", record.peer_id, exc)
 
@@ -264,23 +294,29 @@ class Membership:
     async def _publish_loop(self) -> None:
         cfg = self.config
         while True:
+            self._publish_now = trio.Event()
             try:
                 await self.publish()
             except Exception:  # keep publishing: one failed round must not stop the node
                 logger.exception("publishing our node record failed")
-            await trio.sleep(cfg.publish_interval * random.uniform(1 - cfg.publish_jitter, 1 + cfg.publish_jitter))
+            with trio.move_on_after(cfg.publish_interval * random.uniform(1 - cfg.publish_jitter, 1 + cfg.publish_jitter)):
+                await self._publish_now.wait()
 
     async def _pull_loop(self) -> None:
-        """Anti-entropy: gossip drops records sent before a mesh grafted, so also pull the
-        live set from one random member each interval (never from a denied peer). Its own
-        task: a pull from a dead member must not hold up our own publishing."""
+        """Pull the live set while we know no other member (our first pull failed: the
+        bootstrap peer was busy or down), from a bootstrap, connected or known peer; and,
+        if ``pull_interval`` is set, from a random member that often. Otherwise pulls are
+        driven by digests on the heartbeat links (liveness.py). Its own task: a pull from a
+        dead member must not hold up our own publishing."""
         cfg = self.config
         while True:
-            # Gossip delivers most records; this catches the rest. A node that knows nobody yet
-            # (its first pull failed: the bootstrap peer was busy or down) asks again soon,
-            # from a bootstrap or connected peer.
             alone = len(self.live) <= 1
-            period = min(cfg.pull_interval, cfg.lonely_pull_interval) if alone else cfg.pull_interval
+            if not alone and cfg.pull_interval <= 0:
+                await self.changed.wait()
+                continue
+            period = cfg.lonely_pull_interval if alone else cfg.pull_interval
+            if alone and cfg.pull_interval > 0:
+                period = min(period, cfg.pull_interval)
             await trio.sleep(period * random.uniform(1 - cfg.publish_jitter, 1 + cfg.publish_jitter))
             peer = self._pull_candidate()
             if peer is None:

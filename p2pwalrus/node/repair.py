@@ -75,8 +75,8 @@ class RepairService:
 
         Nodes see a departure at nearly the same instant, but two departures are two map
         changes: repairing between them could set two successive owners on one shard."""
-        # Two departures are at most one publish interval (plus jitter) apart: wait two.
-        settle = min(10.0, 2 * self.node.net.timings.publish_interval)
+        # Watchers notice a death within a heartbeat or two of each other: wait two.
+        settle = min(10.0, 2 * self.node.net.timings.heartbeat_interval)
         while True:
             quiet = time.monotonic() - self.node.map_changed_at
             if quiet >= settle:

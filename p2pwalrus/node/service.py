@@ -6,6 +6,7 @@ nursery. Handlers validate and bound every message before storing or answering.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from ..errors import ProtocolError, StorageError, VerificationError
 from . import rpc
 from .host import open_host
 from .identity import load_or_create_identity
+from .liveness import Liveness, LivenessConfig
 from .membership import MembershipConfig, open_membership
 from .sliver_store import PRIMARY, SECONDARY, SliverStore
 
@@ -93,6 +95,8 @@ class StorageNode:
         from .repair import RepairService
 
         self.repair = RepairService(self)
+        self.liveness = None
+        self._certs_digest: tuple[bytes, float] | None = None
         self._load_certs()
 
     # --- state ------------------------------------------------------------------
@@ -115,6 +119,22 @@ class StorageNode:
 
     def is_invalid(self, blob_id: bytes) -> bool:
         return bool(self.store.get_state(blob_id).get("invalid"))
+
+    def certs_digest(self) -> bytes:
+        """16 bytes naming our certificate set (blob IDs, end epochs) and invalid blobs, for the
+        beats of liveness.py. Recomputed at most once a second: beats are seconds apart."""
+        now = time.monotonic()
+        cached = self._certs_digest
+        if cached is not None and now - cached[1] < 1.0:
+            return cached[0]
+        h = hashlib.blake2b(digest_size=16)
+        for blob_id in sorted(self.certs):
+            h.update(blob_id + self.certs[blob_id].end_epoch.to_bytes(8, "little"))
+        h.update(b"invalid")
+        for blob_id in sorted(self.proofs):
+            h.update(blob_id)
+        self._certs_digest = (h.digest(), now)
+        return self._certs_digest[0]
 
     def _recompute_map(self) -> None:
         live = set(self.members.live.peer_ids()) | {self.peer_id}  # we are live before our first publish
@@ -533,14 +553,19 @@ class StorageNode:
             raise ValueError("'deny' must be a list of peer IDs")
         if not isinstance(delay_ms, (int, float)) or not 0 <= delay_ms <= 60_000:
             raise ValueError("'delay_ms' must be between 0 and 60000")
+        healed = bool(self.deny - set(deny))
         self.deny = set(deny) - {self.peer_id}
         self.delay = delay_ms / 1000
         if self.node is not None:
             self.node.deny = self.deny
+        if self.liveness is not None:
+            if healed:
+                self.liveness.retry_down_now()
+            self.liveness.wake()
         logger.info("faults applied: %d peers denied, %d ms delay", len(self.deny), delay_ms)
 
     async def _disconnect_denied(self) -> None:
-        # Denied peers leave our live set by the TTL, as in a real partition.
+        # Their heartbeat links die with the connection: denied peers leave our live set.
         for peer in list(self.node.connected_peers()):
             if str(peer) in self.deny:
                 with trio.move_on_after(2):
@@ -567,7 +592,7 @@ class StorageNode:
                     logger.warning("ignoring %s: %s", path, exc)
             if self.deny:
                 await self._disconnect_denied()
-            await trio.sleep(0.5)
+            await trio.sleep(1.0)
 
     def _denied_message(self, forwarder, msg) -> bool:
         from libp2p.peer.id import ID
@@ -671,19 +696,6 @@ class StorageNode:
                 logger.info("pulled certificate from %s rejected: %s", peer_id, exc.reason)
         return got
 
-    async def _anti_entropy_loop(self) -> None:
-        while True:
-            peers = [p for p in self.members.live.peer_ids() if p != self.peer_id and p not in self.deny]
-            if peers:
-                peer = self.node.choose_peer(peers)
-                try:
-                    got = await self.pull_certificates_from(peer)
-                    if got:
-                        logger.info("anti-entropy: %d certificate(s) from %s", got, peer)
-                except Exception as exc:
-                    logger.debug("anti-entropy with %s failed: %r", peer, exc)
-            await trio.sleep(self.net.timings.anti_entropy_interval * random.uniform(0.5, 1.0))
-
     async def _gc_loop(self) -> None:
         """Blobs past their end epoch are deleted; repeated every minute."""
         while True:
@@ -703,6 +715,8 @@ class StorageNode:
             if kind != "updated":
                 logger.info("peer %s %s (%d live)", change.peer_id, kind, len(self.members.live))
             self._recompute_map()
+            if self.liveness is not None:
+                self.liveness.wake()
 
     # --- run ------------------------------------------------------------------------
 
@@ -715,11 +729,10 @@ class StorageNode:
         mcfg = MembershipConfig(
             network=self.net.name,
             capacity=self.capacity or 0,
-            publish_interval=t.publish_interval,
+            publish_interval=t.record_refresh,
             record_lifetime=t.record_lifetime,
-            live_ttl=t.member_ttl,
-            pull_interval=t.pull_interval or 2 * t.publish_interval,
         )
+        lcfg = LivenessConfig(interval=t.heartbeat_interval, dead_after=t.heartbeat_timeout)
         async with open_host(self.keypair, self.listen, list(self.net.bootstrap), timings=host_timings) as node:
             self.node = node
             handlers = {
@@ -762,6 +775,13 @@ class StorageNode:
                     return record_validator(forwarder, msg)
 
                 node.pubsub.set_topic_validator(members.topic, gated_record_validator, is_async_validator=False)
+                self.liveness = Liveness(node, members, lcfg, certs_digest=self.certs_digest,
+                                         pull_certs=self.pull_certificates_from)
+
+                def gated_report_validator(forwarder, msg):
+                    return not self._denied_message(forwarder, msg) and self.liveness.validate_report(forwarder, msg)
+
+                node.pubsub.set_topic_validator(self.liveness.topic, gated_report_validator, is_async_validator=False)
                 logger.info("node %s listening on %s", self.peer_id, " ".join(node.listen_addrs()))
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._membership_loop, members.subscribe())
@@ -770,7 +790,7 @@ class StorageNode:
                     nursery.start_soon(self.repair.run)
                     nursery.start_soon(self.repair.challenge_loop)
                     nursery.start_soon(self._faults_loop)
-                    nursery.start_soon(self._anti_entropy_loop)
+                    nursery.start_soon(self.liveness.run)
                     nursery.start_soon(self._gc_loop)
                     for start in self.extra_services:
                         start(self, nursery)

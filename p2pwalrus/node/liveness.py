@@ -1,0 +1,456 @@
+"""Liveness from held connections, and anti-entropy by digest (see core/liveness.py).
+
+Each node keeps one heartbeat link (a long-lived stream on ``/p2pwalrus/heartbeat/1.0.0``)
+with every peer it watches. Both ends send their node record first, then a 41-byte beat
+every ``interval``: the cost of an idle network is a few small frames per link and
+period, whatever the time spent idle. A link that ends (the peer's process died: its
+connection closed) or falls silent for ``dead_after`` (the peer froze) is reopened once;
+if that fails the peer is marked down here and a signed ``DownReport`` goes out once on
+gossip. A node that receives a report checks it by reaching the subject itself, and
+the subject refutes a report about itself by signing a fresh record.
+
+Beats carry digests of the sender's live set and certificate set; when a peer's digest
+differs from ours on two beats in a row, we pull from that peer, once per pair of
+digests, so two nodes that disagree for good do not pull on every beat.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+
+from p2pwalrus.core.liveness import (
+    FRAME_BEAT,
+    FRAME_RECORD,
+    MAX_LINK_FRAME,
+    Beat,
+    DownReport,
+    InvalidLivenessMessage,
+    SignedDownReport,
+    record_frame,
+    sign_down_report,
+    watch_targets,
+)
+from p2pwalrus.core.records import InvalidRecordError, SignedNodeRecord
+from p2pwalrus.errors import ProtocolError
+from p2pwalrus.node.framing import read_frame, write_frame
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_PROTOCOL = TProtocol("/p2pwalrus/heartbeat/1.0.0")
+
+
+def down_topic(network: str) -> str:
+    return f"/p2pwalrus/{network}/down/1"
+
+
+@dataclass(frozen=True)
+class LivenessConfig:
+    """Liveness timings and bounds (seconds, counts), chosen in one place."""
+
+    interval: float = 5.0  # a beat on every link this often (+-20%)
+    dead_after: float = 15.0  # a link silent this long is dead (the peer froze or vanished)
+    reopen_timeout: float = 4.0  # one attempt to reopen a lost link (dial + stream + first frame)
+    watch_all_up_to: int = 16  # networks this small: a link with every member
+    neighbours: int = 8  # larger ones: this many ring neighbours
+    max_links: int = 64  # inbound links accepted beyond our own targets
+    retry_min: float = 2.0  # a down peer whose record is still valid is tried again after this,
+    retry_max: float = 60.0  # doubling up to this
+    report_max_age: float = 120.0
+    refute_every: float = 10.0  # at most one refuting record per this many seconds
+
+
+@dataclass
+class _Link:
+    peer: str
+    stream: object
+    outbound: bool
+    last_heard: float = field(default_factory=trio.current_time)
+    opened_at: float = field(default_factory=trio.current_time)
+    mismatch: dict = field(default_factory=dict)  # "members"/"certs" -> the remote digest seen last
+    pulled: dict = field(default_factory=dict)  # "members"/"certs" -> (remote, local) pulled for
+    closed: bool = False
+    replaced: bool = False  # a newer link to the same peer took its place
+
+
+class Liveness:
+    """Heartbeat links of one node (run it with ``run``; the node owns the nursery)."""
+
+    def __init__(self, node, membership, config: LivenessConfig, *,
+                 certs_digest: Callable[[], bytes],
+                 pull_certs: Callable[[str], Awaitable[int]]):
+        self.node = node
+        self.members = membership
+        self.config = config
+        self.certs_digest = certs_digest
+        self.pull_certs = pull_certs
+        self.topic = down_topic(membership.config.network)
+        self.links: dict[str, _Link] = {}
+        self._opening: set[str] = set()
+        self._checking: set[str] = set()
+        self._wanted_since: dict[str, float] = {}
+        self._targets: set[str] = set()
+        self._retry: dict[str, tuple[float, float]] = {}  # down peer -> (next try, backoff)
+        self._reports_seen: set[tuple[str, int]] = set()
+        self._last_refute = 0.0
+        self._wake = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self.counters = {"links_lost": 0, "down_reports_sent": 0, "down_reports_received": 0,
+                         "pulls_by_digest": 0}
+
+    @property
+    def me(self) -> str:
+        return self.members.peer_id
+
+    # --- what others call -----------------------------------------------------------
+
+    def wake(self) -> None:
+        """Look at the targets now (membership changed, faults changed)."""
+        self._wake.set()
+
+    def retry_down_now(self) -> None:
+        """Try every down peer again now (a partition healed)."""
+        self._retry = {p: (0.0, self.config.retry_min) for p in self._retry}
+        self.wake()
+
+    def heard_recently(self, peer: str) -> bool:
+        link = self.links.get(peer)
+        return link is not None and trio.current_time() - link.last_heard < self.config.dead_after
+
+    # --- the service ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.node.host.set_stream_handler(HEARTBEAT_PROTOCOL, self._serve_link)
+            nursery.start_soon(self._down_receive_loop, await self.node.pubsub.subscribe(self.topic))
+            while True:
+                try:
+                    self._upkeep_round()
+                except Exception:  # upkeep must outlive any one failed round
+                    logger.exception("liveness upkeep round failed")
+                self._wake = trio.Event()
+                with trio.move_on_after(self.config.interval):
+                    await self._wake.wait()
+
+    def _upkeep_round(self) -> None:
+        now = trio.current_time()
+        live = self.members.live.peer_ids()
+        deny = self.node.deny
+        targets = watch_targets(self.me, live, watch_all_up_to=self.config.watch_all_up_to,
+                                neighbours=self.config.neighbours) - deny
+        self._targets = targets
+        for peer, link in list(self.links.items()):
+            # A link opened only to check a report, or to a peer that left our targets (the
+            # ring moved): its watchers are others now. Both ends drop it quietly.
+            if peer not in targets and now - link.opened_at > 2 * self.config.interval:
+                link.replaced = True
+                self._nursery.start_soon(_reset, link.stream)
+        for peer in list(self._wanted_since):
+            if peer not in targets:
+                del self._wanted_since[peer]
+        for peer in targets:
+            if peer in self.links or peer in self._opening:
+                continue
+            since = self._wanted_since.setdefault(peer, now)
+            # The lower peer ID opens; the other waits a little for it, so one link serves
+            # a pair. (Either opens at once when the other might not know it yet.)
+            if self.me < peer or now - since > 2 * self.config.interval:
+                self._start_open(peer)
+        for peer, (due, _) in list(self._retry.items()):
+            if peer in self.members.live or self.members.last_record(peer) is None:
+                del self._retry[peer]  # back, or its last record expired: nothing to retry
+            elif due <= now and peer not in deny and peer not in self._opening and peer not in self.links:
+                self._start_open(peer)
+
+    def _start_open(self, peer: str) -> None:
+        self._opening.add(peer)
+        self._nursery.start_soon(self._open_link, peer)
+
+    async def _open_link(self, peer: str) -> bool:
+        """Dial ``peer`` if need be and run a link with it; True if the link came up."""
+        try:
+            stream = None
+            with trio.move_on_after(self.config.reopen_timeout):
+                stream = await self._dial_link(peer)
+            if stream is None:
+                self._note_retry(peer)
+                return False
+        finally:
+            self._opening.discard(peer)
+        self._retry.pop(peer, None)
+        self._nursery.start_soon(self._run_link, _Link(peer, stream, outbound=True))
+        return True
+
+    async def _dial_link(self, peer: str):
+        if peer in self.node.deny:
+            return None
+        pid = ID.from_base58(peer)
+        if pid not in self.node.connected_peers():
+            addrs = self._addrs_of(peer)
+            if not addrs or not await self.node.connect(PeerInfo(pid, addrs)):
+                return None
+        try:
+            return await self.node.open_stream(pid, [HEARTBEAT_PROTOCOL])
+        except Exception as exc:
+            logger.debug("heartbeat stream to %s: %r", peer, exc)
+            return None
+
+    def _addrs_of(self, peer: str):
+        import multiaddr
+
+        addrs = list(self.node.host.get_peerstore().addrs(ID.from_base58(peer)))
+        if addrs:
+            return addrs
+        signed = self.members.live.get(peer) or self.members.last_record(peer)
+        if signed is None:
+            return []
+        suffix = multiaddr.Multiaddr(f"/p2p/{peer}")
+        out = []
+        for a in signed.record.addrs:
+            try:
+                out.append(multiaddr.Multiaddr(a).decapsulate(suffix))
+            except Exception:
+                pass
+        return out
+
+    def _note_retry(self, peer: str) -> None:
+        """A down peer is tried again later, less and less often (a live one every round)."""
+        if peer in self.members.live:
+            return
+        _, last = self._retry.get(peer, (0.0, self.config.retry_min / 2))
+        backoff = min(self.config.retry_max, last * 2)
+        self._retry[peer] = (trio.current_time() + backoff * random.uniform(0.8, 1.2), backoff)
+
+    async def _serve_link(self, stream) -> None:
+        try:
+            peer = str(stream.muxed_conn.peer_id)
+        except Exception:
+            peer = ""
+        if not peer or peer in self.node.deny or (peer not in self.links and len(self.links) >= self.config.max_links
+                                                   and peer not in self._wanted_since):
+            await _reset(stream)
+            return
+        old = self.links.get(peer)
+        if old is not None and not old.closed:
+            # Both ends opened at once: keep the one the lower peer ID opened.
+            if (self.me < peer) == old.outbound:
+                await _reset(stream)
+                return
+            old.closed = old.replaced = True
+            await _reset(old.stream)
+        await self._run_link(_Link(peer, stream, outbound=False))
+
+    async def _run_link(self, link: _Link) -> None:
+        peer = link.peer
+        self.links[peer] = link
+        self._wanted_since.pop(peer, None)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._send_loop, link)
+                reason = await self._read_loop(link)
+                nursery.cancel_scope.cancel()
+        except Exception as exc:  # the stream died, or the peer sent something invalid
+            reason = f"{type(exc).__name__}: {exc}"
+        finally:
+            if self.links.get(peer) is link:
+                del self.links[peer]
+            if not link.closed:
+                link.closed = True
+                with trio.CancelScope(shield=True):
+                    await _reset(link.stream)
+        if not link.replaced:
+            await self._link_lost(peer, reason, silent=reason == "silent")
+
+    async def _send_loop(self, link: _Link) -> None:
+        """Our record first (and again when it changes), then a beat every interval."""
+        sent_seq = None
+        while True:
+            own = self.members.live.get(self.me)
+            if own is not None and own.record.seq != sent_seq:
+                await write_frame(link.stream, record_frame(own.to_bytes()))
+                sent_seq = own.record.seq
+            if sent_seq is not None:
+                beat = Beat(sent_seq, self.members.live.digest(), self.certs_digest())
+                await write_frame(link.stream, beat.to_frame())
+            await trio.sleep(self.config.interval * random.uniform(0.8, 1.2))
+
+    async def _read_loop(self, link: _Link) -> str:
+        while True:
+            frame = None
+            with trio.move_on_after(self.config.dead_after):
+                try:
+                    frame = await read_frame(link.stream, MAX_LINK_FRAME)
+                except ProtocolError as exc:
+                    return str(exc)
+            if frame is None:
+                return "silent"
+            if link.closed:
+                return "replaced"
+            link.last_heard = trio.current_time()
+            if not frame:
+                return "empty frame"
+            if frame[0] == FRAME_RECORD:
+                self._take_record(link, bytes(frame[1:]))
+            elif frame[0] == FRAME_BEAT:
+                self._take_beat(link, Beat.from_frame(bytes(frame)))
+            else:
+                raise InvalidLivenessMessage("unknown frame type")
+
+    def _take_record(self, link: _Link, data: bytes) -> None:
+        if not data:
+            return
+        signed = self.members.validate_bytes(data)
+        if signed.peer_id != link.peer:
+            raise InvalidRecordError("heartbeat link sent another node's record")
+        self.members.accept(signed, direct=True)
+        self._retry.pop(link.peer, None)
+
+    def _take_beat(self, link: _Link, beat: Beat) -> None:
+        self._compare(link, "members", beat.members, self.members.live.digest(),
+                      lambda: self.members.pull_from(ID.from_base58(link.peer)))
+        self._compare(link, "certs", beat.certs, self.certs_digest(), lambda: self.pull_certs(link.peer))
+
+    def _compare(self, link: _Link, what: str, remote: bytes, local: bytes, pull) -> None:
+        if remote == local:
+            link.mismatch.pop(what, None)
+            return
+        seen_before = link.mismatch.get(what) == remote
+        link.mismatch[what] = remote
+        # Gossip usually closes a gap within a beat; a difference seen twice is pulled for,
+        # once per pair of digests.
+        if seen_before and link.pulled.get(what) != (remote, local):
+            link.pulled[what] = (remote, local)
+            self.counters["pulls_by_digest"] += 1
+            self._nursery.start_soon(_quietly, pull, f"{what} pull from {link.peer}")
+
+    # --- a link lost ------------------------------------------------------------------
+
+    async def _link_lost(self, peer: str, reason: str, silent: bool) -> None:
+        if peer not in self.members.live or peer not in self._targets:
+            return  # not ours to watch: its own watchers report it
+        self.counters["links_lost"] += 1
+        logger.info("heartbeat link to %s lost (%s)", peer, reason)
+        if silent:
+            # The peer froze or its host vanished: its connection is stuck, and a fresh dial
+            # would hang in the handshake. Down now; the retry loop tries it again later.
+            await self._disconnect(peer)
+        elif peer not in self._opening and peer not in self.links:
+            # The stream or connection ended: a process that died refuses a new dial at once,
+            # one whose stream alone was reset takes the new link.
+            self._opening.add(peer)
+            if await self._open_link(peer):
+                return
+        if peer in self.links:
+            return
+        await self._declare_down(peer)
+
+    async def _disconnect(self, peer: str) -> None:
+        with trio.move_on_after(2):
+            try:
+                await self.node.host.disconnect(ID.from_base58(peer))
+            except Exception as exc:
+                logger.debug("disconnect %s: %r", peer, exc)
+
+    async def _declare_down(self, peer: str, seq: int | None = None, report: bool = True) -> None:
+        signed = self.members.live.get(peer)
+        if signed is None:
+            return
+        seq = signed.record.seq if seq is None else seq
+        if self.members.mark_down(peer, seq) is None:
+            return
+        self._note_retry(peer)
+        logger.info("peer %s is down (%d live)", peer, len(self.members.live))
+        if not report:
+            return
+        # Several watchers notice one death at once: wait a moment, and stay quiet if
+        # another watcher's report reached us first.
+        await trio.sleep(random.uniform(0, 0.5))
+        if (peer, seq) in self._reports_seen:
+            return
+        self._reports_seen.add((peer, seq))
+        report_msg = sign_down_report(self.members.keypair, DownReport(
+            self.members.config.network, self.me, peer, seq, time.time()))
+        try:
+            await self.node.pubsub.publish(self.topic, report_msg.to_bytes())
+            self.counters["down_reports_sent"] += 1
+        except Exception as exc:
+            logger.info("publishing a down report failed: %r", exc)
+
+    # --- down reports -----------------------------------------------------------------
+
+    def parse_report(self, data: bytes) -> SignedDownReport:
+        return SignedDownReport.from_bytes(data, network=self.members.config.network, now=time.time(),
+                                           max_age=self.config.report_max_age)
+
+    def validate_report(self, forwarder, msg) -> bool:
+        """GossipSub validator: a well-formed report, signed by a member, sent by its signer."""
+        try:
+            signed = self.parse_report(msg.data)
+            if ID(msg.from_id).to_base58() != signed.report.reporter:
+                return False
+            return signed.report.reporter in self.members.live and signed.report.reporter not in self.node.deny
+        except Exception as exc:  # a validator never raises
+            logger.debug("down report from %s rejected: %r", forwarder, exc)
+            return False
+
+    async def _down_receive_loop(self, subscription) -> None:
+        while True:
+            msg = await subscription.get()
+            try:
+                report = self.parse_report(msg.data).report
+            except InvalidLivenessMessage:
+                continue
+            self.counters["down_reports_received"] += 1
+            self._reports_seen.add((report.subject, report.seq))
+            if len(self._reports_seen) > 10_000:
+                self._reports_seen.clear()
+            if report.subject == self.me:
+                self._refute()
+            elif report.subject in self.members.live and report.subject not in self._checking:
+                held = self.members.live.get(report.subject)
+                if held is not None and held.record.seq <= report.seq and not self.heard_recently(report.subject):
+                    self._checking.add(report.subject)
+                    self._nursery.start_soon(self._check, report.subject, report.seq)
+
+    async def _check(self, peer: str, seq: int) -> None:
+        """A report says ``peer`` is down: believe it only if we cannot reach it either."""
+        try:
+            if peer in self.links or peer in self._opening:
+                return
+            self._opening.add(peer)
+            if not await self._open_link(peer):
+                await self._declare_down(peer, seq, report=False)
+        finally:
+            self._checking.discard(peer)
+
+    def _refute(self) -> None:
+        now = time.monotonic()
+        if now - self._last_refute < self.config.refute_every:
+            return
+        self._last_refute = now
+        logger.info("a peer reported us down: signing a fresh record")
+        self.members.request_publish()
+
+
+async def _reset(stream) -> None:
+    with trio.move_on_after(1):
+        try:
+            await stream.reset()
+        except Exception:
+            pass
+
+
+async def _quietly(fn, what: str) -> None:
+    try:
+        await fn()
+    except Exception as exc:
+        logger.debug("%s failed: %r", what, exc)
