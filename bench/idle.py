@@ -1,67 +1,43 @@
-"""Idle cost of storage nodes (not a test): CPU and memory of N node processes at rest.
+"""Idle cost of storage nodes (not a test): a testnet exactly as `netlab up` makes it, at rest.
 
-    .venv/bin/python bench/idle.py [--nodes 10] [--seconds 60] [--network local]
+    .venv/bin/python bench/idle.py [--nodes 10] [--shards 31] [--seconds 600] [--every 10]
 
-Runs N node processes with the timings of a network file (default: bootstrap/local.toml),
-waits until they agree on the shard map, then reads each process's CPU time from
-/proc/PID/stat over the window and its resident memory at the end.
+Brings the testnet up with netlab's own defaults, then samples every --every seconds the
+CPU of each node process (from /proc), the live-set sizes and the number of shard maps,
+and ends with the averages. The same sampling runs on any testnet: `netlab watch --dir D`.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from netlab.lab import Lab  # noqa: E402
-from p2pwalrus.config import load_network  # noqa: E402
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+from netlab.cli import bring_up  # noqa: E402
+from netlab.watch import summary, watch  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=10)
     ap.add_argument("--shards", type=int, default=31)
-    ap.add_argument("--seconds", type=float, default=60)
-    ap.add_argument("--network", default="local", help="network whose timings the nodes use")
+    ap.add_argument("--seconds", type=float, default=600)
+    ap.add_argument("--every", type=float, default=10)
     args = ap.parse_args()
-    timings = load_network(args.network).timings
     with tempfile.TemporaryDirectory() as tmp:
-        lab = Lab.create(Path(tmp) / "lab", args.nodes, args.shards, timings=timings)
+        lab, took = bring_up(Path(tmp) / "lab", args.nodes, args.shards)
         try:
-            t0 = time.monotonic()
-            lab.up(ready_timeout=120)
-            lab.wait_converged(120)
-            print(f"{args.nodes} nodes up and agreeing in {time.monotonic() - t0:.1f} s "
-                  f"(publish every {timings.publish_interval:.0f} s, TTL {timings.member_ttl:.0f} s)")
-            pids = [n.pid for n in lab.nodes]
-            before = {p: cpu_seconds(p) for p in pids}
-            t0 = time.monotonic()
-            time.sleep(args.seconds)
-            wall = time.monotonic() - t0
-            cpu = [100 * (cpu_seconds(p) - before[p]) / wall for p in pids]
-            mem = [rss_mb(p) for p in pids]
+            print(f"{args.nodes} node processes formed one network in {took:.1f} s (netlab up defaults)")
+            samples = watch(lab, args.every, args.seconds)
+            res = summary(samples, lab)
         finally:
             lab.down()
-    print(f"CPU % of one core per node over {wall:.0f} s: median {statistics.median(cpu):.2f}, max {max(cpu):.2f}")
-    print(f"RSS MB per node: median {statistics.median(mem):.0f}, max {max(mem):.0f}")
+    print(f"{res['nodes']} nodes over {res['seconds']:.0f} s: {res['cpu_mean_percent']:.2f}% of one core together "
+          f"on average (max {res['cpu_max_percent']:.2f}%), {res['rss_mb_mean']:.0f} MB RSS per node; "
+          f"one network throughout: {res['one_network_throughout']} (max {res['max_maps']} maps)")
 
 
 if __name__ == "__main__":

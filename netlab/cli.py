@@ -196,6 +196,33 @@ def status_cmd(directory, as_json):
               + (f", partition {st['partition']}" if st["partition"] else ""))
 
 
+@main.command("watch")
+@_dir_option
+@click.option("--every", type=click.FloatRange(1, 3600), default=10.0, show_default=True,
+              help="Seconds between samples.")
+@click.option("--for", "duration", type=click.FloatRange(1, 86400), default=600.0, show_default=True,
+              help="Seconds to watch.")
+@click.option("--json", "as_json", is_flag=True, help="End with the summary as a JSON object.")
+def watch_cmd(directory, every, duration, as_json):
+    """Sample the running testnet: CPU of its node processes, live-set sizes, shard maps.
+
+    Exits 1 if the nodes were not one network (every node listing all running nodes, one
+    shard map) at every sample."""
+    from .watch import summary, watch
+
+    lab = Lab.open(directory)
+    samples = watch(lab, every, duration, emit=click.echo)
+    res = summary(samples, lab)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+    else:
+        click.echo(f"{res['nodes']} nodes over {res['seconds']:.0f} s: {res['cpu_mean_percent']:.1f}% of one core "
+                   f"together on average (max {res['cpu_max_percent']:.1f}%), {res['rss_mb_mean']:.0f} MB per node; "
+                   + ("one network throughout" if res["one_network_throughout"] else
+                      f"NOT one network throughout (up to {res['max_maps']} maps, a live set of {res['min_live']})"))
+    sys.exit(0 if res["one_network_throughout"] else 1)
+
+
 # --- faults ------------------------------------------------------------------------------
 
 

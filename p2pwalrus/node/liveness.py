@@ -149,9 +149,11 @@ class Liveness:
                                 neighbours=self.config.neighbours) - deny
         self._targets = targets
         for peer, link in list(self.links.items()):
-            # A link opened only to check a report, or to a peer that left our targets (the
-            # ring moved): its watchers are others now. Both ends drop it quietly.
-            if peer not in targets and now - link.opened_at > 2 * self.config.interval:
+            if peer in deny:  # cut off (a netlab partition): the link ends, the peer goes down
+                self._nursery.start_soon(_reset, link.stream)
+            elif peer not in targets and now - link.opened_at > 2 * self.config.interval:
+                # A link opened only to check a report, or to a peer that left our targets (the
+                # ring moved): its watchers are others now. Both ends drop it quietly.
                 link.replaced = True
                 self._nursery.start_soon(_reset, link.stream)
         for peer in list(self._wanted_since):
@@ -335,11 +337,14 @@ class Liveness:
     # --- a link lost ------------------------------------------------------------------
 
     async def _link_lost(self, peer: str, reason: str, silent: bool) -> None:
-        if peer not in self.members.live or peer not in self._targets:
+        denied = peer in self.node.deny
+        if peer not in self.members.live or (peer not in self._targets and not denied):
             return  # not ours to watch: its own watchers report it
         self.counters["links_lost"] += 1
         logger.info("heartbeat link to %s lost (%s)", peer, reason)
-        if silent:
+        if denied:
+            pass  # we may not reach it: down
+        elif silent:
             # The peer froze or its host vanished: its connection is stuck, and a fresh dial
             # would hang in the handshake. Down now; the retry loop tries it again later.
             await self._disconnect(peer)

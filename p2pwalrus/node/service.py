@@ -142,6 +142,7 @@ class StorageNode:
         old = self.shard_map
         new = compute_shard_map(live, self.net.n_shards)
         if old is not None and new.digest() == old.digest():
+            self.write_status()  # the live set changed all the same (a member that holds no shard)
             return
         self.shard_map = new
         self.prev_shard_map = old

@@ -1,0 +1,158 @@
+"""Liveness: the pure rules (core/liveness.py, LiveSet down marks) and heartbeat links
+between real nodes on loopback (node/liveness.py)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from libp2p.crypto.ed25519 import create_new_key_pair
+
+from p2pwalrus.core.keys import peer_id_from_public_key
+from p2pwalrus.core.liveness import (
+    Beat,
+    DownReport,
+    InvalidLivenessMessage,
+    SignedDownReport,
+    sign_down_report,
+    watch_targets,
+)
+from p2pwalrus.core.records import LiveSet, NodeRecord, sign_record
+
+NET = "local"
+
+
+def _keypair():
+    kp = create_new_key_pair()
+    return kp, peer_id_from_public_key(kp.public_key.to_bytes())
+
+
+def _record(kp, pid, seq, now=None, lifetime=3600.0):
+    now = time.time() if now is None else now
+    return sign_record(kp, NodeRecord(NET, pid, ("/ip4/127.0.0.1/tcp/1",), 0, "t", now, now + lifetime, seq))
+
+
+def test_beat_round_trips_and_malformed_beats_are_refused():
+    beat = Beat(7, b"m" * 16, b"c" * 16)
+    assert Beat.from_frame(beat.to_frame()) == beat
+    frame = beat.to_frame()
+    for bad in (frame[:-1], frame + b"x", b"\x01" + frame[1:], b""):
+        with pytest.raises(InvalidLivenessMessage):
+            Beat.from_frame(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_down_report_parser_refuses_garbage_without_crashing(data):
+    try:
+        SignedDownReport.from_bytes(data, network=NET, now=time.time(), max_age=120)
+    except InvalidLivenessMessage:
+        pass
+
+
+def test_down_report_is_checked_for_signature_network_and_age():
+    kp, reporter = _keypair()
+    _, subject = _keypair()
+    now = time.time()
+    signed = sign_down_report(kp, DownReport(NET, reporter, subject, 5, now))
+    parsed = SignedDownReport.from_bytes(signed.to_bytes(), network=NET, now=now, max_age=120)
+    assert parsed.report == signed.report
+    with pytest.raises(InvalidLivenessMessage, match="another network"):
+        SignedDownReport.from_bytes(signed.to_bytes(), network="other", now=now, max_age=120)
+    with pytest.raises(InvalidLivenessMessage, match="too old"):
+        SignedDownReport.from_bytes(signed.to_bytes(), network=NET, now=now + 500, max_age=120)
+    forged = bytearray(signed.to_bytes())
+    forged[-3] ^= 1  # inside the JSON body: no longer what was signed (or not canonical)
+    with pytest.raises(InvalidLivenessMessage):
+        SignedDownReport.from_bytes(bytes(forged), network=NET, now=now, max_age=120)
+    other_kp, _ = _keypair()
+    wrong_signer = sign_down_report(other_kp, DownReport(NET, reporter, subject, 5, now))
+    with pytest.raises(InvalidLivenessMessage, match="signature"):
+        SignedDownReport.from_bytes(wrong_signer.to_bytes(), network=NET, now=now, max_age=120)
+    with pytest.raises(InvalidLivenessMessage):
+        DownReport(NET, reporter, reporter, 1, now)
+
+
+def test_a_down_mark_refuses_the_same_record_but_not_a_newer_one_or_a_direct_one():
+    kp, pid = _keypair()
+    live = LiveSet(ttl=3600)
+    now = time.time()
+    first = _record(kp, pid, 1, now)
+    assert live.offer(first, now) is not None
+    assert live.mark_down(pid).kind.value == "left"
+    assert pid not in live and live.is_down(pid)
+    assert live.offer(first, now) is None  # pulled late from a peer that still lists it: stays down
+    assert live.offer(first, now, direct=True) is not None  # it answered us itself: up
+    live.mark_down(pid)
+    assert live.offer(_record(kp, pid, 2, now), now) is not None  # restarted: a newer record
+    assert not live.is_down(pid)
+
+
+def test_live_set_digest_names_the_members_and_their_records():
+    kp_a, a = _keypair()
+    kp_b, b = _keypair()
+    now = time.time()
+    x, y = LiveSet(3600), LiveSet(3600)
+    for s in (x, y):
+        s.offer(_record(kp_a, a, 1, now), now)
+    assert x.digest() == y.digest()
+    x.offer(_record(kp_b, b, 1, now), now)
+    assert x.digest() != y.digest()
+    y.offer(_record(kp_b, b, 1, now), now)
+    assert x.digest() == y.digest()
+    y.offer(_record(kp_b, b, 2, now), now)
+    assert x.digest() != y.digest()
+
+
+def test_watch_targets_are_everyone_in_a_small_network_and_symmetric_ring_neighbours_in_a_large_one():
+    ids = [f"peer{i:03d}" for i in range(40)]
+    assert watch_targets(ids[0], ids[:10], watch_all_up_to=16, neighbours=8) == set(ids[1:10])
+    watchers = {p: 0 for p in ids}
+    for me in ids:
+        targets = watch_targets(me, ids, watch_all_up_to=16, neighbours=8)
+        assert len(targets) == 8 and me not in targets
+        for t in targets:
+            assert me in watch_targets(t, ids, watch_all_up_to=16, neighbours=8)  # one link serves both
+            watchers[t] += 1
+    assert set(watchers.values()) == {8}
+
+
+# --- real nodes ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_a_killed_node_leaves_every_live_set_in_seconds_and_a_restarted_one_comes_back(tmp_path):
+    from netlab.inprocess import Cluster, test_network
+
+    net = test_network(10)
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            cluster = Cluster(net, tmp_path, nursery)
+            for _ in range(5):
+                await cluster.start()
+            await cluster.wait_converged(60)
+            victim = cluster.slots[3]
+            victim_id = victim.node.peer_id
+            others = [s.node for s in cluster.slots if s is not victim]
+            t0 = trio.current_time()
+            await cluster.kill(3)
+
+            async def gone():
+                return not any(victim_id in n.members.live for n in others)
+
+            await cluster.wait_until(gone, 60)
+            took = trio.current_time() - t0
+            # A killed process's connections close at once; well under the 15 s silence bound.
+            assert took < net.timings.heartbeat_timeout, took
+            # Its watchers saw their links end; a node without a link yet learnt it from a
+            # watcher's report (and checked it).
+            assert any(n.liveness.counters["links_lost"] for n in others)
+            assert all(n.liveness.counters["links_lost"] or n.liveness.counters["down_reports_received"] for n in others)
+            t1 = trio.current_time()
+            await cluster.start(3)
+            await cluster.wait_converged(60)
+            assert trio.current_time() - t1 < 30
+            nursery.cancel_scope.cancel()
