@@ -189,7 +189,10 @@ class Liveness:
         finally:
             self._opening.discard(peer)
         self._retry.pop(peer, None)
-        self._nursery.start_soon(self._run_link, _Link(peer, stream, outbound=True))
+        link = _Link(peer, stream, outbound=True)
+        if not await self._register(link):
+            return peer in self.links
+        self._nursery.start_soon(self._run_link, link)
         return True
 
     async def _dial_link(self, peer: str):
@@ -241,19 +244,29 @@ class Liveness:
                                                    and peer not in self._wanted_since):
             await _reset(stream)
             return
-        old = self.links.get(peer)
+        link = _Link(peer, stream, outbound=False)
+        if await self._register(link):
+            await self._run_link(link)
+
+    async def _register(self, link: _Link) -> bool:
+        """One link per pair of nodes. When both ends opened one at once, both keep the one
+        the lower peer ID opened; otherwise the newer link replaces the older."""
+        old = self.links.get(link.peer)
         if old is not None and not old.closed:
-            # Both ends opened at once: keep the one the lower peer ID opened.
-            if (self.me < peer) == old.outbound:
-                await _reset(stream)
-                return
+            def by_lower(x: _Link) -> bool:
+                return (self.me < x.peer) == x.outbound
+
+            if by_lower(old) and not by_lower(link):
+                link.closed = link.replaced = True
+                await _reset(link.stream)
+                return False
             old.closed = old.replaced = True
-            await _reset(old.stream)
-        await self._run_link(_Link(peer, stream, outbound=False))
+            self._nursery.start_soon(_reset, old.stream)
+        self.links[link.peer] = link
+        return True
 
     async def _run_link(self, link: _Link) -> None:
         peer = link.peer
-        self.links[peer] = link
         self._wanted_since.pop(peer, None)
         try:
             async with trio.open_nursery() as nursery:
