@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import multiaddr
 import trio
-from libp2p.peer.id import ID
+
+from .. import node as _node  # noqa: F401  (first: loads libp2p lean, see node/lean_libp2p.py)
+from libp2p.peer.id import ID  # noqa: E402
 
 from ..config import NetworkConfig
 from ..core import rs2
