@@ -72,7 +72,7 @@ def quiet_libp2p() -> None:
     """
     import logging
 
-    import libp2p  # noqa: F401
+    import p2pwalrus.node  # noqa: F401  (imports libp2p, without the parts we never use)
 
     logging.getLogger("libp2p").setLevel(logging.CRITICAL)
     for name in list(logging.root.manager.loggerDict):

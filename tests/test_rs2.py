@@ -113,6 +113,48 @@ def test_decode_from_any_n_minus_f_secondary_slivers_is_exact(case):
     assert rs2.decode_secondary(enc.metadata, slivers) == data
 
 
+@given(case=blob_cases())
+@SETTINGS
+def test_joining_the_systematic_slivers_equals_the_full_decode(case):
+    n, data, rnd = case
+    enc = rs2.encode_blob(data, n)
+    cfg = enc.metadata.config
+    r = cfg.n_primary
+    systematic = {i: enc.primary_sliver(i) for i in range(r)}
+    # The full decode: from the R highest rows, which include all 2f recovery rows.
+    others = {i: enc.primary_sliver(i) for i in range(n - r, n)}
+    full = rs2.decode_primary(enc.metadata, others)
+    joined = rs2.join_systematic(enc.metadata, systematic)
+    assert joined == full == data
+    # decode_primary takes the fast path whatever else it is given, strict or not.
+    extra = {**systematic, **{i: enc.primary_sliver(i) for i in rnd.sample(range(r, n), rnd.randint(0, n - r))}}
+    assert rs2.decode_primary(enc.metadata, extra) == data
+    assert rs2.decode_primary(enc.metadata, systematic, strict=True) == data
+    # Systematic rows but one, plus one recovery row: only that row is decoded.
+    gone, spare = rnd.randrange(r), rnd.randrange(r, n)
+    mixed = {i: v for i, v in systematic.items() if i != gone} | {spare: enc.primary_sliver(spare)}
+    assert rs2.decode_primary(enc.metadata, mixed) == data
+
+
+def test_joining_needs_every_systematic_sliver_of_the_right_size():
+    enc = rs2.encode_blob(os.urandom(5000), 10)
+    r = enc.metadata.config.n_primary
+    slivers = {i: enc.primary_sliver(i) for i in range(r)}
+    with pytest.raises(DecodingError, match=r"\[2\]"):
+        rs2.join_systematic(enc.metadata, {i: v for i, v in slivers.items() if i != 2})
+    with pytest.raises(VerificationError):
+        rs2.join_systematic(enc.metadata, {**slivers, 1: slivers[1][:-2]})
+
+
+def test_strict_read_of_the_systematic_slivers_still_catches_an_inconsistent_blob():
+    enc = make_inconsistent_blob(os.urandom(4000), 10, row=0, column=1)
+    r = enc.metadata.config.n_primary
+    slivers = {i: enc.primary_sliver(i) for i in range(r)}
+    assert rs2.decode_primary(enc.metadata, slivers)  # non-strict: the systematic rows verify, as before
+    with pytest.raises(InconsistentBlobError):
+        rs2.decode_primary(enc.metadata, slivers, strict=True)
+
+
 def test_too_few_slivers_is_a_clear_error():
     enc = rs2.encode_blob(b"x" * 100, 10)
     with pytest.raises(DecodingError, match="need 4"):

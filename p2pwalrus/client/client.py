@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import multiaddr
 import trio
-from libp2p.peer.id import ID
+
+from .. import node as _node  # noqa: F401  (first: loads libp2p lean, see node/lean_libp2p.py)
+from libp2p.peer.id import ID  # noqa: E402
 
 from ..config import NetworkConfig
 from ..core import rs2
@@ -51,6 +53,12 @@ CALL_TIMEOUT = 10.0
 UPLOAD_TIMEOUT = 120.0
 QUORUM_GRACE = 2.0  # after the quorum, late uploads get this long before they are cut
 STORE_RETRY_PAUSE = 2.0  # a store short of its quorum asks for the live set again this often
+# A read asks a recovery row in place of a systematic one still outstanding this long after
+# it was asked: READ_HEDGE_FACTOR times what the first half of the rows took, at least
+# READ_HEDGE_MIN seconds (a hung holder otherwise holds the read for the 60 s sliver timeout).
+READ_HEDGE_MIN = 2.0
+READ_HEDGE_FACTOR = 3.0
+READ_HEDGE_TICK = 0.25
 
 
 class BlobInvalidError(P2PWalrusError):
@@ -543,59 +551,116 @@ class Client:
                 logger.warning("metadata from %s rejected: %s", peer, exc)
         raise NotEnoughShardsError("no holder returned valid metadata for this blob")
 
+    async def _fetch_primary(self, meta: rs2.BlobMetadata, blob_id: bytes, pair: int, holder: str,
+                             bad: dict[int, str]) -> bytes | None:
+        """Primary sliver `pair` from `holder`, verified (in a worker thread); None, noted in `bad`, if not."""
+        sliver_len = meta.config.n_secondary * meta.symbol_size
+        try:
+            reply, raw = await self.call_with_blob(
+                holder, rpc.GET_SLIVER, {"blob_id": blob_id.hex(), "pair": pair, "kind": "primary"}, sliver_len, 60.0
+            )
+        except Exception as exc:
+            bad[pair] = f"{holder[:16]}…: {exc!r}"
+            return None
+        if raw is None:
+            if reply.get("invalid"):
+                raise BlobInvalidError(f"blob {blob_id_to_str(blob_id)} is invalid")
+            bad[pair] = f"{holder[:16]}…: {reply.get('error')}"
+            return None
+        try:
+            await trio.to_thread.run_sync(rs2.verify_primary_sliver, meta, pair, raw)
+        except VerificationError as exc:
+            logger.warning("primary sliver %d from %s is corrupt: %s", pair, holder, exc)
+            bad[pair] = f"{holder[:16]}…: corrupt sliver"
+            return None
+        return raw
+
     async def read(self, blob_id: bytes, *, strict: bool = False, progress: Progress | None = None) -> bytes:
+        """The blob, read from its systematic primary slivers whenever their holders serve them.
+
+        The R = n - 2f systematic primary slivers (rows 0..R-1) are the blob itself, padded:
+        their holders are asked in parallel, and each sliver is verified in a worker thread as
+        it arrives. A row that cannot be had or fails verification is replaced by a recovery
+        row (R..n-1), holders that failed already asked last; so is a row still outstanding
+        long after half of them arrived (READ_HEDGE_*). With every systematic row the blob is
+        their concatenation; otherwise only the missing rows are decoded, from any R verified
+        primary slivers.
+        """
         progress = progress or Progress()
         await self.certified(blob_id)
         meta = await self.metadata(blob_id)
-        n, cfg, s = meta.n_shards, meta.config, meta.symbol_size
+        n, cfg = meta.n_shards, meta.config
         need = cfg.n_primary
-        sliver_len = cfg.n_secondary * s
+        holder = {pair: self.shard_map.owner(rs2.shard_for_pair(pair, blob_id, n)) for pair in range(n)}
         good: dict[int, bytes] = {}
         bad: dict[int, str] = {}
-        candidates = list(range(n))  # systematic pairs first: they decode without the codec
-        progress.start("reading", need * sliver_len)
-
-        async def fetch(pair: int) -> None:
-            holder = self.shard_map.owner(rs2.shard_for_pair(pair, blob_id, n))
-            try:
-                reply, raw = await self.call_with_blob(
-                    holder, rpc.GET_SLIVER, {"blob_id": blob_id.hex(), "pair": pair, "kind": "primary"}, sliver_len, 60.0
-                )
-            except Exception as exc:
-                bad[pair] = f"{holder[:16]}…: {exc!r}"
-                return
-            if raw is None:
-                if reply.get("invalid"):
-                    raise BlobInvalidError(f"blob {blob_id_to_str(blob_id)} is invalid")
-                bad[pair] = f"{holder[:16]}…: {reply.get('error')}"
-                return
-            try:
-                await trio.to_thread.run_sync(rs2.verify_primary_sliver, meta, pair, raw)
-            except VerificationError as exc:
-                logger.warning("primary sliver %d from %s is corrupt: %s", pair, holder, exc)
-                bad[pair] = f"{holder[:16]}…: corrupt sliver"
-                return
-            if len(good) < need:
-                good[pair] = raw
-                progress.advance(len(raw))
+        spares = list(range(need, n))  # recovery rows, asked only in place of a systematic one
+        failed_holders: set[str] = set()
+        waiting: dict[int, float] = {}  # pair -> when it was asked; left out once a spare stands in
+        in_flight = 0
+        half_time: float | None = None  # how long the first half of the rows took to arrive
+        invalid: BlobInvalidError | None = None
+        started = trio.current_time()
+        progress.start("reading", need * cfg.n_secondary * meta.symbol_size)
 
         async with trio.open_nursery() as nursery:
-            queue = iter(candidates)
-            limiter = trio.CapacityLimiter(min(n, need + max(2, cfg.f // 2)))
 
-            async def worker():
-                for pair in queue:
-                    if len(good) >= need:
-                        return
-                    async with limiter:
-                        await fetch(pair)
-                    if len(good) >= need:
+            def ask(pair: int) -> None:
+                nonlocal in_flight
+                in_flight += 1
+                waiting[pair] = trio.current_time()
+                nursery.start_soon(fetch, pair)
+
+            def ask_spare() -> None:
+                if spares:
+                    pick = next((p for p in spares if holder[p] not in failed_holders), spares[0])
+                    spares.remove(pick)
+                    ask(pick)
+
+            async def fetch(pair: int) -> None:
+                nonlocal in_flight, half_time, invalid
+                try:
+                    try:
+                        raw = await self._fetch_primary(meta, blob_id, pair, holder[pair], bad)
+                    except BlobInvalidError as exc:  # raised below, outside the nursery's exception group
+                        invalid = exc
                         nursery.cancel_scope.cancel()
                         return
+                    stood_in = waiting.pop(pair, None) is None  # a spare was asked already
+                    if raw is None:
+                        failed_holders.add(holder[pair])
+                        if not stood_in:
+                            ask_spare()
+                    elif len(good) < need:
+                        good[pair] = raw
+                        progress.advance(len(raw))
+                        if half_time is None and 2 * len(good) >= need:
+                            half_time = trio.current_time() - started
+                        if len(good) >= need:
+                            nursery.cancel_scope.cancel()
+                finally:
+                    in_flight -= 1
+                    if in_flight == 0:  # nothing more can arrive: stop the hedging timer
+                        nursery.cancel_scope.cancel()
 
-            for _ in range(min(n, need + max(2, cfg.f // 2))):
-                nursery.start_soon(worker)
+            async def hedge() -> None:
+                while True:
+                    await trio.sleep(READ_HEDGE_TICK)
+                    if half_time is None:
+                        continue
+                    late = trio.current_time() - max(READ_HEDGE_MIN, READ_HEDGE_FACTOR * half_time)
+                    for pair, asked in list(waiting.items()):
+                        if asked < late:
+                            logger.info("primary sliver %d from %s is late: asking another", pair, holder[pair])
+                            del waiting[pair]
+                            ask_spare()
+
+            for pair in range(need):
+                ask(pair)
+            nursery.start_soon(hedge)
         progress.done()
+        if invalid is not None:
+            raise invalid
         if len(good) < need:
             raise NotEnoughShardsError(
                 f"got {len(good)} valid primary slivers of the {need} needed "

@@ -383,26 +383,57 @@ def verify_secondary_sliver(metadata: BlobMetadata, pair_index: int, sliver) -> 
 # Decoding
 
 
+def join_systematic(metadata: BlobMetadata, slivers: dict[int, bytes]) -> bytes:
+    """The blob from its R systematic primary slivers (rows 0..R-1), no decoding.
+
+    The source rows are the blob itself, padded: the blob is their concatenation cut to
+    its length (one copy). `slivers` must hold every row 0..R-1 (others are ignored),
+    already verified; rows wholly past the blob's length are only checked for size.
+    """
+    cfg, s = metadata.config, metadata.symbol_size
+    r, c = cfg.n_primary, cfg.n_secondary
+    missing = [i for i in range(r) if i not in slivers]
+    if missing:
+        raise DecodingError(f"systematic primary slivers {missing} are missing")
+    row_len, left = c * s, metadata.unencoded_length
+    parts = []
+    for i in range(r):
+        row = memoryview(slivers[i]).cast("B")
+        if len(row) != row_len:
+            raise VerificationError(f"sliver has {len(row)} bytes, expected {row_len}")
+        if left > 0:
+            parts.append(row[: min(row_len, left)])
+            left -= row_len
+    return b"".join(parts)
+
+
 def decode_primary(metadata: BlobMetadata, slivers: dict[int, bytes], *, strict: bool = False) -> bytes:
     """The blob from any R primary slivers {row index: sliver}, already verified.
 
-    Then checks consistency: by default the recomputed hashes of the decoded systematic
-    slivers; `strict` re-encodes the whole blob and recomputes the blob ID.
+    With all R systematic slivers (rows 0..R-1) it is their concatenation
+    (join_systematic); otherwise only the missing systematic rows are decoded, from the
+    lowest-indexed slivers given. Then checks consistency: by default the recomputed
+    hashes of the decoded systematic slivers; `strict` re-encodes the whole blob and
+    recomputes the blob ID.
     """
     cfg, s = metadata.config, metadata.symbol_size
     r, c = cfg.n_primary, cfg.n_secondary
     if len(slivers) < r:
         raise DecodingError(f"need {r} primary slivers to decode, got {len(slivers)}")
-    chosen = dict(sorted(slivers.items())[:r])  # lowest indices: systematic rows need no decoding
-    available = {i: _sliver_symbols(v, c, s) for i, v in chosen.items()}
-    rows = codec.decode_symbols(r, 2 * cfg.f, available)  # (R, C, s)
-    decoded = [i for i in range(r) if i not in chosen]
-    if decoded and not strict:
-        roots = merkle_roots(leaf_hashes(_row_extend(rows[decoded], cfg)))
-        for k, i in enumerate(decoded):
-            if roots[k].tobytes() != metadata.primary_hashes[i]:
-                raise InconsistentBlobError(f"decoded primary sliver {i} does not match the metadata: the blob is inconsistent")
-    blob = rows.reshape(-1)[: metadata.unencoded_length].tobytes()
+    if all(i in slivers for i in range(r)):
+        blob = join_systematic(metadata, slivers)
+    else:
+        chosen = dict(sorted(slivers.items())[:r])  # lowest indices: systematic rows need no decoding
+        available = {i: _sliver_symbols(v, c, s) for i, v in chosen.items()}
+        rows = codec.decode_symbols(r, 2 * cfg.f, available)  # (R, C, s)
+        decoded = [i for i in range(r) if i not in chosen]
+        if not strict:
+            roots = merkle_roots(leaf_hashes(_row_extend(rows[decoded], cfg)))
+            for k, i in enumerate(decoded):
+                if roots[k].tobytes() != metadata.primary_hashes[i]:
+                    raise InconsistentBlobError(
+                        f"decoded primary sliver {i} does not match the metadata: the blob is inconsistent")
+        blob = rows.reshape(-1)[: metadata.unencoded_length].tobytes()
     if strict and compute_blob_id(blob, cfg.n_shards) != metadata.blob_id():
         raise InconsistentBlobError("re-encoding the decoded blob gives another blob ID: the blob is inconsistent")
     return blob

@@ -51,9 +51,11 @@ def gateway_cmd(ctx, bind, publisher, aggregator, max_body, auth_token, rate_lim
     """Serve Walrus's publisher and aggregator HTTP API, /metrics and a dashboard at /."""
     import trio
 
-    from ..cli import _parse_size, _resolve_network
+    from ..cli import _parse_size, _quiet_libp2p, _resolve_network
     from .app import GatewayConfig
     from .server import serve_gateway
+
+    _quiet_libp2p()  # importing libp2p (just now, through .app) reset its loggers
 
     if not publisher and not aggregator:
         _fail("--no-publisher and --no-aggregator together leave nothing to serve")

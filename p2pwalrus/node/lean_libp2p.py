@@ -1,0 +1,127 @@
+"""Import py-libp2p without the transports and services p2pwalrus never uses.
+
+PINNED TO libp2p 0.8.1 (checked from the installed distribution's metadata;
+any other version gets a plain, full import).
+
+Why: importing anything under ``libp2p`` runs ``libp2p/__init__.py``, which
+imports every transport and service the library has, whatever the caller
+builds. For a CLI command that runs for a second, most of that is waste
+(measured on 0.8.1, of ~0.55 s): QUIC pulls aioquic (and service_identity,
+x509) through ``libp2p.custom_types`` -> ``transport.quic.stream`` and
+through ``__init__`` -> ``transport.quic.utils``/``.transport``; the host
+module pulls AutoTLS (``security.tls.autotls.acme``/``broker``: httpx,
+requests, dnspython) and the whole circuit-relay package (only for
+``relay.circuit_v2.nat.is_private_ip``, used by AutoTLS); and
+``libp2p.transport``'s package imports the WebSocket transport; the host
+module imports mDNS discovery (zeroconf); and the TCP transport's DNS
+resolver makes dnspython import aioquic for DNS-over-QUIC. p2pwalrus
+builds its hosts from TCP + Noise + Yamux only (node/host.py).
+
+How: before the first ``import libp2p``, ``install()`` puts small stand-in
+modules in ``sys.modules`` under those module names, exposing exactly the
+names that 0.8.1's modules import from them. Each stand-in name is a
+placeholder class: ``isinstance`` against it is always False (no such object
+exists in our process), it can be named in an ``except`` clause, and calling
+or instantiating it raises a RuntimeError that says why. Once libp2p has
+imported, the stand-ins are taken out of ``sys.modules`` again, so that code
+which explicitly imports e.g. ``libp2p.transport.quic.transport`` later gets
+the real module; only the names bound during libp2p's own import stay
+placeholders (so ``new_host(enable_quic=True)`` and AutoTLS fail loudly).
+
+If libp2p is already imported, if the version differs, if
+``P2PWALRUS_LEAN_LIBP2P=0`` is set, or if the import with stand-ins fails for
+any reason, libp2p is imported in full, as without this module.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+
+PINNED_VERSION = "0.8.1"
+
+# module name -> names other libp2p 0.8.1 modules import from it while libp2p loads
+_STAND_INS: dict[str, tuple[str, ...]] = {
+    # libp2p/__init__.py (is_quic_multiaddr is imported but never called there)
+    "libp2p.transport.quic.utils": ("is_quic_multiaddr",),
+    "libp2p.transport.quic.transport": ("QUICTransport",),
+    # libp2p/custom_types.py: only for a type alias
+    "libp2p.transport.quic.stream": ("QUICStream",),
+    # libp2p/transport/__init__.py re-exports it; new_host imports the real one lazily for ws addrs
+    "libp2p.transport.websocket.transport": ("WebsocketTransport",),
+    # libp2p/host/basic_host.py: all three only inside BasicHost.initiate_autotls_procedure
+    "libp2p.security.tls.autotls.acme": ("ACMEClient", "compute_b36_peer_id"),
+    "libp2p.security.tls.autotls.broker": ("BrokerClient",),
+    "libp2p.relay.circuit_v2.nat": ("is_private_ip",),
+    # libp2p/host/basic_host.py: create_mdns_discovery only with new_host(enable_mDNS=True) (zeroconf)
+    "libp2p.discovery.mdns.mdns": ("MDNSDiscovery", "create_mdns_discovery"),
+}
+
+_installed: bool | None = None  # None: not tried yet
+
+
+def _placeholder(module: str, name: str) -> type:
+    def refuse(cls, *args, **kwargs):
+        raise RuntimeError(
+            f"{module}.{name} was not loaded: p2pwalrus imports libp2p without QUIC, WebSocket, AutoTLS "
+            "and relay (p2pwalrus/node/lean_libp2p.py); set P2PWALRUS_LEAN_LIBP2P=0 to load them"
+        )
+
+    # An Exception subclass, so that it also works where libp2p names it in an `except` clause.
+    return type(name, (Exception,), {"__new__": refuse, "__module__": module, "__doc__": "Not loaded (lean_libp2p)."})
+
+
+def _installed_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("libp2p")
+    except Exception:
+        return None
+
+
+def install() -> bool:
+    """Import libp2p without its unused parts; True if that was done (now or before)."""
+    global _installed
+    if _installed is not None:
+        return _installed
+    _installed = False
+    if "libp2p" in sys.modules or os.environ.get("P2PWALRUS_LEAN_LIBP2P", "1") == "0":
+        return False
+    if _installed_version() != PINNED_VERSION:
+        return False
+    try:
+        # multiaddr's DNS resolver (imported by the TCP transport) imports dnspython's
+        # DNS-over-QUIC support, i.e. aioquic again. We never resolve over QUIC: tell dnspython
+        # the feature is off (its documented workaround switch) before it first looks.
+        if "dns.quic" not in sys.modules:
+            import dns._features
+
+            dns._features.force("doq", False)
+    except Exception:
+        pass
+    added = []
+    for modname, names in _STAND_INS.items():
+        if modname in sys.modules:
+            continue
+        stand_in = types.ModuleType(modname, "Stand-in from p2pwalrus.node.lean_libp2p (module not loaded).")
+        for name in names:
+            setattr(stand_in, name, _placeholder(modname, name))
+        sys.modules[modname] = stand_in
+        added.append(modname)
+    try:
+        import libp2p  # noqa: F401  (runs libp2p/__init__.py, which imports the host, swarm, ...)
+        import libp2p.host.basic_host  # noqa: F401
+        import libp2p.transport.tcp.tcp  # noqa: F401
+    except Exception:
+        # Something in this libp2p needs more than the stand-ins give: forget the half import.
+        for name in [m for m in sys.modules if m == "libp2p" or m.startswith("libp2p.")]:
+            del sys.modules[name]
+        return False
+    finally:
+        for modname in added:
+            if sys.modules.get(modname) is not None and getattr(sys.modules[modname], "__file__", None) is None:
+                del sys.modules[modname]
+    _installed = True
+    return True
