@@ -1,0 +1,112 @@
+"""What a newcomer meets first (issue 18): refusals that are one sentence, not a traceback,
+output that can be copied, and help for every option. Mostly the CLIs run as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import pytest
+import trio
+
+from netlab.inprocess import inprocess_network
+from netlab.inprocess import test_network as make_network  # (not collected as a test)
+from netlab.lab import Lab
+from p2pwalrus.core.blob_id import blob_id_to_str
+from p2pwalrus.node.datadir_lock import DataDirInUseError, lock_data_dir
+from p2pwalrus.node.service import StorageNode
+
+REPO = Path(__file__).resolve().parents[1]
+NETWORK = """name = "usability"
+n_shards = 10
+epoch_length = 3600.0
+genesis_time = 1767225600.0
+bootstrap = [{bootstrap}]
+"""
+# A peer that is not there: a command that got as far as the network would fail otherwise.
+NOWHERE = '"/ip4/127.0.0.1/tcp/9/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"'
+
+
+def env() -> dict:
+    paths = [str(REPO), os.environ.get("PYTHONPATH")]
+    e = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "P2PWALRUS_NETWORK")}
+    return {**e, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+
+
+def cli(*args: str, module: str = "p2pwalrus", timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env(),
+                          timeout=timeout, **kw)
+
+
+def netlab(*args: str, **kw) -> subprocess.CompletedProcess:
+    return cli(*args, module="netlab.cli", **kw)
+
+
+def one_sentence_error(res: subprocess.CompletedProcess) -> str:
+    """The command failed with exit code 1 and a single `error: ...` line, no traceback."""
+    assert res.returncode == 1, (res.returncode, res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    return lines[0]
+
+
+# --- one node per data dir -----------------------------------------------------------
+
+
+def test_a_second_node_process_on_a_data_dir_is_refused_naming_the_first(tmp_path):
+    net = tmp_path / "net.toml"
+    net.write_text(NETWORK.format(bootstrap=""))
+    data = tmp_path / "node"
+    log = tmp_path / "first.log"
+    with open(log, "w") as fh:
+        first = subprocess.Popen([sys.executable, "-m", "p2pwalrus", "--network", str(net), "node", "--data-dir",
+                                  str(data)], stdout=fh, stderr=subprocess.STDOUT, env=env())
+    try:
+        deadline = time.monotonic() + 60
+        while not (data / "node.json").exists():  # written once the node listens
+            assert first.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the first node did not start"
+            time.sleep(0.1)
+        assert (data / "lock").read_text().strip() == str(first.pid)
+        line = one_sentence_error(cli("--network", str(net), "node", "--data-dir", str(data)))
+        assert line == (f"error: data dir {data} is in use by another node (pid {first.pid}); "
+                        f"stop it or use another --data-dir")
+        assert first.poll() is None
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(30)
+    # The lock dies with its holder: a node starts there again.
+    lock_data_dir(data).release()
+
+
+def test_a_data_dir_is_held_until_the_node_is_closed(tmp_path):
+    net = make_network(10)
+    node = StorageNode(net, tmp_path)
+    with pytest.raises(DataDirInUseError, match=rf"in use by another node \(pid {os.getpid()}\)"):
+        StorageNode(net, tmp_path)
+    node.close()
+    node.close()  # idempotent
+    again = StorageNode(net, tmp_path)
+    assert again.peer_id == node.peer_id
+    again.close()
+
+
+async def test_an_in_process_kill_releases_the_data_dir_and_a_restart_reuses_it(tmp_path):
+    with trio.fail_after(90):
+        async with inprocess_network(2, 4, tmp_path) as cluster:
+            slot = cluster.slots[1]
+            peer = slot.node.peer_id
+            with pytest.raises(DataDirInUseError):
+                lock_data_dir(slot.data_dir)
+            await cluster.kill(1)  # cancels the node's task
+            lock_data_dir(slot.data_dir).release()
+            node = await cluster.start(1)
+            assert node.peer_id == peer and node.data_dir_lock.held
+
+
