@@ -56,6 +56,42 @@ def one_sentence_error(res: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+# --- --network -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content, expected", [
+    (bytes(range(256)), "is not a TOML text file (byte 128 is not UTF-8)"),
+    (b"name = [", "not valid TOML"),
+    (b'name = "x"\nepoch_length = 1.0\n', "missing 'n_shards'"),
+    (b'name = "x"\nn_shards = "ten"\nepoch_length = 1.0\n', "'n_shards' must be int, got 'ten'"),
+    (b'name = "x"\nn_shards = 10\nepoch_length = 1.0\nbootstrap = "nope"\n', "'bootstrap' must be a list"),
+    (b'name = "x"\nn_shards = 2\nepoch_length = 1.0\n', "n_shards must be between 4 and 65535"),
+], ids=["binary", "not-toml", "missing-key", "wrong-type", "bootstrap-type", "n-shards-range"])
+def test_a_bad_network_file_is_one_sentence(tmp_path, content, expected):
+    net = tmp_path / "net.toml"
+    net.write_bytes(content)
+    (tmp_path / "f").write_bytes(b"x")
+    line = one_sentence_error(cli("--network", str(net), "blob-id", str(tmp_path / "f")))
+    assert str(net) in line and expected in line
+
+
+def test_a_directory_as_network_file_is_one_sentence_and_points_to_network_toml(tmp_path):
+    (tmp_path / "f").write_bytes(b"x")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    line = one_sentence_error(cli("--network", str(plain), "blob-id", str(tmp_path / "f")))
+    assert line == f"error: network file {plain} is a directory; pass a network .toml file"
+    # A netlab dir, named relative to the working directory (no "/": it used to be taken for
+    # a network name and reported as an unknown network).
+    Lab.create(tmp_path / "run1", 1, 4)
+    line = one_sentence_error(cli("--network", "run1", "blob-id", str(tmp_path / "f"), cwd=tmp_path))
+    assert line.endswith("is a directory; pass a network .toml file: did you mean run1/network.toml?")
+    # A directory named like a shipped network does not hide the network.
+    (tmp_path / "local").mkdir()
+    res = cli("--network", "local", "blob-id", str(tmp_path / "f"), cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout.strip(), res.stderr
+
+
 # --- one node per data dir -----------------------------------------------------------
 
 
