@@ -92,6 +92,50 @@ def test_a_directory_as_network_file_is_one_sentence_and_points_to_network_toml(
     assert res.returncode == 0 and res.stdout.strip(), res.stderr
 
 
+# --- read -o -------------------------------------------------------------------------
+
+
+def _unreachable_network(tmp_path: Path) -> Path:
+    net = tmp_path / "net.toml"
+    net.write_text(NETWORK.format(bootstrap=NOWHERE))
+    return net
+
+
+def test_read_into_a_missing_directory_fails_before_downloading(tmp_path):
+    net = _unreachable_network(tmp_path)
+    out = tmp_path / "no-such-dir" / "copy"
+    t0 = time.monotonic()
+    line = one_sentence_error(cli("--network", str(net), "read", blob_id_to_str(bytes(32)), "-o", str(out)))
+    assert line == f"error: cannot write {out}: {out.parent} does not exist"
+    assert time.monotonic() - t0 < 30  # no dial to the bootstrap peer that is not there
+    parent_is_file = tmp_path / "a-file"
+    parent_is_file.write_text("")
+    line = one_sentence_error(cli("--network", str(net), "read", blob_id_to_str(bytes(32)), "-o",
+                                  str(parent_is_file / "copy")))
+    assert line == f"error: cannot write {parent_is_file / 'copy'}: {parent_is_file} is not a directory"
+
+
+def _unwritable_dir(tmp_path: Path) -> Path:
+    if os.geteuid() != 0:
+        d = tmp_path / "read-only"
+        d.mkdir()
+        d.chmod(0o500)
+        return d
+    # root writes through permission bits; sysfs refuses new files even to root.
+    try:
+        tempfile.mkstemp(dir="/sys")
+    except OSError:
+        return Path("/sys")
+    pytest.skip("running as root with no directory that refuses new files")
+
+
+def test_read_into_an_unwritable_directory_fails_before_downloading(tmp_path):
+    net = _unreachable_network(tmp_path)
+    out = _unwritable_dir(tmp_path) / "copy"
+    line = one_sentence_error(cli("--network", str(net), "read", blob_id_to_str(bytes(32)), "-o", str(out)))
+    assert line == f"error: cannot write {out}: Permission denied"
+
+
 # --- one node per data dir -----------------------------------------------------------
 
 
