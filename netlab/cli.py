@@ -114,12 +114,16 @@ def bring_up(directory, nodes: int, shards: int, *, base_port=None, epoch_length
 @click.option("--gateway/--no-gateway", default=False, show_default=True,
               help="Also start the HTTP gateway (Walrus publisher/aggregator API, dashboard) on 127.0.0.1.")
 @click.option("--gateway-port", type=click.IntRange(1024, 65535), default=None, help="Default: a free port.")
-def up_cmd(nodes, shards, directory, seed, base_port, epoch_length, timeout, gateway, gateway_port):
-    """Start NODES storage node processes and wait until they form one network.
+@click.option("--fresh", is_flag=True,
+              help="If DIR already holds a stopped testnet, delete it (identities, data, logs) and start a new one.")
+def up_cmd(nodes, shards, directory, seed, base_port, epoch_length, timeout, gateway, gateway_port, fresh):
+    """Start NODES storage node processes in a new testnet and wait until they form one network.
 
-    Above 10 nodes the gossip timings slow down with the node count. On 2 cores about 20
-    node processes run with room to spare (32 use both cores); for more, `netlab inproc`.
+    A DIR that already holds a testnet is refused unless --fresh. Above 10 nodes the gossip
+    timings slow down with the node count. On 2 cores about 20 node processes run with
+    room to spare (32 use both cores); for more, `netlab inproc`.
     """
+    _refuse_existing_testnet(directory, fresh)
     con = _console()
     lab, took = bring_up(directory, nodes, shards, base_port=base_port, epoch_length=epoch_length, timeout=timeout,
                          log=lambda m: con.print(f"[dim]{m}[/dim]"))
@@ -135,6 +139,25 @@ def up_cmd(nodes, shards, directory, seed, base_port, epoch_length, timeout, gat
             raise
         con.print(f"  gateway       {url}  (dashboard at {url}/)")
     _print_hints(con, lab)
+
+
+def _refuse_existing_testnet(directory, fresh: bool) -> None:
+    """`netlab up` makes a new testnet: never silently delete one that is there already."""
+    from .lab import STATE_FILE
+
+    if not (Path(directory) / STATE_FILE).exists():
+        return
+    old = Lab.open(directory)
+    running = [n for n in old.nodes if old.alive(n)]
+    if running:
+        raise LabError(f"a testnet is already running in {directory} ({len(running)} of {len(old.nodes)} nodes up): "
+                       f"use it (`netlab status --dir {directory}`) or end it with `netlab down --dir {directory}`")
+    if not fresh:
+        last = len(old.nodes) - 1
+        raise LabError(f"{directory} already holds a stopped testnet of {len(old.nodes)} node(s): "
+                       f"`netlab start INDEX --dir {directory}` restarts its node INDEX (0..{last}) with its identity "
+                       f"and data, one node per command, or `netlab up --fresh --dir {directory}` deletes it "
+                       f"and starts a new one")
 
 
 def _print_hints(con, lab: Lab) -> None:

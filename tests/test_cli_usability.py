@@ -190,3 +190,34 @@ async def test_an_in_process_kill_releases_the_data_dir_and_a_restart_reuses_it(
             assert node.peer_id == peer and node.data_dir_lock.held
 
 
+# --- netlab up into an existing testnet ----------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_netlab_up_refuses_an_existing_testnet_and_start_or_fresh_do_what_it_says(tmp_path):
+    d = tmp_path / "run1"
+    lab = Lab.create(d, 2, 4)
+    peers = [n.peer_id for n in lab.nodes]
+    try:
+        line = one_sentence_error(netlab("up", "--dir", str(d), "--nodes", "2", "--shards", "4"))
+        assert "already holds a stopped testnet of 2 node(s)" in line
+        assert f"`netlab start INDEX --dir {d}`" in line and "(0..1)" in line
+        assert f"`netlab up --fresh --dir {d}`" in line
+        assert [n.peer_id for n in Lab.open(d).nodes] == peers  # nothing was deleted
+        # What the message says restarts the testnet as it was.
+        assert netlab("start", "0", "--dir", str(d)).returncode == 0
+        res = netlab("start", "1", "--dir", str(d), "--wait", timeout=90)
+        assert res.returncode == 0 and "converged" in res.stdout, res.stderr
+        assert [n.peer_id for n in Lab.open(d).nodes] == peers
+        line = one_sentence_error(netlab("up", "--fresh", "--dir", str(d), "--nodes", "1", "--shards", "4"))
+        assert "already running" in line and f"netlab down --dir {d}" in line
+        assert netlab("down", "--dir", str(d)).returncode == 0
+        res = netlab("up", "--fresh", "--dir", str(d), "--nodes", "1", "--shards", "4", timeout=120)
+        assert res.returncode == 0, res.stderr
+        fresh = Lab.open(d)
+        assert len(fresh.nodes) == 1 and fresh.nodes[0].peer_id not in peers
+    finally:
+        netlab("down", "--dir", str(d))
+
+
