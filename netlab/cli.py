@@ -33,7 +33,11 @@ DEFAULT_SHARDS = 10
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    if (sys.stderr if stderr else sys.stdout).isatty():
+        return Console(stderr=stderr, highlight=False)
+    # Piped or redirected: rich would wrap at 80 columns, breaking the paths, commands and
+    # blob IDs that are meant to be copied. Never wrap; tables take the width they need.
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=10_000)
 
 
 def _fail(message: str, code: int = 1):

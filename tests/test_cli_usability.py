@@ -221,3 +221,16 @@ def test_netlab_up_refuses_an_existing_testnet_and_start_or_fresh_do_what_it_say
         netlab("down", "--dir", str(d))
 
 
+# --- output meant to be copied -------------------------------------------------------
+
+
+def test_piped_netlab_output_never_wraps_a_long_path(tmp_path):
+    d = tmp_path / ("d" * 70) / ("e" * 70)
+    Lab.create(d, 1, 4)  # a testnet that was never started: status reads its files only
+    res = netlab("status", "--dir", str(d))
+    assert res.returncode == 0, res.stderr
+    assert any(str(d) in line for line in res.stdout.splitlines()), res.stdout
+    line = one_sentence_error(netlab("up", "--dir", str(d), "--nodes", "1", "--shards", "4"))
+    assert f"`netlab up --fresh --dir {d}`" in line
+
+
