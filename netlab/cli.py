@@ -106,8 +106,10 @@ def bring_up(directory, nodes: int, shards: int, *, base_port=None, epoch_length
 
 
 @main.command("up")
-@click.option("--nodes", "-n", type=click.IntRange(1, 64), default=DEFAULT_NODES, show_default=True)
-@click.option("--shards", "-s", type=click.IntRange(4, 65535), default=DEFAULT_SHARDS, show_default=True)
+@click.option("--nodes", "-n", type=click.IntRange(1, 64), default=DEFAULT_NODES, show_default=True,
+              help="Storage node processes to start.")
+@click.option("--shards", "-s", type=click.IntRange(4, 65535), default=DEFAULT_SHARDS, show_default=True,
+              help="Shards of the network (every blob is encoded into this many sliver pairs).")
 @_dir_option
 @click.option("--seed", type=int, default=None, help="Recorded in netlab.json (scenarios use it for their choices).")
 @click.option("--base-port", type=click.IntRange(1024, 65000), default=None,
@@ -226,7 +228,7 @@ def status_cmd(directory, as_json):
 
 
 def _wait_option(f):
-    return click.option("--wait/--no-wait", default=False,
+    return click.option("--wait/--no-wait", default=False, show_default=True,
                         help="Wait until the network has converged again (live sets and map).")(f)
 
 
@@ -370,10 +372,13 @@ def run_cmd(scenario, ci, directory, keep, no_require_repair, seed):
 
 
 @main.command("demo")
-@click.option("--nodes", "-n", type=click.IntRange(4, 32), default=5, show_default=True)
-@click.option("--shards", "-s", type=click.IntRange(4, 1000), default=10, show_default=True)
+@click.option("--nodes", "-n", type=click.IntRange(4, 32), default=5, show_default=True,
+              help="Storage node processes to start.")
+@click.option("--shards", "-s", type=click.IntRange(4, 1000), default=10, show_default=True,
+              help="Shards of the network.")
 @click.option("--size", default="256K", show_default=True, help="Size of the generated file.")
-@click.option("--wait/--no-wait", default=True, help="Keep the testnet until Ctrl-C (--no-wait: tear down now).")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Keep the testnet until Ctrl-C (--no-wait: tear down now).")
 @click.option("--dir", "directory", default=None, type=click.Path(file_okay=False),
               help="Testnet directory (default: a new temporary directory).")
 def demo_cmd(nodes, shards, size, wait, directory):
@@ -384,12 +389,15 @@ def demo_cmd(nodes, shards, size, wait, directory):
 
 
 @main.command("inproc")
-@click.option("--nodes", "-n", type=click.IntRange(2, 2000), default=100, show_default=True)
-@click.option("--shards", "-s", type=click.IntRange(4, 65535), default=100, show_default=True)
-@click.option("--timeout", type=float, default=300.0, show_default=True)
+@click.option("--nodes", "-n", type=click.IntRange(2, 2000), default=100, show_default=True,
+              help="Nodes to run in this process.")
+@click.option("--shards", "-s", type=click.IntRange(4, 65535), default=100, show_default=True,
+              help="Shards of the network.")
+@click.option("--timeout", type=float, default=300.0, show_default=True,
+              help="Seconds to wait for one network to form before reporting failure.")
 @click.option("--publish-interval", type=float, default=None, help="Seconds (default scales with --nodes).")
 @click.option("--member-ttl", type=float, default=None, help="Seconds (default scales with --nodes).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as a JSON object.")
 def inproc_cmd(nodes, shards, timeout, publish_interval, member_ttl, as_json):
     """Many nodes in this one process: time to form one network, and peak memory."""
     from .inproc import measure

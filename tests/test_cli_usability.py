@@ -234,3 +234,32 @@ def test_piped_netlab_output_never_wraps_a_long_path(tmp_path):
     assert f"`netlab up --fresh --dir {d}`" in line
 
 
+# --- help ----------------------------------------------------------------------------
+
+
+def _commands(cmd: click.Command, path: tuple[str, ...]):
+    yield path, cmd
+    if isinstance(cmd, click.Group):
+        for name, sub in cmd.commands.items():
+            yield from _commands(sub, (*path, name))
+
+
+def test_every_option_of_both_clis_has_help_that_shows_its_default():
+    from netlab.cli import main as netlab_main
+    from p2pwalrus.cli import main as p2pwalrus_main
+
+    missing, hidden_default = [], []
+    for root, name in ((p2pwalrus_main, "p2pwalrus"), (netlab_main, "netlab")):
+        for path, cmd in _commands(root, (name,)):
+            for opt in (p for p in cmd.params if isinstance(p, click.Option)):
+                where = f"{' '.join(path)} {'/'.join(opt.opts + opt.secondary_opts)}"
+                if not (opt.help or "").strip():
+                    missing.append(where)
+                # A plain flag is off unless given; anything else with a default says what it is.
+                has_default = opt.default is not None and opt.default is not click.core.UNSET
+                plain_flag = opt.is_flag and not opt.secondary_opts and not opt.default
+                if has_default and not plain_flag and not opt.count and not opt.is_eager:
+                    if not (opt.show_default or "default" in (opt.help or "").lower()):
+                        hidden_default.append(where)
+    assert not missing, f"options without help: {missing}"
+    assert not hidden_default, f"options whose help hides their default: {hidden_default}"
