@@ -99,7 +99,7 @@ def test_wipe_loses_the_disk_but_keeps_the_identity(lab):
     assert _node_json(lab, 3)["peer_id"] == peer and _node_json(lab, 3)["pid"] == n3.pid
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_status_cli_json(lab):
     out = subprocess.run([sys.executable, "-m", "netlab.cli", "status", "--dir", str(lab.dir), "--json"],
                          capture_output=True, text=True, timeout=25, check=True).stdout
