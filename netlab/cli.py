@@ -33,7 +33,11 @@ DEFAULT_SHARDS = 10
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    if (sys.stderr if stderr else sys.stdout).isatty():
+        return Console(stderr=stderr, highlight=False)
+    # Piped or redirected: rich would wrap at 80 columns, breaking the paths, commands and
+    # blob IDs that are meant to be copied. Never wrap; tables take the width they need.
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=10_000)
 
 
 def _fail(message: str, code: int = 1):
@@ -102,8 +106,10 @@ def bring_up(directory, nodes: int, shards: int, *, base_port=None, epoch_length
 
 
 @main.command("up")
-@click.option("--nodes", "-n", type=click.IntRange(1, 64), default=DEFAULT_NODES, show_default=True)
-@click.option("--shards", "-s", type=click.IntRange(4, 65535), default=DEFAULT_SHARDS, show_default=True)
+@click.option("--nodes", "-n", type=click.IntRange(1, 64), default=DEFAULT_NODES, show_default=True,
+              help="Storage node processes to start.")
+@click.option("--shards", "-s", type=click.IntRange(4, 65535), default=DEFAULT_SHARDS, show_default=True,
+              help="Shards of the network (every blob is encoded into this many sliver pairs).")
 @_dir_option
 @click.option("--seed", type=int, default=None, help="Recorded in netlab.json (scenarios use it for their choices).")
 @click.option("--base-port", type=click.IntRange(1024, 65000), default=None,
@@ -114,13 +120,17 @@ def bring_up(directory, nodes: int, shards: int, *, base_port=None, epoch_length
 @click.option("--gateway/--no-gateway", default=False, show_default=True,
               help="Also start the HTTP gateway (Walrus publisher/aggregator API, dashboard) on 127.0.0.1.")
 @click.option("--gateway-port", type=click.IntRange(1024, 65535), default=None, help="Default: a free port.")
-def up_cmd(nodes, shards, directory, seed, base_port, epoch_length, timeout, gateway, gateway_port):
-    """Start NODES storage node processes and wait until they form one network.
+@click.option("--fresh", is_flag=True,
+              help="If DIR already holds a stopped testnet, delete it (identities, data, logs) and start a new one.")
+def up_cmd(nodes, shards, directory, seed, base_port, epoch_length, timeout, gateway, gateway_port, fresh):
+    """Start NODES storage node processes in a new testnet and wait until they form one network.
 
-    The nodes run the network's shipped timings: an idle node costs a few small heartbeat
-    frames per peer and period. Each node process takes about 85 MB; for hundreds of nodes
-    on one machine, `netlab inproc`.
+    A DIR that already holds a testnet is refused unless --fresh. The nodes run the
+    network's shipped timings: an idle node costs a few small heartbeat frames per peer
+    and period. Each node process takes about 85 MB; for hundreds of nodes on one
+    machine, `netlab inproc`.
     """
+    _refuse_existing_testnet(directory, fresh)
     con = _console()
     lab, took = bring_up(directory, nodes, shards, base_port=base_port, epoch_length=epoch_length, timeout=timeout,
                          log=lambda m: con.print(f"[dim]{m}[/dim]"))
@@ -136,6 +146,25 @@ def up_cmd(nodes, shards, directory, seed, base_port, epoch_length, timeout, gat
             raise
         con.print(f"  gateway       {url}  (dashboard at {url}/)")
     _print_hints(con, lab)
+
+
+def _refuse_existing_testnet(directory, fresh: bool) -> None:
+    """`netlab up` makes a new testnet: never silently delete one that is there already."""
+    from .lab import STATE_FILE
+
+    if not (Path(directory) / STATE_FILE).exists():
+        return
+    old = Lab.open(directory)
+    running = [n for n in old.nodes if old.alive(n)]
+    if running:
+        raise LabError(f"a testnet is already running in {directory} ({len(running)} of {len(old.nodes)} nodes up): "
+                       f"use it (`netlab status --dir {directory}`) or end it with `netlab down --dir {directory}`")
+    if not fresh:
+        last = len(old.nodes) - 1
+        raise LabError(f"{directory} already holds a stopped testnet of {len(old.nodes)} node(s): "
+                       f"`netlab start INDEX --dir {directory}` restarts its node INDEX (0..{last}) with its identity "
+                       f"and data, one node per command, or `netlab up --fresh --dir {directory}` deletes it "
+                       f"and starts a new one")
 
 
 def _print_hints(con, lab: Lab) -> None:
@@ -227,7 +256,7 @@ def watch_cmd(directory, every, duration, as_json):
 
 
 def _wait_option(f):
-    return click.option("--wait/--no-wait", default=False,
+    return click.option("--wait/--no-wait", default=False, show_default=True,
                         help="Wait until the network has converged again (live sets and map).")(f)
 
 
@@ -371,10 +400,13 @@ def run_cmd(scenario, ci, directory, keep, no_require_repair, seed):
 
 
 @main.command("demo")
-@click.option("--nodes", "-n", type=click.IntRange(4, 32), default=5, show_default=True)
-@click.option("--shards", "-s", type=click.IntRange(4, 1000), default=10, show_default=True)
+@click.option("--nodes", "-n", type=click.IntRange(4, 32), default=5, show_default=True,
+              help="Storage node processes to start.")
+@click.option("--shards", "-s", type=click.IntRange(4, 1000), default=10, show_default=True,
+              help="Shards of the network.")
 @click.option("--size", default="256K", show_default=True, help="Size of the generated file.")
-@click.option("--wait/--no-wait", default=True, help="Keep the testnet until Ctrl-C (--no-wait: tear down now).")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Keep the testnet until Ctrl-C (--no-wait: tear down now).")
 @click.option("--dir", "directory", default=None, type=click.Path(file_okay=False),
               help="Testnet directory (default: a new temporary directory).")
 def demo_cmd(nodes, shards, size, wait, directory):
@@ -385,11 +417,13 @@ def demo_cmd(nodes, shards, size, wait, directory):
 
 
 @main.command("inproc")
-@click.option("--nodes", "-n", type=click.IntRange(2, 2000), default=100, show_default=True)
-@click.option("--shards", "-s", type=click.IntRange(4, 65535), default=100, show_default=True)
+@click.option("--nodes", "-n", type=click.IntRange(2, 2000), default=100, show_default=True,
+              help="Nodes to run in this process.")
+@click.option("--shards", "-s", type=click.IntRange(4, 65535), default=100, show_default=True,
+              help="Shards of the network.")
 @click.option("--timeout", type=float, default=300.0, show_default=True,
-              help="Seconds to wait for one network before giving up.")
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+              help="Seconds to wait for one network to form before reporting failure.")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as a JSON object.")
 def inproc_cmd(nodes, shards, timeout, as_json):
     """Many nodes in this one process: time to form one network, and peak memory."""
     from .inproc import measure

@@ -67,7 +67,7 @@ class Cluster:
                 await node.run(task_status=task_status)
         finally:
             if slot.node is not None:
-                slot.node.store.close()
+                slot.node.close()  # the store and the data dir lock: a restart reopens both
             slot.stopped.set()
 
     async def start(self, index: int | None = None) -> StorageNode:

@@ -319,19 +319,33 @@ def read_cmd(ctx, blob_id, out, strict, network):
     async def run(client):
         return await client.read(raw_id, strict=strict, progress=_progress())
 
-    data = _with_client(net, run)
     if out is None:
+        data = _with_client(net, run)
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    # Write atomically so that a failed read never leaves a partial file behind.
+    # Write atomically so that a failed read never leaves a partial file behind. The temp
+    # file is made before downloading: an output that cannot be written fails at once.
     target = Path(out)
-    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
+    if not target.parent.is_dir():
+        what = "is not a directory" if target.parent.exists() else "does not exist"
+        _fail(f"cannot write {out}: {target.parent} {what}")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror or exc}")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            data = _with_client(net, run)
+            try:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+                os.replace(tmp, target)
+            except OSError as exc:
+                _fail(f"cannot write {out}: {exc.strerror or exc}")
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     click.echo(f"wrote {len(data)} bytes to {out}", err=True)
 
 

@@ -120,6 +120,10 @@ def parse_network(text: str, where: str = "<network>") -> NetworkConfig:
 def resolve_network_path(name_or_path: str | None) -> Path:
     choice = name_or_path or os.environ.get(ENV_VAR) or DEFAULT_NETWORK
     path = Path(choice).expanduser()
+    is_name = path.suffix != ".toml" and os.sep not in choice and (BOOTSTRAP_DIR / f"{choice}.toml").is_file()
+    if path.is_dir() and not is_name:  # a netlab dir, say (a directory named like a network is not one)
+        hint = f": did you mean {path / 'network.toml'}?" if (path / "network.toml").is_file() else ""
+        raise NetworkConfigError(f"network file {path} is a directory; pass a network .toml file{hint}")
     if path.suffix == ".toml" or os.sep in choice or path.is_file():
         if not path.is_file():
             raise NetworkConfigError(f"network file {path} does not exist")
@@ -134,9 +138,11 @@ def resolve_network_path(name_or_path: str | None) -> Path:
 def load_network(name_or_path: str | None = None) -> NetworkConfig:
     path = resolve_network_path(name_or_path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise NetworkConfigError(f"cannot read network file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise NetworkConfigError(f"network file {path} is not a TOML text file (byte {exc.start} is not UTF-8)") from None
     return parse_network(text, str(path))
 
 

@@ -31,6 +31,7 @@ from ..core.records import SignedNodeRecord
 from ..errors import ProtocolError, StorageError, VerificationError
 from . import rpc
 from .host import open_host
+from .datadir_lock import lock_data_dir
 from .identity import load_or_create_identity
 from .liveness import Liveness, LivenessConfig
 from .membership import MembershipConfig, open_membership
@@ -66,6 +67,15 @@ class StorageNode:
         self.net = net
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # One node process per data dir, held until close(): see datadir_lock.py.
+        self.data_dir_lock = lock_data_dir(self.data_dir)
+        try:
+            self._open(listen, capacity)
+        except BaseException:
+            self.data_dir_lock.release()
+            raise
+
+    def _open(self, listen: list[str] | None, capacity: int | None) -> None:
         self.listen = listen or ["/ip4/127.0.0.1/tcp/0"]
         self.capacity = capacity
         self.keypair = load_or_create_identity(self.data_dir)
@@ -98,6 +108,14 @@ class StorageNode:
         self.liveness = None
         self._certs_digest: tuple[bytes, float] | None = None
         self._load_certs()
+
+    def close(self) -> None:
+        """Close the store and release the data dir (idempotent). Call it once the node's
+        task has ended, however it ended (a cancelled in-process node included)."""
+        try:
+            self.store.close()
+        finally:
+            self.data_dir_lock.release()
 
     # --- state ------------------------------------------------------------------
 
@@ -838,16 +856,18 @@ def rs2_id(blob_id: bytes) -> str:
 
 async def run_node_until_signal(node: StorageNode) -> None:
     """Run until SIGINT or SIGTERM, then shut down cleanly."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(node.run)
+    try:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(node.run)
 
-            async def wait_signal():
-                async for sig in signals:
-                    logger.info("received %s: shutting down", signal.Signals(sig).name)
-                    nursery.cancel_scope.cancel()
-                    return
+                async def wait_signal():
+                    async for sig in signals:
+                        logger.info("received %s: shutting down", signal.Signals(sig).name)
+                        nursery.cancel_scope.cancel()
+                        return
 
-            nursery.start_soon(wait_signal)
-    node.store.close()
+                nursery.start_soon(wait_signal)
+    finally:
+        node.close()
     logger.info("node stopped")
