@@ -274,11 +274,20 @@ async def open_stream(host: IHost, peer_id: ID, protocols: Sequence[str], dial_t
         return await host.new_stream(peer_id, list(protocols))
 
 
+# py-libp2p pings over every Yamux connection every 30 s to measure its RTT (read at each
+# round). Our heartbeat links already watch the peers that matter, and on an idle network
+# those pings were a wake-up per connection and half-minute: once in five minutes will do.
+YAMUX_RTT_INTERVAL = 300
+
+
 def build_host(keypair: KeyPair, listen_addrs: Sequence[multiaddr.Multiaddr],
                timings: HostTimings | None = None) -> IHost:
     """A libp2p host with TCP, Noise and Yamux only (no Mplex, QUIC, TLS, secio, plaintext)."""
     fastpath.enable()  # wire-compatible speed-ups of py-libp2p 0.8.1's Yamux/Noise path (DESIGN 6)
     hardening.apply()  # a failing handler of libp2p's own protocols resets its stream, not the node
+    import libp2p.stream_muxer.yamux.yamux as yamux_module
+
+    yamux_module.RTT_MEASURE_INTERVAL = YAMUX_RTT_INTERVAL
     noise = NoiseTransport(keypair, noise_privkey=create_new_x25519_key_pair().private_key)
     return new_host(
         key_pair=keypair,

@@ -1,9 +1,10 @@
 """Liveness from held connections, and anti-entropy by digest (see core/liveness.py).
 
 Each node keeps one heartbeat link (a long-lived stream on ``/p2pwalrus/heartbeat/1.0.0``)
-with every peer it watches. Both ends send their node record first, then a 41-byte beat
-every ``interval``: the cost of an idle network is a few small frames per link and
-period, whatever the time spent idle. A link that ends (the peer's process died: its
+with every peer it watches. Both ends send their node record first; then the end with the
+lower peer ID sends a 41-byte beat every ``interval`` and the other answers each one: the
+cost of an idle network is two small frames per link and period, whatever the time spent
+idle. A link that ends (the peer's process died: its
 connection closed) or falls silent for ``dead_after`` (the peer froze) is reopened once;
 if that fails the peer is marked down here and a signed ``DownReport`` goes out once on
 gossip. A node that receives a report checks it by reaching the subject itself, and
@@ -79,6 +80,7 @@ class _Link:
     pulled: dict = field(default_factory=dict)  # "members"/"certs" -> (remote, local) pulled for
     closed: bool = False
     replaced: bool = False  # a newer link to the same peer took its place
+    sent_seq: int | None = None  # the seq of our record last sent on this link
 
 
 class Liveness:
@@ -286,17 +288,24 @@ class Liveness:
             await self._link_lost(peer, reason, silent=reason == "silent")
 
     async def _send_loop(self, link: _Link) -> None:
-        """Our record first (and again when it changes), then a beat every interval."""
-        sent_seq = None
+        """Our record and a beat at once; then the end with the lower peer ID beats every
+        interval and the other answers each beat (so an exchange is three wake-ups, not four)."""
+        await self._send_state(link)
+        if self.me > link.peer:
+            return
         while True:
-            own = self.members.live.get(self.me)
-            if own is not None and own.record.seq != sent_seq:
-                await write_frame(link.stream, record_frame(own.to_bytes()))
-                sent_seq = own.record.seq
-            if sent_seq is not None:
-                beat = Beat(sent_seq, self.members.live.digest(), self.certs_digest())
-                await write_frame(link.stream, beat.to_frame())
             await trio.sleep(self.config.interval * random.uniform(0.8, 1.2))
+            await self._send_state(link)
+
+    async def _send_state(self, link: _Link) -> None:
+        """Our record if it changed since we last sent it on this link, then a beat."""
+        own = self.members.live.get(self.me)
+        if own is None:
+            return
+        if own.record.seq != link.sent_seq:
+            await write_frame(link.stream, record_frame(own.to_bytes()))
+            link.sent_seq = own.record.seq
+        await write_frame(link.stream, Beat(link.sent_seq, self.members.live.digest(), self.certs_digest()).to_frame())
 
     async def _read_loop(self, link: _Link) -> str:
         while True:
@@ -317,6 +326,8 @@ class Liveness:
                 self._take_record(link, bytes(frame[1:]))
             elif frame[0] == FRAME_BEAT:
                 self._take_beat(link, Beat.from_frame(bytes(frame)))
+                if self.me > link.peer:  # we answer the other end's beats
+                    await self._send_state(link)
             else:
                 raise InvalidLivenessMessage("unknown frame type")
 

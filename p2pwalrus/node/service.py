@@ -39,6 +39,7 @@ from .sliver_store import PRIMARY, SECONDARY, SliverStore
 
 logger = logging.getLogger("p2pwalrus.node")
 
+FAULTS_POLL = 2.0  # s; netlab's faults.json is looked at this often (a wake-up per node and period)
 HANDLER_TIMEOUT = 60.0  # one whole exchange, including a node's share of a large blob
 PEER_CALL_TIMEOUT = 10.0
 
@@ -611,7 +612,7 @@ class StorageNode:
                     logger.warning("ignoring %s: %s", path, exc)
             if self.deny:
                 await self._disconnect_denied()
-            await trio.sleep(1.0)
+            await trio.sleep(FAULTS_POLL)
 
     def _denied_message(self, forwarder, msg) -> bool:
         from libp2p.peer.id import ID
