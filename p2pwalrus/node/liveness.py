@@ -184,7 +184,10 @@ class Liveness:
         try:
             stream = None
             with trio.move_on_after(self.config.reopen_timeout):
-                stream = await self._dial_link(peer)
+                try:
+                    stream = await self._dial_link(peer)
+                except Exception as exc:  # a failed dial, whatever py-libp2p raises, is only a failure
+                    logger.debug("heartbeat link to %s: %r", peer, exc)
             if stream is None:
                 self._note_retry(peer)
                 return False
@@ -214,7 +217,10 @@ class Liveness:
     def _addrs_of(self, peer: str):
         import multiaddr
 
-        addrs = list(self.node.host.get_peerstore().addrs(ID.from_base58(peer)))
+        try:
+            addrs = list(self.node.host.get_peerstore().addrs(ID.from_base58(peer)))
+        except Exception:  # py-libp2p raises PeerStoreError for addresses past their TTL
+            addrs = []
         if addrs:
             return addrs
         signed = self.members.live.get(peer) or self.members.last_record(peer)

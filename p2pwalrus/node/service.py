@@ -48,12 +48,13 @@ def certs_topic(network: str) -> str:
     return f"/p2pwalrus/{network}/certs/1"
 
 
-def _write_json_atomic(path: Path, obj) -> None:
+def _write_status_file(path: Path, obj) -> None:
+    """Replace ``path`` atomically (readers never see half a file). Not fsynced: node.json is
+    a view for netlab and operators, rewritten at every change and every start, and an fsync
+    per membership change on the event loop held up every node of an in-process testnet."""
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w") as fh:
         json.dump(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -179,7 +180,7 @@ class StorageNode:
 
     def write_status(self) -> None:
         try:
-            _write_json_atomic(self.data_dir / "node.json", self.status())
+            _write_status_file(self.data_dir / "node.json", self.status())
         except OSError as exc:
             logger.warning("cannot write node status file: %s", exc)
 
