@@ -341,12 +341,9 @@ class SliverStore:
             raise ValueError("put_slivers got the same sliver twice")
         if not files:
             return True
-        key = _blob_key(blob_id)
-        if metadata is not None:
-            with self._lock:
-                entry = self._index.get(key)
-                if entry is None or "meta" not in entry.files:
-                    files.insert(0, _Pending("meta", memoryview(metadata).cast("B")))
+        # Read (not just looked up), so that a damaged metadata file is dropped and rewritten.
+        if metadata is not None and self._read(blob_id, "meta") is None:
+            files.insert(0, _Pending("meta", memoryview(metadata).cast("B")))
         if update_state is None:
             return self._commit(blob_id, files)
         with self._state_lock:  # held to the commit, or a concurrent set_state could be lost
