@@ -485,10 +485,11 @@ class SliverStore:
         """Write ``files`` of one blob as one group commit; False if the blob was deleted
         meanwhile (the writes are then ordered before that delete and dropped).
 
-        Each file goes to its own temp file; the temp files are written and fsynced
-        concurrently (one thread each beyond the first, so the file system's journal
-        commits them together), then all are renamed over their final names and the
-        directory is fsynced once. Only then does this return. See the module docstring.
+        Each file goes to its own temp file; with more than one file, the temp files are
+        written and fsynced concurrently in a pool of _IO_THREADS threads (so the file
+        system's journal commits them together), then all are renamed over their final
+        names and the directory is fsynced once. Only then does this return. See the
+        module docstring.
         """
         key = _blob_key(blob_id)
         blob_dir = self._blobs_dir / key
