@@ -295,3 +295,75 @@ def test_a_padded_buffer_encodes_in_place_to_the_same_blob():
     buf[-1] = 1
     with pytest.raises(EncodingError, match="padding"):
         rs2.encode_blob(buf, 31, length=len(data))
+
+
+def _per_sliver_verdict(meta, axis, index, sliver):
+    verify = rs2.verify_primary_sliver if axis == rs2.PRIMARY else rs2.verify_secondary_sliver
+    try:
+        verify(meta, index, sliver)
+    except VerificationError as exc:
+        return str(exc)
+    return None
+
+
+@given(case=blob_cases(max_n=64), data=st.data())
+@SETTINGS
+def test_batched_sliver_verification_accepts_exactly_what_per_sliver_verification_accepts(case, data):
+    n, blob, rnd = case
+    enc = rs2.encode_blob(blob, n)
+    other = rs2.encode_blob(blob + b"x", n)  # slivers of another blob, same sizes mostly
+    meta = enc.metadata
+    stripe = data.draw(st.sampled_from([1, 4096, 8 << 20]))  # 1: one sliver per codec call
+    for axis in (rs2.PRIMARY, rs2.SECONDARY):
+        own = enc.primary_sliver if axis == rs2.PRIMARY else enc.secondary_sliver
+        indices = data.draw(st.lists(st.integers(-2, n + 1), unique=True, max_size=min(n + 4, 12)))
+        slivers = {}
+        for i in indices:
+            good = own(i % n)
+            kind = data.draw(st.sampled_from(["good", "good", "flip", "swap", "other", "short", "long"]))
+            if kind == "flip" and good:
+                raw = bytearray(good)
+                raw[data.draw(st.integers(0, len(raw) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+                good = bytes(raw)
+            elif kind == "swap":
+                good = own((i + 1) % n)
+            elif kind == "other":
+                good = (other.primary_sliver if axis == rs2.PRIMARY else other.secondary_sliver)(i % n)
+            elif kind == "short":
+                good = good[:-2]
+            elif kind == "long":
+                good = good + b"\0\0"
+            slivers[i] = good
+        old, rs2._STRIPE_BYTES = rs2._STRIPE_BYTES, stripe
+        try:
+            result = rs2.verify_slivers(meta, axis, slivers)
+        finally:
+            rs2._STRIPE_BYTES = old
+        assert set(result.good) | set(result.bad) == set(slivers)
+        assert not set(result.good) & set(result.bad)
+        for i, sliver in slivers.items():
+            assert result.bad.get(i) == _per_sliver_verdict(meta, axis, i, sliver), (axis, i)
+        s = meta.symbol_size
+        for i, leaves in result.good.items():  # the leaves are those of the sliver's own symbols
+            sliver = slivers[i]
+            want = [rs2.leaf_hash(sliver[k:k + s]) for k in range(0, len(sliver), s)]
+            assert [bytes(row) for row in leaves] == want
+
+
+def test_batched_verification_of_many_slivers_in_stripes_matches_per_sliver():
+    n = 31
+    enc = rs2.encode_blob(os.urandom(3 << 20), n)
+    meta = enc.metadata
+    prim = {i: enc.primary_sliver(i) for i in range(n)}
+    prim[5] = enc.primary_sliver(6)
+    sec = {i: enc.secondary_sliver(i) for i in range(n)}
+    sec[30] = bytes(len(sec[30]))
+    old, rs2._STRIPE_BYTES = rs2._STRIPE_BYTES, 1 << 20  # several codec calls
+    try:
+        p, s = rs2.verify_slivers(meta, rs2.PRIMARY, prim), rs2.verify_slivers(meta, rs2.SECONDARY, sec)
+    finally:
+        rs2._STRIPE_BYTES = old
+    assert set(p.bad) == {5} and set(p.good) == set(range(n)) - {5}
+    assert set(s.bad) == {30} and set(s.good) == set(range(n)) - {30}
+    with pytest.raises(EncodingError):
+        rs2.verify_slivers(meta, "diagonal", {})

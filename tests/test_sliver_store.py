@@ -473,3 +473,175 @@ def test_delete_racing_with_puts_leaves_a_consistent_store(tmp_path):
     assert again.bytes_used() == on_disk
     for shard in again.shards_stored(A):
         assert again.get_sliver(A, shard, PRIMARY) == b"w" * 5000
+
+
+# ---- group commit of a store request (put_slivers) ---------------------------------------
+
+import hashlib  # noqa: E402
+
+from p2pwalrus.node import sliver_store  # noqa: E402
+from p2pwalrus.node.sliver_store import HEADER2_LEN, SymbolLeaves  # noqa: E402
+
+
+def leaves_of(data: bytes, chunk: int) -> SymbolLeaves:
+    return SymbolLeaves(chunk, b"".join(hashlib.blake2b(b"\0" + data[i:i + chunk], digest_size=32).digest()
+                                        for i in range(0, len(data), chunk)))
+
+
+def request(t: int = 0, chunk: int = 6):
+    p, s = bytes([t, 1]) * 600, bytes([t, 2]) * 300
+    return [(t, PRIMARY, p, leaves_of(p, chunk)), (t, SECONDARY, s, leaves_of(s, chunk)),
+            (t + 1, PRIMARY, b"plain" * 7, None), (t + 1, SECONDARY, b"", leaves_of(b"", chunk))]
+
+
+def test_put_slivers_stores_a_request_with_metadata_and_state_in_one_commit(tmp_path, monkeypatch):
+    store = SliverStore(tmp_path)
+    dir_syncs = []
+    real = sliver_store._fsync_dir
+    monkeypatch.setattr(sliver_store, "_fsync_dir", lambda p: (dir_syncs.append(p), real(p)))
+    seen = []
+
+    def update(state):
+        seen.append(state)
+        return {"end_epoch": max(5, state.get("end_epoch", 0)), "owner": "me"}
+
+    assert store.put_slivers(A, request(), metadata=b"meta-a", update_state=update)
+    # One fsync of the new blob's directory entry in blobs/, one of the blob directory.
+    assert dir_syncs == [tmp_path / "blobs", blob_dir(tmp_path, A)]
+    dir_syncs.clear()
+    assert store.put_slivers(A, request(4, chunk=1000), metadata=b"meta-other", update_state=update)
+    assert dir_syncs == [blob_dir(tmp_path, A)]
+    for again in (store, SliverStore(tmp_path)):
+        for t, chunk in ((0, 6), (4, 1000)):
+            for shard, kind, data, _ in request(t, chunk):
+                assert again.get_sliver(A, shard, kind) == data
+        assert again.get_metadata(A) == b"meta-a"  # kept: not rewritten by a later request
+        assert again.get_state(A) == {"end_epoch": 5, "owner": "me"}
+        assert again.shards_stored(A) == {s: {PRIMARY, SECONDARY} for s in (0, 1, 4, 5)}
+        on_disk = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
+        assert again.bytes_used() == on_disk
+    assert seen == [{}, {"end_epoch": 5, "owner": "me"}]
+    raw = (blob_dir(tmp_path, A) / "p0").read_bytes()
+    assert raw[:4] == b"PWS2" and len(raw) == HEADER2_LEN + 1200
+    assert (blob_dir(tmp_path, A) / "p1").read_bytes()[:4] == b"PWS1"  # no leaves given
+    assert not list(tmp_path.rglob("*.tmp"))
+    with pytest.raises(ValueError, match="twice"):
+        store.put_slivers(A, request() + request()[:1])
+
+
+@pytest.mark.parametrize("where", ["magic", "digest", "chunk", "first", "middle", "last",
+                                   "truncate", "extend", "tail-chunk"])
+def test_any_damage_to_a_pws2_file_is_detected(tmp_path, where):
+    store = SliverStore(tmp_path)
+    data = os.urandom(1000)  # 1000 = 166 chunks of 6 and a short one of 4
+    store.put_slivers(A, [(0, PRIMARY, data, leaves_of(data, 6))])
+    path = blob_dir(tmp_path, A) / "p0"
+    raw = bytearray(path.read_bytes())
+    if where == "truncate":
+        raw = raw[:-1]
+    elif where == "extend":
+        raw += b"\0"
+    else:
+        pos = {"magic": 3, "digest": 20, "chunk": HEADER_LEN, "first": HEADER2_LEN,
+               "middle": HEADER2_LEN + 500, "last": len(raw) - 1, "tail-chunk": len(raw) - 3}[where]
+        raw[pos] ^= 0x10
+    path.write_bytes(bytes(raw))
+    assert store.get_sliver(A, 0, PRIMARY) is None
+    assert not store.has_sliver(A, 0, PRIMARY)
+
+
+def test_leaves_that_are_not_of_the_data_make_a_file_that_reads_as_corrupt(tmp_path):
+    store = SliverStore(tmp_path)
+    store.put_slivers(A, [(0, PRIMARY, b"a" * 12, leaves_of(b"b" * 12, 6))])
+    assert store.get_sliver(A, 0, PRIMARY) is None  # never served as data
+    with pytest.raises(ValueError, match="leaf hashes"):
+        store.put_slivers(A, [(0, PRIMARY, b"a" * 13, leaves_of(b"a" * 12, 6))])  # 3 chunks, 2 leaves
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_failed_write_in_a_group_commits_nothing(tmp_path, monkeypatch):
+    store = SliverStore(tmp_path)
+    fill(store)
+    before, used = all_files(tmp_path), store.bytes_used()
+    real_fsync = os.fsync
+
+    def fsync_enospc(fd):
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_size > 1000:  # the primary sliver only
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_enospc)
+    for blob in (A, bytes(32)):
+        with pytest.raises(StorageError, match="disk is full"):
+            store.put_slivers(blob, request(20), metadata=b"m", update_state=lambda s: {"x": 1})
+    monkeypatch.undo()
+    assert all_files(tmp_path) == before
+    assert store.bytes_used() == used
+    check_filled(store)
+
+
+def test_a_group_commit_over_capacity_is_refused_whole(tmp_path):
+    store = SliverStore(tmp_path, capacity_bytes=HEADER2_LEN * 2 + 1500)
+    with pytest.raises(CapacityExceededError):
+        store.put_slivers(A, request())  # 1200 + 600 + 35 + 0 bytes of content
+    assert store.bytes_used() == 0 and all_files(tmp_path) == []
+    assert store.put_slivers(A, request()[:1])
+
+
+CHILD_GROUP = textwrap.dedent("""
+    import hashlib, sys
+    from p2pwalrus.node.sliver_store import SliverStore, SymbolLeaves, PRIMARY, SECONDARY
+    def leaves(data):
+        return SymbolLeaves(100, b"".join(hashlib.blake2b(b"\\0" + data[i:i + 100], digest_size=32).digest()
+                                          for i in range(0, len(data), 100)))
+    store = SliverStore(sys.argv[1])
+    i = 0
+    while True:
+        slivers = [(3 * i + k, kind, bytes([(3 * i + k) % 251]) * (20_000 + i), None if k == 2 else leaves(bytes([(3 * i + k) % 251]) * (20_000 + i)))
+                   for k, kind in ((0, PRIMARY), (1, PRIMARY), (2, SECONDARY))]
+        store.put_slivers(bytes([i % 4]) * 32, slivers, metadata=b"m%d" % i,
+                          update_state=lambda s: {"n": s.get("n", 0) + 1})
+        print(i, flush=True)  # acknowledged only once put_slivers has returned
+        i += 1
+""")
+
+
+def test_process_killed_mid_group_commits_loses_nothing_acknowledged(tmp_path):
+    repo = str(Path(__file__).resolve().parents[1])
+    paths = [repo, os.environ.get("PYTHONPATH")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    store_dir, stderr_path = tmp_path / "store", tmp_path / "child.err"
+    with open(stderr_path, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-c", CHILD_GROUP, str(store_dir)],
+                                stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+    acked = []
+    try:
+        for line in proc.stdout:
+            acked.append(int(line))
+            if len(acked) >= 30:
+                break
+        running_when_killed = proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    assert acked == list(range(30)), f"the child acknowledged {acked}: {stderr_path.read_text()[-2000:]}"
+    assert running_when_killed and proc.returncode == -signal.SIGKILL, "the child must die of SIGKILL, mid-writes"
+    store = SliverStore(store_dir)
+
+    def expected(shard):
+        return bytes([shard % 251]) * (20_000 + shard // 3)
+
+    for i in acked:
+        blob = bytes([i % 4]) * 32
+        assert store.get_sliver(blob, 3 * i, PRIMARY) == expected(3 * i), f"request {i} lost"
+        assert store.get_sliver(blob, 3 * i + 1, PRIMARY) == expected(3 * i + 1), f"request {i} lost"
+        assert store.get_sliver(blob, 3 * i + 2, SECONDARY) == expected(3 * i + 2), f"request {i} lost"
+        assert store.get_metadata(blob) == b"m%d" % (i % 4)
+        assert store.get_state(blob)["n"] >= len([j for j in acked if j % 4 == i % 4])
+    for blob in store.list_blobs():  # whatever else is visible is whole, never torn
+        for shard, kinds in store.shards_stored(blob).items():
+            for kind in kinds:
+                assert store.get_sliver(blob, shard, kind) == expected(shard)
+    assert not list(store_dir.rglob("*.tmp"))

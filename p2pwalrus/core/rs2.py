@@ -379,6 +379,68 @@ def verify_secondary_sliver(metadata: BlobMetadata, pair_index: int, sliver) -> 
         raise VerificationError(f"secondary sliver of pair {pair_index} does not match the blob's metadata")
 
 
+@dataclass(frozen=True)
+class SliverBatchCheck:
+    """The outcome of `verify_slivers`.
+
+    good: index -> leaf hashes (count, 32) of the sliver's own symbols, in order, i.e.
+    H(0x00 || symbol) for each of its C (primary) or R (secondary) symbols: computed for
+    the Merkle root anyway, and reusable as a checksum of exactly these bytes.
+    bad: index -> why it was refused (the message the per-sliver verify_* raises).
+    """
+
+    good: dict[int, np.ndarray]
+    bad: dict[int, str]
+
+
+def verify_slivers(metadata: BlobMetadata, axis: str, slivers) -> SliverBatchCheck:
+    """Verify many slivers of one axis at once; accepts exactly what the per-sliver
+    verify_primary_sliver / verify_secondary_sliver accept.
+
+    `slivers` maps a primary sliver index (axis PRIMARY) or a pair index (axis SECONDARY,
+    like verify_secondary_sliver) to the sliver's bytes. Primary slivers are rows to
+    extend from C to n symbols, secondary slivers columns to extend from R to n: both are
+    k source symbols to extend by m, so the slivers are laid side by side as (k, B, s)
+    and extended by one codec call per stripe of about _STRIPE_BYTES (the encoder's
+    layout), then leaf-hashed and Merkle-rooted together.
+    """
+    cfg, s = metadata.config, metadata.symbol_size
+    n = cfg.n_shards
+    if axis == PRIMARY:
+        k, m, hashes, what = cfg.n_secondary, cfg.f, metadata.primary_hashes, "primary sliver {}"
+    elif axis == SECONDARY:
+        k, m, hashes, what = cfg.n_primary, 2 * cfg.f, metadata.secondary_hashes, "secondary sliver of pair {}"
+    else:
+        raise EncodingError(f"unknown axis {axis!r}")
+    good: dict[int, np.ndarray] = {}
+    bad: dict[int, str] = {}
+    sized: list[tuple[int, np.ndarray]] = []
+    for index, sliver in slivers.items():
+        if not (isinstance(index, int) and 0 <= index < n):
+            kind = "primary sliver index" if axis == PRIMARY else "secondary sliver index"
+            bad[index] = f"{kind} {index} out of range"
+            continue
+        try:
+            sized.append((index, _sliver_symbols(sliver, k, s)))
+        except VerificationError as exc:
+            bad[index] = str(exc)
+    width = max(1, _STRIPE_BYTES // (n * s))
+    for b0 in range(0, len(sized), width):
+        group = sized[b0:b0 + width]
+        source = np.stack([sym for _, sym in group], axis=1)  # (k, B, s), contiguous
+        recovery = codec.encode_symbols(source, m)  # (m, B, s)
+        leaves = np.empty((len(group), n, DIGEST_LEN), np.uint8)
+        leaves[:, :k] = leaf_hashes(source).transpose(1, 0, 2)
+        leaves[:, k:] = leaf_hashes(recovery).transpose(1, 0, 2)
+        roots = merkle_roots(leaves)
+        for b, (index, _) in enumerate(group):
+            if roots[b].tobytes() == hashes[index]:
+                good[index] = leaves[b, :k].copy()
+            else:
+                bad[index] = f"{what.format(index)} does not match the blob's metadata"
+    return SliverBatchCheck(good, bad)
+
+
 # ---------------------------------------------------------------------------------------
 # Decoding
 
@@ -644,6 +706,8 @@ __all__ = [
     "encode_blob",
     "verify_primary_sliver",
     "verify_secondary_sliver",
+    "verify_slivers",
+    "SliverBatchCheck",
     "decode_primary",
     "decode_secondary",
     "recovery_symbols",

@@ -35,7 +35,7 @@ from .datadir_lock import lock_data_dir
 from .identity import load_or_create_identity
 from .liveness import Liveness, LivenessConfig
 from .membership import MembershipConfig, open_membership
-from .sliver_store import PRIMARY, SECONDARY, SliverStore
+from .sliver_store import PRIMARY, SECONDARY, SliverStore, SymbolLeaves
 
 logger = logging.getLogger("p2pwalrus.node")
 
@@ -376,30 +376,20 @@ class StorageNode:
             else:
                 owned.append((pair, shard, prim, sec))
 
+        def update_state(state: dict) -> dict:
+            return {
+                "end_epoch": max(end_epoch, state.get("end_epoch", 0)),
+                "deletable": deletable,
+                "owner": owner or state.get("owner", ""),
+                "stored_at": state.get("stored_at", time.time()),
+            }
+
         def verify_and_store() -> list[int]:
-            stored = []
-            for pair, shard, prim, sec in owned:
-                try:
-                    rs2.verify_primary_sliver(meta, pair, prim)
-                    rs2.verify_secondary_sliver(meta, pair, sec)
-                except VerificationError as exc:
-                    refused[pair] = str(exc)
-                    self.counters["slivers_refused"] += 1
-                    logger.warning("sliver pair %d of %s from %s refused: %s", pair, rs2_id(blob_id), peer, exc)
-                    continue
-                if self.store.get_metadata(blob_id) is None:
-                    self.store.put_metadata(blob_id, meta.to_bytes())
-                self.store.put_sliver(blob_id, shard, PRIMARY, prim)
-                self.store.put_sliver(blob_id, shard, SECONDARY, sec)
-                stored.append(shard)
-            if stored:
-                state = self.store.get_state(blob_id)
-                self.store.set_state(blob_id, {
-                    "end_epoch": max(end_epoch, state.get("end_epoch", 0)),
-                    "deletable": deletable,
-                    "owner": owner or state.get("owner", ""),
-                    "stored_at": state.get("stored_at", time.time()),
-                })
+            stored, bad = verify_and_persist(self.store, meta, blob_id, owned, update_state)
+            for pair, why in bad.items():
+                refused[pair] = why
+                self.counters["slivers_refused"] += 1
+                logger.warning("sliver pair %d of %s from %s refused: %s", pair, rs2_id(blob_id), peer, why)
             return stored
 
         try:
@@ -822,6 +812,36 @@ class StorageNode:
 
 
 MAX_PROOF_MESSAGE = 64 << 20
+
+
+def verify_and_persist(store: SliverStore, meta: rs2.BlobMetadata, blob_id: bytes, owned, update_state):
+    """A store request's work after receiving: verify its sliver pairs, persist the good ones.
+
+    ``owned``: (pair, shard, primary, secondary) for the pairs this node holds. All primary
+    slivers are verified in one batch, then all secondary ones (rs2.verify_slivers), and
+    the good pairs, the metadata (if new) and the state update are written in one group
+    commit whose checksums reuse the verifier's leaf hashes. Returns (shards now durably
+    stored, {pair: why refused}); a caller may confirm the shards once this returns.
+    Synchronous: run it in a worker thread.
+    """
+    s = meta.symbol_size
+    prim = rs2.verify_slivers(meta, rs2.PRIMARY, {pair: p for pair, _, p, _ in owned})
+    sec = rs2.verify_slivers(meta, rs2.SECONDARY, {pair: q for pair, _, _, q in owned})
+    refused: dict[int, str] = {}
+    slivers, shards = [], []
+    for pair, shard, p, q in owned:
+        why = prim.bad.get(pair) or sec.bad.get(pair)
+        if why is not None:
+            refused[pair] = why
+            continue
+        slivers.append((shard, PRIMARY, p, SymbolLeaves(s, prim.good[pair].tobytes())))
+        slivers.append((shard, SECONDARY, q, SymbolLeaves(s, sec.good[pair].tobytes())))
+        shards.append(shard)
+    if not slivers:
+        return [], refused
+    if not store.put_slivers(blob_id, slivers, metadata=meta.to_bytes(), update_state=update_state):
+        return [], refused  # the blob was deleted meanwhile: nothing of this request is stored
+    return shards, refused
 
 
 def encode_proof_message(blob_id: bytes, meta: rs2.BlobMetadata, proof: rs2.InconsistencyProof) -> bytes:

@@ -13,12 +13,40 @@ so no separate index file can disagree with the data after a crash)::
                                      /<name>.<random>.tmp   a write in progress
     trash/<blob id hex>.<random>/               a blob being deleted
 
-Every file is ``b"PWS1" + blake2b-256(content) + content`` (36 header bytes), so a torn or
-corrupted file is detected on read and never returned as data. Every write goes to a temp
-file in the same directory, is fsynced, renamed over the final name and the directory is
-fsynced: a crash at any instant leaves the old file or the new one, never a mix. Temp files
-and trash are removed at open. Hex (not base64url) names stay distinct on case-insensitive
+Every file is a header then its content, so a torn or corrupted file is detected on read
+and never returned as data (it reads as missing, and repair restores it). Two headers:
+
+- ``b"PWS1" + blake2b-256(content)`` (36 bytes): what ``put_*`` write.
+- ``b"PWS2" + blake2b-256(u32le(c) || L_0 || ... || L_k-1) + u32le(c)`` (40 bytes), where
+  L_i = blake2b-256(0x00 || i-th c-byte chunk of the content) (the last chunk may be
+  short): what ``put_slivers`` writes when it is handed those leaf hashes. With ``c`` the
+  symbol size they are the Merkle leaf hashes that verifying a sliver computes anyway
+  (rs2.verify_slivers), so the checksum costs no second pass over the sliver. A read
+  recomputes every L_i from the bytes on disk, so any changed, missing or extra byte
+  changes the digest just as with PWS1 (Blake2b's collision resistance either way), and a
+  changed ``c`` changes both the chunking and the hashed prefix.
+
+Durability: a node killed at any instant loses no acknowledged write, and sees every file
+whole (the old one or the new one, never a mix). One write (``put_*``): write a temp file
+in the same directory, fsync it, rename it over the final name, fsync the directory.
+A group commit (``put_slivers``, one per store request) does the same for all of its files
+at once: every temp file is written and fsynced (concurrently, one thread per file, which
+lets the file system's journal commit them together instead of one journal commit per
+fsync), and only when every fsync has returned are they renamed, one by one, and the
+directory fsynced once. Until that last fsync returns a crash may keep any subset of the
+renames, but each kept rename is of a complete, fsynced file, so every visible file is
+whole; a lost rename leaves the previous file (or none) and a temp file that open removes.
+``put_slivers`` returns only after the directory fsync, and the node signs its storage
+confirmation only after that, so nothing it has confirmed can be lost. Temp files and
+trash are removed at open. Hex (not base64url) names stay distinct on case-insensitive
 file systems.
+
+Measured on the project's 2-core VM (ext4, 10 files of a 40-shard 16 MiB store request):
+per-file write+fsync+rename+directory fsync 11-162 ms depending on the disk's load; all
+fsyncs then one directory fsync, sequentially, 9-105 ms; the same with the writes and
+fsyncs in threads 6-37 ms; all slivers in one file 5-26 ms. One file per request would
+need an index inside the blob directory and rewriting it to delete or repair one sliver,
+for little more than threads give, so the layout keeps one file per sliver.
 """
 
 from __future__ import annotations
@@ -30,9 +58,11 @@ import logging
 import os
 import re
 import shutil
+import struct
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +78,10 @@ _PREFIX_KIND = {"p": PRIMARY, "s": SECONDARY}
 
 _MAGIC = b"PWS1"
 HEADER_LEN = len(_MAGIC) + 32
+_MAGIC2 = b"PWS2"
+_CHUNK = struct.Struct("<I")
+HEADER2_LEN = len(_MAGIC2) + 32 + _CHUNK.size
+_IO_THREADS = 8  # file writes+fsyncs of one group commit in flight at once
 _SLIVER_RE = re.compile(r"^([ps])(0|[1-9][0-9]*)$")
 _BLOB_DIR_RE = re.compile(r"^[0-9a-f]{64}$")
 _TMP_SUFFIX = ".tmp"
@@ -95,6 +129,105 @@ def _sliver_name(shard: int, kind: str) -> str:
     if kind not in _KIND_PREFIX:
         raise ValueError(f"sliver kind must be {PRIMARY!r} or {SECONDARY!r}, got {kind!r}")
     return f"{_KIND_PREFIX[kind]}{shard}"
+
+
+@dataclass(eq=False)
+class _Pending:
+    """One file of a group commit."""
+
+    name: str
+    data: memoryview
+    leaves: SymbolLeaves | None = None  # given: a PWS2 file checksummed over these
+    enforce_capacity: bool = True
+    size: int = 0
+    tmp: Path | None = None
+    fd: int | None = None
+    created: bool = False
+
+    @property
+    def header_len(self) -> int:
+        return HEADER_LEN if self.leaves is None else HEADER2_LEN
+
+
+@dataclass(frozen=True)
+class SymbolLeaves:
+    """The leaf hashes H(0x00 || chunk) of a file's content cut in ``chunk``-byte pieces.
+
+    Handed in by a caller that has just computed them over exactly these bytes (a verified
+    sliver's symbols: rs2.verify_slivers), so that the file's checksum costs no second
+    pass over the data.
+    """
+
+    chunk: int
+    leaves: bytes  # 32 bytes per chunk, in order
+
+
+def _leaf_hashes_of(content, chunk: int) -> bytes:
+    mv = memoryview(content).cast("B")
+    out = []
+    for i in range(0, len(mv), chunk):
+        h = hashlib.blake2b(b"\x00", digest_size=32)
+        h.update(mv[i:i + chunk])
+        out.append(h.digest())
+    return b"".join(out)
+
+
+def _digest2(chunk: int, leaves: bytes) -> bytes:
+    return _digest(_CHUNK.pack(chunk) + leaves)
+
+
+def _header(f: _Pending) -> bytes:
+    if f.leaves is None:
+        return _MAGIC + _digest(f.data)
+    chunk = f.leaves.chunk
+    if not 1 <= chunk <= 0xFFFFFFFF or len(f.leaves.leaves) != 32 * -(-f.data.nbytes // chunk):
+        raise ValueError(f"{f.name}: {len(f.leaves.leaves)} bytes of leaf hashes do not fit "
+                         f"{f.data.nbytes} bytes in chunks of {chunk}")
+    return _MAGIC2 + _digest2(chunk, f.leaves.leaves) + _CHUNK.pack(chunk)
+
+
+def _check(header: bytes, content: bytes) -> str | None:
+    """Why a file's header does not vouch for its content, or None if it does."""
+    if len(header) == HEADER_LEN and header.startswith(_MAGIC):
+        return None if _digest(content) == header[len(_MAGIC):] else "checksum mismatch"
+    if len(header) == HEADER2_LEN and header.startswith(_MAGIC2):
+        (chunk,) = _CHUNK.unpack_from(header, HEADER_LEN)
+        if chunk == 0:
+            return "bad or truncated header"
+        digest = _digest2(chunk, _leaf_hashes_of(content, chunk))
+        return None if digest == header[len(_MAGIC2):HEADER_LEN] else "checksum mismatch"
+    return "bad or truncated header"
+
+
+def _write_and_sync(f: _Pending, blob_dir: Path) -> None:
+    """Write a temp file's header and content and fsync it; runs without the store's lock."""
+    try:
+        try:
+            header = _header(f)
+            with os.fdopen(f.fd, "wb", buffering=0, closefd=True) as out:
+                f.fd = None  # closed by the with, whatever happens
+                for part in (memoryview(header), f.data):
+                    while part.nbytes:
+                        part = part[out.write(part):]
+                os.fsync(out.fileno())
+        except OSError as exc:
+            raise _storage_error(exc, "write", blob_dir / f.name) from exc
+    finally:
+        if f.fd is not None:  # fdopen itself failed
+            os.close(f.fd)
+            f.fd = None
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _io_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(_IO_THREADS, thread_name_prefix="p2pwalrus-fsync")
+        return _pool
 
 
 @dataclass
@@ -184,6 +317,41 @@ class SliverStore:
     def put_sliver(self, blob_id: bytes, shard: int, kind: str, data: bytes) -> None:
         """Store (or replace) the primary or secondary sliver held for ``shard``."""
         self._write(blob_id, _sliver_name(shard, kind), data)
+
+    def put_slivers(
+        self,
+        blob_id: bytes,
+        slivers: Sequence[tuple[int, str, bytes, SymbolLeaves | None]],
+        *,
+        metadata: bytes | None = None,
+        update_state: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None,
+    ) -> bool:
+        """Store a store request's slivers in one group commit: all durable when this returns.
+
+        ``slivers``: (shard, kind, data, leaves) with ``leaves`` the SymbolLeaves of ``data``
+        if the caller has them (the file is then checksummed over them, see the module
+        docstring), else None. ``metadata`` is written too unless the blob's is stored
+        already; ``update_state(current state)`` returns updates merged into the blob's
+        state in the same commit. Returns False, storing nothing, if the blob was deleted
+        meanwhile. Capacity is checked for the whole request at once (state excepted).
+        """
+        files = [_Pending(_sliver_name(shard, kind), memoryview(data).cast("B"), leaves)
+                 for shard, kind, data, leaves in slivers]
+        if len({f.name for f in files}) != len(files):
+            raise ValueError("put_slivers got the same sliver twice")
+        if not files:
+            return True
+        # Read (not just looked up), so that a damaged metadata file is dropped and rewritten.
+        if metadata is not None and self._read(blob_id, "meta") is None:
+            files.insert(0, _Pending("meta", memoryview(metadata).cast("B")))
+        if update_state is None:
+            return self._commit(blob_id, files)
+        with self._state_lock:  # held to the commit, or a concurrent set_state could be lost
+            state = self.get_state(blob_id)
+            state.update(update_state(dict(state)))
+            raw = json.dumps(state, sort_keys=True).encode()
+            files.append(_Pending("state", memoryview(raw), None, enforce_capacity=False))
+            return self._commit(blob_id, files)
 
     def get_sliver(self, blob_id: bytes, shard: int, kind: str) -> bytes | None:
         return self._read(blob_id, _sliver_name(shard, kind))
@@ -311,20 +479,34 @@ class SliverStore:
                 pass  # harmless: an empty directory is skipped and removed at next open
 
     def _write(self, blob_id: bytes, name: str, data: bytes, *, enforce_capacity=True) -> None:
+        self._commit(blob_id, [_Pending(name, memoryview(data).cast("B"), None, enforce_capacity)])
+
+    def _commit(self, blob_id: bytes, files: list[_Pending]) -> bool:
+        """Write ``files`` of one blob as one group commit; False if the blob was deleted
+        meanwhile (the writes are then ordered before that delete and dropped).
+
+        Each file goes to its own temp file; with more than one file, the temp files are
+        written and fsynced concurrently in a pool of _IO_THREADS threads (so the file
+        system's journal commits them together), then all are renamed over their final
+        names and the directory is fsynced once. Only then does this return. See the
+        module docstring.
+        """
         key = _blob_key(blob_id)
-        data = memoryview(data)
-        size = HEADER_LEN + data.nbytes
         blob_dir = self._blobs_dir / key
-        final = blob_dir / name
-        tmp = blob_dir / f"{name}.{uuid.uuid4().hex}{_TMP_SUFFIX}"
+        for f in files:
+            f.size = f.header_len + f.data.nbytes
+            f.tmp = blob_dir / f"{f.name}.{uuid.uuid4().hex}{_TMP_SUFFIX}"
+        total = sum(f.size for f in files)
         with self._lock:
             self._check_open()
             entry = self._index.get(key)
-            old = entry.files.get(name, 0) if entry else 0
-            if (enforce_capacity and self._capacity is not None
-                    and self._used + self._reserved + size - old > self._capacity):
+            grow = sum(f.size - (entry.files.get(f.name, 0) if entry else 0)
+                       for f in files if f.enforce_capacity)
+            if (self._capacity is not None and any(f.enforce_capacity for f in files)
+                    and self._used + self._reserved + grow > self._capacity):
+                final = blob_dir / files[0].name if len(files) == 1 else blob_dir
                 raise CapacityExceededError(
-                    f"storing {size} bytes at {final} would exceed the store's capacity of "
+                    f"storing {total} bytes at {final} would exceed the store's capacity of "
                     f"{self._capacity} bytes ({self._used} used, {self._reserved} being "
                     "written): delete expired blobs or raise capacity_bytes")
             try:
@@ -333,55 +515,80 @@ class SliverStore:
                     _fsync_dir(self._blobs_dir)
                     entry = self._index[key] = _Blob()
                 # Created under the lock so delete_blob's rename sees every temp file.
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                             | getattr(os, "O_CLOEXEC", 0), 0o644)
+                for f in files:
+                    f.fd = os.open(f.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                                   | getattr(os, "O_CLOEXEC", 0), 0o644)
+                    f.created = True
             except OSError as exc:
+                failed = next((f.tmp for f in files if not f.created), blob_dir)
+                self._discard(files)
                 if entry is not None:
                     self._forget_if_empty(key, entry)
-                raise _storage_error(exc, "create", tmp) from exc
+                raise _storage_error(exc, "create", failed) from exc
             entry.inflight += 1
-            self._reserved += size
-        committed = False
+            self._reserved += total
+        renamed: list[_Pending] = []
         try:
-            try:  # the slow part (write + fsync of a large sliver) runs without the lock
-                with os.fdopen(fd, "wb") as f:
-                    f.write(_MAGIC)
-                    f.write(_digest(data))
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-            except OSError as exc:
-                raise _storage_error(exc, "write", final) from exc
+            # The slow part (checksum, write, fsync of large slivers) runs without the lock.
+            if len(files) == 1:
+                _write_and_sync(files[0], blob_dir)
+            else:
+                errors = [fut.exception() for fut in
+                          [_io_pool().submit(_write_and_sync, f, blob_dir) for f in files]]
+                if err := next((e for e in errors if e is not None), None):
+                    raise err
             with self._lock:
                 if self._index.get(key) is not entry:
-                    return  # blob deleted meanwhile: this put is ordered before that delete
+                    return False  # blob deleted meanwhile: this put is ordered before that delete
                 try:
-                    os.replace(tmp, final)
-                except OSError as exc:
-                    raise _storage_error(exc, "commit", final) from exc
-                committed = True
-                # Move the reservation into _used atomically, or a concurrent put could
-                # count these bytes twice and be refused spuriously.
-                self._reserved -= size
-                self._used += size - entry.files.get(name, 0)
-                entry.files[name] = size
-                try:
-                    _fsync_dir(blob_dir)
-                except OSError as exc:
-                    # The new file is already visible, so the index keeps it; report anyway.
-                    raise _storage_error(exc, "sync directory", blob_dir) from exc
+                    for f in files:
+                        os.replace(f.tmp, blob_dir / f.name)
+                        renamed.append(f)
+                finally:
+                    # Move the reservations of what is now visible into _used atomically, or
+                    # a concurrent put could count these bytes twice and be refused spuriously.
+                    for f in renamed:
+                        self._reserved -= f.size
+                        self._used += f.size - entry.files.get(f.name, 0)
+                        entry.files[f.name] = f.size
+                    if renamed:
+                        try:
+                            _fsync_dir(blob_dir)
+                        except OSError as exc:
+                            if len(renamed) == len(files):
+                                # The new files are already visible, so the index keeps them.
+                                raise _storage_error(exc, "sync directory", blob_dir) from exc
+                            log.error("sliver store: cannot sync %s: %s", blob_dir, exc)
+            return True
+        except OSError as exc:
+            failed = next((f for f in files if f not in renamed), files[-1])
+            raise _storage_error(exc, "commit", blob_dir / failed.name) from exc
         finally:
             with self._lock:
                 entry.inflight -= 1
-                if not committed:
-                    self._reserved -= size
-                    try:
-                        os.unlink(tmp)
-                    except FileNotFoundError:
-                        pass
-                    except OSError as exc:
-                        log.warning("sliver store: could not remove %s (%s)", tmp, exc)
-                    self._forget_if_empty(key, entry)
+                left = [f for f in files if f not in renamed]
+                self._reserved -= sum(f.size for f in left)
+                self._discard(left)
+                self._forget_if_empty(key, entry)
+
+    @staticmethod
+    def _discard(files: list[_Pending]) -> None:
+        """Close and remove the temp files of writes that were not committed."""
+        for f in files:
+            if f.fd is not None:
+                try:
+                    os.close(f.fd)
+                except OSError:
+                    pass
+                f.fd = None
+            if f.created:
+                f.created = False
+                try:
+                    os.unlink(f.tmp)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    log.warning("sliver store: could not remove %s (%s)", f.tmp, exc)
 
     def _read(self, blob_id: bytes, name: str) -> bytes | None:
         key = _blob_key(blob_id)
@@ -390,17 +597,16 @@ class SliverStore:
         try:
             with open(path, "rb") as f:
                 header = f.read(HEADER_LEN)
+                if header.startswith(_MAGIC2):
+                    header += f.read(HEADER2_LEN - HEADER_LEN)
                 content = f.read()
                 st = os.fstat(f.fileno())
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise _storage_error(exc, "read", path) from exc
-        if len(header) < HEADER_LEN or not header.startswith(_MAGIC):
-            problem = "bad or truncated header"
-        elif _digest(content) != header[len(_MAGIC):]:
-            problem = "checksum mismatch"
-        else:
+        problem = _check(header, content)
+        if problem is None:
             return content
         # Treat as missing (so repair restores it) rather than ever serving bad bytes.
         log.error("sliver store: corrupt file %s (%s): removed; repair will restore it",
