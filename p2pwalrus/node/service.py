@@ -40,6 +40,7 @@ from .sliver_store import PRIMARY, SECONDARY, SliverStore
 logger = logging.getLogger("p2pwalrus.node")
 
 HANDLER_TIMEOUT = 60.0  # one whole exchange, including a node's share of a large blob
+LEARN_PAUSE = 2.0  # pulls of the live set for certificates with unknown signers, at most this often
 PEER_CALL_TIMEOUT = 10.0
 
 
@@ -107,6 +108,7 @@ class StorageNode:
         self.repair = RepairService(self)
         self.liveness = None
         self._certs_digest: tuple[bytes, float] | None = None
+        self._learnt_at = -LEARN_PAUSE
         self._load_certs()
 
     def close(self) -> None:
@@ -515,10 +517,30 @@ class StorageNode:
         await rpc.send_json(stream, {"ok": True, "invalid": self.is_invalid(blob_id)})
         await rpc.write_frame(stream, cert.to_bytes())
 
+    async def learn_signers(self, cert: AvailabilityCertificate) -> None:
+        """A certificate whose confirming peers are mostly unknown here (a member that joined
+        and that we have not heard of yet): pull the live set from our bootstrap peers once
+        before judging it, at most every LEARN_PAUSE seconds. Only peers the network vouches
+        for become known: the certificate's own word is not taken."""
+        signers = {c.peer_id for c in cert.confirmations}
+        if 2 * len(signers & self.known_peers) >= len(signers) or self.members is None:
+            return
+        now = time.monotonic()
+        if now - self._learnt_at < LEARN_PAUSE:
+            return
+        self._learnt_at = now
+        with trio.move_on_after(PEER_CALL_TIMEOUT):
+            try:
+                await self.members.pull_from_bootstrap()
+            except Exception as exc:
+                logger.info("membership pull for a certificate failed: %r", exc)
+        self.known_peers.update(self.members.live.peer_ids())
+
     async def handle_put_cert(self, stream, peer: str) -> None:
         raw = await rpc.recv_blob(stream, 1 << 20)
         try:
             cert = AvailabilityCertificate.from_bytes(raw)
+            await self.learn_signers(cert)
             new = self.accept_certificate(cert, source=peer)
         except InvalidCertificateError as exc:
             self.counters["certs_rejected"] += 1
