@@ -95,7 +95,8 @@ class StorageNode:
         self.ready = trio.Event()
         self.map_changed = trio.Event()
         self.cert_added = trio.Event()
-        self.counters = {"certs_seen": 0, "certs_rejected": 0, "slivers_refused": 0, "store_requests": 0}
+        self.counters = {"certs_seen": 0, "certs_rejected": 0, "slivers_refused": 0, "store_requests": 0,
+                         "uncertified_deleted": 0}
         # Fault injection for netlab and tests: "corrupt_slivers" makes this node lie;
         # DATA_DIR/faults.json sets a peer deny-list (partitions) and an added delay.
         self.faults: set[str] = set()
@@ -737,8 +738,46 @@ class StorageNode:
                 logger.info("pulled certificate from %s rejected: %s", peer_id, exc.reason)
         return got
 
+    async def _certified_elsewhere(self, blob_id: bytes) -> bool:
+        """Whether a few live peers hold a certificate for the blob that we accept (one we
+        missed: gossip and anti-entropy normally bring it first)."""
+        peers = [p for p in self.members.live.peer_ids() if p != self.peer_id] if self.members else []
+        for peer in random.sample(peers, min(3, len(peers))):
+            try:
+                raw = await self.fetch_blob(peer, rpc.GET_CERT, {"blob_id": blob_id.hex()}, 1 << 20)
+                if raw is not None:
+                    self.accept_certificate(AvailabilityCertificate.from_bytes(raw), source=peer)
+            except Exception as exc:
+                logger.debug("certificate of %s from %s: %r", rs2_id(blob_id), peer, exc)
+            if blob_id in self.certs:
+                return True
+        return False
+
+    def uncertified_expired(self, now: float | None = None) -> list[bytes]:
+        """Blobs whose slivers came more than `uncertified_grace` seconds ago and that have no
+        certificate: uploads that were interrupted or failed before they were certified."""
+        now = time.time() if now is None else now
+        grace = self.net.timings.uncertified_grace
+        out = []
+        for blob_id in self.store.list_blobs():
+            if blob_id in self.certs:
+                continue
+            state = self.store.get_state(blob_id)
+            if state.get("certified") or state.get("invalid") or state.get("deleted"):
+                continue
+            stored_at = state.get("stored_at")
+            if not isinstance(stored_at, (int, float)):  # data from before stored_at: a grace from now
+                self.store.set_state(blob_id, {"stored_at": now})
+                continue
+            if now - stored_at > grace:
+                out.append(blob_id)
+        return out
+
     async def _gc_loop(self) -> None:
-        """Blobs past their end epoch are deleted; repeated every minute."""
+        """Blobs past their end epoch are deleted, and so are the slivers of uploads that got no
+        certificate within `uncertified_grace` (a store interrupted before its certificate
+        leaves nothing behind for longer); repeated every minute, or more often for a short grace."""
+        grace = self.net.timings.uncertified_grace
         while True:
             current = self.epoch
             for blob_id in self.store.list_blobs():
@@ -747,7 +786,15 @@ class StorageNode:
                     await trio.to_thread.run_sync(self.store.delete_blob, blob_id)
                     self.certs.pop(blob_id, None)
                     logger.info("blob %s expired at epoch %d: deleted", rs2_id(blob_id), end)
-            await trio.sleep(min(60.0, self.net.epoch_length / 4))
+            for blob_id in await trio.to_thread.run_sync(self.uncertified_expired):
+                if await self._certified_elsewhere(blob_id):
+                    continue
+                if blob_id in self.certs:  # certified while we asked
+                    continue
+                await trio.to_thread.run_sync(self.store.delete_blob, blob_id)
+                self.counters["uncertified_deleted"] += 1
+                logger.info("blob %s got no certificate within %.0f s of its upload: deleted", rs2_id(blob_id), grace)
+            await trio.sleep(min(60.0, self.net.epoch_length / 4, max(0.5, grace / 4)))
 
     async def _membership_loop(self, changes) -> None:
         self._recompute_map()
