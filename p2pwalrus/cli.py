@@ -32,7 +32,7 @@ def _resolve_network(ctx: click.Context, local: str | None):
 
 
 def _fail(message: str, code: int = 1):
-    click.echo(f"error: {message}", err=True)
+    click.echo(message if code == 130 else f"error: {message}", err=True)
     sys.exit(code)
 
 
@@ -48,13 +48,39 @@ def _user_error(exc: BaseException) -> P2PWalrusError | None:
     return None
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Whether `exc` is a Ctrl-C, perhaps inside trio's exception groups (along with the
+    Cancelled and other errors of the tasks it ended)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_interrupted(sub) for sub in exc.exceptions)
+    return False
+
+
+# What a Ctrl-C leaves behind, said in one line; commands update it as they go
+# (a store: nothing certified, then certificate being published, then certified).
+_interrupt_note = "interrupted"
+
+
+def _note_interrupt(text: str) -> None:
+    global _interrupt_note
+    _interrupt_note = text
+
+
 class _Cli(click.Group):
+    def resolve_command(self, ctx, args):
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if name == "store":  # from its very start: a store interrupted early certified nothing
+            _note_interrupt("interrupted; nothing was certified")
+        return name, cmd, rest
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
         except BaseException as exc:
+            if _interrupted(exc):
+                _fail(_interrupt_note, 130)  # one line, exit 128 + SIGINT, no traceback
             err = _user_error(exc)
             if err is None:
                 raise
@@ -157,6 +183,21 @@ def _progress():
     from .client.client import Progress
 
     return _RichProgress() if sys.stderr.isatty() else Progress()
+
+
+def _store_progress():
+    """A store's progress, which also keeps the Ctrl-C note up to date."""
+    from .core.blob_id import blob_id_to_str
+
+    progress = _progress()
+    _note_interrupt("interrupted; nothing was certified")
+
+    def certifying(blob_id: bytes) -> None:
+        _note_interrupt(f"interrupted while publishing the certificate of {blob_id_to_str(blob_id)}: "
+                        "it may be certified (check with blob-status)")
+
+    progress.certifying = certifying
+    return progress
 
 
 def _client_key():
@@ -282,10 +323,12 @@ def store_cmd(ctx, path, epochs, deletable, force, as_json, network):
     data, length = _read_padded(path, net.n_shards)
 
     async def run(client):
-        return await client.store(data, epochs=epochs, deletable=deletable, force=force, progress=_progress(),
+        return await client.store(data, epochs=epochs, deletable=deletable, force=force, progress=_store_progress(),
                                   length=length)
 
+    _note_interrupt("interrupted; nothing was certified")
     result = _with_client(net, run)
+    _note_interrupt(f"interrupted; {blob_id_to_str(result.blob_id)} is certified")
     if as_json:
         click.echo(json.dumps(result.to_walrus_json(), indent=2))
         return
@@ -315,6 +358,7 @@ def read_cmd(ctx, blob_id, out, strict, network):
 
     net = _resolve_network(ctx, network)
     raw_id = _parse_blob_id(blob_id)
+    _note_interrupt("interrupted; nothing was written" if out else "interrupted")
 
     async def run(client):
         return await client.read(raw_id, strict=strict, progress=_progress())
@@ -467,6 +511,7 @@ def extend_cmd(ctx, blob_id, epochs, network):
     """Lengthen BLOB_ID's storage: its holders sign the new end epoch."""
     net = _resolve_network(ctx, network)
     raw_id = _parse_blob_id(blob_id)
+    _note_interrupt("interrupted; the blob may be extended on some nodes (run extend again)")
     cert = _with_client(net, lambda c: c.extend(raw_id, epochs))
     click.echo(f"{blob_id} now stored until epoch {cert.end_epoch}")
 
@@ -482,6 +527,7 @@ def delete_cmd(ctx, blob_id, yes, network):
     raw_id = _parse_blob_id(blob_id)
     if not yes and sys.stdin.isatty():
         click.confirm(f"Delete {blob_id} from every node?", abort=True)
+    _note_interrupt("interrupted; the blob may be deleted on some nodes (run delete again)")
     count = _with_client(net, lambda c: c.delete(raw_id))
     click.echo(f"deleted on {count} node(s)")
 

@@ -33,6 +33,7 @@ def run(e: dict, *args: str, module: str = "p2pwalrus", timeout: float = 120) ->
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(120 + 10 * RUNS)
 def test_store_then_status_and_read_from_other_processes(tmp_path):
     lab = tmp_path / "lab"
     e = env(lab / "network.toml", tmp_path / "client")

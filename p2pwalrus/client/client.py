@@ -80,6 +80,9 @@ class Progress:
 
     def done(self) -> None: ...
 
+    def certifying(self, blob_id: bytes) -> None:
+        """The certificate is built and about to be published (a store is past undoing)."""
+
 
 @dataclass
 class StoreResult:
@@ -480,6 +483,7 @@ class Client:
             deletable=deletable, owner=self.peer_id,
         )
         self._validate(cert)
+        progress.certifying(blob_id)
         # Return only once any reader finds the certificate (read-after-write).
         await self.publish_certificate(cert)
         return StoreResult(blob_id, data_len, False, cert, len(covered), failures, encode_seconds, upload_seconds)
