@@ -518,11 +518,17 @@ def extend_cmd(ctx, blob_id, epochs, network):
 
 @main.command("delete")
 @click.argument("blob_id")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", is_flag=True,
+              help="Do not ask for confirmation. Without a terminal on standard input (a script, a pipe, CI) "
+                   "it is never asked: the blob is deleted at once.")
 @_network_option
 @click.pass_context
 def delete_cmd(ctx, blob_id, yes, network):
-    """Delete BLOB_ID, if it was stored as deletable with this client's key."""
+    """Delete BLOB_ID, if it was stored as deletable with this client's key.
+
+    Asks for confirmation first when standard input is a terminal; from a script or a
+    pipe it does not ask and deletes at once (as with --yes).
+    """
     net = _resolve_network(ctx, network)
     raw_id = _parse_blob_id(blob_id)
     if not yes and sys.stdin.isatty():

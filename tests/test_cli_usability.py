@@ -263,3 +263,10 @@ def test_every_option_of_both_clis_has_help_that_shows_its_default():
                         hidden_default.append(where)
     assert not missing, f"options without help: {missing}"
     assert not hidden_default, f"options whose help hides their default: {hidden_default}"
+
+
+def test_delete_help_says_it_does_not_ask_without_a_terminal():
+    res = cli("delete", "--help")
+    assert res.returncode == 0, res.stderr
+    text = " ".join(res.stdout.split())
+    assert "does not ask and deletes at once" in text and "Without a terminal on standard input" in text
