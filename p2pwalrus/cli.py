@@ -68,6 +68,20 @@ def _note_interrupt(text: str) -> None:
     _interrupt_note = text
 
 
+class _BlobIdCommand(click.Command):
+    """A command taking a BLOB_ID, which may begin with '-' (a base64url character): such a
+    43-character argument is moved behind '--' so that it is not taken for an option."""
+
+    def parse_args(self, ctx, args):
+        import re
+
+        if "--" not in args:
+            ids = [a for a in args if re.fullmatch(r"-[A-Za-z0-9_-]{42}", a)]
+            if len(ids) == 1:
+                args = [a for a in args if a != ids[0]] + ["--", ids[0]]
+        return super().parse_args(ctx, args)
+
+
 class _Cli(click.Group):
     def resolve_command(self, ctx, args):
         name, cmd, rest = super().resolve_command(ctx, args)
@@ -344,7 +358,7 @@ def store_cmd(ctx, path, epochs, deletable, force, as_json, network):
     click.echo(blob_id_to_str(result.blob_id))
 
 
-@main.command("read")
+@main.command("read", cls=_BlobIdCommand)
 @click.argument("blob_id")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write here (default: standard output).")
@@ -393,7 +407,7 @@ def read_cmd(ctx, blob_id, out, strict, network):
     click.echo(f"wrote {len(data)} bytes to {out}", err=True)
 
 
-@main.command("blob-status")
+@main.command("blob-status", cls=_BlobIdCommand)
 @click.argument("blob_id")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @_network_option
@@ -502,7 +516,7 @@ def list_blobs_cmd(ctx, node_id, as_json, network):
                        + ("  certified" if b.get("certified") else "") + ("  INVALID" if b.get("invalid") else ""))
 
 
-@main.command("extend")
+@main.command("extend", cls=_BlobIdCommand)
 @click.argument("blob_id")
 @click.option("--epochs", "-e", type=click.IntRange(1), required=True, help="New life, in epochs from now.")
 @_network_option
@@ -516,7 +530,7 @@ def extend_cmd(ctx, blob_id, epochs, network):
     click.echo(f"{blob_id} now stored until epoch {cert.end_epoch}")
 
 
-@main.command("delete")
+@main.command("delete", cls=_BlobIdCommand)
 @click.argument("blob_id")
 @click.option("--yes", is_flag=True,
               help="Do not ask for confirmation. Without a terminal on standard input (a script, a pipe, CI) "
