@@ -32,7 +32,7 @@ def _resolve_network(ctx: click.Context, local: str | None):
 
 
 def _fail(message: str, code: int = 1):
-    click.echo(f"error: {message}", err=True)
+    click.echo(message if code == 130 else f"error: {message}", err=True)
     sys.exit(code)
 
 
@@ -48,13 +48,53 @@ def _user_error(exc: BaseException) -> P2PWalrusError | None:
     return None
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Whether `exc` is a Ctrl-C, perhaps inside trio's exception groups (along with the
+    Cancelled and other errors of the tasks it ended)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_interrupted(sub) for sub in exc.exceptions)
+    return False
+
+
+# What a Ctrl-C leaves behind, said in one line; commands update it as they go
+# (a store: nothing certified, then certificate being published, then certified).
+_interrupt_note = "interrupted"
+
+
+def _note_interrupt(text: str) -> None:
+    global _interrupt_note
+    _interrupt_note = text
+
+
+class _BlobIdCommand(click.Command):
+    """A command taking a BLOB_ID, which may begin with '-' (a base64url character): such a
+    43-character argument is moved behind '--' so that it is not taken for an option."""
+
+    def parse_args(self, ctx, args):
+        import re
+
+        if "--" not in args:
+            ids = [a for a in args if re.fullmatch(r"-[A-Za-z0-9_-]{42}", a)]
+            if len(ids) == 1:
+                args = [a for a in args if a != ids[0]] + ["--", ids[0]]
+        return super().parse_args(ctx, args)
+
+
 class _Cli(click.Group):
+    def resolve_command(self, ctx, args):
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if name == "store":  # from its very start: a store interrupted early certified nothing
+            _note_interrupt("interrupted; nothing was certified")
+        return name, cmd, rest
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
         except BaseException as exc:
+            if _interrupted(exc):
+                _fail(_interrupt_note, 130)  # one line, exit 128 + SIGINT, no traceback
             err = _user_error(exc)
             if err is None:
                 raise
@@ -157,6 +197,21 @@ def _progress():
     from .client.client import Progress
 
     return _RichProgress() if sys.stderr.isatty() else Progress()
+
+
+def _store_progress():
+    """A store's progress, which also keeps the Ctrl-C note up to date."""
+    from .core.blob_id import blob_id_to_str
+
+    progress = _progress()
+    _note_interrupt("interrupted; nothing was certified")
+
+    def certifying(blob_id: bytes) -> None:
+        _note_interrupt(f"interrupted while publishing the certificate of {blob_id_to_str(blob_id)}: "
+                        "it may be certified (check with blob-status)")
+
+    progress.certifying = certifying
+    return progress
 
 
 def _client_key():
@@ -282,10 +337,12 @@ def store_cmd(ctx, path, epochs, deletable, force, as_json, network):
     data, length = _read_padded(path, net.n_shards)
 
     async def run(client):
-        return await client.store(data, epochs=epochs, deletable=deletable, force=force, progress=_progress(),
+        return await client.store(data, epochs=epochs, deletable=deletable, force=force, progress=_store_progress(),
                                   length=length)
 
+    _note_interrupt("interrupted; nothing was certified")
     result = _with_client(net, run)
+    _note_interrupt(f"interrupted; {blob_id_to_str(result.blob_id)} is certified")
     if as_json:
         click.echo(json.dumps(result.to_walrus_json(), indent=2))
         return
@@ -301,7 +358,7 @@ def store_cmd(ctx, path, epochs, deletable, force, as_json, network):
     click.echo(blob_id_to_str(result.blob_id))
 
 
-@main.command("read")
+@main.command("read", cls=_BlobIdCommand)
 @click.argument("blob_id")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write here (default: standard output).")
@@ -315,6 +372,7 @@ def read_cmd(ctx, blob_id, out, strict, network):
 
     net = _resolve_network(ctx, network)
     raw_id = _parse_blob_id(blob_id)
+    _note_interrupt("interrupted; nothing was written" if out else "interrupted")
 
     async def run(client):
         return await client.read(raw_id, strict=strict, progress=_progress())
@@ -349,7 +407,7 @@ def read_cmd(ctx, blob_id, out, strict, network):
     click.echo(f"wrote {len(data)} bytes to {out}", err=True)
 
 
-@main.command("blob-status")
+@main.command("blob-status", cls=_BlobIdCommand)
 @click.argument("blob_id")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @_network_option
@@ -458,7 +516,7 @@ def list_blobs_cmd(ctx, node_id, as_json, network):
                        + ("  certified" if b.get("certified") else "") + ("  INVALID" if b.get("invalid") else ""))
 
 
-@main.command("extend")
+@main.command("extend", cls=_BlobIdCommand)
 @click.argument("blob_id")
 @click.option("--epochs", "-e", type=click.IntRange(1), required=True, help="New life, in epochs from now.")
 @_network_option
@@ -467,21 +525,29 @@ def extend_cmd(ctx, blob_id, epochs, network):
     """Lengthen BLOB_ID's storage: its holders sign the new end epoch."""
     net = _resolve_network(ctx, network)
     raw_id = _parse_blob_id(blob_id)
+    _note_interrupt("interrupted; the blob may be extended on some nodes (run extend again)")
     cert = _with_client(net, lambda c: c.extend(raw_id, epochs))
     click.echo(f"{blob_id} now stored until epoch {cert.end_epoch}")
 
 
-@main.command("delete")
+@main.command("delete", cls=_BlobIdCommand)
 @click.argument("blob_id")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", is_flag=True,
+              help="Do not ask for confirmation. Without a terminal on standard input (a script, a pipe, CI) "
+                   "it is never asked: the blob is deleted at once.")
 @_network_option
 @click.pass_context
 def delete_cmd(ctx, blob_id, yes, network):
-    """Delete BLOB_ID, if it was stored as deletable with this client's key."""
+    """Delete BLOB_ID, if it was stored as deletable with this client's key.
+
+    Asks for confirmation first when standard input is a terminal; from a script or a
+    pipe it does not ask and deletes at once (as with --yes).
+    """
     net = _resolve_network(ctx, network)
     raw_id = _parse_blob_id(blob_id)
     if not yes and sys.stdin.isatty():
         click.confirm(f"Delete {blob_id} from every node?", abort=True)
+    _note_interrupt("interrupted; the blob may be deleted on some nodes (run delete again)")
     count = _with_client(net, lambda c: c.delete(raw_id))
     click.echo(f"deleted on {count} node(s)")
 

@@ -36,6 +36,7 @@ class Timings:
     challenge_interval: float = 60.0  # storage challenges to random holders
     gossip_heartbeat: float = 1.0  # GossipSub heartbeat: mesh upkeep, an idle cost per peer
     gossip_degree: float = 6.0  # GossipSub mesh degree D (kept between D - 2 and 2 D): copies of each message per node
+    uncertified_grace: float = 600.0  # slivers of a blob that got no certificate this long after its first upload are deleted
 
 
 # Timings of earlier releases, when records were re-gossiped on a timer: still accepted in

@@ -263,3 +263,21 @@ def test_every_option_of_both_clis_has_help_that_shows_its_default():
                         hidden_default.append(where)
     assert not missing, f"options without help: {missing}"
     assert not hidden_default, f"options whose help hides their default: {hidden_default}"
+
+
+def test_delete_help_says_it_does_not_ask_without_a_terminal():
+    res = cli("delete", "--help")
+    assert res.returncode == 0, res.stderr
+    text = " ".join(res.stdout.split())
+    assert "does not ask and deletes at once" in text and "Without a terminal on standard input" in text
+
+
+def test_a_blob_id_that_begins_with_a_dash_is_not_taken_for_an_option(tmp_path):
+    # base64url blob IDs begin with '-' once in 64; `read $BLOB_ID` must still work.
+    net = tmp_path / "net.toml"
+    net.write_text(NETWORK.format(bootstrap=NOWHERE))
+    dash_id = "-" + "A" * 42
+    for args in (["blob-status", dash_id, "--json"], ["read", dash_id, "-o", str(tmp_path / "x")],
+                 ["extend", dash_id, "--epochs", "2"], ["delete", "--yes", dash_id]):
+        res = cli("--network", str(net), *args, timeout=120)
+        assert "No such option" not in res.stderr and "no bootstrap peer answered" in res.stderr, (args, res.stderr)

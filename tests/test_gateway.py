@@ -279,3 +279,35 @@ async def test_curl_recipes_from_the_docs_and_node_metrics(tmp_path):
                          "store_requests_total"):
                 assert f"p2pwalrus_node_{name}{{" in text, name
             assert re.search(r"p2pwalrus_node_slivers_stored\{[^}]*\} [1-9]", text)
+
+
+async def test_the_dashboard_is_filled_on_first_paint_in_plain_words_and_head_works(tmp_path):
+    with trio.fail_after(90):
+        async with inprocess_network(4, 7, tmp_path) as cluster:
+            async with running_gateway(cluster.net) as (gw, http):
+                stored = (await http.put("/v1/blobs?epochs=2", content=os.urandom(3000))).json()
+                bid = stored["newlyCreated"]["blobObject"]["blobId"]
+                page = (await http.get("/")).text
+                # The tables are in the HTML itself: no waiting for the script's first poll.
+                nodes = page[page.index('<tbody id="nodes">'):page.index("</tbody>")]
+                assert nodes.count("<tr>") == 4
+                for node in cluster.alive():
+                    assert node.peer_id[:16] in nodes
+                assert "nothing to repair" in nodes or "repairing" in nodes
+                recent = page[page.index('<tbody id="recent">'):]
+                assert bid in recent and ("ago" in recent or "just now" in recent)
+                assert ">stored<" in recent and "shards)" in page
+                # No raw key=value pairs, no Unix timestamps.
+                assert not re.search(r"repair_\w+=|challenges_\w+=", page)
+                assert not re.search(r"\b1[0-9]{9}(\.[0-9]+)?\b", page)
+                assert "ends in" in page
+                # The script gets the same fragments, rendered again.
+                state = (await http.get("/dashboard/state")).json()
+                assert set(state["html"]) == {"net", "epoch", "live", "cache", "nodes", "recent"}
+                assert bid in state["html"]["recent"]
+                # HEAD on every GET route: headers of the GET, no body, not 405.
+                for path in ("/metrics", "/", "/status", "/dashboard/state", "/v1/api"):
+                    r = await http.head(path)
+                    assert r.status_code == 200 and r.content == b"", path
+                    assert int(r.headers["content-length"]) > 0
+                assert (await http.request("DELETE", "/metrics")).status_code == 405

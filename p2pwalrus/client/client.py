@@ -53,6 +53,8 @@ CALL_TIMEOUT = 10.0
 UPLOAD_TIMEOUT = 120.0
 QUORUM_GRACE = 2.0  # after the quorum, late uploads get this long before they are cut
 STORE_RETRY_PAUSE = 2.0  # a store short of its quorum asks for the live set again this often
+CERT_PUSH_PAUSE = 1.0  # nodes that refused a certificate (they do not know a signer yet) get it again
+CERT_PUSH_TIMEOUT = 20.0  # ... until this long after the first push
 # A read asks a recovery row in place of a systematic one still outstanding this long after
 # it was asked: READ_HEDGE_FACTOR times what the first half of the rows took, at least
 # READ_HEDGE_MIN seconds (a hung holder otherwise holds the read for the 60 s sliver timeout).
@@ -77,6 +79,9 @@ class Progress:
     def advance(self, amount: int) -> None: ...
 
     def done(self) -> None: ...
+
+    def certifying(self, blob_id: bytes) -> None:
+        """The certificate is built and about to be published (a store is past undoing)."""
 
 
 @dataclass
@@ -115,6 +120,9 @@ class Client:
         self.keypair = keypair
         self.records: dict[str, SignedNodeRecord] = {}
         self.shard_map: ShardMap | None = None
+        # Every member this client has seen in a pulled live set (certificate validation:
+        # most confirming peers must be known), not only the last live set.
+        self.known_peers: set[str] = set()
 
     @property
     def peer_id(self) -> str:
@@ -173,8 +181,25 @@ class Client:
         if not fresh:
             raise NotEnoughShardsError("no bootstrap peer answered: " + "; ".join(errors))
         self.records = fresh
+        self.known_peers |= set(fresh)
         self.shard_map = compute_shard_map(self.records.keys(), self.net.n_shards)
         return self.shard_map
+
+    async def learn_members(self) -> int:
+        """Pull the live set from every bootstrap peer into `known_peers` (not into the live
+        set): for a certificate whose signers the first bootstrap peer had not learnt of yet."""
+        before = len(self.known_peers)
+
+        async def pull(addr):
+            info = parse_peer_addr(addr)
+            with trio.fail_after(DIAL_TIMEOUT):
+                await self.host.connect(info)
+            got: dict[str, SignedNodeRecord] = {}
+            await self._pull_members(info.peer_id, got)
+            self.known_peers.update(got)
+
+        await self.gather(list(self.net.bootstrap), pull)
+        return len(self.known_peers) - before
 
     def live_peers(self) -> list[str]:
         return sorted(self.records)
@@ -236,7 +261,8 @@ class Client:
     # --- certificates ------------------------------------------------------------
 
     def _validate(self, cert: AvailabilityCertificate) -> None:
-        validate_certificate(cert, network=self.net.name, n_shards=self.net.n_shards, known_peers=set(self.records))
+        validate_certificate(cert, network=self.net.name, n_shards=self.net.n_shards,
+                             known_peers=self.known_peers | set(self.records))
 
     async def find_certificate(self, blob_id: bytes, *, fanout: int = 5) -> tuple[AvailabilityCertificate | None, bool]:
         """The best valid certificate that nodes have, and whether any says the blob is invalid.
@@ -251,6 +277,7 @@ class Client:
         async def ask(peer):
             return await self.call_with_blob(peer, rpc.GET_CERT, {"blob_id": blob_id.hex()}, 1 << 20)
 
+        unknown_signers: list[AvailabilityCertificate] = []  # refused only for signers not known here
         for start in range(0, len(peers), fanout):
             results = await self.gather(peers[start:start + fanout], ask)
             for peer, res in results.items():
@@ -264,30 +291,117 @@ class Client:
                     cert = AvailabilityCertificate.from_bytes(raw)
                     self._validate(cert)
                 except InvalidCertificateError as exc:
+                    if "are known here" in exc.reason and len(unknown_signers) < 3:
+                        unknown_signers.append(cert)
                     logger.warning("certificate from %s rejected: %s", peer, exc.reason)
                     continue
                 if cert.blob_id == blob_id and (best is None or cert.end_epoch > best.end_epoch):
                     best = cert
             if best is not None or invalid:
                 break
+        if best is None and not invalid and unknown_signers and await self.learn_members():
+            # Our bootstrap peer had not learnt of some confirming peers yet; the others may have.
+            for cert in unknown_signers:
+                try:
+                    self._validate(cert)
+                except InvalidCertificateError:
+                    continue
+                if cert.blob_id == blob_id and (best is None or cert.end_epoch > best.end_epoch):
+                    best = cert
         return best, invalid
 
-    async def publish_certificate(self, cert: AvailabilityCertificate) -> int:
-        raw = cert.to_bytes()
+    async def _push_certificate(self, raw: bytes, peers, *, enough=None) -> set[str]:
+        """PUT_CERT to each peer in parallel; the peers that answered ok (they hold it now).
+
+        With `enough(accepted)`, the pushes still running QUORUM_GRACE seconds after it
+        first says True are cut (a dead node in the live set would hold us for CALL_TIMEOUT;
+        gossip and anti-entropy reach it later)."""
+        accepted: set[str] = set()
+        reached = trio.Event()
 
         # PUT_CERT takes the certificate as its only frame (no JSON header).
         async def put_raw(peer):
-            with trio.fail_after(CALL_TIMEOUT):
-                stream = await self.new_stream(peer, rpc.PUT_CERT)
-                try:
-                    await write_frame(stream, raw)
-                    reply = await rpc.recv_json(stream)
-                finally:
-                    await rpc.close_quietly(stream)
-            return bool(reply.get("ok"))
+            try:
+                with trio.fail_after(CALL_TIMEOUT):
+                    stream = await self.new_stream(peer, rpc.PUT_CERT)
+                    try:
+                        await write_frame(stream, raw)
+                        reply = await rpc.recv_json(stream)
+                    finally:
+                        await rpc.close_quietly(stream)
+            except Exception as exc:
+                logger.info("certificate push to %s failed: %r", peer, exc)
+                return
+            if reply.get("ok"):
+                accepted.add(peer)
+                if enough is not None and enough(accepted):
+                    reached.set()
+            else:
+                logger.info("%s refused the certificate: %s", peer, reply.get("error"))
 
-        results = await self.gather(self.live_peers(), put_raw)
-        return sum(1 for r in results.values() if r is True)
+        limiter = trio.CapacityLimiter(16)
+
+        async def limited(peer):
+            async with limiter:
+                await put_raw(peer)
+
+        async with trio.open_nursery() as nursery:
+            async def cut_after_grace():
+                await reached.wait()
+                await trio.sleep(QUORUM_GRACE)
+                nursery.cancel_scope.cancel()
+
+            async def pushes():
+                async with trio.open_nursery() as inner:
+                    for p in peers:
+                        inner.start_soon(limited, p)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(cut_after_grace)
+            nursery.start_soon(pushes)
+        return accepted
+
+    async def publish_certificate(self, cert: AvailabilityCertificate) -> set[str]:
+        """Push the certificate to every live node; return once it is held where any reader finds it.
+
+        The rule, matched to `find_certificate` (which a reader's `certified()` uses): a reader
+        asks every node of its live set, a few at a time, until one serves a valid certificate.
+        So the certificate must be held by nodes that a reader still reaches whenever the blob
+        can be read at all. We wait until the nodes that accepted it own at least n - f shards
+        of the certificate's shard map: with at most f shards' holders faulty or unreachable
+        (the fault bound under which the blob is certified and readable), at least
+        n - 2f >= 1 of the shards' holders that hold the certificate answer every reader.
+        In practice every live node is pushed to and nearly all accept at once.
+
+        A node may refuse a certificate for a while: one that does not know most confirming
+        peers yet (a member it has not learnt of) says "only K of M confirming peers are known
+        here" (it then pulls the live set from its bootstrap peers, see the node's
+        handle_put_cert). Those are pushed to again every CERT_PUSH_PAUSE seconds, up to
+        CERT_PUSH_TIMEOUT; short of the rule by then, the store fails (NotEnoughShardsError),
+        although the nodes that hold it will gossip it on.
+        """
+        raw = cert.to_bytes()
+        smap = compute_shard_map(cert.members, cert.n_shards)
+        need = quorum(cert.n_shards)
+
+        def shards_held(peers) -> int:
+            return sum(len(smap.shards_of(p)) for p in peers if p in smap.nodes)
+
+        held: set[str] = set()
+        deadline = trio.current_time() + CERT_PUSH_TIMEOUT
+        targets = self.live_peers()
+        while True:
+            held |= await self._push_certificate(raw, targets, enough=lambda acc: shards_held(held | acc) >= need)
+            if shards_held(held) >= need:
+                return held
+            if trio.current_time() >= deadline:
+                raise NotEnoughShardsError(
+                    f"the certificate is held by the holders of only {shards_held(held)} of {cert.n_shards} "
+                    f"shards ({need} needed for every reader to find it); it may still spread by gossip"
+                )
+            await trio.sleep(CERT_PUSH_PAUSE)
+            # The members that did not take it yet (the live set may have changed meanwhile).
+            targets = [p for p in smap.nodes if p not in held]
 
     # --- store -------------------------------------------------------------------
 
@@ -369,8 +483,9 @@ class Client:
             deletable=deletable, owner=self.peer_id,
         )
         self._validate(cert)
-        if await self.publish_certificate(cert) == 0:
-            raise NotEnoughShardsError("no node accepted the availability certificate")
+        progress.certifying(blob_id)
+        # Return only once any reader finds the certificate (read-after-write).
+        await self.publish_certificate(cert)
         return StoreResult(blob_id, data_len, False, cert, len(covered), failures, encode_seconds, upload_seconds)
 
     async def _upload_round(self, enc: rs2.EncodedBlob, shard_map: ShardMap, plan: dict[str, list[int]],

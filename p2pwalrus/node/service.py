@@ -41,6 +41,7 @@ logger = logging.getLogger("p2pwalrus.node")
 
 FAULTS_POLL = 2.0  # s; netlab's faults.json is looked at this often (a wake-up per node and period)
 HANDLER_TIMEOUT = 60.0  # one whole exchange, including a node's share of a large blob
+LEARN_PAUSE = 2.0  # pulls of the live set for certificates with unknown signers, at most this often
 PEER_CALL_TIMEOUT = 10.0
 
 
@@ -96,7 +97,8 @@ class StorageNode:
         self.ready = trio.Event()
         self.map_changed = trio.Event()
         self.cert_added = trio.Event()
-        self.counters = {"certs_seen": 0, "certs_rejected": 0, "slivers_refused": 0, "store_requests": 0}
+        self.counters = {"certs_seen": 0, "certs_rejected": 0, "slivers_refused": 0, "store_requests": 0,
+                         "uncertified_deleted": 0}
         # Fault injection for netlab and tests: "corrupt_slivers" makes this node lie;
         # DATA_DIR/faults.json sets a peer deny-list (partitions) and an added delay.
         self.faults: set[str] = set()
@@ -109,6 +111,7 @@ class StorageNode:
         self.repair = RepairService(self)
         self.liveness = None
         self._certs_digest: tuple[bytes, float] | None = None
+        self._learnt_at = -LEARN_PAUSE
         self._load_certs()
 
     def close(self) -> None:
@@ -507,10 +510,30 @@ class StorageNode:
         await rpc.send_json(stream, {"ok": True, "invalid": self.is_invalid(blob_id)})
         await rpc.write_frame(stream, cert.to_bytes())
 
+    async def learn_signers(self, cert: AvailabilityCertificate) -> None:
+        """A certificate whose confirming peers are mostly unknown here (a member that joined
+        and that we have not heard of yet): pull the live set from our bootstrap peers once
+        before judging it, at most every LEARN_PAUSE seconds. Only peers the network vouches
+        for become known: the certificate's own word is not taken."""
+        signers = {c.peer_id for c in cert.confirmations}
+        if 2 * len(signers & self.known_peers) >= len(signers) or self.members is None:
+            return
+        now = time.monotonic()
+        if now - self._learnt_at < LEARN_PAUSE:
+            return
+        self._learnt_at = now
+        with trio.move_on_after(PEER_CALL_TIMEOUT):
+            try:
+                await self.members.pull_from_bootstrap()
+            except Exception as exc:
+                logger.info("membership pull for a certificate failed: %r", exc)
+        self.known_peers.update(self.members.live.peer_ids())
+
     async def handle_put_cert(self, stream, peer: str) -> None:
         raw = await rpc.recv_blob(stream, 1 << 20)
         try:
             cert = AvailabilityCertificate.from_bytes(raw)
+            await self.learn_signers(cert)
             new = self.accept_certificate(cert, source=peer)
         except InvalidCertificateError as exc:
             self.counters["certs_rejected"] += 1
@@ -707,8 +730,46 @@ class StorageNode:
                 logger.info("pulled certificate from %s rejected: %s", peer_id, exc.reason)
         return got
 
+    async def _certified_elsewhere(self, blob_id: bytes) -> bool:
+        """Whether a few live peers hold a certificate for the blob that we accept (one we
+        missed: gossip and anti-entropy normally bring it first)."""
+        peers = [p for p in self.members.live.peer_ids() if p != self.peer_id] if self.members else []
+        for peer in random.sample(peers, min(3, len(peers))):
+            try:
+                raw = await self.fetch_blob(peer, rpc.GET_CERT, {"blob_id": blob_id.hex()}, 1 << 20)
+                if raw is not None:
+                    self.accept_certificate(AvailabilityCertificate.from_bytes(raw), source=peer)
+            except Exception as exc:
+                logger.debug("certificate of %s from %s: %r", rs2_id(blob_id), peer, exc)
+            if blob_id in self.certs:
+                return True
+        return False
+
+    def uncertified_expired(self, now: float | None = None) -> list[bytes]:
+        """Blobs whose slivers came more than `uncertified_grace` seconds ago and that have no
+        certificate: uploads that were interrupted or failed before they were certified."""
+        now = time.time() if now is None else now
+        grace = self.net.timings.uncertified_grace
+        out = []
+        for blob_id in self.store.list_blobs():
+            if blob_id in self.certs:
+                continue
+            state = self.store.get_state(blob_id)
+            if state.get("certified") or state.get("invalid") or state.get("deleted"):
+                continue
+            stored_at = state.get("stored_at")
+            if not isinstance(stored_at, (int, float)):  # data from before stored_at: a grace from now
+                self.store.set_state(blob_id, {"stored_at": now})
+                continue
+            if now - stored_at > grace:
+                out.append(blob_id)
+        return out
+
     async def _gc_loop(self) -> None:
-        """Blobs past their end epoch are deleted; repeated every minute."""
+        """Blobs past their end epoch are deleted, and so are the slivers of uploads that got no
+        certificate within `uncertified_grace` (a store interrupted before its certificate
+        leaves nothing behind for longer); repeated every minute, or more often for a short grace."""
+        grace = self.net.timings.uncertified_grace
         while True:
             current = self.epoch
             for blob_id in self.store.list_blobs():
@@ -717,7 +778,15 @@ class StorageNode:
                     await trio.to_thread.run_sync(self.store.delete_blob, blob_id)
                     self.certs.pop(blob_id, None)
                     logger.info("blob %s expired at epoch %d: deleted", rs2_id(blob_id), end)
-            await trio.sleep(min(60.0, self.net.epoch_length / 4))
+            for blob_id in await trio.to_thread.run_sync(self.uncertified_expired):
+                if await self._certified_elsewhere(blob_id):
+                    continue
+                if blob_id in self.certs:  # certified while we asked
+                    continue
+                await trio.to_thread.run_sync(self.store.delete_blob, blob_id)
+                self.counters["uncertified_deleted"] += 1
+                logger.info("blob %s got no certificate within %.0f s of its upload: deleted", rs2_id(blob_id), grace)
+            await trio.sleep(min(60.0, self.net.epoch_length / 4, max(0.5, grace / 4)))
 
     async def _membership_loop(self, changes) -> None:
         self._recompute_map()

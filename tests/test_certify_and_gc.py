@@ -1,0 +1,99 @@
+"""Where certificates must be before a store returns, nodes that learn a signer they did not
+know, and the deletion of uploads that were never certified (issue 18). Real nodes on
+loopback, in one trio process."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import trio
+
+from netlab.inprocess import inprocess_network
+from netlab.inprocess import test_network as make_network  # (not collected as a test)
+from p2pwalrus.client import client as client_mod
+from p2pwalrus.client.client import open_client
+from p2pwalrus.config import Timings
+from p2pwalrus.core import rs2
+from p2pwalrus.core.certificates import InvalidCertificateError, quorum
+from p2pwalrus.errors import NotEnoughShardsError
+
+
+def refuse_certificates(node) -> None:
+    def refuse(cert, *, source):
+        raise InvalidCertificateError("refused by the test")
+
+    node.accept_certificate = refuse
+
+
+def split_by_shards(nodes, limit: int):
+    """Nodes (not node 0, the bootstrap) whose shards add up to at most `limit`, greedily."""
+    picked, total = [], 0
+    for node in sorted(nodes[1:], key=lambda nd: len(nd.my_shards())):
+        if total + len(node.my_shards()) <= limit:
+            picked.append(node)
+            total += len(node.my_shards())
+    return picked, total
+
+
+async def test_store_returns_once_holders_of_n_minus_f_shards_hold_the_certificate(tmp_path, monkeypatch):
+    monkeypatch.setattr(client_mod, "CERT_PUSH_TIMEOUT", 3.0)
+    n = 10
+    f = (n - 1) // 3
+    with trio.fail_after(120):
+        async with inprocess_network(7, n, tmp_path) as cluster:
+            nodes = cluster.alive()
+            # Nodes holding up to f shards refuse: the others hold n - f, and the store returns.
+            few, held = split_by_shards(nodes, f)
+            assert few and held <= f
+            for node in few:
+                refuse_certificates(node)
+            async with open_client(cluster.net) as client:
+                result = await client.store(os.urandom(5000))
+                holders = [nd for nd in nodes if result.blob_id in nd.certs]
+                assert sum(len(nd.my_shards()) for nd in holders) >= quorum(n)
+                # Now more than f shards' holders refuse: a reader might miss it, the store fails.
+                for node in sorted(nodes[1:], key=lambda nd: -len(nd.my_shards()))[:3]:
+                    refuse_certificates(node)
+                refusing = [nd for nd in nodes if "accept_certificate" in vars(nd)]
+                assert sum(len(nd.my_shards()) for nd in refusing) > f
+                with pytest.raises(NotEnoughShardsError, match="certificate is held by the holders of only"):
+                    await client.store(os.urandom(5000))
+
+
+async def test_a_node_that_does_not_know_the_signers_learns_them_before_judging(tmp_path):
+    with trio.fail_after(120):
+        async with inprocess_network(5, 10, tmp_path) as cluster:
+            nodes = cluster.alive()
+            async with open_client(cluster.net) as client:
+                result = await client.store(os.urandom(3000))
+                late = nodes[3]  # not the bootstrap node
+                late.certs.pop(result.blob_id)
+                late.known_peers = {late.peer_id}  # as if it had not learnt of the others yet
+                held = await client.publish_certificate(result.certificate)
+                assert late.peer_id in held and result.blob_id in late.certs
+
+
+async def test_slivers_of_an_upload_never_certified_are_deleted_after_the_grace(tmp_path):
+    net = make_network(10, timings=Timings(uncertified_grace=2.0))
+    with trio.fail_after(120):
+        async with inprocess_network(4, 10, tmp_path, net=net) as cluster:
+            nodes = cluster.alive()
+            async with open_client(cluster.net) as client:
+                kept = await client.store(os.urandom(4000))
+                # An interrupted store: slivers uploaded, no certificate published.
+                enc = rs2.encode_blob(os.urandom(4000), 10)
+                smap = await client.refresh_membership()
+                plan = {nd: [rs2.pair_for_shard(s, enc.blob_id, 10) for s in smap.shards_of(nd)] for nd in smap.nodes}
+                epoch = cluster.net.current_epoch()
+                got, _ = await client._upload_round(enc, smap, plan, epoch, epoch + 1, False, 10, {},
+                                                    client_mod.Progress())
+                assert got
+                assert any(nd.store.has_blob(enc.blob_id) for nd in nodes)
+                with trio.fail_after(20):
+                    while any(nd.store.has_blob(enc.blob_id) for nd in nodes):
+                        await trio.sleep(0.2)
+                assert sum(nd.counters["uncertified_deleted"] for nd in nodes) >= 1
+                # The certified blob stays.
+                assert all(kept.blob_id in nd.certs for nd in nodes)
+                assert await client.read(kept.blob_id)
