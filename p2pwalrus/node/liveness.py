@@ -60,6 +60,8 @@ class LivenessConfig:
     interval: float = 5.0  # a beat on every link this often (+-20%)
     dead_after: float = 15.0  # a link silent this long is dead (the peer froze or vanished)
     reopen_timeout: float = 4.0  # one attempt to reopen a lost link (dial + stream + first frame)
+    refused_within: float = 1.0  # a dial that fails this fast was refused: the peer's host is up, its node is not
+    reporters_needed: int = 2  # reports a node needs, beside its own failed dial that was not refused
     watch_all_up_to: int = 16  # networks this small: a link with every member
     neighbours: int = 8  # larger ones: this many ring neighbours
     max_links: int = 64  # inbound links accepted beyond our own targets
@@ -101,7 +103,7 @@ class Liveness:
         self._wanted_since: dict[str, float] = {}
         self._targets: set[str] = set()
         self._retry: dict[str, tuple[float, float]] = {}  # down peer -> (next try, backoff)
-        self._reports_seen: set[tuple[str, int]] = set()
+        self._reporters: dict[tuple[str, int], set[str]] = {}  # (subject, seq) -> who reported it
         self._last_refute = 0.0
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -406,12 +408,13 @@ class Liveness:
         logger.info("peer %s is down (%d live)", peer, len(self.members.live))
         if not report:
             return
-        # Several watchers notice one death at once: wait a moment, and stay quiet if
-        # another watcher's report reached us first.
-        await trio.sleep(random.uniform(0, 0.5))
-        if (peer, seq) in self._reports_seen:
+        # Several watchers notice one death at once: wait a moment, and stay quiet if enough
+        # other watchers' reports reached us first.
+        await trio.sleep(random.uniform(0, 1.0))
+        reporters = self._reporters.setdefault((peer, seq), set())
+        if len(reporters) >= self.config.reporters_needed:
             return
-        self._reports_seen.add((peer, seq))
+        reporters.add(self.me)
         report_msg = sign_down_report(self.members.keypair, DownReport(
             self.members.config.network, self.me, peer, seq, time.time()))
         try:
@@ -445,24 +448,32 @@ class Liveness:
             except InvalidLivenessMessage:
                 continue
             self.counters["down_reports_received"] += 1
-            self._reports_seen.add((report.subject, report.seq))
-            if len(self._reports_seen) > 10_000:
-                self._reports_seen.clear()
+            if len(self._reporters) > 10_000:
+                self._reporters.clear()
+            self._reporters.setdefault((report.subject, report.seq), set()).add(report.reporter)
             if report.subject == self.me:
                 self._refute()
             elif report.subject in self.members.live and report.subject not in self._checking:
+                # (A second report for a subject we are checking is counted above, and _check
+                # reads the count when its dial has failed.)
                 held = self.members.live.get(report.subject)
                 if held is not None and held.record.seq <= report.seq and not self.heard_recently(report.subject):
                     self._checking.add(report.subject)
                     self._nursery.start_soon(self._check, report.subject, report.seq)
 
     async def _check(self, peer: str, seq: int) -> None:
-        """A report says ``peer`` is down: believe it only if we cannot reach it either."""
+        """A report says ``peer`` is down: believe it only if we cannot reach it either, and
+        either its host refused us at once or more than one watcher says so. (A dial that
+        times out may be our own overloaded loop: one report and a slow dial are not enough.)"""
         try:
             if peer in self.links or peer in self._opening:
                 return
             self._opening.add(peer)
-            if not await self._open_link(peer):
+            t0 = trio.current_time()
+            if await self._open_link(peer):
+                return
+            refused = trio.current_time() - t0 < self.config.refused_within
+            if refused or len(self._reporters.get((peer, seq), ())) >= self.config.reporters_needed:
                 await self._declare_down(peer, seq, report=False)
         finally:
             self._checking.discard(peer)

@@ -812,7 +812,8 @@ class StorageNode:
             publish_interval=t.record_refresh,
             record_lifetime=t.record_lifetime,
         )
-        lcfg = LivenessConfig(interval=t.heartbeat_interval, dead_after=t.heartbeat_timeout)
+        lcfg = LivenessConfig(interval=t.heartbeat_interval, dead_after=t.heartbeat_timeout,
+                              reopen_timeout=max(4.0, t.heartbeat_timeout / 4))
         async with open_host(self.keypair, self.listen, list(self.net.bootstrap), timings=host_timings) as node:
             self.node = node
             handlers = {
