@@ -33,6 +33,18 @@ def _resolve_network(ctx: click.Context, local: str | None):
 
 def _fail(message: str, code: int = 1):
     click.echo(message if code == 130 else f"error: {message}", err=True)
+    if code == 130:
+        # Interrupted: leave now. An interrupt during an import can leave the interpreter to
+        # end by re-raising SIGINT at shutdown (status -2, not 130); there is nothing left
+        # to tidy that the OS does not.
+        import os
+
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(130)
     sys.exit(code)
 
 

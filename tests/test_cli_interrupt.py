@@ -36,10 +36,28 @@ def slow_lab(tmp_path_factory):
     try:
         for i in range(4):
             netlab("slow", str(i), "--delay-ms", "20000")
-        time.sleep(2)  # the nodes read faults.json every second
+        _wait_for_delay(lab, 20000)
         yield base, e
     finally:
         netlab("down")
+
+
+def _wait_for_delay(lab: Path, delay_ms: int, timeout: float = 30.0) -> None:
+    """Until every node says (in its node.json) that it applies the injected delay."""
+    import json
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        views = []
+        for status in lab.glob("node*/node.json"):
+            try:
+                views.append(json.loads(status.read_text()).get("faults", {}).get("delay_ms"))
+            except (OSError, ValueError):
+                views.append(None)
+        if len(views) == 4 and all(v == delay_ms for v in views):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the nodes did not apply a {delay_ms} ms delay within {timeout:.0f} s")
 
 
 def interrupt(e: dict, args: list[str], after: float = 2.0) -> tuple[int, str, str]:
