@@ -330,13 +330,22 @@ class Lab:
         self.write_network()
         self.save()
 
+    def _exited(self, n: NodeEntry) -> bool:
+        """Whether a node process has ended. For one we spawned, ask its Popen: between fork
+        and exec /proc/PID/cmdline is still ours, so ``alive`` says no for a moment (a node
+        reported as exited during start-up kept running, orphaned)."""
+        proc = self._popen.get(n.pid or -1)
+        if proc is not None:
+            return proc.poll() is not None
+        return not self.alive(n)
+
     def wait_ready(self, nodes: list[NodeEntry], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
             missing = [n for n in nodes if not self.ready(n)]
             if not missing:
                 return
-            dead = [n for n in missing if not self.alive(n)]
+            dead = [n for n in missing if self._exited(n)]
             if dead:
                 raise LabError(f"node {dead[0].index} exited during start-up; see {dead[0].log}")
             if time.monotonic() > deadline:
@@ -572,7 +581,7 @@ class Lab:
                     return since - t0
             else:
                 since = None
-            dead = [n for n in self.nodes if n.state == "running" and not self.alive(n)]
+            dead = [n for n in self.nodes if n.state == "running" and self._exited(n)]
             if dead and time.monotonic() - t0 > 2.0:
                 # a node that netlab started has exited by itself: say so instead of timing out
                 n = dead[0]
