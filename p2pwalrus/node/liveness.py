@@ -40,7 +40,7 @@ from p2pwalrus.core.liveness import (
     sign_down_report,
     watch_targets,
 )
-from p2pwalrus.core.records import InvalidRecordError, SignedNodeRecord
+from p2pwalrus.core.records import InvalidRecordError
 from p2pwalrus.errors import ProtocolError
 from p2pwalrus.node.framing import read_frame, write_frame
 

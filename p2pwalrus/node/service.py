@@ -28,7 +28,7 @@ from ..core.certificates import (
 )
 from ..core.placement import ShardMap, compute_shard_map
 from ..core.records import SignedNodeRecord
-from ..errors import ProtocolError, StorageError, VerificationError
+from ..errors import ProtocolError, StorageError
 from . import rpc
 from .host import open_host
 from .datadir_lock import lock_data_dir
