@@ -192,6 +192,12 @@ class Liveness:
                     logger.debug("heartbeat link to %s: %r", peer, exc)
             if stream is None:
                 self._note_retry(peer)
+                since = self._wanted_since.get(peer)
+                if (peer in self.members.live and since is not None
+                        and trio.current_time() - since > self.config.dead_after and peer not in self.links):
+                    # A member we were to watch and have never reached for the silence bound:
+                    # as silent as a frozen one (it froze before any link to it was opened).
+                    self._nursery.start_soon(self._declare_down, peer)
                 return False
         finally:
             self._opening.discard(peer)
