@@ -1,72 +1,279 @@
-"""Store and read throughput on a local testnet of node processes (not a test).
+"""Store and read throughput, Tahoe-LAFS and p2pwalrus side by side, in one run (not a test).
 
-    .venv/bin/python bench/store_read.py [--nodes 10] [--shards 100] [--sizes 1,16,64] [--reps 3]
+    .venv/bin/python bench/store_read.py [--sizes 1,16,64] [--reps 3] [--skip-tahoe] [--skip-small]
 
-The largest blob for n shards is (n-2f)(n-f) x 65534 bytes: 15 MB at 31 shards, so the
-16 and 64 MiB blobs need more shards; 100 is the default. Each blob is fresh random
-bytes. MB/s = 10^6 bytes of blob per second, medians over --reps.
+Tahoe-LAFS: the anchor harness ../shared/anchors/tahoe/run.py (run its setup.sh once), as a
+subprocess, in the configuration issue 14 compares against: foolscap, 4-of-10, 10 storage
+nodes, upload = PUT /uri and download = GET /uri/CAP to a running client node's web API
+(no process start-up), fresh random data each rep, medians. Its repair phase is shrunk
+(--repair-mib 1 --kill 0): it runs after the throughput phase and is not reported here.
+
+p2pwalrus: a testnet brought up as `netlab up` does (netlab.cli.bring_up), 10 node
+processes, with the smallest shard count whose largest blob, (n-2f)(n-f) x 65534 bytes,
+holds the largest size asked (66 for 64 MiB; the default 31 holds about 15 MB). Every store
+and every read is a whole CLI process (`p2pwalrus store FILE`, `p2pwalrus -v read ID -o
+OUT`), wall clock including its start-up; fresh random data each rep; the read is compared
+byte for byte. The store's time split is parsed from its "(encode X s, upload Y s)" line,
+the read's from its -v log line (fetch, verify, decode). One untimed 1 KiB store and read
+come first (a first process pays cold .pyc and page-cache costs).
+
+Then (report only, --skip-small to leave out) a `netlab up --nodes 10 --shards 31` testnet:
+a 1 MiB store and read through the CLI, whole process, median of 5.
+
+MB/s = 10^6 bytes of blob per second; times are medians over --reps. Tahoe runs first and
+alone, then p2pwalrus: the two never share the CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
-import trio  # noqa: E402
+TAHOE_RUN = REPO.parent / "shared" / "anchors" / "tahoe" / "run.py"
+SYMBOL_MAX = 65534  # largest RS2 symbol, bytes
+STORE_LINE = re.compile(r"stored (\d+) bytes .*\(encode ([\d.]+) s, upload ([\d.]+) s\)")
+READ_LINE = re.compile(r"read (\d+) bytes: certificate\+metadata ([\d.]+) s, fetch ([\d.]+) s "
+                       r"\(verify ([\d.]+) s, summed\), decode ([\d.]+) s")
 
-from netlab.lab import Lab  # noqa: E402
-from p2pwalrus.client.client import open_client  # noqa: E402
+
+def largest_blob(n: int) -> int:
+    f = (n - 1) // 3
+    return (n - 2 * f) * (n - f) * SYMBOL_MAX
 
 
-async def measure(net, sizes, reps):
+def shards_for(nbytes: int) -> int:
+    n = 4
+    while largest_blob(n) < nbytes:
+        n += 1
+    return n
+
+
+def mbps(nbytes: int, seconds: float) -> float:
+    return nbytes / 1e6 / seconds
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --- Tahoe-LAFS ------------------------------------------------------------------------
+
+
+def run_tahoe(sizes: list[int], reps: int, json_out: Path, timeout: float, extra: list[str]) -> dict:
+    cmd = [sys.executable, str(TAHOE_RUN), "--k", "4", "--protocol", "foolscap",
+           "--sizes-mib", ",".join(map(str, sizes)), "--reps", str(reps),
+           "--repair-mib", "1", "--kill", "0", "--json-out", str(json_out), *extra]
+    log("Tahoe-LAFS: " + " ".join(cmd))
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    for line in proc.stdout.splitlines():
+        if line.startswith("["):  # its progress lines; its own table is printed again below
+            print("    tahoe " + line, file=sys.stderr)
+    res = json.loads(json_out.read_text())
+    if proc.returncode != 0:
+        log(f"Tahoe-LAFS harness exited {proc.returncode}: {res.get('error')}; leftover pids {res.get('leftover_pids')}")
+    if "throughput" not in res:
+        raise SystemExit(f"the Tahoe-LAFS run gave no throughput figures: {res.get('error')}")
+    return res
+
+
+# --- p2pwalrus, through the CLI ------------------------------------------------------------
+
+
+class Cli:
+    def __init__(self, network: Path, workdir: Path):
+        exe = Path(sys.executable).parent / "p2pwalrus"
+        self.exe = str(exe) if exe.exists() else shutil.which("p2pwalrus")
+        if not self.exe:
+            raise SystemExit("p2pwalrus CLI not found (run this with the venv's python)")
+        self.network = str(network)
+        self.work = workdir
+        self.env = dict(os.environ, P2PWALRUS_CLIENT_DIR=str(workdir / "client-key"))
+        self.env.pop("P2PWALRUS_NETWORK", None)
+
+    def _run(self, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+        t0 = time.perf_counter()
+        proc = subprocess.run([self.exe, *args], capture_output=True, env=self.env, timeout=900)
+        took = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"p2pwalrus {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stderr.decode(errors='replace')[-3000:]}")
+        return proc, took
+
+    def store(self, nbytes: int) -> dict:
+        """A store of fresh random bytes: {blob_id, data, seconds, encode, upload}."""
+        data = os.urandom(nbytes)
+        src = self.work / "blob.in"
+        src.write_bytes(data)
+        proc, took = self._run("--network", self.network, "store", str(src))
+        err = proc.stderr.decode(errors="replace")
+        m = STORE_LINE.search(err)
+        if not m or int(m.group(1)) != nbytes:
+            raise SystemExit(f"no 'stored {nbytes} bytes' line from the store:\n{err[-2000:]}")
+        return {"blob_id": proc.stdout.decode().split()[-1], "data": data, "seconds": took,
+                "encode": float(m.group(2)), "upload": float(m.group(3))}
+
+    def read(self, blob_id: str, data: bytes) -> dict:
+        """A read, checked byte for byte: {seconds, head, fetch, verify, decode}."""
+        out = self.work / "blob.out"
+        out.unlink(missing_ok=True)
+        proc, took = self._run("-v", "--network", self.network, "read", blob_id, "-o", str(out))
+        if out.read_bytes() != data:
+            raise SystemExit(f"read of {blob_id} differs from what was stored")
+        err = proc.stderr.decode(errors="replace")
+        m = READ_LINE.search(err)
+        if not m or int(m.group(1)) != len(data):
+            raise SystemExit(f"no 'read {len(data)} bytes' line from `p2pwalrus -v read`:\n{err[-2000:]}")
+        return {"seconds": took, "head": float(m.group(2)), "fetch": float(m.group(3)),
+                "verify": float(m.group(4)), "decode": float(m.group(5))}
+
+
+def med(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def measure_p2pwalrus(directory: Path, nodes: int, shards: int, sizes_bytes: list[int], reps: int) -> tuple[list, float]:
+    from netlab.cli import bring_up
+
+    log(f"p2pwalrus: netlab testnet of {nodes} nodes, {shards} shards in {directory}")
+    lab, took = bring_up(directory, nodes, shards, log=lambda m: log("  " + m))
     rows = []
-    async with open_client(net) as client:
-        await client.refresh_membership()
+    try:
+        log(f"  formed in {took:.1f} s")
+        cli = Cli(lab.network_path, directory)
+        warm = cli.store(1024)
+        cli.read(warm["blob_id"], warm["data"])
+        for nbytes in sizes_bytes:
+            stores, reads = [], []
+            for rep in range(reps):
+                s = cli.store(nbytes)
+                r = cli.read(s["blob_id"], s["data"])
+                stores.append(s)
+                reads.append(r)
+                log(f"  {nbytes / (1 << 20):g} MiB rep{rep}: store {s['seconds']:.2f} s "
+                    f"(encode {s['encode']:.2f}, upload {s['upload']:.2f}), read {r['seconds']:.2f} s "
+                    f"(fetch {r['fetch']:.2f}, verify {r['verify']:.2f}, decode {r['decode']:.2f})")
+            rows.append((nbytes, stores, reads))
+    finally:
+        lab.down()
+        (directory / "blob.in").unlink(missing_ok=True)
+        (directory / "blob.out").unlink(missing_ok=True)
+    return rows, took
+
+
+# --- report ------------------------------------------------------------------------------
+
+
+def verdict(ok: bool | None) -> str:
+    return "-" if ok is None else "PASS" if ok else "FAIL"
+
+
+def report(sizes, tahoe, rows, nodes, shards, reps, skip_tahoe, extra="") -> None:
+    print()
+    if tahoe:
+        p = tahoe["params"]
+        print(f"Tahoe-LAFS: {tahoe['tahoe_version']}, {p['k']}-of-{p['total']}, happy {p['happy']}, "
+              f"{p['N_storage_nodes']} storage nodes, {p['protocol']}, web API (PUT /uri, GET /uri/CAP "
+              f"to a running client node), {p['reps']} reps, netns={p['netns']}"
+              f"{'; run.py options added: ' + extra if extra else ''}")
+    print(f"p2pwalrus: netlab bring_up, {nodes} node processes, {shards} shards (the smallest count whose "
+          f"largest blob, {largest_blob(shards)} bytes, holds {max(sizes)} MiB; 31 shards hold "
+          f"{largest_blob(31)}), whole CLI processes, {reps} reps")
+    print("medians; MB/s = 10^6 bytes of blob per second\n")
+    hdr = (f"{'MiB':>4} | {'Tahoe up':>8} {'Tahoe down':>10} | {'p2pw store':>10} {'p2pw read':>9} | "
+           f"{'store/up':>8} {'read/down':>9} | {'store>=up':>9} {'read>=1.5x':>10}")
+    print(hdr)
+    print("-" * len(hdr))
+    for mib, (nbytes, stores, reads) in zip(sizes, rows):
+        st, rd = mbps(nbytes, med(stores, "seconds")), mbps(nbytes, med(reads, "seconds"))
+        if tahoe:
+            t = tahoe["throughput"][f"{mib}MiB"]
+            up, down = t["upload_MBps_median"], t["download_MBps_median"]
+            r_st, r_rd = st / up, rd / down
+            bar_st = verdict(st >= up if mib >= 16 else None)
+            bar_rd = verdict(rd >= 1.5 * down)
+            print(f"{mib:>4} | {up:>8.1f} {down:>10.1f} | {st:>10.1f} {rd:>9.1f} | {r_st:>8.2f} {r_rd:>9.2f} | "
+                  f"{bar_st:>9} {bar_rd:>10}")
+        else:
+            print(f"{mib:>4} | {'-':>8} {'-':>10} | {st:>10.1f} {rd:>9.1f} | {'-':>8} {'-':>9} | {'-':>9} {'-':>10}")
+    print("the bar (issue 14): store >= Tahoe upload at 16 and 64 MiB; read >= 1.5x Tahoe download "
+          "(checked at every size)" + (" -- not checked, --skip-tahoe" if skip_tahoe else ""))
+    print("\np2pwalrus time split, medians in seconds (store: whole process = encode + upload + the rest: "
+          "start-up, connect, membership, certificate; read: whole process = certificate+metadata + fetch "
+          "(verify runs inside it, summed over slivers in worker threads) + decode + the rest: start-up, "
+          "connect, membership, writing the file)")
+    print(f"{'MiB':>4} | {'store':>6} {'encode':>6} {'upload':>6} {'rest':>6} | "
+          f"{'read':>6} {'cert+md':>7} {'fetch':>6} {'verify':>6} {'decode':>6} {'rest':>6}")
+    for mib, (nbytes, stores, reads) in zip(sizes, rows):
+        s, e, u = med(stores, "seconds"), med(stores, "encode"), med(stores, "upload")
+        r, h, f, v, d = (med(reads, k) for k in ("seconds", "head", "fetch", "verify", "decode"))
+        print(f"{mib:>4} | {s:>6.2f} {e:>6.2f} {u:>6.2f} {s - e - u:>6.2f} | "
+              f"{r:>6.2f} {h:>7.2f} {f:>6.2f} {v:>6.2f} {d:>6.2f} {r - h - f - d:>6.2f}")
+    if tahoe:
+        print("\nTahoe-LAFS per-rep seconds (upload / download):")
         for mib in sizes:
-            stores, reads, encodes = [], [], []
-            for _ in range(reps):
-                data = os.urandom(int(mib * (1 << 20)))
-                t0 = time.perf_counter()
-                result = await client.store(data, epochs=1, force=True)
-                stores.append(time.perf_counter() - t0)
-                encodes.append(result.encode_seconds)
-                t0 = time.perf_counter()
-                back = await client.read(result.blob_id)
-                reads.append(time.perf_counter() - t0)
-                assert back == data, "read back differs"
-            rows.append((mib, statistics.median(stores), statistics.median(encodes), statistics.median(reads)))
-    return rows
+            t = tahoe["throughput"][f"{mib}MiB"]
+            print(f"{mib:>4} MiB: {t['upload_s']} / {t['download_s']}")
+    print("p2pwalrus per-rep seconds (store / read):")
+    for mib, (nbytes, stores, reads) in zip(sizes, rows):
+        print(f"{mib:>4} MiB: {[round(x['seconds'], 3) for x in stores]} / {[round(x['seconds'], 3) for x in reads]}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--nodes", type=int, default=10)
-    ap.add_argument("--shards", type=int, default=100)
-    ap.add_argument("--sizes", default="1,16,64")
+    ap.add_argument("--sizes", default="1,16,64", help="MiB, comma-separated (whole numbers: the Tahoe harness's)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--nodes", type=int, default=10)
+    ap.add_argument("--shards", type=int, default=None,
+                    help="default: the smallest count whose largest blob holds the largest size")
+    ap.add_argument("--skip-tahoe", action="store_true", help="p2pwalrus only")
+    ap.add_argument("--tahoe-timeout", type=float, default=900)
+    ap.add_argument("--tahoe-args", default="", metavar="ARGS",
+                    help="more options for run.py, after ours (the last one wins), e.g. '--n 4 --k 3' for a smoke run")
+    ap.add_argument("--skip-small", action="store_true",
+                    help="leave out the 1 MiB CLI figures on `netlab up --nodes 10 --shards 31`")
+    ap.add_argument("--small-reps", type=int, default=5)
     args = ap.parse_args()
-    sizes = [float(s) for s in args.sizes.split(",")]
-    with tempfile.TemporaryDirectory() as tmp:
-        lab = Lab.create(Path(tmp) / "lab", args.nodes, args.shards)
-        try:
-            t0 = time.perf_counter()
-            lab.up()
-            lab.wait_converged(60)
-            print(f"{args.nodes} nodes, {args.shards} shards: up in {time.perf_counter() - t0:.1f} s")
-            rows = trio.run(measure, lab.client_network(), sizes, args.reps)
-        finally:
-            lab.down()
-    print(f"{'MiB':>5} {'store s':>8} {'(encode s)':>10} {'store MB/s':>10} {'read s':>7} {'read MB/s':>9}")
-    for mib, store, enc, read in rows:
-        b = mib * (1 << 20) / 1e6
-        print(f"{mib:>5.0f} {store:>8.2f} {enc:>10.2f} {b / store:>10.1f} {read:>7.2f} {b / read:>9.1f}")
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    sizes_bytes = [mib << 20 for mib in sizes]
+    shards = args.shards or shards_for(max(sizes_bytes))
+    if largest_blob(shards) < max(sizes_bytes):
+        raise SystemExit(f"{shards} shards hold at most {largest_blob(shards)} bytes")
+    print(f"shards: {shards} (smallest n with (n-2f)(n-f)*{SYMBOL_MAX} >= {max(sizes_bytes)} bytes, "
+          f"f=(n-1)//3)" if args.shards is None else f"shards: {shards} (--shards)", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="store-read-") as tmp:
+        tmp = Path(tmp)
+        tahoe = None
+        if not args.skip_tahoe:
+            if not TAHOE_RUN.exists():
+                raise SystemExit(f"{TAHOE_RUN} not found (or pass --skip-tahoe)")
+            tahoe = run_tahoe(sizes, args.reps, tmp / "tahoe.json", args.tahoe_timeout, args.tahoe_args.split())
+        rows, _ = measure_p2pwalrus(tmp / "lab", args.nodes, shards, sizes_bytes, args.reps)
+        small = None
+        if not args.skip_small:
+            small_rows, took = measure_p2pwalrus(tmp / "small", 10, 31, [1 << 20], args.small_reps)
+            small = small_rows[0]
+    report(sizes, tahoe, rows, args.nodes, shards, args.reps, args.skip_tahoe, args.tahoe_args)
+    if small:
+        nbytes, stores, reads = small
+        s, r = med(stores, "seconds"), med(reads, "seconds")
+        print(f"\n1 MiB on `netlab up --nodes 10 --shards 31` (report only), whole CLI process, median of "
+              f"{args.small_reps}: store {s:.2f} s ({verdict(s < 1.5)} < 1.5 s; encode "
+              f"{med(stores, 'encode'):.2f}, upload {med(stores, 'upload'):.2f}), read {r:.2f} s "
+              f"({verdict(r < 1.5)} < 1.5 s; fetch {med(reads, 'fetch'):.2f}, decode {med(reads, 'decode'):.2f})")
+        print(f"  per rep: store {[round(x['seconds'], 3) for x in stores]}, read {[round(x['seconds'], 3) for x in reads]}")
 
 
 if __name__ == "__main__":

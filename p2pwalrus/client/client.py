@@ -667,8 +667,10 @@ class Client:
         raise NotEnoughShardsError("no holder returned valid metadata for this blob")
 
     async def _fetch_primary(self, meta: rs2.BlobMetadata, blob_id: bytes, pair: int, holder: str,
-                             bad: dict[int, str]) -> bytes | None:
-        """Primary sliver `pair` from `holder`, verified (in a worker thread); None, noted in `bad`, if not."""
+                             bad: dict[int, str], spent: dict[str, float] | None = None) -> bytes | None:
+        """Primary sliver `pair` from `holder`, verified (in a worker thread); None, noted in `bad`, if not.
+
+        The verification's seconds are added to `spent["verify"]`."""
         sliver_len = meta.config.n_secondary * meta.symbol_size
         try:
             reply, raw = await self.call_with_blob(
@@ -682,12 +684,16 @@ class Client:
                 raise BlobInvalidError(f"blob {blob_id_to_str(blob_id)} is invalid")
             bad[pair] = f"{holder[:16]}…: {reply.get('error')}"
             return None
+        t0 = time.perf_counter()
         try:
             await trio.to_thread.run_sync(rs2.verify_primary_sliver, meta, pair, raw)
         except VerificationError as exc:
             logger.warning("primary sliver %d from %s is corrupt: %s", pair, holder, exc)
             bad[pair] = f"{holder[:16]}…: corrupt sliver"
             return None
+        finally:
+            if spent is not None:
+                spent["verify"] = spent.get("verify", 0.0) + time.perf_counter() - t0
         return raw
 
     async def read(self, blob_id: bytes, *, strict: bool = False, progress: Progress | None = None) -> bytes:
@@ -702,8 +708,11 @@ class Client:
         primary slivers.
         """
         progress = progress or Progress()
+        t_start = time.perf_counter()
         await self.certified(blob_id)
         meta = await self.metadata(blob_id)
+        t_fetch = time.perf_counter()
+        spent: dict[str, float] = {}
         n, cfg = meta.n_shards, meta.config
         need = cfg.n_primary
         holder = {pair: self.shard_map.owner(rs2.shard_for_pair(pair, blob_id, n)) for pair in range(n)}
@@ -736,7 +745,7 @@ class Client:
                 nonlocal in_flight, half_time, invalid
                 try:
                     try:
-                        raw = await self._fetch_primary(meta, blob_id, pair, holder[pair], bad)
+                        raw = await self._fetch_primary(meta, blob_id, pair, holder[pair], bad, spent)
                     except BlobInvalidError as exc:  # raised below, outside the nursery's exception group
                         invalid = exc
                         nursery.cancel_scope.cancel()
@@ -781,10 +790,17 @@ class Client:
                 f"got {len(good)} valid primary slivers of the {need} needed "
                 f"({len(bad)} holders failed or lied)"
             )
+        t_decode = time.perf_counter()
         try:
-            return await trio.to_thread.run_sync(lambda: rs2.decode_primary(meta, good, strict=strict))
+            data = await trio.to_thread.run_sync(lambda: rs2.decode_primary(meta, good, strict=strict))
         except InconsistentBlobError as exc:
             raise BlobInvalidError(f"blob {blob_id_to_str(blob_id)} is invalid: {exc}") from None
+        # Shown by `p2pwalrus -v read` (bench/store_read.py parses it): verify runs in worker
+        # threads while slivers arrive, so it is part of fetch, summed over the slivers.
+        logger.info("read %d bytes: certificate+metadata %.3f s, fetch %.3f s (verify %.3f s, summed), decode %.3f s",
+                    len(data), t_fetch - t_start, t_decode - t_fetch, spent.get("verify", 0.0),
+                    time.perf_counter() - t_decode)
+        return data
 
     # --- status ------------------------------------------------------------------
 
