@@ -181,13 +181,15 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_process_killed_mid_writes_loses_nothing_acknowledged(tmp_path):
+def _kill_writer_after_30_acks(tmp_path, child: str) -> tuple[list[int], SliverStore]:
+    """Run ``child`` (it writes to a store and prints each write's number once it returned),
+    SIGKILL it after 30 acknowledgements, and open the store it left."""
     repo = str(Path(__file__).resolve().parents[1])
     paths = [repo, os.environ.get("PYTHONPATH")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     store_dir, stderr_path = tmp_path / "store", tmp_path / "child.err"
     with open(stderr_path, "w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(store_dir)],
+        proc = subprocess.Popen([sys.executable, "-c", child, str(store_dir)],
                                 stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
     acked = []
     try:
@@ -201,17 +203,21 @@ def test_process_killed_mid_writes_loses_nothing_acknowledged(tmp_path):
         proc.wait()
         proc.stdout.close()
     # Without these, a child that died at once (an import error, say) acknowledged nothing
-    # and the checks below passed on an empty store.
+    # and the checks after it passed on an empty store.
     assert acked == list(range(30)), f"the child acknowledged {acked}: {stderr_path.read_text()[-2000:]}"
     assert running_when_killed and proc.returncode == -signal.SIGKILL, "the child must die of SIGKILL, mid-writes"
-    store = SliverStore(store_dir)
+    return acked, SliverStore(store_dir)
+
+
+def test_process_killed_mid_writes_loses_nothing_acknowledged(tmp_path):
+    acked, store = _kill_writer_after_30_acks(tmp_path, CHILD)
     for i in acked:
         assert store.get_sliver(bytes([i % 4]) * 32, i, PRIMARY) == bytes([i % 251]) * (20_000 + i), f"write {i} lost"
     assert set(acked) <= {shard for blob in store.list_blobs() for shard in store.shards_stored(blob)}
     for blob in store.list_blobs():  # whatever else is visible is whole, never torn
         for shard in store.shards_stored(blob):
             assert store.get_sliver(blob, shard, PRIMARY) == bytes([shard % 251]) * (20_000 + shard)
-    assert not list(store_dir.rglob("*.tmp"))
+    assert not list((tmp_path / "store").rglob("*.tmp"))
 
 
 # ---- integrity ------------------------------------------------------------------------
@@ -608,27 +614,7 @@ CHILD_GROUP = textwrap.dedent("""
 
 
 def test_process_killed_mid_group_commits_loses_nothing_acknowledged(tmp_path):
-    repo = str(Path(__file__).resolve().parents[1])
-    paths = [repo, os.environ.get("PYTHONPATH")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-    store_dir, stderr_path = tmp_path / "store", tmp_path / "child.err"
-    with open(stderr_path, "w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-c", CHILD_GROUP, str(store_dir)],
-                                stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
-    acked = []
-    try:
-        for line in proc.stdout:
-            acked.append(int(line))
-            if len(acked) >= 30:
-                break
-        running_when_killed = proc.poll() is None
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        proc.stdout.close()
-    assert acked == list(range(30)), f"the child acknowledged {acked}: {stderr_path.read_text()[-2000:]}"
-    assert running_when_killed and proc.returncode == -signal.SIGKILL, "the child must die of SIGKILL, mid-writes"
-    store = SliverStore(store_dir)
+    acked, store = _kill_writer_after_30_acks(tmp_path, CHILD_GROUP)
 
     def expected(shard):
         return bytes([shard % 251]) * (20_000 + shard // 3)
@@ -644,4 +630,4 @@ def test_process_killed_mid_group_commits_loses_nothing_acknowledged(tmp_path):
         for shard, kinds in store.shards_stored(blob).items():
             for kind in kinds:
                 assert store.get_sliver(blob, shard, kind) == expected(shard)
-    assert not list(store_dir.rglob("*.tmp"))
+    assert not list((tmp_path / "store").rglob("*.tmp"))
