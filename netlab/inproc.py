@@ -23,7 +23,7 @@ def inproc_timings(n_nodes: int):
 
     if n_nodes <= 20:
         return Timings()
-    return Timings(gossip_degree=4.0, heartbeat_interval=15.0, heartbeat_timeout=90.0)
+    return Timings(gossip_degree=4.0, gossip_heartbeat=3.0, heartbeat_interval=15.0, heartbeat_timeout=90.0)
 
 
 def few_connections(node) -> None:
@@ -32,7 +32,7 @@ def few_connections(node) -> None:
     # the middle of the watermarks: (6 + 300) / 2 made every node dial every other, N^2
     # connections in one process. Now it aims at 12, and the host closes idle ones above 16.
     # A dial waits longer: on a saturated event loop a handshake abandoned after 5 s is redone.
-    node.host_overrides.update(max_dialled_peers=6, low_watermark=8, high_watermark=16, min_connections=4,
+    node.host_overrides.update(max_dialled_peers=4, low_watermark=4, high_watermark=12, min_connections=2,
                                dial_timeout=15.0)
 
 
@@ -45,9 +45,11 @@ def progress_line(cluster) -> str:
     sizes = sorted(len(n.members.live) for n in nodes if n.members is not None) or [0]
     conns = sorted(len(n.node.connected_peers()) for n in nodes if n.node is not None) or [0]
     digests = {n.shard_map.digest() for n in nodes if n.shard_map}
+    liveness = [n.liveness.counters for n in nodes if n.liveness is not None]
+    lost, reports, pulls = (sum(c[k] for c in liveness) for k in ("links_lost", "down_reports_sent", "pulls_by_digest"))
     return (f"live sets min {sizes[0]} median {sizes[len(sizes) // 2]} max {sizes[-1]} of {len(nodes)}; "
             f"{len(digests)} shard maps; connections per node median {conns[len(conns) // 2]} max {conns[-1]}; "
-            f"peak RSS {peak_rss_mb():.0f} MB")
+            f"links lost {lost}, down reports {reports}, pulls by digest {pulls}; peak RSS {peak_rss_mb():.0f} MB")
 
 
 async def _report_progress(cluster, t0: float, log, every: float = 15.0) -> None:

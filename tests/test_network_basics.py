@@ -306,7 +306,7 @@ async def _wait_until(predicate, events) -> None:
 
 
 async def test_a_node_record_is_put_in_the_dht_and_found_by_another_node():
-    cfg = MembershipConfig(network=NET, publish_interval=60.0, dht_put_every=1)  # put at every publish
+    cfg = MembershipConfig(network=NET, publish_interval=60.0, dht_put_every=1, dht_first_put_within=0)  # put at every publish
     with trio.fail_after(20):
         async with AsyncExitStack() as stack:
             a_key, b_key = create_new_key_pair(), create_new_key_pair()
@@ -323,7 +323,7 @@ async def test_a_node_record_is_put_in_the_dht_and_found_by_another_node():
 async def test_a_dht_put_that_hangs_does_not_hold_up_publishing():
     # A put is a lookup that can wait on dead peers; inline, it delayed the next publish past
     # the live TTL and every node dropped this live one (netlab lose_f, CI).
-    cfg = MembershipConfig(network=NET, publish_interval=0.1, dht_put_every=1, dht_put_timeout=60.0)
+    cfg = MembershipConfig(network=NET, publish_interval=0.1, dht_put_every=1, dht_put_timeout=60.0, dht_first_put_within=0)
     with trio.fail_after(20):
         async with AsyncExitStack() as stack:
             key = create_new_key_pair()

@@ -148,10 +148,9 @@ class NodeHost:
     async def refresh(self, *, joining: bool = False) -> None:
         """One upkeep round: redial bootstrap, refresh the routing table, dial what it found.
 
-        Joining, only our own ID is looked up (Kademlia's join): that puts us in our
-        neighbours' tables. The full refresh adds a lookup per non-empty bucket, each
-        dialling up to k peers; at a join that was most of its cost (about 40 dials), and
-        the membership pull already tells a newcomer every member's address."""
+        ``joining``: only our own ID is looked up (Kademlia's join), which puts us in our
+        neighbours' tables; the full refresh adds a lookup per non-empty bucket, each
+        dialling up to k peers."""
         await self.connect_bootstrap()
         with trio.move_on_after(self.timings.refresh_timeout):
             try:
@@ -305,19 +304,51 @@ def build_host(keypair: KeyPair, listen_addrs: Sequence[multiaddr.Multiaddr],
     )
 
 
+# A forwarder relays every message of a topic to us: 10 a second (py-libp2p's default, a
+# per-peer-and-topic flood guard) dropped records while many nodes joined at once, and would drop
+# certificates of a busy gateway. Validators (signatures, sizes) stay the real guard.
+MAX_MESSAGES_PER_TOPIC_PER_SECOND = 200.0
+OPPORTUNISTIC_GRAFT_TICKS = 60  # go-libp2p's: opportunistic grafting once a minute, not every heartbeat
+
+
+class SteadyGossipSub(GossipSub):
+    """py-libp2p 0.8.1's GossipSub without the extras that churn meshes (local decisions
+    only; the wire is unchanged). Each heartbeat, every topic's mesh swapped its worst peer
+    for a better-scored one and grafted opportunistically (go-libp2p does the latter once a
+    minute): while nodes joined, thousands of GRAFT/PRUNE a minute, and messages in flight
+    lost their path. Adaptive gossip (off below) also moved the degree bounds and the
+    heartbeat with a "network health" score."""
+
+    _ticks = 0
+
+    async def _maintain_mesh_quality(self, topic: str) -> None:
+        return
+
+    def mesh_heartbeat(self):
+        self._ticks += 1
+        return super().mesh_heartbeat()
+
+    def _perform_opportunistic_grafting(self, topic, peers_to_graft) -> int:
+        if self._ticks % OPPORTUNISTIC_GRAFT_TICKS:
+            return 0
+        return super()._perform_opportunistic_grafting(topic, peers_to_graft)
+
+
 def build_gossipsub(heartbeat: float = HEARTBEAT_INTERVAL, degree: int = 6) -> GossipSub:
     """GossipSub with a 1 s heartbeat, so meshes form quickly on small networks.
 
     Each node receives each message about once per mesh peer (D to 2 D): many nodes
     sharing one CPU (netlab inproc) run with a smaller D.
     """
-    return GossipSub(
+    return SteadyGossipSub(
         protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
         degree=degree,
         degree_low=max(1, degree - 2),
         degree_high=2 * degree,
         heartbeat_initial_delay=0.1,
         heartbeat_interval=heartbeat,
+        adaptive_gossip_enabled=False,
+        max_messages_per_topic_per_second=MAX_MESSAGES_PER_TOPIC_PER_SECOND,
     )
 
 
@@ -351,7 +382,12 @@ async def open_host(
                 await pubsub.wait_until_ready()
                 async with trio.open_nursery() as nursery:
                     if node.bootstrap_peers:
-                        await node.refresh(joining=True)
+                        # Only the bootstrap peers now: the membership pull that follows tells a
+                        # newcomer every member's address, and peers enter our routing table as we
+                        # dial them or they query us. Kademlia's join lookup dialled about 20
+                        # peers per newcomer, each a handshake, identify and GossipSub hello on
+                        # both ends: most of a network's CPU while many nodes join at once.
+                        await node.connect_bootstrap()
                     nursery.start_soon(node._upkeep)
                     nursery.start_soon(node._trim_loop)
                     try:

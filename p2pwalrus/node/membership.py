@@ -86,6 +86,10 @@ class MembershipConfig:
     # Put our record in the DHT every N publishes, at a random phase (publishes are rare now).
     dht_put_every: int = 1
     dht_put_timeout: float = 10.0
+    # The first put waits a random part of this: a put is a lookup that dials about 20 peers,
+    # and nobody needs a newcomer's record in the DHT within seconds (members pull and gossip
+    # records); at once, a burst of joins paid for every newcomer's put together.
+    dht_first_put_within: float = 300.0
     pull_timeout: float = 10.0  # one whole anti-entropy pull
     serve_timeout: float = 10.0  # answering one pull
     max_pull_records: int = 4096
@@ -279,6 +283,7 @@ class Membership:
         """Put our newest record in the DHT when a publish says it is due. Its own task: a put
         is a lookup that may wait on dead peers for seconds, and inline it held up the next
         publish past the live TTL, so every live set dropped a live node."""
+        await trio.sleep(random.uniform(0, self.config.dht_first_put_within))
         while True:
             await self._dht_put_due.wait()
             self._dht_put_due = trio.Event()
