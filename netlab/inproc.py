@@ -23,7 +23,7 @@ def inproc_timings(n_nodes: int):
 
     if n_nodes <= 20:
         return Timings()
-    return Timings(gossip_degree=4.0, gossip_heartbeat=3.0, heartbeat_interval=15.0, heartbeat_timeout=90.0)
+    return Timings(gossip_degree=4.0, heartbeat_interval=15.0, heartbeat_timeout=90.0)
 
 
 def few_connections(node) -> None:
@@ -32,7 +32,7 @@ def few_connections(node) -> None:
     # the middle of the watermarks: (6 + 300) / 2 made every node dial every other, N^2
     # connections in one process. Now it aims at 12, and the host closes idle ones above 16.
     # A dial waits longer: on a saturated event loop a handshake abandoned after 5 s is redone.
-    node.host_overrides.update(max_dialled_peers=4, low_watermark=4, high_watermark=12, min_connections=2,
+    node.host_overrides.update(max_dialled_peers=6, low_watermark=8, high_watermark=16, min_connections=4,
                                dial_timeout=15.0)
 
 
