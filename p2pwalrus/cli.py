@@ -232,10 +232,14 @@ def _client_key():
 
     import platformdirs
 
-    from .node.identity import load_or_create_identity
+    from .node.identity import IdentityError, load_or_create_identity
 
-    where = os.environ.get("P2PWALRUS_CLIENT_DIR") or Path(platformdirs.user_data_dir("p2pwalrus")) / "client"
-    return load_or_create_identity(Path(where))
+    where = os.environ.get("P2PWALRUS_CLIENT_DIR")
+    try:
+        return load_or_create_identity(Path(where or Path(platformdirs.user_data_dir("p2pwalrus")) / "client"))
+    except IdentityError as exc:
+        raise IdentityError(f"{exc} (the client's key; set by P2PWALRUS_CLIENT_DIR)" if where else
+                            f"{exc} (the client's key; P2PWALRUS_CLIENT_DIR names another place)") from None
 
 
 # Set by commands that loaded the network stack: `entry` then ends the process with os._exit
@@ -309,6 +313,11 @@ def node_cmd(ctx, data_dir, listen, capacity, metrics_addr, network):
         import platformdirs
 
         data_dir = Path(platformdirs.user_data_dir("p2pwalrus")) / net.name
+    try:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise P2PWalrusError(f"cannot create the data dir {data_dir}: {exc.strerror or exc}; "
+                             "pass --data-dir a directory you can write") from None
     if ctx.obj["verbose"] == 0:
         logging.getLogger("p2pwalrus").setLevel(logging.INFO)
     node = StorageNode(net, Path(data_dir), list(listen) or None, _parse_size(capacity) if capacity else None)
