@@ -74,6 +74,16 @@ def test_a_bad_network_file_is_one_sentence(tmp_path, content, expected):
     (tmp_path / "f").write_bytes(b"x")
     line = one_sentence_error(cli("--network", str(net), "blob-id", str(tmp_path / "f")))
     assert str(net) in line and expected in line
+    assert line.endswith("pass --network a network name or the network.toml that `netlab up` wrote")
+
+
+def test_a_missing_network_file_or_file_to_store_says_what_to_do(tmp_path):
+    missing = tmp_path / "nowhere.toml"
+    line = one_sentence_error(cli("--network", str(missing), "blob-id", str(tmp_path / "f")))
+    assert line == (f"error: network file {missing} does not exist; "
+                    "pass --network a network name or the network.toml that `netlab up` wrote")
+    line = one_sentence_error(cli("--network", str(_unreachable_network(tmp_path)), "store", str(tmp_path / "f")))
+    assert line == f"error: {tmp_path / 'f'}: no such file; check the path, or pass - to store standard input"
 
 
 def test_a_directory_as_network_file_is_one_sentence_and_points_to_network_toml(tmp_path):
@@ -102,18 +112,21 @@ def _unreachable_network(tmp_path: Path) -> Path:
     return net
 
 
+WRITABLE = "; pass -o a path in a directory you can write"  # what to do, after what went wrong
+
+
 def test_read_into_a_missing_directory_fails_before_downloading(tmp_path):
     net = _unreachable_network(tmp_path)
     out = tmp_path / "no-such-dir" / "copy"
     t0 = time.monotonic()
     line = one_sentence_error(cli("--network", str(net), "read", blob_id_to_str(bytes(32)), "-o", str(out)))
-    assert line == f"error: cannot write {out}: {out.parent} does not exist"
+    assert line == f"error: cannot write {out}: {out.parent} does not exist (create it first){WRITABLE}"
     assert time.monotonic() - t0 < 30  # no dial to the bootstrap peer that is not there
     parent_is_file = tmp_path / "a-file"
     parent_is_file.write_text("")
     line = one_sentence_error(cli("--network", str(net), "read", blob_id_to_str(bytes(32)), "-o",
                                   str(parent_is_file / "copy")))
-    assert line == f"error: cannot write {parent_is_file / 'copy'}: {parent_is_file} is not a directory"
+    assert line == f"error: cannot write {parent_is_file / 'copy'}: {parent_is_file} is not a directory{WRITABLE}"
 
 
 def _unwritable_dir(tmp_path: Path) -> Path:
@@ -134,7 +147,7 @@ def test_read_into_an_unwritable_directory_fails_before_downloading(tmp_path):
     net = _unreachable_network(tmp_path)
     out = _unwritable_dir(tmp_path) / "copy"
     line = one_sentence_error(cli("--network", str(net), "read", blob_id_to_str(bytes(32)), "-o", str(out)))
-    assert line == f"error: cannot write {out}: Permission denied"
+    assert line == f"error: cannot write {out}: Permission denied{WRITABLE}"
 
 
 # --- directories that cannot hold what they are for --------------------------------
