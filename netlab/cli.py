@@ -51,6 +51,11 @@ class _Cli(click.Group):
             return super().invoke(ctx)
         except LabError as exc:
             _fail(str(exc))
+        except OSError as exc:
+            if exc.filename is None:
+                raise
+            # A --dir that cannot be made or written (a file on the way, no permission).
+            _fail(f"{exc.filename}: {exc.strerror or exc}; pass --dir a directory you can write")
         except KeyboardInterrupt:
             _fail("interrupted", 130)
 

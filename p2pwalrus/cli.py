@@ -159,9 +159,9 @@ def _read_padded(path: str, n_shards: int):
     try:
         size = Path(path).stat().st_size
     except FileNotFoundError:
-        _fail(f"{path}: no such file")
+        _fail(f"{path}: no such file; check the path, or pass - to store standard input")
     except PermissionError:
-        _fail(f"{path}: permission denied")
+        _fail(f"{path}: permission denied; store a file you can read")
     if Path(path).is_dir():
         _fail(f"{path} is a directory; store a file (tar it first)")
     buf = rs2.blob_buffer(size, n_shards)  # raises BlobTooLargeError, naming the limit
@@ -169,7 +169,7 @@ def _read_padded(path: str, n_shards: int):
         with open(path, "rb") as fh:
             got = fh.readinto(memoryview(buf)[:size])
     except PermissionError:
-        _fail(f"{path}: permission denied")
+        _fail(f"{path}: permission denied; store a file you can read")
     if got != size:
         _fail(f"{path} changed while being read ({got} of {size} bytes)")
     return buf, size
@@ -232,10 +232,14 @@ def _client_key():
 
     import platformdirs
 
-    from .node.identity import load_or_create_identity
+    from .node.identity import IdentityError, load_or_create_identity
 
-    where = os.environ.get("P2PWALRUS_CLIENT_DIR") or Path(platformdirs.user_data_dir("p2pwalrus")) / "client"
-    return load_or_create_identity(Path(where))
+    where = os.environ.get("P2PWALRUS_CLIENT_DIR")
+    try:
+        return load_or_create_identity(Path(where or Path(platformdirs.user_data_dir("p2pwalrus")) / "client"))
+    except IdentityError as exc:
+        raise IdentityError(f"{exc} (the client's key; set by P2PWALRUS_CLIENT_DIR)" if where else
+                            f"{exc} (the client's key; P2PWALRUS_CLIENT_DIR names another place)") from None
 
 
 # Set by commands that loaded the network stack: `entry` then ends the process with os._exit
@@ -309,6 +313,11 @@ def node_cmd(ctx, data_dir, listen, capacity, metrics_addr, network):
         import platformdirs
 
         data_dir = Path(platformdirs.user_data_dir("p2pwalrus")) / net.name
+    try:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise P2PWalrusError(f"cannot create the data dir {data_dir}: {exc.strerror or exc}; "
+                             "pass --data-dir a directory you can write") from None
     if ctx.obj["verbose"] == 0:
         logging.getLogger("p2pwalrus").setLevel(logging.INFO)
     node = StorageNode(net, Path(data_dir), list(listen) or None, _parse_size(capacity) if capacity else None)
@@ -398,12 +407,12 @@ def read_cmd(ctx, blob_id, out, strict, network):
     # file is made before downloading: an output that cannot be written fails at once.
     target = Path(out)
     if not target.parent.is_dir():
-        what = "is not a directory" if target.parent.exists() else "does not exist"
-        _fail(f"cannot write {out}: {target.parent} {what}")
+        what = "is not a directory" if target.parent.exists() else "does not exist (create it first)"
+        _fail(f"cannot write {out}: {target.parent} {what}; pass -o a path in a directory you can write")
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     except OSError as exc:
-        _fail(f"cannot write {out}: {exc.strerror or exc}")
+        _fail(f"cannot write {out}: {exc.strerror or exc}; pass -o a path in a directory you can write")
     try:
         with os.fdopen(fd, "wb") as fh:
             data = _with_client(net, run)

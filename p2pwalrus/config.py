@@ -118,6 +118,9 @@ def parse_network(text: str, where: str = "<network>") -> NetworkConfig:
     )
 
 
+_WHAT_TO_PASS = "pass --network a network name or the network.toml that `netlab up` wrote"
+
+
 def resolve_network_path(name_or_path: str | None) -> Path:
     choice = name_or_path or os.environ.get(ENV_VAR) or DEFAULT_NETWORK
     path = Path(choice).expanduser()
@@ -127,7 +130,7 @@ def resolve_network_path(name_or_path: str | None) -> Path:
         raise NetworkConfigError(f"network file {path} is a directory; pass a network .toml file{hint}")
     if path.suffix == ".toml" or os.sep in choice or path.is_file():
         if not path.is_file():
-            raise NetworkConfigError(f"network file {path} does not exist")
+            raise NetworkConfigError(f"network file {path} does not exist; {_WHAT_TO_PASS}")
         return path
     candidate = BOOTSTRAP_DIR / f"{choice}.toml"
     if not candidate.is_file():
@@ -141,10 +144,14 @@ def load_network(name_or_path: str | None = None) -> NetworkConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise NetworkConfigError(f"cannot read network file {path}: {exc.strerror}") from None
+        raise NetworkConfigError(f"cannot read network file {path}: {exc.strerror}; {_WHAT_TO_PASS}") from None
     except UnicodeDecodeError as exc:
-        raise NetworkConfigError(f"network file {path} is not a TOML text file (byte {exc.start} is not UTF-8)") from None
-    return parse_network(text, str(path))
+        raise NetworkConfigError(f"network file {path} is not a TOML text file (byte {exc.start} is not UTF-8); "
+                                 f"{_WHAT_TO_PASS}") from None
+    try:
+        return parse_network(text, str(path))
+    except NetworkConfigError as exc:
+        raise NetworkConfigError(f"network file {exc}; fix the file, or {_WHAT_TO_PASS}") from None
 
 
 def network_to_toml(cfg: NetworkConfig) -> str:

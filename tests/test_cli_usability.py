@@ -39,9 +39,10 @@ def env() -> dict:
     return {**e, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
 
 
-def cli(*args: str, module: str = "p2pwalrus", timeout: float = 60, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env(),
-                          timeout=timeout, **kw)
+def cli(*args: str, module: str = "p2pwalrus", timeout: float = 60, env_extra: dict | None = None,
+        **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          env={**env(), **(env_extra or {})}, timeout=timeout, **kw)
 
 
 def netlab(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -73,6 +74,16 @@ def test_a_bad_network_file_is_one_sentence(tmp_path, content, expected):
     (tmp_path / "f").write_bytes(b"x")
     line = one_sentence_error(cli("--network", str(net), "blob-id", str(tmp_path / "f")))
     assert str(net) in line and expected in line
+    assert line.endswith("pass --network a network name or the network.toml that `netlab up` wrote")
+
+
+def test_a_missing_network_file_or_file_to_store_says_what_to_do(tmp_path):
+    missing = tmp_path / "nowhere.toml"
+    line = one_sentence_error(cli("--network", str(missing), "blob-id", str(tmp_path / "f")))
+    assert line == (f"error: network file {missing} does not exist; "
+                    "pass --network a network name or the network.toml that `netlab up` wrote")
+    line = one_sentence_error(cli("--network", str(_unreachable_network(tmp_path)), "store", str(tmp_path / "f")))
+    assert line == f"error: {tmp_path / 'f'}: no such file; check the path, or pass - to store standard input"
 
 
 def test_a_directory_as_network_file_is_one_sentence_and_points_to_network_toml(tmp_path):
@@ -101,18 +112,21 @@ def _unreachable_network(tmp_path: Path) -> Path:
     return net
 
 
+WRITABLE = "; pass -o a path in a directory you can write"  # what to do, after what went wrong
+
+
 def test_read_into_a_missing_directory_fails_before_downloading(tmp_path):
     net = _unreachable_network(tmp_path)
     out = tmp_path / "no-such-dir" / "copy"
     t0 = time.monotonic()
     line = one_sentence_error(cli("--network", str(net), "read", blob_id_to_str(bytes(32)), "-o", str(out)))
-    assert line == f"error: cannot write {out}: {out.parent} does not exist"
+    assert line == f"error: cannot write {out}: {out.parent} does not exist (create it first){WRITABLE}"
     assert time.monotonic() - t0 < 30  # no dial to the bootstrap peer that is not there
     parent_is_file = tmp_path / "a-file"
     parent_is_file.write_text("")
     line = one_sentence_error(cli("--network", str(net), "read", blob_id_to_str(bytes(32)), "-o",
                                   str(parent_is_file / "copy")))
-    assert line == f"error: cannot write {parent_is_file / 'copy'}: {parent_is_file} is not a directory"
+    assert line == f"error: cannot write {parent_is_file / 'copy'}: {parent_is_file} is not a directory{WRITABLE}"
 
 
 def _unwritable_dir(tmp_path: Path) -> Path:
@@ -133,7 +147,48 @@ def test_read_into_an_unwritable_directory_fails_before_downloading(tmp_path):
     net = _unreachable_network(tmp_path)
     out = _unwritable_dir(tmp_path) / "copy"
     line = one_sentence_error(cli("--network", str(net), "read", blob_id_to_str(bytes(32)), "-o", str(out)))
-    assert line == f"error: cannot write {out}: Permission denied"
+    assert line == f"error: cannot write {out}: Permission denied{WRITABLE}"
+
+
+# --- directories that cannot hold what they are for --------------------------------
+
+
+def _unmakeable_dir() -> Path:
+    """A directory that cannot be created, even by root (sysfs refuses new entries)."""
+    try:
+        os.mkdir("/sys/p2pwalrus-test")
+    except OSError:
+        return Path("/sys/p2pwalrus-test")
+    os.rmdir("/sys/p2pwalrus-test")
+    pytest.skip("no directory here that refuses to be created")
+
+
+def test_a_client_key_dir_that_is_a_file_or_holds_a_directory_is_one_sentence(tmp_path):
+    net = _unreachable_network(tmp_path)
+    blob = blob_id_to_str(bytes(32))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    line = one_sentence_error(cli("--network", str(net), "blob-status", blob,
+                                  env_extra={"P2PWALRUS_CLIENT_DIR": str(a_file)}))
+    assert line == (f"error: {a_file} is a file, not a directory; name a directory for the identity key "
+                    "(the client's key; set by P2PWALRUS_CLIENT_DIR)")
+    odd = tmp_path / "odd"
+    (odd / "identity.key").mkdir(parents=True)
+    line = one_sentence_error(cli("--network", str(net), "blob-status", blob,
+                                  env_extra={"P2PWALRUS_CLIENT_DIR": str(odd)}))
+    assert line.startswith(f"error: cannot read {odd / 'identity.key'}: ") and "P2PWALRUS_CLIENT_DIR" in line
+
+
+def test_a_node_data_dir_or_netlab_dir_that_cannot_be_made_is_one_sentence(tmp_path):
+    net = _unreachable_network(tmp_path)
+    bad = _unmakeable_dir()
+    line = one_sentence_error(cli("--network", str(net), "node", "--data-dir", str(bad)))
+    assert line.startswith(f"error: cannot create the data dir {bad}: ") and line.endswith(
+        "pass --data-dir a directory you can write")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    line = one_sentence_error(netlab("up", "--nodes", "2", "--shards", "4", "--dir", str(a_file / "run1")))
+    assert line == f"error: {a_file / 'run1'}: Not a directory; pass --dir a directory you can write"
 
 
 # --- one node per data dir -----------------------------------------------------------

@@ -78,3 +78,24 @@ async def test_hostile_messages_are_refused_with_a_reason_and_the_node_keeps_ser
                 assert await client.read(result.blob_id) == data
     reasons = " ".join(r.getMessage() for r in caplog.records)
     assert "header is not JSON" in reasons and "does not match" in reasons and "bad signature" in reasons
+
+
+async def test_a_node_keeps_accepting_clients_long_after_its_inbound_cap_of_open_connections(tmp_path):
+    """py-libp2p 0.8.1 held an inbound slot until the whole swarm stopped, not until that
+    connection closed: a node went deaf to new clients after max - min connections in its
+    life (250 by default; round 82 of the 10-node read-after-write loop). Here the cap is 8
+    and 3 times as many clients come and go, one after the other, each pulling the live set
+    and then hanging up, as a CLI command does when its process ends."""
+    def small_cap(node):
+        node.host_overrides.update(min_connections=4, low_watermark=6, high_watermark=12, max_connections=12)
+
+    with trio.fail_after(120):
+        async with inprocess_network(2, 4, tmp_path, configure=small_cap) as cluster:
+            net = cluster.net.with_bootstrap(cluster.bootstrap[:1])  # every client dials node 0
+            for i in range(24):
+                async with open_client(net) as client:
+                    with trio.fail_after(20):
+                        shard_map = await client.refresh_membership()
+                        for peer in list(client.host.get_network().connections):
+                            await client.host.disconnect(peer)
+                assert len(shard_map.nodes) == 2, f"client {i}"

@@ -61,6 +61,9 @@ class HostTimings:
     low_watermark: int = 100
     high_watermark: int = 200
     min_connections: int = 50
+    # Open inbound connections are capped at max_connections - min_connections (the library's
+    # rule; hardening.py makes a closed one give its place back).
+    max_connections: int = 300
     gossip_heartbeat: float = HEARTBEAT_INTERVAL
     gossip_degree: int = 6
     dial_concurrency: int = 4
@@ -300,6 +303,7 @@ def build_host(keypair: KeyPair, listen_addrs: Sequence[multiaddr.Multiaddr],
             low_watermark=(timings or HostTimings()).low_watermark,
             high_watermark=(timings or HostTimings()).high_watermark,
             min_connections=(timings or HostTimings()).min_connections,
+            max_connections=(timings or HostTimings()).max_connections,
         ),
     )
 

@@ -51,7 +51,10 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def load_identity(path: str | os.PathLike[str]) -> KeyPair:
     """Load an Ed25519 key pair from a libp2p-serialized private key file."""
     path = Path(path)
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IdentityError(f"cannot read {path}: {exc.strerror or exc}") from None
     if len(data) > _MAX_KEY_FILE:
         raise IdentityError(f"{path} is {len(data)} bytes: not a key file; move it away to make a new identity")
     try:
@@ -66,7 +69,12 @@ def load_identity(path: str | os.PathLike[str]) -> KeyPair:
 def load_or_create_identity(data_dir: str | os.PathLike[str]) -> KeyPair:
     """Return the node's key pair from ``data_dir/identity.key``, creating it on first use."""
     data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise IdentityError(f"{data_dir} is a file, not a directory; name a directory for the identity key") from None
+    except OSError as exc:
+        raise IdentityError(f"cannot create the directory {data_dir}: {exc.strerror or exc}") from None
     path = data_dir / IDENTITY_FILE
     if path.exists():
         return load_identity(path)
@@ -75,6 +83,8 @@ def load_or_create_identity(data_dir: str | os.PathLike[str]) -> KeyPair:
         _write_atomic(path, private_key.serialize())
     except FileExistsError:  # lost a creation race: the other key wins
         return load_identity(path)
+    except OSError as exc:
+        raise IdentityError(f"cannot write {path}: {exc.strerror or exc}") from None
     return KeyPair(private_key, private_key.get_public_key())
 
 
