@@ -104,6 +104,7 @@ class StorageNode:
         self.faults: set[str] = set()
         self.deny: set[str] = set()
         self.delay = 0.0
+        self.peer_limits = rpc.PeerLimits()  # per-peer caps on open streams and buffered bytes
         self.extra_services = []  # callables(node, nursery) started with the node (metrics, ...)
         self.host_overrides: dict = {}  # HostTimings fields, e.g. fewer connections in-process
         from .repair import RepairService
@@ -308,7 +309,10 @@ class StorageNode:
         """Delete a deletable blob on the word of the key that stored it."""
         hdr = await rpc.recv_json(stream)
         blob_id = rpc.blob_id_field(hdr)
-        signature = bytes.fromhex(rpc.field(hdr, "signature", str))
+        try:
+            signature = bytes.fromhex(rpc.field(hdr, "signature", str))
+        except ValueError:
+            raise ProtocolError("signature must be hex") from None
         cert = self.certs.get(blob_id)
         if cert is None:
             await rpc.send_json(stream, {"ok": False, "error": "not found"})
@@ -355,8 +359,14 @@ class StorageNode:
         owner = rpc.field(hdr, "owner", str, default="", required=False)
         self._check_epochs(epoch, end_epoch)
         n = self.net.n_shards
-        if len(pairs) > n or len(set(pairs)) != len(pairs) or not all(isinstance(p, int) and 0 <= p < n for p in pairs):
+        if len(pairs) > n or not all(type(p) is int and 0 <= p < n for p in pairs) or len(set(pairs)) != len(pairs):
             raise ProtocolError("pairs must be distinct pair indices")
+        # Refused from the header, before a byte of metadata or slivers is read: a node
+        # buffers only slivers of shards it holds.
+        mine = set(self.my_shards())
+        foreign = sorted(s for s in (rs2.shard_for_pair(p, blob_id, n) for p in pairs) if s not in mine)
+        if foreign:
+            raise ProtocolError(f"shards {foreign} are not held by this node")
         meta = await self._read_metadata(stream, blob_id)
         if self.is_invalid(blob_id):
             raise ProtocolError("blob is marked invalid")
@@ -369,7 +379,7 @@ class StorageNode:
             if len(prim) != p_len or len(sec) != s_len:
                 raise ProtocolError(f"sliver sizes for pair {pair} do not match the metadata")
             received.append((pair, prim, sec))
-        mine = set(self.my_shards())
+        mine = set(self.my_shards())  # again: the map may have changed while the slivers came
         refused: dict[int, str] = {}
         owned = []
         for pair, prim, sec in received:
@@ -833,7 +843,8 @@ class StorageNode:
                 rpc.DELETE: self.handle_delete,
             }
             for proto, handler in handlers.items():
-                node.host.set_stream_handler(proto, rpc.serve(handler, HANDLER_TIMEOUT, proto.split("/")[2], self.gate))
+                node.host.set_stream_handler(proto, rpc.serve(handler, HANDLER_TIMEOUT, proto.split("/")[2], self.gate,
+                                                               self.peer_limits))
             topic = certs_topic(self.net.name)
             node.pubsub.set_topic_validator(topic, self._cert_validator, is_async_validator=False)
             cert_sub = await node.pubsub.subscribe(topic)
