@@ -36,7 +36,8 @@ originals: dict[str, Any] = {}  # what apply() replaced (tests show the boundari
 
 
 class LogOnce:
-    """One log line per failure, at most ``burst`` lines per ``period`` seconds per key;
+    """One log line per failure, at most ``burst`` lines per ``period`` seconds per key (a
+    boundary and a peer);
     lines held back are counted and reported with the next line let through."""
 
     def __init__(self, log: logging.Logger, period: float = 10.0, burst: int = 5):
@@ -102,7 +103,7 @@ def contain_validator(topic: str, validator: Any, is_async: bool) -> Any:
 
     def refuse(forwarder: Any, exc: BaseException) -> bool:
         _count(("validator_failed", topic))
-        log_once(f"validator:{topic}", logging.WARNING, "gossip on %s from %s refused: validator failed with %s",
+        log_once(f"validator:{topic}:{forwarder}", logging.WARNING, "gossip on %s from %s refused: validator failed with %s",
                  topic, forwarder, _describe(exc))
         return False
 
@@ -157,7 +158,7 @@ def apply() -> None:
                 protocol = net_stream.get_protocol()
             except Exception:
                 protocol = "?"
-            log_once(f"stream:{protocol}", logging.INFO, "stream %s from %s failed, reset: %s",
+            log_once(f"stream:{protocol}:{_peer_of(net_stream)}", logging.INFO, "stream %s from %s failed, reset: %s",
                      protocol, _peer_of(net_stream), _describe(exc))
             try:
                 await net_stream.reset()

@@ -187,7 +187,7 @@ def serve(handler, timeout: float, name: str, gate=None, limits: PeerLimits | No
         if limits is not None:
             budget = limits.acquire(peer)
             if budget is None:
-                log_once(f"streams:{name}", logging.WARNING, "%s from %s refused: over %d open streams",
+                log_once(f"streams:{name}:{peer}", logging.WARNING, "%s from %s refused: over %d open streams",
                          name, peer, limits.max_streams)
                 await close_quietly(stream, reset=True)
                 return
@@ -217,7 +217,7 @@ def serve(handler, timeout: float, name: str, gate=None, limits: PeerLimits | No
         except ProtocolError as exc:
             # A reader that got enough elsewhere hangs up early: not worth a warning.
             level = logging.DEBUG if "stream ended" in str(exc) else logging.WARNING
-            log_once(f"refused:{name}", level, "%s from %s refused: %s", name, peer, exc)
+            log_once(f"refused:{name}:{peer}", level, "%s from %s refused: %s", name, peer, exc)
             answered = False
             with trio.move_on_after(1):
                 try:
@@ -228,10 +228,10 @@ def serve(handler, timeout: float, name: str, gate=None, limits: PeerLimits | No
             # A reset could overtake the answer: close gracefully when it was sent.
             await close_quietly(stream, reset=not answered)
         except trio.TooSlowError:
-            log_once(f"timeout:{name}", logging.INFO, "%s from %s timed out after %.0f s", name, peer, timeout)
+            log_once(f"timeout:{name}:{peer}", logging.INFO, "%s from %s timed out after %.0f s", name, peer, timeout)
             await close_quietly(stream, reset=True)
         except Exception as exc:  # a peer's stream dying mid-way, or a bug a peer found: never the node
-            log_once(f"failed:{name}", logging.INFO, "%s from %s failed: %s", name, peer, _describe(exc))
+            log_once(f"failed:{name}:{peer}", logging.INFO, "%s from %s failed: %s", name, peer, _describe(exc))
             await close_quietly(stream, reset=True)
 
     return wrapped

@@ -30,6 +30,7 @@ from ..core.placement import ShardMap, compute_shard_map
 from ..core.records import SignedNodeRecord
 from ..errors import ProtocolError, StorageError
 from . import rpc
+from .hardening import LogOnce
 from .host import open_host
 from .datadir_lock import lock_data_dir
 from .identity import load_or_create_identity
@@ -38,6 +39,7 @@ from .membership import MembershipConfig, open_membership
 from .sliver_store import PRIMARY, SECONDARY, SliverStore, SymbolLeaves
 
 logger = logging.getLogger("p2pwalrus.node")
+_log_once = LogOnce(logger)  # what peers send wrong: one line each, floods summarised
 
 FAULTS_POLL = 2.0  # s; netlab's faults.json is looked at this often (a wake-up per node and period)
 HANDLER_TIMEOUT = 60.0  # one whole exchange, including a node's share of a large blob
@@ -300,7 +302,8 @@ class StorageNode:
         try:
             blob_id = self.check_proof_message(msg.data)
         except (ProtocolError, rs2.EncodingError) as exc:
-            logger.warning("gossiped inconsistency proof from %s rejected: %s", forwarder, exc)
+            _log_once(f"proof:{forwarder}", logging.WARNING, "gossiped inconsistency proof from %s rejected: %s",
+                      forwarder, exc)
             return False
         self._apply_invalid(blob_id, bytes(msg.data))
         return True
@@ -660,7 +663,8 @@ class StorageNode:
             return True
         except InvalidCertificateError as exc:
             self.counters["certs_rejected"] += 1
-            logger.warning("gossiped certificate from %s rejected: %s", forwarder, exc.reason)
+            _log_once(f"cert:{forwarder}", logging.WARNING, "gossiped certificate from %s rejected: %s",
+                      forwarder, exc.reason)
             return False
         except StorageError as exc:
             logger.error("cannot store a certificate: %s", exc)
