@@ -38,7 +38,7 @@ MAX_HEADER = 64 << 10  # JSON headers and small replies
 MAX_LIST_REPLY = 4 << 20
 
 # What one peer may hold of a node at once, over all the stream handlers it has open.
-MAX_STREAMS_PER_PEER = 32
+MAX_STREAMS_PER_PEER = 256  # a read asks a holder for all its slivers at once: a gateway reading several blobs needs many
 MAX_BUFFERED_PER_PEER = 256 << 20  # bytes read and not yet released (a store's slivers await verification)
 
 
