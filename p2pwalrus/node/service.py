@@ -28,7 +28,7 @@ from ..core.certificates import (
 )
 from ..core.placement import ShardMap, compute_shard_map
 from ..core.records import SignedNodeRecord
-from ..errors import ProtocolError, StorageError
+from ..errors import CapacityExceededError, ProtocolError, StorageError
 from . import rpc
 from .hardening import LogOnce
 from .host import open_host
@@ -411,7 +411,11 @@ class StorageNode:
         try:
             stored = await trio.to_thread.run_sync(verify_and_store)
         except StorageError as exc:
-            await rpc.send_json(stream, {"ok": False, "error": f"storage: {exc}"})
+            # The reason in our log; the peer gets words without local paths or library text.
+            logger.warning("store of %s from %s failed: %s", rs2_id(blob_id), peer, exc)
+            full = isinstance(exc, CapacityExceededError)
+            await rpc.send_json(stream, {"ok": False, "error": "storage: capacity exceeded on this node" if full
+                                         else "storage: this node could not write the slivers"})
             return
         conf = sign_confirmation(self.keypair, self.peer_id, self.net.name, blob_id, epoch, end_epoch, stored)
         await rpc.send_json(stream, {
@@ -705,7 +709,10 @@ class StorageNode:
     async def pull_certificates_from(self, peer_id: str) -> int:
         stream, reply = await self.call(peer_id, rpc.LIST_CERTS, {})
         await rpc.close_quietly(stream)
-        for text in reply.get("invalid", [])[:1000]:
+        invalid, certs = reply.get("invalid", []), reply.get("certs", [])
+        if not isinstance(invalid, list) or not isinstance(certs, list):
+            raise ProtocolError("certificate list reply of the wrong shape")
+        for text in invalid[:1000]:
             try:
                 blob_id = bytes.fromhex(text)
             except (ValueError, TypeError):
@@ -723,10 +730,12 @@ class StorageNode:
             await trio.to_thread.run_sync(self._apply_invalid, checked, message)
         got = 0
         current = self.epoch
-        for item in reply.get("certs", [])[:20000]:
+        for item in certs[:20000]:
             try:
-                blob_id, end_epoch = bytes.fromhex(item[0]), int(item[1])
-            except (ValueError, TypeError, IndexError):
+                blob_id, end_epoch = bytes.fromhex(item[0]), item[1]
+            except (ValueError, TypeError, IndexError, KeyError):
+                continue
+            if type(end_epoch) is not int:
                 continue
             have = self.certs.get(blob_id)
             if end_epoch <= current or (have and have.end_epoch >= end_epoch) or len(blob_id) != 32:
