@@ -39,7 +39,10 @@ MAX_LIST_REPLY = 4 << 20
 
 # What one peer may hold of a node at once, over all the stream handlers it has open.
 MAX_STREAMS_PER_PEER = 256  # a read asks a holder for all its slivers at once: a gateway reading several blobs needs many
-MAX_BUFFERED_PER_PEER = 256 << 20  # bytes read and not yet released (a store's slivers await verification)
+# Bytes read from one peer and not yet released, over its open handlers. A store's slivers
+# are all buffered until verified: a node's share of a blob is about 4.5/N of it (N nodes),
+# so 1 GiB lets one client store blobs of 2 GiB on 10 nodes; a stalled peer holds nothing.
+MAX_BUFFERED_PER_PEER = 1 << 30
 
 
 class PeerLimits:
