@@ -51,6 +51,27 @@ def gossip_garbage(net_name: str) -> list[bytes]:
     ]
 
 
+def gossipsub_rpcs(topic: str) -> list[bytes]:
+    """Well-formed GossipSub RPCs that carry nonsense: bad IDs, unknown topics, huge backoffs."""
+    from libp2p.pubsub.pb import rpc_pb2 as pb
+
+    rpcs = [
+        pb.RPC(subscriptions=[pb.RPC.SubOpts(subscribe=True, topicid="t%d" % i) for i in range(50)]),
+        pb.RPC(publish=[pb.Message(from_id=b"", data=b"x", seqno=b"", topicIDs=[topic])]),
+        pb.RPC(publish=[pb.Message(from_id=b"\x00\x24" + os.urandom(36), data=b"[" * 5000, seqno=os.urandom(8),
+                                   topicIDs=[topic], signature=os.urandom(64), key=os.urandom(40))]),
+        pb.RPC(control=pb.ControlMessage(
+            graft=[pb.ControlGraft(topicID="nope"), pb.ControlGraft(topicID=topic)],
+            prune=[pb.ControlPrune(topicID=topic, backoff=2 ** 64 - 1,
+                                   peers=[pb.PeerInfo(peerID=os.urandom(7), signedPeerRecord=os.urandom(30))])],
+            ihave=[pb.ControlIHave(topicID=topic, messageIDs=[os.urandom(40) for _ in range(20)])],
+            iwant=[pb.ControlIWant(messageIDs=[b"", os.urandom(200)])],
+            idontwant=[pb.ControlIDontWant(messageIDs=[os.urandom(10)])])),
+        pb.RPC(senderRecord=os.urandom(100)),
+    ]
+    return [encode_uvarint(len(r.SerializeToString())) + r.SerializeToString() for r in rpcs]
+
+
 def stream_garbage() -> list[bytes]:
     """What is written on a fresh stream of each protocol, one stream per item."""
     deep = b"[" * 60_000
@@ -150,7 +171,10 @@ async def test_malformed_gossip_on_every_topic_and_garbage_on_every_protocol_lea
                 async with trio.open_nursery() as nursery:
                     for n in nodes:
                         for protocol in protocols:
-                            for item in stream_garbage():
+                            items = stream_garbage()
+                            if "meshsub" in protocol:
+                                items += gossipsub_rpcs(certs_topic(name))
+                            for item in items:
                                 nursery.start_soon(_send_raw, attacker.host, ID.from_base58(n.peer_id), protocol, item)
                                 sent += 1
             assert sent >= 4 * 14 * 10
