@@ -84,6 +84,10 @@ async def test_range_auth_order_read_limits_cors_and_no_exception_text(tmp_path)
                 for params in ({"start": "\u0663", "length": "1"}, {"start": "9" * 5000, "length": "1"}):
                     r = await http.get(f"/v1/blobs/{bid}/byte-range", params=params)
                     assert_error(r, 400, "INVALID_ARGUMENT")
+                # A bad blob ID: our words, the input cut short, no library's exception text.
+                r = await http.get("/v1/blobs/" + "z" * 5000)
+                assert_error(r, 400, "INVALID_ARGUMENT")
+                assert len(r.text) < 400 and "5000 characters" in r.text
                 # 5xx: fixed words, no exception text, no local path.
                 real_read = gw.client.read
 
