@@ -296,3 +296,28 @@ async def test_slivers_of_shards_not_held_are_refused_from_the_header(tmp_path):
                 await rpc.close_quietly(stream)
             assert reply["ok"] is False and f"[{foreign[0]}]" in reply["error"] and "not held" in reply["error"]
             assert node.peer_limits.buffered() == 0
+
+
+async def test_a_refusal_is_logged_once_and_a_flood_of_them_is_summarised(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="p2pwalrus")
+    with trio.fail_after(120):
+        async with inprocess_network(1, 10, tmp_path) as cluster:
+            node = cluster.alive()[0]
+            async with open_client(cluster.net) as client:
+                await client.refresh_membership()
+                target = ID.from_base58(node.peer_id)
+
+                async def bad_header():
+                    stream = await client.host.new_stream(target, [rpc.GET_SLIVER])
+                    await stream.write(encode_uvarint(9) + b"{not json")
+                    reply = await rpc.recv_json(stream)
+                    await rpc.close_quietly(stream)
+                    assert reply == {"ok": False, "error": "header is not JSON"}
+
+                await bad_header()
+                mine = [r for r in caplog.records if "header is not JSON" in r.getMessage()]
+                assert len(mine) == 1, [r.getMessage() for r in mine]  # once: not again by an outer layer
+                for _ in range(40):
+                    await bad_header()
+    lines = [r.getMessage() for r in caplog.records if "header is not JSON" in r.getMessage()]
+    assert len(lines) <= 10, len(lines)  # 41 refusals in a burst: a handful of lines, not 41
