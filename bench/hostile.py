@@ -15,7 +15,8 @@ What it does, in order, to every running node:
    identity per topic, with the attacker's own rate limit off (a flood);
 4. stalls: 100 streams per node (from 4 identities) announcing 64 MiB frames, each
    sending 1 KiB and then nothing, held while node memory is sampled;
-5. a stream flood: 400 streams at once from one identity (over its per-peer cap).
+5. a stream flood: 400 streams per node held open at once by one identity (over its
+   per-peer cap of 256).
 Node RSS is sampled from /proc every 0.2 s throughout. Exit status 0 if every node is
 alive, grew by less than --cap-mb over its starting RSS, and served the blob byte-exact.
 """
@@ -79,7 +80,7 @@ class Attack:
     def __init__(self, lab, nodes):
         self.lab = lab
         self.nodes = nodes  # NodeEntry of the running nodes
-        self.sent = {"streams": 0, "gossip": 0, "stalled": 0, "flood_streams": 0, "bytes": 0}
+        self.sent = {"streams": 0, "gossip": 0, "stalled": 0, "flood_streams": 0, "flood_refused": 0, "bytes": 0}
         self.base = {n.index: rss(n.pid) or 0 for n in nodes}
         self.peak = dict(self.base)
 
@@ -186,18 +187,33 @@ class Attack:
                 await rpc.close_quietly(s, reset=True)
 
     async def stream_flood(self, count: int) -> None:
+        """``count`` streams per node from one identity, all held open at once (each announcing
+        64 MiB and sending 512 bytes): the node's per-peer cap refuses those over it."""
         from libp2p.peer.id import ID
 
         from p2pwalrus.node import rpc
+        from p2pwalrus.node.framing import encode_uvarint
 
+        held = []
         async with self.open_attacker() as attacker:
             await self.connect_all(attacker)
+
+            async def one(peer):
+                with trio.move_on_after(10):
+                    try:
+                        s = await attacker.host.new_stream(peer, [rpc.PUT_PROOF])
+                        await s.write(encode_uvarint(64 << 20) + os.urandom(512))
+                        held.append(s)
+                    except Exception:
+                        self.sent["flood_refused"] += 1
+
             async with trio.open_nursery() as nursery:
                 for n in self.nodes:
                     for _ in range(count):
                         self.sent["flood_streams"] += 1
-                        nursery.start_soon(self.send_raw, attacker.host, ID.from_base58(n.peer_id), rpc.PUT_PROOF,
-                                           b"\x80\x80\x80\x20" + os.urandom(512))
+                        nursery.start_soon(one, ID.from_base58(n.peer_id))
+            for s in held:
+                await rpc.close_quietly(s, reset=True)
 
 
 async def run(args) -> int:
@@ -253,7 +269,8 @@ async def run(args) -> int:
           + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items()) + ")")
     print(f"messages sent: {attack.sent['streams']} garbage streams on {len(protocols)} protocols, "
           f"{attack.sent['gossip']} gossip messages on {len(topics)} topics, {attack.sent['stalled']} stalled streams "
-          f"announcing 64 MiB, {attack.sent['flood_streams']} flood streams; {attack.sent['bytes'] / 1e6:.1f} MB")
+          f"announcing 64 MiB, {attack.sent['flood_streams']} flood streams held at once "
+          f"({attack.sent['flood_refused']} refused at open); {attack.sent['bytes'] / 1e6:.1f} MB")
     print(f"nodes alive: {len(alive)}/{len(nodes)}; byte-exact read after: {'yes' if read_ok else 'NO'}")
     print(f"{'node':>4} {'start RSS':>10} {'peak RSS':>10} {'growth':>8}")
     within = True
