@@ -17,7 +17,7 @@ import trio
 from netlab.inprocess import inprocess_network
 from p2pwalrus.core.blob_id import blob_id_to_str, parse_blob_id
 from p2pwalrus.gateway import GatewayConfig, serve_gateway
-from p2pwalrus.gateway.asgi import Unsatisfiable, parse_range
+from p2pwalrus.gateway.asgi import BadRange, Unsatisfiable, parse_range
 from p2pwalrus.node.metrics import install_node_metrics
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -51,8 +51,20 @@ def test_parse_range_follows_rfc_9110():
     assert parse_range("bytes=-3", 10) == (7, 9)
     assert parse_range("bytes=-30", 10) == (0, 9)
     assert parse_range("bytes=5-100", 10) == (5, 9)
-    for ignored in ("bytes=4-2", "bytes=a-b", "items=0-1", "bytes=0-1,3-4", "bytes", "bytes=-", "bytes=1-2-3"):
+    for ignored in ("items=0-1", "bytes=0-1,3-4"):  # another unit, several ranges: the whole body
         assert parse_range(ignored, 10) is None, ignored
+    # Strict: a byte range that does not parse is refused (400), never guessed at nor a 500.
+    for bad in ("bytes=4-2", "bytes=a-b", "bytes", "bytes=-", "bytes=1-2-3", "bytes=\u0663-5", "bytes=0-\u00b2",
+                "bytes=+1-2", "bytes=1_0-20", "bytes= 1 2-3", "x" * 300):
+        with pytest.raises(BadRange):
+            parse_range(bad, 10)
+    # Positions of many digits: never int() on them; past the end is 416, a long last byte clamps.
+    assert parse_range("bytes=0-" + "9" * 200, 10) == (0, 9)
+    assert parse_range("bytes=-" + "9" * 200, 10) == (0, 9)
+    with pytest.raises(Unsatisfiable):
+        parse_range("bytes=" + "9" * 200 + "-", 10)
+    with pytest.raises(BadRange):
+        parse_range("bytes=" + "9" * 5000 + "-", 10)
     for unsatisfiable, size in (("bytes=10-", 10), ("bytes=-0", 10), ("bytes=0-", 0), ("bytes=-5", 0)):
         with pytest.raises(Unsatisfiable):
             parse_range(unsatisfiable, size)
@@ -97,7 +109,7 @@ async def test_publisher_and_aggregator_over_http(tmp_path):
                     r = await http.get(f"/v1/blobs/{bid}", headers={"Range": header})
                     assert_error(r, 416, "OUT_OF_RANGE")
                     assert r.headers["content-range"] == f"bytes */{size}"
-                for header in ("bytes=9-3", "bytes=0-1,5-6", "pages=1-2"):
+                for header in ("bytes=0-1,5-6", "pages=1-2"):
                     r = await http.get(f"/v1/blobs/{bid}", headers={"Range": header})
                     assert r.status_code == 200 and r.content == data, header
                 r = await http.get(f"/v1/blobs/{bid}/byte-range", params={"start": 10, "length": 20})
@@ -202,6 +214,10 @@ async def test_auth_and_rate_limit_guard_the_publisher(tmp_path):
                 assert store_requests(cluster) == before
                 ok = await http.put("/v1/blobs", content=b"with token", headers={"Authorization": "Bearer s3cret"})
                 assert ok.status_code == 200 and "newlyCreated" in ok.json()
+                # The refused strangers used none of the 3 stores a minute: two more pass, then 429.
+                for i in range(2):
+                    r = await http.put("/v1/blobs", content=b"more %d" % i, headers={"Authorization": "Bearer s3cret"})
+                    assert r.status_code == 200, r.text
                 r = await http.put("/v1/blobs", content=b"one too many", headers={"Authorization": "Bearer s3cret"})
                 assert_error(r, 429, "RESOURCE_EXHAUSTED")
                 assert int(r.headers["retry-after"]) >= 1

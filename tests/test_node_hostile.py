@@ -62,6 +62,7 @@ async def test_hostile_messages_are_refused_with_a_reason_and_the_node_keeps_ser
                 assert not node.held_pairs(enc.blob_id)
                 # 4. Metadata that does not match the blob ID.
                 header["blob_id"] = bytes(32).hex()
+                header["pairs"] = [rs2.pair_for_shard(s, bytes(32), 10) for s in mine]  # held: past the header
                 reply = await _exchange(client, target, rpc.STORE, [rpc.json.dumps(header).encode(),
                                                                      enc.metadata.to_bytes()])
                 assert reply == {"ok": False, "error": "metadata does not match the blob ID"}

@@ -27,11 +27,16 @@ def parse_blob_id(text: str) -> bytes:
         from multiformats import multibase
 
         raw = bytes(multibase.decode(text))
-    except Exception as exc:  # multiformats raises several error types
+    except Exception:  # multiformats raises several error types; their text is not the user's business
         raise InvalidBlobIdError(
-            f"{text!r} is not a blob ID: expected 43 characters of URL-safe base64 "
-            f"or a multibase string of 32 bytes ({exc})"
+            f"{_shown(text)} is not a blob ID: expected 43 characters of URL-safe base64 "
+            f"or a multibase string of 32 bytes"
         ) from None
     if len(raw) != BLOB_ID_LEN:
-        raise InvalidBlobIdError(f"{text!r} decodes to {len(raw)} bytes; a blob ID has 32")
+        raise InvalidBlobIdError(f"{_shown(text)} decodes to {len(raw)} bytes; a blob ID has 32")
     return raw
+
+
+def _shown(text: str) -> str:
+    """The input as an error message shows it: quoted, and cut if long (it may be anyone's)."""
+    return repr(text) if len(text) <= 60 else repr(text[:60]) + f"... ({len(text)} characters)"

@@ -17,11 +17,19 @@ from dataclasses import dataclass
 
 from ..errors import ProtocolError
 from .keys import sign, verify_signature
-from .placement import compute_shard_map
+from .placement import PlacementError, compute_shard_map
 
 _CONFIRM_TAG = b"p2pwalrus/storage-confirmation/v1\x00"
 _DELETE_TAG = b"p2pwalrus/delete/v1\x00"
 MAX_CERT_BYTES = 1 << 20
+MAX_SHARDS = 1 << 16  # shard indices and counts a peer may name (Walrus mainnet: 1000)
+
+
+def _u64(value, name: str) -> int:
+    """An integer field of a peer's JSON: an int (not a bool, not 1e400) in 0..2^64-1."""
+    if type(value) is not int or not 0 <= value < 1 << 64:
+        raise ValueError(f"{name} must be an integer in 0..2^64-1")
+    return value
 
 
 class InvalidCertificateError(ProtocolError):
@@ -53,11 +61,18 @@ class StorageConfirmation:
 
     @classmethod
     def from_json(cls, obj) -> "StorageConfirmation":
+        """A confirmation from a peer's JSON: typed fields, or InvalidCertificateError."""
+        if not isinstance(obj, dict):
+            raise InvalidCertificateError("malformed confirmation (not an object)")
         try:
             shards = obj["shards"]
-            if not isinstance(shards, list) or not all(isinstance(s, int) and s >= 0 for s in shards):
+            if not isinstance(shards, list) or len(shards) > MAX_SHARDS or not all(
+                    type(s) is int and 0 <= s < MAX_SHARDS for s in shards):
                 raise ValueError("shards")
-            return cls(str(obj["peer_id"]), tuple(shards), bytes.fromhex(obj["signature"]))
+            peer_id, signature = obj["peer_id"], obj["signature"]
+            if not isinstance(peer_id, str) or not isinstance(signature, str) or len(signature) > 256:
+                raise ValueError("peer_id and signature must be strings")
+            return cls(peer_id, tuple(shards), bytes.fromhex(signature))
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidCertificateError(f"malformed confirmation ({exc})") from None
 
@@ -108,23 +123,34 @@ class AvailabilityCertificate:
             raise InvalidCertificateError(f"{len(data)} bytes is over the {MAX_CERT_BYTES}-byte limit")
         try:
             obj = json.loads(data)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            raise InvalidCertificateError(f"malformed ({type(exc).__name__})") from None
+        if not isinstance(obj, dict):
+            raise InvalidCertificateError("malformed (not an object)")
+        try:
             members = obj["members"]
             if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
                 raise ValueError("members")
+            confirmations = obj["confirmations"]
+            if not isinstance(confirmations, list):
+                raise ValueError("confirmations")
+            deletable, owner = obj.get("deletable", False), obj.get("owner", "")
+            if not isinstance(deletable, bool) or not isinstance(owner, str) or not isinstance(obj["network"], str):
+                raise ValueError("network, deletable or owner")
             cert = cls(
-                network=str(obj["network"]),
+                network=obj["network"],
                 blob_id=bytes.fromhex(obj["blob_id"]),
-                n_shards=int(obj["n_shards"]),
-                epoch=int(obj["epoch"]),
-                end_epoch=int(obj["end_epoch"]),
+                n_shards=_u64(obj["n_shards"], "n_shards"),
+                epoch=_u64(obj["epoch"], "epoch"),
+                end_epoch=_u64(obj["end_epoch"], "end_epoch"),
                 members=tuple(members),
-                confirmations=tuple(StorageConfirmation.from_json(c) for c in obj["confirmations"]),
-                deletable=bool(obj.get("deletable", False)),
-                owner=str(obj.get("owner", "")),
+                confirmations=tuple(StorageConfirmation.from_json(c) for c in confirmations),
+                deletable=deletable,
+                owner=owner,
             )
         except InvalidCertificateError:
             raise
-        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise InvalidCertificateError(f"malformed ({exc})") from None
         if len(cert.blob_id) != 32:
             raise InvalidCertificateError("blob ID must be 32 bytes")
@@ -158,7 +184,10 @@ def validate_certificate(
         raise InvalidCertificateError("end epoch must be after the certified epoch")
     if not cert.members or len(cert.members) > max_members or len(set(cert.members)) != len(cert.members):
         raise InvalidCertificateError("member set is empty, too large or has duplicates")
-    shard_map = compute_shard_map(cert.members, n_shards)
+    try:
+        shard_map = compute_shard_map(cert.members, n_shards)
+    except (PlacementError, ValueError, TypeError) as exc:  # an empty member ID, say
+        raise InvalidCertificateError(f"member set: {exc}") from None
     seen: set[int] = set()
     signers: set[str] = set()
     for conf in cert.confirmations:

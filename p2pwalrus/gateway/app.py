@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from ..errors import (
     P2PWalrusError,
 )
 from .asgi import (
+    BadRange,
     HTTPError,
     Request,
     Response,
@@ -51,6 +53,11 @@ class GatewayConfig:
     max_body: int = 10 << 20  # bytes of a PUT body
     auth_token: str | None = None  # bearer token required to PUT, if set
     rate_limit: int | None = None  # PUTs per minute per client IP, if set
+    read_rate_limit: int | None = None  # blob reads (GET, HEAD, byte-range) per minute per client IP, if set
+    max_connections: int = 256  # open HTTP connections; more are answered 503 and closed
+    read_timeout: float = 30.0  # s without a byte from a client: its connection is closed
+    body_deadline: float = 120.0  # s for a whole PUT body, however it is trickled (408 after)
+    cors_write_origins: tuple[str, ...] = ()  # origins allowed to PUT from a browser ("*": any); none by default
     cache_bytes: int = 64 << 20  # decoded blobs kept for range and repeated reads
     refresh_interval: float = 10.0  # membership refresh
     recheck_after: float = 30.0  # a cached blob's certificate is checked again after this
@@ -159,12 +166,25 @@ _ERROR_MAP: list[tuple[type, int, str]] = [
 ]
 
 
+# What a 5xx reply says: fixed words, never an exception's text (which can name local
+# paths, peers' replies or library internals); the detail goes to the gateway's log.
+_SERVER_MESSAGES = {
+    500: "internal error; the gateway's log has the details",
+    503: "not enough storage nodes answered to complete the request; retry later",
+    504: "the storage network did not answer in time; retry later",
+}
+
+
 def classify(exc: BaseException) -> tuple[int, str, str] | None:
-    """(HTTP status, outcome label, message) for a client error, or None if it is a bug."""
+    """(HTTP status, outcome label, message) for a client error, or None if it is a bug.
+
+    4xx messages are this project's own words about the request; 5xx ones are fixed."""
     leaves = list(_leaf_errors(exc))
     for kind, status, outcome in _ERROR_MAP:
         for leaf in leaves:
             if isinstance(leaf, kind):
+                if status >= 500:
+                    return status, outcome, _SERVER_MESSAGES.get(status, _SERVER_MESSAGES[500])
                 return status, outcome, str(leaf) or kind.__name__
     return None
 
@@ -208,6 +228,20 @@ def walrus_store_json(result: StoreResult) -> dict:
     }}
 
 
+def _take(limiter: "RateLimiter | None", req: Request, per_minute: int | None, what: str) -> None:
+    if limiter is None:
+        return
+    wait = limiter.take(req.client_ip)
+    if wait > 0:
+        raise HTTPError(429, f"rate limit of {per_minute} {what} per minute exceeded; retry in {wait:.0f} s",
+                        {"Retry-After": str(max(1, round(wait)))})
+
+
+def _short(exc: BaseException) -> str:
+    leaves = list(_leaf_errors(exc))
+    return "; ".join(f"{type(e).__name__}: {str(e)[:300]}" for e in leaves[:3])
+
+
 def _bool_param(query: dict, name: str) -> bool | None:
     if name not in query:
         return None
@@ -224,10 +258,10 @@ def _int_param(query: dict, name: str, default: int | None = None, minimum: int 
         if default is None:
             raise HTTPError(400, f"missing query parameter {name}")
         return default
-    try:
-        value = int(query[name])
-    except ValueError:
-        raise HTTPError(400, f"{name} must be an integer, got {query[name]!r}") from None
+    text = query[name].strip()
+    if not re.fullmatch(r"-?[0-9]{1,18}", text, re.ASCII):
+        raise HTTPError(400, f"{name} must be an integer, got {query[name][:40]!r}")
+    value = int(text)
     if value < minimum:
         raise HTTPError(400, f"{name} must be at least {minimum}, got {value}")
     return value
@@ -243,6 +277,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.cache = BlobCache(self.config.cache_bytes)
         self.limiter = RateLimiter(self.config.rate_limit) if self.config.rate_limit else None
+        self.read_limiter = RateLimiter(self.config.read_rate_limit) if self.config.read_rate_limit else None
         self.recent: deque[dict] = deque(maxlen=self.config.recent)
         self.started = time.time()
         self.last_refresh: float | None = None
@@ -319,15 +354,38 @@ class Gateway:
             found = classify(exc)
             if found is None:
                 logger.exception("%s %s failed", req.method, req.path)
-                found = (500, "error", f"internal error: {exc!r}")
+                found = (500, "error", _SERVER_MESSAGES[500])
+            elif found[0] >= 500:
+                logger.warning("%s %s: %d (%s)", req.method, req.path, found[0], _short(exc))
             resp = error_response(found[0], found[2])
-        resp.headers.setdefault("Access-Control-Allow-Origin", "*")
-        resp.headers.setdefault("Access-Control-Expose-Headers", "Content-Length, Content-Range, ETag")
+        self._cors(req, resp)
         await resp.send(send)
         if not resp.omit_body:
             self.metrics.bytes_out.inc(len(resp.body))
         self.metrics.requests.labels(route, req.method, str(resp.status)).inc()
         self.metrics.latency.labels(route, req.method).observe(time.perf_counter() - t0)
+
+    def _write_origin(self, req: Request) -> str | None:
+        """The Access-Control-Allow-Origin a write from this request's origin gets, if any."""
+        allowed = self.config.cors_write_origins
+        origin = req.headers.get("origin")
+        if "*" in allowed:
+            return "*"
+        return origin if origin and origin in allowed else None
+
+    def _cors(self, req: Request, resp: Response) -> None:
+        """Reads are open to any origin; writes only to the origins configured for them."""
+        if req.method == "OPTIONS":
+            return  # the preflight answer set its own
+        if req.method in ("GET", "HEAD"):
+            origin = "*"
+        else:
+            origin = self._write_origin(req)
+        if origin is not None:
+            resp.headers.setdefault("Access-Control-Allow-Origin", origin)
+            resp.headers.setdefault("Access-Control-Expose-Headers", "Content-Length, Content-Range, ETag")
+            if origin != "*":
+                resp.headers.setdefault("Vary", "Origin")
 
     def _route(self, req: Request):
         """(route label, handler) for a request; a handler of None answers 404."""
@@ -376,18 +434,20 @@ class Gateway:
     # --- publisher -------------------------------------------------------------------
 
     def _check_publisher_access(self, req: Request) -> None:
-        if self.limiter is not None:
-            wait = self.limiter.take(req.client_ip)
-            if wait > 0:
-                raise HTTPError(429, f"rate limit of {self.config.rate_limit} stores per minute exceeded; "
-                                f"retry in {wait:.0f} s", {"Retry-After": str(max(1, round(wait)))})
+        """Authentication first: a stranger without the token must not use up the limiter's
+        tokens of the clients that have it (nor learn how many are left)."""
         token = self.config.auth_token
         if token:
             given = req.headers.get("authorization", "")
             scheme, _, value = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode("utf-8", "replace"),
+                                                                    token.encode()):
                 raise HTTPError(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
                                 {"WWW-Authenticate": 'Bearer realm="p2pwalrus"'})
+        _take(self.limiter, req, self.config.rate_limit, "stores")
+
+    def _check_read_access(self, req: Request) -> None:
+        _take(self.read_limiter, req, self.config.read_rate_limit, "reads")
 
     async def put_blob(self, req: Request) -> Response:
         self._check_publisher_access(req)
@@ -400,7 +460,7 @@ class Gateway:
             raise HTTPError(400, "a blob cannot be both deletable and permanent")
         force = bool(_bool_param(q, "force"))
         try:
-            data = await req.body(self.config.max_body)
+            data = await req.body(self.config.max_body, self.config.body_deadline)
         except HTTPError as exc:
             if exc.status == 413:
                 self.metrics.stores.labels("too_large").inc()
@@ -501,6 +561,7 @@ class Gateway:
                 "Content-Type": "application/octet-stream"}
 
     async def get_blob(self, req: Request) -> Response:
+        self._check_read_access(req)
         text = req.path_params["blob_id"]
         inm = req.headers.get("if-none-match")
         if inm and req.method in ("GET", "HEAD"):  # content never changes under a blob ID
@@ -521,6 +582,8 @@ class Gateway:
         except Unsatisfiable:
             raise HTTPError(416, f"range not satisfiable for a blob of {size} bytes",
                             {"Content-Range": f"bytes */{size}"}) from None
+        except BadRange as exc:
+            raise HTTPError(400, f"bad Range header: {exc}") from None
         if rng is None:
             return Response(200, data, headers, omit_body=head)
         start, end = rng
@@ -528,6 +591,7 @@ class Gateway:
         return Response(206, data[start:end + 1], headers)
 
     async def get_byte_range(self, req: Request) -> Response:
+        self._check_read_access(req)
         start = _int_param(req.query, "start")
         length = _int_param(req.query, "length", minimum=1)
         blob_id, data = await self._read(req.path_params["blob_id"])
@@ -542,11 +606,24 @@ class Gateway:
     # --- the rest ----------------------------------------------------------------------
 
     async def preflight(self, req: Request) -> Response:
-        return Response(204, b"", {
-            "Access-Control-Allow-Methods": "GET, HEAD, PUT, OPTIONS",
+        """Reads may be made from any origin; PUT only from the configured write origins."""
+        wanted = req.headers.get("access-control-request-method", "").strip().upper()
+        write_origin = self._write_origin(req)
+        methods = "GET, HEAD, OPTIONS" + (", PUT" if write_origin is not None else "")
+        if wanted in ("", "GET", "HEAD"):
+            origin = "*"
+        else:
+            origin = write_origin if wanted == "PUT" else None
+        headers = {
+            "Access-Control-Allow-Methods": methods,
             "Access-Control-Allow-Headers": "Authorization, Content-Type, Range, If-None-Match",
             "Access-Control-Max-Age": "86400",
-        })
+        }
+        if origin is not None:
+            headers["Access-Control-Allow-Origin"] = origin
+            if origin != "*":
+                headers["Vary"] = "Origin"
+        return Response(204, b"", headers)
 
     async def status(self, req: Request) -> Response:
         c, net = self.client, self.client.net

@@ -8,6 +8,7 @@ it on trio).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
@@ -18,6 +19,7 @@ STATUS_NAMES = {
     403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
     405: "UNIMPLEMENTED",
+    408: "DEADLINE_EXCEEDED",
     410: "FAILED_PRECONDITION",
     413: "OUT_OF_RANGE",
     416: "OUT_OF_RANGE",
@@ -30,6 +32,7 @@ STATUS_NAMES = {
 
 DRAIN_BYTES = 16 << 20  # of a refused body, read and dropped before answering 413
 DRAIN_SECONDS = 5.0
+BODY_DEADLINE = 120.0  # a whole request body, however it is trickled
 
 
 async def handle_lifespan(receive, send) -> None:
@@ -80,19 +83,30 @@ class Request:
         client = scope.get("client") or ("unknown", 0)
         return cls(scope, receive, scope["method"].upper(), scope["path"], query, headers, str(client[0]))
 
-    async def body(self, limit: int) -> bytes:
-        """The whole body, refused with 413 as soon as it would exceed `limit` bytes.
+    async def body(self, limit: int, deadline: float = BODY_DEADLINE) -> bytes:
+        """The whole body, refused with 413 as soon as it would exceed `limit` bytes, and
+        with 408 if it has not all arrived within `deadline` seconds (a trickled body
+        would otherwise hold its slot forever).
 
         A declared Content-Length over the limit is refused before a byte is read. The
         refused rest of a body is read and dropped (at most DRAIN_BYTES, DRAIN_SECONDS)
         so that the client, still sending, gets the 413 rather than a reset connection.
         """
+        import trio
+
+        try:
+            with trio.fail_after(deadline):
+                return await self._body(limit)
+        except trio.TooSlowError:
+            raise HTTPError(408, f"the request body did not arrive within {deadline:.0f} s",
+                            {"Connection": "close"}) from None
+
+    async def _body(self, limit: int) -> bytes:
         declared = self.headers.get("content-length")
         if declared is not None:
-            try:
-                n = int(declared)
-            except ValueError:
-                raise HTTPError(400, "bad Content-Length") from None
+            if not _ASCII_DIGITS.fullmatch(declared.strip()) or len(declared.strip()) > 18:
+                raise HTTPError(400, "bad Content-Length")
+            n = int(declared)
             if n > limit:
                 if "100-continue" not in self.headers.get("expect", "").lower() and n <= DRAIN_BYTES:
                     await self._drain()
@@ -158,34 +172,58 @@ class Unsatisfiable(Exception):
     """The Range is valid but selects nothing of the representation: answer 416."""
 
 
+class BadRange(Exception):
+    """A byte Range header that does not parse (strict: answer 400, not the whole body)."""
+
+
+_ASCII_DIGITS = re.compile(r"[0-9]+", re.ASCII)
+MAX_RANGE_HEADER = 256  # characters; longer is refused before parsing
+_HUGE = 1 << 62  # any position of more digits than fit in 18 stands for "past any blob"
+
+
+def _position(text: str) -> int:
+    """An ASCII decimal byte position (never int() on 5,000 digits or on non-ASCII digits)."""
+    if not _ASCII_DIGITS.fullmatch(text):
+        raise BadRange(f"byte position {text[:20]!r} is not a decimal number")
+    text = text.lstrip("0") or "0"
+    return int(text) if len(text) <= 18 else _HUGE
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """The single byte range [start, end] (inclusive) that `header` selects, or None for the full body.
 
-    Per RFC 9110: a header that does not parse, names another unit, or asks for several
-    ranges is ignored (the full representation is served, which a server may always do);
-    a valid single range that selects no byte raises Unsatisfiable.
+    Per RFC 9110, a Range in another unit or asking for several ranges is ignored (the
+    full representation is served, which a server may always do). A byte range that does
+    not parse raises BadRange (400: strict, so a client's mistake is not mistaken for a
+    whole-blob answer); a valid single range that selects no byte raises Unsatisfiable
+    (416). Nothing else is raised, whatever the header holds.
     """
     if header is None:
         return None
+    if len(header) > MAX_RANGE_HEADER:
+        raise BadRange(f"Range header longer than {MAX_RANGE_HEADER} characters")
     unit, sep, spec = header.strip().partition("=")
-    if not sep or unit.strip().lower() != "bytes":
+    if not sep:
+        raise BadRange("Range must be bytes=FIRST-LAST, bytes=FIRST- or bytes=-SUFFIX")
+    if unit.strip().lower() != "bytes":
         return None
     spec = spec.strip()
     if "," in spec:
         return None  # multiple ranges: served as 200 with the whole blob
     first, dash, last = spec.partition("-")
     first, last = first.strip(), last.strip()
-    if not dash or (first and not first.isdigit()) or (last and not last.isdigit()) or not (first or last):
-        return None
+    if not dash or not (first or last):
+        raise BadRange("Range must be bytes=FIRST-LAST, bytes=FIRST- or bytes=-SUFFIX")
     if not first:  # suffix: the last N bytes
-        n = int(last)
+        n = _position(last)
         if n == 0 or size == 0:
             raise Unsatisfiable()
         return max(0, size - n), size - 1
-    start = int(first)
-    if last and int(last) < start:
-        return None  # invalid: ignored
+    start = _position(first)
+    end_given = _position(last) if last else None
+    if end_given is not None and end_given < start:
+        raise BadRange("Range ends before it starts")
     if start >= size:
         raise Unsatisfiable()
-    end = min(int(last), size - 1) if last else size - 1
+    end = min(end_given, size - 1) if end_given is not None else size - 1
     return start, end

@@ -43,11 +43,17 @@ def _parse_bind(text: str) -> str:
 @click.option("--auth-token", envvar=TOKEN_ENV, default=None, metavar="TOKEN", show_envvar=True,
               help="Require 'Authorization: Bearer TOKEN' to store.")
 @click.option("--rate-limit", default=None, metavar="N/min", help="Stores per minute per client IP.")
+@click.option("--read-rate-limit", default=None, metavar="N/min", help="Blob reads per minute per client IP.")
+@click.option("--max-connections", default=256, show_default=True, type=click.IntRange(1, 100_000),
+              help="Open HTTP connections; more are answered 503.")
+@click.option("--cors-writes", "cors_writes", multiple=True, metavar="ORIGIN",
+              help="Let a browser on ORIGIN store (repeatable; '*' for any). Reads are open to any origin.")
 @click.option("--cache", "cache_size", default="64MiB", show_default=True, metavar="BYTES",
               help="Decoded blobs kept in memory for repeated and range reads.")
 @click.option("--network", "network", default=None, metavar="NAME_OR_FILE", help=NETWORK_HELP)
 @click.pass_context
-def gateway_cmd(ctx, bind, publisher, aggregator, max_body, auth_token, rate_limit, cache_size, network):
+def gateway_cmd(ctx, bind, publisher, aggregator, max_body, auth_token, rate_limit, read_rate_limit,
+                max_connections, cors_writes, cache_size, network):
     """Serve Walrus's publisher and aggregator HTTP API, /metrics and a dashboard at /."""
     import trio
 
@@ -62,6 +68,8 @@ def gateway_cmd(ctx, bind, publisher, aggregator, max_body, auth_token, rate_lim
     net = _resolve_network(ctx, network)
     config = GatewayConfig(publisher=publisher, aggregator=aggregator, max_body=_parse_size(max_body),
                            auth_token=auth_token or None, rate_limit=_parse_rate(rate_limit),
+                           read_rate_limit=_parse_rate(read_rate_limit), max_connections=max_connections,
+                           cors_write_origins=tuple(cors_writes),
                            cache_bytes=_parse_size(cache_size))
     if (ctx.obj or {}).get("verbose", 0) == 0:
         logging.getLogger("p2pwalrus").setLevel(logging.INFO)

@@ -5,12 +5,19 @@ convention, at most 10 bytes), then exactly that many payload bytes.
 
 Every length a peer sends is checked against the caller's ``max_size`` before
 any memory is committed, and a stream that ends mid-frame is a ProtocolError.
+An announced length is a bound, not a promise: buffers grow with the bytes that
+actually arrive (read in chunks of at most ``DEFAULT_CHUNK``), never allocated
+at the announced size, so a peer that announces 64 MiB and stalls costs what it
+sent. Every byte read is charged to the current ``ByteBudget`` (a context
+variable set by the stream handler's boundary, one budget per peer), which
+refuses a peer once it holds more than its share.
 No function here sets a deadline: the caller wraps the exchange in
 ``trio.fail_after(...)`` with a bound named after what it bounds.
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import AsyncIterator
 
 from libp2p.abc import INetStream
@@ -21,6 +28,33 @@ from p2pwalrus.errors import ProtocolError
 _MAX_VARINT_BYTES = 10
 _SMALL_FRAME = 64 * 1024
 DEFAULT_CHUNK = 1 << 20
+
+
+class ByteBudget:
+    """Bytes read from one peer by the handlers it has open now, bounded by ``limit``.
+
+    Charged as bytes arrive (``_read_some``), released when a handler ends."""
+
+    def __init__(self, limit: int, on_change=None):
+        self.limit = limit
+        self.used = 0
+        self.on_change = on_change  # called after each charge (tests wait on it)
+
+    def charge(self, n: int) -> None:
+        self.used += n
+        if self.on_change is not None:
+            self.on_change()
+        if self.used > self.limit:
+            raise ProtocolError(f"peer has more than {self.limit} bytes in flight to this node")
+
+    def release(self, n: int) -> None:
+        self.used = max(0, self.used - n)
+
+
+current_budget: contextvars.ContextVar[ByteBudget | None] = contextvars.ContextVar(
+    "p2pwalrus_byte_budget", default=None)
+bytes_charged: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "p2pwalrus_bytes_charged", default=None)  # what this handler charged, to release at its end
 
 
 def encode_uvarint(value: int) -> bytes:
@@ -45,6 +79,12 @@ async def _read_some(stream: INetStream, n: int) -> bytes:
         raise ProtocolError(f"stream ended before the frame was complete ({type(exc).__name__}: {exc})") from exc
     if not data:
         raise ProtocolError("stream ended before the frame was complete")
+    budget = current_budget.get()
+    if budget is not None:
+        charged = bytes_charged.get()
+        if charged is not None:
+            charged[0] += len(data)
+        budget.charge(len(data))
     return data
 
 
@@ -77,17 +117,24 @@ async def read_exactly_into(stream: INetStream, buf: bytearray | memoryview) -> 
         got += len(chunk)
 
 
-async def read_exactly(stream: INetStream, n: int) -> bytes:
-    """Read exactly ``n`` bytes (the caller has already bounded ``n``)."""
+async def _read_growing(stream: INetStream, n: int) -> bytearray | bytes:
+    """Exactly ``n`` bytes in a buffer that grows as they arrive (``n`` is a bound the
+    peer announced, not memory to commit before it sends)."""
     if n == 0:
         return b""
-    first = await _read_some(stream, n)
+    first = await _read_some(stream, min(n, DEFAULT_CHUNK))
     if len(first) == n:
         return first
-    buf = bytearray(n)
-    buf[: len(first)] = first
-    await read_exactly_into(stream, memoryview(buf)[len(first) :])
-    return bytes(buf)
+    buf = bytearray(first)
+    while len(buf) < n:
+        buf += await _read_some(stream, min(n - len(buf), DEFAULT_CHUNK))
+    return buf
+
+
+async def read_exactly(stream: INetStream, n: int) -> bytes:
+    """Read exactly ``n`` bytes (the caller has already bounded ``n``)."""
+    data = await _read_growing(stream, n)
+    return data if isinstance(data, bytes) else bytes(data)
 
 
 async def write_frame(stream: INetStream, payload: bytes | bytearray | memoryview) -> None:
@@ -111,11 +158,9 @@ async def read_frame(stream: INetStream, max_size: int) -> bytes:
 
 
 async def read_frame_into_buffer(stream: INetStream, max_size: int) -> bytearray:
-    """Read one (large) frame into a bytearray allocated once, after the bound check."""
-    length = await read_length(stream, max_size)
-    buf = bytearray(length)
-    await read_exactly_into(stream, buf)
-    return buf
+    """Read one (large) frame into a bytearray that grows with the bytes received."""
+    data = await _read_growing(stream, await read_length(stream, max_size))
+    return data if isinstance(data, bytearray) else bytearray(data)
 
 
 async def iter_frame_chunks(

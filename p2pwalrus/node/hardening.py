@@ -1,10 +1,21 @@
-"""Keep a bad stream, or many short-lived clients, from stopping the node (py-libp2p 0.8.1).
+"""Keep a bad message from a peer, or many short-lived clients, from stopping the node (py-libp2p 0.8.1).
 
 1. An exception in a stream handler of py-libp2p's own protocols (GossipSub, Kademlia,
    identify) is not caught there: it ends the connection's task group and, through it, the
    host. A peer that sends one malformed GossipSub frame (``DecodeError`` in
-   ``Pubsub.continuously_read_stream``) stopped the whole node process. ``apply()`` makes
-   every handler's failure end only its own stream: logged, the stream reset.
+   ``Pubsub.continuously_read_stream``) stopped the whole node process. The same holds for
+   GossipSub topic validators: ``Pubsub.validate_msg`` catches only ``ValidationError``, so a
+   validator that raised anything else (``OverflowError`` on ``1e400``, ``RecursionError`` on
+   deeply nested JSON, ``ValueError`` on an empty member ID) ended ``push_msg``'s task, the
+   pubsub service and the host with it. ``apply()`` puts a boundary at each of these places:
+
+   - every stream handler's failure ends only its own stream: logged, the stream reset;
+   - every topic validator registered with ``Pubsub.set_topic_validator`` (ours and any
+     library one) returns False instead of raising: the message is dropped, one log line;
+   - ``Pubsub.push_msg`` as a whole contains failures (signature checks, routers).
+
+   Failures are logged once each, and a flood of them is summarised rather than logged line
+   by line (``LogOnce``).
 
 2. Every inbound TCP connection takes a slot of the swarm's inbound cap
    (``Swarm._inbound_limiter``: max_connections - min_connections = 250 here), released when
@@ -20,8 +31,12 @@
 
 from __future__ import annotations
 
+import collections
 import contextvars
+import functools
+import inspect
 import logging
+import time
 from typing import Any
 
 import trio
@@ -29,14 +44,120 @@ import trio
 logger = logging.getLogger(__name__)
 
 _applied = False
+originals: dict[str, Any] = {}  # what apply() replaced (tests show the boundaries matter)
+
+
+class LogOnce:
+    """One log line per failure, at most ``burst`` lines per ``period`` seconds per key (a
+    boundary and a peer);
+    lines held back are counted and reported with the next line let through."""
+
+    def __init__(self, log: logging.Logger, period: float = 10.0, burst: int = 5):
+        self.log = log
+        self.period = period
+        self.burst = burst
+        self._window: dict[str, tuple[float, int, int]] = {}  # key -> (window start, shown, held back)
+
+    def __call__(self, key: str, level: int, fmt: str, *args: Any) -> None:
+        if not self.log.isEnabledFor(level):
+            return  # lines nobody sees use up no one's burst
+        key = f"{key}:{level}"
+        now = time.monotonic()
+        start, shown, held = self._window.get(key, (now, 0, 0))
+        if now - start >= self.period:
+            start, shown = now, 0
+        if shown >= self.burst:
+            self._window[key] = (start, shown, held + 1)
+            return
+        if held:
+            fmt += " (%d similar failures not logged)"
+            args = (*args, held)
+        self._window[key] = (start, shown + 1, 0)
+        if len(self._window) > 1024:  # keys are ours (boundary names), but stay bounded anyway
+            self._window.clear()
+        self.log.log(level, fmt, *args)
+
+
+log_once = LogOnce(logger)
+# Per process (an in-process testnet shares it): messages each topic's validators judged,
+# and the failures contained at each boundary.
+stats: collections.Counter = collections.Counter()
+_stats_waiters: list = []  # trio.Events of tasks in stats_changed()
+
+
+def _count(key: Any) -> None:
+    stats[key] += 1
+    if _stats_waiters:
+        waiters = list(_stats_waiters)
+        _stats_waiters.clear()
+        for event in waiters:
+            event.set()
+
+
+async def stats_changed() -> None:
+    """Until ``stats`` next changes (tests and harnesses wait on it instead of polling)."""
+    import trio
+
+    event = trio.Event()
+    _stats_waiters.append(event)
+    await event.wait()
+
+
+def _peer_of(obj: Any) -> str:
+    try:
+        return str(obj.muxed_conn.peer_id)
+    except Exception:
+        return "?"
+
+
+def contain_validator(topic: str, validator: Any, is_async: bool) -> Any:
+    """A validator that never raises: any exception drops the message (returns False)."""
+
+    def refuse(forwarder: Any, exc: BaseException) -> bool:
+        _count(("validator_failed", topic))
+        log_once(f"validator:{topic}:{forwarder}", logging.WARNING, "gossip on %s from %s refused: validator failed with %s",
+                 topic, forwarder, _describe(exc))
+        return False
+
+    if is_async:
+        @functools.wraps(validator)
+        async def contained_async(forwarder: Any, msg: Any) -> bool:
+            _count(("validated", topic))
+            try:
+                return bool(await validator(forwarder, msg))
+            except Exception as exc:  # Cancelled is a BaseException: it goes on
+                return refuse(forwarder, exc)
+
+        contained_async.__p2pwalrus_contained__ = True  # type: ignore[attr-defined]
+        return contained_async
+
+    @functools.wraps(validator)
+    def contained(forwarder: Any, msg: Any) -> bool:
+        _count(("validated", topic))
+        try:
+            return bool(validator(forwarder, msg))
+        except Exception as exc:
+            return refuse(forwarder, exc)
+
+    contained.__p2pwalrus_contained__ = True  # type: ignore[attr-defined]
+    return contained
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception's type and a short message (a peer's bytes can make messages huge)."""
+    text = str(exc)
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def apply() -> None:
-    """Idempotent: wrap ``BasicHost._swarm_stream_handler`` once per process."""
+    """Idempotent: patch py-libp2p's boundaries once per process."""
     global _applied
     if _applied:
         return
     from libp2p.host.basic_host import BasicHost
+    from libp2p.pubsub.pubsub import Pubsub
 
     original = BasicHost._swarm_stream_handler
 
@@ -44,17 +165,41 @@ def apply() -> None:
         try:
             await original(self, net_stream)
         except Exception as exc:  # not Cancelled (a BaseException): shutdown goes on as before
+            _count("stream_failed")
             try:
-                peer = net_stream.muxed_conn.peer_id
+                protocol = net_stream.get_protocol()
             except Exception:
-                peer = "?"
-            logger.info("stream from %s (%s) failed, reset: %r", peer, net_stream.get_protocol(), exc)
+                protocol = "?"
+            log_once(f"stream:{protocol}:{_peer_of(net_stream)}", logging.INFO, "stream %s from %s failed, reset: %s",
+                     protocol, _peer_of(net_stream), _describe(exc))
             try:
                 await net_stream.reset()
             except Exception:
                 pass
 
     BasicHost._swarm_stream_handler = _swarm_stream_handler
+
+    original_set_validator = Pubsub.set_topic_validator
+
+    def set_topic_validator(self: Any, topic: str, validator: Any, is_async_validator: bool) -> None:
+        if not getattr(validator, "__p2pwalrus_contained__", False):
+            is_async = is_async_validator or inspect.iscoroutinefunction(validator)
+            validator = contain_validator(topic, validator, is_async)
+        original_set_validator(self, topic, validator, is_async_validator)
+
+    Pubsub.set_topic_validator = set_topic_validator
+
+    original_push = Pubsub.push_msg
+
+    async def push_msg(self: Any, msg_forwarder: Any, msg: Any) -> None:
+        try:
+            await original_push(self, msg_forwarder, msg)
+        except Exception as exc:
+            _count("push_failed")
+            log_once("push_msg", logging.WARNING, "gossip message from %s dropped: %s", msg_forwarder, _describe(exc))
+
+    Pubsub.push_msg = push_msg
+    originals.update(swarm_stream_handler=original, set_topic_validator=original_set_validator, push_msg=original_push)
     _release_inbound_slots_on_close()
     _applied = True
 

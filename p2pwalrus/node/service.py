@@ -28,8 +28,9 @@ from ..core.certificates import (
 )
 from ..core.placement import ShardMap, compute_shard_map
 from ..core.records import SignedNodeRecord
-from ..errors import ProtocolError, StorageError
+from ..errors import CapacityExceededError, ProtocolError, StorageError
 from . import rpc
+from .hardening import LogOnce
 from .host import open_host
 from .datadir_lock import lock_data_dir
 from .identity import load_or_create_identity
@@ -38,6 +39,7 @@ from .membership import MembershipConfig, open_membership
 from .sliver_store import PRIMARY, SECONDARY, SliverStore, SymbolLeaves
 
 logger = logging.getLogger("p2pwalrus.node")
+_log_once = LogOnce(logger)  # what peers send wrong: one line each, floods summarised
 
 FAULTS_POLL = 2.0  # s; netlab's faults.json is looked at this often (a wake-up per node and period)
 HANDLER_TIMEOUT = 60.0  # one whole exchange, including a node's share of a large blob
@@ -104,6 +106,7 @@ class StorageNode:
         self.faults: set[str] = set()
         self.deny: set[str] = set()
         self.delay = 0.0
+        self.peer_limits = rpc.PeerLimits()  # per-peer caps on open streams and buffered bytes
         self.extra_services = []  # callables(node, nursery) started with the node (metrics, ...)
         self.host_overrides: dict = {}  # HostTimings fields, e.g. fewer connections in-process
         from .repair import RepairService
@@ -299,7 +302,8 @@ class StorageNode:
         try:
             blob_id = self.check_proof_message(msg.data)
         except (ProtocolError, rs2.EncodingError) as exc:
-            logger.warning("gossiped inconsistency proof from %s rejected: %s", forwarder, exc)
+            _log_once(f"proof:{forwarder}", logging.WARNING, "gossiped inconsistency proof from %s rejected: %s",
+                      forwarder, exc)
             return False
         self._apply_invalid(blob_id, bytes(msg.data))
         return True
@@ -308,7 +312,10 @@ class StorageNode:
         """Delete a deletable blob on the word of the key that stored it."""
         hdr = await rpc.recv_json(stream)
         blob_id = rpc.blob_id_field(hdr)
-        signature = bytes.fromhex(rpc.field(hdr, "signature", str))
+        try:
+            signature = bytes.fromhex(rpc.field(hdr, "signature", str))
+        except ValueError:
+            raise ProtocolError("signature must be hex") from None
         cert = self.certs.get(blob_id)
         if cert is None:
             await rpc.send_json(stream, {"ok": False, "error": "not found"})
@@ -355,8 +362,14 @@ class StorageNode:
         owner = rpc.field(hdr, "owner", str, default="", required=False)
         self._check_epochs(epoch, end_epoch)
         n = self.net.n_shards
-        if len(pairs) > n or len(set(pairs)) != len(pairs) or not all(isinstance(p, int) and 0 <= p < n for p in pairs):
+        if len(pairs) > n or not all(type(p) is int and 0 <= p < n for p in pairs) or len(set(pairs)) != len(pairs):
             raise ProtocolError("pairs must be distinct pair indices")
+        # Refused from the header, before a byte of metadata or slivers is read: a node
+        # buffers only slivers of shards it holds.
+        mine = set(self.my_shards())
+        foreign = sorted(s for s in (rs2.shard_for_pair(p, blob_id, n) for p in pairs) if s not in mine)
+        if foreign:
+            raise ProtocolError(f"shards {foreign} are not held by this node")
         meta = await self._read_metadata(stream, blob_id)
         if self.is_invalid(blob_id):
             raise ProtocolError("blob is marked invalid")
@@ -369,7 +382,7 @@ class StorageNode:
             if len(prim) != p_len or len(sec) != s_len:
                 raise ProtocolError(f"sliver sizes for pair {pair} do not match the metadata")
             received.append((pair, prim, sec))
-        mine = set(self.my_shards())
+        mine = set(self.my_shards())  # again: the map may have changed while the slivers came
         refused: dict[int, str] = {}
         owned = []
         for pair, prim, sec in received:
@@ -398,7 +411,11 @@ class StorageNode:
         try:
             stored = await trio.to_thread.run_sync(verify_and_store)
         except StorageError as exc:
-            await rpc.send_json(stream, {"ok": False, "error": f"storage: {exc}"})
+            # The reason in our log; the peer gets words without local paths or library text.
+            logger.warning("store of %s from %s failed: %s", rs2_id(blob_id), peer, exc)
+            full = isinstance(exc, CapacityExceededError)
+            await rpc.send_json(stream, {"ok": False, "error": "storage: capacity exceeded on this node" if full
+                                         else "storage: this node could not write the slivers"})
             return
         conf = sign_confirmation(self.keypair, self.peer_id, self.net.name, blob_id, epoch, end_epoch, stored)
         await rpc.send_json(stream, {
@@ -650,7 +667,8 @@ class StorageNode:
             return True
         except InvalidCertificateError as exc:
             self.counters["certs_rejected"] += 1
-            logger.warning("gossiped certificate from %s rejected: %s", forwarder, exc.reason)
+            _log_once(f"cert:{forwarder}", logging.WARNING, "gossiped certificate from %s rejected: %s",
+                      forwarder, exc.reason)
             return False
         except StorageError as exc:
             logger.error("cannot store a certificate: %s", exc)
@@ -691,7 +709,10 @@ class StorageNode:
     async def pull_certificates_from(self, peer_id: str) -> int:
         stream, reply = await self.call(peer_id, rpc.LIST_CERTS, {})
         await rpc.close_quietly(stream)
-        for text in reply.get("invalid", [])[:1000]:
+        invalid, certs = reply.get("invalid", []), reply.get("certs", [])
+        if not isinstance(invalid, list) or not isinstance(certs, list):
+            raise ProtocolError("certificate list reply of the wrong shape")
+        for text in invalid[:1000]:
             try:
                 blob_id = bytes.fromhex(text)
             except (ValueError, TypeError):
@@ -709,10 +730,12 @@ class StorageNode:
             await trio.to_thread.run_sync(self._apply_invalid, checked, message)
         got = 0
         current = self.epoch
-        for item in reply.get("certs", [])[:20000]:
+        for item in certs[:20000]:
             try:
-                blob_id, end_epoch = bytes.fromhex(item[0]), int(item[1])
-            except (ValueError, TypeError, IndexError):
+                blob_id, end_epoch = bytes.fromhex(item[0]), item[1]
+            except (ValueError, TypeError, IndexError, KeyError):
+                continue
+            if type(end_epoch) is not int:
                 continue
             have = self.certs.get(blob_id)
             if end_epoch <= current or (have and have.end_epoch >= end_epoch) or len(blob_id) != 32:
@@ -833,7 +856,8 @@ class StorageNode:
                 rpc.DELETE: self.handle_delete,
             }
             for proto, handler in handlers.items():
-                node.host.set_stream_handler(proto, rpc.serve(handler, HANDLER_TIMEOUT, proto.split("/")[2], self.gate))
+                node.host.set_stream_handler(proto, rpc.serve(handler, HANDLER_TIMEOUT, proto.split("/")[2], self.gate,
+                                                               self.peer_limits))
             topic = certs_topic(self.net.name)
             node.pubsub.set_topic_validator(topic, self._cert_validator, is_async_validator=False)
             cert_sub = await node.pubsub.subscribe(topic)
