@@ -387,8 +387,10 @@ class StorageNode:
                 "stored_at": state.get("stored_at", time.time()),
             }
 
+        timing: dict[str, float] = {}
+
         def verify_and_store() -> list[int]:
-            stored, bad = verify_and_persist(self.store, meta, blob_id, owned, update_state)
+            stored, bad = verify_and_persist(self.store, meta, blob_id, owned, update_state, timing)
             for pair, why in bad.items():
                 refused[pair] = why
                 self.counters["slivers_refused"] += 1
@@ -405,6 +407,7 @@ class StorageNode:
             "ok": True,
             "confirmation": conf.to_json(),
             "refused": {str(k): v for k, v in refused.items()},
+            "timing": {k: round(v, 4) for k, v in timing.items()},  # what `p2pwalrus store` reports
         })
 
     def held_pairs(self, blob_id: bytes) -> list[int]:
@@ -884,7 +887,8 @@ class StorageNode:
 MAX_PROOF_MESSAGE = 64 << 20
 
 
-def verify_and_persist(store: SliverStore, meta: rs2.BlobMetadata, blob_id: bytes, owned, update_state):
+def verify_and_persist(store: SliverStore, meta: rs2.BlobMetadata, blob_id: bytes, owned, update_state,
+                       timing: dict[str, float] | None = None):
     """A store request's work after receiving: verify its sliver pairs, persist the good ones.
 
     ``owned``: (pair, shard, primary, secondary) for the pairs this node holds. All primary
@@ -892,8 +896,11 @@ def verify_and_persist(store: SliverStore, meta: rs2.BlobMetadata, blob_id: byte
     the good pairs, the metadata (if new) and the state update are written in one group
     commit whose checksums reuse the verifier's leaf hashes. Returns (shards now durably
     stored, {pair: why refused}); a caller may confirm the shards once this returns.
+    ``timing``, if given, gets the seconds spent verifying ("verify") and writing ("write").
     Synchronous: run it in a worker thread.
     """
+    timing = {} if timing is None else timing
+    t0 = time.perf_counter()
     s = meta.symbol_size
     prim = rs2.verify_slivers(meta, rs2.PRIMARY, {pair: p for pair, _, p, _ in owned})
     sec = rs2.verify_slivers(meta, rs2.SECONDARY, {pair: q for pair, _, _, q in owned})
@@ -907,10 +914,15 @@ def verify_and_persist(store: SliverStore, meta: rs2.BlobMetadata, blob_id: byte
         slivers.append((shard, PRIMARY, p, SymbolLeaves(s, prim.good[pair].tobytes())))
         slivers.append((shard, SECONDARY, q, SymbolLeaves(s, sec.good[pair].tobytes())))
         shards.append(shard)
+    t1 = time.perf_counter()
+    timing["verify"] = timing.get("verify", 0.0) + t1 - t0
     if not slivers:
         return [], refused
-    if not store.put_slivers(blob_id, slivers, metadata=meta.to_bytes(), update_state=update_state):
-        return [], refused  # the blob was deleted meanwhile: nothing of this request is stored
+    try:
+        if not store.put_slivers(blob_id, slivers, metadata=meta.to_bytes(), update_state=update_state):
+            return [], refused  # the blob was deleted meanwhile: nothing of this request is stored
+    finally:
+        timing["write"] = timing.get("write", 0.0) + time.perf_counter() - t1
     return shards, refused
 
 
