@@ -247,8 +247,13 @@ _fast_exit = False
 def _with_client(net, fn):
     """Run `fn(client)` in a fresh trio loop with a connected client."""
     global _fast_exit
+    import os
+
     import trio
 
+    # A client process talks to p2pwalrus nodes only: libp2p loads without TLS and RSA too
+    # (node/lean_libp2p.py), unless the user chose otherwise.
+    os.environ.setdefault("P2PWALRUS_LEAN_LIBP2P", "client")
     from .client.client import open_client
 
     _quiet_libp2p()

@@ -435,15 +435,22 @@ class Client:
             encoding = BackgroundEncoding(data, n, length)
         shard_map = self.shard_map or await self.refresh_membership()
         check_no_single_node_can_decode(shard_map)
-        async with trio.open_nursery() as nursery:
-            # The connections are ready when the slivers are. A dial to a dead node is not
-            # waited for (the upload reports that node); whatever still dials is cut at the end.
-            nursery.start_soon(self.dial_all)
-            enc = await encoding.wait()
-            result = await self.store_encoded(enc, epochs=epochs, deletable=deletable, force=force,
-                                              progress=progress, encode_seconds=encoding.seconds,
-                                              encode_waited=encoding.waited)
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                # The connections are ready when the slivers are. A dial to a dead node is not
+                # waited for (the upload reports that node); whatever still dials is cut at the end.
+                nursery.start_soon(self.dial_all)
+                enc = await encoding.wait()
+                result = await self.store_encoded(enc, epochs=epochs, deletable=deletable, force=force,
+                                                  progress=progress, encode_seconds=encoding.seconds,
+                                                  encode_waited=encoding.waited)
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # dial_all raises nothing (gather keeps each dial's error): the store's own error
+            # is the one to give the caller, as it is, not wrapped in a group.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
         return result
 
     async def dial_all(self) -> None:
@@ -469,11 +476,13 @@ class Client:
         epoch = self.net.current_epoch()
         end_epoch = epoch + epochs
         encode_waited = encode_seconds if encode_waited is None else encode_waited
+        t_found = time.perf_counter()
         if not force:
             cert, invalid = await self.find_certificate(blob_id)
             if cert is not None and cert.end_epoch >= end_epoch and not invalid:
                 return StoreResult(blob_id, data_len, True, cert, len(cert.shards_confirmed), {}, encode_seconds,
                                    encode_waited=encode_waited)
+        t_found = time.perf_counter() - t_found
         need = quorum(n)
         confirmations: dict[str, StorageConfirmation] = {}
         failures: dict[str, str] = {}
@@ -522,7 +531,10 @@ class Client:
         self._validate(cert)
         progress.certifying(blob_id)
         # Return only once any reader finds the certificate (read-after-write).
+        t_publish = time.perf_counter()
         await self.publish_certificate(cert)
+        logger.info("stored %s: certificate lookup %.3f s, upload %.3f s, certificate push %.3f s",
+                    blob_id_to_str(blob_id), t_found, upload_seconds, time.perf_counter() - t_publish)
 
         def node_seconds(key: str) -> float:
             return sum(float(self.node_timing.get(p, {}).get(key, 0.0)) for p in confirmations)
@@ -712,6 +724,33 @@ class Client:
                 logger.warning("metadata from %s rejected: %s", peer, exc)
         raise NotEnoughShardsError("no holder returned valid metadata for this blob")
 
+    async def _certified_metadata(self, blob_id: bytes) -> rs2.BlobMetadata:
+        """`certified` and `metadata` at once (the metadata is checked against the blob ID, so it
+        needs no certificate to be trusted): one round trip instead of two. A failure of the
+        certificate lookup (not found, invalid, expired) wins over the metadata's."""
+        failed: list[BaseException] = []
+        got: list[rs2.BlobMetadata] = []
+
+        async with trio.open_nursery() as nursery:
+            async def certificate() -> None:
+                try:
+                    await self.certified(blob_id)
+                except Exception as exc:
+                    failed.insert(0, exc)
+                    nursery.cancel_scope.cancel()
+
+            async def metadata() -> None:
+                try:
+                    got.append(await self.metadata(blob_id))
+                except Exception as exc:
+                    failed.append(exc)
+
+            nursery.start_soon(certificate)
+            nursery.start_soon(metadata)
+        if failed:
+            raise failed[0]
+        return got[0]
+
     async def _fetch_primary(self, meta: rs2.BlobMetadata, blob_id: bytes, pair: int, holder: str,
                              bad: dict[int, str], spent: dict[str, float] | None = None) -> bytes | None:
         """Primary sliver `pair` from `holder`, verified (in a worker thread); None, noted in `bad`, if not.
@@ -755,8 +794,9 @@ class Client:
         """
         progress = progress or Progress()
         t_start = time.perf_counter()
-        await self.certified(blob_id)
-        meta = await self.metadata(blob_id)
+        if self.shard_map is None:
+            await self.refresh_membership()
+        meta = await self._certified_metadata(blob_id)
         t_fetch = time.perf_counter()
         spent: dict[str, float] = {}
         n, cfg = meta.n_shards, meta.config
