@@ -72,6 +72,12 @@ _CLIENT_STAND_INS: dict[str, tuple[str, ...]] = {
     # RSA keys: libp2p/__init__.py (generate_new_rsa_identity), crypto/serialization.py and
     # records/* (deserialising and isinstance checks of a peer's RSA key)
     "libp2p.crypto.rsa": ("create_new_key_pair", "RSAPublicKey", "RSAPrivateKey"),
+    # libp2p/network/swarm.py: private networks (a pre-shared key, pycryptodome's Salsa20); only
+    # called when the swarm has a PSK, which our hosts never set
+    "libp2p.security.pnet.protector": ("new_protected_conn",),
+    # libp2p/__init__.py: SECIO only in new_host's default security options (we pass Noise);
+    # its authenticated encryption is pycryptodome's
+    "libp2p.security.secio.transport": ("ID", "Transport"),
 }
 
 _installed: bool | None = None  # None: not tried yet
@@ -88,6 +94,14 @@ def _placeholder(module: str, name: str) -> type:
     # from_bytes: the key classes' constructor that libp2p's key tables name at import time.
     return type(name, (Exception,), {"__new__": refuse, "from_bytes": classmethod(refuse), "__module__": module,
                                      "__doc__": "Not loaded (lean_libp2p)."})
+
+
+class _NoDNSResolver:
+    """What a lean client's swarm gets for a DNS resolver: it resolves nothing."""
+
+    async def resolve(self, maddr, *args, **kwargs):
+        raise RuntimeError(f"cannot resolve {maddr}: this p2pwalrus client loads no DNS resolver "
+                           "(node/lean_libp2p.py); give /ip4 or /ip6 addresses")
 
 
 def _installed_version() -> str | None:
@@ -130,10 +144,26 @@ def install() -> bool:
             setattr(stand_in, name, _placeholder(modname, name))
         sys.modules[modname] = stand_in
         added.append(modname)
+    if mode == "client" and "multiaddr.resolvers" not in sys.modules:
+        # The swarm and the TCP transport make a DNSResolver (dnspython) for /dns addresses;
+        # a client dials the /ip4 addresses of node records only.
+        stand_in = types.ModuleType("multiaddr.resolvers", "Stand-in from p2pwalrus.node.lean_libp2p.")
+        stand_in.DNSResolver = _NoDNSResolver
+        sys.modules["multiaddr.resolvers"] = stand_in
+        added.append("multiaddr.resolvers")
     try:
         import libp2p  # noqa: F401  (runs libp2p/__init__.py, which imports the host, swarm, ...)
         import libp2p.host.basic_host  # noqa: F401
         import libp2p.transport.tcp.tcp  # noqa: F401
+
+        if mode == "client":
+            # What p2pwalrus's node package imports from libp2p beyond that (records, DHT,
+            # pubsub): loaded now, while the stand-ins are in place, or they would load RSA.
+            import libp2p.kad_dht.kad_dht  # noqa: F401
+            import libp2p.pubsub.gossipsub  # noqa: F401
+            import libp2p.records.validator  # noqa: F401
+            import libp2p.records.utils  # noqa: F401
+            import libp2p.records.pubkey  # noqa: F401
     except Exception:
         # Something in this libp2p needs more than the stand-ins give: forget the half import.
         for name in [m for m in sys.modules if m == "libp2p" or m.startswith("libp2p.")]:
