@@ -116,6 +116,19 @@ def test_a_client_process_also_leaves_out_tls_rsa_secio_pnet_and_dns():
     assert out["stand_ins_left"] == []
 
 
+def test_the_client_loads_no_dht_or_gossipsub_and_the_node_knows_gossipsubs_protocol_ids():
+    out = _run(f"""
+        import json, sys
+        import p2pwalrus.client.client
+        loaded = {_loaded(["libp2p.kad_dht.kad_dht", "libp2p.pubsub.gossipsub", "libp2p.pubsub.pubsub"])}
+        from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11
+        from p2pwalrus.node.host import _LONG_LIVED
+        print(json.dumps({{"loaded": loaded, "same": _LONG_LIVED == {{PROTOCOL_ID, PROTOCOL_ID_V11}}}}))
+    """, env={"P2PWALRUS_LEAN_LIBP2P": "client"})
+    assert out["loaded"] == []
+    assert out["same"] is True
+
+
 def test_lean_libp2p_can_be_switched_off():
     out = _run(f"""
         import json, sys

@@ -157,10 +157,8 @@ def install() -> bool:
         import libp2p.transport.tcp.tcp  # noqa: F401
 
         if mode == "client":
-            # What p2pwalrus's node package imports from libp2p beyond that (records, DHT,
-            # pubsub): loaded now, while the stand-ins are in place, or they would load RSA.
-            import libp2p.kad_dht.kad_dht  # noqa: F401
-            import libp2p.pubsub.gossipsub  # noqa: F401
+            # What p2pwalrus's client imports from libp2p beyond that (records): loaded now,
+            # while the stand-ins are in place, or they would load RSA.
             import libp2p.records.validator  # noqa: F401
             import libp2p.records.utils  # noqa: F401
             import libp2p.records.pubkey  # noqa: F401
