@@ -15,6 +15,20 @@ import json
 import subprocess
 import sys
 
+# The least work for a blob ID (see the module docstring), given the padded blob `padded`
+# and R, C, f, s, n; indented for the worker below. bench/blob_id_bench.py runs it too.
+YARDSTICK_WORK = r'''
+    rows = padded.reshape(R, C * s)
+    rec = rsl.encode([padded.reshape(R, C, s)[:, c].tobytes() for c in range(C)], f)
+    rowext = rows.tobytes() + b"".join(rec)
+    colrec = rsl.encode([rowext[r * n * s // R:(r + 1) * n * s // R] if False else
+                         np.frombuffer(rowext, np.uint8)[: R * n * s].reshape(R, n * s)[r].tobytes() for r in range(R)], 2 * f)
+    mv = memoryview(np.frombuffer(rowext + b"".join(colrec), np.uint8)[: n * n * s].tobytes())
+    b2 = hashlib.blake2b
+    for k in range(n * n):
+        b2(mv[k * s:(k + 1) * s], digest_size=32).digest()
+'''
+
 WORKER = r'''
 import json, resource, sys, time, hashlib
 import numpy as np
@@ -41,15 +55,7 @@ elif task == "yardstick":
     s = cfg.symbol_size(size)
     padded = np.zeros(R * C * s, np.uint8); padded[:size] = np.frombuffer(data, np.uint8)
     t0 = time.perf_counter()
-    rows = padded.reshape(R, C * s)
-    rec = rsl.encode([padded.reshape(R, C, s)[:, c].tobytes() for c in range(C)], f)
-    rowext = rows.tobytes() + b"".join(rec)
-    colrec = rsl.encode([rowext[r * n * s // R:(r + 1) * n * s // R] if False else
-                         np.frombuffer(rowext, np.uint8)[: R * n * s].reshape(R, n * s)[r].tobytes() for r in range(R)], 2 * f)
-    mv = memoryview(np.frombuffer(rowext + b"".join(colrec), np.uint8)[: n * n * s].tobytes())
-    b2 = hashlib.blake2b
-    for k in range(n * n):
-        b2(mv[k * s:(k + 1) * s], digest_size=32).digest()
+__YARDSTICK_WORK__
 elif task in ("decode", "recover"):
     enc = rs2.encode_blob(data, n)
     R = cfg.n_primary
@@ -69,7 +75,7 @@ out["seconds"] = time.perf_counter() - t0
 out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 out["peak_over_start_mib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
 print(json.dumps(out))
-'''
+'''.replace("__YARDSTICK_WORK__\n", YARDSTICK_WORK.lstrip("\n"))
 
 
 def run(task: str, n: int, size: int) -> dict:

@@ -251,8 +251,13 @@ _fast_exit = False
 def _with_client(net, fn):
     """Run `fn(client)` in a fresh trio loop with a connected client."""
     global _fast_exit
+    import os
+
     import trio
 
+    # A client process talks to p2pwalrus nodes only: libp2p loads without TLS and RSA too
+    # (node/lean_libp2p.py), unless the user chose otherwise.
+    os.environ.setdefault("P2PWALRUS_LEAN_LIBP2P", "client")
     from .client.client import open_client
 
     _quiet_libp2p()
@@ -354,12 +359,16 @@ def store_cmd(ctx, path, epochs, deletable, force, as_json, network):
     """
     from .core.blob_id import blob_id_to_str
 
+    from .client.encoding import BackgroundEncoding
+
     net = _resolve_network(ctx, network)
     data, length = _read_padded(path, net.n_shards)
+    # Encoding starts now, in its own thread: it overlaps loading libp2p, dialling and the membership pull.
+    encoding = BackgroundEncoding(data, net.n_shards, length)
 
     async def run(client):
         return await client.store(data, epochs=epochs, deletable=deletable, force=force, progress=_store_progress(),
-                                  length=length)
+                                  length=length, encoding=encoding)
 
     _note_interrupt("interrupted; nothing was certified")
     result = _with_client(net, run)
@@ -373,7 +382,9 @@ def store_cmd(ctx, path, epochs, deletable, force, as_json, network):
         click.echo(
             f"stored {length} bytes on {result.shards_confirmed}/{net.n_shards} shards, "
             f"certified at epoch {result.certificate.epoch} until {result.certificate.end_epoch} "
-            f"(encode {result.encode_seconds:.2f} s, upload {result.upload_seconds:.2f} s)",
+            f"(encode {result.encode_seconds:.2f} s, {result.encode_waited:.2f} s of it waited for, "
+            f"upload {result.upload_seconds:.2f} s; nodes verify "
+            f"{result.node_verify_seconds:.2f} s, write {result.node_write_seconds:.2f} s, summed)",
             err=True,
         )
     click.echo(blob_id_to_str(result.blob_id))

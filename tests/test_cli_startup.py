@@ -97,6 +97,38 @@ def test_the_client_loads_libp2p_without_quic_autotls_relay_websocket_mdns():
     assert out["stand_ins_left"] == []  # explicit later imports get the real modules
 
 
+def test_a_client_process_also_leaves_out_tls_rsa_secio_pnet_and_dns():
+    out = _run(f"""
+        import json, sys
+        import p2pwalrus.client.client
+        from p2pwalrus.node import lean_libp2p
+        from p2pwalrus.node.host import build_host
+        from libp2p.crypto.ed25519 import create_new_key_pair
+        import multiaddr
+        build_host(create_new_key_pair(), [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")])  # a host still builds
+        print(json.dumps({{"lean": lean_libp2p._installed,
+                          "unused": {_loaded(["Crypto", "libp2p.security.tls", "libp2p.crypto.rsa",
+                                              "libp2p.security.secio.transport", "dns.resolver"])},
+                          "stand_ins_left": [m for m in lean_libp2p._CLIENT_STAND_INS if m in sys.modules]}}))
+    """, env={"P2PWALRUS_LEAN_LIBP2P": "client"})
+    assert out["lean"] is True
+    assert out["unused"] == []
+    assert out["stand_ins_left"] == []
+
+
+def test_the_client_loads_no_dht_or_gossipsub_and_the_node_knows_gossipsubs_protocol_ids():
+    out = _run(f"""
+        import json, sys
+        import p2pwalrus.client.client
+        loaded = {_loaded(["libp2p.kad_dht.kad_dht", "libp2p.pubsub.gossipsub", "libp2p.pubsub.pubsub"])}
+        from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11
+        from p2pwalrus.node.host import _LONG_LIVED
+        print(json.dumps({{"loaded": loaded, "same": _LONG_LIVED == {{PROTOCOL_ID, PROTOCOL_ID_V11}}}}))
+    """, env={"P2PWALRUS_LEAN_LIBP2P": "client"})
+    assert out["loaded"] == []
+    assert out["same"] is True
+
+
 def test_lean_libp2p_can_be_switched_off():
     out = _run(f"""
         import json, sys

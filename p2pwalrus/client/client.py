@@ -17,6 +17,7 @@ import trio
 
 from .. import node as _node  # noqa: F401  (first: loads libp2p lean, see node/lean_libp2p.py)
 from libp2p.peer.id import ID  # noqa: E402
+from libp2p.peer.peerinfo import PeerInfo  # noqa: E402
 
 from ..config import NetworkConfig
 from ..core import rs2
@@ -29,6 +30,7 @@ from ..core.certificates import (
     validate_certificate,
     verify_confirmation,
 )
+from .encoding import BackgroundEncoding
 from ..core.placement import ShardMap, check_no_single_node_can_decode, compute_shard_map
 from ..core.records import InvalidRecordError, SignedNodeRecord
 from ..errors import (
@@ -94,6 +96,12 @@ class StoreResult:
     nodes_failed: dict[str, str]
     encode_seconds: float = 0.0
     upload_seconds: float = 0.0
+    # Summed over the nodes whose confirmations made the certificate, as they report them.
+    node_verify_seconds: float = 0.0
+    node_write_seconds: float = 0.0
+    # Of encode_seconds, how long the store waited for the encoding once it was connected
+    # (the rest ran while the process started and dialled).
+    encode_waited: float = 0.0
 
     def to_walrus_json(self, epochs_ahead: int | None = None) -> dict:
         cert = self.certificate
@@ -123,6 +131,8 @@ class Client:
         # Every member this client has seen in a pulled live set (certificate validation:
         # most confirming peers must be known), not only the last live set.
         self.known_peers: set[str] = set()
+        # peer -> {"verify": s, "write": s} its last store reply reported (StoreResult sums them)
+        self.node_timing: dict[str, dict] = {}
 
     @property
     def peer_id(self) -> str:
@@ -406,24 +416,56 @@ class Client:
     # --- store -------------------------------------------------------------------
 
     async def store(self, data, *, epochs: int = 1, deletable: bool = False, force: bool = False,
-                    progress: Progress | None = None, length: int | None = None) -> StoreResult:
-        """Encode and store a blob; `data` may be a padded buffer (rs2.blob_buffer) with `length`."""
+                    progress: Progress | None = None, length: int | None = None,
+                    encoding: BackgroundEncoding | None = None) -> StoreResult:
+        """Encode and store a blob; `data` may be a padded buffer (rs2.blob_buffer) with `length`.
+
+        `encoding`: the same blob's encoding, already started (`BackgroundEncoding`, as the CLI
+        starts it before it loads the network stack); otherwise it starts here, in a worker
+        thread. Either way the live nodes are dialled while it runs: the upload starts the
+        moment the blob ID (hence the placement of every sliver pair) is known.
+        """
         progress = progress or Progress()
         if epochs < 1 or epochs > self.net.max_epochs_ahead:
             raise P2PWalrusError(f"epochs must be between 1 and {self.net.max_epochs_ahead}")
         n = self.net.n_shards
         size = len(data) if length is None else length
         rs2.EncodingConfig(n).symbol_size(size)  # refuse an oversized blob before any work
+        if encoding is None:
+            encoding = BackgroundEncoding(data, n, length)
         shard_map = self.shard_map or await self.refresh_membership()
         check_no_single_node_can_decode(shard_map)
-        t0 = time.perf_counter()
-        enc = await trio.to_thread.run_sync(lambda: rs2.encode_blob(data, n, length=length))
-        return await self.store_encoded(enc, epochs=epochs, deletable=deletable, force=force, progress=progress,
-                                        encode_seconds=time.perf_counter() - t0)
+        try:
+            async with trio.open_nursery() as nursery:
+                # The connections are ready when the slivers are. A dial to a dead node is not
+                # waited for (the upload reports that node); whatever still dials is cut at the end.
+                nursery.start_soon(self.dial_all)
+                enc = await encoding.wait()
+                result = await self.store_encoded(enc, epochs=epochs, deletable=deletable, force=force,
+                                                  progress=progress, encode_seconds=encoding.seconds,
+                                                  encode_waited=encoding.waited)
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # dial_all raises nothing (gather keeps each dial's error): the store's own error
+            # is the one to give the caller, as it is, not wrapped in a group.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+        return result
+
+    async def dial_all(self) -> None:
+        """Connect to every live node now (bounded by DIAL_TIMEOUT each; failures are left to the
+        calls that follow, which dial again and report them)."""
+        async def dial(peer: str) -> None:
+            with trio.move_on_after(DIAL_TIMEOUT):
+                await self.host.connect(PeerInfo(ID.from_base58(peer), self.host.get_peerstore().addrs(
+                    ID.from_base58(peer))))
+
+        await self.gather(self.live_peers(), dial)
 
     async def store_encoded(self, enc: rs2.EncodedBlob, *, epochs: int = 1, deletable: bool = False,
                             force: bool = False, progress: Progress | None = None,
-                            encode_seconds: float = 0.0) -> StoreResult:
+                            encode_seconds: float = 0.0, encode_waited: float | None = None) -> StoreResult:
         """Upload an encoded blob and certify it (tests pass deliberately inconsistent ones)."""
         progress = progress or Progress()
         n = self.net.n_shards
@@ -433,10 +475,14 @@ class Client:
         data_len = enc.metadata.unencoded_length
         epoch = self.net.current_epoch()
         end_epoch = epoch + epochs
+        encode_waited = encode_seconds if encode_waited is None else encode_waited
+        t_found = time.perf_counter()
         if not force:
             cert, invalid = await self.find_certificate(blob_id)
             if cert is not None and cert.end_epoch >= end_epoch and not invalid:
-                return StoreResult(blob_id, data_len, True, cert, len(cert.shards_confirmed), {}, encode_seconds)
+                return StoreResult(blob_id, data_len, True, cert, len(cert.shards_confirmed), {}, encode_seconds,
+                                   encode_waited=encode_waited)
+        t_found = time.perf_counter() - t_found
         need = quorum(n)
         confirmations: dict[str, StorageConfirmation] = {}
         failures: dict[str, str] = {}
@@ -485,8 +531,16 @@ class Client:
         self._validate(cert)
         progress.certifying(blob_id)
         # Return only once any reader finds the certificate (read-after-write).
+        t_publish = time.perf_counter()
         await self.publish_certificate(cert)
-        return StoreResult(blob_id, data_len, False, cert, len(covered), failures, encode_seconds, upload_seconds)
+        logger.info("stored %s: certificate lookup %.3f s, upload %.3f s, certificate push %.3f s",
+                    blob_id_to_str(blob_id), t_found, upload_seconds, time.perf_counter() - t_publish)
+
+        def node_seconds(key: str) -> float:
+            return sum(float(self.node_timing.get(p, {}).get(key, 0.0)) for p in confirmations)
+
+        return StoreResult(blob_id, data_len, False, cert, len(covered), failures, encode_seconds, upload_seconds,
+                           node_seconds("verify"), node_seconds("write"), encode_waited)
 
     async def _upload_round(self, enc: rs2.EncodedBlob, shard_map: ShardMap, plan: dict[str, list[int]],
                             epoch: int, end_epoch: int, deletable: bool, need: int,
@@ -503,6 +557,7 @@ class Client:
         progress.start("storing", total_bytes)
         confirmations: dict[str, StorageConfirmation] = {}
         failures: dict[str, str] = {}
+        node_timing = self.node_timing
         covered = _covered(kept)
         reached = trio.Event()
 
@@ -547,6 +602,9 @@ class Client:
             if conf.shards:
                 confirmations[node] = conf
                 covered.update(conf.shards)
+                timing = reply.get("timing")
+                if isinstance(timing, dict):
+                    node_timing[node] = timing
             if len(covered) >= need:
                 reached.set()
 
@@ -666,6 +724,33 @@ class Client:
                 logger.warning("metadata from %s rejected: %s", peer, exc)
         raise NotEnoughShardsError("no holder returned valid metadata for this blob")
 
+    async def _certified_metadata(self, blob_id: bytes) -> rs2.BlobMetadata:
+        """`certified` and `metadata` at once (the metadata is checked against the blob ID, so it
+        needs no certificate to be trusted): one round trip instead of two. A failure of the
+        certificate lookup (not found, invalid, expired) wins over the metadata's."""
+        failed: list[BaseException] = []
+        got: list[rs2.BlobMetadata] = []
+
+        async with trio.open_nursery() as nursery:
+            async def certificate() -> None:
+                try:
+                    await self.certified(blob_id)
+                except Exception as exc:
+                    failed.insert(0, exc)
+                    nursery.cancel_scope.cancel()
+
+            async def metadata() -> None:
+                try:
+                    got.append(await self.metadata(blob_id))
+                except Exception as exc:
+                    failed.append(exc)
+
+            nursery.start_soon(certificate)
+            nursery.start_soon(metadata)
+        if failed:
+            raise failed[0]
+        return got[0]
+
     async def _fetch_primary(self, meta: rs2.BlobMetadata, blob_id: bytes, pair: int, holder: str,
                              bad: dict[int, str], spent: dict[str, float] | None = None) -> bytes | None:
         """Primary sliver `pair` from `holder`, verified (in a worker thread); None, noted in `bad`, if not.
@@ -709,8 +794,9 @@ class Client:
         """
         progress = progress or Progress()
         t_start = time.perf_counter()
-        await self.certified(blob_id)
-        meta = await self.metadata(blob_id)
+        if self.shard_map is None:
+            await self.refresh_membership()
+        meta = await self._certified_metadata(blob_id)
         t_fetch = time.perf_counter()
         spent: dict[str, float] = {}
         n, cfg = meta.n_shards, meta.config

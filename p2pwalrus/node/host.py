@@ -10,12 +10,14 @@ comes to know, and connect to, the rest of the network.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import multiaddr
 import trio
@@ -23,12 +25,9 @@ from libp2p import new_host
 from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
-from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
-from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
-from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
@@ -39,10 +38,19 @@ from libp2p.transport.tcp.tcp import TCP
 from p2pwalrus.errors import NetworkConfigError
 from p2pwalrus.node import fastpath, hardening
 
+# The DHT and GossipSub are a node's only (a client process builds a bare host): imported
+# where a node's stack is built, so that a CLI command does not load them (issue 14).
+if TYPE_CHECKING:
+    from libp2p.kad_dht.kad_dht import KadDHT
+    from libp2p.pubsub.gossipsub import GossipSub
+    from libp2p.pubsub.pubsub import Pubsub
+
 logger = logging.getLogger(__name__)
 
 
-_LONG_LIVED = frozenset([PROTOCOL_ID, PROTOCOL_ID_V11])  # streams open for a connection's whole life
+# GossipSub's protocol IDs (libp2p.pubsub.gossipsub.PROTOCOL_ID, PROTOCOL_ID_V11; checked by
+# tests/test_cli_startup.py): streams open for a connection's whole life
+_LONG_LIVED = frozenset(["/meshsub/1.0.0", "/meshsub/1.1.0"])
 
 HEARTBEAT_INTERVAL = 1  # s; meshes graft on heartbeats: slower ones left gossip undelivered (flaky convergence)
 
@@ -85,7 +93,7 @@ def parse_peer_addr(addr: str) -> PeerInfo:
 class NodeHost:
     """What ``open_host`` yields: the running libp2p host, DHT and pubsub of one node."""
 
-    def __init__(self, host: IHost, dht: KadDHT, pubsub: Pubsub, gossipsub: GossipSub, timings: HostTimings):
+    def __init__(self, host: IHost, dht: "KadDHT", pubsub: "Pubsub", gossipsub: "GossipSub", timings: HostTimings):
         self.host = host
         self.dht = dht
         self.pubsub = pubsub
@@ -315,36 +323,43 @@ MAX_MESSAGES_PER_TOPIC_PER_SECOND = 200.0
 OPPORTUNISTIC_GRAFT_TICKS = 60  # go-libp2p's: opportunistic grafting once a minute, not every heartbeat
 
 
-class SteadyGossipSub(GossipSub):
+@functools.cache
+def steady_gossipsub_class() -> type:
     """py-libp2p 0.8.1's GossipSub without the extras that churn meshes (local decisions
     only; the wire is unchanged). Each heartbeat, every topic's mesh swapped its worst peer
     for a better-scored one and grafted opportunistically (go-libp2p does the latter once a
     minute): while nodes joined, thousands of GRAFT/PRUNE a minute, and messages in flight
-    lost their path. Adaptive gossip (off below) also moved the degree bounds and the
-    heartbeat with a "network health" score."""
+    lost their path. Adaptive gossip (off in build_gossipsub) also moved the degree bounds
+    and the heartbeat with a "network health" score. A function: clients never import GossipSub."""
+    from libp2p.pubsub.gossipsub import GossipSub
 
-    _ticks = 0
+    class SteadyGossipSub(GossipSub):
+        _ticks = 0
 
-    async def _maintain_mesh_quality(self, topic: str) -> None:
-        return
+        async def _maintain_mesh_quality(self, topic: str) -> None:
+            return
 
-    def mesh_heartbeat(self):
-        self._ticks += 1
-        return super().mesh_heartbeat()
+        def mesh_heartbeat(self):
+            self._ticks += 1
+            return super().mesh_heartbeat()
 
-    def _perform_opportunistic_grafting(self, topic, peers_to_graft) -> int:
-        if self._ticks % OPPORTUNISTIC_GRAFT_TICKS:
-            return 0
-        return super()._perform_opportunistic_grafting(topic, peers_to_graft)
+        def _perform_opportunistic_grafting(self, topic, peers_to_graft) -> int:
+            if self._ticks % OPPORTUNISTIC_GRAFT_TICKS:
+                return 0
+            return super()._perform_opportunistic_grafting(topic, peers_to_graft)
+
+    return SteadyGossipSub
 
 
-def build_gossipsub(heartbeat: float = HEARTBEAT_INTERVAL, degree: int = 6) -> GossipSub:
+def build_gossipsub(heartbeat: float = HEARTBEAT_INTERVAL, degree: int = 6) -> "GossipSub":
     """GossipSub with a 1 s heartbeat, so meshes form quickly on small networks.
 
     Each node receives each message about once per mesh peer (D to 2 D): many nodes
     sharing one CPU (netlab inproc) run with a smaller D.
     """
-    return SteadyGossipSub(
+    from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11
+
+    return steady_gossipsub_class()(
         protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
         degree=degree,
         degree_low=max(1, degree - 2),
@@ -374,6 +389,9 @@ async def open_host(
     timings = timings or HostTimings()
     maddrs = [multiaddr.Multiaddr(a) for a in listen_addrs]
     boot = [parse_peer_addr(a) for a in bootstrap]
+    from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+    from libp2p.pubsub.pubsub import Pubsub
+
     host = build_host(keypair, maddrs, timings)
     dht = KadDHT(host, DHTMode.SERVER)
     gossipsub = build_gossipsub(timings.gossip_heartbeat, timings.gossip_degree)

@@ -58,6 +58,28 @@ _STAND_INS: dict[str, tuple[str, ...]] = {
     "libp2p.discovery.mdns.mdns": ("MDNSDiscovery", "create_mdns_discovery"),
 }
 
+# More stand-ins for a client process only (the CLI's network commands, which talk to
+# p2pwalrus nodes only, whose keys are ed25519): P2PWALRUS_LEAN_LIBP2P=client. Saves about
+# 50 ms of a command's start-up (cryptography's x509 and pycryptodome's RSA). A node keeps
+# them real: it may meet stock peers that offer TLS or hold RSA keys.
+_CLIENT_STAND_INS: dict[str, tuple[str, ...]] = {
+    # libp2p/security/__init__.py imports the package; libp2p/__init__.py the transport, for
+    # the default security options that new_host builds only without sec_opt (we pass Noise)
+    "libp2p.security.tls": ("TLSTransport", "IdentityConfig", "create_tls_transport", "PROTOCOL_ID",
+                            "TLSReadWriter", "generate_certificate", "create_cert_template",
+                            "verify_certificate_chain", "pub_key_from_cert_chain", "SignedKey", "ALPN_PROTOCOL"),
+    "libp2p.security.tls.transport": ("PROTOCOL_ID", "TLSTransport"),
+    # RSA keys: libp2p/__init__.py (generate_new_rsa_identity), crypto/serialization.py and
+    # records/* (deserialising and isinstance checks of a peer's RSA key)
+    "libp2p.crypto.rsa": ("create_new_key_pair", "RSAPublicKey", "RSAPrivateKey"),
+    # libp2p/network/swarm.py: private networks (a pre-shared key, pycryptodome's Salsa20); only
+    # called when the swarm has a PSK, which our hosts never set
+    "libp2p.security.pnet.protector": ("new_protected_conn",),
+    # libp2p/__init__.py: SECIO only in new_host's default security options (we pass Noise);
+    # its authenticated encryption is pycryptodome's
+    "libp2p.security.secio.transport": ("ID", "Transport"),
+}
+
 _installed: bool | None = None  # None: not tried yet
 
 
@@ -69,7 +91,17 @@ def _placeholder(module: str, name: str) -> type:
         )
 
     # An Exception subclass, so that it also works where libp2p names it in an `except` clause.
-    return type(name, (Exception,), {"__new__": refuse, "__module__": module, "__doc__": "Not loaded (lean_libp2p)."})
+    # from_bytes: the key classes' constructor that libp2p's key tables name at import time.
+    return type(name, (Exception,), {"__new__": refuse, "from_bytes": classmethod(refuse), "__module__": module,
+                                     "__doc__": "Not loaded (lean_libp2p)."})
+
+
+class _NoDNSResolver:
+    """What a lean client's swarm gets for a DNS resolver: it resolves nothing."""
+
+    async def resolve(self, maddr, *args, **kwargs):
+        raise RuntimeError(f"cannot resolve {maddr}: this p2pwalrus client loads no DNS resolver "
+                           "(node/lean_libp2p.py); give /ip4 or /ip6 addresses")
 
 
 def _installed_version() -> str | None:
@@ -87,7 +119,8 @@ def install() -> bool:
     if _installed is not None:
         return _installed
     _installed = False
-    if "libp2p" in sys.modules or os.environ.get("P2PWALRUS_LEAN_LIBP2P", "1") == "0":
+    mode = os.environ.get("P2PWALRUS_LEAN_LIBP2P", "1")
+    if "libp2p" in sys.modules or mode == "0":
         return False
     if _installed_version() != PINNED_VERSION:
         return False
@@ -102,7 +135,8 @@ def install() -> bool:
     except Exception:
         pass
     added = []
-    for modname, names in _STAND_INS.items():
+    stand_ins = dict(_STAND_INS, **(_CLIENT_STAND_INS if mode == "client" else {}))
+    for modname, names in stand_ins.items():
         if modname in sys.modules:
             continue
         stand_in = types.ModuleType(modname, "Stand-in from p2pwalrus.node.lean_libp2p (module not loaded).")
@@ -110,10 +144,24 @@ def install() -> bool:
             setattr(stand_in, name, _placeholder(modname, name))
         sys.modules[modname] = stand_in
         added.append(modname)
+    if mode == "client" and "multiaddr.resolvers" not in sys.modules:
+        # The swarm and the TCP transport make a DNSResolver (dnspython) for /dns addresses;
+        # a client dials the /ip4 addresses of node records only.
+        stand_in = types.ModuleType("multiaddr.resolvers", "Stand-in from p2pwalrus.node.lean_libp2p.")
+        stand_in.DNSResolver = _NoDNSResolver
+        sys.modules["multiaddr.resolvers"] = stand_in
+        added.append("multiaddr.resolvers")
     try:
         import libp2p  # noqa: F401  (runs libp2p/__init__.py, which imports the host, swarm, ...)
         import libp2p.host.basic_host  # noqa: F401
         import libp2p.transport.tcp.tcp  # noqa: F401
+
+        if mode == "client":
+            # What p2pwalrus's client imports from libp2p beyond that (records): loaded now,
+            # while the stand-ins are in place, or they would load RSA.
+            import libp2p.records.validator  # noqa: F401
+            import libp2p.records.utils  # noqa: F401
+            import libp2p.records.pubkey  # noqa: F401
     except Exception:
         # Something in this libp2p needs more than the stand-ins give: forget the half import.
         for name in [m for m in sys.modules if m == "libp2p" or m.startswith("libp2p.")]:

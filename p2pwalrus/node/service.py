@@ -375,22 +375,36 @@ class StorageNode:
             raise ProtocolError("blob is marked invalid")
         cfg, s = meta.config, meta.symbol_size
         p_len, s_len = cfg.n_secondary * s, cfg.n_primary * s
-        received = []
-        for pair in pairs:  # keep draining the stream: verification comes after
-            prim = await rpc.recv_blob(stream, p_len)
-            sec = await rpc.recv_blob(stream, s_len)
-            if len(prim) != p_len or len(sec) != s_len:
-                raise ProtocolError(f"sliver sizes for pair {pair} do not match the metadata")
-            received.append((pair, prim, sec))
-        mine = set(self.my_shards())  # again: the map may have changed while the slivers came
+        mine = set(self.my_shards())
         refused: dict[int, str] = {}
-        owned = []
-        for pair, prim, sec in received:
-            shard = rs2.shard_for_pair(pair, blob_id, n)
-            if shard not in mine:
-                refused[pair] = f"shard {shard} is not held by this node"
-            else:
-                owned.append((pair, shard, prim, sec))
+        verified: list[tuple] = []
+        timing: dict[str, float] = {"verify": 0.0, "write": 0.0}
+        one_at_a_time = trio.CapacityLimiter(1)  # one verifying thread per request, in arrival order
+
+        async def verify(pair: int, shard: int, prim: bytes, sec: bytes) -> None:
+            async with one_at_a_time:
+                t0 = time.perf_counter()
+                good, bad = await trio.to_thread.run_sync(verify_pairs, meta, [(pair, shard, prim, sec)])
+                timing["verify"] += time.perf_counter() - t0
+            verified.extend(good)
+            for bad_pair, why in bad.items():
+                refused[bad_pair] = why
+                self.counters["slivers_refused"] += 1
+                logger.warning("sliver pair %d of %s from %s refused: %s", bad_pair, rs2_id(blob_id), peer, why)
+
+        # Each pair is verified in a worker thread as soon as it has arrived, while the next
+        # ones are received (the stream keeps draining: Yamux resets a stalled one).
+        async with trio.open_nursery() as nursery:
+            for pair in pairs:
+                prim = await rpc.recv_blob(stream, p_len)
+                sec = await rpc.recv_blob(stream, s_len)
+                if len(prim) != p_len or len(sec) != s_len:
+                    raise ProtocolError(f"sliver sizes for pair {pair} do not match the metadata")
+                shard = rs2.shard_for_pair(pair, blob_id, n)
+                if shard not in mine:
+                    refused[pair] = f"shard {shard} is not held by this node"
+                else:
+                    nursery.start_soon(verify, pair, shard, prim, sec)
 
         def update_state(state: dict) -> dict:
             return {
@@ -400,16 +414,10 @@ class StorageNode:
                 "stored_at": state.get("stored_at", time.time()),
             }
 
-        def verify_and_store() -> list[int]:
-            stored, bad = verify_and_persist(self.store, meta, blob_id, owned, update_state)
-            for pair, why in bad.items():
-                refused[pair] = why
-                self.counters["slivers_refused"] += 1
-                logger.warning("sliver pair %d of %s from %s refused: %s", pair, rs2_id(blob_id), peer, why)
-            return stored
-
+        verified.sort()
+        t0 = time.perf_counter()
         try:
-            stored = await trio.to_thread.run_sync(verify_and_store)
+            stored = await trio.to_thread.run_sync(persist_pairs, self.store, meta, blob_id, verified, update_state)
         except StorageError as exc:
             # The reason in our log; the peer gets words without local paths or library text.
             logger.warning("store of %s from %s failed: %s", rs2_id(blob_id), peer, exc)
@@ -417,11 +425,14 @@ class StorageNode:
             await rpc.send_json(stream, {"ok": False, "error": "storage: capacity exceeded on this node" if full
                                          else "storage: this node could not write the slivers"})
             return
+        finally:
+            timing["write"] += time.perf_counter() - t0
         conf = sign_confirmation(self.keypair, self.peer_id, self.net.name, blob_id, epoch, end_epoch, stored)
         await rpc.send_json(stream, {
             "ok": True,
             "confirmation": conf.to_json(),
             "refused": {str(k): v for k, v in refused.items()},
+            "timing": {k: round(v, 4) for k, v in timing.items()},  # what `p2pwalrus store` reports
         })
 
     def held_pairs(self, blob_id: bytes) -> list[int]:
@@ -908,34 +919,59 @@ class StorageNode:
 MAX_PROOF_MESSAGE = 64 << 20
 
 
-def verify_and_persist(store: SliverStore, meta: rs2.BlobMetadata, blob_id: bytes, owned, update_state):
-    """A store request's work after receiving: verify its sliver pairs, persist the good ones.
-
-    ``owned``: (pair, shard, primary, secondary) for the pairs this node holds. All primary
-    slivers are verified in one batch, then all secondary ones (rs2.verify_slivers), and
-    the good pairs, the metadata (if new) and the state update are written in one group
-    commit whose checksums reuse the verifier's leaf hashes. Returns (shards now durably
-    stored, {pair: why refused}); a caller may confirm the shards once this returns.
-    Synchronous: run it in a worker thread.
-    """
-    s = meta.symbol_size
+def verify_pairs(meta: rs2.BlobMetadata, owned) -> tuple[list[tuple], dict[int, str]]:
+    """Verify sliver pairs: ``owned`` is (pair, shard, primary, secondary) for pairs this node
+    holds. All primary slivers are verified in one batch, then all secondary ones
+    (rs2.verify_slivers). Returns the good pairs as (pair, shard, primary, secondary,
+    primary leaves, secondary leaves) and {pair: why refused}. Synchronous: run it in a
+    worker thread."""
     prim = rs2.verify_slivers(meta, rs2.PRIMARY, {pair: p for pair, _, p, _ in owned})
     sec = rs2.verify_slivers(meta, rs2.SECONDARY, {pair: q for pair, _, _, q in owned})
-    refused: dict[int, str] = {}
-    slivers, shards = [], []
+    good, refused = [], {}
     for pair, shard, p, q in owned:
         why = prim.bad.get(pair) or sec.bad.get(pair)
         if why is not None:
             refused[pair] = why
-            continue
-        slivers.append((shard, PRIMARY, p, SymbolLeaves(s, prim.good[pair].tobytes())))
-        slivers.append((shard, SECONDARY, q, SymbolLeaves(s, sec.good[pair].tobytes())))
+        else:
+            good.append((pair, shard, p, q, prim.good[pair], sec.good[pair]))
+    return good, refused
+
+
+def persist_pairs(store: SliverStore, meta: rs2.BlobMetadata, blob_id: bytes, verified, update_state) -> list[int]:
+    """Write verified pairs (from `verify_pairs`), the metadata (if new) and the state update
+    in one group commit whose checksums reuse the verifier's leaf hashes. Returns the shards
+    now durably stored (none if the blob was deleted meanwhile); a caller may confirm them
+    once this returns. Synchronous: run it in a worker thread."""
+    s = meta.symbol_size
+    slivers, shards = [], []
+    for _pair, shard, p, q, p_leaves, q_leaves in verified:
+        slivers.append((shard, PRIMARY, p, SymbolLeaves(s, p_leaves.tobytes())))
+        slivers.append((shard, SECONDARY, q, SymbolLeaves(s, q_leaves.tobytes())))
         shards.append(shard)
     if not slivers:
-        return [], refused
+        return []
     if not store.put_slivers(blob_id, slivers, metadata=meta.to_bytes(), update_state=update_state):
-        return [], refused  # the blob was deleted meanwhile: nothing of this request is stored
-    return shards, refused
+        return []  # the blob was deleted meanwhile: nothing of this request is stored
+    return shards
+
+
+def verify_and_persist(store: SliverStore, meta: rs2.BlobMetadata, blob_id: bytes, owned, update_state,
+                       timing: dict[str, float] | None = None):
+    """A store request's work after receiving, in one go: `verify_pairs`, then `persist_pairs`.
+
+    Returns (shards now durably stored, {pair: why refused}). ``timing``, if given, gets the
+    seconds spent verifying ("verify") and writing ("write"). (handle_store does the same
+    with each pair verified as it arrives.) Synchronous: run it in a worker thread.
+    """
+    timing = {} if timing is None else timing
+    t0 = time.perf_counter()
+    good, refused = verify_pairs(meta, owned)
+    t1 = time.perf_counter()
+    timing["verify"] = timing.get("verify", 0.0) + t1 - t0
+    try:
+        return persist_pairs(store, meta, blob_id, good, update_state), refused
+    finally:
+        timing["write"] = timing.get("write", 0.0) + time.perf_counter() - t1
 
 
 def encode_proof_message(blob_id: bytes, meta: rs2.BlobMetadata, proof: rs2.InconsistencyProof) -> bytes:
