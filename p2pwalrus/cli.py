@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -330,7 +331,8 @@ def node_cmd(ctx, data_dir, listen, capacity, metrics_addr, network):
         from .node.metrics import install_node_metrics
 
         install_node_metrics(node, metrics_addr)
-    trio.run(run_node_until_signal, node)
+    if trio.run(run_node_until_signal, node) == signal.SIGINT:
+        sys.exit(130)  # Ctrl-C, as every command: 128 + SIGINT (SIGTERM, a service stop, is 0)
 
 
 def _parse_size(text: str) -> int:

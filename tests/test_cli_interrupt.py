@@ -89,3 +89,65 @@ def test_an_interrupted_read_writes_nothing_and_status_says_interrupted(slow_lab
     assert not target.exists() and not list(base.glob(".out.bin.*"))
     code, out, err = interrupt(e, ["blob-status", SOME_ID])
     assert (code, out, err) == (130, "", "interrupted\n")
+
+
+# --- the long-running commands: Ctrl-C is their stop, exit 130 all the same --------------
+
+ONE_NODE_NETWORK = """name = "interrupt"
+n_shards = 4
+epoch_length = 3600.0
+genesis_time = 1767225600.0
+bootstrap = [{bootstrap}]
+"""
+
+
+def _start(args: list[str], e: dict, log: Path) -> subprocess.Popen:
+    with open(log, "w") as fh:
+        return subprocess.Popen([sys.executable, "-m", "p2pwalrus", *args], env=e, stdout=fh, stderr=subprocess.STDOUT)
+
+
+def _wait_for(proc: subprocess.Popen, ready, log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"not ready within {timeout:.0f} s: {log.read_text()}"
+        time.sleep(0.1)
+
+
+def _interrupted(proc: subprocess.Popen, log: Path) -> tuple[int, str]:
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(30)
+    return code, log.read_text()
+
+
+def test_ctrl_c_stops_a_node_and_a_gateway_with_exit_130_and_no_traceback(tmp_path):
+    import json
+
+    paths = [str(REPO), os.environ.get("PYTHONPATH")]
+    e = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "P2PWALRUS_NETWORK")}
+    e.update(PYTHONPATH=os.pathsep.join(p for p in paths if p), P2PWALRUS_CLIENT_DIR=str(tmp_path / "client"))
+    first = tmp_path / "first.toml"
+    first.write_text(ONE_NODE_NETWORK.format(bootstrap=""))
+    data, node_log = tmp_path / "node", tmp_path / "node.log"
+    node = _start(["--network", str(first), "node", "--data-dir", str(data)], e, node_log)
+    try:
+        _wait_for(node, lambda: (data / "node.json").exists(), node_log)
+        addr = json.loads((data / "node.json").read_text())["addrs"][0]
+        net = tmp_path / "net.toml"
+        net.write_text(ONE_NODE_NETWORK.format(bootstrap=f'"{addr}"'))
+        gw_log = tmp_path / "gateway.log"
+        gateway = _start(["--network", str(net), "gateway", "--bind", "127.0.0.1:0"], e, gw_log)
+        try:
+            _wait_for(gateway, lambda: "dashboard at" in gw_log.read_text(), gw_log)
+            code, out = _interrupted(gateway, gw_log)
+            assert code == 130 and "Traceback" not in out, out
+            assert out.strip().splitlines()[-1] == "gateway stopped", out
+        finally:
+            if gateway.poll() is None:
+                gateway.kill()
+        code, out = _interrupted(node, node_log)
+        assert code == 130 and "Traceback" not in out, out
+        assert out.strip().splitlines()[-1].endswith("node stopped"), out
+    finally:
+        if node.poll() is None:
+            node.kill()

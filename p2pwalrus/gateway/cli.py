@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import re
 
+import sys
+
 import click
 
 TOKEN_ENV = "P2PWALRUS_GATEWAY_TOKEN"
@@ -77,14 +79,19 @@ def gateway_cmd(ctx, bind, publisher, aggregator, max_body, auth_token, rate_lim
     async def run():
         import signal
 
+        sig = None
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 gateway, urls = await nursery.start(serve_gateway, net, config, _parse_bind(bind))
                 click.echo(f"gateway for network {net.name!r} on {' '.join(urls)} "
                            f"({len(gateway.client.records)} live nodes); dashboard at {urls[0]}/", err=True)
-                async for _ in signals:
+                async for sig in signals:
                     nursery.cancel_scope.cancel()
                     break
         click.echo("gateway stopped", err=True)
+        return sig
 
-    trio.run(run)
+    import signal
+
+    if trio.run(run) == signal.SIGINT:
+        sys.exit(130)  # Ctrl-C, as every command: 128 + SIGINT (SIGTERM, a service stop, is 0)

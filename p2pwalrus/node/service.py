@@ -1006,8 +1006,9 @@ def rs2_id(blob_id: bytes) -> str:
     return blob_id_to_str(blob_id)
 
 
-async def run_node_until_signal(node: StorageNode) -> None:
-    """Run until SIGINT or SIGTERM, then shut down cleanly."""
+async def run_node_until_signal(node: StorageNode) -> int | None:
+    """Run until SIGINT or SIGTERM, then shut down cleanly; return the signal's number."""
+    received: list[int] = []
     try:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
@@ -1016,6 +1017,7 @@ async def run_node_until_signal(node: StorageNode) -> None:
                 async def wait_signal():
                     async for sig in signals:
                         logger.info("received %s: shutting down", signal.Signals(sig).name)
+                        received.append(sig)
                         nursery.cancel_scope.cancel()
                         return
 
@@ -1023,3 +1025,4 @@ async def run_node_until_signal(node: StorageNode) -> None:
     finally:
         node.close()
     logger.info("node stopped")
+    return received[0] if received else None
