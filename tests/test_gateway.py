@@ -16,6 +16,7 @@ import trio
 
 from netlab.inprocess import inprocess_network
 from p2pwalrus.core.blob_id import blob_id_to_str, parse_blob_id
+from p2pwalrus.core.testing import inconsistency_proof_message, make_inconsistent_blob
 from p2pwalrus.gateway import GatewayConfig, serve_gateway
 from p2pwalrus.gateway.asgi import BadRange, Unsatisfiable, parse_range
 from p2pwalrus.node.metrics import install_node_metrics
@@ -172,10 +173,14 @@ async def test_publisher_and_aggregator_over_http(tmp_path):
                 assert_error(r, 410, "FAILED_PRECONDITION")
                 assert "expired" in r.json()["error"]["message"]
                 gw.client.net = net
-                gw.cache.drop(parse_blob_id(small_id))
+                # Invalid: a blob encoded inconsistently, marked so by the nodes with its proof
+                # (a bare claim without one is not believed: test_node_hostile.py).
+                bad = make_inconsistent_blob(b"inconsistent" * 100, 10, row=1, column=2)
+                await gw.client.store_encoded(bad, epochs=1)
                 for node in cluster.alive():
-                    node.store.set_state(parse_blob_id(small_id), {"invalid": True})
-                r = await http.get(f"/v1/blobs/{small_id}")
+                    node.store.set_state(bad.blob_id, {"invalid": True})
+                    node.proofs[bad.blob_id] = inconsistency_proof_message(bad, 2)
+                r = await http.get(f"/v1/blobs/{blob_id_to_str(bad.blob_id)}")
                 assert_error(r, 410, "FAILED_PRECONDITION")
                 assert "invalid" in r.json()["error"]["message"]
 

@@ -3,6 +3,7 @@
 import logging
 import os
 
+import pytest
 import trio
 from libp2p.peer.id import ID
 
@@ -100,3 +101,41 @@ async def test_a_node_keeps_accepting_clients_long_after_its_inbound_cap_of_open
                         for peer in list(client.host.get_network().connections):
                             await client.host.disconnect(peer)
                 assert len(shard_map.nodes) == 2, f"client {i}"
+
+
+async def test_a_node_claiming_invalid_without_a_valid_proof_does_not_make_a_good_blob_unreadable(tmp_path, caplog):
+    """Issue 13: readers believed a bare `"invalid": true` from any node. Here one real node
+    says so with no proof at all and another with a genuine proof, but for another blob: both
+    claims are ignored (and logged), the read and the status go on. A genuine proof for the
+    blob itself is still believed."""
+    caplog.set_level(logging.WARNING, logger="p2pwalrus")
+    from p2pwalrus.client.client import BlobInvalidError
+    from p2pwalrus.core.testing import inconsistency_proof_message, make_inconsistent_blob
+
+    data = os.urandom(30_000)
+    other = make_inconsistent_blob(os.urandom(5_000), 10, row=1, column=2)
+    with trio.fail_after(120):
+        async with inprocess_network(4, 10, tmp_path) as cluster:
+            async with open_client(cluster.net) as client:
+                result = await client.store(data, epochs=2)
+            blob_id = result.blob_id
+            liar, liar2 = cluster.alive()[:2]
+            liar.store.set_state(blob_id, {"invalid": True})  # answers invalid; GET_PROOF finds nothing
+            liar2.store.set_state(blob_id, {"invalid": True})
+            liar2.proofs[blob_id] = inconsistency_proof_message(other, 2)  # a valid proof, of another blob
+            async with open_client(cluster.net) as client:  # 4 nodes: every one is asked for the certificate
+                assert await client.read(blob_id) == data
+                status = await client.blob_status(blob_id)
+                assert status["status"] == "certified" and status["shards_stored"] == 10
+            # A genuine proof for the blob itself is believed.
+            async with open_client(cluster.net) as client:
+                await client.store_encoded(other, epochs=2)
+                liar.store.set_state(other.blob_id, {"invalid": True})
+                liar.proofs[other.blob_id] = inconsistency_proof_message(other, 2)
+            async with open_client(cluster.net) as client:
+                with pytest.raises(BlobInvalidError):
+                    await client.read(other.blob_id)
+                assert (await client.blob_status(other.blob_id))["status"] == "invalid"
+    ignored = [r.getMessage() for r in caplog.records if "claim ignored" in r.getMessage()]
+    assert any(liar.peer_id in m and "no proof" in m for m in ignored), ignored
+    assert any(liar2.peer_id in m and "another blob" in m for m in ignored), ignored

@@ -18,6 +18,7 @@ from p2pwalrus.client.client import BlobInvalidError, Client
 from p2pwalrus.config import NetworkConfig
 from p2pwalrus.core import codec, rs2
 from p2pwalrus.errors import NotEnoughShardsError
+from p2pwalrus.node import rpc
 
 N = 10  # f = 3, R = 4 systematic rows, 6 recovery rows
 
@@ -37,6 +38,8 @@ class ScriptedClient(Client):
         return self.enc.metadata
 
     async def call_with_blob(self, peer_id, protocol, header, max_size, timeout=10.0):
+        if protocol == rpc.GET_PROOF:  # these holders never have a proof for what they say
+            return {"ok": False, "error": "not found"}, None
         pair = header["pair"]
         assert header["kind"] == "primary"
         assert peer_id == self.shard_map.owner(rs2.shard_for_pair(pair, self.enc.blob_id, N))
@@ -124,7 +127,22 @@ async def test_too_few_good_slivers_is_a_clear_error_not_a_hang(data):
     assert sorted(client.asked) == list(range(N))
 
 
-async def test_a_holder_saying_invalid_ends_the_read(data):
+async def test_a_holder_saying_invalid_with_a_proof_that_verifies_ends_the_read(data, monkeypatch):
     client = ScriptedClient(data, {0: "invalid"})
+    checked = []
+
+    async def proven(blob_id, peer):
+        checked.append(peer)
+        return True
+
+    monkeypatch.setattr(client, "proven_invalid", proven)
     with trio.fail_after(10), pytest.raises(BlobInvalidError):
         await client.read(client.enc.blob_id)
+    assert checked == [client.shard_map.owner(rs2.shard_for_pair(0, client.enc.blob_id, N))]
+
+
+async def test_a_holder_saying_invalid_without_a_proof_is_ignored_and_the_read_goes_on(data):
+    client = ScriptedClient(data, {0: "invalid"})
+    with trio.fail_after(10):
+        assert await client.read(client.enc.blob_id) == data
+    assert len(client.asked) == client.enc.metadata.config.n_primary + 1  # a spare stood in

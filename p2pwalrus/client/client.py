@@ -126,6 +126,8 @@ class Client:
         self.net = net
         self.host = host
         self.keypair = keypair
+        self._proven_invalid: set[bytes] = set()  # blobs whose inconsistency proof verified here
+        self._unproven: set[tuple[bytes, str]] = set()  # (blob, peer) claims of invalidity without a proof
         self.records: dict[str, SignedNodeRecord] = {}
         self.shard_map: ShardMap | None = None
         # Every member this client has seen in a pulled live set (certificate validation:
@@ -274,6 +276,29 @@ class Client:
         validate_certificate(cert, network=self.net.name, n_shards=self.net.n_shards,
                              known_peers=self.known_peers | set(self.records))
 
+    async def proven_invalid(self, blob_id: bytes, peer: str) -> bool:
+        """True if `peer`, which says the blob is invalid, serves an inconsistency proof for it
+        that verifies (GET_PROOF, checked in a worker thread). A bare claim is not believed:
+        any node could make a good blob unreadable with one. Proven blobs are remembered."""
+        if blob_id in self._proven_invalid:
+            return True
+        if (blob_id, peer) in self._unproven:
+            return False
+        try:
+            reply, message = await self.call_with_blob(peer, rpc.GET_PROOF, {"blob_id": blob_id.hex()},
+                                                       rs2.MAX_PROOF_MESSAGE)
+            if message is None:
+                raise ProtocolError(f"no proof: {reply.get('error')}")
+            await trio.to_thread.run_sync(rs2.check_proof_message, message, self.net.n_shards, blob_id)
+        except Exception as exc:
+            logger.warning("%s says blob %s is invalid but gave no valid inconsistency proof (%s): claim ignored",
+                           peer, blob_id_to_str(blob_id), exc)
+            if len(self._unproven) < 10_000:
+                self._unproven.add((blob_id, peer))
+            return False
+        self._proven_invalid.add(blob_id)
+        return True
+
     async def find_certificate(self, blob_id: bytes, *, fanout: int = 5) -> tuple[AvailabilityCertificate | None, bool]:
         """The best valid certificate that nodes have, and whether any says the blob is invalid.
 
@@ -294,7 +319,8 @@ class Client:
                 if isinstance(res, Exception):
                     continue
                 reply, raw = res
-                invalid |= bool(reply.get("invalid"))
+                if reply.get("invalid") and not invalid:
+                    invalid = await self.proven_invalid(blob_id, peer)
                 if raw is None:
                     continue
                 try:
@@ -712,7 +738,7 @@ class Client:
             except Exception as exc:
                 logger.debug("metadata from %s failed: %r", peer, exc)
                 continue
-            if reply.get("invalid"):
+            if reply.get("invalid") and await self.proven_invalid(blob_id, peer):
                 raise BlobInvalidError(f"blob {blob_id_to_str(blob_id)} is invalid")
             if raw is None:
                 continue
@@ -765,7 +791,7 @@ class Client:
             bad[pair] = f"{holder[:16]}…: {exc!r}"
             return None
         if raw is None:
-            if reply.get("invalid"):
+            if reply.get("invalid") and await self.proven_invalid(blob_id, holder):
                 raise BlobInvalidError(f"blob {blob_id_to_str(blob_id)} is invalid")
             bad[pair] = f"{holder[:16]}…: {reply.get('error')}"
             return None
@@ -913,7 +939,7 @@ class Client:
         stored = 0
         for peer, res in results.items():
             if isinstance(res, dict) and res.get("ok"):
-                if res.get("invalid"):
+                if res.get("invalid") and await self.proven_invalid(blob_id, peer):
                     out["status"] = "invalid"
                 stored += len(holders[peer] & set(res.get("shards", [])))
         out["shards_stored"] = stored

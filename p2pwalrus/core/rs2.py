@@ -691,6 +691,46 @@ def verify_inconsistency_proof(metadata: BlobMetadata, proof: InconsistencyProof
     return False
 
 
+
+# --- inconsistency proof messages (what nodes gossip, store and serve on GET_PROOF) ---------
+
+MAX_PROOF_MESSAGE = 64 << 20
+
+def encode_proof_message(blob_id: bytes, meta: BlobMetadata, proof: InconsistencyProof) -> bytes:
+    raw_meta = meta.to_bytes()
+    return blob_id + len(raw_meta).to_bytes(4, "little") + raw_meta + proof.to_bytes()
+
+
+def decode_proof_message(message: bytes, n_shards: int):
+    """(blob ID, metadata, proof) of a proof message; ProtocolError if it is malformed or its
+    metadata is not that blob's. The proof itself is not checked here: see check_proof_message."""
+    if len(message) < 36:
+        raise ProtocolError("truncated inconsistency proof message")
+    blob_id = bytes(message[:32])
+    meta_len = int.from_bytes(message[32:36], "little")
+    if meta_len > 17 + 64 * n_shards or 36 + meta_len > len(message):
+        raise ProtocolError("bad metadata length in inconsistency proof message")
+    meta = BlobMetadata.from_bytes(bytes(message[36:36 + meta_len]), max_shards=n_shards)
+    if meta.blob_id() != blob_id:
+        raise ProtocolError("metadata in inconsistency proof does not match the blob ID")
+    proof = InconsistencyProof.from_bytes(bytes(message[36 + meta_len:]), max_symbols=n_shards)
+    return blob_id, meta, proof
+
+
+def check_proof_message(message: bytes, n_shards: int, blob_id: bytes | None = None) -> bytes:
+    """The blob ID that a proof message proves invalid, after verifying the proof (CPU-bound:
+    run it in a worker thread). ProtocolError if the message is malformed, is for another blob
+    than `blob_id` (when given), or its proof does not show an inconsistency."""
+    proved, meta, proof = decode_proof_message(message, n_shards)
+    if blob_id is not None and proved != blob_id:
+        raise ProtocolError("inconsistency proof is for another blob")
+    if meta.n_shards != n_shards:
+        raise ProtocolError(f"inconsistency proof for {meta.n_shards} shards; the network has {n_shards}")
+    if not verify_inconsistency_proof(meta, proof):
+        raise ProtocolError("inconsistency proof does not verify")
+    return proved
+
+
 __all__ = [
     "RS2",
     "PRIMARY",
@@ -714,6 +754,9 @@ __all__ = [
     "verify_recovery_symbol",
     "recover_sliver",
     "verify_inconsistency_proof",
+    "encode_proof_message",
+    "decode_proof_message",
+    "check_proof_message",
     "shard_for_pair",
     "pair_for_shard",
     "tree_depth",

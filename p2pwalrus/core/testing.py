@@ -39,3 +39,20 @@ def make_inconsistent_blob(data: bytes, n_shards: int, row: int = 0, column: int
     hashes[row] = primary_root(tampered.tobytes(), cfg, s)
     bad = BlobMetadata(meta.n_shards, meta.unencoded_length, tuple(hashes), meta.secondary_hashes)
     return TamperedBlob(bad, bad.blob_id(), enc.source, enc.row_recovery, enc.lower_primary, row, tampered)
+
+
+def inconsistency_proof_message(enc: TamperedBlob, column: int) -> bytes:
+    """The proof message (as nodes serve it on GET_PROOF) that `enc`, tampered at `column`,
+    is invalid: secondary sliver `column` rebuilt from primary symbols including the bad row."""
+    from ..errors import InconsistentBlobError
+    from .rs2 import PRIMARY, SECONDARY, encode_proof_message, recover_sliver, recovery_symbols
+
+    meta = enc.metadata
+    cfg, s = meta.config, meta.symbol_size
+    rows = [enc.row] + [i for i in range(cfg.n_shards) if i != enc.row][: cfg.n_primary - 1]
+    syms = [recovery_symbols(PRIMARY, i, enc.primary_sliver(i), [column], cfg, s)[0] for i in rows]
+    try:
+        recover_sliver(meta, SECONDARY, column, syms)
+    except InconsistentBlobError as exc:
+        return encode_proof_message(enc.blob_id, meta, exc.proof)
+    raise ValueError("the blob is not inconsistent at that column")

@@ -27,6 +27,7 @@ from ..core.certificates import (
     validate_certificate,
 )
 from ..core.placement import ShardMap, compute_shard_map
+from ..core.rs2 import decode_proof_message, encode_proof_message  # noqa: F401  (here before core had them)
 from ..core.records import SignedNodeRecord
 from ..errors import CapacityExceededError, ProtocolError, StorageError
 from . import rpc
@@ -285,10 +286,7 @@ class StorageNode:
 
     def check_proof_message(self, message: bytes) -> bytes:
         """Verify an inconsistency proof message; return the blob ID it proves invalid."""
-        blob_id, meta, proof = decode_proof_message(message, self.net.n_shards)
-        if not rs2.verify_inconsistency_proof(meta, proof):
-            raise ProtocolError("inconsistency proof does not verify")
-        return blob_id
+        return rs2.check_proof_message(message, self.net.n_shards)
 
     async def handle_put_proof(self, stream, peer: str) -> None:
         message = await rpc.recv_blob(stream, MAX_PROOF_MESSAGE)
@@ -916,7 +914,7 @@ class StorageNode:
                     await trio.sleep_forever()
 
 
-MAX_PROOF_MESSAGE = 64 << 20
+MAX_PROOF_MESSAGE = rs2.MAX_PROOF_MESSAGE
 
 
 def verify_pairs(meta: rs2.BlobMetadata, owned) -> tuple[list[tuple], dict[int, str]]:
@@ -972,25 +970,6 @@ def verify_and_persist(store: SliverStore, meta: rs2.BlobMetadata, blob_id: byte
         return persist_pairs(store, meta, blob_id, good, update_state), refused
     finally:
         timing["write"] = timing.get("write", 0.0) + time.perf_counter() - t1
-
-
-def encode_proof_message(blob_id: bytes, meta: rs2.BlobMetadata, proof: rs2.InconsistencyProof) -> bytes:
-    raw_meta = meta.to_bytes()
-    return blob_id + len(raw_meta).to_bytes(4, "little") + raw_meta + proof.to_bytes()
-
-
-def decode_proof_message(message: bytes, n_shards: int):
-    if len(message) < 36:
-        raise ProtocolError("truncated inconsistency proof message")
-    blob_id = bytes(message[:32])
-    meta_len = int.from_bytes(message[32:36], "little")
-    if meta_len > 17 + 64 * n_shards or 36 + meta_len > len(message):
-        raise ProtocolError("bad metadata length in inconsistency proof message")
-    meta = rs2.BlobMetadata.from_bytes(bytes(message[36:36 + meta_len]), max_shards=n_shards)
-    if meta.blob_id() != blob_id:
-        raise ProtocolError("metadata in inconsistency proof does not match the blob ID")
-    proof = rs2.InconsistencyProof.from_bytes(bytes(message[36 + meta_len:]), max_symbols=n_shards)
-    return blob_id, meta, proof
 
 
 async def _quietly(fn, *args) -> None:
