@@ -58,7 +58,7 @@ async def test_hostile_messages_are_refused_with_a_reason_and_the_node_keeps_ser
                     bad[0] ^= 1
                     frames += [bytes(bad), enc.secondary_sliver(p)]
                 reply = await _exchange(client, target, rpc.STORE, frames)
-                assert reply["ok"] and reply["confirmation"]["shards"] == []
+                assert reply["ok"] is False and "no sliver" in reply["error"] and "confirmation" not in reply
                 assert all("does not match" in why for why in reply["refused"].values())
                 assert not node.held_pairs(enc.blob_id)
                 # 4. Metadata that does not match the blob ID.
@@ -139,3 +139,27 @@ async def test_a_node_claiming_invalid_without_a_valid_proof_does_not_make_a_goo
     ignored = [r.getMessage() for r in caplog.records if "claim ignored" in r.getMessage()]
     assert any(liar.peer_id in m and "no proof" in m for m in ignored), ignored
     assert any(liar2.peer_id in m and "another blob" in m for m in ignored), ignored
+
+
+async def test_no_node_signs_a_confirmation_for_zero_shards(tmp_path):
+    """Issue 13: honest nodes signed empty confirmations for any blob ID on request, and each
+    counted as a signer towards a forged certificate. CONFIRM for a blob the node holds nothing
+    of, and a STORE of which nothing was kept, are refused; a holder still confirms its shards."""
+    data = os.urandom(20_000)
+    with trio.fail_after(120):
+        async with inprocess_network(4, 10, tmp_path) as cluster:
+            node = cluster.alive()[0]
+            async with open_client(cluster.net) as client:
+                result = await client.store(data, epochs=1)
+                epoch = cluster.net.current_epoch()
+                for blob_id in (os.urandom(32), rs2.encode_blob(os.urandom(100), 10).blob_id):
+                    header = {"blob_id": blob_id.hex(), "epoch": epoch, "end_epoch": epoch + 2}
+                    reply = await _exchange(client, node.peer_id, rpc.CONFIRM, [rpc.json.dumps(header).encode()])
+                    assert reply["ok"] is False and "holds no shard" in reply["error"], reply
+                    assert "confirmation" not in reply
+                header = {"blob_id": result.blob_id.hex(), "epoch": epoch, "end_epoch": epoch + 2}
+                reply = await _exchange(client, node.peer_id, rpc.CONFIRM, [rpc.json.dumps(header).encode()])
+                assert reply["ok"] and sorted(reply["confirmation"]["shards"]) == node.held_pairs(result.blob_id) != []
+                # Extending still works through the holders that confirm.
+                cert = await client.extend(result.blob_id, 3)
+                assert cert.end_epoch == epoch + 3 and all(c.shards for c in cert.confirmations)

@@ -425,6 +425,12 @@ class StorageNode:
             return
         finally:
             timing["write"] += time.perf_counter() - t0
+        if not stored:
+            # No signature for zero shards: an empty confirmation still counts as a signer
+            # towards a certificate for a blob this node never stored (issue 13).
+            await rpc.send_json(stream, {"ok": False, "error": "no sliver of this blob was stored here",
+                                         "refused": {str(k): v for k, v in refused.items()}})
+            return
         conf = sign_confirmation(self.keypair, self.peer_id, self.net.name, blob_id, epoch, end_epoch, stored)
         await rpc.send_json(stream, {
             "ok": True,
@@ -448,9 +454,12 @@ class StorageNode:
             raise ProtocolError("blob is marked invalid")
         mine = set(self.my_shards())
         held = [s for s in await trio.to_thread.run_sync(self.held_pairs, blob_id) if s in mine]
-        if held:
-            state = self.store.get_state(blob_id)
-            self.store.set_state(blob_id, {"end_epoch": max(end_epoch, state.get("end_epoch", 0))})
+        if not held:
+            # Never a signature over zero shards: it would still count as a signer for a
+            # certificate of a blob this node does not hold (issue 13).
+            raise ProtocolError("this node holds no shard of this blob: nothing to confirm")
+        state = self.store.get_state(blob_id)
+        self.store.set_state(blob_id, {"end_epoch": max(end_epoch, state.get("end_epoch", 0))})
         conf = sign_confirmation(self.keypair, self.peer_id, self.net.name, blob_id, epoch, end_epoch, held)
         await rpc.send_json(stream, {"ok": True, "confirmation": conf.to_json()})
 
