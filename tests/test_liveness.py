@@ -37,9 +37,11 @@ def _record(kp, pid, seq, now=None, lifetime=3600.0):
 
 def test_beat_round_trips_and_malformed_beats_are_refused():
     beat = Beat(7, b"m" * 16, b"c" * 16)
-    assert Beat.from_frame(beat.to_frame()) == beat
+    assert Beat.from_frame(beat.to_frame()) == beat and beat.watching
+    unwatched = Beat(7, b"m" * 16, b"c" * 16, watching=False)
+    assert Beat.from_frame(unwatched.to_frame()) == unwatched
     frame = beat.to_frame()
-    for bad in (frame[:-1], frame + b"x", b"\x01" + frame[1:], b""):
+    for bad in (frame[:-1], frame + b"x", b"\x01" + frame[1:], b"", frame[:-1] + b"\x02"):
         with pytest.raises(InvalidLivenessMessage):
             Beat.from_frame(bad)
 

@@ -30,7 +30,8 @@ from p2pwalrus.errors import ProtocolError
 FRAME_RECORD = 0x01
 FRAME_BEAT = 0x02
 DIGEST_SIZE = 16
-BEAT_SIZE = 1 + 8 + 2 * DIGEST_SIZE
+BEAT_SIZE = 1 + 8 + 2 * DIGEST_SIZE + 1
+BEAT_WATCHING = 0x01  # flags: the sender watches the receiver (wants this link)
 MAX_LINK_FRAME = 4097  # a record frame: 1 + MAX_RECORD_SIZE
 
 REPORT_FORMAT = 1
@@ -53,21 +54,31 @@ class Beat:
     seq: int  # the seq of the sender's current node record
     members: bytes  # LiveSet.digest() of the sender
     certs: bytes  # digest of the sender's certificate set
+    # The sender watches the receiver. A link stays while either end watches the other:
+    # dropped by one end alone, the other would reopen it at once (ring views differ while
+    # nodes join), and a link lost that way looked like a death to the end that wanted it.
+    watching: bool = True
 
     def __post_init__(self) -> None:
         if type(self.seq) is not int or not 0 <= self.seq <= _MAX_INT:
             raise InvalidLivenessMessage("beat seq out of range")
         if len(self.members) != DIGEST_SIZE or len(self.certs) != DIGEST_SIZE:
             raise InvalidLivenessMessage("beat digests must be 16 bytes")
+        if type(self.watching) is not bool:
+            raise InvalidLivenessMessage("beat watching flag must be a bool")
 
     def to_frame(self) -> bytes:
-        return bytes([FRAME_BEAT]) + self.seq.to_bytes(8, "little") + self.members + self.certs
+        flags = BEAT_WATCHING if self.watching else 0
+        return bytes([FRAME_BEAT]) + self.seq.to_bytes(8, "little") + self.members + self.certs + bytes([flags])
 
     @classmethod
     def from_frame(cls, frame: bytes) -> Beat:
         if len(frame) != BEAT_SIZE or frame[0] != FRAME_BEAT:
             raise InvalidLivenessMessage("malformed beat")
-        return cls(int.from_bytes(frame[1:9], "little"), bytes(frame[9:25]), bytes(frame[25:41]))
+        if frame[41] & ~BEAT_WATCHING:
+            raise InvalidLivenessMessage("unknown beat flags")
+        return cls(int.from_bytes(frame[1:9], "little"), bytes(frame[9:25]), bytes(frame[25:41]),
+                   bool(frame[41] & BEAT_WATCHING))
 
 
 def record_frame(record_bytes: bytes) -> bytes:

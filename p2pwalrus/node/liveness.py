@@ -1,6 +1,6 @@
 """Liveness from held connections, and anti-entropy by digest (see core/liveness.py).
 
-Each node keeps one heartbeat link (a long-lived stream on ``/p2pwalrus/heartbeat/1.0.0``)
+Each node keeps one heartbeat link (a long-lived stream on ``/p2pwalrus/heartbeat/1.1.0``)
 with every peer it watches. Both ends send their node record first; then the end with the
 lower peer ID sends a 41-byte beat every ``interval`` and the other answers each one: the
 cost of an idle network is two small frames per link and period, whatever the time spent
@@ -46,7 +46,7 @@ from p2pwalrus.node.framing import read_frame, write_frame
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_PROTOCOL = TProtocol("/p2pwalrus/heartbeat/1.0.0")
+HEARTBEAT_PROTOCOL = TProtocol("/p2pwalrus/heartbeat/1.1.0")  # 1.1: beats carry a watching flag
 
 
 def down_topic(network: str) -> str:
@@ -83,6 +83,7 @@ class _Link:
     closed: bool = False
     replaced: bool = False  # a newer link to the same peer took its place
     sent_seq: int | None = None  # the seq of our record last sent on this link
+    remote_watching: bool = True  # the other end watches us (its last beat said so)
 
 
 class Liveness:
@@ -155,9 +156,9 @@ class Liveness:
         for peer, link in list(self.links.items()):
             if peer in deny:  # cut off (a netlab partition): the link ends, the peer goes down
                 self._nursery.start_soon(_reset, link.stream)
-            elif peer not in targets and now - link.opened_at > 2 * self.config.interval:
-                # A link opened only to check a report, or to a peer that left our targets (the
-                # ring moved): its watchers are others now. Both ends drop it quietly.
+            elif peer not in targets and not link.remote_watching and now - link.opened_at > 2 * self.config.interval:
+                # A link opened only to check a report, or to a peer that left both ends' targets
+                # (the ring moved): its watchers are others now. Dropped quietly.
                 link.replaced = True
                 self._nursery.start_soon(_reset, link.stream)
         for peer in list(self._wanted_since):
@@ -290,7 +291,7 @@ class Liveness:
                 reason = await self._read_loop(link)
                 nursery.cancel_scope.cancel()
         except Exception as exc:  # the stream died, or the peer sent something invalid
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = _describe(exc)
         finally:
             if self.links.get(peer) is link:
                 del self.links[peer]
@@ -319,7 +320,8 @@ class Liveness:
         if own.record.seq != link.sent_seq:
             await write_frame(link.stream, record_frame(own.to_bytes()))
             link.sent_seq = own.record.seq
-        await write_frame(link.stream, Beat(link.sent_seq, self.members.live.digest(), self.certs_digest()).to_frame())
+        beat = Beat(link.sent_seq, self.members.live.digest(), self.certs_digest(), watching=link.peer in self._targets)
+        await write_frame(link.stream, beat.to_frame())
 
     async def _read_loop(self, link: _Link) -> str:
         while True:
@@ -355,6 +357,7 @@ class Liveness:
         self._retry.pop(link.peer, None)
 
     def _take_beat(self, link: _Link, beat: Beat) -> None:
+        link.remote_watching = beat.watching
         self._compare(link, "members", beat.members, self.members.live.digest(),
                       lambda: self.members.pull_from(ID.from_base58(link.peer)))
         self._compare(link, "certs", beat.certs, self.certs_digest(), lambda: self.pull_certs(link.peer))
@@ -491,6 +494,13 @@ class Liveness:
         self._last_refute = now
         logger.info("a peer reported us down: signing a fresh record")
         self.members.request_publish()
+
+
+def _describe(exc: BaseException) -> str:
+    """The innermost exception of a (nested) group: a log line that says what happened."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
 
 
 async def _reset(stream) -> None:
