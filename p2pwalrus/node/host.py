@@ -14,6 +14,7 @@ import functools
 import logging
 import random
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -321,6 +322,7 @@ def build_host(keypair: KeyPair, listen_addrs: Sequence[multiaddr.Multiaddr],
 # certificates of a busy gateway. Validators (signatures, sizes) stay the real guard.
 MAX_MESSAGES_PER_TOPIC_PER_SECOND = 200.0
 OPPORTUNISTIC_GRAFT_TICKS = 60  # go-libp2p's: opportunistic grafting once a minute, not every heartbeat
+GOSSIP_EVERY_TICKS = 3  # IHAVE on one heartbeat in three: with a 3-heartbeat window, each id once
 
 
 @functools.cache
@@ -342,6 +344,13 @@ def steady_gossipsub_class() -> type:
         def mesh_heartbeat(self):
             self._ticks += 1
             return super().mesh_heartbeat()
+
+        def gossip_heartbeat(self):
+            # IHAVE announces the ids seen in the last `gossip_window` (3) heartbeats; sent on
+            # every heartbeat it names each id three times. Every third heartbeat names each once.
+            if self._ticks % GOSSIP_EVERY_TICKS:
+                return defaultdict(dict)
+            return super().gossip_heartbeat()
 
         def _perform_opportunistic_grafting(self, topic, peers_to_graft) -> int:
             if self._ticks % OPPORTUNISTIC_GRAFT_TICKS:
