@@ -439,7 +439,8 @@ def inproc_cmd(nodes, shards, timeout, as_json):
     else:
         click.echo(f"{nodes} nodes, {shards} shards: started in {res['start_seconds']:.1f} s, "
                    f"formed one network {res['converge_seconds']:.1f} s later "
-                   f"({res['total_seconds']:.1f} s in all); peak RSS {res['peak_rss_mb']:.0f} MB "
+                   f"({res['total_seconds']:.1f} s in all, {res['cpu_seconds']:.0f} s of CPU); "
+                   f"peak RSS {res['peak_rss_mb']:.0f} MB "
                    f"({res['peak_rss_mb'] / nodes:.1f} MB per node)" if res["converged"] else
                    f"{nodes} nodes did NOT converge in {timeout:.0f} s: {res.get('detail')}")
     sys.exit(0 if res["converged"] else 1)

@@ -49,7 +49,8 @@ def progress_line(cluster) -> str:
     lost, reports, pulls = (sum(c[k] for c in liveness) for k in ("links_lost", "down_reports_sent", "pulls_by_digest"))
     return (f"live sets min {sizes[0]} median {sizes[len(sizes) // 2]} max {sizes[-1]} of {len(nodes)}; "
             f"{len(digests)} shard maps; connections per node median {conns[len(conns) // 2]} max {conns[-1]}; "
-            f"links lost {lost}, down reports {reports}, pulls by digest {pulls}; peak RSS {peak_rss_mb():.0f} MB")
+            f"links lost {lost}, down reports {reports}, pulls by digest {pulls}; peak RSS {peak_rss_mb():.0f} MB; "
+            f"CPU {time.process_time():.0f} s")
 
 
 async def _report_progress(cluster, t0: float, log, every: float = 15.0) -> None:
@@ -67,6 +68,7 @@ def measure(n_nodes: int, n_shards: int, *, timeout: float = 300.0,
     net = test_network(n_shards, timings=timings)
     res = {"nodes": n_nodes, "shards": n_shards, "converged": False}
     rss0 = peak_rss_mb()
+    cpu0 = time.process_time()  # on a busy machine, CPU seconds compare runs better than wall time
 
     async def main():
         with tempfile.TemporaryDirectory(prefix="netlab-inproc-") as tmp:
@@ -99,6 +101,7 @@ def measure(n_nodes: int, n_shards: int, *, timeout: float = 300.0,
                 nursery.cancel_scope.cancel()
 
     trio.run(main)
+    res["cpu_seconds"] = round(time.process_time() - cpu0, 1)
     res["peak_rss_mb"] = round(peak_rss_mb(), 1)
     res["baseline_rss_mb"] = round(rss0, 1)
     return res
