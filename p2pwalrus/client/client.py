@@ -7,6 +7,7 @@ computes the shard map, and stores or reads blobs. Used by the CLI and the gatew
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from contextlib import asynccontextmanager
@@ -130,9 +131,12 @@ class Client:
         self._unproven: set[tuple[bytes, str]] = set()  # (blob, peer) claims of invalidity without a proof
         self.records: dict[str, SignedNodeRecord] = {}
         self.shard_map: ShardMap | None = None
-        # Every member this client has seen in a pulled live set (certificate validation:
-        # most confirming peers must be known), not only the last live set.
+        # Every member this client has seen in a pulled live set, not only the last one.
         self.known_peers: set[str] = set()
+        # Shard maps of the live sets other bootstrap peers gave (learn_members): certificates
+        # are judged by our own map first, then by these honest views (certificates.py).
+        self.other_views: list[ShardMap] = []
+        self.past_views: list[ShardMap] = []  # maps this client held before (a long-lived gateway)
         # peer -> {"verify": s, "write": s} its last store reply reported (StoreResult sums them)
         self.node_timing: dict[str, dict] = {}
 
@@ -209,9 +213,13 @@ class Client:
             got: dict[str, SignedNodeRecord] = {}
             await self._pull_members(info.peer_id, got)
             self.known_peers.update(got)
+            if got:
+                views.append(await trio.to_thread.run_sync(compute_shard_map, list(got), self.net.n_shards))
 
-        await self.gather(list(self.net.bootstrap), pull)
-        return len(self.known_peers) - before
+        views: list[ShardMap] = []
+        await self.gather(list(self.net.bootstrap)[:8], pull)
+        self.other_views = views
+        return len(self.known_peers) - before + len(views)
 
     def live_peers(self) -> list[str]:
         return sorted(self.records)
@@ -274,7 +282,8 @@ class Client:
 
     def _validate(self, cert: AvailabilityCertificate) -> None:
         validate_certificate(cert, network=self.net.name, n_shards=self.net.n_shards,
-                             known_peers=self.known_peers | set(self.records))
+                             views=[self.shard_map, *self.other_views, *self.past_views], current_epoch=self.net.current_epoch(),
+                             max_epochs_ahead=self.net.max_epochs_ahead)
 
     async def proven_invalid(self, blob_id: bytes, peer: str) -> bool:
         """True if `peer`, which says the blob is invalid, serves an inconsistency proof for it
@@ -325,9 +334,9 @@ class Client:
                     continue
                 try:
                     cert = AvailabilityCertificate.from_bytes(raw)
-                    self._validate(cert)
+                    await trio.to_thread.run_sync(self._validate, cert)  # signatures: off the loop (gateway)
                 except InvalidCertificateError as exc:
-                    if "are known here" in exc.reason and len(unknown_signers) < 3:
+                    if "in this node's view" in exc.reason and len(unknown_signers) < 3:
                         unknown_signers.append(cert)
                     logger.warning("certificate from %s rejected: %s", peer, exc.reason)
                     continue
@@ -619,7 +628,7 @@ class Client:
                 return
             owned = set(shard_map.shards_of(node))
             if conf.peer_id != node or not set(conf.shards) <= owned or not verify_confirmation(
-                conf, self.net.name, blob_id, epoch, end_epoch
+                conf, self.net.name, blob_id, epoch, end_epoch, deletable=deletable, owner=self.peer_id
             ):
                 failures[node] = "confirmation does not verify"
                 return
@@ -679,7 +688,8 @@ class Client:
             if not reply.get("ok"):
                 raise ProtocolError(str(reply.get("error")))
             conf = StorageConfirmation.from_json(reply["confirmation"])
-            if conf.peer_id != peer or not verify_confirmation(conf, self.net.name, blob_id, epoch, end_epoch):
+            if conf.peer_id != peer or not verify_confirmation(conf, self.net.name, blob_id, epoch, end_epoch,
+                                                               deletable=cert.deletable, owner=cert.owner):
                 raise ProtocolError("confirmation does not verify")
             return conf
 
@@ -708,9 +718,10 @@ class Client:
             raise P2PWalrusError("this blob was not stored as deletable (store it with --deletable)")
         if cert.owner != self.peer_id:
             raise P2PWalrusError(f"only the key that stored the blob ({cert.owner}) can delete it")
-        signature = sign(self.keypair, delete_message(self.net.name, blob_id)).hex()
+        epoch, nonce = self.net.current_epoch(), os.urandom(16)  # each node takes a delete once
+        signature = sign(self.keypair, delete_message(self.net.name, blob_id, epoch, nonce)).hex()
         results = await self.gather(self.live_peers(), lambda p: self.call(
-            p, rpc.DELETE, {"blob_id": blob_id.hex(), "signature": signature}))
+            p, rpc.DELETE, {"blob_id": blob_id.hex(), "signature": signature, "epoch": epoch, "nonce": nonce.hex()}))
         return sum(1 for r in results.values() if isinstance(r, dict) and r.get("ok"))
 
     # --- read --------------------------------------------------------------------

@@ -23,14 +23,15 @@ from ..core import rs2
 from ..core.certificates import (
     AvailabilityCertificate,
     InvalidCertificateError,
+    relabel_reason,
     sign_confirmation,
-    validate_certificate,
 )
 from ..core.placement import ShardMap, compute_shard_map
 from ..core.rs2 import decode_proof_message, encode_proof_message  # noqa: F401  (here before core had them)
 from ..core.records import SignedNodeRecord
 from ..errors import CapacityExceededError, ProtocolError, StorageError
 from . import rpc
+from .certcheck import CertChecker
 from .hardening import LogOnce
 from .host import open_host
 from .datadir_lock import lock_data_dir
@@ -49,7 +50,7 @@ PEER_CALL_TIMEOUT = 10.0
 
 
 def certs_topic(network: str) -> str:
-    return f"/p2pwalrus/{network}/certs/1"
+    return f"/p2pwalrus/{network}/certs/2"  # 2: confirmations bind labels (rpc.py)
 
 
 def _write_status_file(path: Path, obj) -> None:
@@ -92,7 +93,10 @@ class StorageNode:
         self.shard_map: ShardMap | None = None
         self.prev_shard_map: ShardMap | None = None  # for shard sync from the previous holder
         self.map_changed_at = 0.0
-        self.known_peers: set[str] = set()
+        self.certcheck = CertChecker(self.net)  # certificates judged by our own shard maps
+        from .bounded import DeleteNonces
+
+        self.delete_nonces = DeleteNonces(self.data_dir / "delete-nonces.json")
         self.certs: dict[bytes, AvailabilityCertificate] = {}
         self.proofs: dict[bytes, bytes] = {}  # inconsistency proof messages we checked
         self.node = None
@@ -116,6 +120,7 @@ class StorageNode:
         self.liveness = None
         self._certs_digest: tuple[bytes, float] | None = None
         self._learnt_at = -LEARN_PAUSE
+        self._learning: trio.Event | None = None  # set when the pull for unknown signers ends
         self._load_certs()
 
     def close(self) -> None:
@@ -165,9 +170,9 @@ class StorageNode:
 
     def _recompute_map(self) -> None:
         live = set(self.members.live.peer_ids()) | {self.peer_id}  # we are live before our first publish
-        self.known_peers.update(live)
         old = self.shard_map
         new = compute_shard_map(live, self.net.n_shards)
+        self.certcheck.set_map(new)
         if old is not None and new.digest() == old.digest():
             self.write_status()  # the live set changed all the same (a member that holds no shard)
             return
@@ -213,14 +218,27 @@ class StorageNode:
             "challenges": {p: dict(c) for p, c in self.repair.challenges.items()},
         }
 
-    def accept_certificate(self, cert: AvailabilityCertificate, *, source: str) -> bool:
-        """Validate and keep a certificate; True if it is new or extends one we had."""
-        validate_certificate(cert, network=self.net.name, n_shards=self.net.n_shards, known_peers=self.known_peers)
-        if self.store.get_state(cert.blob_id).get("deleted"):
-            return False  # deleted by its owner: a late certificate must not bring it back
+    async def accept_certificate(self, cert: AvailabilityCertificate, *, source: str) -> bool:
+        """Validate and keep a certificate; True if it is new or extends one we had.
+
+        Cheap refusals first (one we hold already, a relabel, a deleted blob); then the
+        check against our own shard maps, in a worker thread (certcheck.py)."""
         old = self.certs.get(cert.blob_id)
+        if old is not None and old == cert:
+            return False  # a copy of the one we hold: nothing to check
+        if old is not None and (why := relabel_reason(old, cert)):
+            raise InvalidCertificateError(f"refused: {why}")
+        if self.store.get_state(cert.blob_id).get("deleted"):
+            # Deleted by its owner: a late certificate must not bring it back (a new upload
+            # of its slivers clears the mark, see handle_store).
+            raise InvalidCertificateError("the blob was deleted here by its owner")
+        await self.learn_signers(cert)
+        await self.certcheck.check(cert)
+        old = self.certs.get(cert.blob_id)  # another copy may have been accepted meanwhile
         if old is not None and old.end_epoch >= cert.end_epoch:
             return False
+        if old is not None and (why := relabel_reason(old, cert)):
+            raise InvalidCertificateError(f"refused: {why}")
         self.certs[cert.blob_id] = cert
         self.store.put_certificate(cert.blob_id, cert.to_bytes())
         state = self.store.get_state(cert.blob_id)
@@ -307,24 +325,34 @@ class StorageNode:
         return True
 
     async def handle_delete(self, stream, peer: str) -> None:
-        """Delete a deletable blob on the word of the key that stored it."""
+        """Delete a deletable blob on the word of the key that stored it (the owner its holders
+        signed for), once per nonce and only in the epoch the delete was issued or the next."""
+        from ..core.certificates import DELETE_NONCE_BYTES, delete_message
+        from ..core.keys import verify_signature
+
         hdr = await rpc.recv_json(stream)
         blob_id = rpc.blob_id_field(hdr)
+        issued = rpc.field(hdr, "epoch", int)
         try:
             signature = bytes.fromhex(rpc.field(hdr, "signature", str))
+            nonce = bytes.fromhex(rpc.field(hdr, "nonce", str))
         except ValueError:
-            raise ProtocolError("signature must be hex") from None
+            raise ProtocolError("signature and nonce must be hex") from None
+        if len(nonce) != DELETE_NONCE_BYTES or len(signature) != 64:
+            raise ProtocolError(f"a delete needs a {DELETE_NONCE_BYTES}-byte nonce and a 64-byte signature")
+        if not 0 <= self.epoch - issued <= 1:
+            raise ProtocolError(f"delete issued in epoch {issued}, now {self.epoch}: sign a new one")
         cert = self.certs.get(blob_id)
         if cert is None:
             await rpc.send_json(stream, {"ok": False, "error": "not found"})
             return
         if not cert.deletable:
             raise ProtocolError("blob was not stored as deletable")
-        from ..core.certificates import delete_message
-        from ..core.keys import verify_signature
-
-        if not cert.owner or not verify_signature(cert.owner, delete_message(self.net.name, blob_id), signature):
+        if not cert.owner or not verify_signature(cert.owner, delete_message(self.net.name, blob_id, issued, nonce),
+                                                  signature):
             raise ProtocolError("delete request not signed by the blob's owner")
+        if why := self.delete_nonces.use(nonce.hex(), issued, self.epoch):
+            raise ProtocolError(why)
         await trio.to_thread.run_sync(self.store.delete_blob, blob_id)
         self.certs.pop(blob_id, None)
         self.store.set_state(blob_id, {"deleted": True, "end_epoch": cert.end_epoch})
@@ -371,6 +399,10 @@ class StorageNode:
         meta = await self._read_metadata(stream, blob_id)
         if self.is_invalid(blob_id):
             raise ProtocolError("blob is marked invalid")
+        held = self.certs.get(blob_id)
+        if held is not None and (why := relabel_reason(held, _labels(deletable, owner))):
+            # What we sign binds the labels: no stranger gets signatures that relabel a blob.
+            raise ProtocolError(f"this blob is certified here already; storing it again like this is refused: {why}")
         cfg, s = meta.config, meta.symbol_size
         p_len, s_len = cfg.n_secondary * s, cfg.n_primary * s
         mine = set(self.my_shards())
@@ -410,6 +442,7 @@ class StorageNode:
                 "deletable": deletable,
                 "owner": owner or state.get("owner", ""),
                 "stored_at": state.get("stored_at", time.time()),
+                "deleted": False,  # a new upload after its owner deleted it: certifiable again
             }
 
         verified.sort()
@@ -431,7 +464,8 @@ class StorageNode:
             await rpc.send_json(stream, {"ok": False, "error": "no sliver of this blob was stored here",
                                          "refused": {str(k): v for k, v in refused.items()}})
             return
-        conf = sign_confirmation(self.keypair, self.peer_id, self.net.name, blob_id, epoch, end_epoch, stored)
+        conf = sign_confirmation(self.keypair, self.peer_id, self.net.name, blob_id, epoch, end_epoch, stored,
+                                 deletable=deletable, owner=owner)
         await rpc.send_json(stream, {
             "ok": True,
             "confirmation": conf.to_json(),
@@ -444,7 +478,10 @@ class StorageNode:
         return sorted(s for s, kinds in self.store.shards_stored(blob_id).items() if len(kinds) == 2)
 
     async def handle_confirm(self, stream, peer: str) -> None:
-        """Sign a confirmation for the shards of a blob held now (repeat stores, extensions)."""
+        """Sign a confirmation for the shards of a certified blob held now (extensions), with
+        the labels of the certificate we hold: the caller chooses only the epochs, so a
+        stranger's extension can never relabel the blob's owner or deletable flag. Our end
+        epoch moves only when the extension's certificate arrives."""
         hdr = await rpc.recv_json(stream)
         blob_id = rpc.blob_id_field(hdr)
         epoch = rpc.field(hdr, "epoch", int)
@@ -452,15 +489,17 @@ class StorageNode:
         self._check_epochs(epoch, end_epoch)
         if self.is_invalid(blob_id):
             raise ProtocolError("blob is marked invalid")
+        cert = self.certs.get(blob_id)
+        if cert is None:
+            raise ProtocolError("this node holds no certificate for this blob: only certified blobs are extended")
         mine = set(self.my_shards())
         held = [s for s in await trio.to_thread.run_sync(self.held_pairs, blob_id) if s in mine]
         if not held:
             # Never a signature over zero shards: it would still count as a signer for a
             # certificate of a blob this node does not hold (issue 13).
             raise ProtocolError("this node holds no shard of this blob: nothing to confirm")
-        state = self.store.get_state(blob_id)
-        self.store.set_state(blob_id, {"end_epoch": max(end_epoch, state.get("end_epoch", 0))})
-        conf = sign_confirmation(self.keypair, self.peer_id, self.net.name, blob_id, epoch, end_epoch, held)
+        conf = sign_confirmation(self.keypair, self.peer_id, self.net.name, blob_id, epoch, end_epoch, held,
+                                 deletable=cert.deletable, owner=cert.owner)
         await rpc.send_json(stream, {"ok": True, "confirmation": conf.to_json()})
 
     async def handle_get_metadata(self, stream, peer: str) -> None:
@@ -546,30 +585,36 @@ class StorageNode:
         await rpc.write_frame(stream, cert.to_bytes())
 
     async def learn_signers(self, cert: AvailabilityCertificate) -> None:
-        """A certificate whose confirming peers are mostly unknown here (a member that joined
-        and that we have not heard of yet): pull the live set from our bootstrap peers once
-        before judging it, at most every LEARN_PAUSE seconds. Only peers the network vouches
-        for become known: the certificate's own word is not taken."""
-        signers = {c.peer_id for c in cert.confirmations}
-        if 2 * len(signers & self.known_peers) >= len(signers) or self.members is None:
+        """A certificate with confirming peers missing from our view (a member that joined and
+        that we have not heard of yet): pull the live set from our bootstrap peers once before
+        judging it, at most every LEARN_PAUSE seconds. Only peers the network vouches for
+        enter our view (and so our shard map): the certificate's own word is not taken."""
+        if self.members is None or not self.certcheck.signers_unknown(cert):
+            return
+        if self._learning is not None:  # a pull is under way: judge by what it brings
+            await self._learning.wait()
             return
         now = time.monotonic()
         if now - self._learnt_at < LEARN_PAUSE:
             return
         self._learnt_at = now
-        with trio.move_on_after(PEER_CALL_TIMEOUT):
-            try:
-                await self.members.pull_from_bootstrap()
-            except Exception as exc:
-                logger.info("membership pull for a certificate failed: %r", exc)
-        self.known_peers.update(self.members.live.peer_ids())
+        self._learning = trio.Event()
+        try:
+            with trio.move_on_after(PEER_CALL_TIMEOUT):
+                try:
+                    await self.members.pull_from_bootstrap()
+                except Exception as exc:
+                    logger.info("membership pull for a certificate failed: %r", exc)
+            self._recompute_map()
+        finally:
+            self._learning.set()
+            self._learning = None
 
     async def handle_put_cert(self, stream, peer: str) -> None:
         raw = await rpc.recv_blob(stream, 1 << 20)
         try:
             cert = AvailabilityCertificate.from_bytes(raw)
-            await self.learn_signers(cert)
-            new = self.accept_certificate(cert, source=peer)
+            new = await self.accept_certificate(cert, source=peer)
         except InvalidCertificateError as exc:
             self.counters["certs_rejected"] += 1
             raise ProtocolError(exc.reason) from None
@@ -676,12 +721,12 @@ class StorageNode:
 
     # --- gossip and anti-entropy ----------------------------------------------------
 
-    def _cert_validator(self, forwarder, msg) -> bool:
+    async def _cert_validator(self, forwarder, msg) -> bool:
         if self._denied_message(forwarder, msg):
             return False
         try:
             cert = AvailabilityCertificate.from_bytes(msg.data)
-            self.accept_certificate(cert, source=str(forwarder))
+            await self.accept_certificate(cert, source=str(forwarder))
             return True
         except InvalidCertificateError as exc:
             self.counters["certs_rejected"] += 1
@@ -763,7 +808,7 @@ class StorageNode:
                 try:
                     if hdr.get("ok"):
                         raw = await rpc.recv_blob(stream, 1 << 20)
-                        if self.accept_certificate(AvailabilityCertificate.from_bytes(raw), source=peer_id):
+                        if await self.accept_certificate(AvailabilityCertificate.from_bytes(raw), source=peer_id):
                             got += 1
                 finally:
                     await rpc.close_quietly(stream)
@@ -779,7 +824,7 @@ class StorageNode:
             try:
                 raw = await self.fetch_blob(peer, rpc.GET_CERT, {"blob_id": blob_id.hex()}, 1 << 20)
                 if raw is not None:
-                    self.accept_certificate(AvailabilityCertificate.from_bytes(raw), source=peer)
+                    await self.accept_certificate(AvailabilityCertificate.from_bytes(raw), source=peer)
             except Exception as exc:
                 logger.debug("certificate of %s from %s: %r", rs2_id(blob_id), peer, exc)
             if blob_id in self.certs:
@@ -877,7 +922,7 @@ class StorageNode:
                 node.host.set_stream_handler(proto, rpc.serve(handler, HANDLER_TIMEOUT, proto.split("/")[2], self.gate,
                                                                self.peer_limits))
             topic = certs_topic(self.net.name)
-            node.pubsub.set_topic_validator(topic, self._cert_validator, is_async_validator=False)
+            node.pubsub.set_topic_validator(topic, self._cert_validator, is_async_validator=True)
             cert_sub = await node.pubsub.subscribe(topic)
             from .repair import proofs_topic
 
@@ -986,6 +1031,13 @@ async def _quietly(fn, *args) -> None:
         await fn(*args)
     except Exception as exc:
         logger.debug("%s%r failed: %r", getattr(fn, "__name__", fn), args, exc)
+
+
+def _labels(deletable: bool, owner: str):
+    """A store request's labels, shaped as a certificate for `relabel_reason`."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(deletable=deletable, owner=owner)
 
 
 def rs2_id(blob_id: bytes) -> str:
