@@ -717,12 +717,17 @@ class Client:
         if not cert.deletable:
             raise P2PWalrusError("this blob was not stored as deletable (store it with --deletable)")
         if cert.owner != self.peer_id:
-            raise P2PWalrusError(f"only the key that stored the blob ({cert.owner}) can delete it")
+            raise P2PWalrusError(f"only the key that stored this blob ({cert.owner}) can delete it, and this "
+                                 f"client's key is {self.peer_id} (P2PWALRUS_CLIENT_DIR chooses the key)")
         epoch, nonce = self.net.current_epoch(), os.urandom(16)  # each node takes a delete once
         signature = sign(self.keypair, delete_message(self.net.name, blob_id, epoch, nonce)).hex()
         results = await self.gather(self.live_peers(), lambda p: self.call(
             p, rpc.DELETE, {"blob_id": blob_id.hex(), "signature": signature, "epoch": epoch, "nonce": nonce.hex()}))
-        return sum(1 for r in results.values() if isinstance(r, dict) and r.get("ok"))
+        deleted = sum(1 for r in results.values() if isinstance(r, dict) and r.get("ok"))
+        if not deleted:
+            why = next((str(r.get("error")) for r in results.values() if isinstance(r, dict)), "no node answered")
+            raise P2PWalrusError(f"no node deleted the blob: {why}")
+        return deleted
 
     # --- read --------------------------------------------------------------------
 
