@@ -1,10 +1,11 @@
-"""Small bounded memories of a node: delete nonces already used."""
+"""Small bounded memories of a node: delete nonces used, per-blob backoff, inconsistency proofs."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 logger = logging.getLogger("p2pwalrus.node")
@@ -44,3 +45,81 @@ class DeleteNonces:
         except OSError as exc:
             logger.warning("cannot record a delete nonce: %s", exc)
         return None
+
+
+class Backoff:
+    """Per-blob backoff after failures (a certificate that does not verify or cannot be
+    fetched, a repair that fails): the n-th failure in a row waits BASE * 2^(n-1) seconds,
+    at most CAP, before the blob is tried again. At most MAX_ENTRIES blobs are remembered
+    (the oldest forgotten first), so a flood of bad blob IDs costs bounded memory."""
+
+    BASE = 30.0
+    CAP = 3600.0
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, base: float = BASE, cap: float = CAP, max_entries: int = MAX_ENTRIES):
+        self.base, self.cap, self.max_entries = base, cap, max_entries
+        self._entries: OrderedDict[bytes, tuple[int, float]] = OrderedDict()  # blob -> (failures, retry at)
+
+    def ready(self, blob_id: bytes, now: float) -> bool:
+        entry = self._entries.get(blob_id)
+        return entry is None or now >= entry[1]
+
+    def failed(self, blob_id: bytes, now: float) -> float:
+        """Count a failure; returns the seconds until the blob is tried again."""
+        failures = self._entries.pop(blob_id, (0, 0.0))[0] + 1
+        wait = min(self.cap, self.base * 2 ** min(failures - 1, 30))
+        self._entries[blob_id] = (failures, now + wait)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return wait
+
+    def succeeded(self, blob_id: bytes) -> None:
+        self._entries.pop(blob_id, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+MAX_PROOFS = 1000
+MAX_PROOF_BYTES = 128 << 20
+
+
+class ProofStore:
+    """The inconsistency proofs a node checked, kept so that nodes that missed one can pull
+    it: at most MAX_PROOFS and MAX_PROOF_BYTES (the oldest dropped first), each until its
+    expiry epoch (the blob's end epoch where the node knows it)."""
+
+    def __init__(self, max_count: int = MAX_PROOFS, max_bytes: int = MAX_PROOF_BYTES):
+        self.max_count, self.max_bytes = max_count, max_bytes
+        self._items: OrderedDict[bytes, tuple[bytes, int]] = OrderedDict()
+        self.nbytes = 0
+
+    def add(self, blob_id: bytes, message: bytes, expires_epoch: int) -> None:
+        if blob_id in self._items or len(message) > self.max_bytes:
+            return
+        self._items[blob_id] = (message, expires_epoch)
+        self.nbytes += len(message)
+        while len(self._items) > self.max_count or self.nbytes > self.max_bytes:
+            _, (old, _) = self._items.popitem(last=False)
+            self.nbytes -= len(old)
+
+    def get(self, blob_id: bytes) -> bytes | None:
+        item = self._items.get(blob_id)
+        return item[0] if item else None
+
+    def prune(self, current_epoch: int) -> list[bytes]:
+        """Drop proofs whose expiry epoch has come; return their blob IDs."""
+        gone = [b for b, (_, expires) in self._items.items() if expires <= current_epoch]
+        for blob_id in gone:
+            self.nbytes -= len(self._items.pop(blob_id)[0])
+        return gone
+
+    def __contains__(self, blob_id) -> bool:
+        return blob_id in self._items
+
+    def __iter__(self):
+        return iter(list(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -47,6 +47,11 @@ FAULTS_POLL = 2.0  # s; netlab's faults.json is looked at this often (a wake-up 
 HANDLER_TIMEOUT = 60.0  # one whole exchange, including a node's share of a large blob
 LEARN_PAUSE = 2.0  # pulls of the live set for certificates with unknown signers, at most this often
 PEER_CALL_TIMEOUT = 10.0
+# Anti-entropy from one peer, per pull: the rest waits for the next pull.
+PULL_DEADLINE = 60.0
+PULL_CERTS = 256
+PULL_PROOFS = 16
+PULL_PROOF_BYTES = 64 << 20
 
 
 def certs_topic(network: str) -> str:
@@ -98,7 +103,10 @@ class StorageNode:
 
         self.delete_nonces = DeleteNonces(self.data_dir / "delete-nonces.json")
         self.certs: dict[bytes, AvailabilityCertificate] = {}
-        self.proofs: dict[bytes, bytes] = {}  # inconsistency proof messages we checked
+        from .bounded import Backoff, ProofStore
+
+        self.proofs = ProofStore()  # inconsistency proof messages we checked, bounded, expiring
+        self.cert_backoff = Backoff()  # blobs whose certificate a peer listed but failed to give
         self.node = None
         self.members = None
         self.ready = trio.Event()
@@ -150,7 +158,7 @@ class StorageNode:
         return self.shard_map.shards_of(self.peer_id) if self.shard_map else ()
 
     def is_invalid(self, blob_id: bytes) -> bool:
-        return bool(self.store.get_state(blob_id).get("invalid"))
+        return blob_id in self.proofs or bool(self.store.get_state(blob_id).get("invalid"))
 
     def certs_digest(self) -> bytes:
         """16 bytes naming our certificate set (blob IDs, end epochs) and invalid blobs, for the
@@ -256,19 +264,32 @@ class StorageNode:
 
     # --- invalid blobs and deletion ------------------------------------------------------
 
-    def _apply_invalid(self, blob_id: bytes, message: bytes | None = None) -> bool:
+    async def _apply_invalid(self, blob_id: bytes, message: bytes | None = None) -> bool:
         """Mark a blob invalid and drop its slivers; True if it was not marked yet.
 
-        The checked proof message is kept, so that nodes that missed it can pull it."""
+        The checked proof message is kept (bounded, see bounded.ProofStore) until the blob's
+        end epoch, so that nodes that missed it can pull it. A marker goes to disk only for a
+        blob this node holds something of, with the blob's end epoch, so it expires with the
+        blob: proofs for blob IDs nobody stored here cost memory that is bounded, never disk."""
+        was = self.is_invalid(blob_id)
+        cert = self.certs.get(blob_id)
+        state = await trio.to_thread.run_sync(self.store.get_state, blob_id)
+        end = cert.end_epoch if cert else state.get("end_epoch")
+        expires = end if type(end) is int else self.epoch + 1
         if message is not None:
-            self.proofs.setdefault(blob_id, message)
-        if self.is_invalid(blob_id):
+            self.proofs.add(blob_id, message, expires)
+        if was and state.get("invalid"):
             return False
-        self.store.set_state(blob_id, {"invalid": True})
-        for shard in list(self.store.shards_stored(blob_id)):
-            self.store.delete_sliver(blob_id, shard)
-        logger.warning("blob %s is invalid (inconsistency proof checked): no longer served", rs2_id(blob_id))
-        return True
+        if cert is not None or await trio.to_thread.run_sync(self.store.has_blob, blob_id):
+            def persist():
+                self.store.set_state(blob_id, {"invalid": True, "end_epoch": expires})
+                for shard in list(self.store.shards_stored(blob_id)):
+                    self.store.delete_sliver(blob_id, shard)
+
+            await trio.to_thread.run_sync(persist)
+        if not was:
+            logger.warning("blob %s is invalid (inconsistency proof checked): no longer served", rs2_id(blob_id))
+        return not was
 
     async def mark_invalid(self, blob_id: bytes, meta: rs2.BlobMetadata, proof: rs2.InconsistencyProof) -> None:
         """We found the blob inconsistent: mark it and tell every node, with the proof."""
@@ -277,7 +298,7 @@ class StorageNode:
             return
         self.repair.stats["inconsistent_blobs"] += 1
         message = encode_proof_message(blob_id, meta, proof)
-        await trio.to_thread.run_sync(self._apply_invalid, blob_id, message)
+        await self._apply_invalid(blob_id, message)
         if len(message) < 900_000:
             try:
                 from .repair import proofs_topic
@@ -309,19 +330,19 @@ class StorageNode:
     async def handle_put_proof(self, stream, peer: str) -> None:
         message = await rpc.recv_blob(stream, MAX_PROOF_MESSAGE)
         blob_id = await trio.to_thread.run_sync(self.check_proof_message, message)
-        new = await trio.to_thread.run_sync(self._apply_invalid, blob_id, message)
+        new = await self._apply_invalid(blob_id, message)
         await rpc.send_json(stream, {"ok": True, "new": new})
 
-    def _proof_validator(self, forwarder, msg) -> bool:
+    async def _proof_validator(self, forwarder, msg) -> bool:
         if self._denied_message(forwarder, msg):
             return False
-        try:
-            blob_id = self.check_proof_message(msg.data)
+        try:  # a proof's check re-encodes symbols: a worker thread, not the event loop
+            blob_id = await trio.to_thread.run_sync(self.check_proof_message, bytes(msg.data))
         except (ProtocolError, rs2.EncodingError) as exc:
             _log_once(f"proof:{forwarder}", logging.WARNING, "gossiped inconsistency proof from %s rejected: %s",
                       forwarder, exc)
             return False
-        self._apply_invalid(blob_id, bytes(msg.data))
+        await self._apply_invalid(blob_id, bytes(msg.data))
         return True
 
     async def handle_delete(self, stream, peer: str) -> None:
@@ -633,7 +654,7 @@ class StorageNode:
 
     async def handle_get_proof(self, stream, peer: str) -> None:
         blob_id = rpc.blob_id_field(await rpc.recv_json(stream))
-        await rpc.reply_blob(stream, self.proofs.get(blob_id))
+        await rpc.reply_blob(stream, self.proofs.get(blob_id))  # (bounded.ProofStore)
 
     async def handle_list_blobs(self, stream, peer: str) -> None:
         await rpc.recv_json(stream)
@@ -770,50 +791,82 @@ class StorageNode:
             await rpc.close_quietly(stream)
 
     async def pull_certificates_from(self, peer_id: str) -> int:
-        stream, reply = await self.call(peer_id, rpc.LIST_CERTS, {})
-        await rpc.close_quietly(stream)
-        invalid, certs = reply.get("invalid", []), reply.get("certs", [])
-        if not isinstance(invalid, list) or not isinstance(certs, list):
-            raise ProtocolError("certificate list reply of the wrong shape")
+        """Anti-entropy: fetch the proofs and certificates a peer lists that we lack.
+
+        Bounded per pull (PULL_DEADLINE overall, at most PULL_CERTS / PULL_PROOFS fetches and
+        PULL_PROOF_BYTES from the peer: the rest come with the next pull, which the beats'
+        digests still ask for), and a blob whose certificate or proof failed (refused, or not
+        given) is backed off, so that a peer listing 20,000 forged ones costs little each time."""
+        got = 0
+        with trio.move_on_after(PULL_DEADLINE):
+            stream, reply = await self.call(peer_id, rpc.LIST_CERTS, {})
+            await rpc.close_quietly(stream)
+            invalid, certs = reply.get("invalid", []), reply.get("certs", [])
+            if not isinstance(invalid, list) or not isinstance(certs, list):
+                raise ProtocolError("certificate list reply of the wrong shape")
+            await self._pull_proofs(peer_id, invalid)
+            got = await self._pull_certs(peer_id, certs)
+        return got
+
+    async def _pull_proofs(self, peer_id: str, invalid: list) -> None:
+        fetched = nbytes = 0
+        now = time.monotonic()
         for text in invalid[:1000]:
+            if fetched >= PULL_PROOFS or nbytes >= PULL_PROOF_BYTES:
+                break
             try:
                 blob_id = bytes.fromhex(text)
             except (ValueError, TypeError):
                 continue
-            if len(blob_id) != 32 or blob_id in self.proofs:
+            if len(blob_id) != 32 or blob_id in self.proofs or not self.cert_backoff.ready(blob_id, now):
                 continue
-            message = await self.fetch_blob(peer_id, rpc.GET_PROOF, {"blob_id": blob_id.hex()}, MAX_PROOF_MESSAGE)
-            if message is None:
-                continue
+            fetched += 1
             try:
+                message = await self.fetch_blob(peer_id, rpc.GET_PROOF, {"blob_id": blob_id.hex()},
+                                                min(MAX_PROOF_MESSAGE, PULL_PROOF_BYTES - nbytes))
+                if message is None:
+                    raise ProtocolError("listed, then not given")
+                nbytes += len(message)
                 checked = await trio.to_thread.run_sync(self.check_proof_message, message)
-            except (ProtocolError, rs2.EncodingError) as exc:
-                logger.warning("inconsistency proof pulled from %s rejected: %s", peer_id, exc)
+                if checked != blob_id:
+                    raise ProtocolError("a proof for another blob")
+            except (ProtocolError, rs2.EncodingError, trio.TooSlowError) as exc:
+                self.cert_backoff.failed(blob_id, time.monotonic())
+                logger.info("inconsistency proof of %s pulled from %s rejected: %s", rs2_id(blob_id), peer_id, exc)
                 continue
-            await trio.to_thread.run_sync(self._apply_invalid, checked, message)
-        got = 0
+            await self._apply_invalid(checked, message)
+
+    async def _pull_certs(self, peer_id: str, certs: list) -> int:
+        got = fetched = 0
         current = self.epoch
+        now = time.monotonic()
         for item in certs[:20000]:
+            if fetched >= PULL_CERTS:
+                break
             try:
                 blob_id, end_epoch = bytes.fromhex(item[0]), item[1]
             except (ValueError, TypeError, IndexError, KeyError):
                 continue
-            if type(end_epoch) is not int:
+            if type(end_epoch) is not int or len(blob_id) != 32:
                 continue
             have = self.certs.get(blob_id)
-            if end_epoch <= current or (have and have.end_epoch >= end_epoch) or len(blob_id) != 32:
+            if end_epoch <= current or (have and have.end_epoch >= end_epoch) or not self.cert_backoff.ready(blob_id, now):
                 continue
+            fetched += 1
             try:
-                stream, hdr = await self.call(peer_id, rpc.GET_CERT, {"blob_id": blob_id.hex()})
-                try:
-                    if hdr.get("ok"):
-                        raw = await rpc.recv_blob(stream, 1 << 20)
-                        if await self.accept_certificate(AvailabilityCertificate.from_bytes(raw), source=peer_id):
-                            got += 1
-                finally:
-                    await rpc.close_quietly(stream)
-            except InvalidCertificateError as exc:
-                logger.info("pulled certificate from %s rejected: %s", peer_id, exc.reason)
+                raw = await self.fetch_blob(peer_id, rpc.GET_CERT, {"blob_id": blob_id.hex()}, 1 << 20)
+                if raw is None:
+                    raise InvalidCertificateError("listed, then not given")
+                cert = AvailabilityCertificate.from_bytes(raw)
+                if cert.blob_id != blob_id:
+                    raise InvalidCertificateError("a certificate of another blob")
+                if await self.accept_certificate(cert, source=peer_id):
+                    got += 1
+                self.cert_backoff.succeeded(blob_id)
+            except (InvalidCertificateError, ProtocolError, trio.TooSlowError) as exc:
+                wait = self.cert_backoff.failed(blob_id, time.monotonic())
+                logger.info("certificate of %s pulled from %s rejected: %s (not asked again for %.0f s)",
+                            rs2_id(blob_id), peer_id, getattr(exc, "reason", exc), wait)
         return got
 
     async def _certified_elsewhere(self, blob_id: bytes) -> bool:
@@ -858,6 +911,7 @@ class StorageNode:
         grace = self.net.timings.uncertified_grace
         while True:
             current = self.epoch
+            self.proofs.prune(current)  # proofs kept to their blob's end epoch
             for blob_id in self.store.list_blobs():
                 end = self.store.get_state(blob_id).get("end_epoch")
                 if end is not None and end <= current:
@@ -926,7 +980,7 @@ class StorageNode:
             cert_sub = await node.pubsub.subscribe(topic)
             from .repair import proofs_topic
 
-            node.pubsub.set_topic_validator(proofs_topic(self.net.name), self._proof_validator, is_async_validator=False)
+            node.pubsub.set_topic_validator(proofs_topic(self.net.name), self._proof_validator, is_async_validator=True)
             proof_sub = await node.pubsub.subscribe(proofs_topic(self.net.name))
             async with open_membership(node, self.keypair, mcfg) as members:
                 self.members = members
