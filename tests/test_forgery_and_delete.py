@@ -159,6 +159,10 @@ async def test_a_stranger_can_neither_relabel_nor_delete_a_blob(tmp_path):
                 # 1. The CLI's path: the client says who may delete it.
                 with pytest.raises(P2PWalrusError, match="only the key that stored this blob"):
                     await stranger.delete(deletable.blob_id)
+                with pytest.raises(P2PWalrusError, match="already certified as deletable by the key"):
+                    await stranger.store(mine, deletable=True, epochs=3)
+                with pytest.raises(P2PWalrusError, match="already certified as permanent"):
+                    await stranger.store(kept, deletable=True, epochs=3)
                 for result in (deletable, permanent):
                     blob_id = result.blob_id
                     # 2. Store it again as deletable with itself as owner: refused by every holder.

@@ -28,6 +28,7 @@ from ..core.certificates import (
     InvalidCertificateError,
     StorageConfirmation,
     quorum,
+    relabel_reason,
     validate_certificate,
     verify_confirmation,
 )
@@ -512,11 +513,18 @@ class Client:
         end_epoch = epoch + epochs
         encode_waited = encode_seconds if encode_waited is None else encode_waited
         t_found = time.perf_counter()
-        if not force:
-            cert, invalid = await self.find_certificate(blob_id)
-            if cert is not None and cert.end_epoch >= end_epoch and not invalid:
-                return StoreResult(blob_id, data_len, True, cert, len(cert.shards_confirmed), {}, encode_seconds,
-                                   encode_waited=encode_waited)
+        cert, invalid = await self.find_certificate(blob_id)
+        if not force and cert is not None and cert.end_epoch >= end_epoch and not invalid:
+            return StoreResult(blob_id, data_len, True, cert, len(cert.shards_confirmed), {}, encode_seconds,
+                               encode_waited=encode_waited)
+        if cert is not None and not invalid:
+            # Nodes refuse to sign other labels than the certificate they hold has (issue 13).
+            why = relabel_reason(cert, AvailabilityCertificate(
+                self.net.name, blob_id, n, epoch, end_epoch, (), (), deletable=deletable, owner=self.peer_id))
+            if why:
+                kind = f"deletable by the key {cert.owner}" if cert.deletable else "permanent"
+                raise P2PWalrusError(f"this blob is already certified as {kind} and cannot be stored again "
+                                     f"{'as deletable' if deletable else 'as permanent'} ({why})")
         t_found = time.perf_counter() - t_found
         need = quorum(n)
         confirmations: dict[str, StorageConfirmation] = {}
