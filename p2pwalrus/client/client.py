@@ -349,7 +349,7 @@ class Client:
             # Our bootstrap peer had not learnt of some confirming peers yet; the others may have.
             for cert in unknown_signers:
                 try:
-                    self._validate(cert)
+                    await trio.to_thread.run_sync(self._validate, cert)
                 except InvalidCertificateError:
                     continue
                 if cert.blob_id == blob_id and (best is None or cert.end_epoch > best.end_epoch):
@@ -571,7 +571,7 @@ class Client:
             members=members, confirmations=tuple(confirmations[k] for k in sorted(confirmations)),
             deletable=deletable, owner=self.peer_id,
         )
-        self._validate(cert)
+        await trio.to_thread.run_sync(self._validate, cert)  # off the loop: a gateway serves on it
         progress.certifying(blob_id)
         # Return only once any reader finds the certificate (read-after-write).
         t_publish = time.perf_counter()
@@ -712,7 +712,7 @@ class Client:
             members=members, confirmations=tuple(sorted(confs, key=lambda c: c.peer_id)),
             deletable=cert.deletable, owner=cert.owner,
         )
-        self._validate(new)
+        await trio.to_thread.run_sync(self._validate, new)
         await self.publish_certificate(new)
         return new
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
 import time
 from collections import OrderedDict
 
 import trio
 
-from ..core.certificates import AvailabilityCertificate, validate_certificate
+from ..core.certificates import AvailabilityCertificate, InvalidCertificateError, validate_certificate
 from ..core.placement import ShardMap
 
 VIEW_KEEP = 600.0  # s a replaced shard map still counts as a view
@@ -31,7 +32,8 @@ class CertChecker:
         self.net = net
         self._current: ShardMap | None = None
         self._replaced: list[tuple[ShardMap, float]] = []  # newest first, with when replaced
-        self._rejected: OrderedDict[bytes, str] = OrderedDict()
+        self._rejected: OrderedDict[bytes, str] = OrderedDict()  # shared with the worker threads
+        self._lock = threading.Lock()
         self._limiter = trio.CapacityLimiter(CHECK_THREADS)
 
     def set_map(self, shard_map: ShardMap, now: float | None = None) -> None:
@@ -40,7 +42,8 @@ class CertChecker:
             self._replaced.insert(0, (self._current, now))
             del self._replaced[MAX_VIEWS - 1:]
         self._current = shard_map
-        self._rejected.clear()  # a new view may judge them otherwise
+        with self._lock:
+            self._rejected.clear()  # a new view may judge them otherwise
 
     def views(self, now: float | None = None) -> list[ShardMap]:
         now = time.monotonic() if now is None else now
@@ -52,22 +55,28 @@ class CertChecker:
         live = set(self._current.nodes) if self._current is not None else set()
         return any(c.peer_id not in live for c in cert.confirmations)
 
-    async def check(self, cert: AvailabilityCertificate) -> None:
-        """Raise InvalidCertificateError unless the certificate holds in this node's views."""
-        key = hashlib.blake2b(cert.to_bytes(), digest_size=16).digest()
-        if key in self._rejected:
-            from ..core.certificates import InvalidCertificateError
+    async def check(self, cert: AvailabilityCertificate, *, need: int | None = None) -> None:
+        """Raise InvalidCertificateError unless the certificate holds in this node's views
+        (with `need` shards instead of n - f: see recertify.py)."""
+        if len(cert.confirmations) > self.net.n_shards:  # before any work: at most one per shard
+            raise InvalidCertificateError(f"{len(cert.confirmations)} confirmations for {self.net.n_shards} shards")
+        check = functools.partial(self._check, cert, self.views(), self.net.current_epoch(), need)
+        await trio.to_thread.run_sync(check, limiter=self._limiter)
 
-            raise InvalidCertificateError(self._rejected[key])
-        check = functools.partial(
-            validate_certificate, cert, network=self.net.name, n_shards=self.net.n_shards, views=self.views(),
-            current_epoch=self.net.current_epoch(), max_epochs_ahead=self.net.max_epochs_ahead)
+    def _check(self, cert: AvailabilityCertificate, views: list[ShardMap], current_epoch: int,
+               need: int | None) -> None:
+        # In a worker thread: the key (a hash of the whole certificate) costs as much as a parse.
+        key = hashlib.blake2b(cert.to_bytes() + str(need).encode(), digest_size=16).digest()
+        with self._lock:
+            reason = self._rejected.get(key)
+        if reason is not None:
+            raise InvalidCertificateError(reason)
         try:
-            await trio.to_thread.run_sync(check, limiter=self._limiter)
-        except Exception as exc:
-            reason = getattr(exc, "reason", None)
-            if reason is not None:
-                self._rejected[key] = reason
+            validate_certificate(cert, network=self.net.name, n_shards=self.net.n_shards, views=views,
+                                 current_epoch=current_epoch, max_epochs_ahead=self.net.max_epochs_ahead, need=need)
+        except InvalidCertificateError as exc:
+            with self._lock:
+                self._rejected[key] = exc.reason
                 while len(self._rejected) > REJECTED_MEMORY:
                     self._rejected.popitem(last=False)
             raise

@@ -29,7 +29,8 @@ BLOB_CONCURRENCY = 2  # blobs repaired at once
 MAX_FETCHES_IN_FLIGHT = 64  # symbol requests in flight per blob being repaired
 FETCH_TIMEOUT = 15.0
 PEER_FETCHES = 8  # repair requests in flight to any one peer, over all blobs being repaired
-SWEEP_DEADLINE = 600.0  # s; one sweep's repairs are cut here and go on at the next sweep
+SWEEP_DEADLINE = 600.0
+RENEW_RETRY = 10.0  # s; a sweep again this soon while a certificate's renewal is pending  # s; one sweep's repairs are cut here and go on at the next sweep
 
 
 def proofs_topic(network: str) -> str:
@@ -63,6 +64,7 @@ class RepairService:
         # tried again (short at first: a repair during churn often fails once, then works).
         self.backoff = Backoff(base=5.0, cap=600.0)
         self._peer_limits: dict[str, trio.CapacityLimiter] = {}
+        self.renewals_pending = 0  # certificates whose renewal failed in the last sweep (recertify.py)
 
     async def fetch(self, peer: str, protocol, header: dict, max_size: int, **kw):
         """node.fetch_blob within the peer's budget of PEER_FETCHES requests in flight."""
@@ -84,7 +86,8 @@ class RepairService:
         while True:
             await self._settle()
             await self.sweep()
-            with trio.move_on_after(interval):
+            # A renewal that failed (holders still repairing) is tried again soon, not at the timer.
+            with trio.move_on_after(min(interval, RENEW_RETRY) if self.renewals_pending else interval):
                 await self.wake.wait()
             self.wake = trio.Event()
 
@@ -145,6 +148,11 @@ class RepairService:
             logger.info("repair sweep cut after %.0f s; the rest goes on at the next sweep", SWEEP_DEADLINE)
         if handoffs:
             await self.hand_off(handoffs)
+        from .recertify import renew_short_certificates
+
+        with trio.move_on_after(SWEEP_DEADLINE):
+            # After repair: today's holders hold their slivers.
+            self.renewals_pending = await renew_short_certificates(node)
         self.stats["sweeps"] += 1
         self.stats["last_sweep_seconds"] = time.monotonic() - t0
         self.stats["queue"] = 0

@@ -107,6 +107,7 @@ class StorageNode:
 
         self.proofs = ProofStore()  # inconsistency proof messages we checked, bounded, expiring
         self.cert_backoff = Backoff()  # blobs whose certificate a peer listed but failed to give
+        self.renew_backoff = Backoff(base=10.0, cap=600.0)  # certificates renewal failed for (recertify.py)
         self.node = None
         self.members = None
         self.ready = trio.Event()
@@ -169,7 +170,8 @@ class StorageNode:
             return cached[0]
         h = hashlib.blake2b(digest_size=16)
         for blob_id in sorted(self.certs):
-            h.update(blob_id + self.certs[blob_id].end_epoch.to_bytes(8, "little"))
+            cert = self.certs[blob_id]
+            h.update(blob_id + cert.end_epoch.to_bytes(8, "little") + cert.epoch.to_bytes(8, "little"))
         h.update(b"invalid")
         for blob_id in sorted(self.proofs):
             h.update(blob_id)
@@ -195,6 +197,10 @@ class StorageNode:
             logger.info("shards lost: %s", sorted(before - after))
         done, self.map_changed = self.map_changed, trio.Event()
         done.set()
+        # A new view may accept certificates the old one refused: ask for them again.
+        self.cert_backoff = type(self.cert_backoff)()
+        if self.liveness is not None:
+            self.liveness.pull_again("certs")
         self.repair.trigger()
         self.write_status()
 
@@ -240,11 +246,15 @@ class StorageNode:
             # Deleted by its owner: a late certificate must not bring it back (a new upload
             # of its slivers clears the mark, see handle_store).
             raise InvalidCertificateError("the blob was deleted here by its owner")
+        if old is not None and _freshness(old) > _freshness(cert):
+            return False  # older than the one we hold: nothing to check
         await self.learn_signers(cert)
         await self.certcheck.check(cert)
         old = self.certs.get(cert.blob_id)  # another copy may have been accepted meanwhile
-        if old is not None and old.end_epoch >= cert.end_epoch:
+        if old is not None and _freshness(old) > _freshness(cert):
             return False
+        if old is not None and _freshness(old) == _freshness(cert) and not self._counts_more(cert, old):
+            return False  # as recent, and our map counts no more of it: keep ours
         if old is not None and (why := relabel_reason(old, cert)):
             raise InvalidCertificateError(f"refused: {why}")
         self.certs[cert.blob_id] = cert
@@ -261,6 +271,14 @@ class StorageNode:
         done.set()
         self.repair.trigger()
         return True
+
+    def _counts_more(self, new: AvailabilityCertificate, old: AvailabilityCertificate) -> bool:
+        """Whether our map counts more shards of `new` than of `old` (a renewal in the same
+        epoch by today's holders, see recertify.py, replaces the certificate churn moved away)."""
+        from ..core.certificates import covered_in_view
+
+        view = self.shard_map
+        return view is not None and len(covered_in_view(new, view)) > len(covered_in_view(old, view))
 
     # --- invalid blobs and deletion ------------------------------------------------------
 
@@ -641,14 +659,17 @@ class StorageNode:
             raise ProtocolError(exc.reason) from None
         await rpc.send_json(stream, {"ok": True, "new": new})
         if new:
-            try:
-                await self.node.pubsub.publish(certs_topic(self.net.name), raw)
-            except Exception as exc:
-                logger.info("gossiping a certificate failed: %s", exc)
+            await self.gossip_certificate(raw)
+
+    async def gossip_certificate(self, raw: bytes) -> None:
+        try:
+            await self.node.pubsub.publish(certs_topic(self.net.name), raw)
+        except Exception as exc:
+            logger.info("gossiping a certificate failed: %s", exc)
 
     async def handle_list_certs(self, stream, peer: str) -> None:
         await rpc.recv_json(stream)
-        items = [[b.hex(), c.end_epoch] for b, c in self.certs.items()]
+        items = [[b.hex(), c.end_epoch, c.epoch] for b, c in self.certs.items()]  # (epoch: renewals)
         await rpc.send_json(stream, {"ok": True, "certs": items[:20000],
                                      "invalid": [b.hex() for b in list(self.proofs)[:1000]]})
 
@@ -837,7 +858,9 @@ class StorageNode:
             await self._apply_invalid(checked, message)
 
     async def _pull_certs(self, peer_id: str, certs: list) -> int:
-        got = fetched = 0
+        from .recertify import renew, shows_an_honest_signer
+
+        got = fetched = renewed = 0
         current = self.epoch
         now = time.monotonic()
         for item in certs[:20000]:
@@ -845,12 +868,14 @@ class StorageNode:
                 break
             try:
                 blob_id, end_epoch = bytes.fromhex(item[0]), item[1]
+                epoch = item[2] if len(item) > 2 else 0
             except (ValueError, TypeError, IndexError, KeyError):
                 continue
-            if type(end_epoch) is not int or len(blob_id) != 32:
+            if type(end_epoch) is not int or type(epoch) is not int or len(blob_id) != 32:
                 continue
             have = self.certs.get(blob_id)
-            if end_epoch <= current or (have and have.end_epoch >= end_epoch) or not self.cert_backoff.ready(blob_id, now):
+            if (end_epoch <= current or (have and _freshness(have) >= (end_epoch, epoch))
+                    or not self.cert_backoff.ready(blob_id, now)):
                 continue
             fetched += 1
             try:
@@ -860,7 +885,18 @@ class StorageNode:
                 cert = AvailabilityCertificate.from_bytes(raw)
                 if cert.blob_id != blob_id:
                     raise InvalidCertificateError("a certificate of another blob")
-                if await self.accept_certificate(cert, source=peer_id):
+                try:
+                    if await self.accept_certificate(cert, source=peer_id):
+                        got += 1
+                except InvalidCertificateError as exc:
+                    # Churn moved its shards away from its signers: today's holders may sign it
+                    # again, if honest holders signed it (recertify.py). A few per pull.
+                    if ("in this node's view" not in exc.reason or renewed >= 2
+                            or not await shows_an_honest_signer(self, cert)):
+                        raise
+                    renewed += 1
+                    if not await renew(self, cert, source=peer_id):
+                        raise
                     got += 1
                 self.cert_backoff.succeeded(blob_id)
             except (InvalidCertificateError, ProtocolError, trio.TooSlowError) as exc:
@@ -1085,6 +1121,12 @@ async def _quietly(fn, *args) -> None:
         await fn(*args)
     except Exception as exc:
         logger.debug("%s%r failed: %r", getattr(fn, "__name__", fn), args, exc)
+
+
+def _freshness(cert: AvailabilityCertificate) -> tuple[int, int]:
+    """Which of two certificates of a blob a node keeps: the later end epoch, then the later
+    certified epoch (a renewal by today's holders, see recertify.py)."""
+    return cert.end_epoch, cert.epoch
 
 
 def _labels(deletable: bool, owner: str):
