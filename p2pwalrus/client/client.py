@@ -199,8 +199,15 @@ class Client:
             raise NotEnoughShardsError("no bootstrap peer answered: " + "; ".join(errors))
         self.records = fresh
         self.known_peers |= set(fresh)
-        self.shard_map = compute_shard_map(self.records.keys(), self.net.n_shards)
+        old, self.shard_map = self.shard_map, compute_shard_map(self.records.keys(), self.net.n_shards)
+        self.remember_view(old)
         return self.shard_map
+
+    def remember_view(self, old: ShardMap | None) -> None:
+        """Keep a map this client held before among its views (at most 8): a certificate
+        made just before churn still verifies for a long-lived client, a gateway say."""
+        if old is not None and self.shard_map is not None and old.digest() != self.shard_map.digest():
+            self.past_views = [old, *(v for v in self.past_views if v.digest() != old.digest())][:8]
 
     async def learn_members(self) -> int:
         """Pull the live set from every bootstrap peer into `known_peers` (not into the live

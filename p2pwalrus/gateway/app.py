@@ -313,8 +313,7 @@ class Gateway:
                 c.records, c.shard_map = probe.records, probe.shard_map
                 if isinstance(c, GatewayClient):
                     c.known_peers.update(probe.records)
-                    if old is not None and old.digest() != probe.shard_map.digest():
-                        c.past_views = [old, *c.past_views][:4]
+                c.remember_view(old)
                 self.last_refresh = time.time()
                 self.metrics.live_nodes.set(len(c.records))
                 return len(c.records)
