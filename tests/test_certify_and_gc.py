@@ -16,6 +16,7 @@ from p2pwalrus.client.client import open_client
 from p2pwalrus.config import Timings
 from p2pwalrus.core import rs2
 from p2pwalrus.core.certificates import InvalidCertificateError, quorum
+from p2pwalrus.core.placement import compute_shard_map
 from p2pwalrus.errors import NotEnoughShardsError
 
 
@@ -69,7 +70,11 @@ async def test_a_node_that_does_not_know_the_signers_learns_them_before_judging(
                 result = await client.store(os.urandom(3000))
                 late = nodes[3]  # not the bootstrap node
                 late.certs.pop(result.blob_id)
-                late.known_peers = {late.peer_id}  # as if it had not learnt of the others yet
+                # As if it had not learnt of the others yet: its only view is a map of itself,
+                # where the certificate's signers hold nothing.
+                late.certcheck.set_map(compute_shard_map([late.peer_id], 10))
+                late.certcheck._replaced.clear()
+                late._learnt_at = -1e9
                 held = await client.publish_certificate(result.certificate)
                 assert late.peer_id in held and result.blob_id in late.certs
 

@@ -29,6 +29,7 @@ from p2pwalrus.core.certificates import (
     validate_certificate,
 )
 from p2pwalrus.core.keys import peer_id_from_public_key
+from p2pwalrus.core.placement import compute_shard_map
 from p2pwalrus.core.liveness import Beat, DownReport, SignedDownReport, sign_down_report
 from p2pwalrus.core.records import NodeRecord, SignedNodeRecord, sign_record
 from p2pwalrus.errors import EncodingError, InvalidBlobIdError, ProtocolError
@@ -71,10 +72,12 @@ RECORD = sign_record(KEYS[0], NodeRecord(network=NETWORK, peer_id=PEERS[0], addr
 ENC = rs2.encode_blob(b"fuzz me" * 100, N)
 META = ENC.metadata.to_bytes()
 CONF = sign_confirmation(KEYS[0], PEERS[0], NETWORK, ENC.blob_id, 0, 2, [1, 2]).to_json()
+SMAP = compute_shard_map(PEERS, N)  # the validator's own view
 CERT = AvailabilityCertificate(
     network=NETWORK, blob_id=ENC.blob_id, n_shards=N, epoch=0, end_epoch=2, members=tuple(PEERS),
-    confirmations=tuple(StorageConfirmation.from_json(sign_confirmation(k, p, NETWORK, ENC.blob_id, 0, 2, []).to_json())
-                        for k, p in zip(KEYS, PEERS)),
+    confirmations=tuple(StorageConfirmation.from_json(sign_confirmation(
+        k, p, NETWORK, ENC.blob_id, 0, 2, SMAP.shards_of(p), deletable=True, owner=PEERS[1]).to_json())
+        for k, p in zip(KEYS, PEERS) if SMAP.shards_of(p)),
     deletable=True, owner=PEERS[1],
 ).to_bytes()
 _symbols = rs2.recovery_symbols(rs2.PRIMARY, 0, ENC.primary_sliver(0), [1, 2, 3], ENC.metadata.config,
@@ -198,7 +201,8 @@ def test_fuzz_certificates(data):
     if cert is None:
         return
     assert isinstance(cert, AvailabilityCertificate) and type(cert.epoch) is int and type(cert.end_epoch) is int
-    _refused_or_typed(validate_certificate, cert, network=NETWORK, n_shards=N, known_peers=set(PEERS[:3]))
+    _refused_or_typed(validate_certificate, cert, network=NETWORK, n_shards=N, views=[SMAP], current_epoch=1,
+                      max_epochs_ahead=10)
 
 
 @FUZZ

@@ -7,6 +7,7 @@ computes the shard map, and stores or reads blobs. Used by the CLI and the gatew
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from contextlib import asynccontextmanager
@@ -27,6 +28,7 @@ from ..core.certificates import (
     InvalidCertificateError,
     StorageConfirmation,
     quorum,
+    relabel_reason,
     validate_certificate,
     verify_confirmation,
 )
@@ -130,9 +132,12 @@ class Client:
         self._unproven: set[tuple[bytes, str]] = set()  # (blob, peer) claims of invalidity without a proof
         self.records: dict[str, SignedNodeRecord] = {}
         self.shard_map: ShardMap | None = None
-        # Every member this client has seen in a pulled live set (certificate validation:
-        # most confirming peers must be known), not only the last live set.
+        # Every member this client has seen in a pulled live set, not only the last one.
         self.known_peers: set[str] = set()
+        # Shard maps of the live sets other bootstrap peers gave (learn_members): certificates
+        # are judged by our own map first, then by these honest views (certificates.py).
+        self.other_views: list[ShardMap] = []
+        self.past_views: list[ShardMap] = []  # maps this client held before (a long-lived gateway)
         # peer -> {"verify": s, "write": s} its last store reply reported (StoreResult sums them)
         self.node_timing: dict[str, dict] = {}
 
@@ -194,8 +199,15 @@ class Client:
             raise NotEnoughShardsError("no bootstrap peer answered: " + "; ".join(errors))
         self.records = fresh
         self.known_peers |= set(fresh)
-        self.shard_map = compute_shard_map(self.records.keys(), self.net.n_shards)
+        old, self.shard_map = self.shard_map, compute_shard_map(self.records.keys(), self.net.n_shards)
+        self.remember_view(old)
         return self.shard_map
+
+    def remember_view(self, old: ShardMap | None) -> None:
+        """Keep a map this client held before among its views (at most 8): a certificate
+        made just before churn still verifies for a long-lived client, a gateway say."""
+        if old is not None and self.shard_map is not None and old.digest() != self.shard_map.digest():
+            self.past_views = [old, *(v for v in self.past_views if v.digest() != old.digest())][:8]
 
     async def learn_members(self) -> int:
         """Pull the live set from every bootstrap peer into `known_peers` (not into the live
@@ -209,9 +221,13 @@ class Client:
             got: dict[str, SignedNodeRecord] = {}
             await self._pull_members(info.peer_id, got)
             self.known_peers.update(got)
+            if got:
+                views.append(await trio.to_thread.run_sync(compute_shard_map, list(got), self.net.n_shards))
 
-        await self.gather(list(self.net.bootstrap), pull)
-        return len(self.known_peers) - before
+        views: list[ShardMap] = []
+        await self.gather(list(self.net.bootstrap)[:8], pull)
+        self.other_views = views
+        return len(self.known_peers) - before + len(views)
 
     def live_peers(self) -> list[str]:
         return sorted(self.records)
@@ -274,7 +290,8 @@ class Client:
 
     def _validate(self, cert: AvailabilityCertificate) -> None:
         validate_certificate(cert, network=self.net.name, n_shards=self.net.n_shards,
-                             known_peers=self.known_peers | set(self.records))
+                             views=[self.shard_map, *self.other_views, *self.past_views], current_epoch=self.net.current_epoch(),
+                             max_epochs_ahead=self.net.max_epochs_ahead)
 
     async def proven_invalid(self, blob_id: bytes, peer: str) -> bool:
         """True if `peer`, which says the blob is invalid, serves an inconsistency proof for it
@@ -325,9 +342,9 @@ class Client:
                     continue
                 try:
                     cert = AvailabilityCertificate.from_bytes(raw)
-                    self._validate(cert)
+                    await trio.to_thread.run_sync(self._validate, cert)  # signatures: off the loop (gateway)
                 except InvalidCertificateError as exc:
-                    if "are known here" in exc.reason and len(unknown_signers) < 3:
+                    if "in this node's view" in exc.reason and len(unknown_signers) < 3:
                         unknown_signers.append(cert)
                     logger.warning("certificate from %s rejected: %s", peer, exc.reason)
                     continue
@@ -339,7 +356,7 @@ class Client:
             # Our bootstrap peer had not learnt of some confirming peers yet; the others may have.
             for cert in unknown_signers:
                 try:
-                    self._validate(cert)
+                    await trio.to_thread.run_sync(self._validate, cert)
                 except InvalidCertificateError:
                     continue
                 if cert.blob_id == blob_id and (best is None or cert.end_epoch > best.end_epoch):
@@ -503,11 +520,18 @@ class Client:
         end_epoch = epoch + epochs
         encode_waited = encode_seconds if encode_waited is None else encode_waited
         t_found = time.perf_counter()
-        if not force:
-            cert, invalid = await self.find_certificate(blob_id)
-            if cert is not None and cert.end_epoch >= end_epoch and not invalid:
-                return StoreResult(blob_id, data_len, True, cert, len(cert.shards_confirmed), {}, encode_seconds,
-                                   encode_waited=encode_waited)
+        cert, invalid = await self.find_certificate(blob_id)
+        if not force and cert is not None and cert.end_epoch >= end_epoch and not invalid:
+            return StoreResult(blob_id, data_len, True, cert, len(cert.shards_confirmed), {}, encode_seconds,
+                               encode_waited=encode_waited)
+        if cert is not None and not invalid:
+            # Nodes refuse to sign other labels than the certificate they hold has (issue 13).
+            why = relabel_reason(cert, AvailabilityCertificate(
+                self.net.name, blob_id, n, epoch, end_epoch, (), (), deletable=deletable, owner=self.peer_id))
+            if why:
+                kind = f"deletable by the key {cert.owner}" if cert.deletable else "permanent"
+                raise P2PWalrusError(f"this blob is already certified as {kind} and cannot be stored again "
+                                     f"{'as deletable' if deletable else 'as permanent'} ({why})")
         t_found = time.perf_counter() - t_found
         need = quorum(n)
         confirmations: dict[str, StorageConfirmation] = {}
@@ -554,7 +578,7 @@ class Client:
             members=members, confirmations=tuple(confirmations[k] for k in sorted(confirmations)),
             deletable=deletable, owner=self.peer_id,
         )
-        self._validate(cert)
+        await trio.to_thread.run_sync(self._validate, cert)  # off the loop: a gateway serves on it
         progress.certifying(blob_id)
         # Return only once any reader finds the certificate (read-after-write).
         t_publish = time.perf_counter()
@@ -619,7 +643,7 @@ class Client:
                 return
             owned = set(shard_map.shards_of(node))
             if conf.peer_id != node or not set(conf.shards) <= owned or not verify_confirmation(
-                conf, self.net.name, blob_id, epoch, end_epoch
+                conf, self.net.name, blob_id, epoch, end_epoch, deletable=deletable, owner=self.peer_id
             ):
                 failures[node] = "confirmation does not verify"
                 return
@@ -679,7 +703,8 @@ class Client:
             if not reply.get("ok"):
                 raise ProtocolError(str(reply.get("error")))
             conf = StorageConfirmation.from_json(reply["confirmation"])
-            if conf.peer_id != peer or not verify_confirmation(conf, self.net.name, blob_id, epoch, end_epoch):
+            if conf.peer_id != peer or not verify_confirmation(conf, self.net.name, blob_id, epoch, end_epoch,
+                                                               deletable=cert.deletable, owner=cert.owner):
                 raise ProtocolError("confirmation does not verify")
             return conf
 
@@ -694,7 +719,7 @@ class Client:
             members=members, confirmations=tuple(sorted(confs, key=lambda c: c.peer_id)),
             deletable=cert.deletable, owner=cert.owner,
         )
-        self._validate(new)
+        await trio.to_thread.run_sync(self._validate, new)
         await self.publish_certificate(new)
         return new
 
@@ -707,11 +732,17 @@ class Client:
         if not cert.deletable:
             raise P2PWalrusError("this blob was not stored as deletable (store it with --deletable)")
         if cert.owner != self.peer_id:
-            raise P2PWalrusError(f"only the key that stored the blob ({cert.owner}) can delete it")
-        signature = sign(self.keypair, delete_message(self.net.name, blob_id)).hex()
+            raise P2PWalrusError(f"only the key that stored this blob ({cert.owner}) can delete it, and this "
+                                 f"client's key is {self.peer_id} (P2PWALRUS_CLIENT_DIR chooses the key)")
+        epoch, nonce = self.net.current_epoch(), os.urandom(16)  # each node takes a delete once
+        signature = sign(self.keypair, delete_message(self.net.name, blob_id, epoch, nonce)).hex()
         results = await self.gather(self.live_peers(), lambda p: self.call(
-            p, rpc.DELETE, {"blob_id": blob_id.hex(), "signature": signature}))
-        return sum(1 for r in results.values() if isinstance(r, dict) and r.get("ok"))
+            p, rpc.DELETE, {"blob_id": blob_id.hex(), "signature": signature, "epoch": epoch, "nonce": nonce.hex()}))
+        deleted = sum(1 for r in results.values() if isinstance(r, dict) and r.get("ok"))
+        if not deleted:
+            why = next((str(r.get("error")) for r in results.values() if isinstance(r, dict)), "no node answered")
+            raise P2PWalrusError(f"no node deleted the blob: {why}")
+        return deleted
 
     # --- read --------------------------------------------------------------------
 

@@ -1,12 +1,13 @@
 """Storage confirmations and availability certificates (pure).
 
-A holder signs a confirmation over (network, blob ID, epoch, end epoch, shards stored)
-with its libp2p Ed25519 key. A certificate gathers confirmations whose shards, each owned
-by its signer in the shard map of the member set the writer used, cover at least n - f
-distinct shards. Anyone checks it from peer IDs alone.
+A holder signs a confirmation over (network, blob ID, epoch, end epoch, deletable flag,
+owner if deletable, shards stored) with its libp2p Ed25519 key: the labels a delete
+depends on are bound by the holders, not only by the certificate's writer.
 
-Without a chain, the member set is the writer's word: a validator also requires that
-most confirming peers be known to it (see `validate_certificate`'s `known_peers`).
+A certificate is checked against the *validator's own* view of the network (its shard map,
+see `validate_certificate`): a confirmed shard counts only if the validator's map assigns
+it to the signer, and the counted shards must reach n - f. The member set a certificate
+carries is the writer's word and is not used (it stays on the wire for compatibility).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from dataclasses import dataclass
 
 from ..errors import ProtocolError
 from .keys import sign, verify_signature
-from .placement import PlacementError, compute_shard_map
+from .placement import ShardMap
 
-_CONFIRM_TAG = b"p2pwalrus/storage-confirmation/v1\x00"
-_DELETE_TAG = b"p2pwalrus/delete/v1\x00"
+# v2: confirmations bind the deletable flag and the owner; deletes carry an epoch and a nonce.
+_CONFIRM_TAG = b"p2pwalrus/storage-confirmation/v2\x00"
+_DELETE_TAG = b"p2pwalrus/delete/v2\x00"
+DELETE_NONCE_BYTES = 16
 MAX_CERT_BYTES = 1 << 20
 MAX_SHARDS = 1 << 16  # shard indices and counts a peer may name (Walrus mainnet: 1000)
 
@@ -38,14 +41,24 @@ class InvalidCertificateError(ProtocolError):
         self.reason = reason
 
 
-def confirmation_message(network: str, blob_id: bytes, epoch: int, end_epoch: int, shards) -> bytes:
+def bound_owner(deletable: bool, owner: str) -> str:
+    """The owner as signed: only a deletable blob's owner means anything (it alone may
+    delete), so a permanent blob's confirmations do not depend on who stored it."""
+    return owner if deletable else ""
+
+
+def confirmation_message(network: str, blob_id: bytes, epoch: int, end_epoch: int, shards, *,
+                         deletable: bool = False, owner: str = "") -> bytes:
     shards = sorted(shards)
+    owner_raw = bound_owner(deletable, owner).encode()
     return (
         _CONFIRM_TAG
         + network.encode()
         + b"\x00"
         + blob_id
-        + struct.pack("<QQI", epoch, end_epoch, len(shards))
+        + struct.pack("<QQBH", epoch, end_epoch, 1 if deletable else 0, len(owner_raw))
+        + owner_raw
+        + struct.pack("<I", len(shards))
         + b"".join(struct.pack("<I", s) for s in shards)
     )
 
@@ -77,13 +90,17 @@ class StorageConfirmation:
             raise InvalidCertificateError(f"malformed confirmation ({exc})") from None
 
 
-def sign_confirmation(keypair, peer_id: str, network: str, blob_id: bytes, epoch: int, end_epoch: int, shards) -> StorageConfirmation:
+def sign_confirmation(keypair, peer_id: str, network: str, blob_id: bytes, epoch: int, end_epoch: int, shards, *,
+                      deletable: bool = False, owner: str = "") -> StorageConfirmation:
     shards = tuple(sorted(shards))
-    return StorageConfirmation(peer_id, shards, sign(keypair, confirmation_message(network, blob_id, epoch, end_epoch, shards)))
+    message = confirmation_message(network, blob_id, epoch, end_epoch, shards, deletable=deletable, owner=owner)
+    return StorageConfirmation(peer_id, shards, sign(keypair, message))
 
 
-def verify_confirmation(conf: StorageConfirmation, network: str, blob_id: bytes, epoch: int, end_epoch: int) -> bool:
-    return verify_signature(conf.peer_id, confirmation_message(network, blob_id, epoch, end_epoch, conf.shards), conf.signature)
+def verify_confirmation(conf: StorageConfirmation, network: str, blob_id: bytes, epoch: int, end_epoch: int, *,
+                        deletable: bool = False, owner: str = "") -> bool:
+    message = confirmation_message(network, blob_id, epoch, end_epoch, conf.shards, deletable=deletable, owner=owner)
+    return verify_signature(conf.peer_id, message, conf.signature)
 
 
 def quorum(n_shards: int) -> int:
@@ -161,20 +178,37 @@ class AvailabilityCertificate:
         return {s for c in self.confirmations for s in c.shards}
 
 
+def covered_in_view(cert: AvailabilityCertificate, view: ShardMap) -> set[int]:
+    """Shards of the certificate that `view` assigns to the peer that confirmed them."""
+    owners = view.owners
+    return {s for c in cert.confirmations for s in c.shards if s < len(owners) and owners[s] == c.peer_id}
+
+
 def validate_certificate(
     cert: AvailabilityCertificate,
     *,
     network: str,
     n_shards: int,
-    known_peers=None,
+    views,
+    current_epoch: int | None = None,
+    max_epochs_ahead: int | None = None,
     max_members: int = 10_000,
+    need: int | None = None,
 ) -> None:
-    """Raise InvalidCertificateError unless the certificate is sound.
+    """Raise InvalidCertificateError unless the certificate is sound in the validator's view.
 
-    Checks: network and shard count, every signature, each confirmed shard owned by its
-    signer in the shard map of `members`, shards distinct, quorum n - f. If `known_peers`
-    is given, at least half of the confirming peers must be in it, so that a writer
-    cannot certify a blob with a member set of keys it made up.
+    `views`: the validator's own shard maps, its current one first, then any it held
+    shortly before (a node that just joined or left moves about n/N shards between them).
+    A confirmed shard counts only where a view assigns it to its signer; the certificate
+    must cover n - f shards in one view, each view taken alone, so identities holding at
+    most f shards in every view can never reach it, whatever they sign or write as members.
+    Tolerance: a writer whose confirmations cover c >= n - f shards is accepted by a
+    validator whose map differs from the writer's on at most c - (n - f) of those shards
+    (stores wait a grace for stragglers and usually cover all n, so up to f).
+
+    Cheap checks come first (fields, epochs, counts, duplicates, coverage from the map),
+    then the signatures, only of the confirmations that count. `need` (default n - f)
+    lowers the bar for one use only: f + 1 shows that some honest holder signed.
     """
     if cert.network != network:
         raise InvalidCertificateError(f"for network {cert.network!r}, not {network!r}")
@@ -182,37 +216,66 @@ def validate_certificate(
         raise InvalidCertificateError(f"for {cert.n_shards} shards, the network has {n_shards}")
     if cert.end_epoch <= cert.epoch:
         raise InvalidCertificateError("end epoch must be after the certified epoch")
-    if not cert.members or len(cert.members) > max_members or len(set(cert.members)) != len(cert.members):
-        raise InvalidCertificateError("member set is empty, too large or has duplicates")
-    try:
-        shard_map = compute_shard_map(cert.members, n_shards)
-    except (PlacementError, ValueError, TypeError) as exc:  # an empty member ID, say
-        raise InvalidCertificateError(f"member set: {exc}") from None
+    if current_epoch is not None:
+        if cert.epoch > current_epoch + 1:
+            raise InvalidCertificateError(f"certified epoch {cert.epoch} is in the future (now {current_epoch})")
+        if max_epochs_ahead is not None and cert.end_epoch > current_epoch + max_epochs_ahead + 1:
+            raise InvalidCertificateError(
+                f"end epoch {cert.end_epoch} is more than {max_epochs_ahead} epochs ahead of {current_epoch}")
+    if len(cert.members) > max_members:
+        raise InvalidCertificateError("member set too large")
+    if len(cert.confirmations) > n_shards:
+        raise InvalidCertificateError(f"{len(cert.confirmations)} confirmations for {n_shards} shards")
     seen: set[int] = set()
     signers: set[str] = set()
     for conf in cert.confirmations:
         if conf.peer_id in signers:
             raise InvalidCertificateError(f"two confirmations from {conf.peer_id}")
         signers.add(conf.peer_id)
-        if conf.peer_id not in cert.members:
-            raise InvalidCertificateError(f"confirmation from {conf.peer_id}, not a member")
-        owned = set(shard_map.shards_of(conf.peer_id))
+        if not conf.shards:
+            raise InvalidCertificateError(f"confirmation from {conf.peer_id} covers no shard")
         for s in conf.shards:
             if s in seen:
                 raise InvalidCertificateError(f"shard {s} confirmed twice")
-            if s not in owned:
-                raise InvalidCertificateError(f"{conf.peer_id} confirmed shard {s}, which it does not hold")
+            if s >= n_shards:
+                raise InvalidCertificateError(f"shard {s} out of range")
             seen.add(s)
-        if not verify_confirmation(conf, network, cert.blob_id, cert.epoch, cert.end_epoch):
+    need = quorum(n_shards) if need is None else need  # (a lower one: see node/recertify.py)
+    best: set[int] = set()
+    chosen = None
+    for view in views:
+        if view is None or view.n_shards != n_shards:
+            continue
+        covered = covered_in_view(cert, view)
+        if len(covered) > len(best):
+            best, chosen = covered, view
+        if len(best) >= need:
+            break
+    if chosen is None or len(best) < need:
+        raise InvalidCertificateError(
+            f"covers {len(best)} shards held by their signers in this node's view, needs {need}")
+    owners = chosen.owners
+    for conf in cert.confirmations:
+        if not any(owners[s] == conf.peer_id for s in conf.shards):
+            continue  # counts for nothing here: its signature is not worth checking
+        if not verify_confirmation(conf, network, cert.blob_id, cert.epoch, cert.end_epoch,
+                                   deletable=cert.deletable, owner=cert.owner):
             raise InvalidCertificateError(f"bad signature from {conf.peer_id}")
-    if len(seen) < quorum(n_shards):
-        raise InvalidCertificateError(f"covers {len(seen)} shards, needs {quorum(n_shards)}")
-    if known_peers is not None:
-        known = sum(1 for p in signers if p in known_peers)
-        if 2 * known < len(signers):
-            raise InvalidCertificateError(f"only {known} of {len(signers)} confirming peers are known here")
 
 
-def delete_message(network: str, blob_id: bytes) -> bytes:
-    """What the owner of a deletable blob signs to delete it."""
-    return _DELETE_TAG + network.encode() + b"\x00" + blob_id
+def relabel_reason(held: AvailabilityCertificate, new: AvailabilityCertificate) -> str | None:
+    """Why `new` may not replace `held` (None if it may): a later certificate keeps the
+    deletable flag and, for a deletable blob, the owner, so nobody but the owner of a
+    deletable blob can ever delete it."""
+    if new.deletable != held.deletable:
+        return "it would change whether the blob is deletable"
+    if held.deletable and new.owner != held.owner:
+        return "it would change the owner of a deletable blob"
+    return None
+
+
+def delete_message(network: str, blob_id: bytes, epoch: int, nonce: bytes) -> bytes:
+    """What the owner of a deletable blob signs to delete it: the epoch it was issued in
+    (nodes take it during that epoch and the next only) and a random nonce (each node takes
+    a nonce once), so a captured delete cannot be replayed later, e.g. on a re-stored blob."""
+    return _DELETE_TAG + network.encode() + b"\x00" + blob_id + struct.pack("<Q", epoch) + nonce

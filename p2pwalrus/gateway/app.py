@@ -68,9 +68,9 @@ class GatewayConfig:
 class GatewayClient(Client):
     """A client that outlives membership changes.
 
-    Certificates are validated against every node seen live since the gateway started
-    (Client.known_peers), as storage nodes do (a certificate needs half of its signers
-    known): the live set alone would make blobs certified before churn unverifiable.
+    Certificates are judged by the gateway's own shard map and, as storage nodes do, by the
+    few maps it held before (Client.past_views), so that one certified just before churn
+    still verifies.
     """
 
     def __init__(self, net, host, keypair):
@@ -309,9 +309,11 @@ class Gateway:
                 except Exception as exc:  # try the next source
                     last = exc
                     continue
+                old = c.shard_map
                 c.records, c.shard_map = probe.records, probe.shard_map
                 if isinstance(c, GatewayClient):
                     c.known_peers.update(probe.records)
+                c.remember_view(old)
                 self.last_refresh = time.time()
                 self.metrics.live_nodes.set(len(c.records))
                 return len(c.records)

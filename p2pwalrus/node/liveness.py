@@ -121,6 +121,12 @@ class Liveness:
         """Look at the targets now (membership changed, faults changed)."""
         self._wake.set()
 
+    def pull_again(self, what: str) -> None:
+        """Let differing `what` digests be pulled for again, even a pair pulled before (our
+        view changed: certificates refused by the old one may pass now)."""
+        for link in self.links.values():
+            link.pulled.pop(what, None)
+
     def retry_down_now(self) -> None:
         """Try every down peer again now (a partition healed)."""
         self._retry = {p: (0.0, self.config.retry_min) for p in self._retry}

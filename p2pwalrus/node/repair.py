@@ -28,6 +28,9 @@ logger = logging.getLogger("p2pwalrus.repair")
 BLOB_CONCURRENCY = 2  # blobs repaired at once
 MAX_FETCHES_IN_FLIGHT = 64  # symbol requests in flight per blob being repaired
 FETCH_TIMEOUT = 15.0
+PEER_FETCHES = 8  # repair requests in flight to any one peer, over all blobs being repaired
+SWEEP_DEADLINE = 600.0
+RENEW_RETRY = 10.0  # s; a sweep again this soon while a certificate's renewal is pending  # s; one sweep's repairs are cut here and go on at the next sweep
 
 
 def proofs_topic(network: str) -> str:
@@ -55,6 +58,23 @@ class RepairService:
         self.events: collections.deque = collections.deque(maxlen=10_000)
         self.challenges: dict[str, dict[str, int]] = {}
         self.swept = trio.Event()  # set after each sweep, then replaced: tests and netlab wait on it
+        from .bounded import Backoff
+
+        # Blobs whose repair failed wait 5 s, then 10, 20, ... up to 10 min before they are
+        # tried again (short at first: a repair during churn often fails once, then works).
+        self.backoff = Backoff(base=5.0, cap=600.0)
+        self._peer_limits: dict[str, trio.CapacityLimiter] = {}
+        self.renewals_pending = 0  # certificates whose renewal failed in the last sweep (recertify.py)
+
+    async def fetch(self, peer: str, protocol, header: dict, max_size: int, **kw):
+        """node.fetch_blob within the peer's budget of PEER_FETCHES requests in flight."""
+        limiter = self._peer_limits.get(peer)
+        if limiter is None:
+            if len(self._peer_limits) > 4096:  # peers come and go: forget the idle ones
+                self._peer_limits = {p: lim for p, lim in self._peer_limits.items() if lim.borrowed_tokens}
+            limiter = self._peer_limits[peer] = trio.CapacityLimiter(PEER_FETCHES)
+        async with limiter:
+            return await self.node.fetch_blob(peer, protocol, header, max_size, **kw)
 
     def trigger(self) -> None:
         self.wake.set()
@@ -66,7 +86,8 @@ class RepairService:
         while True:
             await self._settle()
             await self.sweep()
-            with trio.move_on_after(interval):
+            # A renewal that failed (holders still repairing) is tried again soon, not at the timer.
+            with trio.move_on_after(min(interval, RENEW_RETRY) if self.renewals_pending else interval):
                 await self.wake.wait()
             self.wake = trio.Event()
 
@@ -102,23 +123,36 @@ class RepairService:
         tasks, handoffs = plan_repairs(node.peer_id, node.shard_map, node.prev_shard_map, live, views, node.epoch)
         self.stats["queue"] = len(tasks)
         by_blob: dict[bytes, list] = collections.defaultdict(list)
+        now = time.monotonic()
         for task in tasks:
-            by_blob[task.blob_id].append(task)
+            if self.backoff.ready(task.blob_id, now):
+                by_blob[task.blob_id].append(task)
         limiter = trio.CapacityLimiter(BLOB_CONCURRENCY)
 
         async def one(blob_id, blob_tasks):
             async with limiter:
                 try:
                     await self.repair_blob(blob_id, blob_tasks)
+                    self.backoff.succeeded(blob_id)
                 except Exception as exc:
                     self.stats["failures"] += 1
-                    logger.info("repair of %s failed for now: %r", blob_id_to_str(blob_id), exc)
+                    wait = self.backoff.failed(blob_id, time.monotonic())
+                    logger.info("repair of %s failed for now (next try in %.0f s): %r", blob_id_to_str(blob_id),
+                                wait, exc)
 
-        async with trio.open_nursery() as nursery:
-            for blob_id, blob_tasks in by_blob.items():
-                nursery.start_soon(one, blob_id, blob_tasks)
+        with trio.move_on_after(SWEEP_DEADLINE) as sweep_scope:
+            async with trio.open_nursery() as nursery:
+                for blob_id, blob_tasks in by_blob.items():
+                    nursery.start_soon(one, blob_id, blob_tasks)
+        if sweep_scope.cancelled_caught:
+            logger.info("repair sweep cut after %.0f s; the rest goes on at the next sweep", SWEEP_DEADLINE)
         if handoffs:
             await self.hand_off(handoffs)
+        from .recertify import renew_short_certificates
+
+        with trio.move_on_after(SWEEP_DEADLINE):
+            # After repair: today's holders hold their slivers.
+            self.renewals_pending = await renew_short_certificates(node)
         self.stats["sweeps"] += 1
         self.stats["last_sweep_seconds"] = time.monotonic() - t0
         self.stats["queue"] = 0
@@ -141,7 +175,7 @@ class RepairService:
             if peer == node.peer_id:
                 continue
             try:
-                raw = await node.fetch_blob(peer, rpc.GET_METADATA, {"blob_id": blob_id.hex()}, 17 + 64 * n)
+                raw = await self.fetch(peer, rpc.GET_METADATA, {"blob_id": blob_id.hex()}, 17 + 64 * n)
                 if raw is None:
                     continue
                 meta = rs2.BlobMetadata.from_bytes(raw)
@@ -199,7 +233,7 @@ class RepairService:
             try:
                 cfg, length = meta.config, meta.unencoded_length
                 limit = cfg.primary_sliver_len(length) if kind == PRIMARY else cfg.secondary_sliver_len(length)
-                data = await node.fetch_blob(task.sync_from, rpc.GET_SLIVER, {
+                data = await self.fetch(task.sync_from, rpc.GET_SLIVER, {
                     "blob_id": task.blob_id.hex(), "pair": task.pair, "kind": kind}, limit)
                 if data is None:
                     return False
@@ -251,7 +285,7 @@ class RepairService:
                     rs2.recovery_symbols, source_axis, source_index, sliver, wanted, cfg, meta.symbol_size)
             else:
                 try:
-                    raw = await node.fetch_blob(holder, rpc.GET_RECOVERY, {
+                    raw = await self.fetch(holder, rpc.GET_RECOVERY, {
                         "blob_id": blob_id.hex(), "pair": pair, "axis": source_axis, "targets": wanted},
                         max_reply, timeout=FETCH_TIMEOUT)
                     if raw is None:

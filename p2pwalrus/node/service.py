@@ -23,14 +23,15 @@ from ..core import rs2
 from ..core.certificates import (
     AvailabilityCertificate,
     InvalidCertificateError,
+    relabel_reason,
     sign_confirmation,
-    validate_certificate,
 )
 from ..core.placement import ShardMap, compute_shard_map
 from ..core.rs2 import decode_proof_message, encode_proof_message  # noqa: F401  (here before core had them)
 from ..core.records import SignedNodeRecord
 from ..errors import CapacityExceededError, ProtocolError, StorageError
 from . import rpc
+from .certcheck import CertChecker
 from .hardening import LogOnce
 from .host import open_host
 from .datadir_lock import lock_data_dir
@@ -46,10 +47,15 @@ FAULTS_POLL = 2.0  # s; netlab's faults.json is looked at this often (a wake-up 
 HANDLER_TIMEOUT = 60.0  # one whole exchange, including a node's share of a large blob
 LEARN_PAUSE = 2.0  # pulls of the live set for certificates with unknown signers, at most this often
 PEER_CALL_TIMEOUT = 10.0
+# Anti-entropy from one peer, per pull: the rest waits for the next pull.
+PULL_DEADLINE = 60.0
+PULL_CERTS = 256
+PULL_PROOFS = 16
+PULL_PROOF_BYTES = 64 << 20
 
 
 def certs_topic(network: str) -> str:
-    return f"/p2pwalrus/{network}/certs/1"
+    return f"/p2pwalrus/{network}/certs/2"  # 2: confirmations bind labels (rpc.py)
 
 
 def _write_status_file(path: Path, obj) -> None:
@@ -92,9 +98,16 @@ class StorageNode:
         self.shard_map: ShardMap | None = None
         self.prev_shard_map: ShardMap | None = None  # for shard sync from the previous holder
         self.map_changed_at = 0.0
-        self.known_peers: set[str] = set()
+        self.certcheck = CertChecker(self.net)  # certificates judged by our own shard maps
+        from .bounded import DeleteNonces
+
+        self.delete_nonces = DeleteNonces(self.data_dir / "delete-nonces.json")
         self.certs: dict[bytes, AvailabilityCertificate] = {}
-        self.proofs: dict[bytes, bytes] = {}  # inconsistency proof messages we checked
+        from .bounded import Backoff, ProofStore
+
+        self.proofs = ProofStore()  # inconsistency proof messages we checked, bounded, expiring
+        self.cert_backoff = Backoff()  # blobs whose certificate a peer listed but failed to give
+        self.renew_backoff = Backoff(base=10.0, cap=600.0)  # certificates renewal failed for (recertify.py)
         self.node = None
         self.members = None
         self.ready = trio.Event()
@@ -116,6 +129,7 @@ class StorageNode:
         self.liveness = None
         self._certs_digest: tuple[bytes, float] | None = None
         self._learnt_at = -LEARN_PAUSE
+        self._learning: trio.Event | None = None  # set when the pull for unknown signers ends
         self._load_certs()
 
     def close(self) -> None:
@@ -145,7 +159,7 @@ class StorageNode:
         return self.shard_map.shards_of(self.peer_id) if self.shard_map else ()
 
     def is_invalid(self, blob_id: bytes) -> bool:
-        return bool(self.store.get_state(blob_id).get("invalid"))
+        return blob_id in self.proofs or bool(self.store.get_state(blob_id).get("invalid"))
 
     def certs_digest(self) -> bytes:
         """16 bytes naming our certificate set (blob IDs, end epochs) and invalid blobs, for the
@@ -156,7 +170,8 @@ class StorageNode:
             return cached[0]
         h = hashlib.blake2b(digest_size=16)
         for blob_id in sorted(self.certs):
-            h.update(blob_id + self.certs[blob_id].end_epoch.to_bytes(8, "little"))
+            cert = self.certs[blob_id]
+            h.update(blob_id + cert.end_epoch.to_bytes(8, "little") + cert.epoch.to_bytes(8, "little"))
         h.update(b"invalid")
         for blob_id in sorted(self.proofs):
             h.update(blob_id)
@@ -165,9 +180,9 @@ class StorageNode:
 
     def _recompute_map(self) -> None:
         live = set(self.members.live.peer_ids()) | {self.peer_id}  # we are live before our first publish
-        self.known_peers.update(live)
         old = self.shard_map
         new = compute_shard_map(live, self.net.n_shards)
+        self.certcheck.set_map(new)
         if old is not None and new.digest() == old.digest():
             self.write_status()  # the live set changed all the same (a member that holds no shard)
             return
@@ -182,6 +197,10 @@ class StorageNode:
             logger.info("shards lost: %s", sorted(before - after))
         done, self.map_changed = self.map_changed, trio.Event()
         done.set()
+        # A new view may accept certificates the old one refused: ask for them again.
+        self.cert_backoff = type(self.cert_backoff)()
+        if self.liveness is not None:
+            self.liveness.pull_again("certs")
         self.repair.trigger()
         self.write_status()
 
@@ -213,14 +232,31 @@ class StorageNode:
             "challenges": {p: dict(c) for p, c in self.repair.challenges.items()},
         }
 
-    def accept_certificate(self, cert: AvailabilityCertificate, *, source: str) -> bool:
-        """Validate and keep a certificate; True if it is new or extends one we had."""
-        validate_certificate(cert, network=self.net.name, n_shards=self.net.n_shards, known_peers=self.known_peers)
-        if self.store.get_state(cert.blob_id).get("deleted"):
-            return False  # deleted by its owner: a late certificate must not bring it back
+    async def accept_certificate(self, cert: AvailabilityCertificate, *, source: str) -> bool:
+        """Validate and keep a certificate; True if it is new or extends one we had.
+
+        Cheap refusals first (one we hold already, a relabel, a deleted blob); then the
+        check against our own shard maps, in a worker thread (certcheck.py)."""
         old = self.certs.get(cert.blob_id)
-        if old is not None and old.end_epoch >= cert.end_epoch:
+        if old is not None and old == cert:
+            return False  # a copy of the one we hold: nothing to check
+        if old is not None and (why := relabel_reason(old, cert)):
+            raise InvalidCertificateError(f"refused: {why}")
+        if self.store.get_state(cert.blob_id).get("deleted"):
+            # Deleted by its owner: a late certificate must not bring it back (a new upload
+            # of its slivers clears the mark, see handle_store).
+            raise InvalidCertificateError("the blob was deleted here by its owner")
+        if old is not None and _freshness(old) > _freshness(cert):
+            return False  # older than the one we hold: nothing to check
+        await self.learn_signers(cert)
+        await self.certcheck.check(cert)
+        old = self.certs.get(cert.blob_id)  # another copy may have been accepted meanwhile
+        if old is not None and _freshness(old) > _freshness(cert):
             return False
+        if old is not None and _freshness(old) == _freshness(cert) and not self._counts_more(cert, old):
+            return False  # as recent, and our map counts no more of it: keep ours
+        if old is not None and (why := relabel_reason(old, cert)):
+            raise InvalidCertificateError(f"refused: {why}")
         self.certs[cert.blob_id] = cert
         self.store.put_certificate(cert.blob_id, cert.to_bytes())
         state = self.store.get_state(cert.blob_id)
@@ -236,21 +272,42 @@ class StorageNode:
         self.repair.trigger()
         return True
 
+    def _counts_more(self, new: AvailabilityCertificate, old: AvailabilityCertificate) -> bool:
+        """Whether our map counts more shards of `new` than of `old` (a renewal in the same
+        epoch by today's holders, see recertify.py, replaces the certificate churn moved away)."""
+        from ..core.certificates import covered_in_view
+
+        view = self.shard_map
+        return view is not None and len(covered_in_view(new, view)) > len(covered_in_view(old, view))
+
     # --- invalid blobs and deletion ------------------------------------------------------
 
-    def _apply_invalid(self, blob_id: bytes, message: bytes | None = None) -> bool:
+    async def _apply_invalid(self, blob_id: bytes, message: bytes | None = None) -> bool:
         """Mark a blob invalid and drop its slivers; True if it was not marked yet.
 
-        The checked proof message is kept, so that nodes that missed it can pull it."""
+        The checked proof message is kept (bounded, see bounded.ProofStore) until the blob's
+        end epoch, so that nodes that missed it can pull it. A marker goes to disk only for a
+        blob this node holds something of, with the blob's end epoch, so it expires with the
+        blob: proofs for blob IDs nobody stored here cost memory that is bounded, never disk."""
+        was = self.is_invalid(blob_id)
+        cert = self.certs.get(blob_id)
+        state = await trio.to_thread.run_sync(self.store.get_state, blob_id)
+        end = cert.end_epoch if cert else state.get("end_epoch")
+        expires = end if type(end) is int else self.epoch + 1
         if message is not None:
-            self.proofs.setdefault(blob_id, message)
-        if self.is_invalid(blob_id):
+            self.proofs.add(blob_id, message, expires)
+        if was and state.get("invalid"):
             return False
-        self.store.set_state(blob_id, {"invalid": True})
-        for shard in list(self.store.shards_stored(blob_id)):
-            self.store.delete_sliver(blob_id, shard)
-        logger.warning("blob %s is invalid (inconsistency proof checked): no longer served", rs2_id(blob_id))
-        return True
+        if cert is not None or await trio.to_thread.run_sync(self.store.has_blob, blob_id):
+            def persist():
+                self.store.set_state(blob_id, {"invalid": True, "end_epoch": expires})
+                for shard in list(self.store.shards_stored(blob_id)):
+                    self.store.delete_sliver(blob_id, shard)
+
+            await trio.to_thread.run_sync(persist)
+        if not was:
+            logger.warning("blob %s is invalid (inconsistency proof checked): no longer served", rs2_id(blob_id))
+        return not was
 
     async def mark_invalid(self, blob_id: bytes, meta: rs2.BlobMetadata, proof: rs2.InconsistencyProof) -> None:
         """We found the blob inconsistent: mark it and tell every node, with the proof."""
@@ -259,7 +316,7 @@ class StorageNode:
             return
         self.repair.stats["inconsistent_blobs"] += 1
         message = encode_proof_message(blob_id, meta, proof)
-        await trio.to_thread.run_sync(self._apply_invalid, blob_id, message)
+        await self._apply_invalid(blob_id, message)
         if len(message) < 900_000:
             try:
                 from .repair import proofs_topic
@@ -291,40 +348,50 @@ class StorageNode:
     async def handle_put_proof(self, stream, peer: str) -> None:
         message = await rpc.recv_blob(stream, MAX_PROOF_MESSAGE)
         blob_id = await trio.to_thread.run_sync(self.check_proof_message, message)
-        new = await trio.to_thread.run_sync(self._apply_invalid, blob_id, message)
+        new = await self._apply_invalid(blob_id, message)
         await rpc.send_json(stream, {"ok": True, "new": new})
 
-    def _proof_validator(self, forwarder, msg) -> bool:
+    async def _proof_validator(self, forwarder, msg) -> bool:
         if self._denied_message(forwarder, msg):
             return False
-        try:
-            blob_id = self.check_proof_message(msg.data)
+        try:  # a proof's check re-encodes symbols: a worker thread, not the event loop
+            blob_id = await trio.to_thread.run_sync(self.check_proof_message, bytes(msg.data))
         except (ProtocolError, rs2.EncodingError) as exc:
             _log_once(f"proof:{forwarder}", logging.WARNING, "gossiped inconsistency proof from %s rejected: %s",
                       forwarder, exc)
             return False
-        self._apply_invalid(blob_id, bytes(msg.data))
+        await self._apply_invalid(blob_id, bytes(msg.data))
         return True
 
     async def handle_delete(self, stream, peer: str) -> None:
-        """Delete a deletable blob on the word of the key that stored it."""
+        """Delete a deletable blob on the word of the key that stored it (the owner its holders
+        signed for), once per nonce and only in the epoch the delete was issued or the next."""
+        from ..core.certificates import DELETE_NONCE_BYTES, delete_message
+        from ..core.keys import verify_signature
+
         hdr = await rpc.recv_json(stream)
         blob_id = rpc.blob_id_field(hdr)
+        issued = rpc.field(hdr, "epoch", int)
         try:
             signature = bytes.fromhex(rpc.field(hdr, "signature", str))
+            nonce = bytes.fromhex(rpc.field(hdr, "nonce", str))
         except ValueError:
-            raise ProtocolError("signature must be hex") from None
+            raise ProtocolError("signature and nonce must be hex") from None
+        if len(nonce) != DELETE_NONCE_BYTES or len(signature) != 64:
+            raise ProtocolError(f"a delete needs a {DELETE_NONCE_BYTES}-byte nonce and a 64-byte signature")
+        if not 0 <= self.epoch - issued <= 1:
+            raise ProtocolError(f"delete issued in epoch {issued}, now {self.epoch}: sign a new one")
         cert = self.certs.get(blob_id)
         if cert is None:
             await rpc.send_json(stream, {"ok": False, "error": "not found"})
             return
         if not cert.deletable:
             raise ProtocolError("blob was not stored as deletable")
-        from ..core.certificates import delete_message
-        from ..core.keys import verify_signature
-
-        if not cert.owner or not verify_signature(cert.owner, delete_message(self.net.name, blob_id), signature):
+        if not cert.owner or not verify_signature(cert.owner, delete_message(self.net.name, blob_id, issued, nonce),
+                                                  signature):
             raise ProtocolError("delete request not signed by the blob's owner")
+        if why := self.delete_nonces.use(nonce.hex(), issued, self.epoch):
+            raise ProtocolError(why)
         await trio.to_thread.run_sync(self.store.delete_blob, blob_id)
         self.certs.pop(blob_id, None)
         self.store.set_state(blob_id, {"deleted": True, "end_epoch": cert.end_epoch})
@@ -371,6 +438,10 @@ class StorageNode:
         meta = await self._read_metadata(stream, blob_id)
         if self.is_invalid(blob_id):
             raise ProtocolError("blob is marked invalid")
+        held = self.certs.get(blob_id)
+        if held is not None and (why := relabel_reason(held, _labels(deletable, owner))):
+            # What we sign binds the labels: no stranger gets signatures that relabel a blob.
+            raise ProtocolError(f"this blob is certified here already; storing it again like this is refused: {why}")
         cfg, s = meta.config, meta.symbol_size
         p_len, s_len = cfg.n_secondary * s, cfg.n_primary * s
         mine = set(self.my_shards())
@@ -410,6 +481,7 @@ class StorageNode:
                 "deletable": deletable,
                 "owner": owner or state.get("owner", ""),
                 "stored_at": state.get("stored_at", time.time()),
+                "deleted": False,  # a new upload after its owner deleted it: certifiable again
             }
 
         verified.sort()
@@ -431,7 +503,8 @@ class StorageNode:
             await rpc.send_json(stream, {"ok": False, "error": "no sliver of this blob was stored here",
                                          "refused": {str(k): v for k, v in refused.items()}})
             return
-        conf = sign_confirmation(self.keypair, self.peer_id, self.net.name, blob_id, epoch, end_epoch, stored)
+        conf = sign_confirmation(self.keypair, self.peer_id, self.net.name, blob_id, epoch, end_epoch, stored,
+                                 deletable=deletable, owner=owner)
         await rpc.send_json(stream, {
             "ok": True,
             "confirmation": conf.to_json(),
@@ -444,7 +517,10 @@ class StorageNode:
         return sorted(s for s, kinds in self.store.shards_stored(blob_id).items() if len(kinds) == 2)
 
     async def handle_confirm(self, stream, peer: str) -> None:
-        """Sign a confirmation for the shards of a blob held now (repeat stores, extensions)."""
+        """Sign a confirmation for the shards of a certified blob held now (extensions), with
+        the labels of the certificate we hold: the caller chooses only the epochs, so a
+        stranger's extension can never relabel the blob's owner or deletable flag. Our end
+        epoch moves only when the extension's certificate arrives."""
         hdr = await rpc.recv_json(stream)
         blob_id = rpc.blob_id_field(hdr)
         epoch = rpc.field(hdr, "epoch", int)
@@ -452,15 +528,17 @@ class StorageNode:
         self._check_epochs(epoch, end_epoch)
         if self.is_invalid(blob_id):
             raise ProtocolError("blob is marked invalid")
+        cert = self.certs.get(blob_id)
+        if cert is None:
+            raise ProtocolError("this node holds no certificate for this blob: only certified blobs are extended")
         mine = set(self.my_shards())
         held = [s for s in await trio.to_thread.run_sync(self.held_pairs, blob_id) if s in mine]
         if not held:
             # Never a signature over zero shards: it would still count as a signer for a
             # certificate of a blob this node does not hold (issue 13).
             raise ProtocolError("this node holds no shard of this blob: nothing to confirm")
-        state = self.store.get_state(blob_id)
-        self.store.set_state(blob_id, {"end_epoch": max(end_epoch, state.get("end_epoch", 0))})
-        conf = sign_confirmation(self.keypair, self.peer_id, self.net.name, blob_id, epoch, end_epoch, held)
+        conf = sign_confirmation(self.keypair, self.peer_id, self.net.name, blob_id, epoch, end_epoch, held,
+                                 deletable=cert.deletable, owner=cert.owner)
         await rpc.send_json(stream, {"ok": True, "confirmation": conf.to_json()})
 
     async def handle_get_metadata(self, stream, peer: str) -> None:
@@ -546,49 +624,58 @@ class StorageNode:
         await rpc.write_frame(stream, cert.to_bytes())
 
     async def learn_signers(self, cert: AvailabilityCertificate) -> None:
-        """A certificate whose confirming peers are mostly unknown here (a member that joined
-        and that we have not heard of yet): pull the live set from our bootstrap peers once
-        before judging it, at most every LEARN_PAUSE seconds. Only peers the network vouches
-        for become known: the certificate's own word is not taken."""
-        signers = {c.peer_id for c in cert.confirmations}
-        if 2 * len(signers & self.known_peers) >= len(signers) or self.members is None:
+        """A certificate with confirming peers missing from our view (a member that joined and
+        that we have not heard of yet): pull the live set from our bootstrap peers once before
+        judging it, at most every LEARN_PAUSE seconds. Only peers the network vouches for
+        enter our view (and so our shard map): the certificate's own word is not taken."""
+        if self.members is None or not self.certcheck.signers_unknown(cert):
+            return
+        if self._learning is not None:  # a pull is under way: judge by what it brings
+            await self._learning.wait()
             return
         now = time.monotonic()
         if now - self._learnt_at < LEARN_PAUSE:
             return
         self._learnt_at = now
-        with trio.move_on_after(PEER_CALL_TIMEOUT):
-            try:
-                await self.members.pull_from_bootstrap()
-            except Exception as exc:
-                logger.info("membership pull for a certificate failed: %r", exc)
-        self.known_peers.update(self.members.live.peer_ids())
+        self._learning = trio.Event()
+        try:
+            with trio.move_on_after(PEER_CALL_TIMEOUT):
+                try:
+                    await self.members.pull_from_bootstrap()
+                except Exception as exc:
+                    logger.info("membership pull for a certificate failed: %r", exc)
+            self._recompute_map()
+        finally:
+            self._learning.set()
+            self._learning = None
 
     async def handle_put_cert(self, stream, peer: str) -> None:
         raw = await rpc.recv_blob(stream, 1 << 20)
         try:
             cert = AvailabilityCertificate.from_bytes(raw)
-            await self.learn_signers(cert)
-            new = self.accept_certificate(cert, source=peer)
+            new = await self.accept_certificate(cert, source=peer)
         except InvalidCertificateError as exc:
             self.counters["certs_rejected"] += 1
             raise ProtocolError(exc.reason) from None
         await rpc.send_json(stream, {"ok": True, "new": new})
         if new:
-            try:
-                await self.node.pubsub.publish(certs_topic(self.net.name), raw)
-            except Exception as exc:
-                logger.info("gossiping a certificate failed: %s", exc)
+            await self.gossip_certificate(raw)
+
+    async def gossip_certificate(self, raw: bytes) -> None:
+        try:
+            await self.node.pubsub.publish(certs_topic(self.net.name), raw)
+        except Exception as exc:
+            logger.info("gossiping a certificate failed: %s", exc)
 
     async def handle_list_certs(self, stream, peer: str) -> None:
         await rpc.recv_json(stream)
-        items = [[b.hex(), c.end_epoch] for b, c in self.certs.items()]
+        items = [[b.hex(), c.end_epoch, c.epoch] for b, c in self.certs.items()]  # (epoch: renewals)
         await rpc.send_json(stream, {"ok": True, "certs": items[:20000],
                                      "invalid": [b.hex() for b in list(self.proofs)[:1000]]})
 
     async def handle_get_proof(self, stream, peer: str) -> None:
         blob_id = rpc.blob_id_field(await rpc.recv_json(stream))
-        await rpc.reply_blob(stream, self.proofs.get(blob_id))
+        await rpc.reply_blob(stream, self.proofs.get(blob_id))  # (bounded.ProofStore)
 
     async def handle_list_blobs(self, stream, peer: str) -> None:
         await rpc.recv_json(stream)
@@ -676,12 +763,12 @@ class StorageNode:
 
     # --- gossip and anti-entropy ----------------------------------------------------
 
-    def _cert_validator(self, forwarder, msg) -> bool:
+    async def _cert_validator(self, forwarder, msg) -> bool:
         if self._denied_message(forwarder, msg):
             return False
         try:
             cert = AvailabilityCertificate.from_bytes(msg.data)
-            self.accept_certificate(cert, source=str(forwarder))
+            await self.accept_certificate(cert, source=str(forwarder))
             return True
         except InvalidCertificateError as exc:
             self.counters["certs_rejected"] += 1
@@ -725,50 +812,97 @@ class StorageNode:
             await rpc.close_quietly(stream)
 
     async def pull_certificates_from(self, peer_id: str) -> int:
-        stream, reply = await self.call(peer_id, rpc.LIST_CERTS, {})
-        await rpc.close_quietly(stream)
-        invalid, certs = reply.get("invalid", []), reply.get("certs", [])
-        if not isinstance(invalid, list) or not isinstance(certs, list):
-            raise ProtocolError("certificate list reply of the wrong shape")
+        """Anti-entropy: fetch the proofs and certificates a peer lists that we lack.
+
+        Bounded per pull (PULL_DEADLINE overall, at most PULL_CERTS / PULL_PROOFS fetches and
+        PULL_PROOF_BYTES from the peer: the rest come with the next pull, which the beats'
+        digests still ask for), and a blob whose certificate or proof failed (refused, or not
+        given) is backed off, so that a peer listing 20,000 forged ones costs little each time."""
+        got = 0
+        with trio.move_on_after(PULL_DEADLINE):
+            stream, reply = await self.call(peer_id, rpc.LIST_CERTS, {})
+            await rpc.close_quietly(stream)
+            invalid, certs = reply.get("invalid", []), reply.get("certs", [])
+            if not isinstance(invalid, list) or not isinstance(certs, list):
+                raise ProtocolError("certificate list reply of the wrong shape")
+            await self._pull_proofs(peer_id, invalid)
+            got = await self._pull_certs(peer_id, certs)
+        return got
+
+    async def _pull_proofs(self, peer_id: str, invalid: list) -> None:
+        fetched = nbytes = 0
+        now = time.monotonic()
         for text in invalid[:1000]:
+            if fetched >= PULL_PROOFS or nbytes >= PULL_PROOF_BYTES:
+                break
             try:
                 blob_id = bytes.fromhex(text)
             except (ValueError, TypeError):
                 continue
-            if len(blob_id) != 32 or blob_id in self.proofs:
+            if len(blob_id) != 32 or blob_id in self.proofs or not self.cert_backoff.ready(blob_id, now):
                 continue
-            message = await self.fetch_blob(peer_id, rpc.GET_PROOF, {"blob_id": blob_id.hex()}, MAX_PROOF_MESSAGE)
-            if message is None:
-                continue
+            fetched += 1
             try:
+                message = await self.fetch_blob(peer_id, rpc.GET_PROOF, {"blob_id": blob_id.hex()},
+                                                min(MAX_PROOF_MESSAGE, PULL_PROOF_BYTES - nbytes))
+                if message is None:
+                    raise ProtocolError("listed, then not given")
+                nbytes += len(message)
                 checked = await trio.to_thread.run_sync(self.check_proof_message, message)
-            except (ProtocolError, rs2.EncodingError) as exc:
-                logger.warning("inconsistency proof pulled from %s rejected: %s", peer_id, exc)
+                if checked != blob_id:
+                    raise ProtocolError("a proof for another blob")
+            except (ProtocolError, rs2.EncodingError, trio.TooSlowError) as exc:
+                self.cert_backoff.failed(blob_id, time.monotonic())
+                logger.info("inconsistency proof of %s pulled from %s rejected: %s", rs2_id(blob_id), peer_id, exc)
                 continue
-            await trio.to_thread.run_sync(self._apply_invalid, checked, message)
-        got = 0
+            await self._apply_invalid(checked, message)
+
+    async def _pull_certs(self, peer_id: str, certs: list) -> int:
+        from .recertify import renew, shows_an_honest_signer
+
+        got = fetched = renewed = 0
         current = self.epoch
+        now = time.monotonic()
         for item in certs[:20000]:
+            if fetched >= PULL_CERTS:
+                break
             try:
                 blob_id, end_epoch = bytes.fromhex(item[0]), item[1]
+                epoch = item[2] if len(item) > 2 else 0
             except (ValueError, TypeError, IndexError, KeyError):
                 continue
-            if type(end_epoch) is not int:
+            if type(end_epoch) is not int or type(epoch) is not int or len(blob_id) != 32:
                 continue
             have = self.certs.get(blob_id)
-            if end_epoch <= current or (have and have.end_epoch >= end_epoch) or len(blob_id) != 32:
+            if (end_epoch <= current or (have and _freshness(have) >= (end_epoch, epoch))
+                    or not self.cert_backoff.ready(blob_id, now)):
                 continue
+            fetched += 1
             try:
-                stream, hdr = await self.call(peer_id, rpc.GET_CERT, {"blob_id": blob_id.hex()})
+                raw = await self.fetch_blob(peer_id, rpc.GET_CERT, {"blob_id": blob_id.hex()}, 1 << 20)
+                if raw is None:
+                    raise InvalidCertificateError("listed, then not given")
+                cert = AvailabilityCertificate.from_bytes(raw)
+                if cert.blob_id != blob_id:
+                    raise InvalidCertificateError("a certificate of another blob")
                 try:
-                    if hdr.get("ok"):
-                        raw = await rpc.recv_blob(stream, 1 << 20)
-                        if self.accept_certificate(AvailabilityCertificate.from_bytes(raw), source=peer_id):
-                            got += 1
-                finally:
-                    await rpc.close_quietly(stream)
-            except InvalidCertificateError as exc:
-                logger.info("pulled certificate from %s rejected: %s", peer_id, exc.reason)
+                    if await self.accept_certificate(cert, source=peer_id):
+                        got += 1
+                except InvalidCertificateError as exc:
+                    # Churn moved its shards away from its signers: today's holders may sign it
+                    # again, if honest holders signed it (recertify.py). A few per pull.
+                    if ("in this node's view" not in exc.reason or renewed >= 2
+                            or not await shows_an_honest_signer(self, cert)):
+                        raise
+                    renewed += 1
+                    if not await renew(self, cert, source=peer_id):
+                        raise
+                    got += 1
+                self.cert_backoff.succeeded(blob_id)
+            except (InvalidCertificateError, ProtocolError, trio.TooSlowError) as exc:
+                wait = self.cert_backoff.failed(blob_id, time.monotonic())
+                logger.info("certificate of %s pulled from %s rejected: %s (not asked again for %.0f s)",
+                            rs2_id(blob_id), peer_id, getattr(exc, "reason", exc), wait)
         return got
 
     async def _certified_elsewhere(self, blob_id: bytes) -> bool:
@@ -779,7 +913,7 @@ class StorageNode:
             try:
                 raw = await self.fetch_blob(peer, rpc.GET_CERT, {"blob_id": blob_id.hex()}, 1 << 20)
                 if raw is not None:
-                    self.accept_certificate(AvailabilityCertificate.from_bytes(raw), source=peer)
+                    await self.accept_certificate(AvailabilityCertificate.from_bytes(raw), source=peer)
             except Exception as exc:
                 logger.debug("certificate of %s from %s: %r", rs2_id(blob_id), peer, exc)
             if blob_id in self.certs:
@@ -813,6 +947,7 @@ class StorageNode:
         grace = self.net.timings.uncertified_grace
         while True:
             current = self.epoch
+            self.proofs.prune(current)  # proofs kept to their blob's end epoch
             for blob_id in self.store.list_blobs():
                 end = self.store.get_state(blob_id).get("end_epoch")
                 if end is not None and end <= current:
@@ -877,11 +1012,11 @@ class StorageNode:
                 node.host.set_stream_handler(proto, rpc.serve(handler, HANDLER_TIMEOUT, proto.split("/")[2], self.gate,
                                                                self.peer_limits))
             topic = certs_topic(self.net.name)
-            node.pubsub.set_topic_validator(topic, self._cert_validator, is_async_validator=False)
+            node.pubsub.set_topic_validator(topic, self._cert_validator, is_async_validator=True)
             cert_sub = await node.pubsub.subscribe(topic)
             from .repair import proofs_topic
 
-            node.pubsub.set_topic_validator(proofs_topic(self.net.name), self._proof_validator, is_async_validator=False)
+            node.pubsub.set_topic_validator(proofs_topic(self.net.name), self._proof_validator, is_async_validator=True)
             proof_sub = await node.pubsub.subscribe(proofs_topic(self.net.name))
             async with open_membership(node, self.keypair, mcfg) as members:
                 self.members = members
@@ -986,6 +1121,19 @@ async def _quietly(fn, *args) -> None:
         await fn(*args)
     except Exception as exc:
         logger.debug("%s%r failed: %r", getattr(fn, "__name__", fn), args, exc)
+
+
+def _freshness(cert: AvailabilityCertificate) -> tuple[int, int]:
+    """Which of two certificates of a blob a node keeps: the later end epoch, then the later
+    certified epoch (a renewal by today's holders, see recertify.py)."""
+    return cert.end_epoch, cert.epoch
+
+
+def _labels(deletable: bool, owner: str):
+    """A store request's labels, shaped as a certificate for `relabel_reason`."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(deletable=deletable, owner=owner)
 
 
 def rs2_id(blob_id: bytes) -> str:
