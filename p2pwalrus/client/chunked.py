@@ -428,6 +428,7 @@ async def read_to(client: Client, blob_id: bytes, write: Callable[[memoryview], 
         await write(memoryview(found))
         return len(found), None
     del data
+    progress.done()  # the manifest's own read; the file's bar counts the file's bytes
     progress.start("reading", found.total_size)
     try:
         written = await stream_chunks(client, found, write, readahead=readahead, progress=progress, strict=strict)

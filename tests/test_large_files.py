@@ -1,0 +1,234 @@
+"""Files larger than one blob: chunks and a manifest (core/manifest.py, client/chunked.py).
+
+Small shard counts and small chunk sizes keep these quick: a few MB in several chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+import trio
+
+from netlab.inprocess import inprocess_network
+from p2pwalrus.client.chunked import (
+    BytesSource,
+    ChunkedStoreResult,
+    blob_status,
+    read_to,
+    store_stream,
+    stream_chunks,
+)
+from p2pwalrus.client.client import Progress, StoreResult, open_client
+from p2pwalrus.core import rs2
+from p2pwalrus.core.manifest import (
+    HEADER_LEN,
+    MAGIC,
+    ChunkRef,
+    FileManifest,
+    ManifestError,
+    max_chunks,
+    needs_manifest,
+    pack,
+    plan_chunks,
+    unpack,
+)
+
+
+def _manifest(sizes: list[int]) -> FileManifest:
+    chunks = tuple(ChunkRef(hashlib.blake2b(bytes([i]), digest_size=32).digest(), s) for i, s in enumerate(sizes))
+    return FileManifest(sum(sizes), bytes(range(32)), chunks)
+
+
+# --- the pure manifest --------------------------------------------------------------------
+
+
+def test_file_manifest_round_trips_and_refuses_what_is_not_one():
+    m = _manifest([100, 100, 37])
+    raw = m.to_bytes()
+    assert raw.startswith(MAGIC) and len(raw) == HEADER_LEN + 44 + 3 * 40
+    assert FileManifest.from_bytes(raw) == m
+    assert unpack(raw)[:2] == (1, 1)
+    for bad, why in [
+        (raw[:-1], "exactly 3 chunks"),
+        (raw + b"\0", "exactly 3 chunks"),
+        (raw[:HEADER_LEN + 10], "truncated"),
+        (b"plain bytes of a file", "no manifest magic"),
+        (pack(2, 1, b"site"), "not a file manifest"),
+        (MAGIC + bytes([1, 9]) + raw[HEADER_LEN:], "version 9 is not known"),
+    ]:
+        with pytest.raises(ManifestError, match=why):
+            FileManifest.from_bytes(bad)
+    # Sizes must add up to the file's: a manifest cannot make a reader stop short or run over.
+    body = bytearray(raw)
+    body[HEADER_LEN:HEADER_LEN + 8] = (238).to_bytes(8, "little")
+    with pytest.raises(ManifestError, match="sum to 237"):
+        FileManifest.from_bytes(bytes(body))
+
+
+def test_chunks_for_range_names_only_the_chunks_a_range_overlaps():
+    m = _manifest(plan_chunks(250, 100))
+    assert [c.size for c in m.chunks] == [100, 100, 50]
+    assert m.chunks_for_range(0, 249) == [(0, 0, 100), (1, 0, 100), (2, 0, 50)]
+    assert m.chunks_for_range(99, 100) == [(0, 99, 100), (1, 0, 1)]
+    assert m.chunks_for_range(120, 130) == [(1, 20, 31)]
+    assert m.chunks_for_range(249, 249) == [(2, 49, 50)]
+    with pytest.raises(ManifestError):
+        m.chunks_for_range(10, 250)
+    assert plan_chunks(0, 100) == [0] and plan_chunks(200, 100) == [100, 100]
+
+
+def test_which_files_need_a_manifest():
+    largest = rs2.EncodingConfig(10).max_blob_size
+    assert not needs_manifest(largest, b"any bytes at all", 10)
+    assert needs_manifest(largest + 1, b"any bytes at all", 10)
+    assert needs_manifest(20, MAGIC + b"\x01\x01 and more", 10)  # would read back as a manifest
+    # The room in one manifest blob: about 45,000 chunks at 10 shards (84 GB), more above.
+    assert max_chunks(10) == (largest - HEADER_LEN - 44) // 40
+    assert max_chunks(31) * rs2.EncodingConfig(31).max_blob_size > 5 * 10**12
+
+
+# --- through real nodes -------------------------------------------------------------------
+
+
+class Counting(Progress):
+    def __init__(self):
+        self.total = None
+        self.seen = 0
+
+    def start(self, description, total):  # a new bar: the manifest's own read came before
+        self.total, self.seen = total, 0
+
+    def advance(self, amount):
+        self.seen += amount
+
+
+def store_requests(cluster) -> int:
+    return sum(n.counters["store_requests"] for n in cluster.alive())
+
+
+async def test_a_file_of_several_chunks_reads_back_byte_exact_and_ranges_read_only_their_chunks(tmp_path):
+    data = os.urandom(5 * 200_000 + 12_345)
+    chunk = 200_000
+    with trio.fail_after(120):
+        async with inprocess_network(5, 10, tmp_path) as cluster:
+            async with open_client(cluster.net) as client:
+                progress = Counting()
+                result = await store_stream(client, BytesSource(data), epochs=2, chunk_size=chunk,
+                                            total=len(data), progress=progress)
+                assert isinstance(result, ChunkedStoreResult)
+                assert len(result.manifest.chunks) == 6 and result.chunks_uploaded == 6
+                assert result.size == len(data)
+                assert progress.total == len(data) and progress.seen == len(data)  # bytes of the file
+
+                out = bytearray()
+
+                async def write(piece):
+                    out.extend(piece)
+
+                progress = Counting()
+                written, manifest = await read_to(client, result.blob_id, write, progress=progress)
+                assert bytes(out) == data and written == len(data) and manifest == result.manifest
+                assert progress.total == len(data) and progress.seen == len(data)
+
+                # A range across a chunk boundary reads the two chunks it touches and no other.
+                asked = []
+
+                async def fetch(bid, prog):
+                    asked.append(bid)
+                    return await client.read(bid)
+
+                out.clear()
+                await stream_chunks(client, manifest, write, start=chunk - 10, end=chunk + 9, fetch=fetch)
+                assert bytes(out) == data[chunk - 10:chunk + 10]
+                assert asked == [manifest.chunks[0].blob_id, manifest.chunks[1].blob_id]
+
+                # --raw gives the manifest itself.
+                out.clear()
+                await read_to(client, result.blob_id, write, raw=True)
+                assert FileManifest.from_bytes(bytes(out)) == manifest
+
+                status = await blob_status(client, result.blob_id)
+                assert status["status"] == "certified"
+                assert status["file"]["chunks"] == 6 and status["file"]["chunks_certified"] == 6
+                assert status["file"]["min_shards_stored"] == 10 and status["file"]["not_certified"] == []
+                plain = await client.store(b"just bytes", epochs=1)
+                assert "file" not in await blob_status(client, plain.blob_id)
+
+                # A file that fits one blob is one blob; one that looks like a manifest is wrapped.
+                small = await store_stream(client, BytesSource(b"small file"), epochs=1)
+                assert isinstance(small, StoreResult)
+                tricky = MAGIC + b"\x01\x01" + os.urandom(100)
+                wrapped = await store_stream(client, BytesSource(tricky), epochs=1)
+                assert isinstance(wrapped, ChunkedStoreResult) and len(wrapped.manifest.chunks) == 1
+                out.clear()
+                await read_to(client, wrapped.blob_id, write)
+                assert bytes(out) == tricky
+
+
+async def test_a_store_stopped_half_way_uploads_only_the_missing_chunks_when_run_again(tmp_path):
+    data = os.urandom(8 * 150_000)
+    chunk = 150_000
+    n_chunks = 8
+    with trio.fail_after(150):
+        async with inprocess_network(5, 10, tmp_path) as cluster:
+            async with open_client(cluster.net) as client:
+                with trio.CancelScope() as stop:
+                    def on_chunk(certified, started):
+                        if certified == 3:
+                            stop.cancel()
+
+                    await store_stream(client, BytesSource(data), epochs=2, chunk_size=chunk, parallel=2,
+                                       on_chunk=on_chunk)
+                assert stop.cancelled_caught
+                # Which chunks are certified now: their blob IDs, computed here, looked up.
+                ids = [rs2.compute_blob_id(data[i:i + chunk], 10) for i in range(0, len(data), chunk)]
+                certified = 0
+                for bid in ids:
+                    cert, _ = await client.find_certificate(bid)
+                    certified += cert is not None
+                assert 3 <= certified < n_chunks
+                holders = sum(1 for p in client.shard_map.nodes if client.shard_map.shards_of(p))
+                before = store_requests(cluster)
+                again = await store_stream(client, BytesSource(data), epochs=2, chunk_size=chunk, parallel=2)
+                assert again.chunks_skipped == certified and again.chunks_uploaded == n_chunks - certified
+                # One STORE stream per holder per uploaded blob (chunks + manifest), nothing for the rest.
+                assert store_requests(cluster) - before == (n_chunks - certified + 1) * holders
+                out = bytearray()
+
+                async def write(piece):
+                    out.extend(piece)
+
+                await read_to(client, again.blob_id, write)
+                assert bytes(out) == data
+
+
+async def test_a_chunked_file_reads_back_with_f_shards_holders_killed(tmp_path):
+    n = 10
+    f = (n - 1) // 3
+    data = os.urandom(6 * 120_000 + 7)
+    with trio.fail_after(150):
+        async with inprocess_network(7, n, tmp_path) as cluster:
+            async with open_client(cluster.net) as client:
+                result = await store_stream(client, BytesSource(data), epochs=2, chunk_size=120_000)
+                smap = client.shard_map
+            # Kill nodes holding up to f shards in all (never node 0, the bootstrap).
+            nodes = cluster.alive()
+            victims, lost = [], 0
+            for i in sorted(range(1, len(nodes)), key=lambda i: -len(nodes[i].my_shards())):
+                count = len(smap.shards_of(nodes[i].peer_id))
+                if count and lost + count <= f:
+                    victims.append(i)
+                    lost += count
+            assert lost == f and victims
+            for i in victims:
+                await cluster.kill(i)
+            async with open_client(cluster.net) as client:
+                out = bytearray()
+
+                async def write(piece):
+                    out.extend(piece)
+
+                written, manifest = await read_to(client, result.blob_id, write)
+                assert bytes(out) == data and len(manifest.chunks) == 7
