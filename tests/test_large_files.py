@@ -232,3 +232,57 @@ async def test_a_chunked_file_reads_back_with_f_shards_holders_killed(tmp_path):
 
                 written, manifest = await read_to(client, result.blob_id, write)
                 assert bytes(out) == data and len(manifest.chunks) == 7
+
+
+async def test_the_gateway_streams_a_large_put_and_serves_ranges_across_chunks(tmp_path):
+    import httpx
+
+    from p2pwalrus.core.blob_id import parse_blob_id
+    from p2pwalrus.gateway import GatewayConfig, serve_gateway
+
+    largest = rs2.EncodingConfig(10).max_blob_size
+    data = os.urandom(2 * largest + 54_321)  # three chunks at 10 shards
+    with trio.fail_after(150):
+        async with inprocess_network(5, 10, tmp_path) as cluster, trio.open_nursery() as nursery:
+            config = GatewayConfig()  # no body limit: the default
+            gw, urls = await nursery.start(serve_gateway, cluster.net, config, "127.0.0.1:0")
+            async with httpx.AsyncClient(base_url=urls[0], timeout=60.0) as http:
+                async def pieces():  # no Content-Length: streamed as it comes
+                    for i in range(0, len(data), 256 << 10):
+                        yield data[i:i + (256 << 10)]
+
+                r = await http.put("/v1/blobs", params={"epochs": 2}, content=pieces())
+                assert r.status_code == 200, r.text
+                created = r.json()["newlyCreated"]
+                bid = created["blobObject"]["blobId"]
+                assert created["file"]["size"] == len(data) and created["file"]["chunks"] == 3
+                manifest = FileManifest.from_bytes(await gw.client.read(parse_blob_id(bid)))
+                chunk_ids = [c.blob_id for c in manifest.chunks]
+
+                r = await http.get(f"/v1/blobs/{bid}")
+                assert r.status_code == 200 and r.content == data
+                assert r.headers["content-length"] == str(len(data)) and r.headers["etag"] == f'"{bid}"'
+                r = await http.head(f"/v1/blobs/{bid}")
+                assert r.status_code == 200 and r.headers["content-length"] == str(len(data)) and r.content == b""
+
+                # A range across the boundary of chunks 1 and 2 reads those two only (the
+                # gateway notes every read from the network in its recent list).
+                for cid in chunk_ids:
+                    gw.cache.drop(cid)
+                gw.recent.clear()
+                a, b = 2 * largest - 100, 2 * largest + 99
+                r = await http.get(f"/v1/blobs/{bid}", headers={"Range": f"bytes={a}-{b}"})
+                assert r.status_code == 206 and r.content == data[a:b + 1]
+                assert r.headers["content-range"] == f"bytes {a}-{b}/{len(data)}"
+                read = [parse_blob_id(e["blob_id"]) for e in gw.recent if e["op"] == "read"]
+                assert sorted(read) == sorted(chunk_ids[1:])
+                r = await http.get(f"/v1/blobs/{bid}/byte-range", params={"start": 10, "length": 20})
+                assert r.status_code == 200 and r.content == data[10:30]
+                r = await http.get(f"/v1/blobs/{bid}", headers={"Range": f"bytes={len(data)}-"})
+                assert r.status_code == 416
+
+                # The same body again: every chunk and the manifest are already certified.
+                r = await http.put("/v1/blobs", params={"epochs": 2}, content=data)
+                assert r.status_code == 200 and r.json()["alreadyCertified"]["blobId"] == bid
+                assert r.json()["alreadyCertified"]["file"]["chunksUploaded"] == 0
+            nursery.cancel_scope.cancel()

@@ -184,14 +184,24 @@ class _ChunkProgress(Progress):
         self._credit(self.size)
 
 
+def _leaves(exc: BaseException):
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            yield from _leaves(sub)
+    elif not isinstance(exc, trio.Cancelled):
+        yield exc
+
+
 def _unwrap(group: BaseExceptionGroup) -> BaseException:
-    """The error to give the caller: a P2PWalrusError in the group if any, else the group."""
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            exc = _unwrap(exc)
+    """The error to give the caller out of a nursery's group: a P2PWalrusError in it if any,
+    else its only error (the source's, say), else the group."""
+    leaves = list(_leaves(group))
+    if any(isinstance(exc, KeyboardInterrupt) for exc in leaves):
+        return group
+    for exc in leaves:
         if isinstance(exc, P2PWalrusError):
             return exc
-    return group
+    return leaves[0] if len(leaves) == 1 else group
 
 
 async def store_stream(client: Client, source: ChunkSource, *, epochs: int = 1, deletable: bool = False,
