@@ -49,8 +49,32 @@ from .client import Client, Progress, StoreResult
 logger = logging.getLogger("p2pwalrus.chunked")
 
 STORE_MEMORY = 128 << 20  # encoded chunks alive at once during a store, about
-READ_MEMORY = 96 << 20  # chunks being read or waiting to be written, about
+READ_MEMORY = 64 << 20  # chunks being read or waiting to be written, about (a chunk's read holds twice it)
 MAX_PARALLEL = 8
+MMAP_THRESHOLD = 1 << 20
+
+
+def return_large_buffers() -> None:
+    """Have glibc map buffers of MMAP_THRESHOLD bytes and more on their own and unmap them
+    when freed (mallopt M_MMAP_THRESHOLD; elsewhere a no-op). By default the threshold grows
+    to 32 MiB as large buffers are freed, after which chunk-sized buffers come from heaps
+    that (one per worker thread) keep their pages: measured on a 128 MiB file at 31 shards,
+    the client's peak memory went from 277 to 258 MB for a store, 384 to 302 MB for a read."""
+    global _returning
+    if _returning:
+        return
+    _returning = True
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+_returning = False
 
 
 def encoded_footprint(chunk_size: int, n_shards: int) -> int:
@@ -219,6 +243,7 @@ async def store_stream(client: Client, source: ChunkSource, *, epochs: int = 1, 
     """
     progress = progress or Progress()
     n = client.net.n_shards
+    return_large_buffers()
     chunk_size = check_chunk_size(chunk_size or default_chunk_size(n), n)
     parallel = parallel or store_parallelism(chunk_size, n)
     if total is not None and -(-total // chunk_size) > max_chunks(n):
@@ -438,6 +463,7 @@ async def read_to(client: Client, blob_id: bytes, write: Callable[[memoryview], 
         await write(memoryview(found))
         return len(found), None
     del data
+    return_large_buffers()
     progress.done()  # the manifest's own read; the file's bar counts the file's bytes
     progress.start("reading", found.total_size)
     try:
