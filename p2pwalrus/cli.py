@@ -567,7 +567,9 @@ def extend_cmd(ctx, blob_id, epochs, network):
     net = _resolve_network(ctx, network)
     raw_id = _parse_blob_id(blob_id)
     _note_interrupt("interrupted; the blob may be extended on some nodes (run extend again)")
-    cert = _with_client(net, lambda c: c.extend(raw_id, epochs))
+    from .client.chunked import extend
+
+    cert = _with_client(net, lambda c: extend(c, raw_id, epochs))  # a chunked file's chunks too
     click.echo(f"{blob_id} now stored until epoch {cert.end_epoch}")
 
 
@@ -589,7 +591,9 @@ def delete_cmd(ctx, blob_id, yes, network):
     if not yes and sys.stdin.isatty():
         click.confirm(f"Delete {blob_id} from every node?", abort=True)
     _note_interrupt("interrupted; the blob may be deleted on some nodes (run delete again)")
-    count = _with_client(net, lambda c: c.delete(raw_id))
+    from .client.chunked import delete
+
+    count = _with_client(net, lambda c: delete(c, raw_id))  # a chunked file's chunks too
     click.echo(f"deleted on {count} node(s)")
 
 

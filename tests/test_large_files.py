@@ -167,6 +167,25 @@ async def test_a_file_of_several_chunks_reads_back_byte_exact_and_ranges_read_on
                 assert bytes(out) == tricky
 
 
+async def test_extend_and_delete_of_a_chunked_file_reach_its_chunks(tmp_path):
+    from p2pwalrus.client.chunked import delete, extend
+
+    data = os.urandom(3 * 100_000)
+    with trio.fail_after(120):
+        async with inprocess_network(5, 10, tmp_path) as cluster:
+            async with open_client(cluster.net) as client:
+                result = await store_stream(client, BytesSource(data), epochs=2, chunk_size=100_000, deletable=True)
+                chunk_ids = [c.blob_id for c in result.manifest.chunks]
+                cert = await extend(client, result.blob_id, 6)
+                assert cert.end_epoch == result.certificate.end_epoch + 4
+                for bid in chunk_ids:
+                    assert (await client.certified(bid)).end_epoch == cert.end_epoch
+                assert await delete(client, result.blob_id) >= 1
+                for bid in [result.blob_id, *chunk_ids]:
+                    found, _ = await client.find_certificate(bid)
+                    assert found is None
+
+
 async def test_a_store_stopped_half_way_uploads_only_the_missing_chunks_when_run_again(tmp_path):
     data = os.urandom(8 * 150_000)
     chunk = 150_000

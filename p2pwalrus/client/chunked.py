@@ -92,6 +92,9 @@ def store_parallelism(chunk_size: int, n_shards: int) -> int:
 
 def read_parallelism(chunk_size: int) -> int:
     """Chunks fetched ahead during a read (a chunk's read holds its slivers and its bytes)."""
+    import os
+    if os.environ.get("P2PWALRUS_READAHEAD"):
+        return int(os.environ["P2PWALRUS_READAHEAD"])
     return max(2, min(MAX_PARALLEL, READ_MEMORY // max(1, 2 * chunk_size)))
 
 
@@ -515,3 +518,40 @@ async def blob_status(client: Client, blob_id: bytes, *, parallel: int = 8) -> d
                           if not isinstance(r, dict) or r["status"] != "certified"][:50],
     }
     return status
+
+
+async def file_manifest_of(client: Client, blob_id: bytes) -> FileManifest | None:
+    """The blob's FileManifest if it is one (certified), else None; small reads only."""
+    await client.certified(blob_id)
+    if not is_manifest(await peek_head(client, blob_id)):
+        return None
+    found = parse_if_file_manifest(await client.read(blob_id), blob_id)
+    return found if isinstance(found, FileManifest) else None
+
+
+async def extend(client: Client, blob_id: bytes, epochs: int, *, parallel: int = 4):
+    """`Client.extend`, and for a file manifest every chunk first (a file whose chunks expired
+    before its manifest could not be read); returns the manifest's new certificate."""
+    manifest = await file_manifest_of(client, blob_id)
+    if manifest is not None:
+        results = await client.gather(list(dict.fromkeys(c.blob_id for c in manifest.chunks)),
+                                      lambda bid: client.extend(bid, epochs), limit=parallel)
+        failed = {bid: exc for bid, exc in results.items() if isinstance(exc, Exception)}
+        already = [bid for bid, exc in failed.items() if "already stored until" in str(exc)]
+        for bid in already:
+            del failed[bid]
+        if failed:
+            bid, exc = next(iter(failed.items()))
+            raise P2PWalrusError(f"{len(failed)} of the file's {len(manifest.chunks)} chunks were not extended "
+                                 f"(chunk {blob_id_to_str(bid)}: {exc}); run extend again")
+    return await client.extend(blob_id, epochs)
+
+
+async def delete(client: Client, blob_id: bytes) -> int:
+    """`Client.delete`, and for a file manifest its chunks too (after the manifest, so that the
+    file is gone at once); returns how many nodes deleted the manifest."""
+    manifest = await file_manifest_of(client, blob_id)
+    count = await client.delete(blob_id)
+    if manifest is not None:
+        await client.gather(list(dict.fromkeys(c.blob_id for c in manifest.chunks)), client.delete, limit=4)
+    return count
