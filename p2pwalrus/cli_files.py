@@ -12,16 +12,23 @@ import click
 
 
 def _few_worker_threads() -> None:
-    """At most one worker thread per core in this (CLI) process. Each sliver a read fetches is
-    verified in a worker thread as it arrives, about 3.5 times its size in temporaries (a
-    primary sliver at 31 shards: 4.8 MB over its 1.4 MB): with trio's default of 40 threads,
-    the slivers of two chunks in flight verified all at once held over 100 MB more, for no
-    speed on two cores."""
+    """Tune this (CLI) process for a long transfer, once it is connected.
+
+    At most one worker thread per core: each sliver a read fetches is verified in a worker
+    thread as it arrives, about 3.5 times its size in temporaries (a primary sliver at 31
+    shards: 4.8 MB over its 1.4 MB); with trio's default of 40 threads, the slivers of two
+    chunks in flight verified all at once held over 100 MB more, for no speed on two cores.
+    And the objects alive now (modules, libp2p's state) are frozen out of garbage collection,
+    so that the full collections chunked transfers make (chunked.collect_garbage) look only
+    at what the transfer made."""
+    import gc
     import os
 
     import trio
 
     trio.to_thread.current_default_thread_limiter().total_tokens = max(2, os.cpu_count() or 2)
+    gc.collect()
+    gc.freeze()
 
 
 def wants_chunks(path: str, n_shards: int, chunk_size: int | None) -> bool:

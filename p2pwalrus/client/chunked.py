@@ -76,6 +76,24 @@ def return_large_buffers() -> None:
 
 _returning = False
 
+GC_EVERY = 32 << 20  # bytes of chunks stored or read between full garbage collections
+_since_gc = 0
+
+
+def collect_garbage(nbytes: int) -> None:
+    """A full garbage collection once every GC_EVERY bytes of chunks. A chunk's read or store
+    leaves reference cycles behind (cancelled tasks, exceptions and their frames) that keep
+    slivers and buffers alive until a full collection, which the allocation counts that
+    drive Python's collector rarely call for: measured on a 256 MiB read at 31 shards, the
+    client's peak memory went from 261 MB to 161 MB with a collection after every chunk."""
+    global _since_gc
+    _since_gc += nbytes
+    if _since_gc >= GC_EVERY:
+        import gc
+
+        _since_gc = 0
+        gc.collect()
+
 
 def encoded_footprint(chunk_size: int, n_shards: int) -> int:
     """Bytes an encoded chunk holds (EncodedBlob: source rows, row recovery, lower primaries)."""
@@ -92,9 +110,6 @@ def store_parallelism(chunk_size: int, n_shards: int) -> int:
 
 def read_parallelism(chunk_size: int) -> int:
     """Chunks fetched ahead during a read (a chunk's read holds its slivers and its bytes)."""
-    import os
-    if os.environ.get("P2PWALRUS_READAHEAD"):
-        return int(os.environ["P2PWALRUS_READAHEAD"])
     return max(2, min(MAX_PARALLEL, READ_MEMORY // max(1, 2 * chunk_size)))
 
 
@@ -299,6 +314,7 @@ async def store_stream(client: Client, source: ChunkSource, *, epochs: int = 1, 
                 on_chunk(len(refs), index_count)
         finally:
             del enc
+            collect_garbage(encoded_footprint(length, n))
             slots.release()
 
     index_count = 0
@@ -444,6 +460,7 @@ async def stream_chunks(client: Client, manifest: FileManifest, write: Callable[
                     await write(piece)
                     written += len(piece)
                     del data, piece
+                    collect_garbage(hi - lo)
                     limiter.release()
     except BaseExceptionGroup as group:
         raise _unwrap(group) from None
