@@ -195,6 +195,8 @@ class _RichProgress:
         self.task = None
 
     def start(self, description: str, total: int) -> None:
+        if self.task is not None:  # a new bar after the last (a chunked file after its manifest)
+            self.bar.remove_task(self.task)
         self.bar.start()
         self.task = self.bar.add_task(description, total=total)
 
@@ -352,18 +354,28 @@ def _parse_size(text: str) -> int:
 @click.option("--deletable", is_flag=True, help="Allow the storing key to delete the blob early.")
 @click.option("--force", is_flag=True, help="Upload even if the blob is already certified.")
 @click.option("--json", "as_json", is_flag=True, help="Print a Walrus-like JSON object.")
+@click.option("--chunk-size", default=None, metavar="BYTES",
+              help="Store a larger file as chunks of this size (default: the largest blob).")
 @_network_option
 @click.pass_context
-def store_cmd(ctx, path, epochs, deletable, force, as_json, network):
+def store_cmd(ctx, path, epochs, deletable, force, as_json, chunk_size, network):
     """Encode PATH ('-' for standard input), store it on the network, print its blob ID.
 
+    A file larger than one blob is stored as chunks, each a blob, and a manifest naming
+    them: the ID printed is the manifest's, and `read` gives back the whole file. Run
+    again after it stopped, such a store uploads only the chunks not yet certified.
     The blob ID is alone on the last line of the output.
     """
     from .core.blob_id import blob_id_to_str
 
     from .client.encoding import BackgroundEncoding
+    from .cli_files import store_large, wants_chunks
 
     net = _resolve_network(ctx, network)
+    chunk_bytes = _parse_size(chunk_size) if chunk_size else None
+    if wants_chunks(path, net.n_shards, chunk_bytes):
+        return store_large(net, path, epochs=epochs, deletable=deletable, force=force, as_json=as_json,
+                           chunk_size=chunk_bytes)
     data, length = _read_padded(path, net.n_shards)
     # Encoding starts now, in its own thread: it overlaps loading libp2p, dialling and the membership pull.
     encoding = BackgroundEncoding(data, net.n_shards, length)
@@ -397,23 +409,24 @@ def store_cmd(ctx, path, epochs, deletable, force, as_json, network):
 @click.option("-o", "--out", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write here (default: standard output).")
 @click.option("--strict", is_flag=True, help="Re-encode the blob and check its blob ID (slower).")
+@click.option("--raw", is_flag=True, help="A manifest's own bytes, not the file it describes.")
 @_network_option
 @click.pass_context
-def read_cmd(ctx, blob_id, out, strict, network):
-    """Fetch BLOB_ID from the network, verify it and write its bytes."""
+def read_cmd(ctx, blob_id, out, strict, raw, network):
+    """Fetch BLOB_ID from the network, verify it and write its bytes.
+
+    A chunked file (its manifest's ID) is streamed chunk by chunk, each verified."""
     import os
     import tempfile
+
+    from .cli_files import read_out
 
     net = _resolve_network(ctx, network)
     raw_id = _parse_blob_id(blob_id)
     _note_interrupt("interrupted; nothing was written" if out else "interrupted")
 
-    async def run(client):
-        return await client.read(raw_id, strict=strict, progress=_progress())
-
     if out is None:
-        data = _with_client(net, run)
-        sys.stdout.buffer.write(data)
+        read_out(net, raw_id, sys.stdout.buffer, strict=strict, raw=raw)
         sys.stdout.buffer.flush()
         return
     # Write atomically so that a failed read never leaves a partial file behind. The temp
@@ -428,9 +441,8 @@ def read_cmd(ctx, blob_id, out, strict, network):
         _fail(f"cannot write {out}: {exc.strerror or exc}; pass -o a path in a directory you can write")
     try:
         with os.fdopen(fd, "wb") as fh:
-            data = _with_client(net, run)
+            size = read_out(net, raw_id, fh, strict=strict, raw=raw)
             try:
-                fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
                 os.replace(tmp, target)
@@ -438,7 +450,7 @@ def read_cmd(ctx, blob_id, out, strict, network):
                 _fail(f"cannot write {out}: {exc.strerror or exc}")
     finally:
         Path(tmp).unlink(missing_ok=True)
-    click.echo(f"wrote {len(data)} bytes to {out}", err=True)
+    click.echo(f"wrote {size} bytes to {out}", err=True)
 
 
 @main.command("blob-status", cls=_BlobIdCommand)
@@ -448,14 +460,9 @@ def read_cmd(ctx, blob_id, out, strict, network):
 @click.pass_context
 def blob_status_cmd(ctx, blob_id, as_json, network):
     """Is BLOB_ID certified, and how many shards' holders store it right now?"""
-    net = _resolve_network(ctx, network)
-    raw_id = _parse_blob_id(blob_id)
-    status = _with_client(net, lambda c: c.blob_status(raw_id))
-    if as_json:
-        click.echo(json.dumps(status))
-    else:
-        click.echo(f"{status['blob_id']}: {status['status']}, {status['shards_stored']}/{status['n_shards']} shards stored"
-                   + (f", epochs {status['certified_epoch']}..{status['end_epoch']}" if status["end_epoch"] else ""))
+    from .cli_files import blob_status
+
+    blob_status(_resolve_network(ctx, network), _parse_blob_id(blob_id), as_json)
 
 
 @main.command("info")
@@ -560,7 +567,9 @@ def extend_cmd(ctx, blob_id, epochs, network):
     net = _resolve_network(ctx, network)
     raw_id = _parse_blob_id(blob_id)
     _note_interrupt("interrupted; the blob may be extended on some nodes (run extend again)")
-    cert = _with_client(net, lambda c: c.extend(raw_id, epochs))
+    from .client.chunked import extend
+
+    cert = _with_client(net, lambda c: extend(c, raw_id, epochs))  # a chunked file's chunks too
     click.echo(f"{blob_id} now stored until epoch {cert.end_epoch}")
 
 
@@ -582,7 +591,9 @@ def delete_cmd(ctx, blob_id, yes, network):
     if not yes and sys.stdin.isatty():
         click.confirm(f"Delete {blob_id} from every node?", abort=True)
     _note_interrupt("interrupted; the blob may be deleted on some nodes (run delete again)")
-    count = _with_client(net, lambda c: c.delete(raw_id))
+    from .client.chunked import delete
+
+    count = _with_client(net, lambda c: delete(c, raw_id))  # a chunked file's chunks too
     click.echo(f"deleted on {count} node(s)")
 
 

@@ -39,18 +39,39 @@ from .asgi import (
     json_response,
     parse_range,
 )
+from ..client.chunked import BytesSource, ChunkedStoreResult, parse_if_file_manifest, store_stream, stream_chunks
+from ..core.manifest import HEADER_LEN, FileManifest, default_chunk_size, needs_manifest
 from .metrics import GatewayMetrics
 
 logger = logging.getLogger("p2pwalrus.gateway")
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+BUFFERED_BODY = 64 << 20  # a PUT body limit up to this is read whole before storing (nothing is stored
+# of a body refused as too large); above it, or without a limit, the body is streamed as chunks
+
+
+class _Prefixed:
+    """A ChunkSource: bytes already read, then the rest of a body."""
+
+    def __init__(self, prefix: bytes, rest):
+        self.prefix, self.rest = memoryview(prefix), rest
+
+    @property
+    def seen(self) -> int:
+        return self.rest.seen
+
+    async def readinto(self, buf) -> int:
+        k = min(len(buf), len(self.prefix))
+        buf[:k] = self.prefix[:k]
+        self.prefix = self.prefix[k:]
+        return k + (await self.rest.readinto(buf[k:]) if k < len(buf) else 0)
 
 
 @dataclass
 class GatewayConfig:
     publisher: bool = True
     aggregator: bool = True
-    max_body: int = 10 << 20  # bytes of a PUT body
+    max_body: int | None = None  # bytes of a PUT body (None: no limit; larger than a blob is chunked)
     auth_token: str | None = None  # bearer token required to PUT, if set
     rate_limit: int | None = None  # PUTs per minute per client IP, if set
     read_rate_limit: int | None = None  # blob reads (GET, HEAD, byte-range) per minute per client IP, if set
@@ -361,9 +382,20 @@ class Gateway:
                 logger.warning("%s %s: %d (%s)", req.method, req.path, found[0], _short(exc))
             resp = error_response(found[0], found[2])
         self._cors(req, resp)
-        await resp.send(send)
-        if not resp.omit_body:
-            self.metrics.bytes_out.inc(len(resp.body))
+        try:
+            await resp.send(send)
+        except Exception as exc:
+            if resp.started:  # mid-body (a chunk of a file failed): the client gets a short body
+                logger.warning("%s %s: body cut after %d bytes (%s)", req.method, req.path, resp.sent, _short(exc))
+                raise
+            found = classify(exc)
+            if found is None:
+                logger.exception("%s %s failed", req.method, req.path)
+                found = (500, "error", _SERVER_MESSAGES[500])
+            resp = error_response(found[0], found[2])
+            self._cors(req, resp)
+            await resp.send(send)
+        self.metrics.bytes_out.inc(resp.sent)
         self.metrics.requests.labels(route, req.method, str(resp.status)).inc()
         self.metrics.latency.labels(route, req.method).observe(time.perf_counter() - t0)
 
@@ -461,27 +493,51 @@ class Gateway:
         if deletable and permanent:
             raise HTTPError(400, "a blob cannot be both deletable and permanent")
         force = bool(_bool_param(q, "force"))
-        try:
-            data = await req.body(self.config.max_body, self.config.body_deadline)
-        except HTTPError as exc:
-            if exc.status == 413:
-                self.metrics.stores.labels("too_large").inc()
-            raise
-        self.metrics.bytes_in.inc(len(data))
+        limit = self.config.max_body
+        n = self.client.net.n_shards
+        one_blob = default_chunk_size(n)
+        source = None
         t0 = time.perf_counter()
         try:
-            result = await self.client.store(data, epochs=epochs, deletable=bool(deletable), force=force)
+            if limit is not None and limit <= BUFFERED_BODY:
+                data = await req.body(limit, self.config.body_deadline)
+            else:
+                # Streamed: the first blob's worth is read; a body that ends within it is one
+                # blob, a longer one goes on as chunks (never more than a few chunks in memory).
+                source = req.body_source(limit, self.config.body_deadline)
+                await source.check_declared()
+                head = bytearray(min(one_blob + 1, source.declared + 1 if source.declared is not None else one_blob + 1))
+                got = await source.readinto(memoryview(head))
+                data = bytes(head[:got]) if got <= one_blob else None
+                if data is None:
+                    source = _Prefixed(bytes(head[:got]), source)
+                del head
+            if data is not None and not needs_manifest(len(data), data[:HEADER_LEN], n):
+                result = await self.client.store(data, epochs=epochs, deletable=bool(deletable), force=force)
+            else:
+                result = await store_stream(self.client, source if data is None else BytesSource(data),
+                                            epochs=epochs, deletable=bool(deletable), force=force)
         except Exception as exc:
             found = classify(exc)
-            self.metrics.stores.labels(found[1] if found else "error").inc()
-            self._note("store", None, len(data), found[1] if found else "error", t0)
+            if isinstance(exc, HTTPError):
+                found = (exc.status, "too_large" if exc.status == 413 else "bad_request", exc.message)
+            outcome = found[1] if found else "error"
+            self.metrics.stores.labels(outcome).inc()
+            if outcome != "too_large":
+                self._note("store", None, source.seen if source else None, outcome, t0)
             raise
+        size = result.size
+        self.metrics.bytes_in.inc(size)
         elapsed = time.perf_counter() - t0
         self.metrics.store_seconds.observe(elapsed)
         outcome = "already_certified" if result.already_certified else "newly_created"
         self.metrics.stores.labels(outcome).inc()
-        self._note("store", result.blob_id, len(data), outcome, t0, shards=result.shards_confirmed,
+        self._note("store", result.blob_id, size, outcome, t0, shards=result.shards_confirmed,
                    end_epoch=result.certificate.end_epoch)
+        if isinstance(result, ChunkedStoreResult):
+            body = walrus_store_json(result.manifest_store)
+            next(iter(body.values()))["file"] = result.file_json()
+            return json_response(body)
         if not result.already_certified:
             self.cache.put(result.blob_id, data, result.certificate.end_epoch)
             self._cache_gauges()
@@ -578,7 +634,8 @@ class Gateway:
         blob_id, data = await self._read(text)
         headers = self._blob_headers(blob_id)
         head = req.method == "HEAD"
-        size = len(data)
+        found = parse_if_file_manifest(data, blob_id)
+        size = found.total_size if isinstance(found, FileManifest) else len(data)
         try:
             rng = None if head else parse_range(req.headers.get("range"), size)  # RFC 9110: GET only
         except Unsatisfiable:
@@ -586,23 +643,50 @@ class Gateway:
                             {"Content-Range": f"bytes */{size}"}) from None
         except BadRange as exc:
             raise HTTPError(400, f"bad Range header: {exc}") from None
+        if isinstance(found, FileManifest):
+            start, end = rng or (0, size - 1)
+            if rng is not None:
+                headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+            return self._file_response(206 if rng else 200, found, start, end, headers, omit_body=head)
         if rng is None:
             return Response(200, data, headers, omit_body=head)
         start, end = rng
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         return Response(206, data[start:end + 1], headers)
 
+    def _file_response(self, status: int, manifest: FileManifest, start: int, end: int, headers: dict,
+                       omit_body: bool = False) -> Response:
+        """Bytes [start, end] of a chunked file, streamed from only the chunks they lie in
+        (each read through the cache, a few ahead)."""
+        headers = headers | {"Content-Length": str(end - start + 1 if manifest.total_size else 0)}
+
+        async def fetch(bid: bytes, _progress) -> bytes:
+            t0 = time.perf_counter()
+            data, hit = await self.fetch(bid)
+            if not hit:
+                self._note("read", bid, len(data), "ok", t0, chunk=True)
+            return data
+
+        async def stream(write) -> None:
+            if manifest.total_size:
+                await stream_chunks(self.client, manifest, write, start=start, end=end, fetch=fetch)
+
+        return Response(status, b"", headers, omit_body=omit_body, stream=stream)
+
     async def get_byte_range(self, req: Request) -> Response:
         self._check_read_access(req)
         start = _int_param(req.query, "start")
         length = _int_param(req.query, "length", minimum=1)
         blob_id, data = await self._read(req.path_params["blob_id"])
-        size = len(data)
+        found = parse_if_file_manifest(data, blob_id)
+        size = found.total_size if isinstance(found, FileManifest) else len(data)
         if start >= size:
             raise HTTPError(416, f"start {start} is past the end of a blob of {size} bytes",
                             {"Content-Range": f"bytes */{size}"})
         end = min(size, start + length)
         headers = self._blob_headers(blob_id) | {"Content-Range": f"bytes {start}-{end - 1}/{size}"}
+        if isinstance(found, FileManifest):
+            return self._file_response(200, found, start, end - 1, headers)
         return Response(200, data[start:end], headers)
 
     # --- the rest ----------------------------------------------------------------------

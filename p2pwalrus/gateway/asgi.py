@@ -125,6 +125,10 @@ class Request:
             if not msg.get("more_body", False):
                 return bytes(buf)
 
+    def body_source(self, limit: int | None, deadline: float = BODY_DEADLINE) -> "BodySource":
+        """The body as a stream of chunks (client/chunked.py's ChunkSource), never all in memory."""
+        return BodySource(self, limit, deadline)
+
     async def _drain(self) -> None:
         import trio
 
@@ -137,6 +141,64 @@ class Request:
                     return
 
 
+class BodySource:
+    """A request body read as it is needed: `readinto(buf)` fills `buf` (fewer bytes only at
+    the end of the body). The body is refused with 413 as soon as it would exceed `limit`
+    bytes (None: no limit), a declared Content-Length over it before a byte is read; with
+    408 if one buffer's worth has not arrived within `deadline` seconds (a trickled body
+    would otherwise hold its slot forever, yet a large one may take long in all)."""
+
+    def __init__(self, req: Request, limit: int | None, deadline: float = BODY_DEADLINE):
+        self.req, self.limit, self.deadline = req, limit, deadline
+        self.seen = 0  # body bytes received so far
+        self.rest = b""
+        self.ended = False
+        self.declared: int | None = None
+        declared = req.headers.get("content-length")
+        if declared is not None:
+            if not _ASCII_DIGITS.fullmatch(declared.strip()) or len(declared.strip()) > 18:
+                raise HTTPError(400, "bad Content-Length")
+            self.declared = int(declared)
+
+    async def check_declared(self) -> None:
+        if self.limit is not None and self.declared is not None and self.declared > self.limit:
+            if "100-continue" not in self.req.headers.get("expect", "").lower() and self.declared <= DRAIN_BYTES:
+                await self.req._drain()
+            raise HTTPError(413, f"body of {self.declared} bytes exceeds the limit of {self.limit} bytes")
+
+    async def readinto(self, buf) -> int:
+        import trio
+
+        try:
+            with trio.fail_after(self.deadline):
+                return await self._readinto(buf)
+        except trio.TooSlowError:
+            raise HTTPError(408, f"the request body stalled for {self.deadline:.0f} s",
+                            {"Connection": "close"}) from None
+
+    async def _readinto(self, buf) -> int:
+        got = 0
+        while got < len(buf):
+            if not self.rest:
+                if self.ended:
+                    break
+                msg = await self.req.receive()
+                if msg["type"] == "http.disconnect":
+                    raise HTTPError(400, "client disconnected before the body was complete")
+                self.rest = msg.get("body", b"")
+                self.ended = not msg.get("more_body", False)
+                self.seen += len(self.rest)
+                if self.limit is not None and self.seen > self.limit:
+                    if not self.ended:
+                        await self.req._drain()
+                    raise HTTPError(413, f"body exceeds the limit of {self.limit} bytes")
+            k = min(len(buf) - got, len(self.rest))
+            buf[got:got + k] = self.rest[:k]
+            self.rest = self.rest[k:]
+            got += k
+        return got
+
+
 @dataclass
 class Response:
     status: int = 200
@@ -144,6 +206,12 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str | None = None
     omit_body: bool = False  # HEAD: every header of GET, no body
+    # A body written piece by piece: `await stream(write)` calls `await write(piece)` in order
+    # (`body` is then unused; set Content-Length in `headers`). The status line and headers
+    # go out with the first piece, so an error before it can still be answered as one.
+    stream: object = None
+    started: bool = False
+    sent: int = 0  # body bytes sent
 
     async def send(self, send) -> None:
         headers = {**self.headers}
@@ -152,8 +220,27 @@ class Response:
         if "content-length" not in {k.lower() for k in headers}:
             headers["Content-Length"] = str(len(self.body))
         raw = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]
-        await send({"type": "http.response.start", "status": self.status, "headers": raw})
-        await send({"type": "http.response.body", "body": b"" if self.omit_body else self.body})
+
+        async def start() -> None:
+            if not self.started:
+                self.started = True
+                await send({"type": "http.response.start", "status": self.status, "headers": raw})
+
+        if self.stream is None or self.omit_body:
+            await start()
+            body = b"" if self.omit_body else self.body
+            self.sent += len(body)
+            await send({"type": "http.response.body", "body": body})
+            return
+
+        async def write(piece) -> None:
+            await start()
+            self.sent += len(piece)
+            await send({"type": "http.response.body", "body": bytes(piece), "more_body": True})
+
+        await self.stream(write)
+        await start()
+        await send({"type": "http.response.body", "body": b""})
 
 
 def json_response(obj, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -40,8 +40,9 @@ def _parse_bind(text: str) -> str:
               help="Address to serve HTTP on.")
 @click.option("--publisher/--no-publisher", default=True, show_default=True, help="Serve PUT /v1/blobs.")
 @click.option("--aggregator/--no-aggregator", default=True, show_default=True, help="Serve GET /v1/blobs/{id}.")
-@click.option("--max-body", default="10MiB", show_default=True, metavar="BYTES",
-              help="Largest PUT body accepted (K, M, G suffixes).")
+@click.option("--max-body", default=None, metavar="BYTES",
+              help="Largest PUT body accepted (K, M, G suffixes). Default: no limit; a body larger "
+                   "than one blob is streamed and stored as chunks and a manifest.")
 @click.option("--auth-token", envvar=TOKEN_ENV, default=None, metavar="TOKEN", show_envvar=True,
               help="Require 'Authorization: Bearer TOKEN' to store.")
 @click.option("--rate-limit", default=None, metavar="N/min", help="Stores per minute per client IP.")
@@ -68,7 +69,7 @@ def gateway_cmd(ctx, bind, publisher, aggregator, max_body, auth_token, rate_lim
     if not publisher and not aggregator:
         _fail("--no-publisher and --no-aggregator together leave nothing to serve")
     net = _resolve_network(ctx, network)
-    config = GatewayConfig(publisher=publisher, aggregator=aggregator, max_body=_parse_size(max_body),
+    config = GatewayConfig(publisher=publisher, aggregator=aggregator, max_body=_parse_size(max_body) if max_body else None,
                            auth_token=auth_token or None, rate_limit=_parse_rate(rate_limit),
                            read_rate_limit=_parse_rate(read_rate_limit), max_connections=max_connections,
                            cors_write_origins=tuple(cors_writes),
