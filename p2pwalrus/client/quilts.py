@@ -210,12 +210,8 @@ class QuiltReader:
         c = self.client
         if c.shard_map is None:
             await c.refresh_membership()
-        cached = self._indexes.get(patch_id.quilt_id)
-        if cached is not None:
-            meta, geo, _ = cached
-        else:
-            meta = await c._certified_metadata(patch_id.quilt_id)
-            geo = q.QuiltGeometry.of_blob(meta.n_shards, meta.unencoded_length)
+        meta = await c._certified_metadata(patch_id.quilt_id)  # certificate checked on every read
+        geo = q.QuiltGeometry.of_blob(meta.n_shards, meta.unencoded_length)
         if patch_id.end_index > geo.n_columns:
             raise q.QuiltPatchNotFoundError(f"the quilt has {geo.n_columns} columns; no patch ends at "
                                             f"column {patch_id.end_index}")
