@@ -9,7 +9,7 @@ import trio
 
 from netlab.inprocess import inprocess_network
 from p2pwalrus.client.client import open_client
-from p2pwalrus.client.quilts import QuiltReader, group_for_quilts, store_quilt, store_quilts
+from p2pwalrus.client.quilts import QuiltReader, group_for_quilts, size_class, store_quilt, store_quilts
 from p2pwalrus.core import quilt as q
 from p2pwalrus.core import rs2
 
@@ -63,10 +63,16 @@ async def test_many_small_files_go_into_few_quilts_and_a_changed_file_changes_on
     assert sum(len(g) for g in groups) == 40 and all(len(g) <= q.max_patches(n) for g in groups)
     assert len(groups) < 20
     changed = list(files)
-    changed[17] = q.QuiltBlob(files[17].identifier, b"changed")
+    changed[17] = q.QuiltBlob(files[17].identifier, os.urandom(len(files[17].data)))  # same size, new bytes
     regrouped = group_for_quilts(changed, n)
-    differ = [i for i, (a, b) in enumerate(zip(groups, regrouped)) if a != b]
-    assert len(groups) == len(regrouped) and len(differ) == 1
+    assert len(groups) == len(regrouped) and sum(a != b for a, b in zip(groups, regrouped)) == 1
+    resized = list(files)
+    resized[17] = q.QuiltBlob(files[17].identifier, b"changed")  # another size class: it joins another group
+    touched = {size_class(files[17].serialized_size()), size_class(resized[17].serialized_size())}
+    new_groups = group_for_quilts(resized, n)
+    for g in groups:  # the groups of every other size class are the same quilts as before
+        if size_class(g[0].serialized_size()) not in touched:
+            assert g in new_groups
     with trio.fail_after(120):
         async with inprocess_network(4, n, tmp_path) as cluster:
             async with open_client(cluster.net) as client:
@@ -79,4 +85,4 @@ async def test_many_small_files_go_into_few_quilts_and_a_changed_file_changes_on
                 assert uploads <= len(cluster.alive())  # one quilt's upload: one stream per node at most
                 reader = QuiltReader(client)
                 got = await reader.read(fresh[0].quilt_id, files[17].identifier)
-                assert got.data == b"changed"
+                assert got.data == changed[17].data

@@ -180,7 +180,7 @@ async def test_a_published_site_is_served_and_republishing_stores_only_what_chan
                 assert r.status_code == 404  # a blob that is not a site manifest
 
             # Change one page: one quilt and the manifest are uploaded, nothing else.
-            (site / "docs/guide/more/page.html").write_bytes(b"<!doctype html><p>changed</p>")
+            (site / "docs/guide/more/page.html").write_bytes(b"<!doctype html><html><body><p>changed page</p></body></html>")
             before = store_requests(cluster)
             async with open_client(cluster.net) as client:
                 second = await publish_directory(client, site, epochs=2)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ QUILT_TARGET_BYTES = 4 << 20
 # On average one group ends every this many files (boundaries chosen by a hash of the
 # identifier: inserting or removing a file moves the boundaries around it only).
 GROUP_AVERAGE_FILES = 16
+SIZE_CLASS_RATIO = 1.5
 
 
 @dataclass
@@ -59,35 +61,48 @@ async def store_quilt(client: Client, blobs: Sequence[q.QuiltBlob], *, epochs: i
     return StoredQuilt(result.blob_id, enc.index, result, len(enc.data))
 
 
+def size_class(nbytes: int, ratio: float = SIZE_CLASS_RATIO) -> int:
+    """Files whose sizes are within about `ratio` of each other share a class."""
+    return int(math.log(max(nbytes, 1), ratio))
+
+
 def group_for_quilts(blobs: Sequence[q.QuiltBlob], n_shards: int, *, target_bytes: int = QUILT_TARGET_BYTES,
-                     average_files: int = GROUP_AVERAGE_FILES) -> list[list[q.QuiltBlob]]:
+                     average_files: int = GROUP_AVERAGE_FILES, size_classes: bool = True) -> list[list[q.QuiltBlob]]:
     """Split blobs into groups that each make one quilt, deterministically.
 
-    In identifier order, a group ends after a file whose identifier hashes to a boundary
-    (on average every `average_files` files), when it holds as many files as a quilt can,
-    or before it would pass `target_bytes` of content or fail to fit one quilt. Storing a
-    changed directory again therefore gives the same quilts, and so the same quilt IDs, for
-    the groups whose files did not change: only those that did are uploaded.
+    Each patch takes whole columns, sized for the quilt's largest: files of like sizes are
+    grouped together (size classes, a factor SIZE_CLASS_RATIO wide) so that few columns
+    are mostly padding. Within a class, in identifier order, a group ends after a file whose
+    identifier hashes to a boundary (on average every `average_files` files), when it holds
+    as many files as a quilt can, or before it would pass `target_bytes` of content.
+    Storing a changed directory again therefore gives the same quilts, and so the same
+    quilt IDs, for the groups whose files did not change: a file whose content changed is
+    re-stored with the rest of its group (and, if its size class changed, so is the group
+    it joins); inserting or removing a file moves the boundaries around it only.
     """
     cfg = rs2.EncodingConfig(n_shards)
     most = q.max_patches(n_shards)
     limit = min(target_bytes, cfg.max_blob_size // 2)
+    classes: dict[int, list[q.QuiltBlob]] = {}
+    for blob in blobs:
+        classes.setdefault(size_class(blob.serialized_size()) if size_classes else 0, []).append(blob)
     groups: list[list[q.QuiltBlob]] = []
-    current: list[q.QuiltBlob] = []
-    size = 0
-    for blob in sorted(blobs, key=lambda b: b.identifier.encode("utf-8")):
-        this = blob.serialized_size()
-        if current and (len(current) >= most or size + this > limit):
+    for key in sorted(classes):
+        current: list[q.QuiltBlob] = []
+        size = 0
+        for blob in sorted(classes[key], key=lambda b: b.identifier.encode("utf-8")):
+            this = blob.serialized_size()
+            if current and (len(current) >= most or size + this > limit):
+                groups.append(current)
+                current, size = [], 0
+            current.append(blob)
+            size += this
+            mark = int.from_bytes(hashlib.blake2b(blob.identifier.encode("utf-8"), digest_size=8).digest(), "big")
+            if mark % average_files == 0:
+                groups.append(current)
+                current, size = [], 0
+        if current:
             groups.append(current)
-            current, size = [], 0
-        current.append(blob)
-        size += this
-        mark = int.from_bytes(hashlib.blake2b(blob.identifier.encode("utf-8"), digest_size=8).digest(), "big")
-        if mark % average_files == 0:
-            groups.append(current)
-            current, size = [], 0
-    if current:
-        groups.append(current)
     return groups
 
 
