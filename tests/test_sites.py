@@ -145,6 +145,9 @@ async def test_quilt_routes_as_walrus_publisher_and_aggregator(tmp_path):
                 for bad in ([("_x", ("_x", b"1"))], [("a", ("a", b"1")), ("a", ("a", b"2"))]):
                     assert (await http.put("/v1/quilts", files=bad)).status_code == 400
                 assert (await http.put("/v1/quilts", content=b"raw")).status_code == 400
+                api = (await http.get("/v1/api")).json()["paths"]
+                assert {"/v1/quilts", "/v1/blobs/by-quilt-id/{quilt_id}/{identifier}",
+                        "/v1/blobs/by-quilt-patch-id/{patch_id}", "/sites/{site_id}/{path}"} <= set(api)
 
 
 async def test_a_published_site_is_served_and_republishing_stores_only_what_changed(tmp_path):

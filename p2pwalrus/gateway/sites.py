@@ -345,3 +345,48 @@ def quilt_blobs_from_form(parts: list[tuple[str, str | None, bytes]]) -> list[q.
         return [q.QuiltBlob(name, data, tags.get(name, {})) for name, data in files.items()]
     except q.QuiltError as exc:
         raise HTTPError(400, str(exc)) from None
+
+
+def openapi_paths(config=None) -> dict:
+    """The OpenAPI entries of the quilt and site routes (openapi.py adds them to /v1/api)."""
+    def error(description: str) -> dict:
+        return {"description": description,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+    patch_bytes = {"description": "The patch's bytes", "headers": {
+        "ETag": {"schema": {"type": "string"}, "description": "The quilt patch ID, quoted"},
+        "X-Quilt-Patch-Identifier": {"schema": {"type": "string"}, "description": "The identifier, URL-encoded"}},
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+    reads = {"400": error("Malformed ID"), "404": error("No such quilt or patch"),
+             "410": error("Quilt expired or marked invalid"), "503": error("Not enough shards reachable")}
+    paths: dict = {}
+    if config is None or config.publisher:
+        paths["/v1/quilts"] = {"put": {
+            "summary": "Store files as one quilt (publisher): multipart form, one file per field named by its "
+                       "identifier; `_metadata` = [{identifier, tags}]", "operationId": "putQuilt",
+            "parameters": [{"name": "epochs", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
+                           {"name": "deletable", "in": "query", "schema": {"type": "boolean", "default": False}},
+                           {"name": "force", "in": "query", "schema": {"type": "boolean", "default": False}}],
+            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {"type": "object"}}}},
+            "responses": {"200": {"description": "{blobStoreResult, storedQuiltBlobs: [{identifier, quiltPatchId}]}"},
+                          "400": error("Bad form, identifiers or parameters"), "413": error("Body over the limit"),
+                          "503": error("Not enough shards reachable to store")}}}
+    if config is None or config.aggregator:
+        paths["/v1/blobs/by-quilt-id/{quilt_id}/{identifier}"] = {"get": {
+            "summary": "Read one file of a quilt by its identifier (its own columns only)",
+            "operationId": "getBlobByQuiltId",
+            "parameters": [{"name": "quilt_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                           {"name": "identifier", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": patch_bytes, "304": {"description": "Not modified"}, **reads}}}
+        paths["/v1/blobs/by-quilt-patch-id/{patch_id}"] = {"get": {
+            "summary": "Read one file of a quilt by its quilt patch ID", "operationId": "getBlobByQuiltPatchId",
+            "parameters": [{"name": "patch_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": patch_bytes, "304": {"description": "Not modified"}, **reads}}}
+        paths["/sites/{site_id}/{path}"] = {"get": {
+            "summary": "A published site (p2pwalrus publish): index.html for a directory, the file's Content-Type, "
+                       "ETag from its patch or blob ID", "operationId": "getSiteFile",
+            "parameters": [{"name": "site_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                           {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "The file"}, "301": {"description": "A directory: its path with /"},
+                          "304": {"description": "Not modified"}, **reads}}}
+    return paths
