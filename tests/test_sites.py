@@ -169,6 +169,7 @@ async def test_a_published_site_is_served_and_republishing_stores_only_what_chan
                     assert r.headers["etag"] == f'"{first.manifest.files[path].content_id}"'
                 r = await http.get(f"/sites/{sid}/")
                 assert r.content == files["index.html"] and r.headers["content-type"] == "text/html; charset=utf-8"
+                assert r.headers["content-security-policy"].startswith("sandbox allow-scripts")
                 r = await http.get(f"/sites/{sid}/docs/guide/")
                 assert r.content == files["docs/guide/index.html"]
                 r = await http.get(f"/sites/{sid}/docs/guide")  # a directory: its links must resolve inside it

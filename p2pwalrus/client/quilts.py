@@ -28,6 +28,7 @@ from .client import Client, Progress, StoreResult
 logger = logging.getLogger("p2pwalrus.quilts")
 
 COLUMN_TIMEOUT = 20.0  # one secondary sliver from its holder
+COLUMNS_IN_FLIGHT = 16  # a patch of many columns asks this many holders at a time
 # A site's or a directory's files go in quilts of at most this many bytes of file content
 # (and at most max_patches files), so that one changed file re-stores a small quilt.
 QUILT_TARGET_BYTES = 4 << 20
@@ -153,9 +154,11 @@ class QuiltReader:
     async def _columns(self, quilt_id: bytes, meta: rs2.BlobMetadata, columns: Iterable[int]) -> dict[int, bytes]:
         wanted = sorted(set(columns))
         got: dict[int, bytes] = {}
+        limiter = trio.CapacityLimiter(COLUMNS_IN_FLIGHT)
 
         async def one(j: int) -> None:
-            got[j] = await self._column(quilt_id, meta, j)
+            async with limiter:
+                got[j] = await self._column(quilt_id, meta, j)
 
         async with trio.open_nursery() as nursery:
             for j in wanted:

@@ -30,6 +30,7 @@ from .asgi import HTTPError, Request, Response, json_response
 IMMUTABLE = "public, max-age=31536000, immutable"
 PATCH_CACHE_BYTES = 32 << 20
 MAX_FORM_PARTS = 10_000
+SITE_SANDBOX = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
 
 
 class _PatchCache:
@@ -214,8 +215,11 @@ class QuiltRoutes:
             if entry is None:
                 raise HTTPError(404, f"the site has no file at /{path[:200]}")
         etag = f'"{entry.content_id}"'
+        # A site is anyone's content on the gateway's origin: sandboxed (an opaque origin),
+        # its scripts cannot use the publisher routes as the gateway's own pages could.
         headers = {"ETag": etag, "Content-Type": entry.content_type,
-                   "Cache-Control": IMMUTABLE if status == 200 else "no-cache"}
+                   "Cache-Control": IMMUTABLE if status == 200 else "no-cache",
+                   "Content-Security-Policy": SITE_SANDBOX, "X-Content-Type-Options": "nosniff"}
         if status == 200 and _matches(req, etag):
             return Response(304, b"", {k: v for k, v in headers.items() if k != "Content-Type"})
         return Response(status, await self._file_bytes(entry), headers)
