@@ -74,10 +74,10 @@ def group_for_quilts(blobs: Sequence[q.QuiltBlob], n_shards: int, *, target_byte
     Each patch takes whole columns, sized for the quilt's largest: files of like sizes are
     grouped together (size classes, a factor SIZE_CLASS_RATIO wide) so that few columns
     are mostly padding (1,000 files of 1-10 KiB: quilts of 1.27x their content at 10
-    shards, 1.20x at 31, where one class for all made 1.84x and 1.79x). Within a class, in identifier
-    order, a group ends after a file whose identifier hashes to a boundary (on average
-    every `average_files` files), when it holds as many files as a quilt can, or before it
-    would pass `target_bytes` of content.
+    shards, 1.20x at 31, where one class for all made 1.84x and 1.79x). Within a class,
+    in identifier order, a group ends after a file whose identifier hashes to a boundary
+    (on average every `average_files` files), when it holds as many files as a quilt can,
+    or before it would pass `target_bytes` of content.
     Storing a changed directory again therefore gives the same quilts, and so the same
     quilt IDs, for the groups whose files did not change: a file whose content changed is
     re-stored with the rest of its group (and, if its size class changed, so is the group
