@@ -5,7 +5,8 @@ The vectors below were made by Walrus's own code: the quilt bytes by the TypeScr
 WebAssembly (@mysten/walrus-wasm, `BlobEncoder.compute_metadata`), from the same
 deterministic file contents as `stream` makes here. 28 random quilts (4 to 1000 shards,
 tags, empty and multi-column files, non-ASCII identifiers) were checked that way when the
-module was written; these four are pinned.
+module was written; these four are pinned, with a patch ID from the SDK's
+`encodeQuiltPatchId`.
 """
 
 from __future__ import annotations
@@ -99,6 +100,11 @@ def test_each_patch_reads_from_its_own_columns_only():
 
 
 def test_patch_ids_are_walrus_quilt_patch_ids():
+    # As the TS SDK's encodeQuiltPatchId writes it, for b.txt (columns 6..7) of the first vector's quilt.
+    walrus = "1WG7Br_yahDTN8FzawQBxWU0X6lLWc9uoZukzxjR-wwBBgAHAA"
+    from p2pwalrus.core.blob_id import parse_blob_id
+
+    assert str(q.QuiltPatchId(parse_blob_id("1WG7Br_yahDTN8FzawQBxWU0X6lLWc9uoZukzxjR-ww"), 6, 7)) == walrus
     quilt_id = bytes(range(32))
     pid = q.QuiltPatchId(quilt_id, 3, 7)
     assert pid.to_bytes() == quilt_id + bytes([1, 3, 0, 7, 0])
