@@ -138,6 +138,7 @@ class QuiltReader:
     fetched: list[tuple[bytes, int]] = field(default_factory=list)
     whole_reads: list[bytes] = field(default_factory=list)
     _indexes: dict[bytes, tuple[rs2.BlobMetadata, q.QuiltGeometry, q.QuiltIndex]] = field(default_factory=dict)
+    _whole_quilts: dict[bytes, q.ColumnSource] = field(default_factory=dict)
 
     async def _column(self, quilt_id: bytes, meta: rs2.BlobMetadata, column: int) -> bytes:
         c = self.client
@@ -168,10 +169,17 @@ class QuiltReader:
         return got
 
     async def _whole(self, quilt_id: bytes) -> q.ColumnSource:
-        self.whole_reads.append(quilt_id)
-        data = await self.client.read(quilt_id)
-        geo = q.QuiltGeometry.of_blob(self.client.net.n_shards, len(data))
-        return q.columns_of(data, geo)
+        """The columns of the whole quilt, read (and decoded where needed) once per reader:
+        the index and the patch may both need it when one holder has both columns."""
+        found = self._whole_quilts.get(quilt_id)
+        if found is None:
+            self.whole_reads.append(quilt_id)
+            data = await self.client.read(quilt_id)
+            found = q.columns_of(data, q.QuiltGeometry.of_blob(self.client.net.n_shards, len(data)))
+            self._whole_quilts[quilt_id] = found
+            if len(self._whole_quilts) > 4:
+                self._whole_quilts.pop(next(iter(self._whole_quilts)))
+        return found
 
     async def index(self, quilt_id: bytes) -> tuple[rs2.BlobMetadata, q.QuiltGeometry, q.QuiltIndex]:
         """The quilt's metadata (checked against its ID, certificate checked), geometry and index."""
