@@ -132,6 +132,9 @@ def read_quilt_cmd(ctx, quilt_id, identifier, out, network):
         try:
             patch_id = q.QuiltPatchId.parse(quilt_id)
         except q.InvalidPatchIdError as exc:
+            if len(quilt_id.strip()) == 43:
+                _fail(f"{quilt_id} is a quilt ID: pass the IDENTIFIER of a file in it too "
+                      f"(`list-quilt {quilt_id}` lists them)")
             _fail(f"{exc}; pass QUILT_ID IDENTIFIER, or a patch ID alone")
 
         async def run(client):
@@ -162,6 +165,33 @@ def read_quilt_cmd(ctx, quilt_id, identifier, out, network):
     except OSError as exc:
         _fail(f"cannot write {out}: {exc.strerror or exc}; pass -o a path in a directory you can write")
     click.echo(f"wrote {len(patch.data)} bytes of {patch.identifier!r} to {out}", err=True)
+
+
+@click.command("list-quilt", cls=_QuiltIdCommand)
+@click.argument("quilt_id")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@_network_option
+@click.pass_context
+def list_quilt_cmd(ctx, quilt_id, as_json, network):
+    """The files of a quilt: identifier, patch ID, columns and tags (from its index only)."""
+    from .client.quilts import QuiltReader
+
+    net = _resolve_network(ctx, network)
+    raw_id = _parse_blob_id(quilt_id)
+
+    async def run(client):
+        return (await QuiltReader(client).index(raw_id))[2]
+
+    index = _with_client(net, run)
+    rows = [{"identifier": p.identifier, "quiltPatchId": str(p.patch_id(raw_id)), "startIndex": p.start_index,
+             "endIndex": p.end_index, "tags": dict(p.tags)} for p in index.patches]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        tags = " ".join(f"{k}={v}" for k, v in row["tags"].items())
+        click.echo(f"{row['identifier']}\t{row['quiltPatchId']}\tcolumns {row['startIndex']}..{row['endIndex']}"
+                   + (f"\t{tags}" if tags else ""))
 
 
 @click.command("publish")
@@ -202,4 +232,4 @@ def publish_cmd(ctx, directory, epochs, as_json, network):
     click.echo(blob_id_to_str(result.site_id))
 
 
-COMMANDS = (store_quilt_cmd, read_quilt_cmd, publish_cmd)
+COMMANDS = (store_quilt_cmd, read_quilt_cmd, list_quilt_cmd, publish_cmd)

@@ -48,6 +48,9 @@ async def test_store_quilt_prints_the_quilt_and_patch_ids_and_read_quilt_reads_o
             assert out.read_bytes() == files["b.bin"]
             done = await cli(tmp_path, net_file, "read-quilt", patches["a.txt"])
             assert done.stdout == files["a.txt"]
+            done = await cli(tmp_path, net_file, "list-quilt", quilt_id)
+            listed = [line.split("\t") for line in done.stdout.decode().splitlines()]
+            assert {row[0]: row[1] for row in listed} == patches and all(row[2].startswith("columns ") for row in listed)
             done = await cli(tmp_path, net_file, "read-quilt", quilt_id, "missing.txt", check=False)
             assert done.returncode == 1 and b"no patch named 'missing.txt'" in done.stderr
             assert b"Traceback" not in done.stderr
@@ -76,6 +79,7 @@ async def test_quilt_commands_refuse_what_cannot_work_in_one_sentence(tmp_path):
                        (["store-quilt"], "pass either FILES or --dir DIR"),
                        (["store-quilt", str(tmp_path / "nope")], "no such file"),
                        (["read-quilt", "abc"], "is not a quilt patch ID"),
+                       (["read-quilt", "A" * 43], "is a quilt ID: pass the IDENTIFIER"),
                        (["publish", str(tmp_path / "nope")], "is not a directory")):
         done = await cli(tmp_path, net_file, *args, check=False)
         err = done.stderr.decode().strip().splitlines()
