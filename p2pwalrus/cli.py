@@ -601,6 +601,11 @@ from .gateway.cli import gateway_cmd  # noqa: E402  (imports its heavy parts laz
 
 main.add_command(gateway_cmd)
 
+from .quilt_cli import COMMANDS as _QUILT_COMMANDS  # noqa: E402  (store-quilt, read-quilt, publish)
+
+for _command in _QUILT_COMMANDS:
+    main.add_command(_command)
+
 
 def _exit_code(code) -> int:
     """The status `sys.exit(code)` would end the process with (printing a message, as it does)."""

@@ -444,6 +444,10 @@ class Gateway:
             elif rest and "/" not in rest:
                 req.path_params["blob_id"] = rest
                 table, label = {"GET": self.get_blob, "HEAD": self.get_blob}, "/v1/blobs/{blob_id}"
+        if table is None:  # quilts and sites: gateway/sites.py
+            from .sites import route as quilt_route
+
+            table, label = quilt_route(self, req) or (None, label)
         if table is None:
             return "other", None
         handler = table.get(method)

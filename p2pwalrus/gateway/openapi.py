@@ -62,6 +62,9 @@ def openapi_document(config=None) -> dict:
                            {"name": "length", "in": "query", "required": True, "schema": {"type": "integer", "minimum": 1}}],
             "responses": {"200": blob_bytes, "416": _error("start past the end of the blob"), **read_errors},
         }}
+    from .sites import openapi_paths as quilt_paths
+
+    paths.update(quilt_paths(config))  # quilts and sites: gateway/sites.py
     paths["/v1/api"] = {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3"}}}}
     paths["/status"] = {"get": {"summary": "Network parameters, epoch and live nodes",
                                 "responses": {"200": {"description": "JSON"}}}}
