@@ -445,5 +445,10 @@ def inproc_cmd(nodes, shards, timeout, as_json):
     sys.exit(0 if res["converged"] else 1)
 
 
+from .wal import faucet_cmd  # noqa: E402
+
+main.add_command(faucet_cmd)
+
+
 if __name__ == "__main__":
     main()

@@ -30,7 +30,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from p2pwalrus.config import NetworkConfig, Timings, network_to_toml, parse_network
@@ -220,6 +220,10 @@ class Lab:
         lab.meta = {"created": time.time(), "base_port": base_port, "bootstrap_count": bootstrap_count}
         for _ in range(n_nodes):
             lab._new_entry(base_port)
+        from .wal import netlab_genesis  # every node staked, and a faucet (netlab/wal.py)
+
+        net = replace(net, genesis=netlab_genesis(lab.dir, net, [n.peer_id for n in lab.nodes]))
+        lab.network_path.write_text(network_to_toml(net))
         lab.write_network()
         lab.save()
         return lab

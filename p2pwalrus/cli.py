@@ -590,6 +590,11 @@ from .gateway.cli import gateway_cmd  # noqa: E402  (imports its heavy parts laz
 
 main.add_command(gateway_cmd)
 
+from .cli_wallet import COMMANDS as _WALLET_COMMANDS  # noqa: E402  (wallet, stake, unstake)
+
+for _command in _WALLET_COMMANDS:
+    main.add_command(_command)
+
 
 def _exit_code(code) -> int:
     """The status `sys.exit(code)` would end the process with (printing a message, as it does)."""
