@@ -19,6 +19,7 @@ from .amounts import MAX_AMOUNT, AmountError, parse_amount
 
 MAX_COMMITTEE = 1000
 MAX_GENESIS_ACCOUNTS = 100_000
+DEFAULT_PARAMETERS = {"max_epochs_ahead": 1000}  # as NetworkConfig's default
 
 
 class GenesisError(ValueError):
@@ -121,9 +122,8 @@ class Genesis:
     def to_toml(self) -> str:
         """The ``[genesis]`` tables of a network file (amounts as integers of FROST)."""
         lines = ["[genesis]", f"storage_price = {self.storage_price}", f"write_price = {self.write_price}", ""]
-        own = [(k, v) for k, v in self.parameters if k != "max_epochs_ahead"]  # written at the top level
-        if own:
-            lines += ["[genesis.parameters]", *[f"{k} = {v}" for k, v in own], ""]
+        if self.parameters:
+            lines += ["[genesis.parameters]", *[f"{k} = {v}" for k, v in self.parameters], ""]
         for m in self.committee:
             lines += ["[[genesis.committee]]", f'peer_id = "{m.peer_id}"', f"stake = {m.stake}", ""]
         for a in self.accounts:
@@ -153,7 +153,7 @@ def make_genesis(*, network: str, n_shards: int, genesis_time: float, epoch_leng
         committee=tuple(CommitteeMember(p, s) for p, s in sorted(committee)),
         accounts=tuple(GenesisAccount(a, b) for a, b in sorted(accounts)),
         storage_price=storage_price, write_price=write_price,
-        parameters=tuple(sorted((parameters or {}).items())),
+        parameters=tuple(sorted({**DEFAULT_PARAMETERS, **(parameters or {})}.items())),
     )
 
 
@@ -173,8 +173,8 @@ def genesis_from_table(table, *, network: str, n_shards: int, genesis_time: floa
     params = table.get("parameters", {})
     if not isinstance(params, dict) or not all(type(v) is int for v in params.values()):
         raise GenesisError("[genesis.parameters] must map names to integers")
-    # The top-level max_epochs_ahead is the one the network file states: it is not repeated here.
-    params = {**params, "max_epochs_ahead": max_epochs_ahead}
+    # The network file's top-level max_epochs_ahead, unless genesis states its own.
+    params = {"max_epochs_ahead": max_epochs_ahead, **params}
     try:
         members = [(check_address(m.get("peer_id"), "committee member"), _amount(m.get("stake", 0), "stake"))
                    for m in committee]
