@@ -248,23 +248,28 @@ class Wallet:
         if self.committee.is_quorum(self.committee.weight_of(votes)):
             return make_certificate(signed, votes.values())
         refused = {p: r for p, r in answers.items() if not r.get("ok")}
-        codes = {r.get("code") for r in refused.values()}
-        if "sequence_used" in codes:
-            confirmed = [r for r in refused.values() if r.get("code") == "sequence_used"
-                         and type(r.get("next_sequence")) is int and r["next_sequence"] > order.sequence]
-            if confirmed:  # certified already (a crash after the quorum, before the journal knew)?
-                cert = await self.fetch_certificate(order.sender, order.sequence)
-                if cert is not None and cert.order == order:
-                    return cert
+
+        def decisive(code: str) -> list[dict]:
+            """Refusals for ``code``, if the nodes giving them weigh enough to rule out a quorum."""
+            by = [p for p, r in refused.items() if r.get("code") == code]
+            left = self.committee.weight_of(self.committee.members) - self.committee.weight_of(by)
+            return [refused[p] for p in by] if by and not self.committee.is_quorum(left) else []
+
+        used = [r for p, r in refused.items() if r.get("code") == "sequence_used"]
+        if any(type(r.get("next_sequence")) is int and r["next_sequence"] > order.sequence for r in used):
+            cert = await self.fetch_certificate(order.sender, order.sequence)  # certified already (a crash
+            if cert is not None and cert.order == order:  # after the quorum, before the journal knew)?
+                return cert
+        if decisive("sequence_used"):
             raise SequenceUsedError(
                 f"sequence {order.sequence} of {order.sender} is already used by another order; the account may be "
                 "locked (FastPay: a sender that signs two orders at one sequence number can leave both uncertified)")
-        if "insufficient_balance" in codes:
-            balance = max(r.get("balance", 0) for r in refused.values() if r.get("code") == "insufficient_balance")
+        if decisive("insufficient_balance"):
+            balance = max(r.get("balance", 0) for r in decisive("insufficient_balance"))
             raise InsufficientBalanceError(
                 f"insufficient balance: {order.sender} has {format_amount(balance)}, the {order.kind.value} needs "
                 f"{format_amount(order.amount)}", balance)
-        if "unknown_account" in codes:
+        if decisive("unknown_account"):
             raise UnknownAccountError(self._unknown(order.sender))
         raise NoQuorumError(self._unreachable_sentence(f"no quorum reachable for sequence {order.sequence}",
                                                        votes, failed, refused))

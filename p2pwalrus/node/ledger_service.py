@@ -45,11 +45,12 @@ LEDGER_CERTS = TProtocol("/p2pwalrus/ledger-certs/1.0.0")
 LEDGER_SUMMARY = TProtocol("/p2pwalrus/ledger-summary/1.0.0")
 
 MAX_REQUEST = 256 << 10  # a certificate with a thousand votes is about 200 KiB of JSON
-MAX_SUMMARY_REPLY = 8 << 20
 CERT_PAGE = 64  # certificates per ledger-certs answer (about 3 KiB each at 10 authorities)
+CERT_PAGE_BYTES = 2 << 20  # ... and fewer if they are large: answers stay under rpc.MAX_LIST_REPLY
 MAX_RECEIVED = 500
-MAX_SUMMARY_ACCOUNTS = 100_000
-CATCH_UP_TIMEOUT = 20.0  # pulling a sender's missing certificates from peers, all attempts
+MAX_SUMMARY_ACCOUNTS = 50_000  # about 3 MiB of summary, under rpc.MAX_LIST_REPLY (paging: later)
+CATCH_UP_TIMEOUT = 20.0  # anti-entropy: pulling a sender's missing certificates from peers
+CATCH_UP_IN_REQUEST = 5.0  # the same while a client waits for an answer (its call gives up at 10 s)
 SYNC_PEERS = 2  # peers asked for their summary per anti-entropy round
 BYZANTINE_FAULT = "ledger_sign_everything"
 
@@ -220,11 +221,12 @@ class LedgerService:
         count = min(max(rpc.field(hdr, "count", int), 0), CERT_PAGE)
         if not 0 <= first < 1 << 64:
             raise ProtocolError("first must be a sequence number")
-        out = []
+        out, size = [], 0
         for seq in range(first, first + count):
             raw = await trio.to_thread.run_sync(self.store.get_certificate, sender, seq)
-            if raw is None:
+            if raw is None or (out and size + len(raw) > CERT_PAGE_BYTES):
                 break
+            size += len(raw)
             out.append(json.loads(raw))
         await rpc.send_json(stream, {"ok": True, "certificates": out})
 
@@ -252,16 +254,17 @@ class LedgerService:
         random.shuffle(peers)
         return peers
 
-    async def _fetch(self, peer: str, protocol, header: dict, max_reply: int = rpc.MAX_LIST_REPLY) -> dict:
+    async def _fetch(self, peer: str, protocol, header: dict) -> dict:
         stream, reply = await self.node.call(peer, protocol, header)
         await rpc.close_quietly(stream)
         if not reply.get("ok"):
             raise ProtocolError(f"{peer} answered {reply.get('error', 'not ok')}")
         return reply
 
-    async def catch_up(self, sender: str, first: int, last: int, peers: list[str] | None = None) -> None:
+    async def catch_up(self, sender: str, first: int, last: int, peers: list[str] | None = None,
+                       timeout: float = CATCH_UP_IN_REQUEST) -> None:
         """Pull and apply ``sender``'s certificates ``first..last`` from peers (bounded in time)."""
-        with trio.move_on_after(CATCH_UP_TIMEOUT):
+        with trio.move_on_after(timeout):
             for peer in peers or self._peers():
                 try:
                     while True:
@@ -289,7 +292,7 @@ class LedgerService:
         pulled = self.counters["pulled"]
         for peer in self._peers()[:SYNC_PEERS]:
             try:
-                reply = await self._fetch(peer, LEDGER_SUMMARY, {"digest": self.summary_digest()}, MAX_SUMMARY_REPLY)
+                reply = await self._fetch(peer, LEDGER_SUMMARY, {"digest": self.summary_digest()})
             except Exception as exc:
                 logger.debug("ledger summary from %s: %r", peer, exc)
                 continue
@@ -309,7 +312,7 @@ class LedgerService:
                         public_key_from_peer_id(item[0])
                     except ValueError:
                         continue
-                    await self.catch_up(item[0], have, item[1] - 1, [peer])
+                    await self.catch_up(item[0], have, item[1] - 1, [peer], CATCH_UP_TIMEOUT)
         return self.counters["pulled"] - pulled
 
     async def run_sync(self) -> None:
