@@ -3,6 +3,7 @@ processes: what a user sees, refusals in one sentence, and WAL conserved at ever
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,23 +21,27 @@ from p2pwalrus.node.identity import load_or_create_identity
 from p2pwalrus.node.ledger_service import LEDGER_SIGN
 from p2pwalrus.node.ledger_store import LedgerStore
 
-from .netlab_helpers import wait
+from .netlab_helpers import node_json, wait
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 WAL = 10**9
 
 
-def run(*args: str, client: Path | None = None, network: Path | None = None, module: str = "p2pwalrus",
-        timeout: float = 60) -> subprocess.CompletedProcess:
+def env_for(client: Path | None = None, network: Path | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "P2PWALRUS_NETWORK")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     if client is not None:
         env["P2PWALRUS_CLIENT_DIR"] = str(client)
     if network is not None:
         env["P2PWALRUS_NETWORK"] = str(network)
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return env
+
+
+def run(*args: str, client: Path | None = None, network: Path | None = None, module: str = "p2pwalrus",
+        timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          env=env_for(client, network), timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def ok(res: subprocess.CompletedProcess) -> str:
@@ -128,6 +133,37 @@ def test_a_second_order_at_a_used_sequence_says_the_account_may_be_locked(lab, t
     trio.run(sign_elsewhere)
     err = one_sentence_error(wallet(lab, tmp_path, "d", "wallet", "transfer", e, "2WAL"))
     assert "sequence 0" in err and "already used" in err and "may be locked" in err
+
+
+def slow_all(lab, delay_ms: int) -> None:
+    for n in lab.nodes:
+        lab.slow(n.index, delay_ms)
+    wait(lambda: all(node_json(lab, n.index)["faults"]["delay_ms"] == delay_ms for n in lab.nodes), 30,
+         f"every node to apply a {delay_ms} ms delay")
+
+
+@pytest.mark.timeout(240)
+def test_an_order_saved_before_a_crash_is_sent_again_by_the_next_command(lab, tmp_path):
+    a, b = address(lab, tmp_path, "a"), address(lab, tmp_path, "b")
+    fund(lab, a, "5WAL")
+    slow_all(lab, 4000)  # every answer takes 4 s: time to kill the client while its order is out
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "p2pwalrus", "wallet", "transfer", b, "1WAL"],
+                                env=env_for(tmp_path / "a", lab.network_path), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait(lambda: list((tmp_path / "a" / "wallet").glob("*/000000000000.json")), 60, "the order saved")
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+        saved = json.loads(next((tmp_path / "a" / "wallet").glob("*/000000000000.json")).read_text())
+        assert saved["state"] == "sent"  # killed with the order out, before its certificate
+    finally:
+        slow_all(lab, 0)
+    # The next command first finishes the saved order (sequence 0), then sends its own.
+    assert "(sequence 1)" in ok(wallet(lab, tmp_path, "a", "wallet", "transfer", b, "2WAL"))
+    assert ok(wallet(lab, tmp_path, "b", "wallet", "balance")) == f"{b}: 3 WAL"
+    assert ok(wallet(lab, tmp_path, "a", "wallet", "balance")) == f"{a}: 2 WAL"
 
 
 @pytest.mark.timeout(240)
