@@ -313,3 +313,18 @@ def _schedule_run(data):
 @given(st.data())
 def test_no_double_spend_and_conservation_over_random_schedules_with_a_byzantine_signer(data):
     _schedule_run(data)
+
+
+def test_a_decided_epoch_state_gives_the_ledger_its_committee_by_shards_held():
+    from types import SimpleNamespace
+
+    from p2pwalrus.core.wal.committee import committee_from_state
+
+    members = [SimpleNamespace(peer_id=address(k), shards=tuple(range(i * 2, i * 2 + 2 + (i == 0)))) for i, k in
+               enumerate(NODES)]
+    c = committee_from_state(SimpleNamespace(epoch=5, n_shards=9, committee=members))
+    assert c.epoch == 5 and c.weight(address(NODES[0])) == 3 and c.weight(address(NODES[1])) == 2
+    signed = order(G, USERS[0], 0, address(USERS[1]), 5, epoch=5)
+    make_certificate(signed, votes(signed, NODES[:3])).check(c)  # 3 + 2 + 2 = 7 >= (2 * 9 + 1) / 3
+    with pytest.raises(InvalidOrderError, match="epoch"):
+        make_certificate(signed, votes(signed, NODES)).check(COMMITTEE)

@@ -85,7 +85,7 @@ class LedgerStore:
             if hashlib.blake2b(body, digest_size=16).hexdigest() != doc["checksum"]:
                 raise ValueError("checksum does not match")
             return Ledger.from_json(doc["state"], self.genesis)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise StorageError(f"the ledger state {self.state_path} is damaged ({exc}); this node cannot vote "
                                "safely without it: restore it, or move the ledger directory away to rejoin as "
                                "a new node") from None

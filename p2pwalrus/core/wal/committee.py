@@ -68,3 +68,11 @@ def committee_from_genesis(genesis: Genesis, epoch: int = 0) -> Committee:
     smap = compute_shard_map(genesis.member_ids(), genesis.n_shards)
     return Committee(epoch, genesis.n_shards,
                      tuple((p, len(smap.shards_of(p))) for p in sorted(genesis.member_ids())))
+
+
+def committee_from_state(state) -> Committee:
+    """The committee of a decided epoch state (``epoch_state.EpochState``, read by attribute:
+    ``epoch``, ``n_shards``, ``committee`` of members with ``peer_id`` and ``shards``): each
+    member weighs the shards it holds in that epoch, so weights follow stake from then on."""
+    return Committee(state.epoch, state.n_shards,
+                     tuple(sorted((m.peer_id, len(m.shards)) for m in state.committee)))
