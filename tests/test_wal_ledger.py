@@ -320,8 +320,8 @@ def test_a_decided_epoch_state_gives_the_ledger_its_committee_by_shards_held():
 
     from p2pwalrus.core.wal.committee import committee_from_state
 
-    members = [SimpleNamespace(peer_id=address(k), shards=tuple(range(i * 2, i * 2 + 2 + (i == 0)))) for i, k in
-               enumerate(NODES)]
+    shards = [(0, 1, 2), (3, 4), (5, 6), (7, 8)]
+    members = [SimpleNamespace(peer_id=address(k), shards=s) for k, s in zip(NODES, shards)]
     c = committee_from_state(SimpleNamespace(epoch=5, n_shards=9, committee=members))
     assert c.epoch == 5 and c.weight(address(NODES[0])) == 3 and c.weight(address(NODES[1])) == 2
     signed = order(G, USERS[0], 0, address(USERS[1]), 5, epoch=5)
