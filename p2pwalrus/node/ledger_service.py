@@ -277,10 +277,10 @@ class LedgerService:
                         certs = reply.get("certificates")
                         if not isinstance(certs, list) or not certs:
                             break
-                        for obj in certs[:CERT_PAGE]:
+                        for expected, obj in enumerate(certs[:CERT_PAGE], start=have):
                             cert = Certificate.from_json(obj)
-                            if cert.order.sender != sender:
-                                raise ProtocolError("a certificate of another sender")
+                            if cert.order.sender != sender or cert.order.sequence != expected:
+                                raise ProtocolError("a certificate other than the one asked for")
                             if not isinstance(await self.confirm(cert, pull=False), Applied):
                                 raise ProtocolError("certificates out of sequence")
                             self.counters["pulled"] += 1
