@@ -171,3 +171,52 @@ async def test_a_node_that_was_down_pulls_the_certificates_it_missed(tmp_path):
                 await node.ledger.changed.wait()
             assert node.ledger.ledger.account(address(USERS[1])).balance == 53 * WAL
             conserved_everywhere(cluster)
+
+
+async def test_ledger_protocols_refuse_bad_requests_and_keep_serving(tmp_path):
+    from p2pwalrus.errors import ProtocolError
+    from p2pwalrus.node import rpc
+    from p2pwalrus.node.framing import encode_uvarint
+    from p2pwalrus.node.ledger_service import LEDGER_ACCOUNT, LEDGER_CERTS, LEDGER_CONFIRM
+
+    net, ids = ledger_net(tmp_path / "n", 4)
+    with trio.fail_after(90):
+        async with inprocess_network(4, 10, tmp_path / "n", net=net) as cluster:
+            async with open_client(cluster.net, USERS[0]) as client:
+                await client.refresh_membership()
+                peer = ids[0]
+                signed = sign_order(USERS[0], Order(net.genesis.hash(), 0, address(USERS[0]), 0, address(USERS[1]),
+                                                    WAL, OrderKind.TRANSFER))
+                forged = signed.to_json()
+                forged["order"]["amount"] = 10 * WAL  # the signature no longer holds
+                bad = [(LEDGER_SIGN, {"signed": forged}, "signature"),
+                       (LEDGER_SIGN, {"signed": {"order": 5}}, "order"),
+                       (LEDGER_CONFIRM, {"certificate": {"signed": signed.to_json(), "votes": []}}, "votes"),
+                       (LEDGER_ACCOUNT, {"address": "../../etc/passwd"}, "peer ID"),
+                       (LEDGER_CERTS, {"sender": address(USERS[0]), "first": -1, "count": 5}, "sequence")]
+                for proto, header, why in bad:
+                    reply = await client.call(peer, proto, header)
+                    assert reply["ok"] is False and why in reply["error"], (proto, reply)
+                # A certificate of too little weight is refused, and nothing is applied.
+                light = make_certificate(signed, [sign_vote_for(cluster, ids[0], signed)])
+                reply = await client.call(peer, LEDGER_CONFIRM, {"certificate": light.to_json()})
+                assert reply["ok"] is False and "needs 7" in reply["error"]
+                stream = await client.new_stream(peer, LEDGER_SIGN)  # announces a frame over the 256 KiB bound
+                await stream.write(encode_uvarint(300 << 10) + b"{")
+                try:
+                    reply = await rpc.recv_json(stream)
+                    assert reply["ok"] is False and "limit" in reply["error"]
+                except ProtocolError:
+                    pass  # or reset: either way refused
+                finally:
+                    await rpc.close_quietly(stream)
+                wallet = Wallet(client, USERS[0], tmp_path / "w")
+                assert (await wallet.transfer(address(USERS[1]), WAL)).order.sequence == 0  # still serving
+            conserved_everywhere(cluster)
+
+
+def sign_vote_for(cluster, peer_id, signed):
+    from p2pwalrus.core.wal.orders import sign_vote
+
+    node = next(n for n in cluster.alive() if n.peer_id == peer_id)
+    return sign_vote(node.keypair, peer_id, signed.order)
