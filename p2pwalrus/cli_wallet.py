@@ -62,14 +62,44 @@ def _ledger_network(ctx, network):
     return net
 
 
+def _wallet_dir(ctx) -> Path | None:
+    """A named wallet's directory (its key and journal), or None for the client's own key."""
+    name = (ctx.find_object(dict) or {}).get("wallet_name")
+    if not name:
+        return None
+    if not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise P2PWalrusError(f"bad wallet name {name!r}: use letters, digits, '-', '_' and '.'")
+    return _client_dir() / "wallets" / name
+
+
+def _wallet_key(ctx):
+    from .cli import _client_key
+    from .node.identity import load_or_create_identity
+
+    where = _wallet_dir(ctx)
+    return load_or_create_identity(where) if where is not None else _client_key()
+
+
 def _run_wallet(ctx, network, fn):
-    """Run ``fn(wallet)`` with a connected client; the wallet is the client's key."""
-    from .cli import _client_key, _with_client
+    """Run ``fn(wallet)`` with a connected client; the wallet is the client's key or a named one."""
+    from .cli import _with_client
     from .client.wallet import Wallet
 
     net = _ledger_network(ctx, network)
-    key = _client_key()
-    return _with_client(net, lambda client: fn(Wallet(client, key, _client_dir() / "wallet")))
+    key = _wallet_key(ctx)
+    journal = (_wallet_dir(ctx) or _client_dir()) / "wallet"
+    return _with_client(net, lambda client: fn(Wallet(client, key, journal)))
+
+
+def _wallet_option(f):
+    def remember(ctx, _param, value):
+        if value:
+            ctx.ensure_object(dict)["wallet_name"] = value
+        return value
+
+    return click.option("--wallet", "wallet_name", default=None, metavar="NAME", expose_value=False,
+                        callback=remember, help="A named wallet (its own key, kept under P2PWALRUS_CLIENT_DIR/"
+                                                "wallets/NAME) instead of the client's key.")(f)
 
 
 def _note(text: str) -> None:
@@ -82,6 +112,7 @@ _SAVED = "interrupted; a signed order is saved and the next wallet command sends
 
 
 @click.group("wallet")
+@_wallet_option
 def wallet_cmd():
     """Your WAL account: its address, balance, transfers and history.
 
@@ -91,12 +122,12 @@ def wallet_cmd():
 
 
 @wallet_cmd.command("address")
-def address_cmd():
+@click.pass_context
+def address_cmd(ctx):
     """Print this wallet's address (its peer ID), to receive WAL."""
-    from .cli import _client_key
     from .client.wallet import address_of
 
-    click.echo(address_of(_client_key()))
+    click.echo(address_of(_wallet_key(ctx)))
 
 
 @wallet_cmd.command("balance")
@@ -166,10 +197,14 @@ def history_cmd(ctx, limit, as_json, network):
 @click.command("stake")
 @click.argument("node")
 @click.argument("amount")
+@_wallet_option
 @_network_option
 @click.pass_context
 def stake_cmd(ctx, node, amount, network):
-    """Stake AMOUNT of this wallet's WAL with the storage node NODE (its peer ID)."""
+    """Stake AMOUNT of this wallet's WAL with the storage node NODE (its peer ID).
+
+    The stake is certified at once; it weighs in shard placement from the epoch change
+    that follows (epochs decided by agreement)."""
     from .core.wal.amounts import format_amount
 
     _check_address(node, "NODE")
@@ -182,6 +217,7 @@ def stake_cmd(ctx, node, amount, network):
 @click.command("unstake")
 @click.argument("node")
 @click.argument("amount")
+@_wallet_option
 @_network_option
 @click.pass_context
 def unstake_cmd(ctx, node, amount, network):

@@ -96,6 +96,17 @@ def test_faucet_transfer_balance_history_stake_unstake(lab, tmp_path):
 
 
 @pytest.mark.timeout(180)
+def test_a_named_wallet_is_another_account_with_its_own_key(lab, tmp_path):
+    mine = address(lab, tmp_path, "a")
+    alice = ok(wallet(lab, tmp_path, "a", "wallet", "--wallet", "alice", "address"))
+    assert alice != mine and (tmp_path / "a" / "wallets" / "alice" / "identity.key").is_file()
+    fund(lab, alice, "2WAL")
+    assert "sent 0.5 WAL" in ok(wallet(lab, tmp_path, "a", "wallet", "--wallet", "alice", "transfer", mine, "0.5WAL"))
+    assert ok(wallet(lab, tmp_path, "a", "wallet", "--wallet", "alice", "balance")) == f"{alice}: 1.5 WAL"
+    assert ok(wallet(lab, tmp_path, "a", "wallet", "balance")) == f"{mine}: 0.5 WAL"
+
+
+@pytest.mark.timeout(180)
 def test_wallet_refusals_are_one_sentence(lab, tmp_path):
     a, c = address(lab, tmp_path, "a"), address(lab, tmp_path, "c")
     fund(lab, a, "1WAL")
