@@ -227,7 +227,8 @@ def status_cmd(directory, as_json):
     con.print(table)
     verdict = "[green]converged[/green]" if st["converged"] else f"[yellow]not converged[/yellow] ({st['map_digests']} maps)"
     con.print(f"{st['nodes_alive']}/{st['nodes_total']} nodes alive, {verdict}"
-              + (f", partition {st['partition']}" if st["partition"] else ""))
+              + (f", partition {st['partition']}" if st["partition"] else "")
+              + ("" if st["wal_conserved"] else ", [red]WAL NOT CONSERVED at some node[/red]"))
 
 
 @main.command("watch")

@@ -560,6 +560,7 @@ class Lab:
                 "map_digest": st.get("map_digest", "") if fresh else "",
                 "shards": st.get("shards", []) if fresh else [],
                 "blobs": st.get("blobs") if fresh else None,
+                "ledger": st.get("ledger") if fresh else None,  # WAL held vs the genesis supply
                 "denied": len(faults.get("deny", [])), "delay_ms": faults.get("delay_ms", 0),
             })
         up = [r for r in rows if r["alive"]]
@@ -567,7 +568,9 @@ class Lab:
         converged = bool(up) and all(r["ready"] and set(r["live_peers"]) == alive_ids for r in up) and len(digests) == 1
         return {"dir": str(self.dir), "network": str(self.network_path), "n_shards": self.n_shards,
                 "nodes_alive": len(up), "nodes_total": len(rows), "converged": converged,
-                "map_digests": len(digests), "partition": self.meta.get("partition"), "nodes": rows}
+                "map_digests": len(digests), "partition": self.meta.get("partition"),
+                "wal_conserved": all(r["ledger"]["total"] == r["ledger"]["supply"] for r in up if r["ledger"]),
+                "nodes": rows}
 
     def converged(self) -> bool:
         return self.status()["converged"]

@@ -213,4 +213,6 @@ def test_no_quorum_names_who_answered_then_wal_is_conserved_at_every_node(lab, t
     wait(agree, 60, "every node to hold the same balances")
     for ledger in states():
         check_conservation(ledger)
+    status = lab.status()  # what `netlab status --json` shows: each node's WAL against the supply
+    assert status["wal_conserved"] and all(r["ledger"]["supply"] == genesis.supply() for r in status["nodes"])
     assert committee.n_shards == 10

@@ -132,6 +132,7 @@ class LedgerService:
             await self._persist()
             self._index(cert)
             self.counters["applied"] += 1
+            self.node.write_status()  # node.json: netlab status shows WAL held against the supply
             done, self.changed = self.changed, trio.Event()
             done.set()
             return result
