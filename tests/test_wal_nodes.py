@@ -220,3 +220,22 @@ def sign_vote_for(cluster, peer_id, signed):
 
     node = next(n for n in cluster.alive() if n.peer_id == peer_id)
     return sign_vote(node.keypair, peer_id, signed.order)
+
+
+async def test_a_node_outside_the_committee_keeps_a_replica_and_does_not_vote(tmp_path):
+    net, ids = ledger_net(tmp_path / "n", 4)
+    with trio.fail_after(120):
+        async with inprocess_network(4, 10, tmp_path / "n", net=net) as cluster:
+            async with open_client(cluster.net, USERS[0]) as client:
+                await client.refresh_membership()
+                await Wallet(client, USERS[0], tmp_path / "w").transfer(address(USERS[1]), WAL)
+                late = await cluster.start()  # not in genesis: no shards in the ledger's committee
+                while late.ledger.ledger.account(address(USERS[0])).next_sequence != 1:
+                    await late.ledger.changed.wait()  # pulled by anti-entropy when its map formed
+                await client.refresh_membership()
+                g = net.genesis
+                signed = sign_order(USERS[0], Order(g.hash(), 0, address(USERS[0]), 1, address(USERS[1]), WAL,
+                                                    OrderKind.TRANSFER))
+                reply = await client.call(late.peer_id, LEDGER_SIGN, {"signed": signed.to_json()})
+                assert reply["ok"] is False and reply["code"] == "not_a_member"
+            conserved_everywhere(cluster)

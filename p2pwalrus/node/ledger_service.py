@@ -163,6 +163,11 @@ class LedgerService:
         if BYZANTINE_FAULT in self.node.faults:
             await self._send_vote(stream, signed)
             return
+        if not self.committee.weight(self.node.peer_id):  # a node that joined later keeps a replica, no vote
+            await rpc.send_json(stream, {"ok": False, "code": "not_a_member",
+                                         "error": f"{self.node.peer_id} holds no shards in the committee of epoch "
+                                                  f"{self.committee.epoch}: it does not vote"})
+            return
         refusal = None
         for attempt in range(2):
             async with self.lock:
