@@ -227,7 +227,8 @@ def status_cmd(directory, as_json):
     con.print(table)
     verdict = "[green]converged[/green]" if st["converged"] else f"[yellow]not converged[/yellow] ({st['map_digests']} maps)"
     con.print(f"{st['nodes_alive']}/{st['nodes_total']} nodes alive, {verdict}"
-              + (f", partition {st['partition']}" if st["partition"] else ""))
+              + (f", partition {st['partition']}" if st["partition"] else "")
+              + ("" if st["wal_conserved"] else ", [red]WAL NOT CONSERVED at some node[/red]"))
 
 
 @main.command("watch")
@@ -444,6 +445,11 @@ def inproc_cmd(nodes, shards, timeout, as_json):
                    f"({res['peak_rss_mb'] / nodes:.1f} MB per node)" if res["converged"] else
                    f"{nodes} nodes did NOT converge in {timeout:.0f} s: {res.get('detail')}")
     sys.exit(0 if res["converged"] else 1)
+
+
+from .wal import faucet_cmd  # noqa: E402
+
+main.add_command(faucet_cmd)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from p2pwalrus.config import NetworkConfig, Timings, network_to_toml, parse_network
@@ -220,6 +220,10 @@ class Lab:
         lab.meta = {"created": time.time(), "base_port": base_port, "bootstrap_count": bootstrap_count}
         for _ in range(n_nodes):
             lab._new_entry(base_port)
+        from .wal import netlab_genesis  # every node staked, and a faucet (netlab/wal.py)
+
+        net = replace(net, genesis=netlab_genesis(lab.dir, net, [n.peer_id for n in lab.nodes]))
+        lab.network_path.write_text(network_to_toml(net))
         lab.write_network()
         lab.save()
         return lab
@@ -556,6 +560,7 @@ class Lab:
                 "map_digest": st.get("map_digest", "") if fresh else "",
                 "shards": st.get("shards", []) if fresh else [],
                 "blobs": st.get("blobs") if fresh else None,
+                "ledger": st.get("ledger") if fresh else None,  # WAL held vs the genesis supply
                 "denied": len(faults.get("deny", [])), "delay_ms": faults.get("delay_ms", 0),
             })
         up = [r for r in rows if r["alive"]]
@@ -563,7 +568,9 @@ class Lab:
         converged = bool(up) and all(r["ready"] and set(r["live_peers"]) == alive_ids for r in up) and len(digests) == 1
         return {"dir": str(self.dir), "network": str(self.network_path), "n_shards": self.n_shards,
                 "nodes_alive": len(up), "nodes_total": len(rows), "converged": converged,
-                "map_digests": len(digests), "partition": self.meta.get("partition"), "nodes": rows}
+                "map_digests": len(digests), "partition": self.meta.get("partition"),
+                "wal_conserved": all(r["ledger"]["total"] == r["ledger"]["supply"] for r in up if r["ledger"]),
+                "nodes": rows}
 
     def converged(self) -> bool:
         return self.status()["converged"]

@@ -606,6 +606,11 @@ from .quilt_cli import COMMANDS as _QUILT_COMMANDS  # noqa: E402  (store-quilt, 
 for _command in _QUILT_COMMANDS:
     main.add_command(_command)
 
+from .cli_wallet import COMMANDS as _WALLET_COMMANDS  # noqa: E402  (wallet, stake, unstake)
+
+for _command in _WALLET_COMMANDS:
+    main.add_command(_command)
+
 
 def _exit_code(code) -> int:
     """The status `sys.exit(code)` would end the process with (printing a message, as it does)."""

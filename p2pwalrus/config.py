@@ -11,8 +11,12 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import NetworkConfigError
+
+if TYPE_CHECKING:
+    from .core.wal.genesis import Genesis
 
 BOOTSTRAP_DIR = Path(__file__).resolve().parent.parent / "bootstrap"
 DEFAULT_NETWORK = "local"
@@ -54,6 +58,9 @@ class NetworkConfig:
     timings: Timings = field(default_factory=Timings)
     max_epochs_ahead: int = 1000
     source: str = ""
+    # The [genesis] table (core/wal/genesis.py): committee, stakes, balances, prices. None: a
+    # network with no ledger (no WAL), as every network file before it.
+    genesis: "Genesis | None" = None
 
     def current_epoch(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
@@ -106,6 +113,16 @@ def parse_network(text: str, where: str = "<network>") -> NetworkConfig:
     if unknown:
         raise NetworkConfigError(f"{where}: unknown timings {sorted(unknown)}; known: {sorted(known)}")
     timings = Timings(**{k: float(v) for k, v in timings_table.items()})
+    max_epochs_ahead = int(doc.get("max_epochs_ahead", 1000))
+    wal_genesis = None
+    if "genesis" in doc:  # imported only here: commands on a network without one load no ledger code
+        from .core.wal.genesis import GenesisError, genesis_from_table
+
+        try:
+            wal_genesis = genesis_from_table(doc["genesis"], network=name, n_shards=n_shards, genesis_time=float(genesis),
+                                         epoch_length=epoch_length, max_epochs_ahead=max_epochs_ahead)
+        except GenesisError as exc:
+            raise NetworkConfigError(f"{where}: [genesis]: {exc}") from None
     return NetworkConfig(
         name=name,
         n_shards=n_shards,
@@ -113,8 +130,9 @@ def parse_network(text: str, where: str = "<network>") -> NetworkConfig:
         genesis_time=float(genesis),
         bootstrap=tuple(bootstrap),
         timings=timings,
-        max_epochs_ahead=int(doc.get("max_epochs_ahead", 1000)),
+        max_epochs_ahead=max_epochs_ahead,
         source=where,
+        genesis=wal_genesis,
     )
 
 
@@ -168,4 +186,6 @@ def network_to_toml(cfg: NetworkConfig) -> str:
         "[timings]",
         *[f"{k} = {getattr(cfg.timings, k)}" for k in Timings.__dataclass_fields__],
     ]
+    if cfg.genesis is not None:
+        lines += ["", cfg.genesis.to_toml()]
     return "\n".join(lines) + "\n"

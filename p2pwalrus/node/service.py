@@ -126,6 +126,11 @@ class StorageNode:
         from .repair import RepairService
 
         self.repair = RepairService(self)
+        from .ledger_service import LedgerService
+
+        self.ledger = LedgerService.open(self)  # the WAL ledger; None on a network without a genesis
+        if self.ledger is not None:
+            self.extra_services.append(self.ledger.start)
         self.liveness = None
         self._certs_digest: tuple[bytes, float] | None = None
         self._learnt_at = -LEARN_PAUSE
@@ -230,6 +235,7 @@ class StorageNode:
             "faults": {"deny": len(self.deny), "delay_ms": int(self.delay * 1000)},
             "repair": dict(self.repair.stats),
             "challenges": {p: dict(c) for p, c in self.repair.challenges.items()},
+            "ledger": self.ledger.status() if self.ledger is not None else None,
         }
 
     async def accept_certificate(self, cert: AvailabilityCertificate, *, source: str) -> bool:

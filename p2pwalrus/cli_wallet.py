@@ -1,0 +1,234 @@
+"""`p2pwalrus wallet ...`, `stake` and `unstake`: the WAL ledger from the command line.
+
+The account is the client's key (the one kept under P2PWALRUS_CLIENT_DIR, which also
+signs delete requests); its orders are journaled beside it, in ``wallet/``. Thin layers
+over p2pwalrus/client/wallet.py; every refusal is one sentence (p2pwalrus.errors).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from .errors import P2PWalrusError
+
+_NETWORK_HELP = "Network name from bootstrap/ or path to a network .toml (env P2PWALRUS_NETWORK, default: local)."
+
+
+def _network_option(f):
+    return click.option("--network", "network", default=None, metavar="NAME_OR_FILE", help=_NETWORK_HELP)(f)
+
+
+def _client_dir() -> Path:
+    import platformdirs
+
+    where = os.environ.get("P2PWALRUS_CLIENT_DIR")
+    return Path(where) if where else Path(platformdirs.user_data_dir("p2pwalrus")) / "client"
+
+
+def _amount(text: str) -> int:
+    from .core.wal.amounts import AmountError, parse_amount
+
+    try:
+        amount = parse_amount(text)
+    except AmountError as exc:
+        raise P2PWalrusError(str(exc)) from None
+    if amount == 0:
+        raise P2PWalrusError("the amount must be more than 0")
+    return amount
+
+
+def _check_address(text: str, what: str) -> str:
+    from .core.wal.genesis import GenesisError, check_address
+
+    try:
+        return check_address(text, what)
+    except GenesisError:
+        raise P2PWalrusError(f"{what} {text[:60]!r} is not an account address (a peer ID such as 12D3KooW...; "
+                             "`p2pwalrus wallet address` prints yours)") from None
+
+
+def _ledger_network(ctx, network):
+    from .cli import _resolve_network
+    from .client.wallet import NoLedgerError
+
+    net = _resolve_network(ctx, network)
+    if net.genesis is None:
+        raise NoLedgerError(f"network {net.name!r} ({net.source}) has no genesis, so no ledger: pass --network "
+                            "the network.toml that `netlab up` wrote, or a network file with a [genesis] table")
+    return net
+
+
+def _wallet_dir(ctx) -> Path | None:
+    """A named wallet's directory (its key and journal), or None for the client's own key."""
+    name = (ctx.find_object(dict) or {}).get("wallet_name")
+    if not name:
+        return None
+    if not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise P2PWalrusError(f"bad wallet name {name!r}: use letters, digits, '-', '_' and '.'")
+    return _client_dir() / "wallets" / name
+
+
+def _wallet_key(ctx):
+    from .cli import _client_key
+    from .node.identity import load_or_create_identity
+
+    where = _wallet_dir(ctx)
+    return load_or_create_identity(where) if where is not None else _client_key()
+
+
+def _run_wallet(ctx, network, fn):
+    """Run ``fn(wallet)`` with a connected client; the wallet is the client's key or a named one."""
+    from .cli import _with_client
+    from .client.wallet import Wallet
+
+    net = _ledger_network(ctx, network)
+    key = _wallet_key(ctx)
+    journal = (_wallet_dir(ctx) or _client_dir()) / "wallet"
+    return _with_client(net, lambda client: fn(Wallet(client, key, journal)))
+
+
+def _wallet_option(f):
+    def remember(ctx, _param, value):
+        if value:
+            ctx.ensure_object(dict)["wallet_name"] = value
+        return value
+
+    return click.option("--wallet", "wallet_name", default=None, metavar="NAME", expose_value=False,
+                        callback=remember, help="A named wallet (its own key, kept under P2PWALRUS_CLIENT_DIR/"
+                                                "wallets/NAME) instead of the client's key.")(f)
+
+
+def _note(text: str) -> None:
+    from .cli import _note_interrupt
+
+    _note_interrupt(text)
+
+
+_SAVED = "interrupted; a signed order is saved and the next wallet command sends it again"
+
+
+@click.group("wallet")
+@_wallet_option
+def wallet_cmd():
+    """Your WAL account: its address, balance, transfers and history.
+
+    The account is this client's key (under P2PWALRUS_CLIENT_DIR). Amounts take a WAL or
+    FROST suffix (1 WAL = 10^9 FROST); a plain number is FROST.
+    """
+
+
+@wallet_cmd.command("address")
+@click.pass_context
+def address_cmd(ctx):
+    """Print this wallet's address (its peer ID), to receive WAL."""
+    from .client.wallet import address_of
+
+    click.echo(address_of(_wallet_key(ctx)))
+
+
+@wallet_cmd.command("balance")
+@click.argument("address", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object (amounts in FROST).")
+@_network_option
+@click.pass_context
+def balance_cmd(ctx, address, as_json, network):
+    """The balance and stakes of this wallet (or of ADDRESS), as the committee's nodes vouch."""
+    from .core.wal.amounts import format_amount
+
+    if address:
+        _check_address(address, "ADDRESS")
+
+    async def run(wallet):
+        return await wallet.account(address)
+
+    view = _run_wallet(ctx, network, run)
+    if as_json:
+        click.echo(json.dumps({"address": view.address, "known": view.known, "balance": view.balance,
+                               "next_sequence": view.next_sequence, "stakes": view.stakes,
+                               "answered": view.answered, "unreachable": sorted(view.unreachable)}))
+        return
+    click.echo(f"{view.address}: {format_amount(view.balance)}" + ("" if view.known else " (unknown account)"))
+    for node, amount in sorted(view.stakes.items()):
+        click.echo(f"  staked {format_amount(amount)} with {node}")
+
+
+@wallet_cmd.command("transfer")
+@click.argument("to")
+@click.argument("amount")
+@_network_option
+@click.pass_context
+def transfer_cmd(ctx, to, amount, network):
+    """Send AMOUNT (e.g. 1.5WAL, 300FROST) to the account TO."""
+    from .core.wal.amounts import format_amount
+
+    _check_address(to, "TO")
+    frost = _amount(amount)
+    _note(_SAVED)
+    cert = _run_wallet(ctx, network, lambda w: w.transfer(to, frost))
+    click.echo(f"sent {format_amount(frost)} to {to} (sequence {cert.order.sequence})")
+
+
+@wallet_cmd.command("history")
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True, help="At most this many of each.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (amounts in FROST).")
+@_network_option
+@click.pass_context
+def history_cmd(ctx, limit, as_json, network):
+    """This account's confirmed orders and the transfers it received."""
+    from .core.wal.amounts import format_amount
+
+    rows = _run_wallet(ctx, network, lambda w: w.history(limit))
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for r in rows:
+        if r["direction"] == "out":
+            click.echo(f"#{r['sequence']:<5} {r['kind']:<8} -{format_amount(r['amount'])}  to {r['counterparty'] or 'the storage fund'}")
+        else:
+            click.echo(f"       received +{format_amount(r['amount'])}  from {r['counterparty']} (its #{r['sequence']})")
+    if not rows:
+        click.echo("no confirmed orders yet")
+
+
+@click.command("stake")
+@click.argument("node")
+@click.argument("amount")
+@_wallet_option
+@_network_option
+@click.pass_context
+def stake_cmd(ctx, node, amount, network):
+    """Stake AMOUNT of this wallet's WAL with the storage node NODE (its peer ID).
+
+    The stake is certified at once; it weighs in shard placement from the epoch change
+    that follows (epochs decided by agreement)."""
+    from .core.wal.amounts import format_amount
+
+    _check_address(node, "NODE")
+    frost = _amount(amount)
+    _note(_SAVED)
+    cert = _run_wallet(ctx, network, lambda w: w.stake(node, frost))
+    click.echo(f"staked {format_amount(frost)} with {node} (sequence {cert.order.sequence})")
+
+
+@click.command("unstake")
+@click.argument("node")
+@click.argument("amount")
+@_wallet_option
+@_network_option
+@click.pass_context
+def unstake_cmd(ctx, node, amount, network):
+    """Take AMOUNT of this wallet's stake back from the storage node NODE."""
+    from .core.wal.amounts import format_amount
+
+    _check_address(node, "NODE")
+    frost = _amount(amount)
+    _note(_SAVED)
+    cert = _run_wallet(ctx, network, lambda w: w.unstake(node, frost))
+    click.echo(f"unstaked {format_amount(frost)} from {node} (sequence {cert.order.sequence})")
+
+
+COMMANDS = (wallet_cmd, stake_cmd, unstake_cmd)

@@ -1,0 +1,391 @@
+"""The wallet: a FastPay client over the committee's nodes (used by `p2pwalrus wallet`,
+`stake`, `unstake` and `netlab faucet`).
+
+An order is signed, saved to the wallet's journal (fsync) and only then sent to every
+committee member; votes of quorum weight make a certificate, which is saved and then
+handed to every reachable member. After a crash the journal's unfinished order is sent
+again, identical (nodes sign the same order twice; a new one at that sequence could lock
+the account: FastPay's rule). Numbers read from nodes (balance, next sequence) are the
+highest that members weighing more than ``f`` shards vouch for, so one lying node cannot
+raise them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from ..core.keys import peer_id_from_public_key
+from ..core.wal.amounts import format_amount
+from ..core.wal.committee import Committee, committee_from_genesis
+from ..core.wal.orders import (
+    Certificate,
+    InvalidOrderError,
+    Order,
+    OrderKind,
+    SignedOrder,
+    Vote,
+    make_certificate,
+    sign_order,
+)
+from ..errors import NetworkConfigError, P2PWalrusError
+from ..node.ledger_service import LEDGER_ACCOUNT, LEDGER_CERTS, LEDGER_CONFIRM, LEDGER_SIGN
+from ..node.ledger_store import write_atomic
+
+logger = logging.getLogger("p2pwalrus.wallet")
+
+CALL_TIMEOUT = 10.0  # one node's answer to a sign, confirm or account query
+CONFIRM_TIMEOUT = 15.0  # handing a certificate to every reachable member
+
+
+class WalletError(P2PWalrusError):
+    """A ledger operation that could not be done; the message says why and what to do."""
+
+
+class NoLedgerError(WalletError, NetworkConfigError):
+    pass
+
+
+class InsufficientBalanceError(WalletError):
+    def __init__(self, message: str, balance: int):
+        super().__init__(message)
+        self.balance = balance
+
+
+class UnknownAccountError(WalletError):
+    pass
+
+
+class SequenceUsedError(WalletError):
+    pass
+
+
+class NoQuorumError(WalletError):
+    pass
+
+
+class NotANodeError(WalletError):
+    pass
+
+
+def address_of(keypair) -> str:
+    return peer_id_from_public_key(keypair.public_key.to_bytes())
+
+
+def vouched(reports: dict[str, int], committee: Committee) -> int | None:
+    """The highest value that members of more than ``f`` shards' weight report at least
+    (so at least one honest node holds it); None if the answers weigh too little."""
+    weight = 0
+    for peer, value in sorted(reports.items(), key=lambda kv: -kv[1]):
+        weight += committee.weight(peer)
+        if committee.is_validity(weight):
+            return value
+    return None
+
+
+@dataclass
+class AccountView:
+    address: str
+    known: bool
+    balance: int
+    next_sequence: int
+    stakes: dict[str, int]
+    staked_with: int
+    answered: list[str] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)
+
+
+class Journal:
+    """The orders this wallet signed on one network, one file per sequence number, each
+    written (temp file, fsync, rename) before the order leaves the process."""
+
+    def __init__(self, root: Path, genesis_hash: bytes, address: str):
+        self.dir = Path(root) / f"{genesis_hash.hex()[:16]}-{address}"
+
+    def _path(self, seq: int) -> Path:
+        return self.dir / f"{seq:012d}.json"
+
+    def save(self, signed: SignedOrder, cert: Certificate | None = None, state: str = "sent") -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        entry = {"state": state, "signed": signed.to_json(), "certificate": cert.to_json() if cert else None}
+        write_atomic(self._path(signed.order.sequence), json.dumps(entry).encode())
+
+    def entries(self) -> list[dict]:
+        if not self.dir.is_dir():
+            return []
+        out = []
+        for path in sorted(self.dir.glob("*.json")):
+            try:
+                out.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                logger.warning("journal entry %s unreadable: skipped", path)
+        return out
+
+    def unfinished(self) -> list[tuple[SignedOrder, Certificate | None]]:
+        out = []
+        for e in self.entries():
+            if e.get("state") in ("sent", "certified"):
+                try:
+                    cert = Certificate.from_json(e["certificate"]) if e.get("certificate") else None
+                    out.append((SignedOrder.from_json(e["signed"]), cert))
+                except (InvalidOrderError, KeyError) as exc:
+                    logger.warning("journal entry unreadable (%s): skipped", exc)
+        return out
+
+    def next_sequence(self) -> int:
+        seqs = [e["signed"]["order"]["sequence"] for e in self.entries() if e.get("state") != "abandoned"]
+        return max(seqs) + 1 if seqs else 0
+
+
+class Wallet:
+    def __init__(self, client, keypair, journal_root: Path):
+        net = client.net
+        if net.genesis is None:
+            raise NoLedgerError(f"network {net.name!r} ({net.source or 'built in'}) has no genesis, so no ledger: "
+                                "use a network file with a [genesis] table, such as the one `netlab up` writes")
+        self.client = client
+        self.keypair = keypair
+        self.genesis = net.genesis
+        self.genesis_hash = self.genesis.hash()
+        self.committee = committee_from_genesis(self.genesis)
+        self.address = address_of(keypair)
+        self.journal = Journal(journal_root, self.genesis_hash, self.address)
+
+    # --- talking to the committee ---
+
+    def members(self) -> list[str]:
+        """Committee members with shards, the live ones first (a client knows who is live)."""
+        live = set(self.client.records)
+        weighed = [p for p in self.committee.members if self.committee.weight(p)]
+        return sorted(weighed, key=lambda p: p not in live)
+
+    async def _ask_all(self, protocol, header: dict, *, timeout: float = CALL_TIMEOUT, peers=None,
+                       enough=None) -> tuple[dict[str, dict], dict[str, str]]:
+        """Ask members in parallel: (answers, {peer: why it did not answer}). ``enough(answers)``
+        true ends the round early."""
+        answers: dict[str, dict] = {}
+        failed: dict[str, str] = {}
+        live = set(self.client.records)
+        with trio.move_on_after(timeout + 1):
+            async with trio.open_nursery() as nursery:
+                async def ask(peer: str) -> None:
+                    try:
+                        answers[peer] = await self.client.call(peer, protocol, header, timeout=timeout)
+                    except Exception as exc:
+                        failed[peer] = f"{type(exc).__name__}: {exc}"[:200]
+                        return
+                    if enough is not None and enough(answers):
+                        nursery.cancel_scope.cancel()
+
+                for peer in peers if peers is not None else self.members():
+                    if peer in live:
+                        nursery.start_soon(ask, peer)
+                    else:
+                        failed[peer] = "not live"
+        for peer in peers if peers is not None else self.members():
+            if peer not in answers and peer not in failed:
+                failed[peer] = "no answer in time"
+        return answers, failed
+
+    async def account(self, address: str | None = None) -> AccountView:
+        address = address or self.address
+        answers, failed = await self._ask_all(LEDGER_ACCOUNT, {"address": address})
+        good = {p: a for p, a in answers.items() if a.get("ok") and a.get("genesis") == self.genesis_hash.hex()}
+        if not good:
+            raise NoQuorumError(self._unreachable_sentence("no committee member answered an account query", {}, failed))
+
+        def ints(key: str) -> dict[str, int]:
+            return {p: a[key] for p, a in good.items() if type(a.get(key)) is int}
+
+        balance = vouched(ints("balance"), self.committee)
+        seq = vouched(ints("next_sequence"), self.committee)
+        best = max(good.values(), key=lambda a: a.get("next_sequence", 0))
+        stakes = best.get("stakes") if isinstance(best.get("stakes"), dict) else {}
+        return AccountView(
+            address=address,
+            known=any(a.get("known") is True for a in good.values()),  # a false claim fails at signing
+            balance=balance if balance is not None else min(ints("balance").values(), default=0),
+            next_sequence=seq if seq is not None else min(ints("next_sequence").values(), default=0),
+            stakes={k: v for k, v in stakes.items() if type(v) is int},
+            staked_with=best.get("staked_with", 0) if type(best.get("staked_with")) is int else 0,
+            answered=sorted(good), unreachable=failed)
+
+    def _unreachable_sentence(self, what: str, votes: dict, failed: dict[str, str], refused: dict | None = None) -> str:
+        weight = self.committee.weight_of(votes)
+        parts = [f"{what}: votes weigh {weight} of {self.committee.n_shards} shards, a certificate needs "
+                 f"{self.committee.quorum_weight}" if votes or refused is not None else what]
+        if votes:
+            parts.append(f"signed by {', '.join(sorted(votes))}")
+        if refused:
+            parts.append("refused by " + ", ".join(f"{p} ({r.get('error', '?')})" for p, r in sorted(refused.items())))
+        if failed:
+            parts.append("no answer from " + ", ".join(f"{p} ({why})" for p, why in sorted(failed.items())))
+        return "; ".join(parts) + "; check that the committee's nodes are up (netlab status), then run it again"
+
+    # --- orders ---
+
+    async def _certify(self, signed: SignedOrder) -> Certificate:
+        order = signed.order
+        votes: dict[str, Vote] = {}
+
+        def enough(answers: dict[str, dict]) -> bool:
+            for peer, reply in answers.items():
+                if peer not in votes and reply.get("ok"):
+                    try:
+                        vote = Vote.from_json(reply.get("vote"))
+                    except InvalidOrderError:
+                        continue
+                    if vote.authority == peer and vote.holds_for(order):
+                        votes[peer] = vote
+            return self.committee.is_quorum(self.committee.weight_of(votes))
+
+        answers, failed = await self._ask_all(LEDGER_SIGN, {"signed": signed.to_json()}, enough=enough)
+        enough(answers)
+        if self.committee.is_quorum(self.committee.weight_of(votes)):
+            return make_certificate(signed, votes.values())
+        refused = {p: r for p, r in answers.items() if not r.get("ok")}
+
+        def decisive(code: str) -> list[dict]:
+            """Refusals for ``code``, if the nodes giving them weigh enough to rule out a quorum."""
+            by = [p for p, r in refused.items() if r.get("code") == code]
+            left = self.committee.weight_of(self.committee.members) - self.committee.weight_of(by)
+            return [refused[p] for p in by] if by and not self.committee.is_quorum(left) else []
+
+        used = [r for p, r in refused.items() if r.get("code") == "sequence_used"]
+        if any(type(r.get("next_sequence")) is int and r["next_sequence"] > order.sequence for r in used):
+            cert = await self.fetch_certificate(order.sender, order.sequence)  # certified already (a crash
+            if cert is not None and cert.order == order:  # after the quorum, before the journal knew)?
+                return cert
+        if decisive("sequence_used"):
+            raise SequenceUsedError(
+                f"sequence {order.sequence} of {order.sender} is already used by another order; the account may be "
+                "locked (FastPay: a sender that signs two orders at one sequence number can leave both uncertified)")
+        if decisive("insufficient_balance"):
+            balance = max(r.get("balance", 0) for r in decisive("insufficient_balance"))
+            raise InsufficientBalanceError(
+                f"insufficient balance: {order.sender} has {format_amount(balance)}, the {order.kind.value} needs "
+                f"{format_amount(order.amount)}", balance)
+        if decisive("unknown_account"):
+            raise UnknownAccountError(self._unknown(order.sender))
+        raise NoQuorumError(self._unreachable_sentence(f"no quorum reachable for sequence {order.sequence}",
+                                                       votes, failed, refused))
+
+    def _unknown(self, address: str) -> str:
+        return (f"unknown account {address}: no node has seen it receive WAL; fund it first "
+                f"(on a netlab testnet: netlab faucet {address} 10WAL)")
+
+    async def _confirm(self, cert: Certificate) -> int:
+        """Hand the certificate to every reachable member; the weight that applied it."""
+        answers, _ = await self._ask_all(LEDGER_CONFIRM, {"certificate": cert.to_json()}, timeout=CONFIRM_TIMEOUT)
+        return self.committee.weight_of(p for p, a in answers.items() if a.get("ok"))
+
+    async def _finish(self, signed: SignedOrder, cert: Certificate | None) -> Certificate:
+        try:
+            if cert is None:
+                cert = await self._certify(signed)
+                self.journal.save(signed, cert, "certified")
+        except (InsufficientBalanceError, UnknownAccountError, SequenceUsedError):
+            # Refused for good: the wallet may sign another order at this sequence.
+            self.journal.save(signed, None, "abandoned")
+            raise
+        await self._confirm(cert)
+        self.journal.save(signed, cert, "done")
+        return cert
+
+    async def resume(self) -> list[Certificate]:
+        """Finish the orders a crash or an error left unfinished, each as it was signed."""
+        done = []
+        for signed, cert in self.journal.unfinished():
+            done.append(await self._finish(signed, cert))
+        return done
+
+    async def submit(self, kind: OrderKind, recipient: str, amount: int, payload: bytes = b"") -> Certificate:
+        await self.resume()
+        view = await self.account()
+        if not view.known:
+            raise UnknownAccountError(self._unknown(self.address))
+        if kind is OrderKind.UNSTAKE:
+            staked = view.stakes.get(recipient, 0)
+            if staked < amount:
+                raise InsufficientBalanceError(f"insufficient stake: {self.address} has {format_amount(staked)} "
+                                               f"staked with {recipient}, the unstake needs {format_amount(amount)}",
+                                               staked)
+        elif view.balance < amount:
+            raise InsufficientBalanceError(f"insufficient balance: {self.address} has {format_amount(view.balance)}, "
+                                           f"the {kind.value} needs {format_amount(amount)}", view.balance)
+        if kind in (OrderKind.STAKE, OrderKind.UNSTAKE) and recipient not in self.committee.members:
+            raise NotANodeError(f"{recipient} is not a storage node of the committee; `p2pwalrus info` lists the nodes")
+        seq = max(view.next_sequence, self.journal.next_sequence())
+        try:
+            order = Order(self.genesis_hash, self.committee.epoch, self.address, seq, recipient, amount, kind, payload)
+        except InvalidOrderError as exc:
+            raise WalletError(str(exc)) from None
+        signed = sign_order(self.keypair, order)
+        self.journal.save(signed)  # on disk before any node sees it
+        return await self._finish(signed, None)
+
+    async def transfer(self, recipient: str, amount: int) -> Certificate:
+        return await self.submit(OrderKind.TRANSFER, recipient, amount)
+
+    async def stake(self, node: str, amount: int) -> Certificate:
+        return await self.submit(OrderKind.STAKE, node, amount)
+
+    async def unstake(self, node: str, amount: int) -> Certificate:
+        return await self.submit(OrderKind.UNSTAKE, node, amount)
+
+    # --- history ---
+
+    async def fetch_certificate(self, sender: str, seq: int) -> Certificate | None:
+        got = await self.fetch_certificates(sender, seq, 1)
+        return got[0] if got else None
+
+    async def fetch_certificates(self, sender: str, first: int, count: int) -> list[Certificate]:
+        """Certificates of ``sender`` from ``first`` on, checked against the committee, from the
+        first member that has them."""
+        for peer in self.members():
+            if peer not in self.client.records:
+                continue
+            out: list[Certificate] = []
+            try:
+                while len(out) < count:
+                    reply = await self.client.call(peer, LEDGER_CERTS, {"sender": sender, "first": first + len(out),
+                                                                        "count": min(64, count - len(out))},
+                                                   timeout=CALL_TIMEOUT)
+                    page = reply.get("certificates") if reply.get("ok") else None
+                    if not page:
+                        break
+                    for obj in page:
+                        cert = Certificate.from_json(obj)
+                        cert.check(self.committee)
+                        if cert.order.sender != sender or cert.order.sequence != first + len(out):
+                            raise InvalidOrderError("certificate out of place")
+                        out.append(cert)
+            except Exception as exc:
+                logger.info("certificates of %s from %s: %s", sender, peer, exc)
+                continue
+            if out:
+                return out
+        return []
+
+    async def history(self, limit: int = 50) -> list[dict]:
+        """This account's confirmed orders and the transfers it received, oldest first."""
+        view = await self.account()
+        first = max(0, view.next_sequence - limit)
+        sent = await self.fetch_certificates(self.address, first, view.next_sequence - first)
+        answers, _ = await self._ask_all(LEDGER_CERTS, {"recipient": self.address})
+        refs = {tuple(r) for a in answers.values() if a.get("ok") for r in (a.get("received") or [])[-limit:]
+                if isinstance(r, list) and len(r) == 2 and isinstance(r[0], str) and type(r[1]) is int}
+        received = []
+        for sender, seq in sorted(refs)[:limit]:
+            cert = await self.fetch_certificate(sender, seq)
+            if cert is not None and cert.order.recipient == self.address:
+                received.append(cert)
+        rows = [{"direction": "out", "kind": c.order.kind.value, "sequence": c.order.sequence,
+                 "counterparty": c.order.recipient, "amount": c.order.amount} for c in sent]
+        rows += [{"direction": "in", "kind": c.order.kind.value, "sequence": c.order.sequence,
+                  "counterparty": c.order.sender, "amount": c.order.amount} for c in received]
+        return rows

@@ -1,0 +1,344 @@
+"""The node's side of the WAL ledger: FastPay authority over libp2p streams.
+
+Stream protocols (a JSON request, a JSON answer; every size bounded before it is read):
+
+- ``ledger-sign``: a signed order in, this node's vote out, or why not (FastPay's rules,
+  ``core/wal/ledger.py``). The pending order is on disk before the vote leaves.
+- ``ledger-confirm``: a certificate in; applied once checked against the committee of its
+  epoch and written to disk. One ahead of the sender's sequence makes this node pull
+  the missing ones from its peers first.
+- ``ledger-account``: an account's balance, next sequence, pending order and stakes.
+- ``ledger-certs``: certificates by (sender, sequences), or the (sender, sequence) of the
+  transfers an account received: how a node pulls what it missed, and a wallet's history.
+- ``ledger-summary``: every account's next sequence (or "same" when the asker's digest
+  matches): anti-entropy, pulled at start, when the shard map changes (a peer came back,
+  a partition healed) and every ``repair_interval`` as a backstop.
+
+Fault injection: a node whose ``faults`` hold ``ledger_sign_everything`` votes for any
+order it is shown (the Byzantine signer of the tests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+
+import trio
+from libp2p.custom_types import TProtocol
+
+from ..core.keys import public_key_from_peer_id
+from ..core.wal.committee import Committee, committee_from_genesis
+from ..core.wal.ledger import Applied, Missing, Refusal, RefusalCode
+from ..core.wal.orders import Certificate, InvalidOrderError, OrderKind, SignedOrder, sign_vote
+from ..errors import ProtocolError
+from . import rpc
+from .ledger_store import LedgerStore
+
+logger = logging.getLogger("p2pwalrus.ledger")
+
+LEDGER_SIGN = TProtocol("/p2pwalrus/ledger-sign/1.0.0")
+LEDGER_CONFIRM = TProtocol("/p2pwalrus/ledger-confirm/1.0.0")
+LEDGER_ACCOUNT = TProtocol("/p2pwalrus/ledger-account/1.0.0")
+LEDGER_CERTS = TProtocol("/p2pwalrus/ledger-certs/1.0.0")
+LEDGER_SUMMARY = TProtocol("/p2pwalrus/ledger-summary/1.0.0")
+
+MAX_REQUEST = 256 << 10  # a certificate with a thousand votes is about 200 KiB of JSON
+CERT_PAGE = 64  # certificates per ledger-certs answer (about 3 KiB each at 10 authorities)
+CERT_PAGE_BYTES = 2 << 20  # ... and fewer if they are large: answers stay under rpc.MAX_LIST_REPLY
+MAX_RECEIVED = 500
+MAX_SUMMARY_ACCOUNTS = 50_000  # about 3 MiB of summary, under rpc.MAX_LIST_REPLY (paging: later)
+CATCH_UP_TIMEOUT = 20.0  # anti-entropy: pulling a sender's missing certificates from peers
+CATCH_UP_IN_REQUEST = 5.0  # the same while a client waits for an answer (its call gives up at 10 s)
+SYNC_PEERS = 2  # peers asked for their summary per anti-entropy round
+BYZANTINE_FAULT = "ledger_sign_everything"
+
+
+def _address(obj: dict, name: str) -> str:
+    value = rpc.field(obj, name, str)
+    try:
+        public_key_from_peer_id(value)
+    except ValueError:
+        raise ProtocolError(f"{name} is not an Ed25519 peer ID") from None
+    return value
+
+
+class LedgerService:
+    def __init__(self, node, genesis):
+        self.node = node
+        self.genesis = genesis
+        self.genesis_hash = genesis.hash()
+        self.committee: Committee = committee_from_genesis(genesis)
+        self.store = LedgerStore(node.data_dir / "ledger", genesis)
+        self.received: dict[str, list[tuple[str, int]]] = {}  # recipient -> transfers (sender, sequence)
+        self.lock = trio.Lock()  # one change of the ledger at a time, each on disk before the next
+        self.sync_wanted = trio.Event()
+        self.sync_wanted.set()  # a first pull as soon as the node runs
+        self.changed = trio.Event()  # set (and replaced) after every applied certificate: tests wait on it
+        self.counters = {"votes": 0, "refusals": 0, "applied": 0, "pulled": 0}
+        self.ledger, certs, replayed = self.store.load(self.committee_for)
+        for cert in certs:
+            self._index(cert)
+        if replayed:
+            logger.info("ledger: %d certificate(s) on disk applied after a restart", replayed)
+
+    @classmethod
+    def open(cls, node) -> "LedgerService | None":
+        """The node's ledger, or None on a network whose file has no genesis."""
+        genesis = node.net.genesis
+        return cls(node, genesis) if genesis is not None else None
+
+    # --- start-up ---
+
+    def start(self, node, nursery) -> None:
+        """Register the stream handlers and start anti-entropy (StorageNode.extra_services)."""
+        for proto, handler in self.handlers().items():
+            node.node.host.set_stream_handler(
+                proto, rpc.serve(handler, 60.0, proto.split("/")[2], node.gate, node.peer_limits))
+        nursery.start_soon(self.run_sync)
+
+    def handlers(self) -> dict:
+        return {LEDGER_SIGN: self.handle_sign, LEDGER_CONFIRM: self.handle_confirm,
+                LEDGER_ACCOUNT: self.handle_account, LEDGER_CERTS: self.handle_certs,
+                LEDGER_SUMMARY: self.handle_summary}
+
+    def committee_for(self, epoch: int) -> Committee | None:
+        # Until epochs are decided by agreement, genesis's committee is the only one.
+        return self.committee if epoch == self.committee.epoch else None
+
+    def status(self) -> dict:
+        return {"supply": self.ledger.supply, "total": self.ledger.total(), "accounts": len(self.ledger.accounts),
+                **self.counters}
+
+    # --- changes, each durable before it is answered ---
+
+    async def _persist(self) -> None:
+        data = self.store.state_bytes(self.ledger)
+        await trio.to_thread.run_sync(self.store.save_state, data)
+
+    def _index(self, cert: Certificate) -> None:
+        order = cert.order
+        if order.kind is OrderKind.TRANSFER:
+            refs = self.received.setdefault(order.recipient, [])
+            if (order.sender, order.sequence) not in refs[-8:]:
+                refs.append((order.sender, order.sequence))
+
+    async def _apply_locked(self, cert: Certificate, committee: Committee) -> Applied | Missing:
+        acct = self.ledger.account(cert.order.sender)
+        if cert.order.sequence == (acct.next_sequence if acct else 0):
+            await trio.to_thread.run_sync(self.store.put_certificate, cert)  # first: replayed after a crash
+            result = self.ledger.apply(cert, committee)
+            await self._persist()
+            self._index(cert)
+            self.counters["applied"] += 1
+            self.node.write_status()  # node.json: netlab status shows WAL held against the supply
+            done, self.changed = self.changed, trio.Event()
+            done.set()
+            return result
+        return self.ledger.apply(cert, committee)  # applied before, or ahead: no change
+
+    async def confirm(self, cert: Certificate, *, pull: bool = True) -> Applied | Missing:
+        """Check and apply a certificate; pull the sender's missing ones first if it is ahead."""
+        committee = self.committee_for(cert.order.epoch)
+        if committee is None:
+            raise ProtocolError(f"no committee is known here for epoch {cert.order.epoch}")
+        if cert.order.genesis != self.genesis_hash:
+            raise ProtocolError("the certificate is for another network (genesis hash differs)")
+        cert.check(committee)
+        async with self.lock:
+            result = await self._apply_locked(cert, committee)
+        if isinstance(result, Missing) and pull:
+            await self.catch_up(result.sender, result.first, result.last)
+            async with self.lock:
+                result = await self._apply_locked(cert, committee)
+        return result
+
+    # --- handlers ---
+
+    async def handle_sign(self, stream, peer: str) -> None:
+        hdr = await rpc.recv_json(stream, MAX_REQUEST)
+        signed = SignedOrder.from_json(hdr.get("signed"))  # InvalidOrderError: refused at serve()
+        order = signed.order
+        if BYZANTINE_FAULT in self.node.faults:
+            await self._send_vote(stream, signed)
+            return
+        if not self.committee.weight(self.node.peer_id):  # a node that joined later keeps a replica, no vote
+            await rpc.send_json(stream, {"ok": False, "code": "not_a_member",
+                                         "error": f"{self.node.peer_id} holds no shards in the committee of epoch "
+                                                  f"{self.committee.epoch}: it does not vote"})
+            return
+        refusal = None
+        for attempt in range(2):
+            async with self.lock:
+                try:
+                    if self.ledger.handle_order(signed, self.committee):
+                        await self._persist()  # the pending order is on disk before the vote leaves
+                    refusal = None
+                except Refusal as exc:
+                    refusal = exc
+            if refusal is not None and refusal.code is RefusalCode.SEQUENCE_AHEAD and attempt == 0:
+                await self.catch_up(order.sender, refusal.details["next_sequence"], order.sequence - 1)
+                continue
+            break
+        if refusal is not None:
+            self.counters["refusals"] += 1
+            await rpc.send_json(stream, {"ok": False, **refusal.to_json()})
+            return
+        await self._send_vote(stream, signed)
+
+    async def _send_vote(self, stream, signed: SignedOrder) -> None:
+        vote = sign_vote(self.node.keypair, self.node.peer_id, signed.order)
+        self.counters["votes"] += 1
+        await rpc.send_json(stream, {"ok": True, "vote": vote.to_json()})
+
+    async def handle_confirm(self, stream, peer: str) -> None:
+        hdr = await rpc.recv_json(stream, MAX_REQUEST)
+        cert = Certificate.from_json(hdr.get("certificate"))
+        result = await self.confirm(cert)
+        acct = self.ledger.account(cert.order.sender)
+        if isinstance(result, Missing):
+            await rpc.send_json(stream, {"ok": False, "code": "missing", "first": result.first, "last": result.last,
+                                         "error": f"certificates {result.first}..{result.last} of {result.sender} "
+                                                  "are missing here and no peer gave them"})
+            return
+        await rpc.send_json(stream, {"ok": True, "new": result.new, "next_sequence": acct.next_sequence if acct else 0})
+
+    async def handle_account(self, stream, peer: str) -> None:
+        address = _address(await rpc.recv_json(stream), "address")
+        acct = self.ledger.account(address)
+        await rpc.send_json(stream, {
+            "ok": True, "authority": self.node.peer_id, "epoch": self.committee.epoch,
+            "genesis": self.genesis_hash.hex(), "known": acct is not None,
+            "balance": acct.balance if acct else 0, "next_sequence": acct.next_sequence if acct else 0,
+            "pending": acct.pending.to_json() if acct and acct.pending else None,
+            "stakes": self.ledger.stakes_of(address),
+            "staked_with": self.ledger.stake_with(address) if address in self.committee.members else 0,
+        })
+
+    async def handle_certs(self, stream, peer: str) -> None:
+        hdr = await rpc.recv_json(stream)
+        if "recipient" in hdr:
+            refs = self.received.get(_address(hdr, "recipient"), [])[-MAX_RECEIVED:]
+            await rpc.send_json(stream, {"ok": True, "received": [list(r) for r in refs]})
+            return
+        sender = _address(hdr, "sender")
+        first = rpc.field(hdr, "first", int)
+        count = min(max(rpc.field(hdr, "count", int), 0), CERT_PAGE)
+        if not 0 <= first < 1 << 64:
+            raise ProtocolError("first must be a sequence number")
+        out, size = [], 0
+        for seq in range(first, first + count):
+            raw = await trio.to_thread.run_sync(self.store.get_certificate, sender, seq)
+            if raw is None or (out and size + len(raw) > CERT_PAGE_BYTES):
+                break
+            size += len(raw)
+            out.append(json.loads(raw))
+        await rpc.send_json(stream, {"ok": True, "certificates": out})
+
+    def summary_digest(self) -> str:
+        h = hashlib.blake2b(digest_size=16)
+        for address, acct in sorted(self.ledger.accounts.items()):
+            h.update(f"{address}:{acct.next_sequence};".encode())
+        return h.hexdigest()
+
+    async def handle_summary(self, stream, peer: str) -> None:
+        hdr = await rpc.recv_json(stream)
+        digest = self.summary_digest()
+        if rpc.field(hdr, "digest", str, default="", required=False) == digest:
+            await rpc.send_json(stream, {"ok": True, "same": True})
+            return
+        accounts = [[a, x.next_sequence] for a, x in self.ledger.accounts.items() if x.next_sequence]
+        await rpc.send_json(stream, {"ok": True, "digest": digest, "accounts": accounts[:MAX_SUMMARY_ACCOUNTS]})
+
+    # --- pulling what this node missed ---
+
+    def _peers(self) -> list[str]:
+        members = self.node.members
+        live = set(members.live.peer_ids()) if members is not None else set()
+        peers = [p for p in self.committee.members if p != self.node.peer_id and p in live and p not in self.node.deny]
+        random.shuffle(peers)
+        return peers
+
+    async def _fetch(self, peer: str, protocol, header: dict) -> dict:
+        stream, reply = await self.node.call(peer, protocol, header)
+        await rpc.close_quietly(stream)
+        if not reply.get("ok"):
+            raise ProtocolError(f"{peer} answered {reply.get('error', 'not ok')}")
+        return reply
+
+    async def catch_up(self, sender: str, first: int, last: int, peers: list[str] | None = None,
+                       timeout: float = CATCH_UP_IN_REQUEST) -> None:
+        """Pull and apply ``sender``'s certificates ``first..last`` from peers (bounded in time)."""
+        with trio.move_on_after(timeout):
+            for peer in peers or self._peers():
+                try:
+                    while True:
+                        acct = self.ledger.account(sender)
+                        have = acct.next_sequence if acct else 0
+                        if have > last:
+                            return
+                        reply = await self._fetch(peer, LEDGER_CERTS, {"sender": sender, "first": have,
+                                                                       "count": min(CERT_PAGE, last - have + 1)})
+                        certs = reply.get("certificates")
+                        if not isinstance(certs, list) or not certs:
+                            break
+                        for expected, obj in enumerate(certs[:CERT_PAGE], start=have):
+                            cert = Certificate.from_json(obj)
+                            if cert.order.sender != sender or cert.order.sequence != expected:
+                                raise ProtocolError("a certificate other than the one asked for")
+                            if not isinstance(await self.confirm(cert, pull=False), Applied):
+                                raise ProtocolError("certificates out of sequence")
+                            self.counters["pulled"] += 1
+                except Exception as exc:  # a peer's bad answer or a dead stream: try the next peer
+                    logger.info("ledger: pulling certificates of %s from %s failed: %s", sender, peer, exc)
+
+    async def sync_once(self) -> int:
+        """Compare account summaries with a few peers; pull every sender we are behind on."""
+        pulled = self.counters["pulled"]
+        for peer in self._peers()[:SYNC_PEERS]:
+            try:
+                reply = await self._fetch(peer, LEDGER_SUMMARY, {"digest": self.summary_digest()})
+            except Exception as exc:
+                logger.debug("ledger summary from %s: %r", peer, exc)
+                continue
+            if reply.get("same"):
+                continue
+            accounts = reply.get("accounts")
+            if not isinstance(accounts, list):
+                continue
+            for item in accounts[:MAX_SUMMARY_ACCOUNTS]:
+                if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
+                        and type(item[1]) is int):
+                    continue
+                acct = self.ledger.account(item[0])
+                have = acct.next_sequence if acct else 0
+                if item[1] > have:
+                    try:
+                        public_key_from_peer_id(item[0])
+                    except ValueError:
+                        continue
+                    await self.catch_up(item[0], have, item[1] - 1, [peer], CATCH_UP_TIMEOUT)
+        return self.counters["pulled"] - pulled
+
+    async def run_sync(self) -> None:
+        """Anti-entropy: at start, on every shard-map change (a peer back, a partition healed)
+        and every repair_interval."""
+        async def watch_map():
+            while True:
+                await self.node.map_changed.wait()
+                self.sync_wanted.set()
+                await trio.sleep(0)  # map_changed is replaced once set: wait on the new one
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_map)
+            while True:
+                with trio.move_on_after(self.node.net.timings.repair_interval):
+                    await self.sync_wanted.wait()
+                self.sync_wanted = trio.Event()
+                try:
+                    got = await self.sync_once()
+                    if got:
+                        logger.info("ledger: pulled %d certificate(s) this node had missed", got)
+                except Exception as exc:
+                    logger.info("ledger anti-entropy round failed: %r", exc)
