@@ -54,6 +54,7 @@ from p2pwalrus.errors import ProtocolError
 
 __all__ = [
     "Broadcast",
+    "Commit",
     "Decided",
     "InvalidMessageError",
     "MAX_MESSAGE_SIZE",
@@ -91,11 +92,18 @@ _VALUE_PERSON = b"p2pw-tm-value"
 _PROPOSER_PERSON = b"p2pw-tm-proposer"
 _WIRE_PROPOSAL = 0x01
 _WIRE_VOTE = 0x02
+_WIRE_COMMIT = 0x03
 _HEAD = struct.Struct(">B32s64s")  # wire type, sender's Ed25519 public key, signature
 _PROPOSAL_BODY = struct.Struct(">32sQIi")  # chain, height, round, valid round (-1: none)
 _VOTE_BODY = struct.Struct(">B32sQIB32s")  # kind, chain, height, round, has value, value id
 NIL = None
-MAX_MESSAGE_SIZE = _HEAD.size + _PROPOSAL_BODY.size + MAX_VALUE_SIZE
+#: Distinct values one sender's votes are kept for, per (kind, round): an equivocator's
+#: votes for two proposals and nil all count for what they are, a flood of IDs does not.
+MAX_VOTES_PER_SENDER = 3
+MAX_MEMBERS = 4096
+_PROPOSAL_MAX = _HEAD.size + _PROPOSAL_BODY.size + MAX_VALUE_SIZE
+_VOTE_SIZE = _HEAD.size + _VOTE_BODY.size
+MAX_MESSAGE_SIZE = 1 + 4 + _PROPOSAL_MAX + 2 + MAX_MEMBERS * _VOTE_SIZE
 
 
 class InvalidMessageError(ProtocolError):
@@ -220,7 +228,56 @@ class Vote:
                                   self.value_id is not None, self.value_id or bytes(32)))
 
 
-Message = Proposal | Vote
+@dataclass(frozen=True)
+class Commit:
+    """A decision proof: the proposal and precommits of quorum weight for it in its round.
+
+    Line 49 fires on exactly these messages; bundling them lets a node that
+    lost some of them (or dropped a Byzantine member's vote as an
+    equivocation) decide from one message that a decided peer gossips.
+    """
+
+    proposal: Proposal
+    precommits: tuple[Vote, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.proposal, Proposal) or not isinstance(self.precommits, tuple):
+            raise InvalidMessageError("a commit is a proposal and a tuple of precommits")
+        if not 0 < len(self.precommits) <= MAX_MEMBERS:
+            raise InvalidMessageError(f"a commit has 1..{MAX_MEMBERS} precommits")
+        senders = set()
+        for v in self.precommits:
+            if (not isinstance(v, Vote) or v.kind != VoteKind.PRECOMMIT or v.round != self.proposal.round
+                    or v.value_id != self.proposal.id or v.chain != self.proposal.chain
+                    or v.height != self.proposal.height):
+                raise InvalidMessageError("a commit's precommits must be for its proposal's value and round")
+            if v.sender in senders:
+                raise InvalidMessageError("a commit names a signer twice")
+            senders.add(v.sender)
+
+    @property
+    def chain(self) -> bytes:
+        return self.proposal.chain
+
+    @property
+    def height(self) -> int:
+        return self.proposal.height
+
+    @property
+    def round(self) -> int:
+        return self.proposal.round
+
+    @property
+    def sender(self) -> str:
+        return self.proposal.sender
+
+    def to_bytes(self) -> bytes:
+        prop = self.proposal.to_bytes()
+        return (bytes([_WIRE_COMMIT]) + len(prop).to_bytes(4, "big") + prop
+                + len(self.precommits).to_bytes(2, "big") + b"".join(v.to_bytes() for v in self.precommits))
+
+
+Message = Proposal | Vote | Commit
 Signer = Callable[[bytes], bytes]
 
 
@@ -248,6 +305,8 @@ def parse_message(data: bytes, *, chain: bytes, height: int, members: Mapping[st
     data = bytes(data)
     if len(data) > MAX_MESSAGE_SIZE:
         raise InvalidMessageError(f"larger than {MAX_MESSAGE_SIZE} bytes")
+    if data[:1] == bytes([_WIRE_COMMIT]):
+        return _parse_commit(data, chain=chain, height=height, members=members)
     if len(data) < _HEAD.size:
         raise InvalidMessageError("truncated")
     wire, pub, sig = _HEAD.unpack_from(data)
@@ -282,6 +341,33 @@ def parse_message(data: bytes, *, chain: bytes, height: int, members: Mapping[st
     if not verify_signature(sender, msg.signing_bytes(), sig):
         raise InvalidMessageError("bad signature")
     return msg
+
+
+def _parse_commit(data: bytes, *, chain: bytes, height: int, members: Mapping[str, int]) -> Commit:
+    if len(data) < 5:
+        raise InvalidMessageError("truncated commit")
+    plen = int.from_bytes(data[1:5], "big")
+    if plen > _PROPOSAL_MAX or len(data) < 5 + plen + 2:
+        raise InvalidMessageError("truncated commit")
+    prop = parse_message(data[5:5 + plen], chain=chain, height=height, members=members)
+    if not isinstance(prop, Proposal):
+        raise InvalidMessageError("a commit starts with a proposal")
+    count = int.from_bytes(data[5 + plen:7 + plen], "big")
+    body = data[7 + plen:]
+    if len(body) != count * _VOTE_SIZE:
+        raise InvalidMessageError("a commit's votes have a fixed size")
+    votes = []
+    for i in range(count):
+        v = parse_message(body[i * _VOTE_SIZE:(i + 1) * _VOTE_SIZE], chain=chain, height=height, members=members)
+        if not isinstance(v, Vote):
+            raise InvalidMessageError("a commit carries votes")
+        votes.append(v)
+    commit = Commit(prop, tuple(votes))
+    if prop.sender != proposer_for(members, chain, height, prop.round):
+        raise InvalidMessageError("a commit's proposal is not from that round's proposer")
+    if not is_quorum(sum(members[v.sender] for v in votes), sum(members.values())):
+        raise InvalidMessageError("a commit's precommits do not weigh a quorum")
+    return commit
 
 
 # ---------------------------------------------------------------- outputs
@@ -397,7 +483,7 @@ class Tendermint:
         self.decision: Decided | None = None
         # message log
         self._proposals: dict[int, dict[bytes, Proposal]] = {}
-        self._votes: dict[tuple[VoteKind, int], dict[str, Vote]] = {}
+        self._votes: dict[tuple[VoteKind, int], dict[str, dict[bytes | None, Vote]]] = {}
         self._tally: dict[tuple[VoteKind, int], dict[bytes | None, int]] = {}
         self._any: dict[tuple[VoteKind, int], int] = {}
         self._highest_round: dict[str, int] = {}
@@ -405,6 +491,7 @@ class Tendermint:
         self._once: set[tuple[int, int]] = set()  # (line, round) of "for the first time" rules
         self._out: list[Output] = []
         self._started = False
+        self._commit_proposal: Proposal | None = None
         self.equivocations = 0
 
     # -- public API
@@ -425,9 +512,26 @@ class Tendermint:
         """A message parsed by :func:`parse_message` (another height or chain is ignored)."""
         if msg.chain != self.chain or msg.height != self.height or msg.sender not in self.members:
             return []
-        if self.decision is None and self._store(msg) and self._started:
+        if self.decision is not None:
+            return []
+        if isinstance(msg, Commit):
+            self._on_commit(msg)
+        elif self._store(msg) and self._started:
             self._evaluate()
         return self._flush()
+
+    def _on_commit(self, commit: Commit) -> None:
+        """Line 49 on a bundle: the proposer's proposal and quorum precommits for it."""
+        prop = commit.proposal
+        if prop.sender != self.proposer(prop.round):
+            return
+        senders = {v.sender for v in commit.precommits}
+        if not senders <= self.members.keys():
+            return
+        if is_quorum(sum(self.members[p] for p in senders), self.total) and self._valid(prop):
+            self._commit_proposal = prop
+            self.decision = Decided(prop.value, prop.round, commit.precommits)
+            self._out.append(self.decision)
 
     def on_timeout(self, t: ScheduleTimeout) -> list[Output]:
         """Lines 57-66: a timeout the driver scheduled has expired."""
@@ -451,18 +555,27 @@ class Tendermint:
         the proposal and prevotes behind ``validValue`` (enough for line 28).
         """
         if self.decision is not None:
-            prop = self._proposal_with_id(self.decision.round, self.decision.value_id)
-            return ([prop] if prop else []) + list(self.decision.precommits)
+            return [self.commit()]
         out: list[Message] = []
         rounds = {self.round} | ({self.valid_round} if self.valid_round >= 0 else set())
         for r in sorted(rounds):
             out.extend(self._proposals.get(r, {}).values())
             for kind in (VoteKind.PREVOTE, VoteKind.PRECOMMIT):
-                out.extend(self._votes.get((kind, r), {}).values())
+                for mine in self._votes.get((kind, r), {}).values():
+                    out.extend(mine.values())
         return out
 
-    def votes(self, kind: VoteKind, round_: int) -> dict[str, Vote]:
-        return dict(self._votes.get((kind, round_), {}))
+    def commit(self) -> Commit:
+        """The decision as one relayable message (only once decided)."""
+        if self.decision is None:
+            raise ValueError("not decided")
+        d = self.decision
+        prop = self._proposal_with_id(d.round, d.value_id) or self._commit_proposal
+        return Commit(prop, d.precommits)
+
+    def votes(self, kind: VoteKind, round_: int) -> list[Vote]:
+        """Every vote held for (kind, round), equivocations included."""
+        return [v for mine in self._votes.get((kind, round_), {}).values() for v in mine.values()]
 
     # -- message log
 
@@ -487,16 +600,23 @@ class Tendermint:
             return True
         key = (msg.kind, r)
         by_sender = self._votes.setdefault(key, {})
-        old = by_sender.get(msg.sender)
-        if old is not None:
-            if old.value_id != msg.value_id:
-                self.equivocations += 1
+        mine = by_sender.setdefault(msg.sender, {})
+        if msg.value_id in mine:
             return False
-        by_sender[msg.sender] = msg
+        if len(mine) >= MAX_VOTES_PER_SENDER:
+            self.equivocations += 1
+            return False
         w = self.members[msg.sender]
+        if mine:
+            # An equivocation: the vote counts for its value (a quorum for a value
+            # is what it is, whoever signed twice) but the sender counts once in
+            # the "2f + 1 of anything" tallies of lines 34 and 47.
+            self.equivocations += 1
+        else:
+            self._any[key] = self._any.get(key, 0) + w
+        mine[msg.value_id] = msg
         tally = self._tally.setdefault(key, {})
         tally[msg.value_id] = tally.get(msg.value_id, 0) + w
-        self._any[key] = self._any.get(key, 0) + w
         return True
 
     def _weight(self, kind: VoteKind, round_: int, vid: bytes | None) -> int:
@@ -559,7 +679,7 @@ class Tendermint:
         for r, props in self._proposals.items():
             for vid, prop in props.items():
                 if is_quorum(self._weight(VoteKind.PRECOMMIT, r, vid), total) and self._valid(prop):
-                    pcs = tuple(v for v in self._votes[(VoteKind.PRECOMMIT, r)].values() if v.value_id == vid)
+                    pcs = tuple(m[vid] for m in self._votes[(VoteKind.PRECOMMIT, r)].values() if vid in m)
                     self.decision = Decided(prop.value, r, pcs)
                     self._out.append(self.decision)
                     return True
