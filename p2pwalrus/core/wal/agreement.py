@@ -69,6 +69,7 @@ __all__ = [
     "VoteKind",
     "is_quorum",
     "is_skip_weight",
+    "message_height",
     "parse_message",
     "proposer_for",
     "sign_proposal",
@@ -341,6 +342,18 @@ def parse_message(data: bytes, *, chain: bytes, height: int, members: Mapping[st
     if not verify_signature(sender, msg.signing_bytes(), sig):
         raise InvalidMessageError("bad signature")
     return msg
+
+
+def message_height(data: bytes) -> int | None:
+    """The height a message claims, read without any check (to route it before parsing);
+    None if the bytes are too short to say."""
+    data = bytes(data[:5 + _HEAD.size + _PROPOSAL_BODY.size])
+    if data[:1] == bytes([_WIRE_COMMIT]):
+        data = data[5:]
+    if len(data) < _HEAD.size + 1 + 32 + 8:
+        return None
+    offset = _HEAD.size + 32 + (1 if data[0] == _WIRE_VOTE else 0)
+    return int.from_bytes(data[offset:offset + 8], "big")
 
 
 def _parse_commit(data: bytes, *, chain: bytes, height: int, members: Mapping[str, int]) -> Commit:

@@ -1,0 +1,372 @@
+"""Epoch changes over libp2p: one Tendermint instance per epoch among the committee (trio).
+
+The pure machine (:mod:`p2pwalrus.core.wal.agreement`) decides; this service
+carries its messages and timeouts:
+
+- Protocol ``/p2pwalrus/epoch/1.0.0``: a stream carries a batch: a 2-byte
+  count (1..:data:`MAX_BATCH`), then that many frames (varint length, at most
+  :data:`MAX_MESSAGE_SIZE` each); no reply.  Every frame is
+  parsed and its signature checked (:func:`parse_message`) before the machine
+  sees it; the sender's signature, not the transport peer, is what counts, so
+  messages are relayed as they are.
+- Each peer gets an outbox (ordered, without duplicates, bounded) and one
+  sender task that sends everything queued in one stream: a slow or dead
+  peer costs its own queue, never the others'.  A full outbox drops its
+  oldest message: :meth:`Tendermint.gossip`, re-sent every
+  ``gossip_every`` seconds, makes up for any loss, as the paper's gossip
+  assumption asks.
+- Timeouts are trio timers in the instance's nursery (``trio.sleep`` for the
+  delay the machine asked for); the machine itself is only touched from one
+  task, which takes inputs from a memory channel.
+- A peer still in an epoch change that this node has finished gets the
+  decision (the ``Commit`` message) in answer to its next message: a node
+  cut off by a partition completes the change as soon as it hears from one
+  that decided.
+- Messages for the next height that arrive before this node starts that
+  change are kept (a bounded number) and fed to the instance when it starts.
+
+A node outside the committee of epoch ``e`` follows the change as an
+observer (it votes nothing; it decides on a ``Commit``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+
+from ..core.keys import sign
+from ..core.wal.agreement import (
+    MAX_MESSAGE_SIZE,
+    Broadcast,
+    Commit,
+    Decided,
+    InvalidMessageError,
+    ScheduleTimeout,
+    Tendermint,
+    Timeouts,
+    message_height,
+    parse_message,
+)
+from ..core.wal.epoch_state import (
+    EpochState,
+    InvalidEpochStateError,
+    StateCertificate,
+    check_transition,
+    verify_link,
+)
+from ..errors import ProtocolError
+from . import rpc
+from .framing import encode_frames, read_exactly, read_frame
+
+logger = logging.getLogger("p2pwalrus.epochs")
+
+EPOCH_PROTOCOL = TProtocol("/p2pwalrus/epoch/1.0.0")
+SEND_TIMEOUT = 5.0  # one message to one peer: dial (if needed), stream, frame
+HANDLER_TIMEOUT = 30.0  # one inbound frame, up to MAX_MESSAGE_SIZE
+OUTBOX_DEPTH = 64  # messages queued per peer before new ones are dropped (gossip re-sends)
+EARLY_MESSAGES = 256  # messages for the next height kept before this node starts it
+INBOX_DEPTH = 1024
+MAX_BATCH = 64  # messages per stream
+
+
+@dataclass
+class EpochChange:
+    """The outcome of one epoch change: the decided state and its certificate."""
+
+    state: EpochState
+    certificate: StateCertificate
+    round: int
+
+
+class _Outbox:
+    """Messages waiting for one peer: in order, without duplicates (gossip re-queues the same
+    bytes), at most OUTBOX_DEPTH (the oldest go first: newer gossip supersedes them)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[bytes, None] = {}
+        self._ready = trio.Event()
+
+    def put(self, data: bytes) -> bool:
+        dropped = False
+        if data in self.pending:
+            return True
+        if len(self.pending) >= OUTBOX_DEPTH:
+            del self.pending[next(iter(self.pending))]
+            dropped = True
+        self.pending[data] = None
+        self._ready.set()
+        return not dropped
+
+    async def wait(self) -> None:
+        await self._ready.wait()
+
+    def take(self, limit: int) -> list[bytes]:
+        out = []
+        while self.pending and len(out) < limit:
+            data = next(iter(self.pending))
+            del self.pending[data]
+            out.append(data)
+        if not self.pending:
+            self._ready = trio.Event()
+        return out
+
+
+@dataclass
+class _Instance:
+    machine: Tendermint
+    height: int
+    members: dict[str, int]
+    inbox_send: trio.MemorySendChannel
+    inbox_recv: trio.MemoryReceiveChannel
+    decided: trio.Event = field(default_factory=trio.Event)
+
+
+class EpochService:
+    """Runs the committee's epoch changes for one node.
+
+    ``node`` is a running :class:`~p2pwalrus.node.host.NodeHost` (its ``deny``
+    set is honoured both ways: netlab's partitions); ``keypair`` the node's
+    libp2p identity; ``genesis`` the epoch-0 state, whose digest is the chain
+    ID every consensus message signs.
+    """
+
+    def __init__(self, node, keypair, genesis: EpochState, *, timeouts: Timeouts | None = None,
+                 gossip_every: float = 1.0, limits: rpc.PeerLimits | None = None):
+        self.node = node
+        self.keypair = keypair
+        self.peer_id = str(node.peer_id)
+        self.chain = genesis.digest
+        self.genesis = genesis
+        self.current = genesis
+        self.links: list[tuple[EpochState, StateCertificate]] = []
+        self.commits: dict[int, Commit] = {}  # height -> decision proof, answered to laggards
+        self.timeouts = timeouts or Timeouts(propose=3.0, prevote=1.0, precommit=1.0, delta=0.5)
+        self.gossip_every = gossip_every
+        self.limits = limits
+        self._instance: _Instance | None = None
+        self._early: list[bytes] = []
+        self._outboxes: dict[str, trio.MemorySendChannel] = {}  # one sender task per peer, for the service's life
+        self._nursery: trio.Nursery | None = None
+        self.changed = trio.Event()  # set (and replaced) at every decided epoch
+        self.progress = trio.Event()  # set (and replaced) after every input the machine took
+        self.counters = {"received": 0, "rejected": 0, "sent": 0, "send_failed": 0, "dropped": 0}
+
+    # -- wiring
+
+    def register(self) -> None:
+        """Serve the epoch protocol on the node's host."""
+        self.node.host.set_stream_handler(
+            EPOCH_PROTOCOL, rpc.serve(self._handle, HANDLER_TIMEOUT, "epoch", self._gate, self.limits))
+
+    def _gate(self, peer: str):
+        return None if peer in self.node.deny else 0
+
+    # -- inbound
+
+    async def _handle(self, stream, peer: str) -> None:
+        count = int.from_bytes(await read_exactly(stream, 2), "big")
+        if not 0 < count <= MAX_BATCH:
+            raise ProtocolError(f"a batch holds 1..{MAX_BATCH} messages")
+        for _ in range(count):
+            self._take(await read_frame(stream, MAX_MESSAGE_SIZE), peer)
+
+    def _take(self, data: bytes, peer: str) -> None:
+        """One message from ``peer``: to the instance of its height, or answered with a decision."""
+        self.counters["received"] += 1
+        height = message_height(data)
+        inst = self._instance
+        if height is None:
+            raise ProtocolError("not a consensus message")
+        if height in self.commits and not (inst is not None and inst.height == height):
+            # A peer still in an epoch change this node finished: answer with the decision.
+            self._send(peer, self.commits[height].to_bytes())
+            return
+        if inst is not None and height == inst.height:
+            try:
+                msg = parse_message(data, chain=self.chain, height=height, members=inst.members)
+            except InvalidMessageError:
+                self.counters["rejected"] += 1
+                raise
+            try:
+                inst.inbox_send.send_nowait(("msg", msg))
+            except trio.WouldBlock:
+                self.counters["dropped"] += 1
+            return
+        if height == self.current.epoch + 1:
+            if len(self._early) < EARLY_MESSAGES:
+                self._early.append(bytes(data))  # parsed when the instance exists
+            return
+        raise ProtocolError(f"no epoch change at height {height} here (at epoch {self.current.epoch})")
+
+    # -- outbound
+
+    def _send(self, peer: str, data: bytes) -> None:
+        box = self._outboxes.get(peer)
+        if box is None:
+            if self._nursery is None:
+                return
+            box = self._outboxes[peer] = _Outbox()
+            self._nursery.start_soon(self._sender, peer, box)
+        if not box.put(bytes(data)):
+            self.counters["dropped"] += 1
+
+    def _broadcast(self, members, data: bytes) -> None:
+        for peer in members:
+            if peer != self.peer_id:
+                self._send(peer, data)
+
+    async def _sender(self, peer: str, box: _Outbox) -> None:
+        """Everything queued for ``peer`` goes out together, in one stream (a batch of frames)."""
+        pid = ID.from_base58(peer)
+        while True:
+            await box.wait()
+            batch = box.take(MAX_BATCH)
+            if peer in self.node.deny:
+                continue
+            try:
+                with trio.fail_after(SEND_TIMEOUT):
+                    stream = await self.node.open_stream(pid, [EPOCH_PROTOCOL])
+                    try:
+                        await stream.write(len(batch).to_bytes(2, "big") + encode_frames(batch))
+                    finally:
+                        await rpc.close_quietly(stream)
+                self.counters["sent"] += len(batch)
+            except Exception as exc:  # a dial or stream failure: gossip will try again
+                self.counters["send_failed"] += len(batch)
+                logger.debug("epoch messages to %s failed: %r", peer, exc)
+
+    # -- one epoch change
+
+    def valid_next(self, data: bytes) -> bool:
+        """``valid(v)``: a well-formed state that can follow the current one."""
+        check_transition(self.current, EpochState.from_bytes(data))
+        return True
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the protocol and own the per-peer senders until cancelled (start it in the
+        node's nursery, then call :meth:`change_epoch` once per epoch)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.register()
+            try:
+                task_status.started(self)
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+                self._outboxes.clear()
+
+    async def change_epoch(self, proposal: EpochState | Callable[[], EpochState],
+                           peers: list[str] | None = None) -> EpochChange:
+        """Run the agreement for epoch ``current.epoch + 1`` until it decides; adopt the result.
+
+        ``proposal``: what this node proposes when it is a round's proposer (a
+        state or a function making one).  ``peers``: who gets this node's
+        messages (default: the current committee; add the next committee's
+        newcomers so they learn the decision).  Needs :meth:`run` running.
+        """
+        if self._nursery is None:
+            raise RuntimeError("EpochService.run is not running")
+        prev = self.current
+        height = prev.epoch + 1
+        members = dict(prev.weights)
+        me = self.peer_id if self.peer_id in members else None
+
+        def get_value() -> bytes:
+            value = proposal() if callable(proposal) else proposal
+            return value.to_bytes()
+
+        machine = Tendermint(chain=self.chain, height=height, members=members, me=me,
+                             sign=(lambda data: sign(self.keypair, data)), get_value=get_value,
+                             valid=self.valid_next, timeouts=self.timeouts)
+        send, recv = trio.open_memory_channel(INBOX_DEPTH)
+        inst = _Instance(machine, height, members, send, recv)
+        targets = sorted(set(peers or members) - {self.peer_id})
+        self._instance = inst
+        try:
+            early, self._early = self._early, []
+            for data in early:
+                try:
+                    send.send_nowait(("msg", parse_message(data, chain=self.chain, height=height, members=members)))
+                except (InvalidMessageError, trio.WouldBlock):
+                    self.counters["rejected"] += 1
+            decision = await self._drive(inst, targets)
+        finally:
+            self._instance = None
+        state = EpochState.from_bytes(decision.value)
+        cert = StateCertificate.from_precommits(height, decision.round, state.digest, decision.precommits)
+        verify_link(prev, state, cert, self.chain)  # what a newcomer will check, checked here first
+        commit = machine.commit()
+        self.commits[height] = commit
+        self._broadcast(targets, commit.to_bytes())  # once more: the others may still need it
+        self.links.append((state, cert))
+        self.current = state
+        done, self.changed = self.changed, trio.Event()
+        done.set()
+        logger.info("epoch %d decided in round %d: %d members", height, decision.round, len(state.committee))
+        return EpochChange(state, cert, decision.round)
+
+    async def _drive(self, inst: _Instance, targets: list[str]) -> Decided:
+        machine = inst.machine
+        decision: list[Decided] = []
+        async with trio.open_nursery() as nursery:  # timers and gossip of this instance only
+
+            def carry_out(outputs) -> None:
+                for out in outputs:
+                    if isinstance(out, Broadcast):
+                        self._broadcast(targets, out.message.to_bytes())
+                    elif isinstance(out, ScheduleTimeout):
+                        nursery.start_soon(self._timer, inst, out)
+                    elif isinstance(out, Decided):
+                        decision.append(out)
+
+            async def gossip_loop() -> None:
+                while True:
+                    await trio.sleep(self.gossip_every)
+                    for msg in machine.gossip():
+                        self._broadcast(targets, msg.to_bytes())
+
+            nursery.start_soon(gossip_loop)
+            carry_out(machine.start())
+            while not decision:
+                kind, item = await inst.inbox_recv.receive()
+                if kind == "msg":
+                    carry_out(machine.on_message(item))
+                else:
+                    carry_out(machine.on_timeout(item))
+                done, self.progress = self.progress, trio.Event()
+                done.set()
+            nursery.cancel_scope.cancel()
+        return decision[0]
+
+    async def _timer(self, inst: _Instance, t: ScheduleTimeout) -> None:
+        await trio.sleep(t.delay if math.isfinite(t.delay) else 0)
+        try:
+            inst.inbox_send.send_nowait(("timeout", t))
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            pass
+
+    @property
+    def machine(self) -> Tendermint | None:
+        """The agreement machine of the epoch change under way (None between changes)."""
+        inst = self._instance
+        return inst.machine if inst is not None else None
+
+    @property
+    def round(self) -> int | None:
+        """The round of the epoch change under way (None between changes)."""
+        inst = self._instance
+        return inst.machine.round if inst is not None else None
+
+    # -- for newcomers
+
+    def chain_links(self) -> list[tuple[EpochState, StateCertificate]]:
+        return list(self.links)
+
+
+__all__ = ["EPOCH_PROTOCOL", "EpochChange", "EpochService", "InvalidEpochStateError"]
