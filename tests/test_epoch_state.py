@@ -199,3 +199,21 @@ def test_certificates_round_trip_and_refuse_junk():
     for junk in (b"[]", b"{}", b'{"digest":"00","epoch":1,"round":0,"signatures":[]}', b"\xff" * 10):
         with pytest.raises(InvalidEpochStateError):
             StateCertificate.from_bytes(junk)
+
+
+def test_a_ledger_genesis_read_by_attribute_gives_the_same_epoch_zero_and_its_hash_can_be_the_chain_id():
+    from types import SimpleNamespace
+
+    from p2pwalrus.core.wal.epoch_state import genesis_state_from
+
+    ledger_genesis = SimpleNamespace(
+        network="testnet", n_shards=16, storage_price=1000, write_price=20,
+        committee=tuple(SimpleNamespace(peer_id=p, stake=100 * WAL) for p in PEERS[:4]),
+        parameters=(("epoch_duration_s", 60),))
+    g = genesis_state_from(ledger_genesis)
+    assert g == genesis()
+    ledger_hash = bytes([7]) * 32
+    s1, c1 = decide(g, {}, seed=8, chain=ledger_hash, schedule=Schedule())
+    assert verify_chain(g.digest, g, [(s1, c1)], chain=ledger_hash) == s1
+    with pytest.raises(InvalidEpochStateError, match="bad signature"):
+        verify_chain(g.digest, g, [(s1, c1)])

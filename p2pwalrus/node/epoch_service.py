@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -54,10 +55,13 @@ from ..core.wal.agreement import (
     parse_message,
 )
 from ..core.wal.epoch_state import (
+    MAX_CERT_BYTES,
+    MAX_STATE_BYTES,
     EpochState,
     InvalidEpochStateError,
     StateCertificate,
     check_transition,
+    next_state,
     verify_link,
 )
 from ..errors import ProtocolError
@@ -67,6 +71,10 @@ from .framing import encode_frames, read_exactly, read_frame
 logger = logging.getLogger("p2pwalrus.epochs")
 
 EPOCH_PROTOCOL = TProtocol("/p2pwalrus/epoch/1.0.0")
+EPOCH_CHAIN = TProtocol("/p2pwalrus/epoch-chain/1.0.0")  # decided states and certificates, from an epoch on
+MAX_LINKS_PER_REPLY = 64
+PULL_TIMEOUT = 20.0  # one chain pull from one peer
+OBSERVER_RETRY = 2.0  # a node outside the committee asks again this often until the change is decided
 SEND_TIMEOUT = 5.0  # one message to one peer: dial (if needed), stream, frame
 HANDLER_TIMEOUT = 30.0  # one inbound frame, up to MAX_MESSAGE_SIZE
 OUTBOX_DEPTH = 64  # messages queued per peer before new ones are dropped (gossip re-sends)
@@ -136,12 +144,15 @@ class EpochService:
     ID every consensus message signs.
     """
 
-    def __init__(self, node, keypair, genesis: EpochState, *, timeouts: Timeouts | None = None,
-                 gossip_every: float = 1.0, limits: rpc.PeerLimits | None = None):
+    def __init__(self, node, keypair, genesis: EpochState, *, chain: bytes | None = None,
+                 timeouts: Timeouts | None = None, gossip_every: float = 1.0,
+                 limits: rpc.PeerLimits | None = None):
         self.node = node
         self.keypair = keypair
         self.peer_id = str(node.peer_id)
-        self.chain = genesis.digest
+        # The chain ID every precommit signs: the genesis hash of the network file when the
+        # caller has one (the ledger's), else the genesis state's digest.
+        self.chain = chain if chain is not None else genesis.digest
         self.genesis = genesis
         self.current = genesis
         self.links: list[tuple[EpochState, StateCertificate]] = []
@@ -163,6 +174,55 @@ class EpochService:
         """Serve the epoch protocol on the node's host."""
         self.node.host.set_stream_handler(
             EPOCH_PROTOCOL, rpc.serve(self._handle, HANDLER_TIMEOUT, "epoch", self._gate, self.limits))
+        self.node.host.set_stream_handler(
+            EPOCH_CHAIN, rpc.serve(self._handle_chain, HANDLER_TIMEOUT, "epoch-chain", self._gate, self.limits))
+
+    # -- the chain, for nodes that missed epoch changes (and newcomers)
+
+    async def _handle_chain(self, stream, peer: str) -> None:
+        header = await rpc.recv_json(stream)
+        first = rpc.field(header, "from", int)
+        if first < 1:
+            raise ProtocolError("'from' must be an epoch of at least 1")
+        links = [link for link in self.links if link[0].epoch >= first][:MAX_LINKS_PER_REPLY]
+        await rpc.send_json(stream, {"ok": True, "count": len(links)})
+        await stream.write(encode_frames([b for state, cert in links for b in (state.to_bytes(), cert.to_bytes())]))
+
+    async def pull_chain(self, peer: str) -> int:
+        """Fetch decided states after ours from ``peer``, verify each link against the
+        previous state (the genesis digest anchors the first), adopt them; how many."""
+        adopted = 0
+        while True:
+            with trio.fail_after(PULL_TIMEOUT):
+                stream = await self.node.open_stream(ID.from_base58(peer), [EPOCH_CHAIN])
+                try:
+                    await rpc.send_json(stream, {"from": self.current.epoch + 1})
+                    reply = await rpc.recv_json(stream)
+                    count = rpc.field(reply, "count", int) if reply.get("ok") else 0
+                    if not 0 <= count <= MAX_LINKS_PER_REPLY:
+                        raise ProtocolError(f"a chain reply holds at most {MAX_LINKS_PER_REPLY} links")
+                    got = []
+                    for _ in range(count):
+                        state = EpochState.from_bytes(await read_frame(stream, MAX_STATE_BYTES))
+                        cert = StateCertificate.from_bytes(await read_frame(stream, MAX_CERT_BYTES))
+                        got.append((state, cert))
+                finally:
+                    await rpc.close_quietly(stream)
+            for state, cert in got:
+                if self._instance is not None and self._instance.height <= state.epoch:
+                    return adopted  # an agreement is under way here: it decides (or is told) itself
+                verify_link(self.current, state, cert, self.chain)
+                self._adopt(state, cert)
+                adopted += 1
+            if count < MAX_LINKS_PER_REPLY:
+                return adopted
+
+    def _adopt(self, state: EpochState, cert: StateCertificate) -> None:
+        self.links.append((state, cert))
+        self.current = state
+        self._early = [d for d in self._early if message_height(d) == state.epoch + 1]
+        done, self.changed = self.changed, trio.Event()
+        done.set()
 
     def _gate(self, peer: str):
         return None if peer in self.node.deny else 0
@@ -304,10 +364,7 @@ class EpochService:
         commit = machine.commit()
         self.commits[height] = commit
         self._broadcast(targets, commit.to_bytes())  # once more: the others may still need it
-        self.links.append((state, cert))
-        self.current = state
-        done, self.changed = self.changed, trio.Event()
-        done.set()
+        self._adopt(state, cert)
         logger.info("epoch %d decided in round %d: %d members", height, decision.round, len(state.committee))
         return EpochChange(state, cert, decision.round)
 
@@ -369,4 +426,76 @@ class EpochService:
         return list(self.links)
 
 
-__all__ = ["EPOCH_PROTOCOL", "EpochChange", "EpochService", "InvalidEpochStateError"]
+class EpochRunner:
+    """Opt-in wiring into a :class:`~p2pwalrus.node.service.StorageNode`: one epoch change
+    at the start of every epoch of the network's clock (``genesis_time + e * epoch_length``).
+
+    ``attach_epochs(node, genesis)`` before ``node.run()``; it rides on the node's
+    ``extra_services`` hook, so service.py needs no change.  ``propose(current)`` makes this
+    node's proposal (default: the same stakes; the ledger supplies the stakes confirmed
+    during the epoch).  A node that was down, or joins later, first pulls the decided
+    chain from the committee and verifies it from genesis.
+    """
+
+    def __init__(self, storage_node, genesis: EpochState, *, chain: bytes | None = None,
+                 propose: Callable[[EpochState], EpochState] | None = None,
+                 timeouts: Timeouts | None = None, gossip_every: float = 1.0):
+        self.storage_node = storage_node
+        self.genesis = genesis
+        self.chain = chain
+        self.propose = propose or (lambda current: next_state(current, current.stakes))
+        self.timeouts = timeouts
+        self.gossip_every = gossip_every
+        self.service: EpochService | None = None
+        self.started = trio.Event()
+        storage_node.extra_services.append(lambda node, nursery: nursery.start_soon(self._run))
+
+    async def _catch_up(self, svc: EpochService) -> int:
+        """Pull decided states from the committee members until one has helped; how many adopted."""
+        before = svc.current.epoch
+        for peer in sorted(svc.current.weights):
+            if peer == svc.peer_id or peer in svc.node.deny:
+                continue
+            try:
+                await svc.pull_chain(peer)
+            except Exception as exc:  # dial errors come in many library types; a bad link is refused
+                logger.info("chain pull from %s failed: %s", peer, exc)
+            if svc.current.epoch > before:
+                break
+        return svc.current.epoch - before
+
+    async def _run(self) -> None:
+        node = self.storage_node
+        svc = EpochService(node.node, node.keypair, self.genesis, chain=self.chain, timeouts=self.timeouts,
+                           gossip_every=self.gossip_every, limits=node.peer_limits)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(svc.run)
+            self.service = svc
+            self.started.set()
+            while True:
+                if node.net.current_epoch() > svc.current.epoch + 1:
+                    await self._catch_up(svc)  # epochs went by without us: learn them, verified
+                nxt = svc.current.epoch + 1
+                delay = node.net.epoch_start(nxt) - time.time()
+                if delay > 0:
+                    await trio.sleep(delay)  # the network's clock says when an epoch ends
+                prev = svc.current
+                if svc.peer_id not in prev.weights:
+                    # Not in the committee: nothing to vote; learn the decision from those who are.
+                    if not await self._catch_up(svc):
+                        await trio.sleep(OBSERVER_RETRY)  # the committee has not decided yet
+                    continue
+                proposal = self.propose(prev)
+                peers = sorted(set(prev.weights) | set(proposal.stakes))
+                await svc.change_epoch(proposal, peers)
+
+
+def attach_epochs(storage_node, genesis: EpochState, **kwargs) -> EpochRunner:
+    """Run epoch changes on ``storage_node`` (opt-in; see :class:`EpochRunner`)."""
+    runner = EpochRunner(storage_node, genesis, **kwargs)
+    storage_node.epochs = runner
+    return runner
+
+
+__all__ = ["EPOCH_CHAIN", "EPOCH_PROTOCOL", "EpochChange", "EpochRunner", "EpochService",
+           "InvalidEpochStateError", "attach_epochs"]

@@ -54,6 +54,7 @@ __all__ = [
     "ZERO_DIGEST",
     "check_transition",
     "genesis_state",
+    "genesis_state_from",
     "next_state",
     "verify_chain",
 ]
@@ -505,11 +506,15 @@ def verify_chain(
     genesis_digest: bytes,
     genesis: EpochState,
     links: Sequence[tuple[EpochState, StateCertificate]],
+    *,
+    chain: bytes | None = None,
 ) -> EpochState:
     """The latest state of a chain from the pinned genesis digest, or InvalidEpochStateError.
 
-    The chain ID that every precommit signs is the genesis digest, so nothing
-    signed for one network verifies on another.
+    The chain ID that every precommit signs is ``chain``: by default the genesis
+    state's digest; a network whose file pins a genesis hash of its own (the
+    ledger's) passes that.  Either way nothing signed for one network verifies
+    on another.
     """
     if genesis.digest != genesis_digest:
         raise InvalidEpochStateError("the genesis state does not match the pinned genesis digest")
@@ -517,6 +522,18 @@ def verify_chain(
         raise InvalidEpochStateError("the chain must start at epoch 0")
     state = genesis
     for nxt, cert in links:
-        verify_link(state, nxt, cert, genesis_digest)
+        verify_link(state, nxt, cert, genesis_digest if chain is None else chain)
         state = nxt
     return state
+
+
+def genesis_state_from(genesis) -> EpochState:
+    """The epoch-0 state of a network file's genesis (the ledger's ``Genesis``: network,
+    n_shards, committee of (peer_id, stake), storage_price, write_price, parameters).
+
+    Read by attribute, so this module does not depend on the ledger's.  Shards are
+    placed by stake; pass ``genesis.hash()`` as the chain ID wherever one is asked for.
+    """
+    return genesis_state(
+        genesis.network, genesis.n_shards, {m.peer_id: m.stake for m in genesis.committee},
+        prices=Prices(genesis.storage_price, genesis.write_price), parameters=dict(genesis.parameters))
