@@ -3,9 +3,11 @@
 The pure machine (:mod:`p2pwalrus.core.wal.agreement`) decides; this service
 carries its messages and timeouts:
 
-- Protocol ``/p2pwalrus/epoch/1.0.0``: a stream carries a batch: a 2-byte
-  count (1..:data:`MAX_BATCH`), then that many frames (varint length, at most
-  :data:`MAX_MESSAGE_SIZE` each); no reply.  Every frame is
+- Protocol ``/p2pwalrus/epoch/1.0.0``: a stream carries batches, each a
+  2-byte count (1..:data:`MAX_BATCH`), then that many frames (varint length,
+  at most :data:`MAX_MESSAGE_SIZE` each); no reply.  A sender keeps its
+  stream open for :data:`STREAM_LIFETIME` (the receiver's handler deadline
+  bounds it anyway).  Every frame is
   parsed and its signature checked (:func:`parse_message`) before the machine
   sees it; the sender's signature, not the transport peer, is what counts, so
   messages are relayed as they are.
@@ -80,7 +82,8 @@ HANDLER_TIMEOUT = 30.0  # one inbound frame, up to MAX_MESSAGE_SIZE
 OUTBOX_DEPTH = 64  # messages queued per peer before new ones are dropped (gossip re-sends)
 EARLY_MESSAGES = 256  # messages for the next height kept before this node starts it
 INBOX_DEPTH = 1024
-MAX_BATCH = 64  # messages per stream
+MAX_BATCH = 64  # messages per batch
+STREAM_LIFETIME = HANDLER_TIMEOUT / 2  # an outbound stream is replaced before the receiver's deadline ends it
 
 
 @dataclass
@@ -230,11 +233,23 @@ class EpochService:
     # -- inbound
 
     async def _handle(self, stream, peer: str) -> None:
-        count = int.from_bytes(await read_exactly(stream, 2), "big")
-        if not 0 < count <= MAX_BATCH:
-            raise ProtocolError(f"a batch holds 1..{MAX_BATCH} messages")
-        for _ in range(count):
-            self._take(await read_frame(stream, MAX_MESSAGE_SIZE), peer)
+        """Batches until the sender closes the stream (it keeps one open per peer for a while)."""
+        while True:
+            try:
+                head = await stream.read(2)
+            except Exception:  # a reset between batches: the sender opens another stream
+                return
+            if not head:
+                return
+            if len(head) == 1:
+                head += await read_exactly(stream, 1)
+            count = int.from_bytes(head, "big")
+            if not 0 < count <= MAX_BATCH:
+                raise ProtocolError(f"a batch holds 1..{MAX_BATCH} messages")
+            for _ in range(count):
+                data = await read_frame(stream, MAX_MESSAGE_SIZE)
+                if peer not in self.node.deny:  # a partition cuts streams that were open too
+                    self._take(data, peer)
 
     def _take(self, data: bytes, peer: str) -> None:
         """One message from ``peer``: to the instance of its height, or answered with a decision."""
@@ -282,24 +297,38 @@ class EpochService:
                 self._send(peer, data)
 
     async def _sender(self, peer: str, box: _Outbox) -> None:
-        """Everything queued for ``peer`` goes out together, in one stream (a batch of frames)."""
+        """Everything queued for ``peer`` goes out together as one batch, on a stream kept open
+        for up to STREAM_LIFETIME (opening a stream costs more than the messages it carries)."""
         pid = ID.from_base58(peer)
-        while True:
-            await box.wait()
-            batch = box.take(MAX_BATCH)
-            if peer in self.node.deny:
-                continue
-            try:
-                with trio.fail_after(SEND_TIMEOUT):
-                    stream = await self.node.open_stream(pid, [EPOCH_PROTOCOL])
-                    try:
+        stream, opened = None, 0.0
+        try:
+            while True:
+                await box.wait()
+                batch = box.take(MAX_BATCH)
+                if peer in self.node.deny:
+                    if stream is not None:
+                        await rpc.close_quietly(stream, reset=True)
+                        stream = None
+                    continue
+                try:
+                    with trio.fail_after(SEND_TIMEOUT):
+                        if stream is not None and trio.current_time() - opened > STREAM_LIFETIME:
+                            await rpc.close_quietly(stream)
+                            stream = None
+                        if stream is None:
+                            stream = await self.node.open_stream(pid, [EPOCH_PROTOCOL])
+                            opened = trio.current_time()
                         await stream.write(len(batch).to_bytes(2, "big") + encode_frames(batch))
-                    finally:
-                        await rpc.close_quietly(stream)
-                self.counters["sent"] += len(batch)
-            except Exception as exc:  # a dial or stream failure: gossip will try again
-                self.counters["send_failed"] += len(batch)
-                logger.debug("epoch messages to %s failed: %r", peer, exc)
+                    self.counters["sent"] += len(batch)
+                except Exception as exc:  # a dial or stream failure: gossip will try again
+                    self.counters["send_failed"] += len(batch)
+                    logger.debug("epoch messages to %s failed: %r", peer, exc)
+                    if stream is not None:
+                        await rpc.close_quietly(stream, reset=True)
+                        stream = None
+        finally:
+            if stream is not None:
+                await rpc.close_quietly(stream)
 
     # -- one epoch change
 
