@@ -35,6 +35,7 @@ from p2pwalrus.core.wal.agreement import (
     ScheduleTimeout,
     Tendermint,
     Timeouts,
+    Vote,
     VoteKind,
     parse_message,
     proposer_for,
@@ -71,6 +72,7 @@ class Schedule:
     heal: float = 0.0  # ... until this time
     gossip_every: float = 1.0
     horizon: float = 400.0  # simulated seconds
+    crashes: int = 0  # crash-restarts of random honest nodes (each restarts from its last snapshot)
 
 
 @dataclass
@@ -80,6 +82,7 @@ class Run:
     proposed: set[bytes] = field(default_factory=set)
     delivered: int = 0
     rejected: int = 0
+    crashes: int = 0
     end: float = 0.0
 
 
@@ -140,6 +143,10 @@ class Simulation:
         self.chain, self.height = chain, height
         self.byzantine: Equivocator | None = None
         self.nodes: dict[str, Tendermint] = {}
+        self.factories: dict[str, Callable[[], Tendermint]] = {}
+        self.disk: dict[str, dict] = {}  # each node's last persisted snapshot
+        self.signed: dict[tuple, bytes | None] = {}
+        self.down_until: dict[str, float] = {}
         self.run = Run()
         for i, (peer, key) in enumerate(self.keys):
             if i == byzantine:
@@ -151,10 +158,14 @@ class Simulation:
                 self.run.proposed.add(value)
                 return value
 
-            self.nodes[peer] = Tendermint(chain=chain, height=height, members=self.members, me=peer,
-                                          sign=signer(key), get_value=get_value, valid=valid,
-                                          timeouts=timeouts or Timeouts(propose=1.0, prevote=0.5,
-                                                                        precommit=0.5, delta=0.25))
+            def make(peer=peer, key=key, get_value=get_value):
+                return Tendermint(chain=chain, height=height, members=self.members, me=peer,
+                                  sign=signer(key), get_value=get_value, valid=valid,
+                                  timeouts=timeouts or Timeouts(propose=1.0, prevote=0.5,
+                                                                precommit=0.5, delta=0.25))
+
+            self.factories[peer] = make
+            self.nodes[peer] = make()
         if self.byzantine:
             self.run.proposed.update(self.byzantine.values)
         self.verified: dict[str, dict[bytes, object]] = {p: {} for p in self.members}
@@ -187,8 +198,15 @@ class Simulation:
             self._push(self.now + delay, "msg", (dst, data))
 
     def _carry_out(self, peer: str, outputs) -> None:
+        if any(isinstance(o, Broadcast) for o in outputs):
+            self.disk[peer] = self.nodes[peer].snapshot()  # written (fsync) before anything is sent
         for out in outputs:
             if isinstance(out, Broadcast):
+                m = out.message
+                if isinstance(m, (Proposal, Vote)):  # an honest node never signs two for one slot
+                    slot = (peer, type(m).__name__, getattr(m, "kind", 0), m.round)
+                    what = m.id if isinstance(m, Proposal) else m.value_id
+                    assert self.signed.setdefault(slot, what) == what, f"{peer} signed twice for {slot[1:]}"
                 data = out.message.to_bytes()
                 for other in self.members:
                     if other != peer:
@@ -202,7 +220,14 @@ class Simulation:
 
     # -- running
 
+    def _is_down(self, peer: str) -> bool:
+        return self.now < self.down_until.get(peer, -1.0)
+
     def start(self) -> None:
+        for _ in range(self.schedule.crashes):
+            peer = self.rng.choice(sorted(self.nodes))
+            at = self.rng.uniform(0, self.schedule.gst + 20)
+            self._push(at, "crash", (peer, self.rng.uniform(0.1, 5.0)))
         for peer, node in self.nodes.items():
             self._carry_out(peer, node.start())
             self._push(self.rng.uniform(0, self.schedule.gossip_every), "gossip", peer)
@@ -239,13 +264,28 @@ class Simulation:
         at, _, kind, payload = heapq.heappop(self.queue)
         self.now = at
         if kind == "msg":
-            self.deliver(*payload)
+            if not self._is_down(payload[0]):
+                self.deliver(*payload)
         elif kind == "timeout":
             peer, t = payload
-            self._carry_out(peer, self.nodes[peer].on_timeout(t))
+            if not self._is_down(peer):
+                self._carry_out(peer, self.nodes[peer].on_timeout(t))
+        elif kind == "crash":  # the node loses everything but its disk, and comes back later
+            peer, downtime = payload
+            if peer not in self.run.decisions and not self._is_down(peer):
+                self.down_until[peer] = self.now + downtime
+                self._push(self.now + downtime, "restart", peer)
+                self.run.crashes += 1
+        elif kind == "restart":
+            peer = payload
+            node = self.factories[peer]()
+            if peer in self.disk:
+                node.restore(self.disk[peer])
+            self.nodes[peer] = node
+            self._carry_out(peer, node.start())
         elif kind == "gossip":
             peer = payload
-            for msg in self.nodes[peer].gossip():
+            for msg in ([] if self._is_down(peer) else self.nodes[peer].gossip()):
                 data = msg.to_bytes()
                 for other in self.members:
                     if other != peer:

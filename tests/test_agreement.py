@@ -2,7 +2,8 @@
 
 The property tests run many instances through the deterministic simulator of
 tests/tendermint_sim.py over random schedules: drops, duplicates, reordering,
-partitions, and one Byzantine member of four that equivocates.  Examples per
+partitions, crash-restarts of honest nodes from their last snapshot, and one
+Byzantine member of four that equivocates.  Examples per
 test: ``P2PWALRUS_PROPERTY_EXAMPLES`` (default 40; e.g. 1000 on demand).
 """
 
@@ -187,12 +188,13 @@ def schedules(draw):
         gst=draw(st.sampled_from([0.0, 5.0, 30.0])),
         gossip_every=1.0,
         horizon=600.0,
+        crashes=draw(st.sampled_from([0, 0, 2, 6])),
     )
 
 
 @PROPERTY
 @given(seed=st.integers(0, 2**32 - 1), schedule=schedules(), byzantine=st.sampled_from([None, 0, 1, 2, 3]))
-def test_honest_deciders_agree_on_a_valid_value_under_random_schedules_with_one_equivocator(
+def test_honest_deciders_agree_on_a_valid_value_under_random_schedules_crashes_and_one_equivocator(
         seed, schedule, byzantine):
     sim = Simulation([1, 1, 1, 1], byzantine=byzantine, seed=seed, schedule=schedule)
     run = sim.run_until(Simulation.all_decided)

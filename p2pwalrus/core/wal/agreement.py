@@ -505,6 +505,7 @@ class Tendermint:
         self._out: list[Output] = []
         self._started = False
         self._commit_proposal: Proposal | None = None
+        self._own: dict[tuple[int, int], Message] = {}  # (0 proposal | vote kind, round) -> what this node signed
         self.equivocations = 0
 
     # -- public API
@@ -513,13 +514,54 @@ class Tendermint:
         return proposer_for(self.members, self.chain, self.height, round_)
 
     def start(self) -> list[Output]:
-        """Line 10: ``upon start do StartRound(0)``."""
+        """Line 10: ``upon start do StartRound(0)`` (or the round a restored snapshot was in)."""
         if self._started:
             return []
         self._started = True
-        self._start_round(0)
+        self._start_round(self.round)
+        # After a restart, the steps already taken in this round stay taken.
+        for kind, step in ((VoteKind.PREVOTE, Step.PREVOTE), (VoteKind.PRECOMMIT, Step.PRECOMMIT)):
+            if (int(kind), self.round) in self._own:
+                self.step = max(self.step, step)
+        if self.step == Step.PREVOTE:
+            self._schedule(Step.PREVOTE)  # what would have fired it may not come again
         self._evaluate()
         return self._flush()
+
+    # -- crash recovery (Tendermint's write-ahead log, reduced to what safety needs)
+
+    def snapshot(self) -> dict:
+        """What must survive a crash so that a restarted node never signs a second message for
+        a (round, kind) nor forgets its lock: persist it (fsync) before sending any output."""
+        return {
+            "height": self.height,
+            "round": self.round,
+            "locked_round": self.locked_round,
+            "locked_value": self.locked_value.hex() if self.locked_value is not None else None,
+            "valid_round": self.valid_round,
+            "valid_value": self.valid_value.hex() if self.valid_value is not None else None,
+            "own": [m.to_bytes().hex() for _, m in sorted(self._own.items())],
+        }
+
+    def restore(self, snap: dict) -> None:
+        """Load a :meth:`snapshot` (from this node's own disk) before :meth:`start`."""
+        if self._started:
+            raise ValueError("restore before start")
+        if snap.get("height") != self.height:
+            return  # a snapshot of another epoch change: nothing of it applies
+        own = [parse_message(bytes.fromhex(h), chain=self.chain, height=self.height, members=self.members)
+               for h in snap["own"]]
+        if any(m.sender != self.me for m in own):
+            raise ValueError("a snapshot holds messages this node did not sign")
+        self.round = int(snap["round"])
+        self.locked_round = int(snap["locked_round"])
+        self.locked_value = bytes.fromhex(snap["locked_value"]) if snap["locked_value"] is not None else None
+        self.valid_round = int(snap["valid_round"])
+        self.valid_value = bytes.fromhex(snap["valid_value"]) if snap["valid_value"] is not None else None
+        for m in own:
+            key = (0, m.round) if isinstance(m, Proposal) else (int(m.kind), m.round)
+            self._own[key] = m
+            self._store(m)
 
     def on_message(self, msg: Message) -> list[Output]:
         """A message parsed by :func:`parse_message` (another height or chain is ignored)."""
@@ -657,7 +699,13 @@ class Tendermint:
     def _vote(self, kind: VoteKind, vid: bytes | None) -> None:
         if self.me is None:
             return
-        self._emit(sign_vote(self._sign, self.me, kind, self.chain, self.height, self.round, vid))
+        mine = self._own.get((int(kind), self.round))
+        if mine is not None:  # signed before a restart: send that one again, never a second
+            self._emit(mine)
+            return
+        vote = sign_vote(self._sign, self.me, kind, self.chain, self.height, self.round, vid)
+        self._own[(int(kind), self.round)] = vote
+        self._emit(vote)
 
     def _schedule(self, step: Step) -> None:
         self._out.append(ScheduleTimeout(step, self.height, self.round, self.timeouts.of(step, self.round)))
@@ -667,12 +715,16 @@ class Tendermint:
         self.round = round_
         self.step = Step.PROPOSE
         if self.me is not None and self.proposer(round_) == self.me:
-            if self.valid_value is not None:
-                proposal = self.valid_value
-            else:
-                proposal = bytes(self._get_value())
-            self._emit(sign_proposal(self._sign, self.me, self.chain, self.height, round_, proposal,
-                                     self.valid_round))
+            prop = self._own.get((0, round_))
+            if prop is None:
+                if self.valid_value is not None:
+                    proposal = self.valid_value
+                else:
+                    proposal = bytes(self._get_value())
+                prop = sign_proposal(self._sign, self.me, self.chain, self.height, round_, proposal,
+                                     self.valid_round)
+                self._own[(0, round_)] = prop
+            self._emit(prop)
         else:
             self._schedule(Step.PROPOSE)
 
