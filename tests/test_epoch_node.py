@@ -3,7 +3,8 @@
 Four StorageNodes (host, membership, liveness, stores) with `attach_epochs` decide an
 epoch change at the start of every epoch of a 2-second clock, one of them a stake
 change; a fifth node, outside the committee and started late, pulls the decided chain
-and verifies it from the genesis digest.
+and verifies it from the genesis digest; a member restarted on its data dir comes back
+with its chain from disk and keeps deciding with the others.
 """
 
 from __future__ import annotations
@@ -59,4 +60,15 @@ async def test_storage_nodes_decide_epoch_changes_on_their_clock_and_a_late_newc
             await _until_epoch(late, 3)
             assert tuple(s for s, _ in late.service.links[:3]) == chain
             assert verify_chain(genesis.digest, genesis, late.service.links)  # its own check, again
+            # A committee member restarts: its chain comes back from its disk, verified, and it
+            # takes part in the next changes.
+            await cluster.kill(1)
+            restarted = await cluster.start(1)
+            again = runners[restarted.peer_id]
+            await again.started.wait()
+            assert again.service.current.epoch >= 3 and tuple(s for s, _ in again.service.links[:3]) == chain
+            target = again.service.current.epoch + 2
+            for p in peers:
+                await _until_epoch(runners[p], target)
+            assert len({runners[p].service.links[target - 1][0] for p in peers}) == 1
             nursery.cancel_scope.cancel()

@@ -29,13 +29,23 @@ carries its messages and timeouts:
 
 A node outside the committee of epoch ``e`` follows the change as an
 observer (it votes nothing; it decides on a ``Commit``).
+
+Durable state (``state_dir``): every decided link (state and certificate) is
+written crash-safely (temp file, fsync, rename, directory fsync) and verified
+again at start; the agreement's snapshot (locks and the messages this node
+signed) is written before any message of it leaves, so a node restarted in
+the middle of a change neither signs a second vote for a round nor forgets its
+lock (Tendermint's write-ahead log, reduced to what safety needs).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import time
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -149,7 +159,7 @@ class EpochService:
 
     def __init__(self, node, keypair, genesis: EpochState, *, chain: bytes | None = None,
                  timeouts: Timeouts | None = None, gossip_every: float = 1.0,
-                 limits: rpc.PeerLimits | None = None):
+                 limits: rpc.PeerLimits | None = None, state_dir: Path | None = None):
         self.node = node
         self.keypair = keypair
         self.peer_id = str(node.peer_id)
@@ -168,6 +178,12 @@ class EpochService:
         self._outboxes: dict[str, trio.MemorySendChannel] = {}  # one sender task per peer, for the service's life
         self._nursery: trio.Nursery | None = None
         self.changed = trio.Event()  # set (and replaced) at every decided epoch
+        # Durable state (None: memory only): the decided chain, and the agreement's snapshot,
+        # written (fsync) before any message leaves so a restart never signs twice.
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        if self.state_dir is not None:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self._load_links()
         self.progress = trio.Event()  # set (and replaced) after every input the machine took
         self.counters = {"received": 0, "rejected": 0, "sent": 0, "send_failed": 0, "dropped": 0}
 
@@ -215,6 +231,8 @@ class EpochService:
                 if self._instance is not None and self._instance.height <= state.epoch:
                     return adopted  # an agreement is under way here: it decides (or is told) itself
                 verify_link(self.current, state, cert, self.chain)
+                await self._write(f"link-{state.epoch:010d}.json",
+                                  {"state": state.to_bytes().hex(), "cert": cert.to_bytes().hex()})
                 self._adopt(state, cert)
                 adopted += 1
             if count < MAX_LINKS_PER_REPLY:
@@ -273,6 +291,8 @@ class EpochService:
             except trio.WouldBlock:
                 self.counters["dropped"] += 1
             return
+        if height <= self.current.epoch:
+            return  # a change this node learnt from the chain (no Commit to answer with): others will
         if height == self.current.epoch + 1:
             if len(self._early) < EARLY_MESSAGES:
                 self._early.append(bytes(data))  # parsed when the instance exists
@@ -330,6 +350,35 @@ class EpochService:
             if stream is not None:
                 await rpc.close_quietly(stream)
 
+    # -- durable state
+
+    def _load_links(self) -> None:
+        """The decided chain from disk, each link verified again; a bad or missing one ends it."""
+        for path in sorted(self.state_dir.glob("link-*.json")):
+            try:
+                obj = json.loads(path.read_bytes())
+                state = EpochState.from_bytes(bytes.fromhex(obj["state"]))
+                cert = StateCertificate.from_bytes(bytes.fromhex(obj["cert"]))
+                verify_link(self.current, state, cert, self.chain)
+            except (OSError, ValueError, KeyError, TypeError, ProtocolError) as exc:
+                logger.warning("epoch chain on disk ends before %s: %s", path.name, exc)
+                break
+            self.links.append((state, cert))
+            self.current = state
+
+    async def _write(self, name: str, obj) -> None:
+        if self.state_dir is not None:
+            await trio.to_thread.run_sync(_write_atomic, self.state_dir / name, json.dumps(obj).encode())
+
+    def _read_snapshot(self, height: int) -> dict | None:
+        if self.state_dir is None:
+            return None
+        try:
+            snap = json.loads((self.state_dir / "agreement.json").read_bytes())
+        except (OSError, ValueError):
+            return None
+        return snap if isinstance(snap, dict) and snap.get("height") == height else None
+
     # -- one epoch change
 
     def valid_next(self, data: bytes) -> bool:
@@ -373,6 +422,9 @@ class EpochService:
         machine = Tendermint(chain=self.chain, height=height, members=members, me=me,
                              sign=(lambda data: sign(self.keypair, data)), get_value=get_value,
                              valid=self.valid_next, timeouts=self.timeouts)
+        snap = self._read_snapshot(height)
+        if snap is not None and me is not None:
+            machine.restore(snap)  # a restart mid-change: same locks, same signed messages
         send, recv = trio.open_memory_channel(INBOX_DEPTH)
         inst = _Instance(machine, height, members, send, recv)
         targets = sorted(set(peers or members) - {self.peer_id})
@@ -392,6 +444,7 @@ class EpochService:
         verify_link(prev, state, cert, self.chain)  # what a newcomer will check, checked here first
         commit = machine.commit()
         self.commits[height] = commit
+        await self._write(f"link-{height:010d}.json", {"state": state.to_bytes().hex(), "cert": cert.to_bytes().hex()})
         self._broadcast(targets, commit.to_bytes())  # once more: the others may still need it
         self._adopt(state, cert)
         logger.info("epoch %d decided in round %d: %d members", height, decision.round, len(state.committee))
@@ -402,7 +455,9 @@ class EpochService:
         decision: list[Decided] = []
         async with trio.open_nursery() as nursery:  # timers and gossip of this instance only
 
-            def carry_out(outputs) -> None:
+            async def carry_out(outputs) -> None:
+                if any(isinstance(o, Broadcast) for o in outputs):
+                    await self._write("agreement.json", machine.snapshot())  # before anything leaves
                 for out in outputs:
                     if isinstance(out, Broadcast):
                         self._broadcast(targets, out.message.to_bytes())
@@ -418,13 +473,13 @@ class EpochService:
                         self._broadcast(targets, msg.to_bytes())
 
             nursery.start_soon(gossip_loop)
-            carry_out(machine.start())
+            await carry_out(machine.start())
             while not decision:
                 kind, item = await inst.inbox_recv.receive()
                 if kind == "msg":
-                    carry_out(machine.on_message(item))
+                    await carry_out(machine.on_message(item))
                 else:
-                    carry_out(machine.on_timeout(item))
+                    await carry_out(machine.on_timeout(item))
                 done, self.progress = self.progress, trio.Event()
                 done.set()
             nursery.cancel_scope.cancel()
@@ -453,6 +508,21 @@ class EpochService:
 
     def chain_links(self) -> list[tuple[EpochState, StateCertificate]]:
         return list(self.links)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Temp file, fsync, rename, directory fsync (as the sliver store): old or new, never half."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class EpochRunner:
@@ -496,7 +566,8 @@ class EpochRunner:
     async def _run(self) -> None:
         node = self.storage_node
         svc = EpochService(node.node, node.keypair, self.genesis, chain=self.chain, timeouts=self.timeouts,
-                           gossip_every=self.gossip_every, limits=node.peer_limits)
+                           gossip_every=self.gossip_every, limits=node.peer_limits,
+                           state_dir=node.data_dir / "epochs")
         async with trio.open_nursery() as nursery:
             await nursery.start(svc.run)
             self.service = svc
