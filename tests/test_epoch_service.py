@@ -103,3 +103,46 @@ async def test_a_two_two_partition_stalls_the_epoch_change_and_it_completes_afte
             assert {r.state for r in results.values()} == {proposal}
             assert all(verify_chain(genesis.digest, genesis, s.chain_links()) == proposal for s in services)
             nursery.cancel_scope.cancel()
+
+
+async def test_junk_forgeries_and_oversized_frames_from_a_stranger_are_refused_and_the_change_still_decides():
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    import multiaddr
+
+    from p2pwalrus.core.keys import sign
+    from p2pwalrus.core.wal.agreement import MAX_MESSAGE_SIZE, sign_vote
+    from p2pwalrus.node.epoch_service import EPOCH_PROTOCOL
+    from p2pwalrus.node.framing import encode_frames, encode_uvarint
+
+    with trio.fail_after(60):
+        async with AsyncExitStack() as stack:
+            genesis, keys, peers, hosts = await _hosts(stack)
+            stranger_key = create_new_key_pair()
+            stranger = str(ID.from_pubkey(stranger_key.public_key))
+            attacker = await stack.enter_async_context(open_host(stranger_key, LOOPBACK, []))
+            async with trio.open_nursery() as nursery:
+                services = await _services(nursery, genesis, keys, hosts)
+                forged = sign_vote(lambda d: sign(stranger_key, d), stranger, VoteKind.PRECOMMIT, genesis.digest, 1,
+                                   0, bytes(32)).to_bytes()
+                wrong_chain = sign_vote(lambda d: sign(keys[0], d), peers[0], VoteKind.PREVOTE, bytes(32), 1, 0,
+                                        None).to_bytes()
+                attacks = [
+                    (1).to_bytes(2, "big") + encode_frames([b"\x02" + bytes(200)]),  # junk
+                    (1).to_bytes(2, "big") + encode_frames([forged]),  # a stranger's vote
+                    (1).to_bytes(2, "big") + encode_frames([wrong_chain]),  # another network's
+                    (0).to_bytes(2, "big"),  # an empty batch
+                    (65535).to_bytes(2, "big"),  # too many
+                    (1).to_bytes(2, "big") + encode_uvarint(MAX_MESSAGE_SIZE + 1),  # too large, announced
+                ]
+                for host in hosts:
+                    assert await attacker.connect(info_from_p2p_addr(multiaddr.Multiaddr(host.listen_addrs()[0])))
+                    for attack in attacks:
+                        stream = await attacker.open_stream(host.peer_id, [EPOCH_PROTOCOL])
+                        await stream.write(attack)
+                        await stream.close()
+                proposal = next_state(genesis, {p: 100 * WAL for p in peers})
+                results = {}
+                await _change_all(services, [proposal] * 4, results)
+                assert {r.state for r in results.values()} == {proposal}
+                assert sum(s.counters["rejected"] for s in services) >= 4 * 2  # forged and foreign, parsed and refused
+                nursery.cancel_scope.cancel()
