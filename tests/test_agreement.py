@@ -312,3 +312,36 @@ def test_a_node_locked_on_a_value_prevotes_nil_for_another_and_reproposes_its_va
     assert node.round == r, node.round
     mine = [m for m in node.gossip() if isinstance(m, Proposal) and m.sender == me]
     assert [(m.value, m.valid_round) for m in mine] == [(b"ok:v", 0)]
+
+
+def test_a_node_restored_from_its_snapshot_resends_what_it_signed_and_keeps_its_lock():
+    keys = dict(KEYS)
+    p0 = proposer_for(MEMBERS, CHAIN, HEIGHT, 0)
+    me = next(p for p in MEMBERS if p != p0)
+    others = [p for p in MEMBERS if p != me]
+
+    def fresh():
+        return Tendermint(chain=CHAIN, height=HEIGHT, members=MEMBERS, me=me, sign=signer(keys[me]),
+                          get_value=lambda: b"ok:mine", valid=valid_value)
+
+    node = fresh()
+    node.start()
+    v = sign_proposal(signer(keys[p0]), p0, CHAIN, HEIGHT, 0, b"ok:v", -1)
+    node.on_message(v)
+    for p in others[:2]:
+        node.on_message(sign_vote(signer(keys[p]), p, VoteKind.PREVOTE, CHAIN, HEIGHT, 0, v.id))
+    assert node.locked_value == b"ok:v"
+    snap = node.snapshot()
+    signed = {(type(m).__name__, getattr(m, "kind", 0)): m for m in node.gossip() if m.sender == me}
+    # The crash: a new machine from the snapshot alone.
+    again = fresh()
+    again.restore(snap)
+    out = again.start()
+    assert (again.round, again.step, again.locked_value, again.locked_round) == (0, 2, b"ok:v", 0)
+    # A conflicting proposal for round 0 (an equivocating proposer) gets no second prevote.
+    w = sign_proposal(signer(keys[p0]), p0, CHAIN, HEIGHT, 0, b"ok:w", -1)
+    out += again.on_message(w)
+    resent = _broadcast_votes(out, VoteKind.PREVOTE) + _broadcast_votes(out, VoteKind.PRECOMMIT)
+    assert all(m == signed[(type(m).__name__, m.kind)] for m in resent)
+    assert {m.sender for m in again.votes(VoteKind.PREVOTE, 0)} >= {me}
+    assert [m.value_id for m in again.votes(VoteKind.PREVOTE, 0) if m.sender == me] == [v.id]

@@ -540,7 +540,8 @@ class Tendermint:
             "locked_value": self.locked_value.hex() if self.locked_value is not None else None,
             "valid_round": self.valid_round,
             "valid_value": self.valid_value.hex() if self.valid_value is not None else None,
-            "own": [m.to_bytes().hex() for _, m in sorted(self._own.items())],
+            # Rounds never go back: what was signed in earlier rounds cannot be signed again.
+            "own": [m.to_bytes().hex() for (_, r), m in sorted(self._own.items()) if r >= self.round],
         }
 
     def restore(self, snap: dict) -> None:
