@@ -87,8 +87,8 @@ class Run:
 
 
 class Equivocator:
-    """A Byzantine member: in every round it hears of it proposes two values (when it
-    is the proposer), and for every value it learns of in a round (honest proposals
+    """A Byzantine member: in every round it hears of it proposes three values, one of
+    them invalid (when it is the proposer), and for every value it learns of in a round (honest proposals
     included) it prevotes and precommits that value to a random subset of the peers
     and something else to the rest, so that honest nodes see different tallies."""
 
@@ -109,13 +109,13 @@ class Equivocator:
             self.done_rounds.add(round_)
             if proposer_for(self.members, CHAIN, HEIGHT, round_) == self.peer:
                 for i, p in enumerate(others):
-                    value = self.values[i % 2]
+                    value = (*self.values, b"invalid: valid() refuses it")[i % 3]
                     out.append((p, sign_proposal(self.sign, self.peer, CHAIN, HEIGHT, round_, value, -1).to_bytes()))
             far = round_ + self.rng.randint(5, 50)
             for p in others:
                 out.append((p, sign_vote(self.sign, self.peer, VoteKind.PREVOTE, CHAIN, HEIGHT, far, None).to_bytes()))
                 out.append((p, self.rng.randbytes(self.rng.randint(0, 200))))
-            ids = [value_id(v) for v in self.values] + [None]
+            ids = [value_id(v) for v in (*self.values, b"invalid: valid() refuses it")] + [None]
         else:
             ids = []
         vid = getattr(msg, "id", None) if isinstance(msg, Proposal) else getattr(msg, "value_id", None)
