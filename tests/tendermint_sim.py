@@ -84,6 +84,7 @@ class Run:
     rejected: int = 0
     crashes: int = 0
     end: float = 0.0
+    exhausted: bool = False  # stopped by the event budget, not the horizon
 
 
 class Equivocator:
@@ -198,8 +199,7 @@ class Simulation:
             self._push(self.now + delay, "msg", (dst, data))
 
     def _carry_out(self, peer: str, outputs) -> None:
-        if any(isinstance(o, Broadcast) for o in outputs):
-            self.disk[peer] = self.nodes[peer].snapshot()  # written (fsync) before anything is sent
+        self.disk[peer] = self.nodes[peer].snapshot()  # written (fsync) before anything is sent
         for out in outputs:
             if isinstance(out, Broadcast):
                 m = out.message
@@ -293,11 +293,13 @@ class Simulation:
             self._push(self.now + self.schedule.gossip_every, "gossip", peer)
         return True
 
-    def run_until(self, done: Callable[[Simulation], bool], max_events: int = 200_000) -> Run:
+    def run_until(self, done: Callable[[Simulation], bool], max_events: int = 2_000_000) -> Run:
         self.start()
         for _ in range(max_events):
             if done(self) or not self.step():
                 break
+        else:
+            self.run.exhausted = True
         self.run.end = self.now
         return self.run
 

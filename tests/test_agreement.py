@@ -36,6 +36,8 @@ from tests.tendermint_sim import CHAIN, HEIGHT, Schedule, Simulation, make_keys,
 EXAMPLES = int(os.environ.get("P2PWALRUS_PROPERTY_EXAMPLES", "40"))
 PROPERTY = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
+# A few seconds per property test at the default count; more examples, more time.
+pytestmark = pytest.mark.timeout(max(300, EXAMPLES))
 
 KEYS = make_keys(4, seed=1)
 MEMBERS = {p: 1 for p, _ in KEYS}
@@ -199,7 +201,8 @@ def test_honest_deciders_agree_on_a_valid_value_under_random_schedules_crashes_a
     sim = Simulation([1, 1, 1, 1], byzantine=byzantine, seed=seed, schedule=schedule)
     run = sim.run_until(Simulation.all_decided)
     _agreement_and_validity(sim, run)
-    assert sim.all_decided(), f"no decision by t={run.end:.0f}s after GST at {schedule.gst}s"
+    assert sim.all_decided(), f"no decision by t={run.end:.0f}s after GST at {schedule.gst}s" + (
+        " (event budget spent)" if run.exhausted else "")
 
 
 @PROPERTY
@@ -213,7 +216,7 @@ def test_agreement_holds_with_shard_weights_and_a_byzantine_of_at_most_f(seed, s
     sim = Simulation(weights, byzantine=byzantine, seed=seed, schedule=schedule)
     run = sim.run_until(Simulation.all_decided)
     _agreement_and_validity(sim, run)
-    assert sim.all_decided(), f"no decision by t={run.end:.0f}s"
+    assert sim.all_decided(), f"no decision by t={run.end:.0f}s" + (" (event budget spent)" if run.exhausted else "")
 
 
 @st.composite

@@ -455,9 +455,13 @@ class EpochService:
         decision: list[Decided] = []
         async with trio.open_nursery() as nursery:  # timers and gossip of this instance only
 
+            written: list[dict] = [{}]
+
             async def carry_out(outputs) -> None:
-                if any(isinstance(o, Broadcast) for o in outputs):
-                    await self._write("agreement.json", machine.snapshot())  # before anything leaves
+                snap = machine.snapshot()
+                if snap != written[0]:  # a lock, a valid value or a signed message: on disk first
+                    await self._write("agreement.json", snap)
+                    written[0] = snap
                 for out in outputs:
                     if isinstance(out, Broadcast):
                         self._broadcast(targets, out.message.to_bytes())

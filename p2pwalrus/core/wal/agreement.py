@@ -99,7 +99,8 @@ _PROPOSAL_BODY = struct.Struct(">32sQIi")  # chain, height, round, valid round (
 _VOTE_BODY = struct.Struct(">B32sQIB32s")  # kind, chain, height, round, has value, value id
 NIL = None
 #: Distinct values one sender's votes are kept for, per (kind, round): an equivocator's
-#: votes for two proposals and nil all count for what they are, a flood of IDs does not.
+#: votes for two proposals and nil all count for what they are, a flood of IDs does not
+#: (votes for values with a known proposal displace the others).
 MAX_VOTES_PER_SENDER = 3
 MAX_MEMBERS = 4096
 _PROPOSAL_MAX = _HEAD.size + _PROPOSAL_BODY.size + MAX_VALUE_SIZE
@@ -540,9 +541,20 @@ class Tendermint:
             "locked_value": self.locked_value.hex() if self.locked_value is not None else None,
             "valid_round": self.valid_round,
             "valid_value": self.valid_value.hex() if self.valid_value is not None else None,
-            # Rounds never go back: what was signed in earlier rounds cannot be signed again.
-            "own": [m.to_bytes().hex() for (_, r), m in sorted(self._own.items()) if r >= self.round],
+            # Rounds never go back, so what was signed in earlier rounds cannot be signed again;
+            # the previous round's are kept for peers still in it (see gossip()).
+            "own": [m.to_bytes().hex() for (_, r), m in sorted(self._own.items()) if r >= self.round - 1],
+            # The prevotes that justify validValue (its proof of lock): without them no one,
+            # after restarts, could show line 28 its quorum, and the locked nodes would never
+            # prevote again for the value they are locked on.
+            "pol": [v.to_bytes().hex() for v in self._pol()],
         }
+
+    def _pol(self) -> list[Vote]:
+        if self.valid_value is None:
+            return []
+        vid = value_id(self.valid_value)
+        return [m[vid] for m in self._votes.get((VoteKind.PREVOTE, self.valid_round), {}).values() if vid in m]
 
     def restore(self, snap: dict) -> None:
         """Load a :meth:`snapshot` (from this node's own disk) before :meth:`start`."""
@@ -563,6 +575,10 @@ class Tendermint:
             key = (0, m.round) if isinstance(m, Proposal) else (int(m.kind), m.round)
             self._own[key] = m
             self._store(m)
+        for h in snap.get("pol", ()):
+            vote = parse_message(bytes.fromhex(h), chain=self.chain, height=self.height, members=self.members)
+            if isinstance(vote, Vote) and vote.kind == VoteKind.PREVOTE:
+                self._store(vote)
 
     def on_message(self, msg: Message) -> list[Output]:
         """A message parsed by :func:`parse_message` (another height or chain is ignored)."""
@@ -607,13 +623,16 @@ class Tendermint:
         """Messages to re-send so that peers that lost some catch up.
 
         Decided: the decision's proposal and precommits (enough for line 49
-        anywhere).  Otherwise: every message held for the current round, and
-        the proposal and prevotes behind ``validValue`` (enough for line 28).
+        anywhere).  Otherwise: every message held for the current and the
+        previous round, and the proposal and prevotes behind ``validValue``
+        (enough for line 28).
         """
         if self.decision is not None:
             return [self.commit()]
         out: list[Message] = []
-        rounds = {self.round} | ({self.valid_round} if self.valid_round >= 0 else set())
+        # The previous round too: a peer still in it may lack what moved this node on (its
+        # precommit, say) and, with fewer than f + 1 ahead of it, cannot skip.
+        rounds = {self.round, self.round - 1} - {-1} | ({self.valid_round} if self.valid_round >= 0 else set())
         for r in sorted(rounds):
             out.extend(self._proposals.get(r, {}).values())
             for kind in (VoteKind.PREVOTE, VoteKind.PRECOMMIT):
@@ -659,10 +678,20 @@ class Tendermint:
         mine = by_sender.setdefault(msg.sender, {})
         if msg.value_id in mine:
             return False
-        if len(mine) >= MAX_VOTES_PER_SENDER:
-            self.equivocations += 1
-            return False
         w = self.members[msg.sender]
+        if len(mine) >= MAX_VOTES_PER_SENDER:
+            # An equivocator's votes beyond the bound: one for a value this node knows a
+            # proposal of (or nil) displaces one for a value it does not, so a flood of made-up
+            # IDs cannot crowd out the vote that completes a real quorum.
+            if not self._known(msg.value_id):
+                self.equivocations += 1
+                return False
+            spare = next((vid for vid in mine if not self._known(vid)), False)
+            if spare is False:
+                self.equivocations += 1
+                return False
+            del mine[spare]
+            self._tally[key][spare] -= w
         if mine:
             # An equivocation: the vote counts for its value (a quorum for a value
             # is what it is, whoever signed twice) but the sender counts once in
@@ -674,6 +703,12 @@ class Tendermint:
         tally = self._tally.setdefault(key, {})
         tally[msg.value_id] = tally.get(msg.value_id, 0) + w
         return True
+
+    def _known(self, vid: bytes | None) -> bool:
+        """nil, or the ID of a value this node holds a proposal of (in any round kept)."""
+        if vid is None or (self.valid_value is not None and vid == value_id(self.valid_value)):
+            return True
+        return any(vid in props for props in self._proposals.values())
 
     def _weight(self, kind: VoteKind, round_: int, vid: bytes | None) -> int:
         return self._tally.get((kind, round_), {}).get(vid, 0)
