@@ -98,10 +98,6 @@ _HEAD = struct.Struct(">B32s64s")  # wire type, sender's Ed25519 public key, sig
 _PROPOSAL_BODY = struct.Struct(">32sQIi")  # chain, height, round, valid round (-1: none)
 _VOTE_BODY = struct.Struct(">B32sQIB32s")  # kind, chain, height, round, has value, value id
 NIL = None
-#: Distinct values one sender's votes are kept for, per (kind, round): an equivocator's
-#: votes for two proposals and nil all count for what they are, a flood of IDs does not
-#: (votes for values with a known proposal displace the others).
-MAX_VOTES_PER_SENDER = 3
 MAX_MEMBERS = 4096
 _PROPOSAL_MAX = _HEAD.size + _PROPOSAL_BODY.size + MAX_VALUE_SIZE
 _VOTE_SIZE = _HEAD.size + _VOTE_BODY.size
@@ -679,36 +675,30 @@ class Tendermint:
         if msg.value_id in mine:
             return False
         w = self.members[msg.sender]
-        if len(mine) >= MAX_VOTES_PER_SENDER:
-            # An equivocator's votes beyond the bound: one for a value this node knows a
-            # proposal of (or nil) displaces one for a value it does not, so a flood of made-up
-            # IDs cannot crowd out the vote that completes a real quorum.
-            if not self._known(msg.value_id):
-                self.equivocations += 1
-                return False
-            spare = next((vid for vid in mine if not self._known(vid)), False)
-            if spare is False:
-                self.equivocations += 1
-                return False
-            del mine[spare]
-            self._tally[key][spare] -= w
         if mine:
-            # An equivocation: the vote counts for its value (a quorum for a value
-            # is what it is, whoever signed twice) but the sender counts once in
-            # the "2f + 1 of anything" tallies of lines 34 and 47.
+            # An equivocation. Its vote counts for its value (a quorum for a value is what it
+            # is, whoever signed twice) if the rules can use it: nil, or the value of a
+            # proposal of this round, or of a later proposal naming this round as its valid
+            # round. Others are dropped (a flood of made-up IDs costs nothing); one that becomes
+            # usable later comes again with the gossip of the peers that use it.
             self.equivocations += 1
+            if msg.value_id is not None and not self._usable(r, msg.value_id):
+                return False
         else:
-            self._any[key] = self._any.get(key, 0) + w
+            self._any[key] = self._any.get(key, 0) + w  # the sender counts once in "2f + 1 of anything"
         mine[msg.value_id] = msg
         tally = self._tally.setdefault(key, {})
         tally[msg.value_id] = tally.get(msg.value_id, 0) + w
         return True
 
-    def _known(self, vid: bytes | None) -> bool:
-        """nil, or the ID of a value this node holds a proposal of (in any round kept)."""
-        if vid is None or (self.valid_value is not None and vid == value_id(self.valid_value)):
+    def _usable(self, round_: int, vid: bytes) -> bool:
+        """Can a rule use a vote of ``round_`` for ``vid``?  Lines 36/44/49 look at votes for
+        the proposal of their own round, line 28 at votes of a proposal's valid round."""
+        if self.valid_value is not None and self.valid_round == round_ and vid == value_id(self.valid_value):
+            return True  # the proof of lock a restored node keeps
+        if vid in self._proposals.get(round_, {}):
             return True
-        return any(vid in props for props in self._proposals.values())
+        return any(p.valid_round == round_ and p.id == vid for props in self._proposals.values() for p in props.values())
 
     def _weight(self, kind: VoteKind, round_: int, vid: bytes | None) -> int:
         return self._tally.get((kind, round_), {}).get(vid, 0)
