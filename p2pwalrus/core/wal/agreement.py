@@ -24,15 +24,27 @@ Proposer: round robin over members of non-zero weight, sorted by peer ID,
 starting at an offset derived from the chain and the height: every honest
 member proposes once every ``N`` rounds, which is what liveness needs.
 
-Bounded memory against a Byzantine sender: one vote per (sender, kind, round)
-is kept (the first; an equivocating second is dropped and counted in
-``equivocations``), at most :data:`MAX_PROPOSALS_PER_ROUND` proposals per
-round (and only from that round's proposer), and only rounds up to
-``round + ROUND_WINDOW``; for rounds beyond that only each sender's highest
-round is remembered (enough for line 55's round skip).  Messages lost in the
-network are made up for by :meth:`Tendermint.gossip`, which the driver re-sends
-periodically: the paper assumes gossip that eventually delivers every message
-after the global stabilisation time.
+Bounded memory against a Byzantine sender: per (sender, kind, round) the
+first vote is kept, and a second one only for a value some rule can use (nil,
+the value of that round's proposal, or of a proposal naming that round as its
+valid round); at most :data:`MAX_PROPOSALS_PER_ROUND` proposals per round,
+and only from that round's proposer; only rounds up to ``round +
+ROUND_WINDOW``; for rounds beyond that only each sender's highest round is
+remembered (enough for line 55's round skip).  An equivocator's vote counts
+for every value it names (a quorum for a value is what it is, whoever signed
+twice) but its sender once in the "2f + 1 of anything" of lines 34 and 47.
+
+Messages lost in the network are made up for by :meth:`Tendermint.gossip`,
+which the driver re-sends periodically (the current and the previous round,
+and the proof behind ``validValue``): the paper assumes gossip that eventually
+delivers every message after the global stabilisation time.  A decision
+travels as one :class:`Commit` (the proposal and quorum precommits).
+
+Crash recovery: the machine never signs a second proposal or vote for a
+round (it re-sends the one it signed), and :meth:`Tendermint.snapshot` /
+:meth:`Tendermint.restore` carry the locks, the valid value with the prevotes
+that justify it, and the messages it signed in the last two rounds across a
+restart; the driver persists the snapshot before any output leaves.
 """
 
 from __future__ import annotations
