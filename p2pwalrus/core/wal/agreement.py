@@ -1,0 +1,839 @@
+"""Tendermint's consensus, Algorithm 1, as a pure state machine (no I/O, no clock).
+
+Buchman, Kwon, Milosevic, "The latest gossip on BFT consensus" (arXiv
+1807.04938), Algorithm 1, for one height: the committee of epoch ``e``
+decides one value, the ``EpochState`` of epoch ``e + 1``.  Line numbers in
+the comments below are the paper's.
+
+Inputs are parsed messages (:func:`parse_message` checks the format, the
+network, the height, that the sender is a committee member and its Ed25519
+signature, so an invalid message never reaches the machine) and timeout
+events the driver scheduled; outputs are :class:`Broadcast` (send to every
+member, this node included: the machine already counted its own message),
+:class:`ScheduleTimeout` and, once, :class:`Decided`.  Signing is a pure
+function handed in by the caller (the node's key); nothing here reads a clock
+or a socket, so a simulator drives it step by step (tests/test_agreement.py).
+
+Weights: each member weighs its shard count in epoch ``e``; with ``n`` the
+total, a quorum ("2f + 1") is weight ``w`` with ``3w >= 2n + 1`` (Walrus's
+``is_quorum_for_n_shards``), and "f + 1" (the round skip of line 55) is weight
+``>= f + 1`` with ``f = (n - 1) // 3``: more than any Byzantine weight the
+protocol tolerates.  A member with no shard may vote; its vote weighs nothing.
+
+Proposer: round robin over members of non-zero weight, sorted by peer ID,
+starting at an offset derived from the chain and the height: every honest
+member proposes once every ``N`` rounds, which is what liveness needs.
+
+Bounded memory against a Byzantine sender: per (sender, kind, round) the
+first vote is kept, and a second one only for a value some rule can use (nil,
+the value of that round's proposal, or of a proposal naming that round as its
+valid round); at most :data:`MAX_PROPOSALS_PER_ROUND` proposals per round,
+and only from that round's proposer; only rounds up to ``round +
+ROUND_WINDOW``; for rounds beyond that only each sender's highest round is
+remembered (enough for line 55's round skip).  An equivocator's vote counts
+for every value it names (a quorum for a value is what it is, whoever signed
+twice) but its sender once in the "2f + 1 of anything" of lines 34 and 47.
+
+Messages lost in the network are made up for by :meth:`Tendermint.gossip`,
+which the driver re-sends periodically (the current and the previous round,
+and the proof behind ``validValue``): the paper assumes gossip that eventually
+delivers every message after the global stabilisation time.  A decision
+travels as one :class:`Commit` (the proposal and quorum precommits).
+
+Crash recovery: the machine never signs a second proposal or vote for a
+round (it re-sends the one it signed), and :meth:`Tendermint.snapshot` /
+:meth:`Tendermint.restore` carry the locks, the valid value with the prevotes
+that justify it, and the messages it signed in the last two rounds across a
+restart; the driver persists the snapshot before any output leaves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from p2pwalrus.core.keys import (
+    ED25519_PUBLIC_KEY_SIZE,
+    ED25519_SIGNATURE_SIZE,
+    peer_id_from_public_key,
+    public_key_from_peer_id,
+    verify_signature,
+)
+from p2pwalrus.errors import ProtocolError
+
+__all__ = [
+    "Broadcast",
+    "Commit",
+    "Decided",
+    "InvalidMessageError",
+    "MAX_MESSAGE_SIZE",
+    "MAX_VALUE_SIZE",
+    "NIL",
+    "Proposal",
+    "ScheduleTimeout",
+    "Step",
+    "Tendermint",
+    "Timeouts",
+    "Vote",
+    "VoteKind",
+    "is_quorum",
+    "is_skip_weight",
+    "message_height",
+    "parse_message",
+    "proposer_for",
+    "sign_proposal",
+    "sign_vote",
+    "value_id",
+    "vote_signing_bytes",
+]
+
+#: The largest value (an encoded EpochState) a proposal may carry.
+MAX_VALUE_SIZE = 2 << 20
+MAX_ROUND = 2**31 - 1
+MAX_HEIGHT = 2**63 - 1
+#: Rounds ahead of ours whose messages are kept (later ones only bump the sender's round).
+ROUND_WINDOW = 8
+#: Proposals kept per round (an honest proposer sends one; an equivocating one, more).
+MAX_PROPOSALS_PER_ROUND = 2
+
+_PROPOSAL_TAG = b"p2pwalrus/tendermint/proposal/v1\x00"
+_VOTE_TAG = b"p2pwalrus/tendermint/vote/v1\x00"
+_VALUE_PERSON = b"p2pw-tm-value"
+_PROPOSER_PERSON = b"p2pw-tm-proposer"
+_WIRE_PROPOSAL = 0x01
+_WIRE_VOTE = 0x02
+_WIRE_COMMIT = 0x03
+_HEAD = struct.Struct(">B32s64s")  # wire type, sender's Ed25519 public key, signature
+_PROPOSAL_BODY = struct.Struct(">32sQIi")  # chain, height, round, valid round (-1: none)
+_VOTE_BODY = struct.Struct(">B32sQIB32s")  # kind, chain, height, round, has value, value id
+NIL = None
+MAX_MEMBERS = 4096
+_PROPOSAL_MAX = _HEAD.size + _PROPOSAL_BODY.size + MAX_VALUE_SIZE
+_VOTE_SIZE = _HEAD.size + _VOTE_BODY.size
+MAX_MESSAGE_SIZE = 1 + 4 + _PROPOSAL_MAX + 2 + MAX_MEMBERS * _VOTE_SIZE
+
+
+class InvalidMessageError(ProtocolError):
+    """A consensus message failed validation; ``reason`` says why in a few words."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"invalid consensus message: {reason}")
+        self.reason = reason
+
+
+def value_id(value: bytes) -> bytes:
+    """``id(v)`` of the paper: Blake2b-256 of the value (the EpochState digest)."""
+    return hashlib.blake2b(bytes(value), digest_size=32, person=_VALUE_PERSON).digest()
+
+
+# ---------------------------------------------------------------- quorums
+
+
+def _f(total: int) -> int:
+    return (total - 1) // 3
+
+
+def is_quorum(weight: int, total: int) -> bool:
+    """Weight of a quorum ("2f + 1"): ``3w >= 2n + 1``."""
+    return 3 * weight >= 2 * total + 1
+
+
+def is_skip_weight(weight: int, total: int) -> bool:
+    """Weight that must include an honest member ("f + 1"): ``w >= f + 1``."""
+    return weight >= _f(total) + 1
+
+
+# ---------------------------------------------------------------- messages
+
+
+class VoteKind(IntEnum):
+    PREVOTE = 1
+    PRECOMMIT = 2
+
+
+def _check_common(chain: bytes, height: int, round_: int, sender: str) -> None:
+    if not isinstance(chain, bytes) or len(chain) != 32:
+        raise InvalidMessageError("chain ID must be 32 bytes")
+    if type(height) is not int or not 0 <= height <= MAX_HEIGHT:
+        raise InvalidMessageError("height out of range")
+    if type(round_) is not int or not 0 <= round_ <= MAX_ROUND:
+        raise InvalidMessageError("round out of range")
+    try:
+        public_key_from_peer_id(sender)
+    except ValueError as exc:
+        raise InvalidMessageError(f"sender: {exc}") from None
+
+
+def proposal_signing_bytes(chain: bytes, height: int, round_: int, vid: bytes, valid_round: int) -> bytes:
+    return _PROPOSAL_TAG + _PROPOSAL_BODY.pack(chain, height, round_, valid_round) + vid
+
+
+def vote_signing_bytes(kind: VoteKind, chain: bytes, height: int, round_: int, vid: bytes | None) -> bytes:
+    """What a vote's signature covers (a commit certificate re-derives it for each precommit)."""
+    return _VOTE_TAG + _VOTE_BODY.pack(int(kind), chain, height, round_, vid is not None, vid or bytes(32))
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """``<PROPOSAL, h, round, v, validRound>`` signed by ``sender``; valid by construction."""
+
+    chain: bytes
+    height: int
+    round: int
+    value: bytes
+    valid_round: int
+    sender: str
+    signature: bytes = field(repr=False)
+    id: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_common(self.chain, self.height, self.round, self.sender)
+        if not isinstance(self.value, bytes) or len(self.value) > MAX_VALUE_SIZE:
+            raise InvalidMessageError(f"value must be bytes of at most {MAX_VALUE_SIZE}")
+        if type(self.valid_round) is not int or not -1 <= self.valid_round < self.round:
+            raise InvalidMessageError("valid round must be -1 or below the round")
+        if not isinstance(self.signature, bytes) or len(self.signature) != ED25519_SIGNATURE_SIZE:
+            raise InvalidMessageError("signature must be 64 bytes")
+        object.__setattr__(self, "id", value_id(self.value))
+
+    def signing_bytes(self) -> bytes:
+        return proposal_signing_bytes(self.chain, self.height, self.round, self.id, self.valid_round)
+
+    def to_bytes(self) -> bytes:
+        return (_HEAD.pack(_WIRE_PROPOSAL, public_key_from_peer_id(self.sender), self.signature)
+                + _PROPOSAL_BODY.pack(self.chain, self.height, self.round, self.valid_round) + self.value)
+
+
+@dataclass(frozen=True)
+class Vote:
+    """``<PREVOTE|PRECOMMIT, h, round, id(v) or nil>`` signed by ``sender``."""
+
+    kind: VoteKind
+    chain: bytes
+    height: int
+    round: int
+    value_id: bytes | None
+    sender: str
+    signature: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        _check_common(self.chain, self.height, self.round, self.sender)
+        if self.kind not in (VoteKind.PREVOTE, VoteKind.PRECOMMIT):
+            raise InvalidMessageError("vote kind must be prevote or precommit")
+        object.__setattr__(self, "kind", VoteKind(self.kind))
+        if self.value_id is not None and (not isinstance(self.value_id, bytes) or len(self.value_id) != 32):
+            raise InvalidMessageError("value ID must be 32 bytes or nil")
+        if not isinstance(self.signature, bytes) or len(self.signature) != ED25519_SIGNATURE_SIZE:
+            raise InvalidMessageError("signature must be 64 bytes")
+
+    def signing_bytes(self) -> bytes:
+        return vote_signing_bytes(self.kind, self.chain, self.height, self.round, self.value_id)
+
+    def to_bytes(self) -> bytes:
+        return (_HEAD.pack(_WIRE_VOTE, public_key_from_peer_id(self.sender), self.signature)
+                + _VOTE_BODY.pack(int(self.kind), self.chain, self.height, self.round,
+                                  self.value_id is not None, self.value_id or bytes(32)))
+
+
+@dataclass(frozen=True)
+class Commit:
+    """A decision proof: the proposal and precommits of quorum weight for it in its round.
+
+    Line 49 fires on exactly these messages; bundling them lets a node that
+    lost some of them (or dropped a Byzantine member's vote as an
+    equivocation) decide from one message that a decided peer gossips.
+    """
+
+    proposal: Proposal
+    precommits: tuple[Vote, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.proposal, Proposal) or not isinstance(self.precommits, tuple):
+            raise InvalidMessageError("a commit is a proposal and a tuple of precommits")
+        if not 0 < len(self.precommits) <= MAX_MEMBERS:
+            raise InvalidMessageError(f"a commit has 1..{MAX_MEMBERS} precommits")
+        senders = set()
+        for v in self.precommits:
+            if (not isinstance(v, Vote) or v.kind != VoteKind.PRECOMMIT or v.round != self.proposal.round
+                    or v.value_id != self.proposal.id or v.chain != self.proposal.chain
+                    or v.height != self.proposal.height):
+                raise InvalidMessageError("a commit's precommits must be for its proposal's value and round")
+            if v.sender in senders:
+                raise InvalidMessageError("a commit names a signer twice")
+            senders.add(v.sender)
+
+    @property
+    def chain(self) -> bytes:
+        return self.proposal.chain
+
+    @property
+    def height(self) -> int:
+        return self.proposal.height
+
+    @property
+    def round(self) -> int:
+        return self.proposal.round
+
+    @property
+    def sender(self) -> str:
+        return self.proposal.sender
+
+    def to_bytes(self) -> bytes:
+        prop = self.proposal.to_bytes()
+        return (bytes([_WIRE_COMMIT]) + len(prop).to_bytes(4, "big") + prop
+                + len(self.precommits).to_bytes(2, "big") + b"".join(v.to_bytes() for v in self.precommits))
+
+
+Message = Proposal | Vote | Commit
+Signer = Callable[[bytes], bytes]
+
+
+def sign_proposal(sign: Signer, sender: str, chain: bytes, height: int, round_: int,
+                  value: bytes, valid_round: int) -> Proposal:
+    sig = sign(proposal_signing_bytes(chain, height, round_, value_id(value), valid_round))
+    return Proposal(chain, height, round_, bytes(value), valid_round, sender, bytes(sig))
+
+
+def sign_vote(sign: Signer, sender: str, kind: VoteKind, chain: bytes, height: int, round_: int,
+              vid: bytes | None) -> Vote:
+    sig = sign(vote_signing_bytes(kind, chain, height, round_, vid))
+    return Vote(VoteKind(kind), chain, height, round_, vid, sender, bytes(sig))
+
+
+def parse_message(data: bytes, *, chain: bytes, height: int, members: Mapping[str, int]) -> Message:
+    """Bytes from a peer to a message of this instance, or InvalidMessageError.
+
+    Checks the length bound, the exact layout, the chain ID and height, that
+    the signer is a member, and the signature.  The signer need not be the
+    peer that relayed the bytes: messages are relayed as they are.
+    """
+    if not isinstance(data, (bytes, bytearray)):
+        raise InvalidMessageError("not bytes")
+    data = bytes(data)
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise InvalidMessageError(f"larger than {MAX_MESSAGE_SIZE} bytes")
+    if data[:1] == bytes([_WIRE_COMMIT]):
+        return _parse_commit(data, chain=chain, height=height, members=members)
+    if len(data) < _HEAD.size:
+        raise InvalidMessageError("truncated")
+    wire, pub, sig = _HEAD.unpack_from(data)
+    sender = peer_id_from_public_key(pub)
+    rest = data[_HEAD.size:]
+    msg: Message
+    try:
+        if wire == _WIRE_PROPOSAL:
+            if len(rest) < _PROPOSAL_BODY.size:
+                raise InvalidMessageError("truncated proposal")
+            c, h, r, vr = _PROPOSAL_BODY.unpack_from(rest)
+            msg = Proposal(c, h, r, rest[_PROPOSAL_BODY.size:], vr, sender, sig)
+        elif wire == _WIRE_VOTE:
+            if len(rest) != _VOTE_BODY.size:
+                raise InvalidMessageError("a vote has a fixed size")
+            kind, c, h, r, has, vid = _VOTE_BODY.unpack(rest)
+            if has not in (0, 1) or (not has and vid != bytes(32)):
+                raise InvalidMessageError("nil flag must be 0 or 1, with a zero ID when nil")
+            if kind not in (1, 2):
+                raise InvalidMessageError("vote kind must be prevote or precommit")
+            msg = Vote(VoteKind(kind), c, h, r, vid if has else None, sender, sig)
+        else:
+            raise InvalidMessageError(f"unknown message type {wire}")
+    except struct.error:
+        raise InvalidMessageError("malformed") from None
+    if msg.chain != chain:
+        raise InvalidMessageError("for another network (chain ID differs)")
+    if msg.height != height:
+        raise InvalidMessageError(f"for height {msg.height}, not {height}")
+    if sender not in members:
+        raise InvalidMessageError("sender is not a committee member")
+    if not verify_signature(sender, msg.signing_bytes(), sig):
+        raise InvalidMessageError("bad signature")
+    return msg
+
+
+def message_height(data: bytes) -> int | None:
+    """The height a message claims, read without any check (to route it before parsing);
+    None if the bytes are too short to say."""
+    data = bytes(data[:5 + _HEAD.size + _PROPOSAL_BODY.size])
+    if data[:1] == bytes([_WIRE_COMMIT]):
+        data = data[5:]
+    if len(data) < _HEAD.size + 1 + 32 + 8:
+        return None
+    offset = _HEAD.size + 32 + (1 if data[0] == _WIRE_VOTE else 0)
+    return int.from_bytes(data[offset:offset + 8], "big")
+
+
+def _parse_commit(data: bytes, *, chain: bytes, height: int, members: Mapping[str, int]) -> Commit:
+    if len(data) < 5:
+        raise InvalidMessageError("truncated commit")
+    plen = int.from_bytes(data[1:5], "big")
+    if plen > _PROPOSAL_MAX or len(data) < 5 + plen + 2:
+        raise InvalidMessageError("truncated commit")
+    prop = parse_message(data[5:5 + plen], chain=chain, height=height, members=members)
+    if not isinstance(prop, Proposal):
+        raise InvalidMessageError("a commit starts with a proposal")
+    count = int.from_bytes(data[5 + plen:7 + plen], "big")
+    body = data[7 + plen:]
+    if len(body) != count * _VOTE_SIZE:
+        raise InvalidMessageError("a commit's votes have a fixed size")
+    votes = []
+    for i in range(count):
+        v = parse_message(body[i * _VOTE_SIZE:(i + 1) * _VOTE_SIZE], chain=chain, height=height, members=members)
+        if not isinstance(v, Vote):
+            raise InvalidMessageError("a commit carries votes")
+        votes.append(v)
+    commit = Commit(prop, tuple(votes))
+    if prop.sender != proposer_for(members, chain, height, prop.round):
+        raise InvalidMessageError("a commit's proposal is not from that round's proposer")
+    if not is_quorum(sum(members[v.sender] for v in votes), sum(members.values())):
+        raise InvalidMessageError("a commit's precommits do not weigh a quorum")
+    return commit
+
+
+# ---------------------------------------------------------------- outputs
+
+
+class Step(IntEnum):
+    PROPOSE = 0
+    PREVOTE = 1
+    PRECOMMIT = 2
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    message: Message
+
+
+@dataclass(frozen=True)
+class ScheduleTimeout:
+    """Call :meth:`Tendermint.on_timeout` with this after ``delay`` seconds."""
+
+    step: Step
+    height: int
+    round: int
+    delay: float
+
+
+@dataclass(frozen=True)
+class Decided:
+    """The decision: the value, its round, and precommits of quorum weight for it."""
+
+    value: bytes
+    round: int
+    precommits: tuple[Vote, ...]
+
+    @property
+    def value_id(self) -> bytes:
+        return value_id(self.value)
+
+
+Output = Broadcast | ScheduleTimeout | Decided
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """``timeoutX(r) = X + r * delta`` seconds: growing, so rounds outlast any delay after GST."""
+
+    propose: float = 3.0
+    prevote: float = 1.0
+    precommit: float = 1.0
+    delta: float = 0.5
+
+    def of(self, step: Step, round_: int) -> float:
+        base = {Step.PROPOSE: self.propose, Step.PREVOTE: self.prevote, Step.PRECOMMIT: self.precommit}[step]
+        return base + round_ * self.delta
+
+
+def proposer_for(members: Mapping[str, int], chain: bytes, height: int, round_: int) -> str:
+    """``proposer(h, round)``: round robin over members of non-zero weight, from a per-height offset."""
+    order = sorted(p for p, w in members.items() if w > 0)
+    if not order:
+        raise ValueError("no member has weight")
+    h = hashlib.blake2b(chain + height.to_bytes(8, "big"), digest_size=8, person=_PROPOSER_PERSON)
+    offset = int.from_bytes(h.digest(), "big") % len(order)
+    return order[(offset + round_) % len(order)]
+
+
+# ---------------------------------------------------------------- the machine
+
+
+class Tendermint:
+    """One height of Algorithm 1 for one committee member (or an observer: ``me=None``).
+
+    ``get_value()`` is the value this node proposes (line 18); ``valid(v)`` is
+    the paper's ``valid``, pure and deterministic (e.g. "a well-formed next
+    EpochState").  Call :meth:`start` once, then feed :meth:`on_message` and
+    :meth:`on_timeout`; each returns the outputs to carry out, in order.
+    """
+
+    def __init__(
+        self,
+        *,
+        chain: bytes,
+        height: int,
+        members: Mapping[str, int],
+        me: str | None,
+        sign: Signer | None,
+        get_value: Callable[[], bytes],
+        valid: Callable[[bytes], bool],
+        timeouts: Timeouts = Timeouts(),
+    ) -> None:
+        if not members or any(type(w) is not int or w < 0 for w in members.values()):
+            raise ValueError("members must map peer IDs to non-negative integer weights")
+        self.chain = chain
+        self.height = height
+        self.members = dict(members)
+        self.total = sum(self.members.values())
+        if self.total < 1:
+            raise ValueError("the committee has no weight")
+        if me is not None and (me not in self.members or sign is None):
+            raise ValueError("a participant must be a member and have a signer")
+        self.me = me
+        self._sign = sign
+        self._get_value = get_value
+        self._valid_fn = valid
+        self.timeouts = timeouts
+        # Algorithm 1, lines 2-8
+        self.round = 0
+        self.step = Step.PROPOSE
+        self.locked_value: bytes | None = None
+        self.locked_round = -1
+        self.valid_value: bytes | None = None
+        self.valid_round = -1
+        self.decision: Decided | None = None
+        # message log
+        self._proposals: dict[int, dict[bytes, Proposal]] = {}
+        self._votes: dict[tuple[VoteKind, int], dict[str, dict[bytes | None, Vote]]] = {}
+        self._tally: dict[tuple[VoteKind, int], dict[bytes | None, int]] = {}
+        self._any: dict[tuple[VoteKind, int], int] = {}
+        self._highest_round: dict[str, int] = {}
+        self._valid_cache: dict[bytes, bool] = {}
+        self._once: set[tuple[int, int]] = set()  # (line, round) of "for the first time" rules
+        self._out: list[Output] = []
+        self._started = False
+        self._commit_proposal: Proposal | None = None
+        self._own: dict[tuple[int, int], Message] = {}  # (0 proposal | vote kind, round) -> what this node signed
+        self.equivocations = 0
+
+    # -- public API
+
+    def proposer(self, round_: int) -> str:
+        return proposer_for(self.members, self.chain, self.height, round_)
+
+    def start(self) -> list[Output]:
+        """Line 10: ``upon start do StartRound(0)`` (or the round a restored snapshot was in)."""
+        if self._started:
+            return []
+        self._started = True
+        self._start_round(self.round)
+        # After a restart, the steps already taken in this round stay taken.
+        for kind, step in ((VoteKind.PREVOTE, Step.PREVOTE), (VoteKind.PRECOMMIT, Step.PRECOMMIT)):
+            if (int(kind), self.round) in self._own:
+                self.step = max(self.step, step)
+        if self.step == Step.PREVOTE:
+            self._schedule(Step.PREVOTE)  # what would have fired it may not come again
+        self._evaluate()
+        return self._flush()
+
+    # -- crash recovery (Tendermint's write-ahead log, reduced to what safety needs)
+
+    def snapshot(self) -> dict:
+        """What must survive a crash so that a restarted node never signs a second message for
+        a (round, kind) nor forgets its lock: persist it (fsync) before sending any output."""
+        return {
+            "height": self.height,
+            "round": self.round,
+            "locked_round": self.locked_round,
+            "locked_value": self.locked_value.hex() if self.locked_value is not None else None,
+            "valid_round": self.valid_round,
+            "valid_value": self.valid_value.hex() if self.valid_value is not None else None,
+            # Rounds never go back, so what was signed in earlier rounds cannot be signed again;
+            # the previous round's are kept for peers still in it (see gossip()).
+            "own": [m.to_bytes().hex() for (_, r), m in sorted(self._own.items()) if r >= self.round - 1],
+            # The prevotes that justify validValue (its proof of lock): without them no one,
+            # after restarts, could show line 28 its quorum, and the locked nodes would never
+            # prevote again for the value they are locked on.
+            "pol": [v.to_bytes().hex() for v in self._pol()],
+        }
+
+    def _pol(self) -> list[Vote]:
+        if self.valid_value is None:
+            return []
+        vid = value_id(self.valid_value)
+        return [m[vid] for m in self._votes.get((VoteKind.PREVOTE, self.valid_round), {}).values() if vid in m]
+
+    def restore(self, snap: dict) -> None:
+        """Load a :meth:`snapshot` (from this node's own disk) before :meth:`start`."""
+        if self._started:
+            raise ValueError("restore before start")
+        if snap.get("height") != self.height:
+            return  # a snapshot of another epoch change: nothing of it applies
+        own = [parse_message(bytes.fromhex(h), chain=self.chain, height=self.height, members=self.members)
+               for h in snap["own"]]
+        if any(m.sender != self.me for m in own):
+            raise ValueError("a snapshot holds messages this node did not sign")
+        self.round = int(snap["round"])
+        self.locked_round = int(snap["locked_round"])
+        self.locked_value = bytes.fromhex(snap["locked_value"]) if snap["locked_value"] is not None else None
+        self.valid_round = int(snap["valid_round"])
+        self.valid_value = bytes.fromhex(snap["valid_value"]) if snap["valid_value"] is not None else None
+        for m in own:
+            key = (0, m.round) if isinstance(m, Proposal) else (int(m.kind), m.round)
+            self._own[key] = m
+            self._store(m)
+        for h in snap.get("pol", ()):
+            vote = parse_message(bytes.fromhex(h), chain=self.chain, height=self.height, members=self.members)
+            if isinstance(vote, Vote) and vote.kind == VoteKind.PREVOTE:
+                self._store(vote)
+
+    def on_message(self, msg: Message) -> list[Output]:
+        """A message parsed by :func:`parse_message` (another height or chain is ignored)."""
+        if msg.chain != self.chain or msg.height != self.height or msg.sender not in self.members:
+            return []
+        if self.decision is not None:
+            return []
+        if isinstance(msg, Commit):
+            self._on_commit(msg)
+        elif self._store(msg) and self._started:
+            self._evaluate()
+        return self._flush()
+
+    def _on_commit(self, commit: Commit) -> None:
+        """Line 49 on a bundle: the proposer's proposal and quorum precommits for it."""
+        prop = commit.proposal
+        if prop.sender != self.proposer(prop.round):
+            return
+        senders = {v.sender for v in commit.precommits}
+        if not senders <= self.members.keys():
+            return
+        if is_quorum(sum(self.members[p] for p in senders), self.total) and self._valid(prop):
+            self._commit_proposal = prop
+            self.decision = Decided(prop.value, prop.round, commit.precommits)
+            self._out.append(self.decision)
+
+    def on_timeout(self, t: ScheduleTimeout) -> list[Output]:
+        """Lines 57-66: a timeout the driver scheduled has expired."""
+        if self.decision is None and t.height == self.height and t.round == self.round:
+            if t.step == Step.PROPOSE and self.step == Step.PROPOSE:
+                self._vote(VoteKind.PREVOTE, None)
+                self.step = Step.PREVOTE
+            elif t.step == Step.PREVOTE and self.step == Step.PREVOTE:
+                self._vote(VoteKind.PRECOMMIT, None)
+                self.step = Step.PRECOMMIT
+            elif t.step == Step.PRECOMMIT:
+                self._start_round(self.round + 1)
+            self._evaluate()
+        return self._flush()
+
+    def gossip(self) -> list[Message]:
+        """Messages to re-send so that peers that lost some catch up.
+
+        Decided: the decision's proposal and precommits (enough for line 49
+        anywhere).  Otherwise: every message held for the current and the
+        previous round, and the proposal and prevotes behind ``validValue``
+        (enough for line 28).
+        """
+        if self.decision is not None:
+            return [self.commit()]
+        out: list[Message] = []
+        # The previous round too: a peer still in it may lack what moved this node on (its
+        # precommit, say) and, with fewer than f + 1 ahead of it, cannot skip.
+        rounds = {self.round, self.round - 1} - {-1} | ({self.valid_round} if self.valid_round >= 0 else set())
+        for r in sorted(rounds):
+            out.extend(self._proposals.get(r, {}).values())
+            for kind in (VoteKind.PREVOTE, VoteKind.PRECOMMIT):
+                for mine in self._votes.get((kind, r), {}).values():
+                    out.extend(mine.values())
+        return out
+
+    def commit(self) -> Commit:
+        """The decision as one relayable message (only once decided)."""
+        if self.decision is None:
+            raise ValueError("not decided")
+        d = self.decision
+        prop = self._proposal_with_id(d.round, d.value_id) or self._commit_proposal
+        return Commit(prop, d.precommits)
+
+    def votes(self, kind: VoteKind, round_: int) -> list[Vote]:
+        """Every vote held for (kind, round), equivocations included."""
+        return [v for mine in self._votes.get((kind, round_), {}).values() for v in mine.values()]
+
+    # -- message log
+
+    def _store(self, msg: Message) -> bool:
+        r = msg.round
+        if r > self._highest_round.get(msg.sender, -1):
+            self._highest_round[msg.sender] = r
+        if r > self.round + ROUND_WINDOW:
+            return True  # only the sender's round counts (line 55)
+        if isinstance(msg, Proposal):
+            if msg.sender != self.proposer(r):
+                return False
+            held = self._proposals.setdefault(r, {})
+            if msg.id in held:
+                return False
+            if len(held) >= MAX_PROPOSALS_PER_ROUND:
+                self.equivocations += 1
+                return False
+            if held:
+                self.equivocations += 1
+            held[msg.id] = msg
+            return True
+        key = (msg.kind, r)
+        by_sender = self._votes.setdefault(key, {})
+        mine = by_sender.setdefault(msg.sender, {})
+        if msg.value_id in mine:
+            return False
+        w = self.members[msg.sender]
+        if mine:
+            # An equivocation. Its vote counts for its value (a quorum for a value is what it
+            # is, whoever signed twice) if the rules can use it: nil, or the value of a
+            # proposal of this round, or of a later proposal naming this round as its valid
+            # round. Others are dropped (a flood of made-up IDs costs nothing); one that becomes
+            # usable later comes again with the gossip of the peers that use it.
+            self.equivocations += 1
+            if msg.value_id is not None and not self._usable(r, msg.value_id):
+                return False
+        else:
+            self._any[key] = self._any.get(key, 0) + w  # the sender counts once in "2f + 1 of anything"
+        mine[msg.value_id] = msg
+        tally = self._tally.setdefault(key, {})
+        tally[msg.value_id] = tally.get(msg.value_id, 0) + w
+        return True
+
+    def _usable(self, round_: int, vid: bytes) -> bool:
+        """Can a rule use a vote of ``round_`` for ``vid``?  Lines 36/44/49 look at votes for
+        the proposal of their own round, line 28 at votes of a proposal's valid round."""
+        if self.valid_value is not None and self.valid_round == round_ and vid == value_id(self.valid_value):
+            return True  # the proof of lock a restored node keeps
+        if vid in self._proposals.get(round_, {}):
+            return True
+        return any(p.valid_round == round_ and p.id == vid for props in self._proposals.values() for p in props.values())
+
+    def _weight(self, kind: VoteKind, round_: int, vid: bytes | None) -> int:
+        return self._tally.get((kind, round_), {}).get(vid, 0)
+
+    def _proposal_with_id(self, round_: int, vid: bytes) -> Proposal | None:
+        return self._proposals.get(round_, {}).get(vid)
+
+    def _valid(self, prop: Proposal) -> bool:
+        ok = self._valid_cache.get(prop.id)
+        if ok is None:
+            try:
+                ok = bool(self._valid_fn(prop.value))
+            except Exception:  # a valid() that raises on garbage means "not valid"
+                ok = False
+            self._valid_cache[prop.id] = ok
+        return ok
+
+    # -- actions
+
+    def _emit(self, msg: Message) -> None:
+        self._out.append(Broadcast(msg))
+        self._store(msg)  # a broadcast reaches its sender too
+
+    def _vote(self, kind: VoteKind, vid: bytes | None) -> None:
+        if self.me is None:
+            return
+        mine = self._own.get((int(kind), self.round))
+        if mine is not None:  # signed before a restart: send that one again, never a second
+            self._emit(mine)
+            return
+        vote = sign_vote(self._sign, self.me, kind, self.chain, self.height, self.round, vid)
+        self._own[(int(kind), self.round)] = vote
+        self._emit(vote)
+
+    def _schedule(self, step: Step) -> None:
+        self._out.append(ScheduleTimeout(step, self.height, self.round, self.timeouts.of(step, self.round)))
+
+    def _start_round(self, round_: int) -> None:
+        """Lines 11-21."""
+        self.round = round_
+        self.step = Step.PROPOSE
+        if self.me is not None and self.proposer(round_) == self.me:
+            prop = self._own.get((0, round_))
+            if prop is None:
+                if self.valid_value is not None:
+                    proposal = self.valid_value
+                else:
+                    proposal = bytes(self._get_value())
+                prop = sign_proposal(self._sign, self.me, self.chain, self.height, round_, proposal,
+                                     self.valid_round)
+                self._own[(0, round_)] = prop
+            self._emit(prop)
+        else:
+            self._schedule(Step.PROPOSE)
+
+    def _flush(self) -> list[Output]:
+        out, self._out = self._out, []
+        return out
+
+    # -- the upon rules, evaluated until none fires
+
+    def _evaluate(self) -> None:
+        while self.decision is None and self._fire_one():
+            pass
+
+    def _fire_one(self) -> bool:
+        total = self.total
+        # Line 49: a decision, from any round.
+        for r, props in self._proposals.items():
+            for vid, prop in props.items():
+                if is_quorum(self._weight(VoteKind.PRECOMMIT, r, vid), total) and self._valid(prop):
+                    pcs = tuple(m[vid] for m in self._votes[(VoteKind.PRECOMMIT, r)].values() if vid in m)
+                    self.decision = Decided(prop.value, r, pcs)
+                    self._out.append(self.decision)
+                    return True
+        # Line 55: f + 1 weight of senders in a later round: skip to the highest such round.
+        ahead = sorted(((r, self.members[p]) for p, r in self._highest_round.items() if r > self.round),
+                       reverse=True)
+        acc = 0
+        for r, w in ahead:
+            acc += w
+            if is_skip_weight(acc, total):
+                self._start_round(r)
+                return True
+        r = self.round
+        props = self._proposals.get(r, {})
+        if self.step == Step.PROPOSE:
+            for prop in props.values():
+                vr = prop.valid_round
+                if vr == -1:  # line 22
+                    ok = self._valid(prop) and (self.locked_round == -1 or self.locked_value == prop.value)
+                elif vr < r and is_quorum(self._weight(VoteKind.PREVOTE, vr, prop.id), total):  # line 28
+                    ok = self._valid(prop) and (self.locked_round <= vr or self.locked_value == prop.value)
+                else:
+                    continue
+                self._vote(VoteKind.PREVOTE, prop.id if ok else None)
+                self.step = Step.PREVOTE
+                return True
+        # Line 34
+        if (self.step == Step.PREVOTE and (34, r) not in self._once
+                and is_quorum(self._any.get((VoteKind.PREVOTE, r), 0), total)):
+            self._once.add((34, r))
+            self._schedule(Step.PREVOTE)
+            return True
+        # Line 36
+        if self.step >= Step.PREVOTE and (36, r) not in self._once:
+            for prop in props.values():
+                if is_quorum(self._weight(VoteKind.PREVOTE, r, prop.id), total) and self._valid(prop):
+                    self._once.add((36, r))
+                    if self.step == Step.PREVOTE:
+                        self.locked_value, self.locked_round = prop.value, r
+                        self._vote(VoteKind.PRECOMMIT, prop.id)
+                        self.step = Step.PRECOMMIT
+                    self.valid_value, self.valid_round = prop.value, r
+                    return True
+        # Line 44
+        if self.step == Step.PREVOTE and is_quorum(self._weight(VoteKind.PREVOTE, r, None), total):
+            self._vote(VoteKind.PRECOMMIT, None)
+            self.step = Step.PRECOMMIT
+            return True
+        # Line 47
+        if (47, r) not in self._once and is_quorum(self._any.get((VoteKind.PRECOMMIT, r), 0), total):
+            self._once.add((47, r))
+            self._schedule(Step.PRECOMMIT)
+            return True
+        return False

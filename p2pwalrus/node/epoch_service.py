@@ -1,0 +1,605 @@
+"""Epoch changes over libp2p: one Tendermint instance per epoch among the committee (trio).
+
+The pure machine (:mod:`p2pwalrus.core.wal.agreement`) decides; this service
+carries its messages and timeouts:
+
+- Protocol ``/p2pwalrus/epoch/1.0.0``: a stream carries batches, each a
+  2-byte count (1..:data:`MAX_BATCH`), then that many frames (varint length,
+  at most :data:`MAX_MESSAGE_SIZE` each); no reply.  A sender keeps its
+  stream open for :data:`STREAM_LIFETIME` (the receiver's handler deadline
+  bounds it anyway).  Every frame is
+  parsed and its signature checked (:func:`parse_message`) before the machine
+  sees it; the sender's signature, not the transport peer, is what counts, so
+  messages are relayed as they are.
+- Each peer gets an outbox (ordered, without duplicates, bounded) and one
+  sender task that sends everything queued in one stream: a slow or dead
+  peer costs its own queue, never the others'.  A full outbox drops its
+  oldest message: :meth:`Tendermint.gossip`, re-sent every
+  ``gossip_every`` seconds, makes up for any loss, as the paper's gossip
+  assumption asks.
+- Timeouts are trio timers in the instance's nursery (``trio.sleep`` for the
+  delay the machine asked for); the machine itself is only touched from one
+  task, which takes inputs from a memory channel.
+- A peer still in an epoch change that this node has finished gets the
+  decision (the ``Commit`` message) in answer to its next message: a node
+  cut off by a partition completes the change as soon as it hears from one
+  that decided.
+- Messages for the next height that arrive before this node starts that
+  change are kept (a bounded number) and fed to the instance when it starts.
+
+A node outside the committee of epoch ``e`` follows the change as an
+observer (it votes nothing; it decides on a ``Commit``).
+
+Durable state (``state_dir``): every decided link (state and certificate) is
+written crash-safely (temp file, fsync, rename, directory fsync) and verified
+again at start; the agreement's snapshot (locks and the messages this node
+signed) is written before any message of it leaves, so a node restarted in
+the middle of a change neither signs a second vote for a round nor forgets its
+lock (Tendermint's write-ahead log, reduced to what safety needs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+
+from ..core.keys import sign
+from ..core.wal.agreement import (
+    MAX_MESSAGE_SIZE,
+    Broadcast,
+    Commit,
+    Decided,
+    InvalidMessageError,
+    ScheduleTimeout,
+    Tendermint,
+    Timeouts,
+    message_height,
+    parse_message,
+)
+from ..core.wal.epoch_state import (
+    MAX_CERT_BYTES,
+    MAX_STATE_BYTES,
+    EpochState,
+    InvalidEpochStateError,
+    StateCertificate,
+    check_transition,
+    next_state,
+    verify_link,
+)
+from ..errors import ProtocolError
+from . import rpc
+from .framing import encode_frames, read_exactly, read_frame
+
+logger = logging.getLogger("p2pwalrus.epochs")
+
+EPOCH_PROTOCOL = TProtocol("/p2pwalrus/epoch/1.0.0")
+EPOCH_CHAIN = TProtocol("/p2pwalrus/epoch-chain/1.0.0")  # decided states and certificates, from an epoch on
+MAX_LINKS_PER_REPLY = 64
+PULL_TIMEOUT = 20.0  # one chain pull from one peer
+OBSERVER_RETRY = 2.0  # a node outside the committee asks again this often until the change is decided
+SEND_TIMEOUT = 5.0  # one message to one peer: dial (if needed), stream, frame
+HANDLER_TIMEOUT = 30.0  # one inbound frame, up to MAX_MESSAGE_SIZE
+OUTBOX_DEPTH = 64  # messages queued per peer before new ones are dropped (gossip re-sends)
+EARLY_MESSAGES = 256  # messages for the next height kept before this node starts it
+INBOX_DEPTH = 1024
+MAX_BATCH = 64  # messages per batch
+STREAM_LIFETIME = HANDLER_TIMEOUT / 2  # an outbound stream is replaced before the receiver's deadline ends it
+
+
+@dataclass
+class EpochChange:
+    """The outcome of one epoch change: the decided state and its certificate."""
+
+    state: EpochState
+    certificate: StateCertificate
+    round: int
+
+
+class _Outbox:
+    """Messages waiting for one peer: in order, without duplicates (gossip re-queues the same
+    bytes), at most OUTBOX_DEPTH (the oldest go first: newer gossip supersedes them)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[bytes, None] = {}
+        self._ready = trio.Event()
+
+    def put(self, data: bytes) -> bool:
+        dropped = False
+        if data in self.pending:
+            return True
+        if len(self.pending) >= OUTBOX_DEPTH:
+            del self.pending[next(iter(self.pending))]
+            dropped = True
+        self.pending[data] = None
+        self._ready.set()
+        return not dropped
+
+    async def wait(self) -> None:
+        await self._ready.wait()
+
+    def take(self, limit: int) -> list[bytes]:
+        out = []
+        while self.pending and len(out) < limit:
+            data = next(iter(self.pending))
+            del self.pending[data]
+            out.append(data)
+        if not self.pending:
+            self._ready = trio.Event()
+        return out
+
+
+@dataclass
+class _Instance:
+    machine: Tendermint
+    height: int
+    members: dict[str, int]
+    inbox_send: trio.MemorySendChannel
+    inbox_recv: trio.MemoryReceiveChannel
+    decided: trio.Event = field(default_factory=trio.Event)
+
+
+class EpochService:
+    """Runs the committee's epoch changes for one node.
+
+    ``node`` is a running :class:`~p2pwalrus.node.host.NodeHost` (its ``deny``
+    set is honoured both ways: netlab's partitions); ``keypair`` the node's
+    libp2p identity; ``genesis`` the epoch-0 state, whose digest is the chain
+    ID every consensus message signs.
+    """
+
+    def __init__(self, node, keypair, genesis: EpochState, *, chain: bytes | None = None,
+                 timeouts: Timeouts | None = None, gossip_every: float = 1.0,
+                 limits: rpc.PeerLimits | None = None, state_dir: Path | None = None):
+        self.node = node
+        self.keypair = keypair
+        self.peer_id = str(node.peer_id)
+        # The chain ID every precommit signs: the genesis hash of the network file when the
+        # caller has one (the ledger's), else the genesis state's digest.
+        self.chain = chain if chain is not None else genesis.digest
+        self.genesis = genesis
+        self.current = genesis
+        self.links: list[tuple[EpochState, StateCertificate]] = []
+        self.commits: dict[int, Commit] = {}  # height -> decision proof, answered to laggards
+        self.timeouts = timeouts or Timeouts(propose=3.0, prevote=1.0, precommit=1.0, delta=0.5)
+        self.gossip_every = gossip_every
+        self.limits = limits
+        self._instance: _Instance | None = None
+        self._early: list[bytes] = []
+        self._outboxes: dict[str, trio.MemorySendChannel] = {}  # one sender task per peer, for the service's life
+        self._nursery: trio.Nursery | None = None
+        self.changed = trio.Event()  # set (and replaced) at every decided epoch
+        # Durable state (None: memory only): the decided chain, and the agreement's snapshot,
+        # written (fsync) before any message leaves so a restart never signs twice.
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        if self.state_dir is not None:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self._load_links()
+        self.progress = trio.Event()  # set (and replaced) after every input the machine took
+        self.counters = {"received": 0, "rejected": 0, "sent": 0, "send_failed": 0, "dropped": 0}
+
+    # -- wiring
+
+    def register(self) -> None:
+        """Serve the epoch protocol on the node's host."""
+        self.node.host.set_stream_handler(
+            EPOCH_PROTOCOL, rpc.serve(self._handle, HANDLER_TIMEOUT, "epoch", self._gate, self.limits))
+        self.node.host.set_stream_handler(
+            EPOCH_CHAIN, rpc.serve(self._handle_chain, HANDLER_TIMEOUT, "epoch-chain", self._gate, self.limits))
+
+    # -- the chain, for nodes that missed epoch changes (and newcomers)
+
+    async def _handle_chain(self, stream, peer: str) -> None:
+        header = await rpc.recv_json(stream)
+        first = rpc.field(header, "from", int)
+        if first < 1:
+            raise ProtocolError("'from' must be an epoch of at least 1")
+        links = [link for link in self.links if link[0].epoch >= first][:MAX_LINKS_PER_REPLY]
+        await rpc.send_json(stream, {"ok": True, "count": len(links)})
+        await stream.write(encode_frames([b for state, cert in links for b in (state.to_bytes(), cert.to_bytes())]))
+
+    async def pull_chain(self, peer: str) -> int:
+        """Fetch decided states after ours from ``peer``, verify each link against the
+        previous state (the genesis digest anchors the first), adopt them; how many."""
+        adopted = 0
+        while True:
+            with trio.fail_after(PULL_TIMEOUT):
+                stream = await self.node.open_stream(ID.from_base58(peer), [EPOCH_CHAIN])
+                try:
+                    await rpc.send_json(stream, {"from": self.current.epoch + 1})
+                    reply = await rpc.recv_json(stream)
+                    count = rpc.field(reply, "count", int) if reply.get("ok") else 0
+                    if not 0 <= count <= MAX_LINKS_PER_REPLY:
+                        raise ProtocolError(f"a chain reply holds at most {MAX_LINKS_PER_REPLY} links")
+                    got = []
+                    for _ in range(count):
+                        state = EpochState.from_bytes(await read_frame(stream, MAX_STATE_BYTES))
+                        cert = StateCertificate.from_bytes(await read_frame(stream, MAX_CERT_BYTES))
+                        got.append((state, cert))
+                finally:
+                    await rpc.close_quietly(stream)
+            for state, cert in got:
+                if self._instance is not None and self._instance.height <= state.epoch:
+                    return adopted  # an agreement is under way here: it decides (or is told) itself
+                verify_link(self.current, state, cert, self.chain)
+                await self._write(f"link-{state.epoch:010d}.json",
+                                  {"state": state.to_bytes().hex(), "cert": cert.to_bytes().hex()})
+                self._adopt(state, cert)
+                adopted += 1
+            if count < MAX_LINKS_PER_REPLY:
+                return adopted
+
+    def _adopt(self, state: EpochState, cert: StateCertificate) -> None:
+        self.links.append((state, cert))
+        self.current = state
+        self._early = [d for d in self._early if message_height(d) == state.epoch + 1]
+        done, self.changed = self.changed, trio.Event()
+        done.set()
+
+    def _gate(self, peer: str):
+        return None if peer in self.node.deny else 0
+
+    # -- inbound
+
+    async def _handle(self, stream, peer: str) -> None:
+        """Batches until the sender closes the stream (it keeps one open per peer for a while)."""
+        while True:
+            try:
+                head = await stream.read(2)
+            except Exception:  # a reset between batches: the sender opens another stream
+                return
+            if not head:
+                return
+            if len(head) == 1:
+                head += await read_exactly(stream, 1)
+            count = int.from_bytes(head, "big")
+            if not 0 < count <= MAX_BATCH:
+                raise ProtocolError(f"a batch holds 1..{MAX_BATCH} messages")
+            for _ in range(count):
+                data = await read_frame(stream, MAX_MESSAGE_SIZE)
+                if peer not in self.node.deny:  # a partition cuts streams that were open too
+                    self._take(data, peer)
+
+    def _take(self, data: bytes, peer: str) -> None:
+        """One message from ``peer``: to the instance of its height, or answered with a decision."""
+        self.counters["received"] += 1
+        height = message_height(data)
+        inst = self._instance
+        if height is None:
+            raise ProtocolError("not a consensus message")
+        if height in self.commits and not (inst is not None and inst.height == height):
+            # A peer still in an epoch change this node finished: answer with the decision.
+            self._send(peer, self.commits[height].to_bytes())
+            return
+        if inst is not None and height == inst.height:
+            try:
+                msg = parse_message(data, chain=self.chain, height=height, members=inst.members)
+            except InvalidMessageError:
+                self.counters["rejected"] += 1
+                raise
+            try:
+                inst.inbox_send.send_nowait(("msg", msg))
+            except trio.WouldBlock:
+                self.counters["dropped"] += 1
+            return
+        if height <= self.current.epoch:
+            return  # a change this node learnt from the chain (no Commit to answer with): others will
+        if height == self.current.epoch + 1:
+            if len(self._early) < EARLY_MESSAGES:
+                self._early.append(bytes(data))  # parsed when the instance exists
+            return
+        raise ProtocolError(f"no epoch change at height {height} here (at epoch {self.current.epoch})")
+
+    # -- outbound
+
+    def _send(self, peer: str, data: bytes) -> None:
+        box = self._outboxes.get(peer)
+        if box is None:
+            if self._nursery is None:
+                return
+            box = self._outboxes[peer] = _Outbox()
+            self._nursery.start_soon(self._sender, peer, box)
+        if not box.put(bytes(data)):
+            self.counters["dropped"] += 1
+
+    def _broadcast(self, members, data: bytes) -> None:
+        for peer in members:
+            if peer != self.peer_id:
+                self._send(peer, data)
+
+    async def _sender(self, peer: str, box: _Outbox) -> None:
+        """Everything queued for ``peer`` goes out together as one batch, on a stream kept open
+        for up to STREAM_LIFETIME (opening a stream costs more than the messages it carries)."""
+        pid = ID.from_base58(peer)
+        stream, opened = None, 0.0
+        try:
+            while True:
+                await box.wait()
+                batch = box.take(MAX_BATCH)
+                if peer in self.node.deny:
+                    if stream is not None:
+                        await rpc.close_quietly(stream, reset=True)
+                        stream = None
+                    continue
+                try:
+                    with trio.fail_after(SEND_TIMEOUT):
+                        if stream is not None and trio.current_time() - opened > STREAM_LIFETIME:
+                            await rpc.close_quietly(stream)
+                            stream = None
+                        if stream is None:
+                            stream = await self.node.open_stream(pid, [EPOCH_PROTOCOL])
+                            opened = trio.current_time()
+                        await stream.write(len(batch).to_bytes(2, "big") + encode_frames(batch))
+                    self.counters["sent"] += len(batch)
+                except Exception as exc:  # a dial or stream failure: gossip will try again
+                    self.counters["send_failed"] += len(batch)
+                    logger.debug("epoch messages to %s failed: %r", peer, exc)
+                    if stream is not None:
+                        await rpc.close_quietly(stream, reset=True)
+                        stream = None
+        finally:
+            if stream is not None:
+                await rpc.close_quietly(stream)
+
+    # -- durable state
+
+    def _load_links(self) -> None:
+        """The decided chain from disk, each link verified again; a bad or missing one ends it."""
+        for path in sorted(self.state_dir.glob("link-*.json")):
+            try:
+                obj = json.loads(path.read_bytes())
+                state = EpochState.from_bytes(bytes.fromhex(obj["state"]))
+                cert = StateCertificate.from_bytes(bytes.fromhex(obj["cert"]))
+                verify_link(self.current, state, cert, self.chain)
+            except (OSError, ValueError, KeyError, TypeError, ProtocolError) as exc:
+                logger.warning("epoch chain on disk ends before %s: %s", path.name, exc)
+                break
+            self.links.append((state, cert))
+            self.current = state
+
+    async def _write(self, name: str, obj) -> None:
+        if self.state_dir is not None:
+            await trio.to_thread.run_sync(_write_atomic, self.state_dir / name, json.dumps(obj).encode())
+
+    def _read_snapshot(self, height: int) -> dict | None:
+        if self.state_dir is None:
+            return None
+        try:
+            snap = json.loads((self.state_dir / "agreement.json").read_bytes())
+        except (OSError, ValueError):
+            return None
+        return snap if isinstance(snap, dict) and snap.get("height") == height else None
+
+    # -- one epoch change
+
+    def valid_next(self, data: bytes) -> bool:
+        """``valid(v)``: a well-formed state that can follow the current one."""
+        check_transition(self.current, EpochState.from_bytes(data))
+        return True
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the protocol and own the per-peer senders until cancelled (start it in the
+        node's nursery, then call :meth:`change_epoch` once per epoch)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.register()
+            try:
+                task_status.started(self)
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+                self._outboxes.clear()
+
+    async def change_epoch(self, proposal: EpochState | Callable[[], EpochState],
+                           peers: list[str] | None = None) -> EpochChange:
+        """Run the agreement for epoch ``current.epoch + 1`` until it decides; adopt the result.
+
+        ``proposal``: what this node proposes when it is a round's proposer (a
+        state or a function making one).  ``peers``: who gets this node's
+        messages (default: the current committee; add the next committee's
+        newcomers so they learn the decision).  Needs :meth:`run` running.
+        """
+        if self._nursery is None:
+            raise RuntimeError("EpochService.run is not running")
+        prev = self.current
+        height = prev.epoch + 1
+        members = dict(prev.weights)
+        me = self.peer_id if self.peer_id in members else None
+
+        def get_value() -> bytes:
+            value = proposal() if callable(proposal) else proposal
+            return value.to_bytes()
+
+        machine = Tendermint(chain=self.chain, height=height, members=members, me=me,
+                             sign=(lambda data: sign(self.keypair, data)), get_value=get_value,
+                             valid=self.valid_next, timeouts=self.timeouts)
+        snap = self._read_snapshot(height)
+        if snap is not None and me is not None:
+            machine.restore(snap)  # a restart mid-change: same locks, same signed messages
+        send, recv = trio.open_memory_channel(INBOX_DEPTH)
+        inst = _Instance(machine, height, members, send, recv)
+        targets = sorted(set(peers or members) - {self.peer_id})
+        self._instance = inst
+        try:
+            early, self._early = self._early, []
+            for data in early:
+                try:
+                    send.send_nowait(("msg", parse_message(data, chain=self.chain, height=height, members=members)))
+                except (InvalidMessageError, trio.WouldBlock):
+                    self.counters["rejected"] += 1
+            decision = await self._drive(inst, targets)
+        finally:
+            self._instance = None
+        state = EpochState.from_bytes(decision.value)
+        cert = StateCertificate.from_precommits(height, decision.round, state.digest, decision.precommits)
+        verify_link(prev, state, cert, self.chain)  # what a newcomer will check, checked here first
+        commit = machine.commit()
+        self.commits[height] = commit
+        await self._write(f"link-{height:010d}.json", {"state": state.to_bytes().hex(), "cert": cert.to_bytes().hex()})
+        self._broadcast(targets, commit.to_bytes())  # once more: the others may still need it
+        self._adopt(state, cert)
+        logger.info("epoch %d decided in round %d: %d members", height, decision.round, len(state.committee))
+        return EpochChange(state, cert, decision.round)
+
+    async def _drive(self, inst: _Instance, targets: list[str]) -> Decided:
+        machine = inst.machine
+        decision: list[Decided] = []
+        async with trio.open_nursery() as nursery:  # timers and gossip of this instance only
+
+            written: list[dict] = [{}]
+
+            async def carry_out(outputs) -> None:
+                snap = machine.snapshot()
+                if snap != written[0]:  # a lock, a valid value or a signed message: on disk first
+                    await self._write("agreement.json", snap)
+                    written[0] = snap
+                for out in outputs:
+                    if isinstance(out, Broadcast):
+                        self._broadcast(targets, out.message.to_bytes())
+                    elif isinstance(out, ScheduleTimeout):
+                        nursery.start_soon(self._timer, inst, out)
+                    elif isinstance(out, Decided):
+                        decision.append(out)
+
+            async def gossip_loop() -> None:
+                while True:
+                    await trio.sleep(self.gossip_every)
+                    for msg in machine.gossip():
+                        self._broadcast(targets, msg.to_bytes())
+
+            nursery.start_soon(gossip_loop)
+            await carry_out(machine.start())
+            while not decision:
+                kind, item = await inst.inbox_recv.receive()
+                if kind == "msg":
+                    await carry_out(machine.on_message(item))
+                else:
+                    await carry_out(machine.on_timeout(item))
+                done, self.progress = self.progress, trio.Event()
+                done.set()
+            nursery.cancel_scope.cancel()
+        return decision[0]
+
+    async def _timer(self, inst: _Instance, t: ScheduleTimeout) -> None:
+        await trio.sleep(t.delay if math.isfinite(t.delay) else 0)
+        try:
+            inst.inbox_send.send_nowait(("timeout", t))
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            pass
+
+    @property
+    def machine(self) -> Tendermint | None:
+        """The agreement machine of the epoch change under way (None between changes)."""
+        inst = self._instance
+        return inst.machine if inst is not None else None
+
+    @property
+    def round(self) -> int | None:
+        """The round of the epoch change under way (None between changes)."""
+        inst = self._instance
+        return inst.machine.round if inst is not None else None
+
+    # -- for newcomers
+
+    def chain_links(self) -> list[tuple[EpochState, StateCertificate]]:
+        return list(self.links)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Temp file, fsync, rename, directory fsync (as the sliver store): old or new, never half."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class EpochRunner:
+    """Opt-in wiring into a :class:`~p2pwalrus.node.service.StorageNode`: one epoch change
+    at the start of every epoch of the network's clock (``genesis_time + e * epoch_length``).
+
+    ``attach_epochs(node, genesis)`` before ``node.run()``; it rides on the node's
+    ``extra_services`` hook, so service.py needs no change.  ``propose(current)`` makes this
+    node's proposal (default: the same stakes; the ledger supplies the stakes confirmed
+    during the epoch).  A node that was down, or joins later, first pulls the decided
+    chain from the committee and verifies it from genesis.
+    """
+
+    def __init__(self, storage_node, genesis: EpochState, *, chain: bytes | None = None,
+                 propose: Callable[[EpochState], EpochState] | None = None,
+                 timeouts: Timeouts | None = None, gossip_every: float = 1.0):
+        self.storage_node = storage_node
+        self.genesis = genesis
+        self.chain = chain
+        self.propose = propose or (lambda current: next_state(current, current.stakes))
+        self.timeouts = timeouts
+        self.gossip_every = gossip_every
+        self.service: EpochService | None = None
+        self.started = trio.Event()
+        storage_node.extra_services.append(lambda node, nursery: nursery.start_soon(self._run))
+
+    async def _catch_up(self, svc: EpochService) -> int:
+        """Pull decided states from the committee members until one has helped; how many adopted."""
+        before = svc.current.epoch
+        for peer in sorted(svc.current.weights):
+            if peer == svc.peer_id or peer in svc.node.deny:
+                continue
+            try:
+                await svc.pull_chain(peer)
+            except Exception as exc:  # dial errors come in many library types; a bad link is refused
+                logger.info("chain pull from %s failed: %s", peer, exc)
+            if svc.current.epoch > before:
+                break
+        return svc.current.epoch - before
+
+    async def _run(self) -> None:
+        node = self.storage_node
+        svc = EpochService(node.node, node.keypair, self.genesis, chain=self.chain, timeouts=self.timeouts,
+                           gossip_every=self.gossip_every, limits=node.peer_limits,
+                           state_dir=node.data_dir / "epochs")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(svc.run)
+            self.service = svc
+            self.started.set()
+            while True:
+                if node.net.current_epoch() > svc.current.epoch + 1:
+                    await self._catch_up(svc)  # epochs went by without us: learn them, verified
+                nxt = svc.current.epoch + 1
+                delay = node.net.epoch_start(nxt) - time.time()
+                if delay > 0:
+                    await trio.sleep(delay)  # the network's clock says when an epoch ends
+                prev = svc.current
+                if svc.peer_id not in prev.weights:
+                    # Not in the committee: nothing to vote; learn the decision from those who are.
+                    if not await self._catch_up(svc):
+                        await trio.sleep(OBSERVER_RETRY)  # the committee has not decided yet
+                    continue
+                proposal = self.propose(prev)
+                peers = sorted(set(prev.weights) | set(proposal.stakes))
+                await svc.change_epoch(proposal, peers)
+
+
+def attach_epochs(storage_node, genesis: EpochState, **kwargs) -> EpochRunner:
+    """Run epoch changes on ``storage_node`` (opt-in; see :class:`EpochRunner`)."""
+    runner = EpochRunner(storage_node, genesis, **kwargs)
+    storage_node.epochs = runner
+    return runner
+
+
+__all__ = ["EPOCH_CHAIN", "EPOCH_PROTOCOL", "EpochChange", "EpochRunner", "EpochService",
+           "InvalidEpochStateError", "attach_epochs"]
