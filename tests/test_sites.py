@@ -20,7 +20,7 @@ from netlab.inprocess import inprocess_network
 from p2pwalrus.client.client import open_client
 from p2pwalrus.client.site import SiteManifest, content_type, publish_directory
 from p2pwalrus.core import quilt as q
-from p2pwalrus.core.blob_id import blob_id_to_str, parse_blob_id
+from p2pwalrus.core.blob_id import blob_id_to_str
 from p2pwalrus.gateway import GatewayConfig, serve_gateway
 from p2pwalrus.gateway.sites import parse_multipart
 from tests.test_dashboard_screenshot import CHROMIUM, chromium, decode_png

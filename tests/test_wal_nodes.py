@@ -3,7 +3,6 @@ double spend across a partition with a Byzantine signer, durable votes and state
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 

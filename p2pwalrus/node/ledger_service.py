@@ -31,7 +31,7 @@ from libp2p.custom_types import TProtocol
 from ..core.keys import public_key_from_peer_id
 from ..core.wal.committee import Committee, committee_from_genesis
 from ..core.wal.ledger import Applied, Missing, Refusal, RefusalCode
-from ..core.wal.orders import Certificate, InvalidOrderError, OrderKind, SignedOrder, sign_vote
+from ..core.wal.orders import Certificate, OrderKind, SignedOrder, sign_vote
 from ..errors import ProtocolError
 from . import rpc
 from .ledger_store import LedgerStore

@@ -56,7 +56,6 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from p2pwalrus.core.keys import (
-    ED25519_PUBLIC_KEY_SIZE,
     ED25519_SIGNATURE_SIZE,
     peer_id_from_public_key,
     public_key_from_peer_id,
