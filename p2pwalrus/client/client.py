@@ -110,9 +110,7 @@ class StoreResult:
         bid = blob_id_to_str(self.blob_id)
         if self.already_certified:
             return {"alreadyCertified": {"blobId": bid, "endEpoch": cert.end_epoch}}
-        cfg = rs2.EncodingConfig(cert.n_shards)
-        s = cfg.symbol_size(self.size)
-        encoded = cert.n_shards * (cfg.n_primary + cfg.n_secondary) * s + 64 * cert.n_shards * cert.n_shards
+        encoded = rs2.EncodingConfig(cert.n_shards).encoded_length(self.size)
         return {"newlyCreated": {"blobObject": {
             "blobId": bid,
             "size": self.size,

@@ -93,6 +93,12 @@ class EncodingConfig:
     def secondary_sliver_len(self, length: int) -> int:
         return self.n_primary * self.symbol_size(length)
 
+    def encoded_length(self, length: int) -> int:
+        """Bytes stored over all shards for a blob of ``length``: every shard's sliver pair
+        plus its copy of the metadata (two 32-byte hashes per shard), as Walrus bills it."""
+        return self.n_shards * ((self.n_primary + self.n_secondary) * self.symbol_size(length)
+                                + 64 * self.n_shards)
+
 
 # ---------------------------------------------------------------------------------------
 # Metadata and blob ID

@@ -13,7 +13,8 @@ durable before it reports it applied: a node that forgets a vote can sign twice.
 
 A balance may go below zero at an authority that has not yet applied the credits a
 quorum saw (FastPay allows it: credits commute and arrive later); WAL is conserved all
-the same: balances + stakes + storage funds = genesis supply, after every step.
+the same: balances + stakes + storage funds = genesis supply, after every step (rewards
+move FROST from the funds to balances: ``apply_rewards``).
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ class Ledger:
         self.accounts: dict[str, Account] = {}
         self.stakes: dict[tuple[str, str], int] = {}  # (staker, node) -> FROST
         self.funds: dict[tuple[int, int], int] = {}  # storage paid for epochs [start, end) -> FROST
+        self.rewarded_epoch = -1  # the last epoch whose rewards (decided reward credits) are applied
+        self.rewards_paid = 0  # FROST credited from the funds as rewards, all epochs (inside balances)
 
     @classmethod
     def from_genesis(cls, genesis: Genesis) -> "Ledger":
@@ -184,6 +187,28 @@ class Ledger:
             self.funds[key] = self.funds.get(key, 0) + order.amount
         return Applied(new=True)
 
+    def apply_rewards(self, epoch: int, credits) -> bool:
+        """Pay epoch ``epoch``'s reward credits (account -> FROST, from the decided state of
+        ``epoch + 1``) out of the storage funds, once: False if already applied. Epochs are
+        applied in order; one skipped (its state never seen here) simply paid nothing here.
+        The funds drop by exactly what is credited (pricing.settle_funds), so WAL is conserved."""
+        from .pricing import settle_funds
+
+        if epoch <= self.rewarded_epoch:
+            return False
+        total = 0
+        for address, amount in dict(credits).items():
+            if type(amount) is not int or amount < 0:
+                raise ValueError("reward credits are non-negative integers of FROST")
+            total += amount
+        self.funds = settle_funds(self.funds, epoch, total)
+        for address, amount in sorted(dict(credits).items()):
+            if amount:
+                self._credit(address, amount)
+        self.rewards_paid += total
+        self.rewarded_epoch = epoch
+        return True
+
     def _credit(self, address: str, amount: int) -> None:
         acct = self.accounts.get(address, Account())
         self.accounts[address] = replace(acct, balance=acct.balance + amount)
@@ -199,6 +224,8 @@ class Ledger:
                          for a, x in sorted(self.accounts.items())},
             "stakes": [[s, n, v] for (s, n), v in sorted(self.stakes.items())],
             "funds": [[a, b, v] for (a, b), v in sorted(self.funds.items())],
+            "rewarded_epoch": self.rewarded_epoch,
+            "rewards_paid": self.rewards_paid,
         }
 
     @classmethod
@@ -221,6 +248,8 @@ class Ledger:
                 ledger.stakes[(staker, node)] = _int(amount)
             for start, end, amount in obj["funds"]:
                 ledger.funds[(_int(start), _int(end))] = _int(amount)
+            ledger.rewarded_epoch = _int(obj.get("rewarded_epoch", -1))  # absent in states saved before rewards
+            ledger.rewards_paid = _int(obj.get("rewards_paid", 0))
         except (KeyError, TypeError, InvalidOrderError) as exc:
             raise ValueError(f"malformed ledger state ({exc})") from None
         return ledger

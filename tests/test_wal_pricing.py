@@ -1,0 +1,256 @@
+"""Pricing, price votes and rewards (pure): Walrus's rules, exact to the FROST.
+
+- cost: ``storage_price * units * epochs + write_price * units`` over 1 MiB units of the
+  encoded size, rounded up;
+- quorum-below: a reference definition over random votes and weights, and ``f`` shards'
+  weight voting extreme prices cannot move the price outside what honest members voted;
+- rewards: split by shards held, commission to the operator, the rest to stakers pro rata;
+  the fund, the credits and the rollover always add up (and the ledger's total with them).
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2pwalrus.core import rs2
+from p2pwalrus.core.wal.epoch_state import Prices, genesis_state, next_state
+from p2pwalrus.core.wal.ledger import Ledger, check_conservation
+from p2pwalrus.core.wal.pricing import (
+    BYTES_PER_UNIT,
+    PriceVote,
+    decide_parameters,
+    decide_prices,
+    economics_for_next,
+    epoch_fund,
+    fund_take,
+    is_quorum,
+    quorum_below,
+    settle_funds,
+    split_rewards,
+    storage_units,
+    store_cost,
+)
+from tests.tendermint_sim import make_keys
+
+PEERS = sorted(dict(make_keys(7, seed=42)))
+U64 = (1 << 64) - 1
+
+
+# ---------------------------------------------------------------- cost
+
+
+def test_cost_is_walrus_formula_on_encoded_units():
+    n = 10
+    enc = rs2.EncodingConfig(n).encoded_length(1_000_000)
+    units = -(-enc // BYTES_PER_UNIT)
+    cost = store_cost(1000, 20, 1_000_000, n, 5)
+    assert cost.encoded_length == enc and cost.units == units
+    assert cost.total == 1000 * units * 5 + 20 * units
+    ext = store_cost(1000, 20, 1_000_000, n, 3, write=False)
+    assert ext.total == 1000 * units * 3 and ext.write == 0
+
+
+def test_units_round_up():
+    assert storage_units(1) == 1
+    assert storage_units(BYTES_PER_UNIT) == 1
+    assert storage_units(BYTES_PER_UNIT + 1) == 2
+    # even an empty blob stores metadata on every shard: one unit
+    assert store_cost(7, 3, 0, 10, 2).units == 1
+
+
+def test_price_zero_costs_nothing():
+    assert store_cost(0, 0, 1_000_000, 10, 100).total == 0
+
+
+def test_encoded_length_matches_slivers():
+    n, length = 10, 123_457
+    cfg = rs2.EncodingConfig(n)
+    s = cfg.symbol_size(length)
+    assert cfg.encoded_length(length) == n * (cfg.primary_sliver_len(length) + cfg.secondary_sliver_len(length)) \
+        + 64 * n * n
+    assert s > 0
+
+
+# ---------------------------------------------------------------- quorum below
+
+
+def reference_quorum_below(votes, n):
+    """The lowest price p such that the weight voting at or below p is a quorum (WAL.md)."""
+    for p in sorted({v for v, _ in votes}):
+        if is_quorum(sum(w for v, w in votes if v <= p), n):
+            return p
+    return None
+
+
+def test_quorum_below_examples():
+    # 4 nodes of 1 shard (n=4, f=1): drop the highest votes while 3 shards remain: 30
+    assert quorum_below([(10, 1), (20, 1), (30, 1), (40, 1)], 4) == 30
+    # the one high voter alone cannot raise it; the one low voter cannot lower it below honest ones
+    assert quorum_below([(10, 1), (10, 1), (10, 1), (10**12, 1)], 4) == 10
+    assert quorum_below([(0, 1), (10, 1), (10, 1), (10, 1)], 4) == 10
+    # weights: a member of 7 of 10 shards is a quorum alone
+    assert quorum_below([(5, 7), (100, 3)], 10) == 5
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 20)), min_size=1, max_size=12))
+def test_quorum_below_matches_reference(votes):
+    n = sum(w for _, w in votes)
+    assert quorum_below(votes, n) == reference_quorum_below(votes, n)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_f_extreme_voters_cannot_move_price_outside_honest_range(data):
+    n_members = data.draw(st.integers(4, 12))
+    weights = data.draw(st.lists(st.integers(1, 8), min_size=n_members, max_size=n_members))
+    n = sum(weights)
+    f = (n - 1) // 3
+    # Byzantine: a set of members weighing at most f; honest: the rest
+    order = data.draw(st.permutations(range(n_members)))
+    byz, w = set(), 0
+    for i in order:
+        if w + weights[i] <= f and data.draw(st.booleans()):
+            byz.add(i)
+            w += weights[i]
+    honest_votes = {i: data.draw(st.integers(0, 10**9)) for i in range(n_members) if i not in byz}
+    extreme = data.draw(st.sampled_from([0, U64, "mixed"]))
+    votes = []
+    for i in range(n_members):
+        if i in byz:
+            v = extreme if extreme != "mixed" else data.draw(st.sampled_from([0, U64]))
+        else:
+            v = honest_votes[i]
+        votes.append((v, weights[i]))
+    price = quorum_below(votes, n)
+    assert price == reference_quorum_below(votes, n)
+    assert min(honest_votes.values()) <= price <= max(honest_votes.values())
+
+
+def test_decide_prices_missing_vote_keeps_current_price():
+    weights = {p: 1 for p in PEERS[:4]}
+    votes = {PEERS[0]: PriceVote(50, 5), PEERS[1]: PriceVote(50, 5), PEERS[2]: PriceVote(50, 5)}
+    # three of four vote 50; the fourth keeps the current 100: quorum below is 50
+    assert decide_prices(weights, 4, votes, Prices(100, 10)) == (50, 5)
+    # nobody votes: unchanged
+    assert decide_prices(weights, 4, {}, Prices(100, 10)) == (100, 10)
+
+
+def test_parameter_change_needs_quorum():
+    weights = {p: 1 for p in PEERS[:4]}
+    cur = {"max_epochs_ahead": 1000}
+    two = {PEERS[0]: {"max_epochs_ahead": 50}, PEERS[1]: {"max_epochs_ahead": 50}}
+    assert decide_parameters(weights, 4, cur, two) == cur
+    three = {**two, PEERS[2]: {"max_epochs_ahead": 50}}
+    assert decide_parameters(weights, 4, cur, three) == {"max_epochs_ahead": 50}
+
+
+# ---------------------------------------------------------------- funds and rewards
+
+
+def test_fund_take_splits_evenly_first_gets_remainder():
+    assert [fund_take(3, 6, 100, e) for e in (2, 3, 4, 5, 9)] == [0, 34, 67, 100, 100]
+
+
+def test_split_rewards_example():
+    a, b, c, s1, s2 = PEERS[:5]
+    split = split_rewards(1000, 10, {a: 5, b: 3, c: 2}, {a: {a: 100, s1: 300}, b: {b: 1}, c: {}},
+                          commission_bps=1000)
+    # a: 500, 50 commission to a, 450 split 1:3 -> a 112 (+50), s1 337 (1 rolls over)
+    # b: 300, only staker b: 30 + 270
+    # c: 200, no stakers: all to the operator c
+    assert split.by_node == {a: 500, b: 300, c: 200}
+    assert split.credits == {a: 50 + 112, s1: 337, b: 300, c: 200}
+    assert split.rollover == 1
+    assert split.paid + split.rollover == split.fund
+
+
+def test_node_that_held_nothing_earns_nothing():
+    a, b = PEERS[:2]
+    split = split_rewards(1000, 10, {a: 5, b: 0}, {a: {a: 1}, b: {b: 1}})
+    assert split.credits == {a: 500}
+    assert split.rollover == 500
+
+
+accounts = st.sampled_from(PEERS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_rewards_and_funds_conserve_every_frost(data):
+    n_nodes = data.draw(st.integers(1, 6))
+    nodes = PEERS[:n_nodes]
+    n_shards = data.draw(st.integers(n_nodes, 40))
+    held_total = data.draw(st.integers(0, n_shards))
+    cuts = sorted(data.draw(st.lists(st.integers(0, held_total), min_size=n_nodes - 1, max_size=n_nodes - 1)))
+    bounds = [0, *cuts, held_total]
+    held = {p: bounds[i + 1] - bounds[i] for i, p in enumerate(nodes)}
+    stakes = {p: data.draw(st.dictionaries(accounts, st.integers(0, 10**15), max_size=4)) for p in nodes}
+    bps = data.draw(st.one_of(st.integers(0, 10_000), st.dictionaries(st.sampled_from(nodes), st.integers(0, 10_000))))
+    funds = data.draw(st.dictionaries(
+        st.tuples(st.integers(0, 8), st.integers(1, 6)).map(lambda t: (t[0], t[0] + t[1])),
+        st.integers(1, 10**15), max_size=6))
+    epoch = data.draw(st.integers(0, 10))
+    fund = epoch_fund(funds, epoch)
+    split = split_rewards(fund, n_shards, held, stakes, bps)
+    assert all(v > 0 for v in split.credits.values())
+    assert split.paid + split.rollover == fund and split.rollover >= 0
+    after = settle_funds(funds, epoch, split.paid)
+    assert sum(after.values()) == sum(funds.values()) - split.paid
+    assert all(v > 0 for v in after.values())  # nothing owed is overdrawn
+    assert all(start > epoch for start, _ in after)  # nothing left for epochs already paid out
+    # the next epoch's fund holds at least what rolled over
+    assert epoch_fund(after, epoch + 1) >= split.rollover
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 10**12), st.integers(0, 10**12))
+def test_settle_funds_overdraw_leaves_exact_total(have, paid):
+    after = settle_funds({(0, 3): have}, 0, paid)
+    assert sum(after.values()) == have - paid
+
+
+def test_ledger_apply_rewards_conserves_and_applies_once():
+    from tests.wal_helpers import address, genesis_for, key
+
+    nodes, users = [key(i) for i in range(4)], [key(100)]
+    g = genesis_for(nodes, users, balance=10_000, stake=500)
+    ledger = Ledger.from_genesis(g)
+    user = address(users[0])
+    # as a confirmed storage payment would: 900 FROST from the user into the fund of epochs [0, 3)
+    ledger.accounts[user] = ledger.accounts[user].__class__(10_000 - 900, 1, None)
+    ledger.funds[(0, 3)] = 900
+    check_conservation(ledger)
+    credits = {address(nodes[0]): 100, address(nodes[1]): 150}
+    assert ledger.apply_rewards(0, credits)
+    assert not ledger.apply_rewards(0, credits)
+    check_conservation(ledger)
+    assert ledger.rewards_paid == 250
+    assert ledger.account(address(nodes[1])).balance == 150
+    assert sum(ledger.funds.values()) == 650
+    saved = Ledger.from_json(ledger.to_json(), g)
+    assert saved.rewarded_epoch == 0 and saved.rewards_paid == 250 and saved.funds == ledger.funds
+
+
+def test_economics_wire_into_next_state():
+    wal = 10**9
+    g = genesis_state("testnet", 16, {p: 100 * wal for p in PEERS[:4]}, prices=Prices(1000, 20),
+                      parameters={"commission_bps": 500})
+    votes = {p: PriceVote(2000, 40) for p in PEERS[:3]}
+    votes[PEERS[3]] = PriceVote(U64, U64)  # one member (f of 16 shards at most) votes absurdly high
+    stakes = {(p, p): 100 * wal for p in PEERS[:4]}
+    econ = economics_for_next(g, price_votes=votes, funds={(0, 2): 16_000}, stakes=stakes)
+    nxt = next_state(g, g.stakes, **econ)
+    assert nxt.prices == Prices(2000, 40)
+    credits = dict(nxt.reward_credits)
+    assert sum(credits.values()) == 8000  # epoch 0's half of the fund, 16 shards divide it exactly
+    assert credits == {p: 8000 * len(g.shards_by_node[p]) // 16 for p in PEERS[:4] if g.shards_by_node[p]}
+    # the signature stays compatible: without economics, prices carry over and nothing is credited
+    plain = next_state(g, g.stakes)
+    assert plain.prices == g.prices and plain.reward_credits == ()
+
+
+if __name__ == "__main__":
+    pytest.main([__file__, "-q"])
