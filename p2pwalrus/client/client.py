@@ -87,6 +87,9 @@ class Progress:
     def certifying(self, blob_id: bytes) -> None:
         """The certificate is built and about to be published (a store is past undoing)."""
 
+    def paying(self, quote) -> None:
+        """A store or extension is about to be paid for (``payments.Quote``: the cost, the balance)."""
+
 
 @dataclass
 class StoreResult:
@@ -104,6 +107,7 @@ class StoreResult:
     # Of encode_seconds, how long the store waited for the encoding once it was connected
     # (the rest ran while the process started and dialled).
     encode_waited: float = 0.0
+    cost: int = 0  # FROST paid for this store (0 at price 0, or when a journaled payment covered it)
 
     def to_walrus_json(self, epochs_ahead: int | None = None) -> dict:
         cert = self.certificate
@@ -118,7 +122,7 @@ class StoreResult:
             "certifiedEpoch": cert.epoch,
             "deletable": cert.deletable,
             "storage": {"startEpoch": cert.epoch, "endEpoch": cert.end_epoch, "storageSize": encoded},
-        }}}
+        }, "cost": self.cost}}
 
 
 class Client:
@@ -130,6 +134,10 @@ class Client:
         self._unproven: set[tuple[bytes, str]] = set()  # (blob, peer) claims of invalidity without a proof
         self.records: dict[str, SignedNodeRecord] = {}
         self.shard_map: ShardMap | None = None
+        # Pays for stores from this client's key (payments.StorePayer), on a network with a ledger;
+        # its journal under payer_journal (default: P2PWALRUS_CLIENT_DIR/wallet).
+        self.payer = None
+        self.payer_journal = None
         # Every member this client has seen in a pulled live set, not only the last one.
         self.known_peers: set[str] = set()
         # Shard maps of the live sets other bootstrap peers gave (learn_members): certificates
@@ -494,6 +502,45 @@ class Client:
             raise
         return result
 
+    def store_payer(self):
+        """The payer of this client's stores, or None on a network without a ledger."""
+        if self.net.genesis is None:
+            return None
+        if self.payer is None:
+            from .payments import StorePayer
+
+            self.payer = StorePayer(self, self.keypair, self.payer_journal)
+        return self.payer
+
+    async def quote(self, length: int, epochs: int, *, write: bool = True):
+        """What storing ``length`` bytes for ``epochs`` costs now, and this client's balance
+        (``payments.Quote``); None on a network without a ledger, or if no quorum of the
+        committee answers on a network whose genesis prices are 0 (free to store)."""
+        from .wallet import WalletError
+
+        payer = self.store_payer()
+        if payer is None:
+            return None
+        try:
+            return await payer.quote(length, epochs, write=write)
+        except WalletError:
+            g = self.net.genesis
+            if not (g.storage_price or g.write_price):
+                return None
+            raise
+
+    async def _pay(self, length: int, blob_id: bytes, start: int, end: int, what: str, progress: Progress,
+                   *, write: bool = True) -> tuple[dict | None, int]:
+        """(payment certificate as JSON or None, FROST paid) for a store or an extension; refused
+        with the cost and the balance (InsufficientFundsError) before anything is uploaded."""
+        quote = await self.quote(length, end - start, write=write)
+        if quote is None or not quote.cost.total:
+            return None, 0
+        self.payer.refuse_if_short(quote, what)
+        progress.paying(quote)
+        cert, paid = await self.payer.pay(quote, blob_id, start, end, what)
+        return cert.to_json(), paid
+
     async def dial_all(self) -> None:
         """Connect to every live node now (bounded by DIAL_TIMEOUT each; failures are left to the
         calls that follow, which dial again and report them)."""
@@ -531,6 +578,8 @@ class Client:
                 raise P2PWalrusError(f"this blob is already certified as {kind} and cannot be stored again "
                                      f"{'as deletable' if deletable else 'as permanent'} ({why})")
         t_found = time.perf_counter() - t_found
+        payment, paid = await self._pay(data_len, blob_id, epoch, end_epoch,
+                                        f"storing {data_len} bytes for {epochs} epoch(s)", progress)
         need = quorum(n)
         confirmations: dict[str, StorageConfirmation] = {}
         failures: dict[str, str] = {}
@@ -549,7 +598,7 @@ class Client:
                 }
                 t1 = time.perf_counter()
                 got, failures = await self._upload_round(enc, shard_map, plan, epoch, end_epoch, deletable,
-                                                         need, confirmations, progress)
+                                                         need, confirmations, progress, payment)
                 upload_seconds += time.perf_counter() - t1
                 confirmations.update(got)
             covered = _covered(confirmations)
@@ -588,11 +637,11 @@ class Client:
             return sum(float(self.node_timing.get(p, {}).get(key, 0.0)) for p in confirmations)
 
         return StoreResult(blob_id, data_len, False, cert, len(covered), failures, encode_seconds, upload_seconds,
-                           node_seconds("verify"), node_seconds("write"), encode_waited)
+                           node_seconds("verify"), node_seconds("write"), encode_waited, paid)
 
     async def _upload_round(self, enc: rs2.EncodedBlob, shard_map: ShardMap, plan: dict[str, list[int]],
                             epoch: int, end_epoch: int, deletable: bool, need: int,
-                            kept: dict[str, StorageConfirmation], progress: Progress
+                            kept: dict[str, StorageConfirmation], progress: Progress, payment: dict | None = None
                             ) -> tuple[dict[str, StorageConfirmation], dict[str, str]]:
         """Send each planned node its metadata and sliver pairs, all nodes in parallel; return the
         verified confirmations and each failure. Ends when all have answered or, once the
@@ -614,10 +663,11 @@ class Client:
                 with trio.fail_after(UPLOAD_TIMEOUT):
                     stream = await self.new_stream(node, rpc.STORE)
                     try:
-                        await rpc.send_json(stream, {
-                            "blob_id": blob_id.hex(), "epoch": epoch, "end_epoch": end_epoch,
-                            "pairs": pairs, "deletable": deletable, "owner": self.peer_id,
-                        })
+                        header = {"blob_id": blob_id.hex(), "epoch": epoch, "end_epoch": end_epoch,
+                                  "pairs": pairs, "deletable": deletable, "owner": self.peer_id}
+                        if payment is not None:
+                            header["payment"] = payment
+                        await rpc.send_json(stream, header)
                         await write_frame(stream, meta_bytes)
                         for pair in pairs:
                             prim = enc.primary_sliver(pair)
@@ -685,8 +735,9 @@ class Client:
         progress.done()
         return confirmations, failures
 
-    async def extend(self, blob_id: bytes, epochs: int) -> AvailabilityCertificate:
-        """Lengthen a certified blob's life: its holders sign the new end epoch."""
+    async def extend(self, blob_id: bytes, epochs: int, progress: Progress | None = None) -> AvailabilityCertificate:
+        """Lengthen a certified blob's life: its holders sign the new end epoch, once the added
+        epochs are paid for (on a network with prices)."""
         cert = await self.certified(blob_id)
         epoch = self.net.current_epoch()
         end_epoch = epoch + epochs
@@ -695,9 +746,18 @@ class Client:
                                  f"{epochs} epochs from now ends at {end_epoch}")
         smap = self.shard_map
         members = tuple(smap.nodes)
+        header = {"blob_id": blob_id.hex(), "epoch": epoch, "end_epoch": end_epoch}
+        probe = await self.quote(0, end_epoch - cert.end_epoch, write=False)  # the price, before the size
+        if probe is not None and probe.cost.storage_price:
+            length = (await self.metadata(blob_id)).unencoded_length
+            payment, _ = await self._pay(length, blob_id, cert.end_epoch, end_epoch,
+                                         f"extending {blob_id_to_str(blob_id)} by {end_epoch - cert.end_epoch} "
+                                         "epoch(s)", progress or Progress(), write=False)
+            if payment is not None:
+                header["payment"] = payment
 
         async def confirm(peer):
-            reply = await self.call(peer, rpc.CONFIRM, {"blob_id": blob_id.hex(), "epoch": epoch, "end_epoch": end_epoch})
+            reply = await self.call(peer, rpc.CONFIRM, header)
             if not reply.get("ok"):
                 raise ProtocolError(str(reply.get("error")))
             conf = StorageConfirmation.from_json(reply["confirmation"])

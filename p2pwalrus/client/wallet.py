@@ -96,6 +96,7 @@ class AccountView:
     stakes: dict[str, int]
     staked_with: int
     answered: list[str] = field(default_factory=list)
+    prices: tuple[int, int] | None = None  # (storage, write) FROST per unit, as members vouch; None: not said
     unreachable: dict[str, str] = field(default_factory=dict)
 
 
@@ -191,9 +192,17 @@ class Wallet:
                 failed[peer] = "no answer in time"
         return answers, failed
 
-    async def account(self, address: str | None = None) -> AccountView:
+    async def account(self, address: str | None = None, *, quick: bool = False) -> AccountView:
+        """``quick``: stop asking once the answers weigh a quorum (a dead member still in the
+        live set does not hold the caller up for the whole call timeout)."""
         address = address or self.address
-        answers, failed = await self._ask_all(LEDGER_ACCOUNT, {"address": address})
+        ok = self.genesis_hash.hex()
+
+        def enough(answers: dict[str, dict]) -> bool:
+            return self.committee.is_quorum(self.committee.weight_of(
+                p for p, a in answers.items() if a.get("ok") and a.get("genesis") == ok))
+
+        answers, failed = await self._ask_all(LEDGER_ACCOUNT, {"address": address}, enough=enough if quick else None)
         good = {p: a for p, a in answers.items() if a.get("ok") and a.get("genesis") == self.genesis_hash.hex()}
         if not good:
             raise NoQuorumError(self._unreachable_sentence("no committee member answered an account query", {}, failed))
@@ -203,6 +212,10 @@ class Wallet:
 
         balance = vouched(ints("balance"), self.committee)
         seq = vouched(ints("next_sequence"), self.committee)
+        priced = {p: a["prices"] for p, a in good.items() if isinstance(a.get("prices"), list)
+                  and len(a["prices"]) == 2 and all(type(x) is int and x >= 0 for x in a["prices"])}
+        storage = vouched({p: x[0] for p, x in priced.items()}, self.committee)
+        write = vouched({p: x[1] for p, x in priced.items()}, self.committee)
         best = max(good.values(), key=lambda a: a.get("next_sequence", 0))
         stakes = best.get("stakes") if isinstance(best.get("stakes"), dict) else {}
         return AccountView(
@@ -212,7 +225,8 @@ class Wallet:
             next_sequence=seq if seq is not None else min(ints("next_sequence").values(), default=0),
             stakes={k: v for k, v in stakes.items() if type(v) is int},
             staked_with=best.get("staked_with", 0) if type(best.get("staked_with")) is int else 0,
-            answered=sorted(good), unreachable=failed)
+            answered=sorted(good), unreachable=failed,
+            prices=(storage, write) if storage is not None and write is not None else None)
 
     def _unreachable_sentence(self, what: str, votes: dict, failed: dict[str, str], refused: dict | None = None) -> str:
         weight = self.committee.weight_of(votes)

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import random
+import time
 
 import trio
 from libp2p.custom_types import TProtocol
@@ -32,6 +33,7 @@ from ..core.keys import public_key_from_peer_id
 from ..core.wal.committee import Committee, committee_from_genesis
 from ..core.wal.ledger import Applied, Missing, Refusal, RefusalCode
 from ..core.wal.orders import Certificate, OrderKind, SignedOrder, sign_vote
+from ..core.wal.payments import PaymentError, check_payment, needs_payment
 from ..errors import ProtocolError
 from . import rpc
 from .ledger_store import LedgerStore
@@ -53,6 +55,8 @@ CATCH_UP_TIMEOUT = 20.0  # anti-entropy: pulling a sender's missing certificates
 CATCH_UP_IN_REQUEST = 5.0  # the same while a client waits for an answer (its call gives up at 10 s)
 SYNC_PEERS = 2  # peers asked for their summary per anti-entropy round
 BYZANTINE_FAULT = "ledger_sign_everything"
+PRICE_CHANGE_GRACE = 120.0  # after a price change, payments at the previous prices still count this long
+PAYMENT_CONFIRM_TIMEOUT = 5.0  # applying a store's payment certificate here (it is valid whether or not)
 
 
 def _address(obj: dict, name: str) -> str:
@@ -76,7 +80,10 @@ class LedgerService:
         self.sync_wanted = trio.Event()
         self.sync_wanted.set()  # a first pull as soon as the node runs
         self.changed = trio.Event()  # set (and replaced) after every applied certificate: tests wait on it
-        self.counters = {"votes": 0, "refusals": 0, "applied": 0, "pulled": 0}
+        self.counters = {"votes": 0, "refusals": 0, "applied": 0, "pulled": 0, "payments_checked": 0,
+                         "payments_refused": 0}
+        self._prices = [(genesis.storage_price, genesis.write_price)]  # [previous,] current
+        self._prices_changed_at = -PRICE_CHANGE_GRACE
         self.ledger, certs, replayed = self.store.load(self.committee_for)
         for cert in certs:
             self._index(cert)
@@ -108,8 +115,65 @@ class LedgerService:
         return self.committee if epoch == self.committee.epoch else None
 
     def status(self) -> dict:
+        storage, write = self.prices_now()
         return {"supply": self.ledger.supply, "total": self.ledger.total(), "accounts": len(self.ledger.accounts),
-                **self.counters}
+                "funds": sum(self.ledger.funds.values()), "rewards_paid": self.ledger.rewards_paid,
+                "storage_price": storage, "write_price": write, **self.counters}
+
+    # --- prices and payments ---
+
+    def prices_now(self) -> tuple[int, int]:
+        """(storage, write) price in force: the decided epoch state's when epochs run on this
+        node, else genesis's."""
+        runner = getattr(self.node, "epochs", None)
+        state = getattr(getattr(runner, "service", None), "current", None)
+        if state is not None:
+            cur = (state.prices.storage_price_per_unit, state.prices.write_price_per_unit)
+        else:
+            cur = (self.genesis.storage_price, self.genesis.write_price)
+        if cur != self._prices[-1]:
+            self._prices = [self._prices[-1], cur]
+            self._prices_changed_at = time.monotonic()
+        return cur
+
+    def price_options(self) -> list[tuple[int, int]]:
+        """The prices a payment may have been computed at: the current ones, and for a while
+        after a change the previous ones (a payment made just before the change)."""
+        cur = self.prices_now()
+        if len(self._prices) > 1 and time.monotonic() - self._prices_changed_at < PRICE_CHANGE_GRACE:
+            return list(self._prices)
+        return [cur]
+
+    async def check_store_payment(self, payment, **what) -> int:
+        """The cost a store's (or extension's) payment covers; PaymentError (a ProtocolError:
+        the peer is told why) unless it is a valid storage payment certificate for this blob,
+        its encoded size and epochs, of at least the cost at the prices in force. Nothing is
+        asked while every price is 0. The certificate is also applied here (into the fund)."""
+        prices = self.price_options()
+        if not needs_payment(prices):
+            return 0
+        self.counters["payments_checked"] += 1
+        try:
+            cert = Certificate.from_json(payment) if payment is not None else None
+            need = check_payment(cert.order if cert else None, prices=prices, **what)
+            committee = self.committee_for(cert.order.epoch)
+            if committee is None:
+                raise PaymentError(f"the payment is certified in epoch {cert.order.epoch}; no committee is known "
+                                   "here for it")
+            if cert.order.genesis != self.genesis_hash:
+                raise PaymentError("the payment is for another network (genesis hash differs)")
+            await trio.to_thread.run_sync(cert.check, committee)  # signatures off the event loop
+        except ProtocolError as exc:
+            self.counters["payments_refused"] += 1
+            if isinstance(exc, PaymentError):
+                raise
+            raise PaymentError(f"the payment does not hold: {exc}") from None
+        try:
+            with trio.move_on_after(PAYMENT_CONFIRM_TIMEOUT):
+                await self.confirm(cert)  # usually applied already: the payer confirms it everywhere
+        except Exception as exc:  # a certificate is final whether this node has applied it yet or not
+            logger.info("ledger: the payment certificate of a store was not applied here yet: %r", exc)
+        return need
 
     # --- changes, each durable before it is answered ---
 
@@ -214,6 +278,7 @@ class LedgerService:
             "pending": acct.pending.to_json() if acct and acct.pending else None,
             "stakes": self.ledger.stakes_of(address),
             "staked_with": self.ledger.stake_with(address) if address in self.committee.members else 0,
+            "prices": list(self.prices_now()),
         })
 
     async def handle_certs(self, stream, peer: str) -> None:

@@ -47,6 +47,7 @@ FAULTS_POLL = 2.0  # s; netlab's faults.json is looked at this often (a wake-up 
 HANDLER_TIMEOUT = 60.0  # one whole exchange, including a node's share of a large blob
 LEARN_PAUSE = 2.0  # pulls of the live set for certificates with unknown signers, at most this often
 PEER_CALL_TIMEOUT = 10.0
+MAX_PAID_HEADER = 256 << 10  # a store or extension header with its payment certificate (votes of up to 1000 nodes)
 # Anti-entropy from one peer, per pull: the rest waits for the next pull.
 PULL_DEADLINE = 60.0
 PULL_CERTS = 256
@@ -424,7 +425,7 @@ class StorageNode:
 
     async def handle_store(self, stream, peer: str) -> None:
         self.counters["store_requests"] += 1
-        hdr = await rpc.recv_json(stream)
+        hdr = await rpc.recv_json(stream, MAX_PAID_HEADER)
         blob_id = rpc.blob_id_field(hdr)
         epoch = rpc.field(hdr, "epoch", int)
         end_epoch = rpc.field(hdr, "end_epoch", int)
@@ -444,6 +445,9 @@ class StorageNode:
         meta = await self._read_metadata(stream, blob_id)
         if self.is_invalid(blob_id):
             raise ProtocolError("blob is marked invalid")
+        if self.ledger is not None:  # paid for, before a sliver is read (issue 16); nothing asked at price 0
+            await self.ledger.check_store_payment(hdr.get("payment"), blob_id=blob_id, n_shards=n, epoch=epoch,
+                                                  end_epoch=end_epoch, unencoded_length=meta.unencoded_length)
         held = self.certs.get(blob_id)
         if held is not None and (why := relabel_reason(held, _labels(deletable, owner))):
             # What we sign binds the labels: no stranger gets signatures that relabel a blob.
@@ -527,7 +531,7 @@ class StorageNode:
         the labels of the certificate we hold: the caller chooses only the epochs, so a
         stranger's extension can never relabel the blob's owner or deletable flag. Our end
         epoch moves only when the extension's certificate arrives."""
-        hdr = await rpc.recv_json(stream)
+        hdr = await rpc.recv_json(stream, MAX_PAID_HEADER)
         blob_id = rpc.blob_id_field(hdr)
         epoch = rpc.field(hdr, "epoch", int)
         end_epoch = rpc.field(hdr, "end_epoch", int)
@@ -537,6 +541,16 @@ class StorageNode:
         cert = self.certs.get(blob_id)
         if cert is None:
             raise ProtocolError("this node holds no certificate for this blob: only certified blobs are extended")
+        if self.ledger is not None and end_epoch > cert.end_epoch:
+            # An extension pays for the added epochs; a renewal of the same end epoch pays nothing.
+            raw = self.store.get_metadata(blob_id)
+            if raw is None:
+                raise ProtocolError("this node holds no metadata for this blob: nothing to confirm")
+            meta = rs2.BlobMetadata.from_bytes(raw, max_shards=self.net.n_shards)
+            await self.ledger.check_store_payment(hdr.get("payment"), blob_id=blob_id, n_shards=self.net.n_shards,
+                                                  epoch=epoch, end_epoch=end_epoch,
+                                                  unencoded_length=meta.unencoded_length,
+                                                  extends_from=cert.end_epoch)
         mine = set(self.my_shards())
         held = [s for s in await trio.to_thread.run_sync(self.held_pairs, blob_id) if s in mine]
         if not held:

@@ -1,0 +1,156 @@
+"""Paying for storage through real nodes on 127.0.0.1 (one trio process, issue 16).
+
+On a network whose genesis sets prices: a store pays its cost (computed as Walrus does)
+into the storage fund and every node applies it; a client without enough WAL is refused
+with the cost and its balance before anything is uploaded; a holder refuses a store whose
+payment is missing, short, or bound to another blob; an extension pays for the added
+epochs. WAL is conserved at every node throughout. At price 0 nothing is asked.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import trio
+
+from netlab.inprocess import inprocess_network
+from netlab.inprocess import test_network as make_network  # (not collected as a test)
+from p2pwalrus.client.client import open_client
+from p2pwalrus.client.payments import InsufficientFundsError
+from p2pwalrus.core import rs2
+from p2pwalrus.core.wal.genesis import make_genesis
+from p2pwalrus.core.wal.ledger import check_conservation
+from p2pwalrus.core.wal.pricing import store_cost
+from p2pwalrus.node import rpc
+from p2pwalrus.node.framing import write_frame
+from p2pwalrus.node.identity import load_or_create_identity, peer_id_of
+
+from .wal_helpers import address, key
+
+WAL = 10**9
+RICH, POOR = key(400), key(401)
+STORAGE_PRICE, WRITE_PRICE = 10_000_000, 1_000_000  # 0.01 WAL per unit per epoch, 0.001 WAL per unit written
+
+
+def priced_net(base: Path, n_nodes: int, n_shards: int = 10, *, storage_price=STORAGE_PRICE,
+               write_price=WRITE_PRICE):
+    nodes = [str(peer_id_of(load_or_create_identity(base / f"node{i:03d}"))) for i in range(n_nodes)]
+    net = make_network(n_shards)
+    genesis = make_genesis(network=net.name, n_shards=n_shards, genesis_time=net.genesis_time,
+                           epoch_length=net.epoch_length, committee=[(p, 100 * WAL) for p in nodes],
+                           accounts=[(address(RICH), 5 * WAL), (address(POOR), 1000)],
+                           storage_price=storage_price, write_price=write_price,
+                           parameters={"max_epochs_ahead": net.max_epochs_ahead})
+    return replace(net, genesis=genesis)
+
+
+def conserved_everywhere(cluster) -> None:
+    for node in cluster.alive():
+        check_conservation(node.ledger.ledger)
+
+
+async def _raw_store(client, peer: str, enc: rs2.EncodedBlob, epoch: int, end_epoch: int, payment) -> dict:
+    """One STORE request to ``peer`` for its pairs of ``enc``, with ``payment`` as given."""
+    n = client.net.n_shards
+    pairs = [rs2.pair_for_shard(s, enc.blob_id, n) for s in client.shard_map.shards_of(peer)]
+    header = {"blob_id": enc.blob_id.hex(), "epoch": epoch, "end_epoch": end_epoch, "pairs": pairs,
+              "deletable": False, "owner": client.peer_id}
+    if payment is not None:
+        header["payment"] = payment
+    stream = await client.new_stream(peer, rpc.STORE)
+    try:
+        await rpc.send_json(stream, header)
+        await write_frame(stream, enc.metadata.to_bytes())  # the holder judges the payment before any sliver
+        return await rpc.recv_json(stream)
+    finally:
+        await rpc.close_quietly(stream)
+
+
+async def test_store_pays_refuses_the_poor_and_payments_bind_to_one_blob(tmp_path):
+    net = priced_net(tmp_path / "n", 4)
+    n = net.n_shards
+    data = os.urandom(300_000)
+    with trio.fail_after(150):
+        async with inprocess_network(4, n, tmp_path / "n", net=net) as cluster:
+            # --- a client without enough WAL: the cost and its balance, nothing uploaded
+            async with open_client(cluster.net, POOR) as client:
+                await client.refresh_membership()
+                client.payer_journal = tmp_path / "poor-wallet"
+                before = sum(node.counters["store_requests"] for node in cluster.alive())
+                with pytest.raises(InsufficientFundsError) as info:
+                    await client.store(data, epochs=3)
+                cost = store_cost(STORAGE_PRICE, WRITE_PRICE, len(data), n, 3)
+                assert info.value.cost == cost.total and info.value.balance == 1000
+                assert "0.000001 WAL" in str(info.value)  # the balance, in WAL
+                assert "nothing was uploaded" in str(info.value)
+                assert sum(node.counters["store_requests"] for node in cluster.alive()) == before
+                assert all(not node.store.list_blobs() for node in cluster.alive())
+
+            async with open_client(cluster.net, RICH) as client:
+                await client.refresh_membership()
+                client.payer_journal = tmp_path / "rich-wallet"
+                quote = await client.quote(len(data), 3)
+                assert quote.cost == cost and quote.balance == 5 * WAL
+                # --- a store with a price: paid into the fund, confirmed everywhere
+                result = await client.store(data, epochs=3)
+                assert result.cost == cost.total
+                assert result.to_walrus_json()["newlyCreated"]["cost"] == cost.total
+                assert await client.read(result.blob_id) == data
+                view = await client.payer.wallet.account()
+                assert view.balance == 5 * WAL - cost.total
+                for node in cluster.alive():
+                    assert sum(node.ledger.ledger.funds.values()) == cost.total
+                conserved_everywhere(cluster)
+                # the certificate of that payment, as it went with the store
+                payment = client.payer.wallet.journal.entries()[-1]["certificate"]
+                epoch = client.net.current_epoch()
+                peer = next(p for p in client.shard_map.nodes if client.shard_map.shards_of(p))
+
+                # --- reuse for another blob: refused before any sliver
+                other = rs2.encode_blob(os.urandom(300_000), n)
+                reply = await _raw_store(client, peer, other, epoch, epoch + 3, payment)
+                assert not reply["ok"] and "another blob" in reply["error"]
+                # --- no payment at all: refused, with the price it needed
+                reply = await _raw_store(client, peer, other, epoch, epoch + 3, None)
+                assert not reply["ok"] and "must be paid for" in reply["error"]
+                # --- the same blob, for more epochs than were paid: refused
+                same = rs2.encode_blob(data, n)
+                reply = await _raw_store(client, peer, same, epoch, epoch + 5, payment)
+                assert not reply["ok"] and "covers epochs" in reply["error"]
+                # --- the same blob stored again within what was paid: the journaled payment serves,
+                # nothing is paid twice
+                again = await client.store(data, epochs=3, force=True)
+                assert again.cost == 0 and not again.already_certified
+                assert (await client.payer.wallet.account()).balance == 5 * WAL - cost.total
+
+                # --- extend pays the storage price of the added epochs only
+                new_cert = await client.extend(result.blob_id, 5)
+                added = new_cert.end_epoch - result.certificate.end_epoch
+                ext = store_cost(STORAGE_PRICE, WRITE_PRICE, len(data), n, added, write=False)
+                assert ext.total == STORAGE_PRICE * cost.units * added
+                view = await client.payer.wallet.account()
+                assert view.balance == 5 * WAL - cost.total - ext.total
+                for node in cluster.alive():
+                    assert sum(node.ledger.ledger.funds.values()) == cost.total + ext.total
+                    assert node.ledger.counters["payments_refused"] >= 0
+                conserved_everywhere(cluster)
+
+
+async def test_price_zero_stores_without_any_wal(tmp_path):
+    net = priced_net(tmp_path / "n", 4, storage_price=0, write_price=0)
+    with trio.fail_after(120):
+        async with inprocess_network(4, net.n_shards, tmp_path / "n", net=net) as cluster:
+            stranger = key(999)  # never received WAL: an unknown account
+            async with open_client(cluster.net, stranger) as client:
+                await client.refresh_membership()
+                client.payer_journal = tmp_path / "w"
+                result = await client.store(b"free as in beer", epochs=2)
+                assert result.cost == 0
+                await client.extend(result.blob_id, 4)
+                assert await client.read(result.blob_id) == b"free as in beer"
+            for node in cluster.alive():
+                assert not node.ledger.ledger.funds
+            conserved_everywhere(cluster)
