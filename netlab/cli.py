@@ -93,12 +93,13 @@ def quiet_libp2p() -> None:
 
 
 def bring_up(directory, nodes: int, shards: int, *, base_port=None, epoch_length=3600.0, timeout=None,
-             log=lambda m: None) -> tuple[Lab, float]:
+             log=lambda m: None, storage_price: int = 0, write_price: int = 0) -> tuple[Lab, float]:
     from .lab import up_timeout
 
     timeout = timeout or up_timeout(nodes)
     t0 = time.monotonic()
-    lab = Lab.create(directory, nodes, shards, base_port=base_port, epoch_length=epoch_length)
+    lab = Lab.create(directory, nodes, shards, base_port=base_port, epoch_length=epoch_length,
+                     storage_price=storage_price, write_price=write_price)
     try:
         with lab.locked():
             lab.up(log=log)
@@ -125,9 +126,14 @@ def bring_up(directory, nodes: int, shards: int, *, base_port=None, epoch_length
 @click.option("--gateway/--no-gateway", default=False, show_default=True,
               help="Also start the HTTP gateway (Walrus publisher/aggregator API, dashboard) on 127.0.0.1.")
 @click.option("--gateway-port", type=click.IntRange(1024, 65535), default=None, help="Default: a free port.")
+@click.option("--storage-price", default="0", show_default=True, metavar="AMOUNT",
+              help="Genesis storage price per 1 MiB unit of encoded size per epoch (e.g. 1000FROST, 0.001WAL).")
+@click.option("--write-price", default="0", show_default=True, metavar="AMOUNT",
+              help="Genesis write price per 1 MiB unit, once per store.")
 @click.option("--fresh", is_flag=True,
               help="If DIR already holds a stopped testnet, delete it (identities, data, logs) and start a new one.")
-def up_cmd(nodes, shards, directory, seed, base_port, epoch_length, timeout, gateway, gateway_port, fresh):
+def up_cmd(nodes, shards, directory, seed, base_port, epoch_length, timeout, gateway, gateway_port, storage_price,
+           write_price, fresh):
     """Start NODES storage node processes in a new testnet and wait until they form one network.
 
     A DIR that already holds a testnet is refused unless --fresh. The nodes run the
@@ -137,8 +143,14 @@ def up_cmd(nodes, shards, directory, seed, base_port, epoch_length, timeout, gat
     """
     _refuse_existing_testnet(directory, fresh)
     con = _console()
+    from p2pwalrus.core.wal.amounts import AmountError, parse_amount
+
+    try:
+        prices = parse_amount(storage_price), parse_amount(write_price)
+    except AmountError as exc:
+        raise click.BadParameter(str(exc)) from None
     lab, took = bring_up(directory, nodes, shards, base_port=base_port, epoch_length=epoch_length, timeout=timeout,
-                         log=lambda m: con.print(f"[dim]{m}[/dim]"))
+                         log=lambda m: con.print(f"[dim]{m}[/dim]"), storage_price=prices[0], write_price=prices[1])
     if seed is not None:
         lab.meta["seed"] = seed
         lab.save()

@@ -205,7 +205,7 @@ class Lab:
     @classmethod
     def create(cls, directory, n_nodes: int, n_shards: int, *, base_port: int | None = None,
                epoch_length: float = 3600.0, timings: Timings | None = None, name: str = "local",
-               bootstrap_count: int = MAX_BOOTSTRAP) -> "Lab":
+               bootstrap_count: int = MAX_BOOTSTRAP, storage_price: int = 0, write_price: int = 0) -> "Lab":
         lab = cls(directory)
         if lab.state_path.exists():
             old = Lab.open(directory)
@@ -222,7 +222,8 @@ class Lab:
             lab._new_entry(base_port)
         from .wal import netlab_genesis  # every node staked, and a faucet (netlab/wal.py)
 
-        net = replace(net, genesis=netlab_genesis(lab.dir, net, [n.peer_id for n in lab.nodes]))
+        net = replace(net, genesis=netlab_genesis(lab.dir, net, [n.peer_id for n in lab.nodes],
+                                                  storage_price=storage_price, write_price=write_price))
         lab.network_path.write_text(network_to_toml(net))
         lab.write_network()
         lab.save()

@@ -26,14 +26,16 @@ def faucet_key(lab_dir: Path):
     return load_or_create_identity(Path(lab_dir) / FAUCET_DIR)
 
 
-def netlab_genesis(lab_dir: Path, net: NetworkConfig, node_ids):
-    """The genesis of a new testnet: its nodes as the committee, and the faucet's account."""
+def netlab_genesis(lab_dir: Path, net: NetworkConfig, node_ids, *, storage_price: int = 0, write_price: int = 0):
+    """The genesis of a new testnet: its nodes as the committee, and the faucet's account;
+    prices 0 (free to store) unless given."""
     from p2pwalrus.client.wallet import address_of
     from p2pwalrus.core.wal.genesis import make_genesis
 
     return make_genesis(network=net.name, n_shards=net.n_shards, genesis_time=net.genesis_time,
                         epoch_length=net.epoch_length, committee=[(p, NODE_STAKE) for p in node_ids],
                         accounts=[(address_of(faucet_key(lab_dir)), FAUCET_BALANCE)],
+                        storage_price=storage_price, write_price=write_price,
                         parameters={"max_epochs_ahead": net.max_epochs_ahead})
 
 

@@ -267,7 +267,10 @@ def _with_client(net, fn):
     _fast_exit = True
 
     async def run():
+        from .cli_pay import paying_note
+
         async with open_client(net, _client_key()) as client:
+            client.on_pay = paying_note  # the cost, on stderr, before anything is paid
             await client.refresh_membership()
             return await fn(client)
 
@@ -356,10 +359,16 @@ def _parse_size(text: str) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print a Walrus-like JSON object.")
 @click.option("--chunk-size", default=None, metavar="BYTES",
               help="Store a larger file as chunks of this size (default: the largest blob).")
+@click.option("--dry-run", is_flag=True, help="Print the cost (and your balance) only: nothing is uploaded or paid.")
 @_network_option
 @click.pass_context
-def store_cmd(ctx, path, epochs, deletable, force, as_json, chunk_size, network):
+def store_cmd(ctx, path, epochs, deletable, force, as_json, chunk_size, dry_run, network):
     """Encode PATH ('-' for standard input), store it on the network, print its blob ID.
+
+    On a network with prices the store is paid from this client's WAL account (`p2pwalrus
+    wallet`): the cost (storage price x 1 MiB units of encoded size x epochs, plus the write
+    price x units) is printed before it is paid, and a store the balance does not cover is
+    refused before anything is uploaded. `--dry-run` shows the cost only.
 
     A file larger than one blob is stored as chunks, each a blob, and a manifest naming
     them: the ID printed is the manifest's, and `read` gives back the whole file. Run
@@ -373,6 +382,10 @@ def store_cmd(ctx, path, epochs, deletable, force, as_json, chunk_size, network)
 
     net = _resolve_network(ctx, network)
     chunk_bytes = _parse_size(chunk_size) if chunk_size else None
+    if dry_run:
+        from .cli_pay import dry_run as show_cost
+
+        return show_cost(net, path, epochs, chunk_bytes, as_json)
     if wants_chunks(path, net.n_shards, chunk_bytes):
         return store_large(net, path, epochs=epochs, deletable=deletable, force=force, as_json=as_json,
                            chunk_size=chunk_bytes)
@@ -563,7 +576,10 @@ def list_blobs_cmd(ctx, node_id, as_json, network):
 @_network_option
 @click.pass_context
 def extend_cmd(ctx, blob_id, epochs, network):
-    """Lengthen BLOB_ID's storage: its holders sign the new end epoch."""
+    """Lengthen BLOB_ID's storage: its holders sign the new end epoch.
+
+    On a network with prices the added epochs are paid first (storage price x 1 MiB units of
+    encoded size x added epochs; no write price), from this client's WAL account."""
     net = _resolve_network(ctx, network)
     raw_id = _parse_blob_id(blob_id)
     _note_interrupt("interrupted; the blob may be extended on some nodes (run extend again)")
@@ -582,6 +598,9 @@ def extend_cmd(ctx, blob_id, epochs, network):
 @click.pass_context
 def delete_cmd(ctx, blob_id, yes, network):
     """Delete BLOB_ID, if it was stored as deletable with this client's key.
+
+    Deleting frees nothing already paid: as in Walrus, the WAL paid for its storage stays
+    in the storage fund and goes to the holders as the epochs pass.
 
     Asks for confirmation first when standard input is a terminal; from a script or a
     pipe it does not ask and deletes at once (as with --yes).
@@ -609,6 +628,11 @@ for _command in _QUILT_COMMANDS:
 from .cli_wallet import COMMANDS as _WALLET_COMMANDS  # noqa: E402  (wallet, stake, unstake)
 
 for _command in _WALLET_COMMANDS:
+    main.add_command(_command)
+
+from .cli_pay import COMMANDS as _PAY_COMMANDS  # noqa: E402  (price)
+
+for _command in _PAY_COMMANDS:
     main.add_command(_command)
 
 

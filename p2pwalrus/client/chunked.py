@@ -267,6 +267,8 @@ async def store_stream(client: Client, source: ChunkSource, *, epochs: int = 1, 
     if total is not None and -(-total // chunk_size) > max_chunks(n):
         raise ManifestError(f"a file of {total} bytes makes {-(-total // chunk_size)} chunks of {chunk_size} "
                             f"bytes; a manifest holds at most {max_chunks(n)} at {n} shards")
+    if total is not None and total > chunk_size:
+        await client.require_funds_for_file(total, chunk_size, epochs)  # refused before any chunk is stored
     t0 = time.perf_counter()
     slots = trio.Semaphore(parallel)  # one per chunk from its read to its certificate
     await slots.acquire()

@@ -138,6 +138,7 @@ class Client:
         # its journal under payer_journal (default: P2PWALRUS_CLIENT_DIR/wallet).
         self.payer = None
         self.payer_journal = None
+        self.on_pay = None  # called with the Quote just before a store or extension pays (the CLI prints it)
         # Every member this client has seen in a pulled live set, not only the last one.
         self.known_peers: set[str] = set()
         # Shard maps of the live sets other bootstrap peers gave (learn_members): certificates
@@ -529,6 +530,26 @@ class Client:
                 return None
             raise
 
+    async def require_funds_for_file(self, size: int, chunk_size: int | None, epochs: int) -> int:
+        """The FROST a file of ``size`` bytes costs as chunks and a manifest (at most: chunks
+        certified already are not paid again); InsufficientFundsError, before anything is
+        uploaded, if this client's balance is short of it."""
+        from ..core.wal.amounts import format_amount
+        from .payments import InsufficientFundsError, file_cost
+
+        quote = await self.quote(0, epochs)
+        if quote is None or not (quote.cost.storage_price or quote.cost.write_price):
+            return 0
+        total, blobs = file_cost(quote.cost.storage_price, quote.cost.write_price, size, self.net.n_shards, epochs,
+                                 chunk_size)
+        if total > quote.balance:
+            raise InsufficientFundsError(
+                f"storing {size} bytes ({blobs} blobs: chunks and their manifest) for {epochs} epoch(s) costs "
+                f"{format_amount(total)}; {quote.address} has {format_amount(quote.balance)}: nothing was uploaded. "
+                f"Fund this account first (on a netlab testnet: netlab faucet {quote.address} 10WAL)",
+                total, quote.balance)
+        return total
+
     async def _pay(self, length: int, blob_id: bytes, start: int, end: int, what: str, progress: Progress,
                    *, write: bool = True) -> tuple[dict | None, int]:
         """(payment certificate as JSON or None, FROST paid) for a store or an extension; refused
@@ -538,6 +559,8 @@ class Client:
             return None, 0
         self.payer.refuse_if_short(quote, what)
         progress.paying(quote)
+        if self.on_pay is not None:
+            self.on_pay(quote)
         cert, paid = await self.payer.pay(quote, blob_id, start, end, what)
         return cert.to_json(), paid
 

@@ -64,6 +64,21 @@ def describe(cost: StoreCost) -> str:
     return f"{format_amount(cost.total)} ({parts})"
 
 
+def file_cost(storage_price: int, write_price: int, size: int, n_shards: int, epochs: int,
+              chunk_size: int | None = None) -> tuple[int, int]:
+    """(FROST, blobs) to store a file of ``size`` bytes: one blob if it fits (``chunk_size``
+    None), else each chunk and the manifest, each billed as the blob it is."""
+    from ..core.manifest import default_chunk_size, file_manifest_length, plan_chunks
+
+    chunk = chunk_size or default_chunk_size(n_shards)
+    if chunk_size is None and size <= chunk:
+        return store_cost(storage_price, write_price, size, n_shards, epochs).total, 1
+    chunks = plan_chunks(size, chunk)
+    total = sum(store_cost(storage_price, write_price, c, n_shards, epochs).total for c in chunks)
+    total += store_cost(storage_price, write_price, file_manifest_length(len(chunks)), n_shards, epochs).total
+    return total, len(chunks) + 1
+
+
 class StorePayer:
     def __init__(self, client, keypair, journal_root: Path | None = None):
         self.wallet = Wallet(client, keypair, journal_root or default_journal_root())

@@ -109,6 +109,11 @@ def plan_chunks(total_size: int, chunk_size: int) -> list[int]:
     return [chunk_size] * full + ([rest] if rest or not full else [])
 
 
+def file_manifest_length(n_chunks: int) -> int:
+    """The size of the manifest of a file of ``n_chunks`` chunks."""
+    return HEADER_LEN + _FILE_FIXED.size + n_chunks * CHUNK_ENTRY_LEN
+
+
 def max_chunks(n_shards: int) -> int:
     """How many chunks a file manifest stored as one blob can list at this shard count."""
     room = EncodingConfig(n_shards).max_blob_size - HEADER_LEN - _FILE_FIXED.size
