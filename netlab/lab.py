@@ -370,7 +370,7 @@ class Lab:
         port = port or free_port()
         log_path = self.dir / "gateway.log"
         cmd = [sys.executable, "-m", "p2pwalrus", "--network", str(self.network_path), "gateway",
-               "--bind", f"127.0.0.1:{port}"]
+               "--bind", f"127.0.0.1:{port}", "--wallet-dir", str(self.dir / "gateway")]  # its own WAL account
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, close_fds=True)

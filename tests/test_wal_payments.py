@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -153,4 +154,49 @@ async def test_price_zero_stores_without_any_wal(tmp_path):
                 assert await client.read(result.blob_id) == b"free as in beer"
             for node in cluster.alive():
                 assert not node.ledger.ledger.funds
+            conserved_everywhere(cluster)
+
+
+async def test_gateway_pays_from_its_own_account_and_answers_402_when_it_cannot(tmp_path):
+    import httpx
+
+    from p2pwalrus.client.wallet import Wallet
+    from p2pwalrus.gateway import GatewayConfig, serve_gateway
+
+    net = priced_net(tmp_path / "n", 4)
+    data = os.urandom(200_000)
+    cost = store_cost(STORAGE_PRICE, WRITE_PRICE, len(data), net.n_shards, 2)
+    with trio.fail_after(150):
+        async with inprocess_network(4, net.n_shards, tmp_path / "n", net=net) as cluster:
+            async with trio.open_nursery() as nursery:
+                gw, urls = await nursery.start(partial(serve_gateway, cluster.net, GatewayConfig(), "127.0.0.1:0",
+                                                       wallet_dir=tmp_path / "gw"))
+                async with httpx.AsyncClient(base_url=urls[0], timeout=60.0) as http:
+                    status = (await http.get("/status")).json()
+                    assert status["prices"]["storage_price_per_unit"] == STORAGE_PRICE
+                    assert status["prices"]["write_price_per_unit"] == WRITE_PRICE
+                    assert status["prices"]["account"] == gw.client.peer_id and status["prices"]["balance"] == 0
+                    api = (await http.get("/v1/api")).json()
+                    assert api["info"]["x-prices"]["storage_price_per_unit"] == STORAGE_PRICE
+                    assert "402" in api["paths"]["/v1/blobs"]["put"]["responses"]
+
+                    # the gateway's account is empty: 402 in Walrus's error shape, nothing stored
+                    before = sum(n.counters["store_requests"] for n in cluster.alive())
+                    r = await http.put("/v1/blobs", params={"epochs": 2}, content=data)
+                    assert r.status_code == 402, r.text
+                    err = r.json()["error"]
+                    assert err["code"] == 402 and err["status"] == "FAILED_PRECONDITION" and err["details"] == []
+                    assert "has 0 WAL" in err["message"] and "nothing was uploaded" in err["message"]
+                    assert sum(n.counters["store_requests"] for n in cluster.alive()) == before
+
+                    # the operator funds it: the PUT is paid, and says what it cost
+                    async with open_client(cluster.net, RICH) as client:
+                        await client.refresh_membership()
+                        await Wallet(client, RICH, tmp_path / "rich").transfer(gw.client.peer_id, WAL)
+                    r = await http.put("/v1/blobs", params={"epochs": 2}, content=data)
+                    assert r.status_code == 200, r.text
+                    assert r.json()["newlyCreated"]["cost"] == cost.total
+                nursery.cancel_scope.cancel()
+            for node in cluster.alive():
+                assert sum(node.ledger.ledger.funds.values()) == cost.total
             conserved_everywhere(cluster)

@@ -172,7 +172,14 @@ def _leaf_errors(exc: BaseException):
 
 
 # Most specific meaning first: an exception group is answered by its most telling member.
+def _insufficient_funds():
+    from ..client.payments import InsufficientFundsError
+
+    return InsufficientFundsError
+
+
 _ERROR_MAP: list[tuple[type, int, str]] = [
+    (_insufficient_funds(), 402, "payment_required"),
     (InvalidBlobIdError, 400, "bad_request"),
     (BlobTooLargeError, 413, "too_large"),
     (BlobNotFoundError, 404, "not_found"),
@@ -245,7 +252,7 @@ def walrus_store_json(result: StoreResult) -> dict:
         },
         "resourceOperation": {"registerFromScratch": {"encodedLength": encoded,
                                                       "epochsAhead": cert.end_epoch - cert.epoch}},
-        "cost": 0,
+        "cost": result.cost,  # FROST paid from the gateway's account (0 at price 0)
     }}
 
 
@@ -301,6 +308,7 @@ class Gateway:
         self.read_limiter = RateLimiter(self.config.read_rate_limit) if self.config.read_rate_limit else None
         self.recent: deque[dict] = deque(maxlen=self.config.recent)
         self.started = time.time()
+        self.prices: dict | None = None  # as the committee vouches, refreshed with the membership
         self.last_refresh: float | None = None
         self._inflight: dict[bytes, trio.Event] = {}
         self._infos: tuple[float, dict] = (0.0, {})
@@ -337,8 +345,33 @@ class Gateway:
                 c.remember_view(old)
                 self.last_refresh = time.time()
                 self.metrics.live_nodes.set(len(c.records))
+                await self._refresh_prices()
                 return len(c.records)
             raise last or NotEnoughShardsError("no bootstrap peer answered")
+
+    async def _refresh_prices(self) -> None:
+        """The prices the committee vouches for and the gateway account's balance, for /status
+        and /v1/api (one account query per refresh, on a network with a ledger)."""
+        if self.client.net.genesis is None:
+            return
+        try:
+            with trio.move_on_after(5):
+                quote = await self.client.quote(0, 1)
+                if quote is not None:
+                    self.prices = {"storage_price_per_unit": quote.cost.storage_price,
+                                   "write_price_per_unit": quote.cost.write_price,
+                                   "unit_bytes": 1 << 20, "account": quote.address, "balance": quote.balance,
+                                   "updated": time.time()}
+        except Exception as exc:  # prices stay as last seen; a store asks again anyway
+            logger.info("price refresh failed: %s", exc)
+
+    def prices_json(self) -> dict:
+        g = self.client.net.genesis
+        if g is None:
+            return {"storage_price_per_unit": 0, "write_price_per_unit": 0, "unit_bytes": 1 << 20,
+                    "ledger": False}
+        return {"ledger": True, **(self.prices or {"storage_price_per_unit": g.storage_price,
+                                                   "write_price_per_unit": g.write_price, "unit_bytes": 1 << 20})}
 
     async def refresh_loop(self) -> None:
         while True:
@@ -729,6 +762,7 @@ class Gateway:
             "live_nodes": len(c.records),
             "nodes": {p: {"shards": list(smap.shards_of(p)) if smap else []} for p in c.live_peers()},
             "shard_map_digest": smap.digest().hex() if smap else None,
+            "prices": self.prices_json(),
             "last_refresh": self.last_refresh,
             "gateway": {"peer_id": c.peer_id, "publisher": self.config.publisher,
                         "aggregator": self.config.aggregator, "max_body": self.config.max_body,
@@ -744,7 +778,14 @@ class Gateway:
     async def openapi(self, req: Request) -> Response:
         from .openapi import openapi_document
 
-        return json_response(openapi_document(self.config))
+        doc = openapi_document(self.config)
+        prices = self.prices_json()
+        doc["info"]["x-prices"] = prices  # FROST per 1 MiB unit of encoded size: per epoch, and per write
+        doc["info"]["description"] = (doc["info"].get("description", "") + " Storage costs storage_price_per_unit "
+                                      f"({prices['storage_price_per_unit']} FROST) x units x epochs + "
+                                      f"write_price_per_unit ({prices['write_price_per_unit']} FROST) x units, "
+                                      "units being 1 MiB of encoded size, paid from the gateway's account.").strip()
+        return json_response(doc)
 
     async def dashboard(self, req: Request) -> Response:
         """The page, filled with the current state (the first paint shows it; the script updates it)."""

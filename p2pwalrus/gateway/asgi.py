@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
+    402: "FAILED_PRECONDITION",  # the gateway's account cannot pay for the store (Walrus: insufficient funds)
     403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
     405: "UNIMPLEMENTED",

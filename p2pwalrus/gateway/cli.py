@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-
 import sys
+from functools import partial
 
 import click
 
@@ -26,6 +26,16 @@ def _parse_rate(text: str | None) -> int | None:
     if not m or int(m.group(1)) < 1:
         _fail(f"bad rate limit {text!r}: use N or N/min with N >= 1")
     return int(m.group(1))
+
+
+def _default_wallet_dir():
+    import os
+    from pathlib import Path
+
+    import platformdirs
+
+    where = os.environ.get("P2PWALRUS_CLIENT_DIR")
+    return (Path(where) if where else Path(platformdirs.user_data_dir("p2pwalrus")) / "client") / "gateway"
 
 
 def _parse_bind(text: str) -> str:
@@ -53,11 +63,18 @@ def _parse_bind(text: str) -> str:
               help="Let a browser on ORIGIN store (repeatable; '*' for any). Reads are open to any origin.")
 @click.option("--cache", "cache_size", default="64MiB", show_default=True, metavar="BYTES",
               help="Decoded blobs kept in memory for repeated and range reads.")
+@click.option("--wallet-dir", default=None, type=click.Path(file_okay=False), metavar="DIR",
+              help="The gateway's WAL account (its key, made on first use, and its payments' journal); PUTs are "
+                   "paid from it on a network with prices. Default: P2PWALRUS_CLIENT_DIR/gateway.")
 @click.option("--network", "network", default=None, metavar="NAME_OR_FILE", help=NETWORK_HELP)
 @click.pass_context
 def gateway_cmd(ctx, bind, publisher, aggregator, max_body, auth_token, rate_limit, read_rate_limit,
-                max_connections, cors_writes, cache_size, network):
-    """Serve Walrus's publisher and aggregator HTTP API, /metrics and a dashboard at /."""
+                max_connections, cors_writes, cache_size, wallet_dir, network):
+    """Serve Walrus's publisher and aggregator HTTP API, /metrics and a dashboard at /.
+
+    On a network with prices a PUT is paid from the gateway's own WAL account (--wallet-dir;
+    its address is printed at start: the operator funds it); one it cannot pay is answered
+    402 in Walrus's error shape, with the cost and the balance."""
     import trio
 
     from ..cli import _parse_size, _quiet_libp2p, _resolve_network
@@ -83,9 +100,14 @@ def gateway_cmd(ctx, bind, publisher, aggregator, max_body, auth_token, rate_lim
         sig = None
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
-                gateway, urls = await nursery.start(serve_gateway, net, config, _parse_bind(bind))
+                gateway, urls = await nursery.start(partial(serve_gateway, net, config, _parse_bind(bind),
+                                                            wallet_dir=wallet_dir or _default_wallet_dir()))
                 click.echo(f"gateway for network {net.name!r} on {' '.join(urls)} "
                            f"({len(gateway.client.records)} live nodes); dashboard at {urls[0]}/", err=True)
+                if net.genesis is not None:
+                    click.echo(f"stores are paid from the gateway's account {gateway.client.peer_id} "
+                               f"(prices {gateway.prices_json()['storage_price_per_unit']} FROST per MiB unit per "
+                               f"epoch, {gateway.prices_json()['write_price_per_unit']} per unit written)", err=True)
                 async for sig in signals:
                     nursery.cancel_scope.cancel()
                     break

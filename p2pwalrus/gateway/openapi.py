@@ -42,6 +42,7 @@ def openapi_document(config=None) -> dict:
                     "schema": {"$ref": "#/components/schemas/BlobStoreResult"}}}},
                 "400": _error("Bad parameters"), "401": _error("Missing or wrong bearer token"),
                 "413": _error("Body over the gateway's limit or the largest encodable blob"),
+                "402": _error("The gateway's WAL account cannot pay for the store (cost and balance in the message)"),
                 "429": _error("Rate limit exceeded"), "503": _error("Not enough shards reachable to store"),
             },
         }}

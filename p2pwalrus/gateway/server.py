@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import logging
 from functools import partial
 
@@ -131,10 +133,19 @@ async def serve_asgi(app, bind: str, *, max_connections: int | None = None, read
 
 
 async def serve_gateway(net: NetworkConfig, config: GatewayConfig | None = None, bind: str = "127.0.0.1:31415",
-                        *, keypair=None, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Run until cancelled. `nursery.start(serve_gateway, ...)` returns (gateway, [bound URLs])."""
+                        *, keypair=None, wallet_dir=None, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Run until cancelled. `nursery.start(serve_gateway, ...)` returns (gateway, [bound URLs]).
+
+    ``wallet_dir``: on a network with a ledger, the gateway's own account (its key there,
+    made on first use, and its payments' journal): PUTs are paid from it."""
     config = config or GatewayConfig()
+    if wallet_dir is not None and net.genesis is not None and keypair is None:
+        from ..node.identity import load_or_create_identity
+
+        keypair = load_or_create_identity(Path(wallet_dir))
     async with open_gateway_client(net, keypair) as client:
+        if wallet_dir is not None:
+            client.payer_journal = Path(wallet_dir) / "wallet"
         gateway = Gateway(client, config)
         for attempt in range(30):  # the network may still be starting
             try:
