@@ -310,10 +310,20 @@ def blob_id_cmd(ctx, path, shards, as_json, network):
               help="Listen address (default /ip4/127.0.0.1/tcp/0); repeatable.")
 @click.option("--capacity", default=None, metavar="BYTES", help="Storage capacity, e.g. 10G (default: unlimited).")
 @click.option("--metrics-addr", default=None, metavar="HOST:PORT", help="Serve Prometheus metrics here.")
+@click.option("--vote-storage-price", default=None, metavar="AMOUNT",
+              help="Vote this storage price per 1 MiB unit of encoded size per epoch (e.g. 1000FROST); "
+                   "the network takes the quorum-below price of the committee's votes at each epoch change.")
+@click.option("--vote-write-price", default=None, metavar="AMOUNT", help="Vote this write price per 1 MiB unit.")
+@click.option("--vote-capacity", default=None, metavar="BYTES", help="Vote (announce) this storage capacity.")
 @_network_option
 @click.pass_context
-def node_cmd(ctx, data_dir, listen, capacity, metrics_addr, network):
-    """Run a storage node until SIGINT or SIGTERM."""
+def node_cmd(ctx, data_dir, listen, capacity, metrics_addr, vote_storage_price, vote_write_price, vote_capacity,
+             network):
+    """Run a storage node until SIGINT or SIGTERM.
+
+    The --vote-* options sign this node's governance vote and keep it in the data dir
+    (`p2pwalrus vote` changes it while the node runs); a price not given keeps the one
+    voted before, or the genesis price."""
     import trio
 
     from .node.service import StorageNode, run_node_until_signal
@@ -331,6 +341,10 @@ def node_cmd(ctx, data_dir, listen, capacity, metrics_addr, network):
                              "pass --data-dir a directory you can write") from None
     if ctx.obj["verbose"] == 0:
         logging.getLogger("p2pwalrus").setLevel(logging.INFO)
+    if vote_storage_price is not None or vote_write_price is not None or vote_capacity is not None:
+        from .cli_pay import cast_vote
+
+        cast_vote(net, Path(data_dir), vote_storage_price, vote_write_price, vote_capacity, ())
     node = StorageNode(net, Path(data_dir), list(listen) or None, _parse_size(capacity) if capacity else None)
     if metrics_addr:
         from .node.metrics import install_node_metrics
@@ -630,7 +644,7 @@ from .cli_wallet import COMMANDS as _WALLET_COMMANDS  # noqa: E402  (wallet, sta
 for _command in _WALLET_COMMANDS:
     main.add_command(_command)
 
-from .cli_pay import COMMANDS as _PAY_COMMANDS  # noqa: E402  (price)
+from .cli_pay import COMMANDS as _PAY_COMMANDS  # noqa: E402  (price, vote)
 
 for _command in _PAY_COMMANDS:
     main.add_command(_command)

@@ -149,4 +149,84 @@ def dry_run(net, path: str, epochs: int, chunk_size: int | None, as_json: bool) 
         click.echo("dry run: nothing was uploaded or paid", err=True)
 
 
-COMMANDS = (price_cmd,)
+def cast_vote(net, data_dir, storage_price: str | None, write_price: str | None, capacity: str | None,
+              proposals) -> dict:
+    """Sign and write the node's vote in ``data_dir`` (values not given: its last vote's, else genesis's)."""
+    from .cli import _parse_size
+    from .core.wal.amounts import AmountError, parse_amount
+    from .errors import P2PWalrusError
+    from .node.identity import load_or_create_identity, peer_id_of
+    from .node.vote_service import read_vote, write_vote
+
+    if net.genesis is None:
+        raise P2PWalrusError(f"network {net.name!r} has no genesis, so no ledger and no prices to vote on: use a "
+                             "network file with a [genesis] table, such as the one `netlab up` writes")
+    last = read_vote(data_dir)
+    g = net.genesis
+
+    def amount(text, default):
+        if text is None:
+            return default
+        try:
+            return parse_amount(text)
+        except AmountError as exc:
+            raise P2PWalrusError(str(exc)) from None
+
+    props = dict(last.vote.proposals) if last else {}
+    for item in proposals:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier() or not value.strip().isdigit():
+            raise P2PWalrusError(f"bad proposal {item!r}: use NAME=INTEGER, e.g. max_epochs_ahead=200")
+        props[name] = int(value)
+    keypair = load_or_create_identity(data_dir)
+    signed = write_vote(
+        data_dir, keypair, str(peer_id_of(keypair)), g.hash(),
+        storage_price=amount(storage_price, last.vote.storage_price if last else g.storage_price),
+        write_price=amount(write_price, last.vote.write_price if last else g.write_price),
+        capacity=_parse_size(capacity) if capacity else (last.vote.capacity if last else 0), proposals=props)
+    return signed.vote.to_json()
+
+
+@click.command("vote")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="The node's data dir (its key signs the vote; default: the user data dir / NETWORK).")
+@click.option("--storage-price", default=None, metavar="AMOUNT", help="Storage price per 1 MiB unit per epoch.")
+@click.option("--write-price", default=None, metavar="AMOUNT", help="Write price per 1 MiB unit.")
+@click.option("--capacity", default=None, metavar="BYTES", help="Storage capacity this node offers.")
+@click.option("--propose", "proposals", multiple=True, metavar="NAME=VALUE",
+              help="Propose a parameter change (e.g. max_epochs_ahead=200); it takes effect when nodes of "
+                   "n - f shards' weight propose the same value. Repeatable.")
+@click.option("--show", is_flag=True, help="Print the current vote only.")
+@click.option("--network", "network", default=None, metavar="NAME_OR_FILE",
+              help="Network name from bootstrap/ or path to a network .toml (env P2PWALRUS_NETWORK, default: local).")
+@click.pass_context
+def vote_cmd(ctx, data_dir, storage_price, write_price, capacity, proposals, show, network):
+    """Sign this storage node's governance vote: prices, capacity, parameter proposals.
+
+    The vote is kept in the node's data dir; a running node reads it again within seconds and
+    serves it to the committee. At each epoch change the price is the quorum-below value of
+    the committee's votes, weighted by shards (Walrus's rule): the lowest price that nodes
+    holding n - f shards voted for at or below, so f shards voting extremes cannot move it
+    outside what the others voted. Values not given keep this node's last vote."""
+    from pathlib import Path
+
+    from .cli import _resolve_network
+    from .node.vote_service import read_vote
+
+    net = _resolve_network(ctx, network)
+    if data_dir is None:
+        import platformdirs
+
+        data_dir = Path(platformdirs.user_data_dir("p2pwalrus")) / net.name
+    data_dir = Path(data_dir)
+    if show:
+        last = read_vote(data_dir)
+        click.echo(json.dumps(last.vote.to_json() if last else None, indent=2))
+        return
+    vote = cast_vote(net, data_dir, storage_price, write_price, capacity, proposals)
+    click.echo(f"voted storage price {_amount(vote['storage_price'])}, write price {_amount(vote['write_price'])} "
+               f"per 1 MiB unit" + (f", capacity {vote['capacity']} bytes" if vote["capacity"] else "")
+               + (f", proposals {vote['proposals']}" if vote["proposals"] else "") + f" (node {vote['node']})")
+
+
+COMMANDS = (price_cmd, vote_cmd)

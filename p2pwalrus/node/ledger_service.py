@@ -104,6 +104,7 @@ class LedgerService:
             node.node.host.set_stream_handler(
                 proto, rpc.serve(handler, 60.0, proto.split("/")[2], node.gate, node.peer_limits))
         nursery.start_soon(self.run_sync)
+        nursery.start_soon(self.run_rewards)
 
     def handlers(self) -> dict:
         return {LEDGER_SIGN: self.handle_sign, LEDGER_CONFIRM: self.handle_confirm,
@@ -385,6 +386,40 @@ class LedgerService:
                         continue
                     await self.catch_up(item[0], have, item[1] - 1, [peer], CATCH_UP_TIMEOUT)
         return self.counters["pulled"] - pulled
+
+    async def apply_decided(self, states) -> int:
+        """Pay the reward credits of decided epoch states (each ``EpochState(e + 1)`` credits
+        epoch ``e``'s rewards) not applied here yet, in epoch order, each durable before the
+        next; how many were applied. Every node applies the same decided numbers."""
+        applied = 0
+        for state in sorted(states, key=lambda s: s.epoch):
+            if state.epoch - 1 <= self.ledger.rewarded_epoch:
+                continue
+            async with self.lock:
+                if self.ledger.apply_rewards(state.epoch - 1, dict(state.reward_credits)):
+                    await self._persist()
+                    applied += 1
+        if applied:
+            self.node.write_status()
+            done, self.changed = self.changed, trio.Event()
+            done.set()
+        return applied
+
+    async def run_rewards(self) -> None:
+        """With epochs running on this node (``attach_epochs``), apply each decided state's
+        reward credits as it is decided or pulled."""
+        runner = getattr(self.node, "epochs", None)
+        if runner is None:
+            return
+        await runner.started.wait()
+        svc = runner.service
+        while True:
+            changed = svc.changed
+            try:
+                await self.apply_decided([s for s, _ in svc.links])
+            except Exception as exc:  # a bad credit list is refused here, and logged: never the node's end
+                logger.warning("ledger: reward credits not applied: %r", exc)
+            await changed.wait()
 
     async def run_sync(self) -> None:
         """Anti-entropy: at start, on every shard-map change (a peer back, a partition healed)

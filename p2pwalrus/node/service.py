@@ -130,8 +130,13 @@ class StorageNode:
         from .ledger_service import LedgerService
 
         self.ledger = LedgerService.open(self)  # the WAL ledger; None on a network without a genesis
+        self.votes = None  # this node's governance vote and the committee's (issue 16)
         if self.ledger is not None:
             self.extra_services.append(self.ledger.start)
+            from .vote_service import VoteService
+
+            self.votes = VoteService(self)
+            self.extra_services.append(self.votes.start)
         self.liveness = None
         self._certs_digest: tuple[bytes, float] | None = None
         self._learnt_at = -LEARN_PAUSE

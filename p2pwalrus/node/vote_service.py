@@ -1,0 +1,168 @@
+"""Governance votes on a storage node: its own signed vote, and the committee's gathered.
+
+A node's vote (prices, capacity, parameter proposals: ``core/wal/votes.py``) is signed with
+its identity key and kept in ``DATA_DIR/vote.json``; `p2pwalrus node --vote-storage-price ...`
+writes it at start and `p2pwalrus vote --data-dir DIR ...` while the node runs (the node
+reads the file again when it changes). Each node serves its vote on
+``/p2pwalrus/node-vote/1.0.0`` and gathers the committee's every ``VOTE_REFRESH`` seconds,
+keeping the newest valid vote of each member; the proposer of the next epoch state turns
+them into prices, parameters and reward credits with :meth:`VoteService.economics`
+(:func:`make_proposer` gives an ``attach_epochs(..., propose=...)`` that does it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import trio
+from libp2p.custom_types import TProtocol
+
+from ..core.wal.epoch_state import next_state
+from ..core.wal.pricing import PriceVote, economics_for_next
+from ..core.wal.votes import InvalidVoteError, NodeVote, SignedNodeVote, newest, sign_node_vote
+from . import rpc
+from .ledger_store import write_atomic
+
+logger = logging.getLogger("p2pwalrus.votes")
+
+NODE_VOTE = TProtocol("/p2pwalrus/node-vote/1.0.0")
+VOTE_FILE = "vote.json"
+VOTE_REFRESH = 10.0  # s between gatherings of the committee's votes (and looks at our own file)
+MAX_VOTE_BYTES = 4 << 10
+
+
+def write_vote(data_dir: Path, keypair, peer_id: str, genesis_hash: bytes, *, storage_price: int, write_price: int,
+               capacity: int = 0, proposals: dict[str, int] | None = None) -> SignedNodeVote:
+    """Sign a vote with the node's key and write it (atomically) into its data dir."""
+    vote = NodeVote(genesis_hash, peer_id, int(time.time()), storage_price, write_price, capacity,
+                    tuple(sorted((proposals or {}).items())))
+    signed = sign_node_vote(keypair, vote)
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    write_atomic(Path(data_dir) / VOTE_FILE, json.dumps(signed.to_json()).encode())
+    return signed
+
+
+def read_vote(data_dir: Path) -> SignedNodeVote | None:
+    try:
+        raw = (Path(data_dir) / VOTE_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        return SignedNodeVote.from_json(json.loads(raw))
+    except (ValueError, InvalidVoteError) as exc:
+        logger.warning("vote file %s unreadable (%s): voting nothing", Path(data_dir) / VOTE_FILE, exc)
+        return None
+
+
+class VoteService:
+    def __init__(self, node):
+        self.node = node
+        self.genesis_hash = node.ledger.genesis_hash
+        self.votes: dict[str, SignedNodeVote] = {}  # the newest valid vote of each node seen
+        self._mtime = None
+        self.own: SignedNodeVote | None = None
+        self._load_own()
+
+    def _load_own(self) -> None:
+        path = self.node.data_dir / VOTE_FILE
+        try:
+            mtime = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            mtime = None
+        if mtime == self._mtime:
+            return
+        self._mtime = mtime
+        vote = read_vote(self.node.data_dir)
+        if vote is not None and (vote.vote.node != self.node.peer_id or vote.vote.genesis != self.genesis_hash):
+            logger.warning("vote file is for another node or network: voting nothing")
+            vote = None
+        self.own = vote
+        if vote is not None:
+            self.votes[self.node.peer_id] = vote
+            logger.info("voting storage price %d, write price %d FROST per unit", vote.vote.storage_price,
+                        vote.vote.write_price)
+
+    def _accept(self, peer: str, obj) -> None:
+        signed = SignedNodeVote.from_json(obj)
+        if signed.vote.node != peer or signed.vote.genesis != self.genesis_hash:
+            raise InvalidVoteError("a vote of another node or network")
+        self.votes[peer] = newest(self.votes.get(peer), signed)
+
+    def start(self, node, nursery) -> None:
+        node.node.host.set_stream_handler(NODE_VOTE, rpc.serve(self.handle, 10.0, "node-vote", node.gate,
+                                                               node.peer_limits))
+        nursery.start_soon(self.run)
+
+    async def handle(self, stream, peer: str) -> None:
+        await rpc.recv_json(stream, 256)
+        self._load_own()
+        await rpc.send_json(stream, {"ok": True, "vote": self.own.to_json() if self.own else None})
+
+    def members(self) -> list[str]:
+        runner = getattr(self.node, "epochs", None)
+        state = getattr(getattr(runner, "service", None), "current", None)
+        if state is not None:
+            return sorted(state.weights)
+        return list(self.node.ledger.committee.members)
+
+    async def gather(self) -> int:
+        """Ask every other committee member for its vote; how many answered with a valid one."""
+        got = 0
+        live = set(self.node.members.live.peer_ids()) if self.node.members is not None else set()
+        peers = [p for p in self.members() if p != self.node.peer_id and p in live]
+
+        async def ask(peer: str) -> None:
+            nonlocal got
+            try:
+                stream, reply = await self.node.call(peer, NODE_VOTE, {})
+                await rpc.close_quietly(stream)
+                if reply.get("ok") and reply.get("vote") is not None:
+                    self._accept(peer, reply["vote"])
+                    got += 1
+            except Exception as exc:
+                logger.debug("vote of %s: %r", peer, exc)
+
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(ask, peer)
+        return got
+
+    async def run(self) -> None:
+        while True:
+            self._load_own()
+            try:
+                await self.gather()
+            except Exception as exc:
+                logger.info("gathering votes failed: %r", exc)
+            await trio.sleep(min(VOTE_REFRESH, max(1.0, self.node.net.epoch_length / 4)))
+
+    # --- what the proposer of the next epoch state uses ---
+
+    def price_votes(self) -> dict[str, PriceVote]:
+        return {p: v.vote.prices for p, v in self.votes.items()}
+
+    def proposals(self) -> dict[str, dict[str, int]]:
+        return {p: dict(v.vote.proposals) for p, v in self.votes.items() if v.vote.proposals}
+
+    def economics(self, prev, held=None) -> dict:
+        """``next_state`` keyword arguments: quorum-below prices over the gathered votes (a member
+        without one keeps the current prices), parameters a quorum proposed, and the reward
+        credits of ``prev``'s epoch from this node's ledger (funds and stakes)."""
+        ledger = self.node.ledger.ledger
+        return economics_for_next(prev, price_votes=self.price_votes(), funds=dict(ledger.funds),
+                                  stakes=dict(ledger.stakes), held=held, parameter_proposals=self.proposals())
+
+
+def make_proposer(storage_node, stakes_of=None, held_of=None):
+    """An ``attach_epochs(..., propose=...)`` that fills prices, parameters and reward credits
+    from the node's votes and ledger (``stakes_of(prev)``: the stakes to place by, default
+    ``prev``'s; ``held_of(prev)``: shards each node kept through the epoch, default all)."""
+    def propose(prev):
+        votes = getattr(storage_node, "votes", None)
+        econ = votes.economics(prev, held_of(prev) if held_of else None) if votes is not None else {}
+        return next_state(prev, stakes_of(prev) if stakes_of else prev.stakes, **econ)
+
+    return propose

@@ -1,0 +1,117 @@
+"""Votes move the price and the storage fund pays the holders, through epoch changes decided
+by storage nodes on 127.0.0.1 (one trio process, issue 16).
+
+Four nodes sign price votes (three vote one price, one an absurd one); each epoch change is
+proposed with the gathered votes and this node's ledger (``vote_service.make_proposer``).
+The decided price is the quorum-below value, never the absurd one; a store paid before the
+change is paid out to the holders' stakers by the decided reward credits, the same numbers
+at every node, and WAL is conserved at every node after every change.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import trio
+
+from netlab import inprocess
+from p2pwalrus.client.client import open_client
+from p2pwalrus.core.wal.agreement import Timeouts
+from p2pwalrus.core.wal.epoch_state import genesis_state_from
+from p2pwalrus.core.wal.genesis import make_genesis
+from p2pwalrus.core.wal.ledger import check_conservation
+from p2pwalrus.core.wal.pricing import quorum_below, store_cost
+from p2pwalrus.node.epoch_service import attach_epochs
+from p2pwalrus.node.identity import load_or_create_identity, peer_id_of
+from p2pwalrus.node.vote_service import make_proposer, write_vote
+
+from .wal_helpers import address, key
+
+WAL = 10**9
+FAST = Timeouts(propose=0.6, prevote=0.3, precommit=0.3, delta=0.2)
+RICH = key(500)
+GENESIS_PRICES = (1_000_000, 100_000)
+HONEST, ABSURD = (2_000_000, 200_000), ((1 << 64) - 1, (1 << 64) - 1)
+
+
+async def _until(runners, epoch: int) -> None:
+    for r in runners:
+        await r.started.wait()
+        while r.service.current.epoch < epoch:
+            await r.service.changed.wait()
+
+
+async def test_votes_set_the_price_and_the_fund_pays_the_holders(tmp_path):
+    n_shards = 10
+    keys = [load_or_create_identity(tmp_path / f"node{i:03d}") for i in range(4)]
+    peers = [str(peer_id_of(k)) for k in keys]
+    net = inprocess.test_network(n_shards, epoch_length=3.0)
+    genesis = make_genesis(network=net.name, n_shards=n_shards, genesis_time=net.genesis_time,
+                           epoch_length=net.epoch_length, committee=[(p, 100 * WAL) for p in peers],
+                           accounts=[(address(RICH), 10 * WAL)], storage_price=GENESIS_PRICES[0],
+                           write_price=GENESIS_PRICES[1], parameters={"max_epochs_ahead": net.max_epochs_ahead})
+    net = replace(net, genesis=genesis)
+    for i, (k, p) in enumerate(zip(keys, peers)):
+        storage, write = ABSURD if i == 3 else HONEST
+        write_vote(tmp_path / f"node{i:03d}", k, p, genesis.hash(), storage_price=storage, write_price=write)
+    state0 = genesis_state_from(genesis)
+    assert max(state0.weights.values()) <= (n_shards - 1) // 3  # the absurd voter weighs at most f
+    expected = (quorum_below([(ABSURD[0] if p == peers[3] else HONEST[0], w) for p, w in state0.weights.items()],
+                             n_shards),
+                quorum_below([(ABSURD[1] if p == peers[3] else HONEST[1], w) for p, w in state0.weights.items()],
+                             n_shards))
+    assert expected == HONEST
+    runners = {}
+
+    def configure(node):
+        runners[node.peer_id] = attach_epochs(node, state0, chain=genesis.hash(), propose=make_proposer(node),
+                                              timeouts=FAST, gossip_every=0.3)
+
+    data = os.urandom(150_000)
+    with trio.fail_after(150):
+        async with trio.open_nursery() as nursery:
+            cluster = inprocess.Cluster(net, tmp_path, nursery, configure=configure)
+            for _ in range(4):
+                await cluster.start()
+            await cluster.wait_converged(60)
+            nodes = cluster.alive()
+            async with open_client(cluster.net, RICH) as client:
+                await client.refresh_membership()
+                client.payer_journal = tmp_path / "rich"
+                first = await client.store(data, epochs=2)
+                assert first.cost > 0
+                # the votes decide a price within a few changes; the absurd vote never wins
+                start = max(r.service.current.epoch for r in runners.values())
+                for target in range(start + 1, start + 6):
+                    await _until(runners.values(), target)
+                    decided = [r.service.current.prices for r in runners.values()]
+                    for prices in decided:
+                        assert prices.storage_price_per_unit < ABSURD[0]
+                    if all((p.storage_price_per_unit, p.write_price_per_unit) == HONEST for p in decided):
+                        break
+                else:
+                    raise AssertionError(f"the price never became the quorum-below vote: {decided}")
+                # holders now ask the voted price: a new store pays it
+                quote = await client.quote(len(data), 2)
+                assert (quote.cost.storage_price, quote.cost.write_price) == HONEST
+                second = await client.store(os.urandom(150_000), epochs=2)
+                assert second.cost == store_cost(*HONEST, 150_000, n_shards, 2).total
+
+            # the first store's payment was paid out by decided reward credits: the same at every node
+            target = max(r.service.current.epoch for r in runners.values()) + 1
+            await _until(runners.values(), target)
+            with trio.fail_after(20):
+                while not all(n.ledger.ledger.rewarded_epoch >= target - 1 for n in nodes):
+                    await trio.sleep(0.1)
+            for n in nodes:
+                check_conservation(n.ledger.ledger)
+            paid = {n.ledger.ledger.rewards_paid for n in nodes}
+            assert len(paid) == 1 and paid.pop() >= first.cost - 100  # all of it, but rounding still rolling over
+            balances = {tuple(n.ledger.ledger.account(p).balance if n.ledger.ledger.account(p) else 0 for p in peers)
+                        for n in nodes}
+            assert len(balances) == 1
+            (earned,) = balances
+            assert all(b > 0 for b in earned)  # every holder's staker (itself, at genesis) was paid
+            nursery.cancel_scope.cancel()
