@@ -156,13 +156,38 @@ class VoteService:
                                   stakes=dict(ledger.stakes), held=held, parameter_proposals=self.proposals())
 
 
+class ChallengeView:
+    """Which members kept their shards through an epoch, as this node's storage challenges saw
+    it: a member challenged during the epoch that answered none of them (failed > 0, passed
+    0 since the last proposal) held nothing and earns nothing for the epoch; every other
+    member is counted with all its shards (a challenge it was never asked is no evidence)."""
+
+    def __init__(self, storage_node):
+        self.node = storage_node
+        self.last: dict[str, tuple[int, int]] = {}
+
+    def __call__(self, prev) -> dict[str, int]:
+        now = {p: (c.get("passed", 0), c.get("failed", 0))
+               for p, c in getattr(getattr(self.node, "repair", None), "challenges", {}).items()}
+        held = {}
+        for peer, weight in prev.weights.items():
+            passed, failed = now.get(peer, (0, 0))
+            p0, f0 = self.last.get(peer, (0, 0))
+            held[peer] = 0 if failed > f0 and passed == p0 else weight
+        self.last = now
+        return held
+
+
 def make_proposer(storage_node, stakes_of=None, held_of=None):
     """An ``attach_epochs(..., propose=...)`` that fills prices, parameters and reward credits
     from the node's votes and ledger (``stakes_of(prev)``: the stakes to place by, default
-    ``prev``'s; ``held_of(prev)``: shards each node kept through the epoch, default all)."""
+    ``prev``'s; ``held_of(prev)``: shards each node kept through the epoch, default this
+    node's storage challenges: :class:`ChallengeView`)."""
+    held_of = held_of or ChallengeView(storage_node)
+
     def propose(prev):
         votes = getattr(storage_node, "votes", None)
-        econ = votes.economics(prev, held_of(prev) if held_of else None) if votes is not None else {}
+        econ = votes.economics(prev, held_of(prev)) if votes is not None else {}
         return next_state(prev, stakes_of(prev) if stakes_of else prev.stakes, **econ)
 
     return propose
