@@ -47,7 +47,7 @@ from .lab import Lab, LabError
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 TOP_KEYS = {"name", "description", "nodes", "shards", "seed", "sample_interval", "size", "epoch_length", "steps",
-            "ci", "up_timeout"}
+            "ci", "up_timeout", "storage_price", "write_price"}
 
 
 class ScenarioError(Exception):
@@ -72,6 +72,8 @@ class Scenario:
     up_timeout: float = 60.0
     ci: bool = False
     source: str = ""
+    storage_price: int = 0  # genesis prices (FROST per 1 MiB unit): stores pay from the testnet's faucet
+    write_price: int = 0
 
 
 def parse_size(text) -> int:
@@ -137,7 +139,17 @@ def parse_scenario(doc: dict, *, ci: bool = False, source: str = "<scenario>") -
         steps=[dict(s) for s in steps], description=doc.get("description", ""), seed=int(doc.get("seed", 1)),
         sample_interval=float(doc.get("sample_interval", 1.0)), size=str(doc.get("size", "256K")),
         epoch_length=float(doc.get("epoch_length", 3600.0)), up_timeout=float(doc.get("up_timeout", 60.0)),
-        ci=ci, source=source)
+        ci=ci, source=source, storage_price=_amount(doc.get("storage_price", 0)),
+        write_price=_amount(doc.get("write_price", 0)))
+
+
+def _amount(value) -> int:
+    from p2pwalrus.core.wal.amounts import AmountError, parse_amount
+
+    try:
+        return parse_amount(value)
+    except AmountError as exc:
+        raise ScenarioError(str(exc)) from None
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -150,6 +162,7 @@ class Run:
     require_repair: bool
     log: object
     lab: Lab | None = None
+    wal: dict | None = None  # WAL held at each node at the end of the run (wal_report)
     t0: float = 0.0
     rng: random.Random = None
     blobs: dict = field(default_factory=dict)  # name -> {"id": bytes, "id_str", "size", "sha256", "data"}
@@ -203,11 +216,20 @@ async def _in_thread(fn, *args, **kw):
     return await trio.to_thread.run_sync(lambda: fn(*args, **kw))
 
 
-async def _with_client(net, fn, timeout: float):
+async def _with_client(net, fn, timeout: float, run: "Run | None" = None):
+    """``fn(client)`` with a connected client; given ``run``, the client is the testnet's
+    faucet key (stores pay from it on a priced testnet, and it may delete what it stored)."""
     from p2pwalrus.client.client import open_client
 
+    key = None
+    if run is not None and run.lab is not None:
+        from .wal import faucet_key
+
+        key = faucet_key(run.lab.dir)
     with trio.fail_after(timeout):
-        async with open_client(net) as client:
+        async with open_client(net, key) as client:
+            if run is not None:
+                client.payer_journal = run.run_dir / "wallet"
             await client.refresh_membership()
             return await fn(client)
 
@@ -242,7 +264,8 @@ async def step_up(run: Run, step) -> str:
     shards = int(step.get("shards", run.sc.shards))
     run.sc.shards = shards
     lab, took = await _in_thread(bring_up, run.run_dir / "net", nodes, shards, epoch_length=run.sc.epoch_length,
-                                 timeout=float(step.get("timeout", run.sc.up_timeout)))
+                                 timeout=float(step.get("timeout", run.sc.up_timeout)),
+                                 storage_price=run.sc.storage_price, write_price=run.sc.write_price)
     run.lab = lab
     run.figures["up_seconds"] = round(took, 2)
     run.event(f"up: {nodes} nodes, {shards} shards in {took:.1f} s")
@@ -254,8 +277,11 @@ async def step_store(run: Run, step) -> str:
     size = parse_size(step.get("size", run.sc.size))
     data = random.Random(f"{run.sc.seed}/{name}").randbytes(size)
     epochs = int(step.get("epochs", 2))
+    deletable = bool(step.get("deletable", False))
     t = time.monotonic()
-    result = await _with_client(run.client_net(), lambda c: c.store(data, epochs=epochs), float(step.get("timeout", 120)))
+    result = await _with_client(run.client_net(), lambda c: c.store(data, epochs=epochs, deletable=deletable),
+                                float(step.get("timeout", 120)), run)
+    run.figures["paid"] = run.figures.get("paid", 0) + result.cost
     took = time.monotonic() - t
     from p2pwalrus.core.blob_id import blob_id_to_str
 
@@ -264,6 +290,44 @@ async def step_store(run: Run, step) -> str:
                        "stored_at": run.now(), "shards_confirmed": result.shards_confirmed}
     run.event(f"store {name} ({size} B) -> {blob_id_to_str(result.blob_id)[:12]}")
     return f"stored {size} B on {result.shards_confirmed}/{run.n} shards in {took:.1f} s"
+
+
+async def step_extend(run: Run, step) -> str:
+    names = run.blob_names(step)
+    epochs = int(step.get("epochs", 5))
+    before = await _paid(run)
+
+    async def extend(client):
+        return {name: (await client.extend(run.blobs[name]["id"], epochs)).end_epoch for name in names}
+
+    ends = await _with_client(run.client_net(), extend, float(step.get("timeout", 60)), run)
+    paid = await _paid(run) - before
+    run.figures["paid"] = run.figures.get("paid", 0) + paid
+    run.event(f"extend {','.join(names)} to {epochs} epochs")
+    return f"extended {', '.join(f'{k} to epoch {v}' for k, v in ends.items())}, paid {paid} FROST"
+
+
+async def step_delete(run: Run, step) -> str:
+    names = run.blob_names(step)
+
+    async def delete(client):
+        return {name: await client.delete(run.blobs[name]["id"]) for name in names}
+
+    counts = await _with_client(run.client_net(), delete, float(step.get("timeout", 60)), run)
+    for name in names:
+        run.blobs.pop(name, None)  # no longer sampled nor read
+    run.event(f"delete {','.join(names)}")
+    return f"deleted {', '.join(f'{k} on {v} nodes' for k, v in counts.items())} (nothing paid comes back)"
+
+
+async def _paid(run: Run) -> int:
+    """FROST the faucet has spent so far (its genesis balance minus what it holds now)."""
+    from .wal import FAUCET_BALANCE
+
+    async def balance(client):
+        return (await client.store_payer().wallet.account()).balance if client.store_payer() else FAUCET_BALANCE
+
+    return FAUCET_BALANCE - await _with_client(run.client_net(), balance, 30, run)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -436,7 +500,8 @@ ACTIONS = {
     "up": step_up, "store": step_store, "read": step_read, "kill": _fault("kill"), "stop": _fault("stop"),
     "start": _fault("start"), "wipe": _fault("wipe"), "kill_holders": step_kill_holders, "add": step_add,
     "partition": step_partition, "heal": step_heal, "slow": step_slow, "wait_converged": step_wait_converged,
-    "wait_repaired": step_wait_repaired, "assert": step_assert, "sleep": step_sleep,
+    "wait_repaired": step_wait_repaired, "assert": step_assert, "sleep": step_sleep, "extend": step_extend,
+    "delete": step_delete,
 }
 
 
@@ -468,6 +533,7 @@ async def _run_steps(run: Run) -> str | None:
                 break
         await trio.sleep(min(2.0, run.sc.sample_interval * 2))  # a last sample or two after the final step
         nursery.cancel_scope.cancel()
+    run.wal = wal_report(run.lab)  # before the testnet is torn down
     return failure
 
 
@@ -517,7 +583,29 @@ def make_report(run: Run, failure: str | None, started: float) -> dict:
                     "max_nodes_alive": max(alive) if alive else None, "samples": len(run.samples)},
         "blobs": blobs, "steps": run.steps, "events": [{"t": t, "what": w} for t, w in run.events],
         "samples": run.samples, "testnet_dir": str(run.run_dir / "net"),
+        "wal": run.wal,
     }
+
+
+def wal_report(lab) -> dict | None:
+    """WAL held at each running node (balances + stakes + funds, as its node.json says)
+    against the genesis supply, its storage funds and the rewards it paid out (issue 16)."""
+    if lab is None:
+        return None
+    try:
+        rows = lab.status()["nodes"]
+    except Exception:
+        return None
+    nodes = {}
+    for r in rows:
+        ledger = r.get("ledger")
+        if r.get("alive") and ledger:
+            nodes[r.get("peer_id") or str(r.get("index"))] = {
+                k: ledger.get(k) for k in ("supply", "total", "funds", "rewards_paid", "storage_price",
+                                           "write_price")}
+    if not nodes:
+        return None
+    return {"conserved": all(v["total"] == v["supply"] for v in nodes.values()), "nodes": nodes}
 
 
 def write_report(run: Run, report: dict) -> None:
@@ -548,6 +636,13 @@ def write_report(run: Run, report: dict) -> None:
                   f"up in {fig.get('up_seconds')} s; repairs: {fig.get('repair_seconds', [])} s; "
                   f"repair timeouts: {len(fig.get('repair_timeouts', []))}.",
               "", "![shards stored and nodes alive](plot.png)", ""]
+    wal = report.get("wal")
+    if wal:
+        v = next(iter(wal["nodes"].values()))
+        lines[-1:-1] = [f"WAL {'conserved' if wal['conserved'] else '**NOT CONSERVED**'} at every running node "
+                        f"(supply {v['supply']} FROST; funds {sorted({x['funds'] for x in wal['nodes'].values()})}, "
+                        f"rewards paid {sorted({x['rewards_paid'] for x in wal['nodes'].values()})}; "
+                        f"stores and extensions paid {fig.get('paid', 0)} FROST).", ""]
     (d / "report.md").write_text("\n".join(lines))
     try:
         from .plot import plot_timeseries

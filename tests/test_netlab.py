@@ -134,6 +134,10 @@ def test_shipped_scenario_passes_in_ci_size(tmp_path, name):
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
     if name in ("lose_f", "churn"):
         assert saved["figures"]["min_nodes_alive"] < sc.nodes  # nodes were killed
+    if name == "pay":  # every store and extension paid; each node's funds hold exactly that, WAL conserved
+        assert saved["figures"]["paid"] > 0 and saved["wal"]["conserved"]
+        assert {n["funds"] for n in saved["wal"]["nodes"].values()} == {saved["figures"]["paid"]}
+        assert "WAL conserved" in (tmp_path / "run" / "report.md").read_text()
     assert saved["figures"]["reads"] and all(r["ok"] for r in saved["figures"]["reads"])
     assert saved["samples"] and all(b["final_shards_stored"] is not None for b in saved["blobs"].values())
     pids = [n["pid"] for n in json.loads((tmp_path / "run" / "net" / "netlab.json").read_text())["nodes"]]
