@@ -115,3 +115,75 @@ async def test_votes_set_the_price_and_the_fund_pays_the_holders(tmp_path):
             (earned,) = balances
             assert all(b > 0 for b in earned)  # every holder's staker (itself, at genesis) was paid
             nursery.cancel_scope.cancel()
+
+
+async def test_a_holder_that_lost_its_shards_earns_nothing_the_others_earn_their_share(tmp_path):
+    from p2pwalrus.config import Timings
+
+    n_shards = 10
+    keys = [load_or_create_identity(tmp_path / f"node{i:03d}") for i in range(4)]
+    peers = [str(peer_id_of(k)) for k in keys]
+    # no repair before the epochs end (the loss stays), frequent storage challenges
+    net = inprocess.test_network(n_shards, epoch_length=3.0,
+                                 timings=Timings(repair_interval=3600.0, challenge_interval=0.2))
+    genesis = make_genesis(network=net.name, n_shards=n_shards, genesis_time=net.genesis_time,
+                           epoch_length=net.epoch_length, committee=[(p, 100 * WAL) for p in peers],
+                           accounts=[(address(RICH), 10 * WAL)], storage_price=GENESIS_PRICES[0],
+                           write_price=GENESIS_PRICES[1], parameters={"max_epochs_ahead": net.max_epochs_ahead})
+    net = replace(net, genesis=genesis)
+    state0 = genesis_state_from(genesis)
+    runners = {}
+
+    def configure(node):
+        runners[node.peer_id] = attach_epochs(node, state0, chain=genesis.hash(), propose=make_proposer(node),
+                                              timeouts=FAST, gossip_every=0.3)
+
+    with trio.fail_after(150):
+        async with trio.open_nursery() as nursery:
+            cluster = inprocess.Cluster(net, tmp_path, nursery, configure=configure)
+            for _ in range(4):
+                await cluster.start()
+            await cluster.wait_converged(60)
+            nodes = {n.peer_id: n for n in cluster.alive()}
+            async with open_client(cluster.net, RICH) as client:
+                await client.refresh_membership()
+                client.payer_journal = tmp_path / "rich"
+                stored = await client.store(os.urandom(600_000), epochs=20)  # a fund paying every epoch
+            holders = [p for p in peers if nodes[p].my_shards() and state0.weights.get(p)]
+            victim = holders[0]
+
+            def credits_after(epoch):
+                return dict(next(s for s, _ in runners[peers[1]].service.links if s.epoch == epoch).reward_credits)
+
+            # while every holder keeps its slivers, each earns its share
+            start = max(r.service.current.epoch for r in runners.values())
+            await _until(runners.values(), start + 2)
+            before = credits_after(start + 2)
+            assert all(before.get(p, 0) > 0 for p in holders), before
+            # the victim loses every sliver, and its repair is stopped: nothing restores them before
+            # the epochs end (repair pulls to the holder itself; a certificate arriving wakes it)
+            async def no_repair() -> None:
+                return None
+
+            nodes[victim].repair.sweep = no_repair
+            await trio.to_thread.run_sync(nodes[victim].store.delete_blob, stored.blob_id)
+            lost_at = max(r.service.current.epoch for r in runners.values())
+            seen = []
+            for epoch in range(lost_at + 2, lost_at + 6):
+                await _until(runners.values(), epoch)
+                credits = credits_after(epoch)
+                seen.append(credits)
+                if victim not in credits and all(credits.get(p, 0) > 0 for p in holders if p != victim):
+                    break
+            else:
+                debug = {p[-6:]: dict(n.repair.challenges) for p, n in nodes.items()}
+                raise AssertionError(f"the holder {victim[-6:]} that lost its shards kept earning: {seen}; "
+                                     f"challenges {debug}; still stored {nodes[victim].store.shards_stored(stored.blob_id)}")
+            assert not nodes[victim].store.shards_stored(stored.blob_id)  # (it was not repaired meanwhile)
+            await _until(runners.values(), epoch + 1)
+            with trio.fail_after(20):
+                while not all(n.ledger.ledger.rewarded_epoch >= epoch - 1 for n in nodes.values()):
+                    await trio.sleep(0.1)
+            for n in nodes.values():
+                check_conservation(n.ledger.ledger)
+            nursery.cancel_scope.cancel()
