@@ -503,7 +503,11 @@ def info_cmd(ctx, as_json, network):
     async def run(client):
         smap = client.shard_map
         load = smap.load()
+        quote = await client.quote(0, 1) if net.genesis is not None else None
         return {
+            "prices": {"storage_price_per_unit": quote.cost.storage_price if quote else 0,
+                       "write_price_per_unit": quote.cost.write_price if quote else 0, "unit_bytes": 1 << 20,
+                       "ledger": net.genesis is not None},
             "network": net.name,
             "n_shards": net.n_shards,
             "f": (net.n_shards - 1) // 3,
@@ -524,6 +528,12 @@ def info_cmd(ctx, as_json, network):
                f"({info['epoch_length']:.0f} s), {info['live_nodes']} live nodes")
     sm = info["shard_map"]
     click.echo(f"shard map {sm['digest'][:16]}: {sm['min_load']}..{sm['max_load']} shards per node")
+    from .core.wal.amounts import format_amount
+
+    pr = info["prices"]
+    click.echo(f"prices: {format_amount(pr['storage_price_per_unit'])} per 1 MiB unit of encoded size per epoch, "
+               f"{format_amount(pr['write_price_per_unit'])} per unit written"
+               + ("" if pr["ledger"] else " (no ledger: storing is free)"))
     for peer, node in info["nodes"].items():
         click.echo(f"  {peer}  shards {node['shards']}")
 
