@@ -200,3 +200,33 @@ async def test_gateway_pays_from_its_own_account_and_answers_402_when_it_cannot(
             for node in cluster.alive():
                 assert sum(node.ledger.ledger.funds.values()) == cost.total
             conserved_everywhere(cluster)
+
+
+async def test_a_chunked_file_pays_for_each_chunk_and_its_manifest_without_locking_the_account(tmp_path):
+    from p2pwalrus.client.chunked import BytesSource, read_to, store_stream
+    from p2pwalrus.client.payments import file_cost
+
+    net = priced_net(tmp_path / "n", 4)
+    data = os.urandom(350_000)
+    total, blobs = file_cost(STORAGE_PRICE, WRITE_PRICE, len(data), net.n_shards, 2, chunk_size=100_000)
+    assert blobs == 5  # four chunks and the manifest
+    with trio.fail_after(150):
+        async with inprocess_network(4, net.n_shards, tmp_path / "n", net=net) as cluster:
+            async with open_client(cluster.net, RICH) as client:
+                await client.refresh_membership()
+                client.payer_journal = tmp_path / "rich"
+                # chunks are stored in parallel: their payments must not sign two orders at one sequence
+                result = await store_stream(client, BytesSource(data), epochs=2, total=len(data),
+                                            chunk_size=100_000, parallel=4)
+                out = bytearray()
+
+                async def write(chunk) -> None:
+                    out.extend(chunk)
+
+                await read_to(client, result.blob_id, write)
+                assert bytes(out) == data
+                view = await client.payer.wallet.account()
+                assert view.balance == 5 * WAL - total and view.next_sequence == blobs
+            for node in cluster.alive():
+                assert sum(node.ledger.ledger.funds.values()) == total
+            conserved_everywhere(cluster)

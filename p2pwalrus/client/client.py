@@ -59,6 +59,7 @@ QUORUM_GRACE = 2.0  # after the quorum, late uploads get this long before they a
 STORE_RETRY_PAUSE = 2.0  # a store short of its quorum asks for the live set again this often
 CERT_PUSH_PAUSE = 1.0  # nodes that refused a certificate (they do not know a signer yet) get it again
 CERT_PUSH_TIMEOUT = 20.0  # ... until this long after the first push
+QUOTE_TIMEOUT = 3.0  # prices and balance on a network free at genesis (see Client.quote)
 # A read asks a recovery row in place of a systematic one still outstanding this long after
 # it was asked: READ_HEDGE_FACTOR times what the first half of the rows took, at least
 # READ_HEDGE_MIN seconds (a hung holder otherwise holds the read for the 60 s sliver timeout).
@@ -522,11 +523,14 @@ class Client:
         payer = self.store_payer()
         if payer is None:
             return None
+        g = self.net.genesis
+        free_at_genesis = not (g.storage_price or g.write_price)
         try:
-            return await payer.quote(length, epochs, write=write)
+            # On a network free at genesis, a committee that does not answer quickly does not hold
+            # up a store (nodes refuse one that should have paid, saying so).
+            return await payer.quote(length, epochs, write=write, timeout=QUOTE_TIMEOUT if free_at_genesis else None)
         except WalletError:
-            g = self.net.genesis
-            if not (g.storage_price or g.write_price):
+            if free_at_genesis:
                 return None
             raise
 

@@ -81,16 +81,21 @@ def file_cost(storage_price: int, write_price: int, size: int, n_shards: int, ep
 
 class StorePayer:
     def __init__(self, client, keypair, journal_root: Path | None = None):
+        import trio
+
         self.wallet = Wallet(client, keypair, journal_root or default_journal_root())
         self.n_shards = client.net.n_shards
+        # One order at a time: chunks stored in parallel (or a gateway's concurrent PUTs) would
+        # otherwise sign two orders at one sequence number, which can lock the account (FastPay).
+        self.lock = trio.Lock()
 
     @property
     def address(self) -> str:
         return self.wallet.address
 
-    async def quote(self, length: int, epochs: int, *, write: bool = True) -> Quote:
+    async def quote(self, length: int, epochs: int, *, write: bool = True, timeout: float | None = None) -> Quote:
         """The cost at the prices the committee vouches for, and this wallet's balance."""
-        view = await self.wallet.account(quick=True)
+        view = await self.wallet.account(quick=True, timeout=timeout)
         g = self.wallet.genesis
         storage, write_price = view.prices if view.prices is not None else (g.storage_price, g.write_price)
         cost = store_cost(storage, write_price, length, self.n_shards, epochs, write=write)
@@ -127,12 +132,13 @@ class StorePayer:
         if not quote.cost.total:
             return None, 0
         payload = StoragePayload(blob_id, quote.cost.encoded_length, start_epoch, end_epoch)
-        cert = self.paid_already(payload, quote.cost.total)
-        if cert is not None:
-            return cert, 0
-        try:
-            cert = await self.wallet.submit(OrderKind.STORAGE, "", quote.cost.total, payload.to_bytes())
-            return cert, cert.order.amount
-        except InsufficientBalanceError as exc:
-            raise InsufficientFundsError(f"{what} costs {describe(quote.cost)}; {exc}", quote.cost.total,
-                                         exc.balance) from None
+        async with self.lock:
+            cert = self.paid_already(payload, quote.cost.total)
+            if cert is not None:
+                return cert, 0
+            try:
+                cert = await self.wallet.submit(OrderKind.STORAGE, "", quote.cost.total, payload.to_bytes())
+                return cert, cert.order.amount
+            except InsufficientBalanceError as exc:
+                raise InsufficientFundsError(f"{what} costs {describe(quote.cost)}; {exc}", quote.cost.total,
+                                             exc.balance) from None

@@ -192,7 +192,8 @@ class Wallet:
                 failed[peer] = "no answer in time"
         return answers, failed
 
-    async def account(self, address: str | None = None, *, quick: bool = False) -> AccountView:
+    async def account(self, address: str | None = None, *, quick: bool = False,
+                      timeout: float | None = None) -> AccountView:
         """``quick``: stop asking once the answers weigh a quorum (a dead member still in the
         live set does not hold the caller up for the whole call timeout)."""
         address = address or self.address
@@ -202,7 +203,8 @@ class Wallet:
             return self.committee.is_quorum(self.committee.weight_of(
                 p for p, a in answers.items() if a.get("ok") and a.get("genesis") == ok))
 
-        answers, failed = await self._ask_all(LEDGER_ACCOUNT, {"address": address}, enough=enough if quick else None)
+        answers, failed = await self._ask_all(LEDGER_ACCOUNT, {"address": address}, enough=enough if quick else None,
+                                              timeout=timeout or CALL_TIMEOUT)
         good = {p: a for p, a in answers.items() if a.get("ok") and a.get("genesis") == self.genesis_hash.hex()}
         if not good:
             raise NoQuorumError(self._unreachable_sentence("no committee member answered an account query", {}, failed))
