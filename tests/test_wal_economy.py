@@ -55,7 +55,9 @@ async def test_votes_set_the_price_and_the_fund_pays_the_holders(tmp_path):
     net = replace(net, genesis=genesis)
     for i, (k, p) in enumerate(zip(keys, peers)):
         storage, write = ABSURD if i == 3 else HONEST
-        write_vote(tmp_path / f"node{i:03d}", k, p, genesis.hash(), storage_price=storage, write_price=write)
+        # three of four (a quorum of weight) propose a shorter max_epochs_ahead; the fourth, a longer one
+        write_vote(tmp_path / f"node{i:03d}", k, p, genesis.hash(), storage_price=storage, write_price=write,
+                   proposals={"max_epochs_ahead": 9999 if i == 3 else 50})
     state0 = genesis_state_from(genesis)
     assert max(state0.weights.values()) <= (n_shards - 1) // 3  # the absurd voter weighs at most f
     expected = (quorum_below([(ABSURD[0] if p == peers[3] else HONEST[0], w) for p, w in state0.weights.items()],
@@ -89,10 +91,14 @@ async def test_votes_set_the_price_and_the_fund_pays_the_holders(tmp_path):
                     decided = [r.service.current.prices for r in runners.values()]
                     for prices in decided:
                         assert prices.storage_price_per_unit < ABSURD[0]
-                    if all((p.storage_price_per_unit, p.write_price_per_unit) == HONEST for p in decided):
+                    if all((p.storage_price_per_unit, p.write_price_per_unit) == HONEST for p in decided) and all(
+                            r.service.current.parameter("max_epochs_ahead") == 50 for r in runners.values()):
                         break
                 else:
                     raise AssertionError(f"the price never became the quorum-below vote: {decided}")
+                # the parameter a quorum proposed took effect: holders sign no store beyond 50 epochs
+                assert all(r.service.current.parameter("max_epochs_ahead") == 50 for r in runners.values())
+                assert all(n.max_epochs_ahead() == 50 for n in nodes)
                 # holders now ask the voted price: a new store pays it
                 quote = await client.quote(len(data), 2)
                 assert (quote.cost.storage_price, quote.cost.write_price) == HONEST

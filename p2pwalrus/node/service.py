@@ -412,12 +412,21 @@ class StorageNode:
 
     # --- handlers ---------------------------------------------------------------
 
+    def max_epochs_ahead(self) -> int:
+        """The network file's bound, or the decided epoch state's ``max_epochs_ahead`` parameter
+        when epochs run on this node (a parameter change a quorum proposed)."""
+        state = getattr(getattr(getattr(self, "epochs", None), "service", None), "current", None)
+        if state is not None:
+            return state.parameter("max_epochs_ahead", self.net.max_epochs_ahead)
+        return self.net.max_epochs_ahead
+
     def _check_epochs(self, epoch: int, end_epoch: int) -> None:
         now = self.epoch
         if abs(epoch - now) > 1:
             raise ProtocolError(f"epoch {epoch} is not current (now {now})")
-        if end_epoch <= epoch or end_epoch - now > self.net.max_epochs_ahead:
-            raise ProtocolError(f"end epoch {end_epoch} out of range")
+        limit = self.max_epochs_ahead()
+        if end_epoch <= epoch or end_epoch - now > limit:
+            raise ProtocolError(f"end epoch {end_epoch} out of range (at most {limit} epochs ahead of {now})")
 
     async def _read_metadata(self, stream, blob_id: bytes) -> rs2.BlobMetadata:
         raw = await rpc.recv_blob(stream, 17 + 64 * self.net.n_shards)
