@@ -150,7 +150,7 @@ def dry_run(net, path: str, epochs: int, chunk_size: int | None, as_json: bool) 
 
 
 def cast_vote(net, data_dir, storage_price: str | None, write_price: str | None, capacity: str | None,
-              proposals) -> dict:
+              proposals, commission_bps: int | None = None) -> dict:
     """Sign and write the node's vote in ``data_dir`` (values not given: its last vote's, else genesis's)."""
     from .cli import _parse_size
     from .core.wal.amounts import AmountError, parse_amount
@@ -183,7 +183,8 @@ def cast_vote(net, data_dir, storage_price: str | None, write_price: str | None,
         data_dir, keypair, str(peer_id_of(keypair)), g.hash(),
         storage_price=amount(storage_price, last.vote.storage_price if last else g.storage_price),
         write_price=amount(write_price, last.vote.write_price if last else g.write_price),
-        capacity=_parse_size(capacity) if capacity else (last.vote.capacity if last else 0), proposals=props)
+        capacity=_parse_size(capacity) if capacity else (last.vote.capacity if last else 0), proposals=props,
+        commission_bps=commission_bps if commission_bps is not None else (last.vote.commission_bps if last else None))
     return signed.vote.to_json()
 
 
@@ -196,11 +197,13 @@ def cast_vote(net, data_dir, storage_price: str | None, write_price: str | None,
 @click.option("--propose", "proposals", multiple=True, metavar="NAME=VALUE",
               help="Propose a parameter change (e.g. max_epochs_ahead=200); it takes effect when nodes of "
                    "n - f shards' weight propose the same value. Repeatable.")
+@click.option("--commission", "commission_bps", type=click.IntRange(0, 10_000), default=None, metavar="BPS",
+              help="This node's commission on its rewards, in basis points (100 = 1%); the rest goes to its stakers.")
 @click.option("--show", is_flag=True, help="Print the current vote only.")
 @click.option("--network", "network", default=None, metavar="NAME_OR_FILE",
               help="Network name from bootstrap/ or path to a network .toml (env P2PWALRUS_NETWORK, default: local).")
 @click.pass_context
-def vote_cmd(ctx, data_dir, storage_price, write_price, capacity, proposals, show, network):
+def vote_cmd(ctx, data_dir, storage_price, write_price, capacity, proposals, commission_bps, show, network):
     """Sign this storage node's governance vote: prices, capacity, parameter proposals.
 
     The vote is kept in the node's data dir; a running node reads it again within seconds and
@@ -223,10 +226,12 @@ def vote_cmd(ctx, data_dir, storage_price, write_price, capacity, proposals, sho
         last = read_vote(data_dir)
         click.echo(json.dumps(last.vote.to_json() if last else None, indent=2))
         return
-    vote = cast_vote(net, data_dir, storage_price, write_price, capacity, proposals)
+    vote = cast_vote(net, data_dir, storage_price, write_price, capacity, proposals, commission_bps)
     click.echo(f"voted storage price {_amount(vote['storage_price'])}, write price {_amount(vote['write_price'])} "
                f"per 1 MiB unit" + (f", capacity {vote['capacity']} bytes" if vote["capacity"] else "")
-               + (f", proposals {vote['proposals']}" if vote["proposals"] else "") + f" (node {vote['node']})")
+               + (f", proposals {vote['proposals']}" if vote["proposals"] else "")
+               + (f", commission {vote['commission_bps']} bps" if vote["commission_bps"] is not None else "")
+               + f" (node {vote['node']})")
 
 
 COMMANDS = (price_cmd, vote_cmd)

@@ -279,3 +279,35 @@ def test_challenge_view_takes_the_shards_of_a_node_that_answered_no_challenge():
     split = rewards_for_epoch(g, {(0, 1): 16_000}, {(p, p): 1 for p in PEERS[:4]}, held)
     assert b not in split.credits and split.rollover == 1000 * g.weights[b]
     assert split.credits[a] == 1000 * g.weights[a]
+
+
+def test_each_node_its_own_commission_else_the_parameter():
+    from p2pwalrus.core.wal.pricing import rewards_for_epoch
+
+    wal = 10**9
+    g = genesis_state("testnet", 16, {p: 100 * wal for p in PEERS[:4]}, parameters={"commission_bps": 1000})
+    a, b, s1 = PEERS[0], PEERS[1], PEERS[5]
+    stakes = {(s1, a): 1, (s1, b): 1}  # one outside staker with each of a and b; c and d have none
+    split = rewards_for_epoch(g, {(0, 1): 16_000}, stakes, commissions={a: 5000})
+    part_a, part_b = split.by_node[a], split.by_node[b]
+    assert split.credits[a] == part_a // 2  # a voted 50%
+    assert split.credits[b] == part_b // 10  # b did not: the parameter's 10%
+    assert split.credits[s1] == part_a - part_a // 2 + part_b - part_b // 10
+    assert split.paid + split.rollover == split.fund
+
+
+def test_signed_node_vote_round_trips_and_refuses_tampering():
+    from tests.wal_helpers import address, key
+
+    from p2pwalrus.core.wal.votes import InvalidVoteError, NodeVote, SignedNodeVote, sign_node_vote
+
+    k = key(7)
+    v = NodeVote(bytes(32), address(k), 1, 10, 2, 0, (("max_epochs_ahead", 5),), 250)
+    signed = sign_node_vote(k, v)
+    assert SignedNodeVote.from_json(signed.to_json()) == signed
+    obj = signed.to_json()
+    obj["vote"]["commission_bps"] = 0
+    with pytest.raises(InvalidVoteError):
+        SignedNodeVote.from_json(obj)
+    with pytest.raises(InvalidVoteError):
+        NodeVote(bytes(32), address(k), 1, 10, 2, 0, (), 10_001)

@@ -35,10 +35,11 @@ MAX_VOTE_BYTES = 4 << 10
 
 
 def write_vote(data_dir: Path, keypair, peer_id: str, genesis_hash: bytes, *, storage_price: int, write_price: int,
-               capacity: int = 0, proposals: dict[str, int] | None = None) -> SignedNodeVote:
+               capacity: int = 0, proposals: dict[str, int] | None = None,
+               commission_bps: int | None = None) -> SignedNodeVote:
     """Sign a vote with the node's key and write it (atomically) into its data dir."""
     vote = NodeVote(genesis_hash, peer_id, int(time.time()), storage_price, write_price, capacity,
-                    tuple(sorted((proposals or {}).items())))
+                    tuple(sorted((proposals or {}).items())), commission_bps)
     signed = sign_node_vote(keypair, vote)
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     write_atomic(Path(data_dir) / VOTE_FILE, json.dumps(signed.to_json()).encode())
@@ -152,8 +153,10 @@ class VoteService:
         without one keeps the current prices), parameters a quorum proposed, and the reward
         credits of ``prev``'s epoch from this node's ledger (funds and stakes)."""
         ledger = self.node.ledger.ledger
+        commissions = {p: v.vote.commission_bps for p, v in self.votes.items() if v.vote.commission_bps is not None}
         return economics_for_next(prev, price_votes=self.price_votes(), funds=dict(ledger.funds),
-                                  stakes=dict(ledger.stakes), held=held, parameter_proposals=self.proposals())
+                                  stakes=dict(ledger.stakes), held=held, parameter_proposals=self.proposals(),
+                                  commissions=commissions)
 
 
 class ChallengeView:

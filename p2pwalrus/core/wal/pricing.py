@@ -315,21 +315,25 @@ def stakes_by_node(stakes: Mapping[tuple[str, str], int]) -> dict[str, dict[str,
 
 
 def rewards_for_epoch(prev, funds: Mapping[FundKey, int], stakes: Mapping[tuple[str, str], int],
-                      held: Mapping[str, int] | None = None) -> RewardSplit:
+                      held: Mapping[str, int] | None = None,
+                      commissions: Mapping[str, int] | None = None) -> RewardSplit:
     """What epoch ``prev.epoch`` pays: its share of the storage funds, split over ``prev``'s
     committee by shards held (``held``: shards each node kept through the epoch; by default
-    all it was assigned), commission ``prev``'s ``commission_bps`` parameter."""
+    all it was assigned); each node's commission its own (``commissions``, basis points, as
+    it voted) or else ``prev``'s ``commission_bps`` parameter."""
     shards = dict(prev.weights) if held is None else {p: min(held.get(p, 0), w) for p, w in prev.weights.items()}
     fund = epoch_fund(funds, prev.epoch)
-    return split_rewards(fund, prev.n_shards, shards, stakes_by_node(stakes),
-                         prev.parameter(COMMISSION_PARAMETER, 0) or 0)
+    default = prev.parameter(COMMISSION_PARAMETER, 0) or 0
+    bps = {p: (commissions or {}).get(p, default) for p in prev.weights}
+    return split_rewards(fund, prev.n_shards, shards, stakes_by_node(stakes), bps)
 
 
 def economics_for_next(prev, *, price_votes: Mapping[str, PriceVote] | None = None,
                        funds: Mapping[FundKey, int] | None = None,
                        stakes: Mapping[tuple[str, str], int] | None = None,
                        held: Mapping[str, int] | None = None,
-                       parameter_proposals: Mapping[str, Mapping[str, int]] | None = None) -> dict:
+                       parameter_proposals: Mapping[str, Mapping[str, int]] | None = None,
+                       commissions: Mapping[str, int] | None = None) -> dict:
     """Keyword arguments for ``next_state(prev, stakes, **economics_for_next(prev, ...))``:
     the voted prices, the parameters a quorum proposed and the reward credits of ``prev``'s
     epoch (empty when there is no fund to pay out)."""
@@ -338,6 +342,6 @@ def economics_for_next(prev, *, price_votes: Mapping[str, PriceVote] | None = No
         out["parameters"] = decide_parameters(prev.weights, prev.n_shards, dict(prev.parameters),
                                               parameter_proposals)
     if funds is not None:
-        split = rewards_for_epoch(prev, funds, stakes or {}, held)
+        split = rewards_for_epoch(prev, funds, stakes or {}, held, commissions)
         out["reward_credits"] = split.credits
     return out

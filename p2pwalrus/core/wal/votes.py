@@ -42,6 +42,7 @@ class NodeVote:
     write_price: int
     capacity: int = 0  # bytes offered (0: not said)
     proposals: tuple[tuple[str, int], ...] = ()  # parameter changes proposed, sorted by name
+    commission_bps: int | None = None  # this node's commission on its rewards (None: the network's parameter)
 
     def __post_init__(self) -> None:
         if not isinstance(self.genesis, bytes) or len(self.genesis) != 32:
@@ -57,6 +58,9 @@ class NodeVote:
             if not isinstance(k, str) or not k.isidentifier() or len(k) > 48:
                 raise InvalidVoteError("a parameter name is an identifier of at most 48 characters")
             _u64(v, f"proposal {k}")
+        if self.commission_bps is not None and (type(self.commission_bps) is not int
+                                                or not 0 <= self.commission_bps <= 10_000):
+            raise InvalidVoteError("commission_bps must be an integer in 0..10000 (basis points)")
 
     @property
     def prices(self) -> PriceVote:
@@ -65,14 +69,15 @@ class NodeVote:
     def signing_bytes(self) -> bytes:
         body = json.dumps({"node": self.node, "issued": self.issued, "storage_price": self.storage_price,
                            "write_price": self.write_price, "capacity": self.capacity,
-                           "proposals": [[k, v] for k, v in self.proposals]},
+                           "proposals": [[k, v] for k, v in self.proposals],
+                           "commission_bps": self.commission_bps},
                           sort_keys=True, separators=(",", ":")).encode()
         return _VOTE_TAG + self.genesis + struct.pack("<I", len(body)) + body
 
     def to_json(self) -> dict:
         return {"genesis": self.genesis.hex(), "node": self.node, "issued": self.issued,
                 "storage_price": self.storage_price, "write_price": self.write_price, "capacity": self.capacity,
-                "proposals": dict(self.proposals)}
+                "proposals": dict(self.proposals), "commission_bps": self.commission_bps}
 
     @classmethod
     def from_json(cls, obj) -> "NodeVote":
@@ -83,7 +88,8 @@ class NodeVote:
             if not isinstance(props, dict):
                 raise InvalidVoteError("proposals must be an object")
             return cls(bytes.fromhex(obj["genesis"]), obj["node"], obj["issued"], obj["storage_price"],
-                       obj["write_price"], obj.get("capacity", 0), tuple(sorted(props.items())))
+                       obj["write_price"], obj.get("capacity", 0), tuple(sorted(props.items())),
+                       obj.get("commission_bps"))
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, InvalidVoteError):
                 raise
