@@ -73,3 +73,18 @@ def test_price_dry_run_and_a_paid_store(lab, tmp_path):
         return all(i.get("funds") == cost.total and i.get("total") == i.get("supply") for i in infos)
 
     wait(settled, 30, "the payment applied at every node, WAL conserved")
+
+
+def test_info_shows_prices_and_dry_run_prices_a_chunked_file_whole(lab, tmp_path):
+    from p2pwalrus.client.payments import file_cost
+
+    net = lab.network_path
+    info = json.loads(ok(run("info", "--json", network=net)))
+    assert info["prices"]["storage_price_per_unit"] == STORAGE and info["prices"]["write_price_per_unit"] == WRITE
+    assert "per 1 MiB unit of encoded size per epoch" in ok(run("info", network=net))
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(700_000))
+    total, blobs = file_cost(STORAGE, WRITE, 700_000, 10, 2, chunk_size=300_000)
+    out = json.loads(ok(run("store", str(big), "--epochs", "2", "--chunk-size", "300000", "--dry-run", "--json",
+                            client=tmp_path / "u", network=net)))
+    assert out["total"] == total and out["blobs"] == blobs == 4 and out["dry_run"] and out["balance"] == 0
