@@ -311,3 +311,13 @@ def test_signed_node_vote_round_trips_and_refuses_tampering():
         SignedNodeVote.from_json(obj)
     with pytest.raises(InvalidVoteError):
         NodeVote(bytes(32), address(k), 1, 10, 2, 0, (), 10_001)
+
+
+def test_credits_are_capped_to_what_one_state_carries_and_the_rest_rolls_over():
+    a = PEERS[0]
+    stakers = {f"s{i:03d}": 1 + i for i in range(50)}  # (names need not be peer IDs for the split itself)
+    split = split_rewards(10**9, 10, {a: 10}, {a: stakers}, max_credits=20)
+    assert len(split.credits) == 20
+    assert min(split.credits.values()) >= max(v for k, v in split_rewards(10**9, 10, {a: 10}, {a: stakers}).credits
+                                               .items() if k not in split.credits)
+    assert split.paid + split.rollover == split.fund

@@ -36,6 +36,10 @@ from ..rs2 import EncodingConfig
 BYTES_PER_UNIT = 1 << 20  # Walrus's BYTES_PER_UNIT_SIZE: 1 MiB of encoded size
 BPS = 10_000  # basis points in one
 COMMISSION_PARAMETER = "commission_bps"  # a decided parameter: every node's commission, in basis points
+# Reward credits one decided state carries (about 70 bytes each of its 2 MiB): the largest are
+# paid; the others roll over with the remainders (a staker that small is paid when its credits
+# are among the largest, or once stakes are fewer).
+MAX_REWARD_CREDITS = 10_000
 MAX_COMMISSION_BPS = BPS
 
 
@@ -215,7 +219,7 @@ class RewardSplit:
 
 def split_rewards(fund: int, n_shards: int, held: Mapping[str, int],
                   stakes: Mapping[str, Mapping[str, int]], commission_bps: Mapping[str, int] | int = 0,
-                  operators: Mapping[str, str] | None = None) -> RewardSplit:
+                  operators: Mapping[str, str] | None = None, max_credits: int | None = None) -> RewardSplit:
     """Split ``fund`` FROST: node ``p`` earns ``fund * held[p] // n_shards`` (``held``: shards it
     held and kept through the epoch); its commission (``commission_bps``, per node or one for
     all) goes to its operator (``operators[p]``, by default the node's own key), the rest to
@@ -253,6 +257,9 @@ def split_rewards(fund: int, n_shards: int, held: Mapping[str, int],
         rest = part - commission
         for staker in sorted(stakers):
             credit(staker, rest * stakers[staker] // total)
+    if max_credits is not None and len(credits) > max_credits:
+        keep = sorted(credits, key=lambda a: (-credits[a], a))[:max_credits]
+        credits = {a: credits[a] for a in sorted(keep)}
     return RewardSplit(fund, credits, by_node)
 
 
@@ -325,7 +332,7 @@ def rewards_for_epoch(prev, funds: Mapping[FundKey, int], stakes: Mapping[tuple[
     fund = epoch_fund(funds, prev.epoch)
     default = prev.parameter(COMMISSION_PARAMETER, 0) or 0
     bps = {p: (commissions or {}).get(p, default) for p in prev.weights}
-    return split_rewards(fund, prev.n_shards, shards, stakes_by_node(stakes), bps)
+    return split_rewards(fund, prev.n_shards, shards, stakes_by_node(stakes), bps, max_credits=MAX_REWARD_CREDITS)
 
 
 def economics_for_next(prev, *, price_votes: Mapping[str, PriceVote] | None = None,
