@@ -321,3 +321,39 @@ def test_credits_are_capped_to_what_one_state_carries_and_the_rest_rolls_over():
     assert min(split.credits.values()) >= max(v for k, v in split_rewards(10**9, 10, {a: 10}, {a: stakers}).credits
                                                .items() if k not in split.credits)
     assert split.paid + split.rollover == split.fund
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_ledger_conserves_through_paid_stores_and_reward_epochs(data):
+    """Real storage-payment certificates and decided reward credits in any interleaving:
+    balances + stakes + funds stay the genesis supply, and rewards never exceed what was paid."""
+    from p2pwalrus.core.wal.committee import committee_from_genesis
+    from p2pwalrus.core.wal.orders import OrderKind, StoragePayload, make_certificate
+    from p2pwalrus.core.wal.pricing import rewards_for_epoch
+    from tests.wal_helpers import address, genesis_for, key, order, votes
+
+    nodes, users = [key(i) for i in range(1, 5)], [key(300), key(301)]
+    g = genesis_for(nodes, users, balance=10**12, stake=500, n_shards=10)
+    committee = committee_from_genesis(g)
+    ledger = Ledger.from_genesis(g)
+    state = genesis_state(g.network, g.n_shards, {m.peer_id: m.stake for m in g.committee})
+    seqs = {address(u): 0 for u in users}
+    paid_in = 0
+    for _ in range(data.draw(st.integers(1, 8))):
+        if data.draw(st.booleans()):
+            u = data.draw(st.sampled_from(users))
+            start = state.epoch + data.draw(st.integers(0, 2))
+            payload = StoragePayload(bytes(32), 1 << 20, start, start + data.draw(st.integers(1, 5)))
+            amount = data.draw(st.integers(1, 10**9))
+            signed = order(g, u, seqs[address(u)], "", amount, OrderKind.STORAGE, payload=payload.to_bytes())
+            ledger.apply(make_certificate(signed, votes(signed, nodes)), committee)
+            seqs[address(u)] += 1
+            paid_in += amount
+        else:
+            split = rewards_for_epoch(state, ledger.funds, ledger.stakes)
+            state = next_state(state, state.stakes, reward_credits=split.credits)
+            assert ledger.apply_rewards(state.epoch - 1, dict(state.reward_credits))
+        check_conservation(ledger)
+        assert 0 <= ledger.rewards_paid <= paid_in
+        assert all(v > 0 for v in ledger.funds.values())
