@@ -47,14 +47,14 @@ def quote_for(net, size: int, epochs: int, chunk_size: int | None = None):
 
     if net.genesis is None:
         return None, 0, 1
+    single = chunk_size is None and size <= default_chunk_size(net.n_shards)
 
     async def run(client):
-        return await client.quote(size, epochs)
+        return await client.quote(size if single else 0, epochs)  # a chunked file: the prices, summed below
 
     quote = _with_client(net, run)
     if quote is None:
         return None, 0, 1
-    single = chunk_size is None and size <= default_chunk_size(net.n_shards)
     if single:
         return quote, quote.cost.total, 1
     total, blobs = file_cost(quote.cost.storage_price, quote.cost.write_price, size, net.n_shards, epochs,

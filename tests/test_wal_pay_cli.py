@@ -87,3 +87,7 @@ def test_info_shows_prices_and_dry_run_prices_a_chunked_file_whole(lab, tmp_path
     out = json.loads(ok(run("store", str(big), "--epochs", "2", "--chunk-size", "300000", "--dry-run", "--json",
                             client=tmp_path / "u", network=net)))
     assert out["total"] == total and out["blobs"] == blobs == 4 and out["dry_run"] and out["balance"] == 0
+    # a size over the largest blob is priced as the chunks and manifest `store` would make
+    total, blobs = file_cost(STORAGE, WRITE, 3 << 20, 10, 5)
+    out = json.loads(ok(run("price", "3M", "--epochs", "5", "--json", network=net)))
+    assert out["total"] == total and out["blobs"] == blobs == 3
