@@ -241,6 +241,13 @@ def status_cmd(directory, as_json):
     con.print(f"{st['nodes_alive']}/{st['nodes_total']} nodes alive, {verdict}"
               + (f", partition {st['partition']}" if st["partition"] else "")
               + ("" if st["wal_conserved"] else ", [red]WAL NOT CONSERVED at some node[/red]"))
+    ledgers = [r["ledger"] for r in st["nodes"] if r.get("ledger")]
+    if ledgers:  # what stores paid and what the holders were paid from it (issue 16)
+        funds = sorted({x.get("funds", 0) for x in ledgers})
+        rewards = sorted({x.get("rewards_paid", 0) for x in ledgers})
+        prices = sorted({(x.get("storage_price", 0), x.get("write_price", 0)) for x in ledgers})
+        con.print(f"storage funds {'/'.join(map(str, funds))} FROST, rewards paid {'/'.join(map(str, rewards))} "
+                  f"FROST, prices {', '.join(f'{a}+{b}' for a, b in prices)} FROST per MiB unit (epoch + write)")
 
 
 @main.command("watch")
