@@ -357,3 +357,39 @@ def test_ledger_conserves_through_paid_stores_and_reward_epochs(data):
         check_conservation(ledger)
         assert 0 <= ledger.rewards_paid <= paid_in
         assert all(v > 0 for v in ledger.funds.values())
+
+
+def test_check_payment_rules():
+    from p2pwalrus.core.wal.orders import Order, OrderKind, StoragePayload
+    from p2pwalrus.core.wal.payments import PaymentError, check_payment
+    from tests.wal_helpers import address, key
+
+    n, length, blob = 10, 300_000, bytes(range(32))
+    enc = rs2.EncodingConfig(n).encoded_length(length)
+    prices = [(1000, 100)]
+    store5 = store_cost(1000, 100, length, n, 5).total
+    sender = address(key(9))
+
+    def pay(amount, start, end, blob_id=blob, size=enc):
+        return Order(bytes(32), 0, sender, 0, "", amount, OrderKind.STORAGE,
+                     StoragePayload(blob_id, size, start, end).to_bytes())
+
+    what = dict(blob_id=blob, unencoded_length=length, n_shards=n, prices=prices)
+    assert check_payment(pay(store5, 10, 15), epoch=10, end_epoch=15, **what) == store5
+    assert check_payment(pay(store5, 10, 15), epoch=11, end_epoch=14, **what) == store5  # within what was paid
+    for bad, why in [(pay(store5, 10, 15, blob_id=bytes(32)), "another blob ID"),
+                     (pay(store5, 10, 15, size=enc - 1), "encoded size"),
+                     (pay(store5, 10, 14), "covers epochs"),
+                     (pay(store5 - 1, 10, 15), "short"),
+                     (pay(store5, 10, 16), "short"),  # six epochs named: all must be paid
+                     (None, "must be paid for")]:
+        with pytest.raises(PaymentError, match=why):
+            check_payment(bad, epoch=10, end_epoch=15, **what)
+    # an extension from epoch 15 to 20 pays the storage price of 5 epochs, no write price
+    ext = store_cost(1000, 100, length, n, 5, write=False).total
+    assert check_payment(pay(ext, 15, 20), epoch=12, end_epoch=20, extends_from=15, **what) == ext
+    with pytest.raises(PaymentError, match="covers epochs"):
+        check_payment(pay(ext, 16, 20), epoch=12, end_epoch=20, extends_from=15, **what)
+    # across a price change, the cheaper of the accepted prices counts
+    assert check_payment(pay(store5, 10, 15), epoch=10, end_epoch=15,
+                         **{**what, "prices": [(1000, 100), (5000, 500)]}) == store5
