@@ -24,7 +24,7 @@ from p2pwalrus.core.wal.ledger import check_conservation
 from p2pwalrus.core.wal.pricing import quorum_below, store_cost
 from p2pwalrus.node.epoch_service import attach_epochs
 from p2pwalrus.node.identity import load_or_create_identity, peer_id_of
-from p2pwalrus.node.vote_service import make_proposer, write_vote
+from p2pwalrus.node.vote_service import ledger_proposer, make_proposer, write_vote
 
 from .wal_helpers import address, key
 
@@ -140,7 +140,7 @@ async def test_a_holder_that_lost_its_shards_earns_nothing_the_others_earn_their
     runners = {}
 
     def configure(node):
-        runners[node.peer_id] = attach_epochs(node, state0, chain=genesis.hash(), propose=make_proposer(node),
+        runners[node.peer_id] = attach_epochs(node, state0, chain=genesis.hash(), propose=ledger_proposer(node),
                                               timeouts=FAST, gossip_every=0.3)
 
     with trio.fail_after(150):

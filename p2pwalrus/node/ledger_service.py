@@ -84,6 +84,7 @@ class LedgerService:
                          "payments_refused": 0}
         self._prices = [(genesis.storage_price, genesis.write_price)]  # [previous,] current
         self._prices_changed_at = -PRICE_CHANGE_GRACE
+        self._held_view = None  # vote_service.ChallengeView, made on first use (economics)
         self.ledger, certs, replayed = self.store.load(self.committee_for)
         for cert in certs:
             self._index(cert)
@@ -386,6 +387,21 @@ class LedgerService:
                         continue
                     await self.catch_up(item[0], have, item[1] - 1, [peer], CATCH_UP_TIMEOUT)
         return self.counters["pulled"] - pulled
+
+    def economics(self, current) -> dict:
+        """``next_state`` keyword arguments for the state after ``current``: prices voted by the
+        committee (quorum-below), parameters a quorum proposed, and the reward credits of
+        ``current``'s epoch from this ledger's funds and stakes, shards held as this node's
+        storage challenges saw them. A proposer passes them on:
+        ``next_state(current, stakes, **ledger.economics(current))``."""
+        votes = getattr(self.node, "votes", None)
+        if votes is None:
+            return {}
+        if self._held_view is None:
+            from .vote_service import ChallengeView
+
+            self._held_view = ChallengeView(self.node)
+        return votes.economics(current, self._held_view(current))
 
     async def apply_decided(self, states) -> int:
         """Pay the reward credits of decided epoch states (each ``EpochState(e + 1)`` credits

@@ -194,3 +194,12 @@ def make_proposer(storage_node, stakes_of=None, held_of=None):
         return next_state(prev, stakes_of(prev) if stakes_of else prev.stakes, **econ)
 
     return propose
+
+
+def ledger_proposer(storage_node):
+    """The same through the node's ledger (``LedgerService.economics``), placing by ``prev``'s
+    stakes: for tests and for a runner whose proposer is not the ledger's."""
+    def propose(prev):
+        return next_state(prev, prev.stakes, **storage_node.ledger.economics(prev))
+
+    return propose
