@@ -265,16 +265,20 @@ def test_challenge_view_takes_the_shards_of_a_node_that_answered_no_challenge():
     wal = 10**9
     g = genesis_state("testnet", 16, {p: 100 * wal for p in PEERS[:4]})
     a, b, c, d = PEERS[:4]
+    import dataclasses
+
     repair = SimpleNamespace(challenges={})
     view = ChallengeView(SimpleNamespace(repair=repair))
-    assert view(g) == g.weights  # no challenge yet: every member counted whole
+    at = [dataclasses.replace(g, epoch=e, prev_digest=bytes([1]) * 32) if e else g for e in range(4)]
+    assert view(at[0]) == g.weights  # no challenge yet: every member counted whole
     repair.challenges = {a: {"passed": 3, "failed": 0}, b: {"passed": 0, "failed": 2},
                          c: {"passed": 1, "failed": 1}}
-    held = view(g)
+    held = view(at[1])
     assert held[b] == 0 and held[a] == g.weights[a] and held[c] == g.weights[c] and held[d] == g.weights[d]
-    # the next epoch b answers again: it earns again
     repair.challenges[b] = {"passed": 1, "failed": 2}
-    assert view(g)[b] == g.weights[b]
+    assert view(at[1]) == held  # asked again for the same epoch (a later round): the same answer
+    # the next epoch b answers again: it earns again
+    assert view(at[2])[b] == g.weights[b]
     # what b would have earned rolls over; the others earn their share
     split = rewards_for_epoch(g, {(0, 1): 16_000}, {(p, p): 1 for p in PEERS[:4]}, held)
     assert b not in split.credits and split.rollover == 1000 * g.weights[b]

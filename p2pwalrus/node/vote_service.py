@@ -162,22 +162,33 @@ class VoteService:
 class ChallengeView:
     """Which members kept their shards through an epoch, as this node's storage challenges saw
     it: a member challenged during the epoch that answered none of them (failed > 0, passed
-    0 since the last proposal) held nothing and earns nothing for the epoch; every other
-    member is counted with all its shards (a challenge it was never asked is no evidence)."""
+    0 between the ends of the previous epoch and of this one) held nothing and earns nothing
+    for the epoch; every other member is counted with all its shards (a challenge it was
+    never asked is no evidence). The counts are marked once per epoch, at the first call for
+    it, so a proposer asked again (a later round) gets the same answer."""
+
+    KEEP = 4  # epochs of marks kept
 
     def __init__(self, storage_node):
         self.node = storage_node
-        self.last: dict[str, tuple[int, int]] = {}
+        self.marks: dict[int, dict[str, tuple[int, int]]] = {}  # epoch -> counts at its end
+
+    def _counts(self) -> dict[str, tuple[int, int]]:
+        return {p: (c.get("passed", 0), c.get("failed", 0))
+                for p, c in getattr(getattr(self.node, "repair", None), "challenges", {}).items()}
 
     def __call__(self, prev) -> dict[str, int]:
-        now = {p: (c.get("passed", 0), c.get("failed", 0))
-               for p, c in getattr(getattr(self.node, "repair", None), "challenges", {}).items()}
+        if prev.epoch not in self.marks:
+            self.marks[prev.epoch] = self._counts()
+            for old in sorted(self.marks)[:-self.KEEP]:
+                del self.marks[old]
+        now = self.marks[prev.epoch]
+        base = self.marks.get(prev.epoch - 1, {})
         held = {}
         for peer, weight in prev.weights.items():
             passed, failed = now.get(peer, (0, 0))
-            p0, f0 = self.last.get(peer, (0, 0))
+            p0, f0 = base.get(peer, (0, 0))
             held[peer] = 0 if failed > f0 and passed == p0 else weight
-        self.last = now
         return held
 
 
