@@ -179,6 +179,8 @@ async def test_gateway_pays_from_its_own_account_and_answers_402_when_it_cannot(
                     api = (await http.get("/v1/api")).json()
                     assert api["info"]["x-prices"]["storage_price_per_unit"] == STORAGE_PRICE
                     assert "402" in api["paths"]["/v1/blobs"]["put"]["responses"]
+                    dash = (await http.get("/dashboard/state")).json()
+                    assert dash["prices"]["write_price_per_unit"] == WRITE_PRICE
 
                     # the gateway's account is empty: 402 in Walrus's error shape, nothing stored
                     before = sum(n.counters["store_requests"] for n in cluster.alive())

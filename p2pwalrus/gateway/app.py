@@ -835,6 +835,7 @@ class Gateway:
             "network": net.name, "n_shards": net.n_shards, "epoch": net.current_epoch(),
             "live_nodes": len(c.records), "nodes": nodes, "recent": list(reversed(self.recent)),
             "cache": {"bytes": self.cache.used, "entries": len(self.cache.entries), "capacity": self.cache.capacity},
+            "prices": self.prices_json(),
             "now": time.time(),
         }
         state["html"] = fragments(state, net.epoch_start, net.epoch_length)
