@@ -397,3 +397,18 @@ def test_check_payment_rules():
     # across a price change, the cheaper of the accepted prices counts
     assert check_payment(pay(store5, 10, 15), epoch=10, end_epoch=15,
                          **{**what, "prices": [(1000, 100), (5000, 500)]}) == store5
+
+
+def test_reward_credits_cannot_pay_more_than_the_funds_owe_the_epoch():
+    from p2pwalrus.core.wal.pricing import check_reward_credits, rewards_for_epoch
+
+    wal = 10**9
+    g = genesis_state("testnet", 16, {p: 100 * wal for p in PEERS[:4]})
+    funds = {(0, 2): 16_000}
+    stakes = {(p, p): 1 for p in PEERS[:4]}
+    honest = next_state(g, g.stakes, reward_credits=rewards_for_epoch(g, funds, stakes).credits)
+    assert check_reward_credits(g, honest, funds) is None
+    greedy = next_state(g, g.stakes, reward_credits={PEERS[0]: 8001})  # more than epoch 0's half
+    assert "owe it 8000" in check_reward_credits(g, greedy, funds)
+    # a validator that missed the payment refuses until it has it
+    assert check_reward_credits(g, honest, {}) is not None

@@ -403,6 +403,17 @@ class LedgerService:
             self._held_view = ChallengeView(self.node)
         return votes.economics(current, self._held_view(current))
 
+    def check_economics(self, current, proposal) -> None:
+        """valid(v), the ledger's part for issue 16: ``proposal``'s reward credits pay no more
+        than this ledger's funds owe ``current``'s epoch. ProtocolError if they do (and pull
+        what this node may have missed: the next round judges again)."""
+        from ..core.wal.pricing import check_reward_credits
+
+        why = check_reward_credits(current, proposal, self.ledger.funds)
+        if why is not None:
+            self.sync_wanted.set()
+            raise ProtocolError(why)
+
     async def apply_decided(self, states) -> int:
         """Pay the reward credits of decided epoch states (each ``EpochState(e + 1)`` credits
         epoch ``e``'s rewards) not applied here yet, in epoch order, each durable before the

@@ -335,6 +335,21 @@ def rewards_for_epoch(prev, funds: Mapping[FundKey, int], stakes: Mapping[tuple[
     return split_rewards(fund, prev.n_shards, shards, stakes_by_node(stakes), bps, max_credits=MAX_REWARD_CREDITS)
 
 
+def check_reward_credits(prev, nxt, funds: Mapping[FundKey, int]) -> str | None:
+    """Why ``nxt``'s reward credits cannot be ``prev``'s epoch's, as a validator with these
+    ``funds`` sees it (None: they can be): they may not pay more than the funds owe that
+    epoch. A validator that has not applied every payment yet sees less and refuses an honest
+    proposal until it has caught up (the agreement's next round judges again)."""
+    credits = dict(nxt.reward_credits)
+    if any(type(v) is not int or v < 0 for v in credits.values()):
+        return "reward credits must be non-negative integers of FROST"
+    owed = epoch_fund(funds, prev.epoch)
+    if sum(credits.values()) > owed:
+        return (f"the reward credits of epoch {prev.epoch} pay {sum(credits.values())} FROST; the storage funds "
+                f"owe it {owed} here")
+    return None
+
+
 def economics_for_next(prev, *, price_votes: Mapping[str, PriceVote] | None = None,
                        funds: Mapping[FundKey, int] | None = None,
                        stakes: Mapping[tuple[str, str], int] | None = None,
