@@ -206,3 +206,17 @@ def test_a_view_held_only_briefly_does_not_count_once_replaced():
     assert settled.views(now=VIEW_MIN_HELD + 2 + VIEW_KEEP) == [full]  # and it expires
     settled.set_map(compute_shard_map(ids, 10), now=VIEW_MIN_HELD + 3)  # the same map again: no new view
     assert settled.views(now=VIEW_MIN_HELD + 4) == [full, small]
+
+
+@pytest.mark.parametrize("field,value", [("owner", "\ud800"), ("owner", "é" * 3), ("network", "lo\ud800cal"),
+                                         ("members", ["\ud800"])])
+def test_text_that_is_not_plain_ascii_is_refused_at_parsing(field, value):
+    """Found by bench/fuzz.py: a lone surrogate in the owner cannot be encoded into the signed
+    message, and raised UnicodeEncodeError past the parser."""
+    import json
+
+    view = compute_shard_map(PEERS[:10], N)
+    obj = json.loads(certificate(view, deletable=True, owner=PEERS[0]).to_bytes())
+    obj[field] = value
+    with pytest.raises(certs.InvalidCertificateError):
+        AvailabilityCertificate.from_bytes(json.dumps(obj).encode())

@@ -41,6 +41,10 @@ class InvalidCertificateError(ProtocolError):
         self.reason = reason
 
 
+def _is_peer_id_text(text: str, *, empty_ok: bool = False) -> bool:
+    return (empty_ok and text == "") or (0 < len(text) <= 128 and text.isascii() and text.isalnum())
+
+
 def bound_owner(deletable: bool, owner: str) -> str:
     """The owner as signed: only a deletable blob's owner means anything (it alone may
     delete), so a permanent blob's confirmations do not depend on who stored it."""
@@ -85,6 +89,8 @@ class StorageConfirmation:
             peer_id, signature = obj["peer_id"], obj["signature"]
             if not isinstance(peer_id, str) or not isinstance(signature, str) or len(signature) > 256:
                 raise ValueError("peer_id and signature must be strings")
+            if not _is_peer_id_text(peer_id):
+                raise ValueError("peer_id must be base58 text")
             return cls(peer_id, tuple(shards), bytes.fromhex(signature))
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidCertificateError(f"malformed confirmation ({exc})") from None
@@ -159,6 +165,11 @@ class AvailabilityCertificate:
             deletable, owner = obj.get("deletable", False), obj.get("owner", "")
             if not isinstance(deletable, bool) or not isinstance(owner, str) or not isinstance(obj["network"], str):
                 raise ValueError("network, deletable or owner")
+            # Peer IDs are base58 and network names plain ASCII: anything else (a lone surrogate
+            # cannot even be encoded into the signed message) is refused here.
+            if not (_is_peer_id_text(owner, empty_ok=True) and all(_is_peer_id_text(m) for m in members)
+                    and obj["network"].isascii() and obj["network"].isprintable() and len(obj["network"]) <= 64):
+                raise ValueError("network, owner or members not plain ASCII of bounded length")
             cert = cls(
                 network=obj["network"],
                 blob_id=bytes.fromhex(obj["blob_id"]),
