@@ -140,6 +140,12 @@ class Client:
         self.past_views: list[ShardMap] = []  # maps this client held before (a long-lived gateway)
         # peer -> {"verify": s, "write": s} its last store reply reported (StoreResult sums them)
         self.node_timing: dict[str, dict] = {}
+        # A network with a genesis: shards are held as the decided epoch state says (client/epochs.py).
+        self.epochs = None
+        if net.genesis is not None:
+            from .epochs import EpochView
+
+            self.epochs = EpochView(net.genesis)
 
     @property
     def peer_id(self) -> str:
@@ -199,7 +205,16 @@ class Client:
             raise NotEnoughShardsError("no bootstrap peer answered: " + "; ".join(errors))
         self.records = fresh
         self.known_peers |= set(fresh)
-        old, self.shard_map = self.shard_map, compute_shard_map(self.records.keys(), self.net.n_shards)
+        if self.epochs is not None:
+            # Who holds what: the latest decided state, verified from genesis, from the peer that
+            # answered first (then others, if it lags the clock).
+            first = str(info.peer_id)
+            others = [p for p in self.epochs.current.weights if p in fresh and p != first]
+            random.shuffle(others)
+            await self.epochs.refresh(self.host, [first, *others], self.net.current_epoch())
+            old, self.shard_map = self.shard_map, self.epochs.shard_map()
+        else:
+            old, self.shard_map = self.shard_map, compute_shard_map(self.records.keys(), self.net.n_shards)
         self.remember_view(old)
         return self.shard_map
 
@@ -221,7 +236,7 @@ class Client:
             got: dict[str, SignedNodeRecord] = {}
             await self._pull_members(info.peer_id, got)
             self.known_peers.update(got)
-            if got:
+            if got and self.epochs is None:  # (with epochs, maps come from decided states only)
                 views.append(await trio.to_thread.run_sync(compute_shard_map, list(got), self.net.n_shards))
 
         views: list[ShardMap] = []
@@ -289,8 +304,10 @@ class Client:
     # --- certificates ------------------------------------------------------------
 
     def _validate(self, cert: AvailabilityCertificate) -> None:
+        views = (self.epochs.views(cert.epoch) if self.epochs is not None
+                 else [self.shard_map, *self.other_views, *self.past_views])
         validate_certificate(cert, network=self.net.name, n_shards=self.net.n_shards,
-                             views=[self.shard_map, *self.other_views, *self.past_views], current_epoch=self.net.current_epoch(),
+                             views=views, current_epoch=self.net.current_epoch(),
                              max_epochs_ahead=self.net.max_epochs_ahead)
 
     async def proven_invalid(self, blob_id: bytes, peer: str) -> bool:
@@ -434,7 +451,7 @@ class Client:
         although the nodes that hold it will gossip it on.
         """
         raw = cert.to_bytes()
-        smap = compute_shard_map(cert.members, cert.n_shards)
+        smap = self.shard_map if self.epochs is not None else compute_shard_map(cert.members, cert.n_shards)
         need = quorum(cert.n_shards)
 
         def shards_held(peers) -> int:
