@@ -218,6 +218,21 @@ class Client:
         self.remember_view(old)
         return self.shard_map
 
+    async def refresh_epochs(self) -> None:
+        """Catch up with the decided epoch states (a network with a genesis), and the map with them."""
+        if self.epochs is None:
+            return
+        if not self.records:
+            await self.refresh_membership()
+            return
+        peers = [p for p in self.epochs.current.weights if p in self.records]
+        random.shuffle(peers)
+        before = self.epochs.current.epoch
+        await self.epochs.refresh(self.host, peers, self.net.current_epoch())
+        if self.epochs.current.epoch != before:
+            old, self.shard_map = self.shard_map, self.epochs.shard_map()
+            self.remember_view(old)
+
     def remember_view(self, old: ShardMap | None) -> None:
         """Keep a map this client held before among its views (at most 8): a certificate
         made just before churn still verifies for a long-lived client, a gateway say."""

@@ -331,6 +331,16 @@ class Wallet:
         return done
 
     async def submit(self, kind: OrderKind, recipient: str, amount: int, payload: bytes = b"") -> Certificate:
+        try:
+            return await self._submit(kind, recipient, amount, payload)
+        except WrongEpochError:
+            # No node voted for it, so signing again at the same sequence for the epoch the
+            # nodes are at locks nothing: once, after learning the decided states again.
+            await self.client.refresh_epochs()
+            return await self._submit(kind, recipient, amount, payload)
+
+    async def _submit(self, kind: OrderKind, recipient: str, amount: int, payload: bytes = b"") -> Certificate:
+        await self.client.refresh_epochs()  # orders carry the epoch of the committee that votes
         await self.resume()
         view = await self.account()
         if not view.known:

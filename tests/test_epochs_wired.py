@@ -1,0 +1,122 @@
+"""Epochs wired into nodes of a network with a genesis, through real nodes on 127.0.0.1.
+
+Five storage nodes in one trio process, four of them the genesis committee, epochs of a few
+seconds: a wallet stakes the fifth node in and the key of a genesis node unstakes it out.
+Each stake change goes into the next decided state through the ledger; the shards follow
+the decided state (the newcomer gets some, the leaver none), the ledger's weights follow
+it, a blob stored before the changes stays fully stored (every shard's holder of the
+current state holds its pair) and readable, and WAL is conserved at every node.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import trio
+
+from netlab import inprocess
+from p2pwalrus.client.client import open_client
+from p2pwalrus.client.wallet import Wallet
+from p2pwalrus.core.wal.committee import committee_from_state
+from p2pwalrus.core.wal.epoch_map import shard_map_of
+from p2pwalrus.core.wal.epoch_state import verify_chain
+from p2pwalrus.core.wal.genesis import make_genesis
+from p2pwalrus.core.wal.ledger import check_conservation
+from p2pwalrus.node.identity import load_or_create_identity, peer_id_of
+
+from .wal_helpers import address, key
+
+WAL = 10**9
+USER = key(300)
+N_SHARDS = 10
+EPOCH = 3.0
+
+
+def epoch_net(base: Path, n_committee: int, n_nodes: int, epoch_length: float = EPOCH):
+    keys = [load_or_create_identity(base / f"node{i:03d}") for i in range(n_nodes)]
+    ids = [str(peer_id_of(k)) for k in keys]
+    net = inprocess.test_network(N_SHARDS, epoch_length=epoch_length)
+    net = replace(net, genesis_time=time.time() - 0.5)
+    genesis = make_genesis(network=net.name, n_shards=N_SHARDS, genesis_time=net.genesis_time,
+                           epoch_length=net.epoch_length, committee=[(p, 100 * WAL) for p in ids[:n_committee]],
+                           accounts=[(address(USER), 1000 * WAL)],
+                           parameters={"max_epochs_ahead": net.max_epochs_ahead})
+    return replace(net, genesis=genesis), ids, keys
+
+
+async def until(predicate, timeout: float, poll: float = 0.2) -> None:
+    """Until predicate() holds (state spread over many nodes and events: polled, bounded)."""
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(poll)
+
+
+def decided(cluster) -> dict[str, int]:
+    return {n.peer_id: n.epochs.current.epoch for n in cluster.alive()}
+
+
+def fully_stored(cluster, blob_id: bytes) -> bool:
+    """Every shard of the current decided state is held (both slivers) by its holder."""
+    nodes = {n.peer_id: n for n in cluster.alive()}
+    states = {n.epochs.current.digest for n in nodes.values()}
+    if len(states) != 1:
+        return False
+    smap = shard_map_of(next(iter(nodes.values())).epochs.current)
+    for shard in range(N_SHARDS):
+        holder = nodes.get(smap.owner(shard))
+        if holder is None or holder.store.shards_stored(blob_id).get(shard, set()) != {"primary", "secondary"}:
+            return False
+    return True
+
+
+async def test_stake_in_and_unstake_out_move_shards_at_epoch_changes_and_blobs_stay_stored(tmp_path):
+    net, ids, keys = epoch_net(tmp_path / "n", 4, 5)
+    newcomer, leaver = ids[4], ids[0]
+    data = os.urandom(50_000)
+    with trio.fail_after(55):
+        async with inprocess.inprocess_network(5, N_SHARDS, tmp_path / "n", net=net) as cluster:
+            nodes = {n.peer_id: n for n in cluster.alive()}
+            assert not nodes[newcomer].my_shards()  # no stake, no shards: it runs and serves all the same
+            async with open_client(cluster.net, USER) as client:
+                await client.refresh_membership()
+                result = await client.store(data, epochs=100)
+                blob_id = result.blob_id
+                wallet = Wallet(client, USER, tmp_path / "w")
+                await wallet.stake(newcomer, 100 * WAL)
+                # The stake goes into the next decided state: the newcomer joins with shards.
+                await until(lambda: all(newcomer in n.epochs.current.stakes for n in cluster.alive()), 15)
+                joined = nodes[newcomer].epochs.current
+                assert len(joined.shards_by_node[newcomer]) >= 2
+                assert nodes[newcomer].my_shards() == joined.shards_by_node[newcomer]
+                assert nodes[ids[1]].ledger.committee == committee_from_state(joined)
+                await until(lambda: fully_stored(cluster, blob_id), 20)
+
+                # The genesis node's own key unstakes it out (its account first gets a little WAL).
+                await wallet.transfer(leaver, WAL)
+                await client.refresh_membership()
+                node_wallet = Wallet(client, keys[0], tmp_path / "w0")
+                await node_wallet.unstake(leaver, 100 * WAL)
+                await until(lambda: all(leaver not in n.epochs.current.stakes for n in cluster.alive()), 15)
+                await until(lambda: fully_stored(cluster, blob_id), 20)
+                assert not nodes[leaver].my_shards()
+                # Handed over: the leaver dropped its pairs once their new holders had them.
+                await until(lambda: not nodes[leaver].store.shards_stored(blob_id), 15)
+
+            # A fresh client learns the decided state (verified from genesis) and reads.
+            async with open_client(cluster.net) as reader:
+                await reader.refresh_membership()
+                assert reader.epochs.current.epoch >= 2
+                assert reader.shard_map.digest() == shard_map_of(reader.epochs.current).digest()
+                assert await reader.read(blob_id) == data
+                status = await reader.blob_status(blob_id)
+                assert status["shards_stored"] == N_SHARDS
+            heads = {n.epochs.current.epoch for n in cluster.alive()}
+            top = min(heads)
+            assert len({n.epochs.state_for(top).digest for n in cluster.alive()}) == 1  # one chain
+            svc = nodes[ids[2]].epochs.service
+            assert verify_chain(svc.genesis.digest, svc.genesis, svc.links, chain=net.genesis.hash())
+            for n in cluster.alive():
+                check_conservation(n.ledger.ledger)
