@@ -611,6 +611,11 @@ from .cli_wallet import COMMANDS as _WALLET_COMMANDS  # noqa: E402  (wallet, sta
 for _command in _WALLET_COMMANDS:
     main.add_command(_command)
 
+from .cli_committee import COMMANDS as _COMMITTEE_COMMANDS  # noqa: E402  (committee)
+
+for _command in _COMMITTEE_COMMANDS:
+    main.add_command(_command)
+
 
 def _exit_code(code) -> int:
     """The status `sys.exit(code)` would end the process with (printing a message, as it does)."""

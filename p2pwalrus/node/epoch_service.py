@@ -496,9 +496,13 @@ class EpochService:
                 kind, item = await inst.inbox_recv.receive()
                 if kind == "msg":
                     self._lenient = isinstance(item, Commit)
+                    if self._lenient:
+                        machine._valid_cache.clear()  # judged again, leniently: not from a refusal cached
                     try:
                         outputs = machine.on_message(item)
                     finally:
+                        if self._lenient:
+                            machine._valid_cache.clear()  # ... and that lenient answer is not kept either
                         self._lenient = False
                     await carry_out(outputs)
                 else:
@@ -669,6 +673,9 @@ class EpochRunner:
                     "epoch": change.state.epoch, "round": change.round,
                     "seconds": round(time.monotonic() - t0, 3),
                     "after_start": round(time.time() - node.net.epoch_start(nxt), 3)}]
+                write = getattr(node, "write_status", None)
+                if write is not None:
+                    write()  # node.json: netlab reads the figures there
 
 
 def attach_epochs(storage_node, genesis: EpochState, **kwargs) -> EpochRunner:

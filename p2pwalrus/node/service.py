@@ -290,7 +290,7 @@ class StorageNode:
             return None
         cur = self.epochs.current
         return {"decided_epoch": cur.epoch, "digest": cur.digest.hex(), "members": len(cur.committee),
-                "stake": cur.stakes.get(self.peer_id, 0), "changes": self.epochs.changes[-5:]}
+                "stake": cur.stakes.get(self.peer_id, 0), "changes": self.epochs.changes[-20:]}
 
     async def accept_certificate(self, cert: AvailabilityCertificate, *, source: str) -> bool:
         """Validate and keep a certificate; True if it is new or extends one we had.
