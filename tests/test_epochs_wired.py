@@ -103,7 +103,14 @@ async def test_stake_in_and_unstake_out_move_shards_at_epoch_changes_and_blobs_s
                 await until(lambda: fully_stored(cluster, blob_id), 20)
                 assert not nodes[leaver].my_shards()
                 # Handed over: the leaver dropped its pairs once their new holders had them.
-                await until(lambda: not nodes[leaver].store.shards_stored(blob_id), 15)
+                try:
+                    await until(lambda: not nodes[leaver].store.shards_stored(blob_id), 15)
+                except trio.TooSlowError:
+                    lv = nodes[leaver]
+                    raise AssertionError(f"leaver kept {lv.store.shards_stored(blob_id)}; repair "
+                                         f"{lv.repair.stats} pending {lv.repair.handoffs_pending}; map "
+                                         f"{lv.shard_map.digest().hex()[:8]} epoch {lv.epochs.current.epoch}; others "
+                                         f"{[(n.epochs.current.epoch, n.shard_map.digest().hex()[:8], n.my_shards()) for n in cluster.alive()]}") from None
 
             # A fresh client learns the decided state (verified from genesis) and reads.
             async with open_client(cluster.net) as reader:
@@ -120,3 +127,46 @@ async def test_stake_in_and_unstake_out_move_shards_at_epoch_changes_and_blobs_s
             assert verify_chain(svc.genesis.digest, svc.genesis, svc.links, chain=net.genesis.hash())
             for n in cluster.alive():
                 check_conservation(n.ledger.ledger)
+
+
+async def _cli(*args: str, net_file: Path, client_dir: Path):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "P2PWALRUS_NETWORK")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    env["P2PWALRUS_CLIENT_DIR"] = str(client_dir)
+    return await trio.run_process([sys.executable, "-m", "p2pwalrus", *args, "--network", str(net_file)],
+                                  capture_stdout=True, capture_stderr=True, check=False, env=env,
+                                  stdin=subprocess.DEVNULL)
+
+
+async def test_committee_command_shows_the_decided_committee_verified_from_genesis(tmp_path):
+    import json
+
+    from p2pwalrus.config import network_to_toml
+    from p2pwalrus.core.wal.epoch_state import genesis_state_from
+
+    net, ids, _ = epoch_net(tmp_path / "n", 4, 4, epoch_length=2.0)
+    with trio.fail_after(55):
+        async with inprocess.inprocess_network(4, N_SHARDS, tmp_path / "n", net=net) as cluster:
+            await until(lambda: all(e >= 1 for e in decided(cluster).values()), 15)
+            net_file = tmp_path / "network.toml"
+            net_file.write_text(network_to_toml(cluster.net))
+            res = await _cli("committee", "--json", net_file=net_file, client_dir=tmp_path / "c")
+            assert res.returncode == 0, res.stderr
+            out = json.loads(res.stdout)
+            node = cluster.alive()[0]
+            state = node.epochs.state_for(out["epoch"])
+            assert out["epoch"] >= 1 and out["digest"] == state.digest.hex()
+            assert sorted(m["peer_id"] for m in out["members"]) == sorted(ids)
+            assert all(m["stake"] == 100 * WAL and m["live"] for m in out["members"])
+            assert sum(m["shards"] for m in out["members"]) == N_SHARDS and out["quorum_shards"] == 7
+            res = await _cli("committee", "--epoch", "0", "--json", net_file=net_file, client_dir=tmp_path / "c")
+            assert json.loads(res.stdout)["digest"] == genesis_state_from(net.genesis).digest.hex()
+            res = await _cli("committee", "--epoch", "0", net_file=net_file, client_dir=tmp_path / "c")
+            assert res.returncode == 0 and "epoch 0 of" in res.stdout.decode() and "100 WAL" in res.stdout.decode()
+            res = await _cli("committee", "--epoch", "999", net_file=net_file, client_dir=tmp_path / "c")
+            err = res.stderr.decode().strip().splitlines()
+            assert res.returncode == 1 and len(err) == 1, res.stderr
+            assert "epoch 999 is not decided yet" in err[0] and "latest decided epoch is" in err[0]
