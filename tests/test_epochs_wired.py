@@ -170,3 +170,29 @@ async def test_committee_command_shows_the_decided_committee_verified_from_genes
             err = res.stderr.decode().strip().splitlines()
             assert res.returncode == 1 and len(err) == 1, res.stderr
             assert "epoch 999 is not decided yet" in err[0] and "latest decided epoch is" in err[0]
+
+
+async def test_a_partition_without_a_quorum_side_stalls_the_epoch_change_until_it_heals(tmp_path):
+    net, ids, _ = epoch_net(tmp_path / "n", 4, 4, epoch_length=2.0)
+    with trio.fail_after(55):
+        async with inprocess.inprocess_network(4, N_SHARDS, tmp_path / "n", net=net) as cluster:
+            await until(lambda: all(e >= 1 for e in decided(cluster).values()), 15)
+            nodes = cluster.alive()
+            sides = [ids[:2], ids[2:]]  # 2 + 2 nodes: neither side weighs n - f = 7 of 10 shards
+            for node in nodes:
+                node._apply_faults({"deny": [p for side in sides if node.peer_id not in side for p in side]})
+            at_split = max(decided(cluster).values())
+            await trio.sleep(3 * net.epoch_length)  # epochs go by on the clock; nobody may decide one
+            stalled = decided(cluster)
+            assert max(stalled.values()) <= at_split + 1  # (one change may have been under way at the split)
+            for epoch in set(stalled.values()):
+                assert len({n.epochs.state_for(epoch).digest for n in nodes if n.epochs.state_for(epoch)}) == 1
+            assert net.current_epoch() > max(stalled.values()) + 1
+            for node in nodes:
+                node._apply_faults({"deny": []})
+            # Healed: the change completes, every node learns the epochs it missed, one chain.
+            target = net.current_epoch()
+            await until(lambda: all(e >= target for e in decided(cluster).values()), 30)
+            for epoch in range(1, target + 1):
+                assert len({n.epochs.state_for(epoch).digest for n in nodes}) == 1
+            assert len({n.shard_map.digest() for n in nodes}) <= 2  # (one may be a change ahead)
