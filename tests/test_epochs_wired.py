@@ -196,3 +196,37 @@ async def test_a_partition_without_a_quorum_side_stalls_the_epoch_change_until_i
             for epoch in range(1, target + 1):
                 assert len({n.epochs.state_for(epoch).digest for n in nodes}) == 1
             assert len({n.shard_map.digest() for n in nodes}) <= 2  # (one may be a change ahead)
+
+
+async def test_shards_of_a_holder_that_is_gone_at_the_change_are_rebuilt_from_recovery_symbols(tmp_path):
+    net, ids, keys = epoch_net(tmp_path / "n", 5, 5)
+    leaver = ids[4]
+    data = os.urandom(40_000)
+    with trio.fail_after(55):
+        async with inprocess.inprocess_network(5, N_SHARDS, tmp_path / "n", net=net) as cluster:
+            nodes = {n.peer_id: n for n in cluster.alive()}
+            async with open_client(cluster.net, USER) as client:
+                await client.refresh_membership()
+                blob_id = (await client.store(data, epochs=100)).blob_id
+                await until(lambda: fully_stored(cluster, blob_id), 15)
+                await wallet_of(client, USER, tmp_path / "w").transfer(leaver, WAL)
+                await wallet_of(client, keys[4], tmp_path / "w4").unstake(leaver, 100 * WAL)
+            lost = set(nodes[leaver].my_shards())
+            assert lost
+            await cluster.kill(4)  # gone before the change: its shards' new holders cannot copy them
+            alive = [n for n in cluster.alive()]
+            before = {n.peer_id: dict(n.repair.stats) for n in alive}
+            await until(lambda: all(leaver not in n.epochs.current.stakes for n in alive), 15)
+            await until(lambda: fully_stored(cluster, blob_id), 20)
+            restored = sum(n.repair.stats["pairs_restored"] - before[n.peer_id]["pairs_restored"] for n in alive)
+            synced = sum(n.repair.stats["pairs_synced"] - before[n.peer_id]["pairs_synced"] for n in alive)
+            assert restored >= len(lost) and synced < restored  # rebuilt from symbols, not copied
+            async with open_client(cluster.net) as reader:
+                await reader.refresh_membership()
+                assert await reader.read(blob_id) == data
+            for n in alive:
+                check_conservation(n.ledger.ledger)
+
+
+def wallet_of(client, keypair, journal: Path) -> Wallet:
+    return Wallet(client, keypair, journal)
