@@ -119,7 +119,9 @@ def bring_up(directory, nodes: int, shards: int, *, base_port=None, epoch_length
 @click.option("--seed", type=int, default=None, help="Recorded in netlab.json (scenarios use it for their choices).")
 @click.option("--base-port", type=click.IntRange(1024, 65000), default=None,
               help="Node i listens on BASE_PORT + i (default: free ports chosen now, kept across restarts).")
-@click.option("--epoch-length", type=float, default=3600.0, show_default=True, help="Seconds per epoch.")
+@click.option("--epoch-length", type=float, default=3600.0, show_default=True,
+              help="Seconds per epoch: one agreement each, where stake moves shards (60 to watch it happen; "
+                   "`store --epochs N` keeps a blob N of them).")
 @click.option("--timeout", type=float, default=None,
               help="Give up forming the network after this many seconds (default: 60, or 3 per node above 20).")
 @click.option("--gateway/--no-gateway", default=False, show_default=True,
