@@ -266,8 +266,15 @@ def _with_client(net, fn):
     _quiet_libp2p()
     _fast_exit = True
 
+    cache = None
+    if net.genesis is not None:  # decided epoch states this client verified, kept for the next command
+        import platformdirs
+
+        where = os.environ.get("P2PWALRUS_CLIENT_DIR")
+        cache = Path(where or Path(platformdirs.user_data_dir("p2pwalrus")) / "client") / "epochs"
+
     async def run():
-        async with open_client(net, _client_key()) as client:
+        async with open_client(net, _client_key(), epoch_cache=cache) as client:
             await client.refresh_membership()
             return await fn(client)
 

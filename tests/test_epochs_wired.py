@@ -162,6 +162,8 @@ async def test_committee_command_shows_the_decided_committee_verified_from_genes
             assert sorted(m["peer_id"] for m in out["members"]) == sorted(ids)
             assert all(m["stake"] == 100 * WAL and m["live"] for m in out["members"])
             assert sum(m["shards"] for m in out["members"]) == N_SHARDS and out["quorum_shards"] == 7
+            # The states this client verified are kept beside its key: the next command starts from them.
+            assert len(list((tmp_path / "c" / "epochs").rglob("state-*.json"))) >= out["epoch"]
             res = await _cli("committee", "--epoch", "0", "--json", net_file=net_file, client_dir=tmp_path / "c")
             assert json.loads(res.stdout)["digest"] == genesis_state_from(net.genesis).digest.hex()
             res = await _cli("committee", "--epoch", "0", net_file=net_file, client_dir=tmp_path / "c")

@@ -124,7 +124,7 @@ class StoreResult:
 
 
 class Client:
-    def __init__(self, net: NetworkConfig, host, keypair):
+    def __init__(self, net: NetworkConfig, host, keypair, *, epoch_cache=None):
         self.net = net
         self.host = host
         self.keypair = keypair
@@ -145,7 +145,7 @@ class Client:
         if net.genesis is not None:
             from .epochs import EpochView
 
-            self.epochs = EpochView(net.genesis)
+            self.epochs = EpochView(net.genesis, epoch_cache)
 
     @property
     def peer_id(self) -> str:
@@ -1018,7 +1018,7 @@ def _covered(confirmations: dict[str, StorageConfirmation]) -> set[int]:
 
 
 @asynccontextmanager
-async def open_client(net: NetworkConfig, keypair=None):
+async def open_client(net: NetworkConfig, keypair=None, *, epoch_cache=None):
     """A running client host; membership is pulled on first use."""
     if keypair is None:
         from libp2p.crypto.ed25519 import create_new_key_pair
@@ -1026,4 +1026,4 @@ async def open_client(net: NetworkConfig, keypair=None):
         keypair = create_new_key_pair()
     host = build_host(keypair, [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")])
     async with host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
-        yield Client(net, host, keypair)
+        yield Client(net, host, keypair, epoch_cache=epoch_cache)

@@ -10,6 +10,8 @@ each against the one before, from the genesis in its network file
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import trio
 from libp2p.peer.id import ID
@@ -36,11 +38,49 @@ MAX_PEERS_ASKED = 4
 
 
 class EpochView:
-    def __init__(self, genesis):
+    """The decided states this client verified, from genesis on.
+
+    ``cache_dir``: where to keep them between processes (the CLI: beside the client's key).
+    States read back from it are this client's own verified ones: only their links by
+    digest are checked again, not the signatures, so a command on a network of many
+    epochs does not pull and verify the whole chain every time."""
+
+    def __init__(self, genesis, cache_dir: Path | None = None):
         self.genesis = genesis
         self.chain = genesis.hash()
         self.states: list[EpochState] = [genesis_state_from(genesis)]
-        self.certificates: list[StateCertificate] = []
+        self.certificates: list[StateCertificate | None] = []
+        self.cache_dir = Path(cache_dir) / self.chain.hex()[:32] if cache_dir is not None else None
+        if self.cache_dir is not None:
+            self._load_cache()
+
+    def _load_cache(self) -> None:
+        try:
+            names = sorted(p for p in self.cache_dir.glob("state-*.json"))
+        except OSError:
+            return
+        for path in names:
+            try:
+                state = EpochState.from_bytes(path.read_bytes())
+            except (OSError, ProtocolError) as exc:
+                logger.info("epoch cache ends at %s: %s", path.name, exc)
+                break
+            if state.epoch != self.current.epoch + 1 or state.prev_digest != self.current.digest:
+                break  # not the next link of this chain: pulled again from the nodes
+            self.states.append(state)
+            self.certificates.append(None)
+
+    def _save(self, state: EpochState) -> None:
+        if self.cache_dir is None:
+            return
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            path = self.cache_dir / f"state-{state.epoch:010d}.json"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(state.to_bytes())
+            os.replace(tmp, path)
+        except OSError as exc:  # a cache that cannot be written only costs a pull next time
+            logger.info("cannot cache epoch %d: %s", state.epoch, exc)
 
     @property
     def current(self) -> EpochState:
@@ -80,6 +120,7 @@ class EpochView:
                 verify_link(self.current, state, cert, self.chain)
                 self.states.append(state)
                 self.certificates.append(cert)
+                self._save(state)
                 adopted += 1
             if count < MAX_LINKS_PER_REPLY:
                 return adopted
