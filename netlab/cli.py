@@ -216,14 +216,17 @@ def status_cmd(directory, as_json):
     from rich.table import Table
 
     table = Table(title=f"netlab {st['dir']}  ({st['n_shards']} shards)")
-    for col in ("node", "state", "pid", "peer id", "live", "shards", "blobs", "map", "faults"):
+    for col in ("node", "state", "pid", "peer id", "live", "epoch", "stake", "shards", "blobs", "map", "faults"):
         table.add_column(col)
     for r in st["nodes"]:
         state = "[green]up[/green]" if r["ready"] else "[yellow]starting[/yellow]" if r["alive"] else f"[red]{r['state']}[/red]"
         faults = ", ".join(x for x in (f"deny {r['denied']}" if r["denied"] else "",
                                        f"+{r['delay_ms']} ms" if r["delay_ms"] else "") if x)
+        ep = r.get("epochs") or {}  # the decided epoch state the node holds (a network with a genesis)
         table.add_row(str(r["index"]), state, str(r["pid"] or "-"), r["peer_id"][-10:],
-                      str(r["live"] if r["live"] is not None else "-"), ",".join(map(str, r["shards"])) or "-",
+                      str(r["live"] if r["live"] is not None else "-"),
+                      str(ep["decided_epoch"]) if ep else "-", f"{ep['stake'] // 10**9} WAL" if ep else "-",
+                      ",".join(map(str, r["shards"])) or "-",
                       str(r["blobs"] if r["blobs"] is not None else "-"), r["map_digest"][:8] or "-", faults)
     con = _console()
     con.print(table)
