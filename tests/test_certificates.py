@@ -186,3 +186,23 @@ def test_a_delete_signature_names_its_epoch_and_nonce():
     assert verify_signature(owner, delete_message(NET, BLOB, 7, b"n" * 16), sig)
     assert not verify_signature(owner, delete_message(NET, BLOB, 8, b"n" * 16), sig)
     assert not verify_signature(owner, delete_message(NET, BLOB, 7, b"m" * 16), sig)
+
+
+def test_a_view_held_only_briefly_does_not_count_once_replaced():
+    """While a network forms, a node's first views hold few nodes, each owning many shards:
+    a map replaced within VIEW_MIN_HELD seconds is not kept as a view."""
+    from p2pwalrus.node.certcheck import VIEW_KEEP, VIEW_MIN_HELD, CertChecker
+
+    ids = sorted(peer_id_from_public_key(create_new_key_pair().public_key.to_bytes()) for _ in range(10))
+    small, full = compute_shard_map(ids[:2], 10), compute_shard_map(ids, 10)
+    brief = CertChecker(net=None)
+    brief.set_map(small, now=0.0)
+    brief.set_map(full, now=VIEW_MIN_HELD / 2)
+    assert brief.views(now=VIEW_MIN_HELD) == [full]
+    settled = CertChecker(net=None)
+    settled.set_map(small, now=0.0)
+    settled.set_map(full, now=VIEW_MIN_HELD + 1)
+    assert settled.views(now=VIEW_MIN_HELD + 2) == [full, small]
+    assert settled.views(now=VIEW_MIN_HELD + 2 + VIEW_KEEP) == [full]  # and it expires
+    settled.set_map(compute_shard_map(ids, 10), now=VIEW_MIN_HELD + 3)  # the same map again: no new view
+    assert settled.views(now=VIEW_MIN_HELD + 4) == [full, small]

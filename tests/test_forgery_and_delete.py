@@ -21,7 +21,7 @@ from p2pwalrus.core.certificates import (
 )
 from p2pwalrus.core.keys import sign
 from p2pwalrus.core.placement import compute_shard_map
-from p2pwalrus.errors import P2PWalrusError
+from p2pwalrus.errors import BlobNotFoundError, P2PWalrusError
 from p2pwalrus.node import rpc
 from p2pwalrus.node.framing import write_frame
 from p2pwalrus.node.service import certs_topic
@@ -118,6 +118,8 @@ async def test_nodes_holding_at_most_f_shards_cannot_get_a_forged_certificate_ac
                 assert not any(blob.blob_id in nd.certs for nd in honest)
                 cert, _ = await client.find_certificate(blob.blob_id)
                 assert cert is None
+                with pytest.raises(BlobNotFoundError):  # a reader's bar (f + 1 shards) is not met either
+                    await client.certified(blob.blob_id)
                 data = os.urandom(5000)
                 result = await client.store(data)
                 assert await client.read(result.blob_id) == data

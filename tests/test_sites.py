@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import struct
 import zlib
@@ -153,11 +154,15 @@ async def test_quilt_routes_as_walrus_publisher_and_aggregator(tmp_path):
 async def test_a_published_site_is_served_and_republishing_stores_only_what_changed(tmp_path):
     site = tmp_path / "site"
     files = make_site(site)
+    # Larger than one blob holds at 7 shards (983,010 bytes): stored in chunks with a file manifest.
+    files["media/film.bin"] = random.Random(7).randbytes(2_500_000)
+    (site / "media").mkdir()
+    (site / "media/film.bin").write_bytes(files["media/film.bin"])
     with trio.fail_after(120):
         async with inprocess_network(4, 7, tmp_path / "net") as cluster:
             async with open_client(cluster.net) as client:
                 first = await publish_directory(client, site, epochs=2)
-            assert first.blobs_stored == 1 and first.quilts_stored >= 1 and first.quilts_reused == 0
+            assert first.blobs_stored == 2 and first.quilts_stored >= 1 and first.quilts_reused == 0
             assert first.manifest.files["img/noise.png"].blob_id is not None
             assert first.manifest.files["img/red.png"].patch_id is not None
             sid = blob_id_to_str(first.site_id)
@@ -188,7 +193,7 @@ async def test_a_published_site_is_served_and_republishing_stores_only_what_chan
             before = store_requests(cluster)
             async with open_client(cluster.net) as client:
                 second = await publish_directory(client, site, epochs=2)
-                assert second.quilts_stored == 1 and second.blobs_stored == 0 and second.blobs_reused == 1
+                assert second.quilts_stored == 1 and second.blobs_stored == 0 and second.blobs_reused == 2
                 assert second.quilts_reused == first.quilts_stored - 1
                 unchanged = await publish_directory(client, site, epochs=2)
             uploads = store_requests(cluster) - before

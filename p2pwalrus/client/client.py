@@ -27,6 +27,7 @@ from ..core.certificates import (
     AvailabilityCertificate,
     InvalidCertificateError,
     StorageConfirmation,
+    one_honest,
     quorum,
     relabel_reason,
     validate_certificate,
@@ -318,12 +319,12 @@ class Client:
 
     # --- certificates ------------------------------------------------------------
 
-    def _validate(self, cert: AvailabilityCertificate) -> None:
+    def _validate(self, cert: AvailabilityCertificate, need: int | None = None) -> None:
         views = (self.epochs.views(cert.epoch) if self.epochs is not None
                  else [self.shard_map, *self.other_views, *self.past_views])
         validate_certificate(cert, network=self.net.name, n_shards=self.net.n_shards,
                              views=views, current_epoch=self.net.current_epoch(),
-                             max_epochs_ahead=self.net.max_epochs_ahead)
+                             max_epochs_ahead=self.net.max_epochs_ahead, need=need)
 
     async def proven_invalid(self, blob_id: bytes, peer: str) -> bool:
         """True if `peer`, which says the blob is invalid, serves an inconsistency proof for it
@@ -348,10 +349,12 @@ class Client:
         self._proven_invalid.add(blob_id)
         return True
 
-    async def find_certificate(self, blob_id: bytes, *, fanout: int = 5) -> tuple[AvailabilityCertificate | None, bool]:
+    async def find_certificate(self, blob_id: bytes, *, fanout: int = 5,
+                               need: int | None = None) -> tuple[AvailabilityCertificate | None, bool]:
         """The best valid certificate that nodes have, and whether any says the blob is invalid.
 
-        Asks `fanout` random live nodes at a time until one has a valid certificate.
+        Asks `fanout` random live nodes at a time until one has a valid certificate. `need`:
+        shards its signers must hold in our view (default n - f; see `certified`).
         """
         peers = self.live_peers()
         random.shuffle(peers)
@@ -374,7 +377,7 @@ class Client:
                     continue
                 try:
                     cert = AvailabilityCertificate.from_bytes(raw)
-                    await trio.to_thread.run_sync(self._validate, cert)  # signatures: off the loop (gateway)
+                    await trio.to_thread.run_sync(self._validate, cert, need)  # signatures: off the loop (gateway)
                 except InvalidCertificateError as exc:
                     if "in this node's view" in exc.reason and len(unknown_signers) < 3:
                         unknown_signers.append(cert)
@@ -388,7 +391,7 @@ class Client:
             # Our bootstrap peer had not learnt of some confirming peers yet; the others may have.
             for cert in unknown_signers:
                 try:
-                    await trio.to_thread.run_sync(self._validate, cert)
+                    await trio.to_thread.run_sync(self._validate, cert, need)
                 except InvalidCertificateError:
                     continue
                 if cert.blob_id == blob_id and (best is None or cert.end_epoch > best.end_epoch):
@@ -779,9 +782,13 @@ class Client:
     # --- read --------------------------------------------------------------------
 
     async def certified(self, blob_id: bytes) -> AvailabilityCertificate:
+        """The certificate a read relies on. A reader asks only that honest holders signed
+        (f + 1 shards in its view): the slivers it reads are checked against the blob ID
+        whatever the certificate says, and after churn a certificate covers fewer than n - f
+        shards of today's map until today's holders renew it (node/recertify.py)."""
         if self.shard_map is None:
             await self.refresh_membership()
-        cert, invalid = await self.find_certificate(blob_id)
+        cert, invalid = await self.find_certificate(blob_id, need=one_honest(self.net.n_shards))
         if invalid:
             raise BlobInvalidError(f"blob {blob_id_to_str(blob_id)} is invalid: it was encoded inconsistently")
         if cert is None:

@@ -23,8 +23,9 @@ import trio
 from ..core import quilt as q
 from ..core import rs2
 from ..core.blob_id import blob_id_to_str, parse_blob_id
-from ..errors import BlobTooLargeError, P2PWalrusError
+from ..errors import P2PWalrusError
 from .client import Client
+from .chunked import BytesSource, store_file, store_stream
 from .quilts import group_for_quilts, store_quilt
 
 SITE_FORMAT = "p2pwalrus-site/1"
@@ -187,25 +188,48 @@ def scan_directory(root: Path) -> list[tuple[str, Path]]:
     return out
 
 
-async def publish_files(client: Client, files: dict[str, bytes], *, epochs: int = 1) -> PublishResult:
-    """Publish {site path: bytes}: small files in quilts, the others as blobs, then the manifest."""
+def _sha256_of(source: bytes | Path) -> str:
+    if isinstance(source, Path):
+        h = hashlib.sha256()
+        with open(source, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+        return h.hexdigest()
+    return hashlib.sha256(source).hexdigest()
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SiteError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+async def publish_files(client: Client, files: dict[str, bytes | Path], *, epochs: int = 1) -> PublishResult:
+    """Publish {site path: bytes or a file's path}: small files in quilts, the others as blobs
+    (in chunks with a file manifest when larger than one blob holds, read from disk as they
+    are stored), then the site manifest."""
     n = client.net.n_shards
     cfg = rs2.EncodingConfig(n)
     small_limit = min(SMALL_FILE_BYTES, cfg.max_blob_size // 8)
     for path in files:
         _check_path(path)
-    small = {p: d for p, d in files.items() if len(d) <= small_limit}
-    large = {p: d for p, d in files.items() if len(d) > small_limit}
-    for path, data in large.items():
-        if len(data) > cfg.max_blob_size:
-            raise BlobTooLargeError(
-                f"{path} is {len(data)} bytes; the largest blob at {n} shards is {cfg.max_blob_size} bytes, "
-                "and storing a file across several blobs is not available to publish yet")
+    sizes = {}
+    for path, src in files.items():
+        try:
+            sizes[path] = src.stat().st_size if isinstance(src, Path) else len(src)
+        except OSError as exc:
+            raise SiteError(f"cannot read {src}: {exc.strerror or exc}") from None
+    small = {}
+    for path, src in files.items():
+        if sizes[path] <= small_limit:
+            small[path] = await trio.to_thread.run_sync(_read_file, src) if isinstance(src, Path) else src
+    large = {p: src for p, src in files.items() if sizes[p] > small_limit}
     result = PublishResult(b"", SiteManifest({}))
     entries: dict[str, SiteFile] = {}
 
-    def entry(path: str, data: bytes, **where) -> SiteFile:
-        return SiteFile(path, content_type(path), len(data), hashlib.sha256(data).hexdigest(), **where)
+    def entry(path: str, size: int, sha256: str, **where) -> SiteFile:
+        return SiteFile(path, content_type(path), size, sha256, **where)
 
     groups = group_for_quilts([q.QuiltBlob(p, d) for p, d in small.items()], n)
     limiter = trio.CapacityLimiter(4)
@@ -218,22 +242,31 @@ async def publish_files(client: Client, files: dict[str, bytes], *, epochs: int 
         else:
             result.quilts_stored += 1
         for blob in group:
-            entries[blob.identifier] = entry(blob.identifier, blob.data, patch_id=stored.patch_id(blob.identifier))
+            entries[blob.identifier] = entry(blob.identifier, len(blob.data), hashlib.sha256(blob.data).hexdigest(),
+                                             patch_id=stored.patch_id(blob.identifier))
 
-    async def blob(path: str, data: bytes) -> None:
+    async def blob(path: str, src: bytes | Path) -> None:
         async with limiter:
-            stored = await client.store(data, epochs=epochs)
+            try:
+                digest = await trio.to_thread.run_sync(_sha256_of, src)
+                # One blob, or chunks and a file manifest when larger than one blob holds.
+                if isinstance(src, Path):
+                    stored = await store_file(client, src, epochs=epochs)
+                else:
+                    stored = await store_stream(client, BytesSource(src), total=len(src), epochs=epochs)
+            except OSError as exc:
+                raise SiteError(f"cannot read {src}: {exc.strerror or exc}") from None
         if stored.already_certified:
             result.blobs_reused += 1
         else:
             result.blobs_stored += 1
-        entries[path] = entry(path, data, blob_id=stored.blob_id)
+        entries[path] = entry(path, sizes[path], digest, blob_id=stored.blob_id)
 
     async with trio.open_nursery() as nursery:
         for group in groups:
             nursery.start_soon(quilt, group)
-        for path, data in large.items():
-            nursery.start_soon(blob, path, data)
+        for path, src in large.items():
+            nursery.start_soon(blob, path, src)
     manifest = SiteManifest(entries)
     raw = manifest.to_bytes()
     stored = await client.store(raw, epochs=epochs)
@@ -242,12 +275,5 @@ async def publish_files(client: Client, files: dict[str, bytes], *, epochs: int 
 
 
 async def publish_directory(client: Client, root: Path, *, epochs: int = 1) -> PublishResult:
-    """Publish every file under `root` (see publish_files)."""
-    listing = scan_directory(root)
-    files = {}
-    for rel, full in listing:
-        try:
-            files[rel] = await trio.to_thread.run_sync(full.read_bytes)
-        except OSError as exc:
-            raise SiteError(f"cannot read {full}: {exc.strerror or exc}") from None
-    return await publish_files(client, files, epochs=epochs)
+    """Publish every file under `root` (see publish_files); large files are read as they are stored."""
+    return await publish_files(client, dict(scan_directory(root)), epochs=epochs)

@@ -108,6 +108,11 @@ def quorum(n_shards: int) -> int:
     return n_shards - (n_shards - 1) // 3
 
 
+def one_honest(n_shards: int) -> int:
+    """f + 1 shards: among their signers at least one honest holder (faulty ones hold at most f)."""
+    return (n_shards - 1) // 3 + 1
+
+
 @dataclass(frozen=True)
 class AvailabilityCertificate:
     network: str

@@ -20,16 +20,20 @@ import time
 from collections import OrderedDict
 from urllib.parse import quote
 
+from ..client.chunked import parse_if_file_manifest
 from ..client.quilts import QuiltReader, store_quilt
 from ..client.site import SiteFile, SiteManifest
 from ..core import quilt as q
+from ..core import rs2
 from ..core.blob_id import blob_id_to_str, parse_blob_id
+from ..core.manifest import FileManifest
 from ..errors import InvalidBlobIdError, VerificationError
 from .asgi import HTTPError, Request, Response, json_response
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 PATCH_CACHE_BYTES = 32 << 20
 MAX_FORM_PARTS = 10_000
+QUILT_FORM_OVERHEAD = 4 << 20  # multipart headers of up to MAX_FORM_PARTS parts
 SITE_SANDBOX = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
 
 
@@ -112,7 +116,11 @@ class QuiltRoutes:
             raise HTTPError(400, "a quilt cannot be both deletable and permanent")
         force = bool(_bool_param(req.query, "force"))
         boundary = multipart_boundary(req.headers.get("content-type", ""))
-        body = await req.body(gw.config.max_body, gw.config.body_deadline)
+        # A quilt is one blob: its form is bounded by the largest blob plus the form's framing.
+        limit = rs2.EncodingConfig(gw.client.net.n_shards).max_blob_size + QUILT_FORM_OVERHEAD
+        if gw.config.max_body is not None:
+            limit = min(limit, gw.config.max_body)
+        body = await req.body(limit, gw.config.body_deadline)
         gw.metrics.bytes_in.inc(len(body))
         blobs = quilt_blobs_from_form(parse_multipart(body, boundary))
         t0 = time.perf_counter()
@@ -189,11 +197,19 @@ class QuiltRoutes:
                 self.manifests.popitem(last=False)
         return found
 
-    async def _file_bytes(self, entry: SiteFile) -> bytes:
+    async def _file_bytes(self, entry: SiteFile) -> bytes | FileManifest:
+        """A file's bytes, checked against the site's manifest; or the FileManifest of a file
+        stored in chunks (its chunks are bound to it by their blob IDs, and the stream checks
+        the content hash)."""
         if entry.patch_id is not None:
             data = (await self._patch(entry.patch_id, entry.path)).data
         else:
             data, _ = await self.gw.fetch(entry.blob_id)
+            found = parse_if_file_manifest(data, entry.blob_id)
+            if isinstance(found, FileManifest):
+                if found.total_size != entry.size:
+                    raise VerificationError(f"the size of {entry.path!r} does not match the site's manifest")
+                return found
         if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
             raise VerificationError(f"the bytes of {entry.path!r} do not match the site's manifest")
         return data
@@ -222,7 +238,10 @@ class QuiltRoutes:
                    "Content-Security-Policy": SITE_SANDBOX, "X-Content-Type-Options": "nosniff"}
         if status == 200 and _matches(req, etag):
             return Response(304, b"", {k: v for k, v in headers.items() if k != "Content-Type"})
-        return Response(status, await self._file_bytes(entry), headers)
+        body = await self._file_bytes(entry)
+        if isinstance(body, FileManifest):
+            return self.gw._file_response(status, body, 0, body.total_size - 1, headers)
+        return Response(status, body, headers)
 
 
 def routes_of(gateway) -> QuiltRoutes:

@@ -1,8 +1,11 @@
 """A node's checks of certificates against its own view of the network, off the event loop.
 
 The views are the node's own shard maps: the current one and those it replaced within
-VIEW_KEEP seconds (at most MAX_VIEWS), so that a certificate written just before a join or a
-leave that this node has already seen still counts (see core/certificates.py for the rule and
+VIEW_KEEP seconds (at most MAX_VIEWS) after holding them VIEW_MIN_HELD seconds or more, so
+that a certificate written just before a join or a leave that this node has already seen
+still counts. A view held only briefly does not count: while a network forms, or while a
+node briefly sees few peers, a handful of nodes own most shards in it, and nodes holding at
+most `f` shards of the settled map would find `n - f` there (see core/certificates.py for the rule and
 its tolerance). The map is computed once per membership change, never from a certificate's
 member set. Signatures are checked in a worker thread, at most CHECK_THREADS at once, so a
 flood of certificates queues instead of taking the loop or every worker thread.
@@ -22,6 +25,7 @@ from ..core.certificates import AvailabilityCertificate, InvalidCertificateError
 from ..core.placement import ShardMap
 
 VIEW_KEEP = 600.0  # s a replaced shard map still counts as a view
+VIEW_MIN_HELD = 30.0  # s a shard map must have been current to count once replaced
 MAX_VIEWS = 4
 CHECK_THREADS = 2
 REJECTED_MEMORY = 4096  # digests of certificates refused, so a repeated one costs a hash
@@ -31,6 +35,7 @@ class CertChecker:
     def __init__(self, net):
         self.net = net
         self._current: ShardMap | None = None
+        self._current_since = 0.0
         self._replaced: list[tuple[ShardMap, float]] = []  # newest first, with when replaced
         self._rejected: OrderedDict[bytes, str] = OrderedDict()  # shared with the worker threads
         self._lock = threading.Lock()
@@ -41,10 +46,12 @@ class CertChecker:
 
     def set_map(self, shard_map: ShardMap, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        if self._current is not None and self._current.digest() != shard_map.digest():
+        if self._current is not None and self._current.digest() == shard_map.digest():
+            return
+        if self._current is not None and now - self._current_since >= VIEW_MIN_HELD:
             self._replaced.insert(0, (self._current, now))
             del self._replaced[MAX_VIEWS - 1:]
-        self._current = shard_map
+        self._current, self._current_since = shard_map, now
         with self._lock:
             self._rejected.clear()  # a new view may judge them otherwise
 

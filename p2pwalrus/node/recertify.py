@@ -25,6 +25,7 @@ from ..core.certificates import (
     InvalidCertificateError,
     StorageConfirmation,
     covered_in_view,
+    one_honest,
     quorum,
     sign_confirmation,
     verify_confirmation,
@@ -51,7 +52,7 @@ def short_in_current_view(node, cert: AvailabilityCertificate) -> bool:
 async def shows_an_honest_signer(node, cert: AvailabilityCertificate) -> bool:
     """f + 1 shards in our views, signatures checked: more than identities holding f shards sign."""
     try:
-        await node.certcheck.check(cert, need=(cert.n_shards - 1) // 3 + 1)
+        await node.certcheck.check(cert, need=one_honest(cert.n_shards))
         return True
     except InvalidCertificateError:
         return False
