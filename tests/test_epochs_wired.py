@@ -232,3 +232,18 @@ async def test_shards_of_a_holder_that_is_gone_at_the_change_are_rebuilt_from_re
 
 def wallet_of(client, keypair, journal: Path) -> Wallet:
     return Wallet(client, keypair, journal)
+
+
+async def test_a_network_without_a_genesis_keeps_live_set_hashing_and_runs_no_epochs(tmp_path):
+    from p2pwalrus.core.placement import compute_shard_map
+
+    net = inprocess.test_network(N_SHARDS, epoch_length=1.0)  # short epochs: nothing may follow them
+    with trio.fail_after(40):
+        async with inprocess.inprocess_network(3, N_SHARDS, tmp_path / "n", net=net) as cluster:
+            nodes = cluster.alive()
+            for n in nodes:
+                assert n.epochs is None and n.ledger is None and n.status()["epochs"] is None
+                assert n.shard_map.digest() == compute_shard_map([m.peer_id for m in nodes], N_SHARDS).digest()
+            async with open_client(cluster.net) as client:
+                await client.refresh_membership()
+                assert client.epochs is None and client.shard_map.digest() == nodes[0].shard_map.digest()
