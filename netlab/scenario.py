@@ -211,11 +211,14 @@ async def _in_thread(fn, *args, **kw):
     return await trio.to_thread.run_sync(lambda: fn(*args, **kw))
 
 
+_EPOCH_CACHE: list[Path] = []  # the run's cache of verified epoch states, shared by its clients
+
+
 async def _with_client(net, fn, timeout: float):
     from p2pwalrus.client.client import open_client
 
     with trio.fail_after(timeout):
-        async with open_client(net) as client:
+        async with open_client(net, epoch_cache=_EPOCH_CACHE[-1] if _EPOCH_CACHE else None) as client:
             await client.refresh_membership()
             return await fn(client)
 
@@ -654,6 +657,7 @@ def run_scenario(sc: Scenario, run_dir: Path, *, keep: bool = False, require_rep
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     run = Run(sc, run_dir, require_repair, log, rng=random.Random(sc.seed))
+    _EPOCH_CACHE[:] = [run_dir / "client-epochs"]  # each sample's client pulls only new epoch states
     run.t0 = time.monotonic()
     started = time.time()
     failure = None

@@ -76,7 +76,7 @@ class EpochView:
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             path = self.cache_dir / f"state-{state.epoch:010d}.json"
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_suffix(f".{os.getpid()}-{id(self)}.tmp")  # clients may share the cache
             tmp.write_bytes(state.to_bytes())
             os.replace(tmp, path)
         except OSError as exc:  # a cache that cannot be written only costs a pull next time
