@@ -247,3 +247,24 @@ async def test_a_network_without_a_genesis_keeps_live_set_hashing_and_runs_no_ep
             async with open_client(cluster.net) as client:
                 await client.refresh_membership()
                 assert client.epochs is None and client.shard_map.digest() == nodes[0].shard_map.digest()
+
+
+async def test_a_node_signs_the_identical_order_again_after_epochs_went_by_and_no_other(tmp_path):
+    from p2pwalrus.core.wal.orders import Order, OrderKind, Vote, sign_order
+    from p2pwalrus.node.ledger_service import LEDGER_SIGN
+
+    net, ids, _ = epoch_net(tmp_path / "n", 4, 4, epoch_length=2.0)
+    with trio.fail_after(50):
+        async with inprocess.inprocess_network(4, N_SHARDS, tmp_path / "n", net=net) as cluster:
+            nodes = {n.peer_id: n for n in cluster.alive()}
+            epoch = nodes[ids[0]].epochs.current.epoch
+            order = sign_order(USER, Order(net.genesis.hash(), epoch, address(USER), 0, ids[1], WAL, OrderKind.TRANSFER))
+            async with open_client(cluster.net, USER) as client:
+                await client.refresh_membership()
+                first = await client.call(ids[0], LEDGER_SIGN, {"signed": order.to_json()})
+                assert first["ok"]
+                await until(lambda: all(e >= epoch + 2 for e in decided(cluster).values()), 20)
+                again = await client.call(ids[0], LEDGER_SIGN, {"signed": order.to_json()})
+                assert again["ok"] and Vote.from_json(again["vote"]) == Vote.from_json(first["vote"])
+                other = await client.call(ids[2], LEDGER_SIGN, {"signed": order.to_json()})
+                assert not other["ok"] and other["code"] == "wrong_epoch"

@@ -221,9 +221,13 @@ class LedgerService:
             await self._send_vote(stream, signed)
             return
         committee = self.committee
-        if order.epoch == committee.epoch - 1 and (prev := self.committee_for(order.epoch)) is not None:
+        acct = self.ledger.account(order.sender)
+        again = acct is not None and acct.pending is not None and acct.pending.order == order
+        if ((order.epoch == committee.epoch - 1 or again) and order.epoch != committee.epoch
+                and (prev := self.committee_for(order.epoch)) is not None):
             # An order signed just before an epoch change: voted for with the weights of its own
-            # epoch, so a wallet that got some votes before the change can finish it after.
+            # epoch, so a wallet that got some votes before the change can finish it after; and
+            # the identical order this node voted for, whenever asked again (FastPay's rule).
             committee = prev
         if not committee.weight(self.node.peer_id):  # a node that joined later keeps a replica, no vote
             await rpc.send_json(stream, {"ok": False, "code": "not_a_member",
