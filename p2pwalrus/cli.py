@@ -494,6 +494,8 @@ def info_cmd(ctx, as_json, network):
                           "min_load": min(load.values()), "decodable_alone": smap.decodable_alone},
             "nodes": {p: {"shards": list(smap.shards_of(p)), "addrs": list(client.records[p].record.addrs)}
                       for p in client.live_peers()},
+            # A network with a genesis: shards are the decided epoch state's (`p2pwalrus committee`).
+            "decided_epoch": client.epochs.current.epoch if client.epochs is not None else None,
         }
 
     info = _with_client(net, run)
@@ -503,7 +505,9 @@ def info_cmd(ctx, as_json, network):
     click.echo(f"network {info['network']}: {info['n_shards']} shards (f={info['f']}), epoch {info['epoch']} "
                f"({info['epoch_length']:.0f} s), {info['live_nodes']} live nodes")
     sm = info["shard_map"]
-    click.echo(f"shard map {sm['digest'][:16]}: {sm['min_load']}..{sm['max_load']} shards per node")
+    click.echo(f"shard map {sm['digest'][:16]}: {sm['min_load']}..{sm['max_load']} shards per node"
+               + (f", as decided for epoch {info['decided_epoch']} (p2pwalrus committee)"
+                  if info["decided_epoch"] is not None else ""))
     for peer, node in info["nodes"].items():
         click.echo(f"  {peer}  shards {node['shards']}")
 

@@ -168,6 +168,11 @@ async def test_committee_command_shows_the_decided_committee_verified_from_genes
             assert json.loads(res.stdout)["digest"] == genesis_state_from(net.genesis).digest.hex()
             res = await _cli("committee", "--epoch", "0", net_file=net_file, client_dir=tmp_path / "c")
             assert res.returncode == 0 and "epoch 0 of" in res.stdout.decode() and "100 WAL" in res.stdout.decode()
+            res = await _cli("info", "--json", net_file=net_file, client_dir=tmp_path / "c")
+            info = json.loads(res.stdout)
+            assert info["decided_epoch"] >= 1
+            assert all(info["nodes"][p]["shards"] == list(node.epochs.state_for(info["decided_epoch"]).shards_by_node[p])
+                       for p in ids)
             res = await _cli("committee", "--epoch", "999", net_file=net_file, client_dir=tmp_path / "c")
             err = res.stderr.decode().strip().splitlines()
             assert res.returncode == 1 and len(err) == 1, res.stderr
