@@ -120,7 +120,9 @@ def bring_up(directory, nodes: int, shards: int, *, base_port=None, epoch_length
 @click.option("--seed", type=int, default=None, help="Recorded in netlab.json (scenarios use it for their choices).")
 @click.option("--base-port", type=click.IntRange(1024, 65000), default=None,
               help="Node i listens on BASE_PORT + i (default: free ports chosen now, kept across restarts).")
-@click.option("--epoch-length", type=float, default=3600.0, show_default=True, help="Seconds per epoch.")
+@click.option("--epoch-length", type=float, default=3600.0, show_default=True,
+              help="Seconds per epoch: one agreement each, where stake moves shards (60 to watch it happen; "
+                   "`store --epochs N` keeps a blob N of them).")
 @click.option("--timeout", type=float, default=None,
               help="Give up forming the network after this many seconds (default: 60, or 3 per node above 20).")
 @click.option("--gateway/--no-gateway", default=False, show_default=True,
@@ -226,14 +228,17 @@ def status_cmd(directory, as_json):
     from rich.table import Table
 
     table = Table(title=f"netlab {st['dir']}  ({st['n_shards']} shards)")
-    for col in ("node", "state", "pid", "peer id", "live", "shards", "blobs", "map", "faults"):
+    for col in ("node", "state", "pid", "peer id", "live", "epoch", "stake", "shards", "blobs", "map", "faults"):
         table.add_column(col)
     for r in st["nodes"]:
         state = "[green]up[/green]" if r["ready"] else "[yellow]starting[/yellow]" if r["alive"] else f"[red]{r['state']}[/red]"
         faults = ", ".join(x for x in (f"deny {r['denied']}" if r["denied"] else "",
                                        f"+{r['delay_ms']} ms" if r["delay_ms"] else "") if x)
+        ep = r.get("epochs") or {}  # the decided epoch state the node holds (a network with a genesis)
         table.add_row(str(r["index"]), state, str(r["pid"] or "-"), r["peer_id"][-10:],
-                      str(r["live"] if r["live"] is not None else "-"), ",".join(map(str, r["shards"])) or "-",
+                      str(r["live"] if r["live"] is not None else "-"),
+                      str(ep["decided_epoch"]) if ep else "-", f"{ep['stake'] // 10**9} WAL" if ep else "-",
+                      ",".join(map(str, r["shards"])) or "-",
                       str(r["blobs"] if r["blobs"] is not None else "-"), r["map_digest"][:8] or "-", faults)
     con = _console()
     con.print(table)
@@ -405,7 +410,7 @@ def slow_cmd(index, delay_ms, directory):
               help="A wait_repaired step that times out is a warning, not a failure.")
 @click.option("--seed", type=int, default=None, help="Override the scenario's seed.")
 def run_cmd(scenario, ci, directory, keep, no_require_repair, seed):
-    """Run a scenario file (or a shipped one by name: churn, lose_f, partition, wipe).
+    """Run a scenario file (or a shipped one by name: churn, epochs, lose_f, partition, wipe).
 
     Writes report.json, report.md and plot.png into the run directory.
     """

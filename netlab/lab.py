@@ -562,6 +562,7 @@ class Lab:
                 "shards": st.get("shards", []) if fresh else [],
                 "blobs": st.get("blobs") if fresh else None,
                 "ledger": st.get("ledger") if fresh else None,  # WAL held vs the genesis supply
+                "epochs": st.get("epochs") if fresh else None,  # the decided epoch state it holds
                 "denied": len(faults.get("deny", [])), "delay_ms": faults.get("delay_ms", 0),
             })
         up = [r for r in rows if r["alive"]]

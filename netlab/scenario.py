@@ -13,17 +13,23 @@ A scenario is TOML::
     [[steps]]
     action = "store"     # store | read | kill | stop | start | wipe | add | kill_holders |
     blob = "a"           # partition | heal | slow | wait_converged | wait_repaired |
-                         # assert | sleep | up
+                         # assert | sleep | up | stake | unstake | wait_epoch
     [ci]                 # overrides for `netlab run --ci` (any top-level key, plus `steps`)
     nodes = 5
     size = "64K"
 
-Step fields: ``node`` (index, list, or "random"/"random_alive"/"random_dead"),
+Step fields: ``node`` (index, list, or "random"/"random_alive"/"random_dead"/"newest"),
 ``blob`` (name; default: every blob stored so far), ``size``, ``timeout``,
 ``required`` (wait_repaired: fail the run on timeout, default true), ``groups``
 ("0,1/2,3"), ``delay_ms``, ``seconds``, ``shards`` (kill_holders: "f" or a count),
 ``metric``/``min``/``max`` (assert; metric is shards_stored, nodes_alive, converged
-or readable; bounds may be "n", "f", "n-f", "n-2f", "2f+1" or integers).
+or readable; bounds may be "n", "f", "n-f", "n-2f", "2f+1" or integers), ``amount``
+(stake: "1000WAL"), ``member``/``changes`` (wait_epoch: NODE in or out of the decided
+committee, or that many more decided epochs).
+
+The report carries ``wal_conserved`` (every running node's WAL against the genesis supply,
+at the end) and, on a testnet with epochs, ``figures.epochs``: each change's agreement
+time, rounds and shards moved, and the repair bytes per shard handed over.
 
 While it runs, a sampler records every ``sample_interval`` seconds: t, nodes alive and
 shards stored per blob (from blob-status). The run directory gets report.json,
@@ -201,6 +207,8 @@ class Run:
         dead = [n.index for n in self.lab.nodes if not self.lab.alive(n)]
         if isinstance(spec, int):
             return [spec]
+        if spec == "newest":  # the node added last (a scenario's size may differ in its CI form)
+            return [max(n.index for n in self.lab.nodes)]
         if isinstance(spec, list):
             return [int(x) for x in spec]
         pool = {"random": alive if want == "alive" else dead, "random_alive": alive, "random_dead": dead}.get(spec)
@@ -216,6 +224,9 @@ async def _in_thread(fn, *args, **kw):
     return await trio.to_thread.run_sync(lambda: fn(*args, **kw))
 
 
+_EPOCH_CACHE: list[Path] = []  # the run's cache of verified epoch states, shared by its clients
+
+
 async def _with_client(net, fn, timeout: float, run: "Run | None" = None):
     """``fn(client)`` with a connected client; given ``run``, the client is the testnet's
     faucet key (stores pay from it on a priced testnet, and it may delete what it stored)."""
@@ -227,7 +238,7 @@ async def _with_client(net, fn, timeout: float, run: "Run | None" = None):
 
         key = faucet_key(run.lab.dir)
     with trio.fail_after(timeout):
-        async with open_client(net, key) as client:
+        async with open_client(net, key, epoch_cache=_EPOCH_CACHE[-1] if _EPOCH_CACHE else None) as client:
             if run is not None:
                 client.payer_journal = run.run_dir / "wallet"
             await client.refresh_membership()
@@ -491,6 +502,170 @@ async def step_assert(run: Run, step) -> str:
     raise ScenarioError(f"unknown assert metric {metric!r}")
 
 
+# --- WAL and epochs (a testnet with a genesis: netlab/wal.py) ---------------------------------
+
+
+async def _faucet_wallet(run: Run, fn, timeout: float = 60.0):
+    """``fn(client, wallet)`` with the faucet's wallet (its key and journal in DIR/faucet)."""
+    from p2pwalrus.client.wallet import Wallet
+
+    from .wal import FAUCET_DIR, faucet_key
+
+    key = faucet_key(run.lab.dir)
+
+    async def go(client):
+        return await fn(client, Wallet(client, key, run.lab.dir / FAUCET_DIR / "wallet"))
+
+    from p2pwalrus.client.client import open_client
+
+    with trio.fail_after(timeout):
+        async with open_client(run.client_net(), key) as client:
+            await client.refresh_membership()
+            return await go(client)
+
+
+async def step_stake(run: Run, step) -> str:
+    """The faucet stakes AMOUNT (default 1000WAL) with node NODE: it joins the committee (or
+    weighs more) from the next epoch change."""
+    from p2pwalrus.core.wal.amounts import format_amount, parse_amount
+
+    (idx,) = run.pick_nodes(step, "alive")[:1]
+    amount = parse_amount(str(step.get("amount", "1000WAL")))
+    peer = run.lab.node(idx).peer_id
+    cert = await _faucet_wallet(run, lambda c, w: w.stake(peer, amount), float(step.get("timeout", 60)))
+    run.event(f"stake {format_amount(amount)} with node {idx}")
+    return f"staked {format_amount(amount)} with node {idx} (faucet sequence {cert.order.sequence})"
+
+
+async def step_unstake(run: Run, step) -> str:
+    """Node NODE's own key takes back all its stake (the faucet first gives its account 1 WAL,
+    so it exists): it leaves the committee at the next epoch change."""
+    from p2pwalrus.client.client import open_client
+    from p2pwalrus.client.wallet import Wallet
+    from p2pwalrus.core.wal.amounts import format_amount
+    from p2pwalrus.node.identity import load_or_create_identity
+
+    (idx,) = run.pick_nodes(step, "alive")[:1]
+    entry = run.lab.node(idx)
+    timeout = float(step.get("timeout", 60))
+    await _faucet_wallet(run, lambda c, w: w.transfer(entry.peer_id, 10**9), timeout)
+    key = await _in_thread(load_or_create_identity, Path(entry.data_dir))
+
+    async def go(client):
+        wallet = Wallet(client, key, run.run_dir / f"node{idx}-wallet")
+        view = await wallet.account()
+        amount = view.stakes.get(entry.peer_id, 0)
+        if not amount:
+            raise StepFailed(f"node {idx} has no stake of its own to take back")
+        await wallet.unstake(entry.peer_id, amount)
+        return amount
+
+    with trio.fail_after(timeout):
+        async with open_client(run.client_net(), key) as client:
+            await client.refresh_membership()
+            amount = await go(client)
+    run.event(f"unstake node {idx} ({format_amount(amount)})")
+    return f"node {idx} took back {format_amount(amount)}"
+
+
+def _decided(run: Run) -> dict[int, dict]:
+    """node index -> the epochs section of its node.json (running nodes that wrote one)."""
+    out = {}
+    for r in run.lab.status()["nodes"]:
+        if r["alive"] and r.get("epochs"):
+            out[r["index"]] = r["epochs"]
+    return out
+
+
+async def _committee(run: Run):
+    """The latest decided state, verified from genesis by a client."""
+    async def get(client):
+        return client.epochs
+
+    return await _with_client(run.client_net(), get, 20.0)
+
+
+async def step_wait_epoch(run: Run, step) -> str:
+    """Until every running node holds a decided state that has NODE in its committee
+    (``member = true``) or not (``member = false``), or (without NODE) until CHANGES more
+    epochs were decided at every running node (default 1)."""
+    timeout = float(step.get("timeout", 3 * run.sc.epoch_length + 30))
+    member = step.get("member")
+    node_idx = run.pick_nodes(step, "alive")[0] if member is not None else None
+    peer = run.lab.node(node_idx).peer_id if node_idx is not None else None
+    start = min((e["decided_epoch"] for e in _decided(run).values()), default=0)
+    target = start + int(step.get("changes", 1))
+    t = time.monotonic()
+    with trio.move_on_after(timeout):
+        while True:
+            if peer is not None:
+                view = await _committee(run)
+                have = peer in view.current.stakes
+                epochs = _decided(run)
+                if have == bool(member) and epochs and all(e["digest"] == view.current.digest.hex()
+                                                           for e in epochs.values()):
+                    break
+            else:
+                epochs = _decided(run)
+                if epochs and all(e["decided_epoch"] >= target for e in epochs.values()):
+                    break
+            await trio.sleep(1.0)
+        took = time.monotonic() - t
+        latest = max(e["decided_epoch"] for e in _decided(run).values())
+        what = (f"node {node_idx} {'in' if member else 'out of'} the committee" if peer is not None
+                else f"epoch {latest} decided everywhere")
+        run.event(f"{what} ({took:.1f} s)")
+        return f"{what} after {took:.1f} s"
+    raise StepFailed(f"epoch wait timed out after {timeout:.0f} s: decided epochs {_decided(run)}")
+
+
+async def collect_epoch_figures(run: Run) -> None:
+    """Epoch changes (time, round, shards moved) and what the hand-overs cost, from the nodes'
+    node.json and the chain; WAL conservation at every running node."""
+    from p2pwalrus.core.wal.placement_stake import moved_shards
+
+    status = await _in_thread(run.lab.status)
+    run.figures["wal_conserved"] = status["wal_conserved"]
+    up = [r for r in status["nodes"] if r["alive"] and r.get("epochs")]
+    if not up:
+        return
+    try:
+        view = await _committee(run)
+    except Exception as exc:
+        run.figures["epochs_error"] = describe_error(exc)
+        return
+    per_epoch: dict[int, list[dict]] = {}
+    for r in up:
+        for c in r["epochs"].get("changes", []):
+            per_epoch.setdefault(c["epoch"], []).append(c)
+    changes, moved_total = [], 0
+    for state in view.states[1:]:
+        prev = view.states[state.epoch - 1]
+        moved = len(moved_shards(prev.shards_by_node, state.shards_by_node))
+        moved_total += moved
+        seen = per_epoch.get(state.epoch, [])
+        changes.append({
+            "epoch": state.epoch, "members": len(state.committee), "shards_moved": moved,
+            "agreement_seconds_max": max((c["seconds"] for c in seen), default=None),
+            "decided_after_epoch_start_max": max((c["after_start"] for c in seen), default=None),
+            "round": max((c["round"] for c in seen), default=None)})
+    repair = [r.get("repair") or {} for r in (await _in_thread(_node_files, run))]
+    moved_bytes = sum(x.get("bytes_moved", 0) for x in repair)
+    sync_bytes = sum(x.get("sync_bytes", 0) for x in repair)
+    pairs = sum(x.get("pairs_restored", 0) for x in repair)
+    run.figures["epochs"] = {
+        "changes": changes, "shards_moved": moved_total,
+        "repair_bytes": moved_bytes, "sync_bytes": sync_bytes, "pairs_restored": pairs,
+        "pairs_synced": sum(x.get("pairs_synced", 0) for x in repair),
+        "bytes_per_shard_handed_over": round(moved_bytes / moved_total) if moved_total else None,
+        "bytes_per_pair_restored": round(moved_bytes / pairs) if pairs else None,
+    }
+
+
+def _node_files(run: Run) -> list[dict]:
+    return [st for n in run.lab.nodes if run.lab.alive(n) and (st := run.lab.node_status_file(n))]
+
+
 async def step_sleep(run: Run, step) -> str:
     await trio.sleep(float(step.get("seconds", 1)))
     return f"slept {step.get('seconds', 1)} s"
@@ -502,6 +677,7 @@ ACTIONS = {
     "partition": step_partition, "heal": step_heal, "slow": step_slow, "wait_converged": step_wait_converged,
     "wait_repaired": step_wait_repaired, "assert": step_assert, "sleep": step_sleep, "extend": step_extend,
     "delete": step_delete,
+    "stake": step_stake, "unstake": step_unstake, "wait_epoch": step_wait_epoch,
 }
 
 
@@ -534,6 +710,11 @@ async def _run_steps(run: Run) -> str | None:
         await trio.sleep(min(2.0, run.sc.sample_interval * 2))  # a last sample or two after the final step
         nursery.cancel_scope.cancel()
     run.wal = wal_report(run.lab)  # before the testnet is torn down
+    if run.lab is not None:
+        try:
+            await collect_epoch_figures(run)
+        except Exception as exc:  # figures must never hide the run's outcome
+            run.figures["epochs_error"] = describe_error(exc)
     return failure
 
 
@@ -542,6 +723,7 @@ def run_scenario(sc: Scenario, run_dir: Path, *, keep: bool = False, require_rep
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     run = Run(sc, run_dir, require_repair, log, rng=random.Random(sc.seed))
+    _EPOCH_CACHE[:] = [run_dir / "client-epochs"]  # each sample's client pulls only new epoch states
     run.t0 = time.monotonic()
     started = time.time()
     failure = None
@@ -635,14 +817,28 @@ def write_report(run: Run, report: dict) -> None:
     lines += ["", f"Nodes alive: {fig.get('min_nodes_alive')}..{fig.get('max_nodes_alive')}; "
                   f"up in {fig.get('up_seconds')} s; repairs: {fig.get('repair_seconds', [])} s; "
                   f"repair timeouts: {len(fig.get('repair_timeouts', []))}.",
-              "", "![shards stored and nodes alive](plot.png)", ""]
+              ""]
     wal = report.get("wal")
     if wal:
         v = next(iter(wal["nodes"].values()))
-        lines[-1:-1] = [f"WAL {'conserved' if wal['conserved'] else '**NOT CONSERVED**'} at every running node "
+        lines += [f"WAL {'conserved' if wal['conserved'] else '**NOT CONSERVED**'} at every running node "
                         f"(supply {v['supply']} FROST; funds {sorted({x['funds'] for x in wal['nodes'].values()})}, "
                         f"rewards paid {sorted({x['rewards_paid'] for x in wal['nodes'].values()})}; "
                         f"stores and extensions paid {fig.get('paid', 0)} FROST).", ""]
+    elif "wal_conserved" in fig:
+        lines += [f"WAL conserved at every running node: {'yes' if fig['wal_conserved'] else '**NO**'}.", ""]
+    ep = fig.get("epochs")
+    if ep:
+        lines += ["| epoch | members | shards moved | agreement (s, slowest node) | decided after epoch start (s) | round |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        for c in ep["changes"]:
+            lines.append(f"| {c['epoch']} | {c['members']} | {c['shards_moved']} | {c['agreement_seconds_max']} | "
+                         f"{c['decided_after_epoch_start_max']} | {c['round']} |")
+        lines += ["", f"Shards handed over: {ep['shards_moved']}; repair moved {ep['repair_bytes']} B "
+                      f"({ep['sync_bytes']} B copied from previous holders, {ep['pairs_synced']} of "
+                      f"{ep['pairs_restored']} pairs): {ep['bytes_per_shard_handed_over']} B per shard handed over, "
+                      f"{ep['bytes_per_pair_restored']} B per pair restored.", ""]
+    lines += ["![shards stored and nodes alive](plot.png)", ""]
     (d / "report.md").write_text("\n".join(lines))
     try:
         from .plot import plot_timeseries

@@ -266,10 +266,17 @@ def _with_client(net, fn):
     _quiet_libp2p()
     _fast_exit = True
 
+    cache = None
+    if net.genesis is not None:  # decided epoch states this client verified, kept for the next command
+        import platformdirs
+
+        where = os.environ.get("P2PWALRUS_CLIENT_DIR")
+        cache = Path(where or Path(platformdirs.user_data_dir("p2pwalrus")) / "client") / "epochs"
+
     async def run():
         from .cli_pay import paying_note
 
-        async with open_client(net, _client_key()) as client:
+        async with open_client(net, _client_key(), epoch_cache=cache) as client:
             client.on_pay = paying_note  # the cost, on stderr, before anything is paid
             await client.refresh_membership()
             return await fn(client)
@@ -518,6 +525,8 @@ def info_cmd(ctx, as_json, network):
                           "min_load": min(load.values()), "decodable_alone": smap.decodable_alone},
             "nodes": {p: {"shards": list(smap.shards_of(p)), "addrs": list(client.records[p].record.addrs)}
                       for p in client.live_peers()},
+            # A network with a genesis: shards are the decided epoch state's (`p2pwalrus committee`).
+            "decided_epoch": client.epochs.current.epoch if client.epochs is not None else None,
         }
 
     info = _with_client(net, run)
@@ -527,7 +536,9 @@ def info_cmd(ctx, as_json, network):
     click.echo(f"network {info['network']}: {info['n_shards']} shards (f={info['f']}), epoch {info['epoch']} "
                f"({info['epoch_length']:.0f} s), {info['live_nodes']} live nodes")
     sm = info["shard_map"]
-    click.echo(f"shard map {sm['digest'][:16]}: {sm['min_load']}..{sm['max_load']} shards per node")
+    click.echo(f"shard map {sm['digest'][:16]}: {sm['min_load']}..{sm['max_load']} shards per node"
+               + (f", as decided for epoch {info['decided_epoch']} (p2pwalrus committee)"
+                  if info["decided_epoch"] is not None else ""))
     from .core.wal.amounts import format_amount
 
     pr = info["prices"]
@@ -657,6 +668,11 @@ for _command in _WALLET_COMMANDS:
 from .cli_pay import COMMANDS as _PAY_COMMANDS  # noqa: E402  (price, vote)
 
 for _command in _PAY_COMMANDS:
+    main.add_command(_command)
+
+from .cli_committee import COMMANDS as _COMMITTEE_COMMANDS  # noqa: E402  (committee)
+
+for _command in _COMMITTEE_COMMANDS:
     main.add_command(_command)
 
 

@@ -203,8 +203,9 @@ def history_cmd(ctx, limit, as_json, network):
 def stake_cmd(ctx, node, amount, network):
     """Stake AMOUNT of this wallet's WAL with the storage node NODE (its peer ID).
 
+    NODE is a member of the committee, or a live storage node outside it (staking it in).
     The stake is certified at once; it weighs in shard placement from the epoch change
-    that follows (epochs decided by agreement)."""
+    that follows (`p2pwalrus committee` shows it once decided)."""
     from .core.wal.amounts import format_amount
 
     _check_address(node, "NODE")

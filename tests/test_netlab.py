@@ -140,6 +140,10 @@ def test_shipped_scenario_passes_in_ci_size(tmp_path, name):
         assert "WAL conserved" in (tmp_path / "run" / "report.md").read_text()
     assert saved["figures"]["reads"] and all(r["ok"] for r in saved["figures"]["reads"])
     assert saved["samples"] and all(b["final_shards_stored"] is not None for b in saved["blobs"].values())
+    assert saved["figures"]["wal_conserved"] is True  # every running node's WAL equals the genesis supply
+    if name == "epochs":  # stake in, stake out, more stake: three changes that move shards
+        changes = saved["figures"]["epochs"]["changes"]
+        assert sum(1 for c in changes if c["shards_moved"]) >= 3 and saved["figures"]["epochs"]["shards_moved"]
     pids = [n["pid"] for n in json.loads((tmp_path / "run" / "net" / "netlab.json").read_text())["nodes"]]
     _wait(lambda: _gone(pids), 5, "the scenario's nodes to be torn down")
 

@@ -111,7 +111,7 @@ def test_moves_between_epochs_are_exactly_the_minimum_the_new_counts_force(stake
     assume(any(after_stakes.values()))
     cap = effective_cap(sum(1 for s in after_stakes.values() if s), n, default_cap(len(stakes), n))
     after = assign_shards(after_stakes, n, seed1, before, cap=cap)
-    counts = shard_counts(after_stakes, n, seed1, cap=cap)
+    counts = shard_counts(after_stakes, n, seed1, cap=cap, previous={v: len(ss) for v, ss in before.items()})
     assert len(moved_shards(before, after)) == min_moves(before, counts)
 
 
@@ -120,6 +120,16 @@ def test_unchanged_stakes_move_nothing_even_with_a_new_seed():
     a = assign_shards(stakes, 1000, seed_of(1))
     b = assign_shards(stakes, 1000, seed_of(2), a)
     assert a == b
+
+
+def test_unchanged_equal_stakes_move_nothing_when_ties_decide_the_counts():
+    # 7 shards left over 4 equal stakes (one node capped): which one gets 1 is a tie; with the
+    # previous counts as the first tie-break it stays the same node, whatever the new seed.
+    stakes = {node(i): 1000 for i in range(4)} | {node(9): 3000}
+    a = assign_shards(stakes, 10, seed_of(1), cap=3)
+    for k in range(2, 12):
+        b = assign_shards(stakes, 10, seed_of(k), a, cap=3)
+        assert b == a
 
 
 def test_a_newcomer_takes_about_its_share_and_no_more_moves():

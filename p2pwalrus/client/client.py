@@ -128,7 +128,7 @@ class StoreResult:
 
 
 class Client:
-    def __init__(self, net: NetworkConfig, host, keypair):
+    def __init__(self, net: NetworkConfig, host, keypair, *, epoch_cache=None):
         self.net = net
         self.host = host
         self.keypair = keypair
@@ -149,6 +149,12 @@ class Client:
         self.past_views: list[ShardMap] = []  # maps this client held before (a long-lived gateway)
         # peer -> {"verify": s, "write": s} its last store reply reported (StoreResult sums them)
         self.node_timing: dict[str, dict] = {}
+        # A network with a genesis: shards are held as the decided epoch state says (client/epochs.py).
+        self.epochs = None
+        if net.genesis is not None:
+            from .epochs import EpochView
+
+            self.epochs = EpochView(net.genesis, epoch_cache)
 
     @property
     def peer_id(self) -> str:
@@ -208,9 +214,33 @@ class Client:
             raise NotEnoughShardsError("no bootstrap peer answered: " + "; ".join(errors))
         self.records = fresh
         self.known_peers |= set(fresh)
-        old, self.shard_map = self.shard_map, compute_shard_map(self.records.keys(), self.net.n_shards)
+        if self.epochs is not None:
+            # Who holds what: the latest decided state, verified from genesis, from the peer that
+            # answered first (then others, if it lags the clock).
+            first = str(info.peer_id)
+            others = [p for p in self.epochs.current.weights if p in fresh and p != first]
+            random.shuffle(others)
+            await self.epochs.refresh(self.host, [first, *others], self.net.current_epoch())
+            old, self.shard_map = self.shard_map, self.epochs.shard_map()
+        else:
+            old, self.shard_map = self.shard_map, compute_shard_map(self.records.keys(), self.net.n_shards)
         self.remember_view(old)
         return self.shard_map
+
+    async def refresh_epochs(self) -> None:
+        """Catch up with the decided epoch states (a network with a genesis), and the map with them."""
+        if self.epochs is None:
+            return
+        if not self.records:
+            await self.refresh_membership()
+            return
+        peers = [p for p in self.epochs.current.weights if p in self.records]
+        random.shuffle(peers)
+        before = self.epochs.current.epoch
+        await self.epochs.refresh(self.host, peers, self.net.current_epoch())
+        if self.epochs.current.epoch != before:
+            old, self.shard_map = self.shard_map, self.epochs.shard_map()
+            self.remember_view(old)
 
     def remember_view(self, old: ShardMap | None) -> None:
         """Keep a map this client held before among its views (at most 8): a certificate
@@ -230,7 +260,7 @@ class Client:
             got: dict[str, SignedNodeRecord] = {}
             await self._pull_members(info.peer_id, got)
             self.known_peers.update(got)
-            if got:
+            if got and self.epochs is None:  # (with epochs, maps come from decided states only)
                 views.append(await trio.to_thread.run_sync(compute_shard_map, list(got), self.net.n_shards))
 
         views: list[ShardMap] = []
@@ -298,8 +328,10 @@ class Client:
     # --- certificates ------------------------------------------------------------
 
     def _validate(self, cert: AvailabilityCertificate, need: int | None = None) -> None:
+        views = (self.epochs.views(cert.epoch) if self.epochs is not None
+                 else [self.shard_map, *self.other_views, *self.past_views])
         validate_certificate(cert, network=self.net.name, n_shards=self.net.n_shards,
-                             views=[self.shard_map, *self.other_views, *self.past_views], current_epoch=self.net.current_epoch(),
+                             views=views, current_epoch=self.net.current_epoch(),
                              max_epochs_ahead=self.net.max_epochs_ahead, need=need)
 
     async def proven_invalid(self, blob_id: bytes, peer: str) -> bool:
@@ -445,7 +477,7 @@ class Client:
         although the nodes that hold it will gossip it on.
         """
         raw = cert.to_bytes()
-        smap = compute_shard_map(cert.members, cert.n_shards)
+        smap = self.shard_map if self.epochs is not None else compute_shard_map(cert.members, cert.n_shards)
         need = quorum(cert.n_shards)
 
         def shards_held(peers) -> int:
@@ -1078,7 +1110,7 @@ def _covered(confirmations: dict[str, StorageConfirmation]) -> set[int]:
 
 
 @asynccontextmanager
-async def open_client(net: NetworkConfig, keypair=None):
+async def open_client(net: NetworkConfig, keypair=None, *, epoch_cache=None):
     """A running client host; membership is pulled on first use."""
     if keypair is None:
         from libp2p.crypto.ed25519 import create_new_key_pair
@@ -1086,4 +1118,4 @@ async def open_client(net: NetworkConfig, keypair=None):
         keypair = create_new_key_pair()
     host = build_host(keypair, [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")])
     async with host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
-        yield Client(net, host, keypair)
+        yield Client(net, host, keypair, epoch_cache=epoch_cache)

@@ -21,7 +21,7 @@ import trio
 
 from ..core.keys import peer_id_from_public_key
 from ..core.wal.amounts import format_amount
-from ..core.wal.committee import Committee, committee_from_genesis
+from ..core.wal.committee import Committee, committee_from_genesis, committee_from_state
 from ..core.wal.orders import (
     Certificate,
     InvalidOrderError,
@@ -66,6 +66,10 @@ class SequenceUsedError(WalletError):
 
 class NoQuorumError(WalletError):
     pass
+
+
+class WrongEpochError(WalletError):
+    """The committee's nodes are at another epoch than the order's; no node voted for it."""
 
 
 class NotANodeError(WalletError):
@@ -152,9 +156,27 @@ class Wallet:
         self.keypair = keypair
         self.genesis = net.genesis
         self.genesis_hash = self.genesis.hash()
-        self.committee = committee_from_genesis(self.genesis)
+        self._genesis_committee = committee_from_genesis(self.genesis)
         self.address = address_of(keypair)
         self.journal = Journal(journal_root, self.genesis_hash, self.address)
+
+    @property
+    def committee(self) -> Committee:
+        """The committee of the latest decided epoch the client verified (client/epochs.py)."""
+        epochs = getattr(self.client, "epochs", None)
+        return self.committee_for(epochs.current.epoch) if epochs is not None else self._genesis_committee
+
+    def committee_for(self, epoch: int) -> Committee | None:
+        epochs = getattr(self.client, "epochs", None)
+        if epochs is None:
+            return self._genesis_committee if epoch == 0 else None
+        state = epochs.state_for(epoch)
+        if state is None:
+            return None
+        cache = self.__dict__.setdefault("_committees", {})
+        if epoch not in cache:
+            cache[epoch] = committee_from_state(state)
+        return cache[epoch]
 
     # --- talking to the committee ---
 
@@ -247,6 +269,7 @@ class Wallet:
     async def _certify(self, signed: SignedOrder) -> Certificate:
         order = signed.order
         votes: dict[str, Vote] = {}
+        committee = self.committee_for(order.epoch) or self.committee  # votes weigh as in the order's epoch
 
         def enough(answers: dict[str, dict]) -> bool:
             for peer, reply in answers.items():
@@ -257,19 +280,19 @@ class Wallet:
                         continue
                     if vote.authority == peer and vote.holds_for(order):
                         votes[peer] = vote
-            return self.committee.is_quorum(self.committee.weight_of(votes))
+            return committee.is_quorum(committee.weight_of(votes))
 
         answers, failed = await self._ask_all(LEDGER_SIGN, {"signed": signed.to_json()}, enough=enough)
         enough(answers)
-        if self.committee.is_quorum(self.committee.weight_of(votes)):
+        if committee.is_quorum(committee.weight_of(votes)):
             return make_certificate(signed, votes.values())
         refused = {p: r for p, r in answers.items() if not r.get("ok")}
 
         def decisive(code: str) -> list[dict]:
             """Refusals for ``code``, if the nodes giving them weigh enough to rule out a quorum."""
             by = [p for p, r in refused.items() if r.get("code") == code]
-            left = self.committee.weight_of(self.committee.members) - self.committee.weight_of(by)
-            return [refused[p] for p in by] if by and not self.committee.is_quorum(left) else []
+            left = committee.weight_of(committee.members) - committee.weight_of(by)
+            return [refused[p] for p in by] if by and not committee.is_quorum(left) else []
 
         used = [r for p, r in refused.items() if r.get("code") == "sequence_used"]
         if any(type(r.get("next_sequence")) is int and r["next_sequence"] > order.sequence for r in used):
@@ -285,6 +308,10 @@ class Wallet:
             raise InsufficientBalanceError(
                 f"insufficient balance: {order.sender} has {format_amount(balance)}, the {order.kind.value} needs "
                 f"{format_amount(order.amount)}", balance)
+        if decisive("wrong_epoch") and not votes:
+            epochs = sorted({r.get("epoch") for r in decisive("wrong_epoch") if type(r.get("epoch")) is int})
+            raise WrongEpochError(f"the order was signed for epoch {order.epoch}; the committee's nodes are at "
+                                  f"epoch {', '.join(map(str, epochs))}: nothing was signed, run it again")
         if decisive("unknown_account"):
             raise UnknownAccountError(self._unknown(order.sender))
         raise NoQuorumError(self._unreachable_sentence(f"no quorum reachable for sequence {order.sequence}",
@@ -304,7 +331,7 @@ class Wallet:
             if cert is None:
                 cert = await self._certify(signed)
                 self.journal.save(signed, cert, "certified")
-        except (InsufficientBalanceError, UnknownAccountError, SequenceUsedError):
+        except (InsufficientBalanceError, UnknownAccountError, SequenceUsedError, WrongEpochError):
             # Refused for good: the wallet may sign another order at this sequence.
             self.journal.save(signed, None, "abandoned")
             raise
@@ -320,6 +347,16 @@ class Wallet:
         return done
 
     async def submit(self, kind: OrderKind, recipient: str, amount: int, payload: bytes = b"") -> Certificate:
+        try:
+            return await self._submit(kind, recipient, amount, payload)
+        except WrongEpochError:
+            # No node voted for it, so signing again at the same sequence for the epoch the
+            # nodes are at locks nothing: once, after learning the decided states again.
+            await self.client.refresh_epochs()
+            return await self._submit(kind, recipient, amount, payload)
+
+    async def _submit(self, kind: OrderKind, recipient: str, amount: int, payload: bytes = b"") -> Certificate:
+        await self.client.refresh_epochs()  # orders carry the epoch of the committee that votes
         await self.resume()
         view = await self.account()
         if not view.known:
@@ -333,8 +370,9 @@ class Wallet:
         elif view.balance < amount:
             raise InsufficientBalanceError(f"insufficient balance: {self.address} has {format_amount(view.balance)}, "
                                            f"the {kind.value} needs {format_amount(amount)}", view.balance)
-        if kind in (OrderKind.STAKE, OrderKind.UNSTAKE) and recipient not in self.committee.members:
-            raise NotANodeError(f"{recipient} is not a storage node of the committee; `p2pwalrus info` lists the nodes")
+        if kind is OrderKind.STAKE and recipient not in self.committee.members and recipient not in self.client.records:
+            raise NotANodeError(f"{recipient} is neither a storage node of the committee nor a live storage node; "
+                                "`p2pwalrus committee` and `p2pwalrus info` list them")
         seq = max(view.next_sequence, self.journal.next_sequence())
         try:
             order = Order(self.genesis_hash, self.committee.epoch, self.address, seq, recipient, amount, kind, payload)
@@ -376,7 +414,10 @@ class Wallet:
                         break
                     for obj in page:
                         cert = Certificate.from_json(obj)
-                        cert.check(self.committee)
+                        committee = self.committee_for(cert.order.epoch)
+                        if committee is None:
+                            raise InvalidOrderError(f"no committee known here for epoch {cert.order.epoch}")
+                        cert.check(committee)
                         if cert.order.sender != sender or cert.order.sequence != first + len(out):
                             raise InvalidOrderError("certificate out of place")
                         out.append(cert)

@@ -333,6 +333,8 @@ class Gateway:
             last: Exception | None = None
             for net in nets:
                 probe = Client(net, c.host, c.keypair)
+                if c.epochs is not None:
+                    probe.epochs = c.epochs  # the verified chain so far: the probe pulls only what is new
                 try:
                     await probe.refresh_membership()
                 except Exception as exc:  # try the next source

@@ -40,6 +40,9 @@ class CertChecker:
         self._rejected: OrderedDict[bytes, str] = OrderedDict()  # shared with the worker threads
         self._lock = threading.Lock()
         self._limiter = trio.CapacityLimiter(CHECK_THREADS)
+        # On a network with epochs: cert epoch -> the decided committees' maps to judge it by
+        # (core/wal/epoch_map.py), in place of the live-set maps of the last minutes.
+        self.epoch_views = None
 
     def set_map(self, shard_map: ShardMap, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -67,7 +70,8 @@ class CertChecker:
         (with `need` shards instead of n - f: see recertify.py)."""
         if len(cert.confirmations) > self.net.n_shards:  # before any work: at most one per shard
             raise InvalidCertificateError(f"{len(cert.confirmations)} confirmations for {self.net.n_shards} shards")
-        check = functools.partial(self._check, cert, self.views(), self.net.current_epoch(), need)
+        views = self.epoch_views(cert.epoch) if self.epoch_views is not None else self.views()
+        check = functools.partial(self._check, cert, views, self.net.current_epoch(), need)
         await trio.to_thread.run_sync(check, limiter=self._limiter)
 
     def _check(self, cert: AvailabilityCertificate, views: list[ShardMap], current_epoch: int,

@@ -159,7 +159,8 @@ class EpochService:
 
     def __init__(self, node, keypair, genesis: EpochState, *, chain: bytes | None = None,
                  timeouts: Timeouts | None = None, gossip_every: float = 1.0,
-                 limits: rpc.PeerLimits | None = None, state_dir: Path | None = None):
+                 limits: rpc.PeerLimits | None = None, state_dir: Path | None = None,
+                 check_value: Callable[[EpochState], None] | None = None):
         self.node = node
         self.keypair = keypair
         self.peer_id = str(node.peer_id)
@@ -185,6 +186,12 @@ class EpochService:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             self._load_links()
         self.progress = trio.Event()  # set (and replaced) after every input the machine took
+        # valid(v) beyond the transition rules: the node's own judgement of a proposal (the
+        # stakes its ledger confirmed). Skipped for a decision proof (a Commit): weight n - f
+        # found it valid, and a node whose ledger lags must still learn what was decided.
+        self.check_value = check_value
+        self._lenient = False
+        self.on_adopt: list[Callable[[EpochState], None]] = []  # called with every adopted state
         self.counters = {"received": 0, "rejected": 0, "sent": 0, "send_failed": 0, "dropped": 0}
 
     # -- wiring
@@ -244,6 +251,18 @@ class EpochService:
         self._early = [d for d in self._early if message_height(d) == state.epoch + 1]
         done, self.changed = self.changed, trio.Event()
         done.set()
+        for hook in list(self.on_adopt):
+            try:
+                hook(state)
+            except Exception:  # a hook's failure must not undo the adoption
+                logger.exception("epoch %d adopted, but a hook failed", state.epoch)
+
+    def forget_validity(self) -> None:
+        """The node's inputs to ``valid(v)`` changed (its ledger applied a certificate): judge
+        proposals again rather than from the machine's cache."""
+        machine = self.machine
+        if machine is not None:
+            machine._valid_cache.clear()
 
     def _gate(self, peer: str):
         return None if peer in self.node.deny else 0
@@ -354,17 +373,9 @@ class EpochService:
 
     def _load_links(self) -> None:
         """The decided chain from disk, each link verified again; a bad or missing one ends it."""
-        for path in sorted(self.state_dir.glob("link-*.json")):
-            try:
-                obj = json.loads(path.read_bytes())
-                state = EpochState.from_bytes(bytes.fromhex(obj["state"]))
-                cert = StateCertificate.from_bytes(bytes.fromhex(obj["cert"]))
-                verify_link(self.current, state, cert, self.chain)
-            except (OSError, ValueError, KeyError, TypeError, ProtocolError) as exc:
-                logger.warning("epoch chain on disk ends before %s: %s", path.name, exc)
-                break
-            self.links.append((state, cert))
-            self.current = state
+        self.links = load_chain(self.state_dir, self.genesis, self.chain)
+        if self.links:
+            self.current = self.links[-1][0]
 
     async def _write(self, name: str, obj) -> None:
         if self.state_dir is not None:
@@ -383,7 +394,10 @@ class EpochService:
 
     def valid_next(self, data: bytes) -> bool:
         """``valid(v)``: a well-formed state that can follow the current one."""
-        check_transition(self.current, EpochState.from_bytes(data))
+        state = EpochState.from_bytes(data)
+        check_transition(self.current, state)
+        if self.check_value is not None and not self._lenient:
+            self.check_value(state)
         return True
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -481,7 +495,16 @@ class EpochService:
             while not decision:
                 kind, item = await inst.inbox_recv.receive()
                 if kind == "msg":
-                    await carry_out(machine.on_message(item))
+                    self._lenient = isinstance(item, Commit)
+                    if self._lenient:
+                        machine._valid_cache.clear()  # judged again, leniently: not from a refusal cached
+                    try:
+                        outputs = machine.on_message(item)
+                    finally:
+                        if self._lenient:
+                            machine._valid_cache.clear()  # ... and that lenient answer is not kept either
+                        self._lenient = False
+                    await carry_out(outputs)
                 else:
                     await carry_out(machine.on_timeout(item))
                 done, self.progress = self.progress, trio.Event()
@@ -514,6 +537,25 @@ class EpochService:
         return list(self.links)
 
 
+def load_chain(state_dir: Path, genesis: EpochState, chain: bytes) -> list[tuple[EpochState, StateCertificate]]:
+    """The decided links on disk under ``state_dir``, each verified from ``genesis`` again; a
+    bad or missing one ends the chain there (the rest is pulled from peers)."""
+    links: list[tuple[EpochState, StateCertificate]] = []
+    current = genesis
+    for path in sorted(Path(state_dir).glob("link-*.json")):
+        try:
+            obj = json.loads(path.read_bytes())
+            state = EpochState.from_bytes(bytes.fromhex(obj["state"]))
+            cert = StateCertificate.from_bytes(bytes.fromhex(obj["cert"]))
+            verify_link(current, state, cert, chain)
+        except (OSError, ValueError, KeyError, TypeError, ProtocolError) as exc:
+            logger.warning("epoch chain on disk ends before %s: %s", path.name, exc)
+            break
+        links.append((state, cert))
+        current = state
+    return links
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     """Temp file, fsync, rename, directory fsync (as the sliver store): old or new, never half."""
     tmp = path.with_suffix(".tmp")
@@ -530,33 +572,65 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 class EpochRunner:
-    """Opt-in wiring into a :class:`~p2pwalrus.node.service.StorageNode`: one epoch change
-    at the start of every epoch of the network's clock (``genesis_time + e * epoch_length``).
+    """Epoch changes on a :class:`~p2pwalrus.node.service.StorageNode`: one agreement at the
+    start of every epoch of the network's clock (``genesis_time + e * epoch_length``).
 
-    ``attach_epochs(node, genesis)`` before ``node.run()``; it rides on the node's
-    ``extra_services`` hook, so service.py needs no change.  ``propose(current)`` makes this
-    node's proposal (default: the same stakes; the ledger supplies the stakes confirmed
-    during the epoch).  A node that was down, or joins later, first pulls the decided
-    chain from the committee and verifies it from genesis.
+    Every node of a network whose file has a genesis runs one (:func:`attach_epochs_from_network`,
+    from ``StorageNode``); ``attach_epochs(node, genesis)`` does it by hand.  It rides on the
+    node's ``extra_services`` hook.  The decided chain on disk is loaded (and verified) at
+    once, so the ledger and the shard map start from the latest decided state before the
+    node serves anything.  ``propose(current)`` makes this node's proposal (default: the
+    stakes its ledger confirmed, or the same stakes without a ledger); ``check_value(state)``
+    is the node's own part of ``valid(v)`` (default: the proposal's stakes are those its
+    ledger confirmed).  A node that was down, or joins later, pulls the decided chain from
+    the committee and verifies it from genesis.  ``on_adopt`` hooks run at every decided
+    (or learnt) state: the node's shard map and the ledger's committee follow them.
     """
 
     def __init__(self, storage_node, genesis: EpochState, *, chain: bytes | None = None,
                  propose: Callable[[EpochState], EpochState] | None = None,
+                 check_value: Callable[[EpochState], None] | None = None,
                  timeouts: Timeouts | None = None, gossip_every: float = 1.0):
         self.storage_node = storage_node
         self.genesis = genesis
-        self.chain = chain
+        self.chain = chain if chain is not None else genesis.digest
         self.propose = propose or (lambda current: next_state(current, current.stakes))
+        self.check_value = check_value
         self.timeouts = timeouts
         self.gossip_every = gossip_every
         self.service: EpochService | None = None
         self.started = trio.Event()
+        self.state_dir = storage_node.data_dir / "epochs"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.states: list[EpochState] = [genesis] + [st for st, _ in load_chain(self.state_dir, genesis, self.chain)]
+        self.on_adopt: list[Callable[[EpochState], None]] = []
+        self.changes: list[dict] = []  # {"epoch", "seconds", "round"} of the changes this node took part in
         storage_node.extra_services.append(lambda node, nursery: nursery.start_soon(self._run))
 
+    @property
+    def current(self) -> EpochState:
+        return self.states[-1]
+
+    def state_for(self, epoch: int) -> EpochState | None:
+        """The decided state of ``epoch``, if this node knows it."""
+        return self.states[epoch] if 0 <= epoch < len(self.states) else None
+
+    def _adopted(self, state: EpochState) -> None:
+        if state.epoch == len(self.states):
+            self.states.append(state)
+        for hook in list(self.on_adopt):
+            hook(state)
+
     async def _catch_up(self, svc: EpochService) -> int:
-        """Pull decided states from the committee members until one has helped; how many adopted."""
+        """Pull decided states from peers until one has helped; how many adopted.
+
+        The current committee first, then every other live node (a node that was out of the
+        committee for a while, say): each link is verified, so asking anyone is safe."""
         before = svc.current.epoch
-        for peer in sorted(svc.current.weights):
+        node = self.storage_node
+        live = set(node.members.live.peer_ids()) if node.members is not None else set()
+        peers = sorted(svc.current.weights) + sorted(live - set(svc.current.weights))
+        for peer in peers:
             if peer == svc.peer_id or peer in svc.node.deny:
                 continue
             try:
@@ -571,7 +645,8 @@ class EpochRunner:
         node = self.storage_node
         svc = EpochService(node.node, node.keypair, self.genesis, chain=self.chain, timeouts=self.timeouts,
                            gossip_every=self.gossip_every, limits=node.peer_limits,
-                           state_dir=node.data_dir / "epochs")
+                           state_dir=self.state_dir, check_value=self.check_value)
+        svc.on_adopt.append(self._adopted)
         async with trio.open_nursery() as nursery:
             await nursery.start(svc.run)
             self.service = svc
@@ -589,17 +664,38 @@ class EpochRunner:
                     if not await self._catch_up(svc):
                         await trio.sleep(OBSERVER_RETRY)  # the committee has not decided yet
                     continue
+                t0 = time.monotonic()
                 proposal = self.propose(prev)
                 peers = sorted(set(prev.weights) | set(proposal.stakes))
-                await svc.change_epoch(proposal, peers)
+                change = await svc.change_epoch(lambda: self.propose(prev), peers)
+                # Figures for netlab: how long the agreement took, and when it ended after the epoch began.
+                self.changes = [*self.changes[-99:], {
+                    "epoch": change.state.epoch, "round": change.round,
+                    "seconds": round(time.monotonic() - t0, 3),
+                    "after_start": round(time.time() - node.net.epoch_start(nxt), 3)}]
+                write = getattr(node, "write_status", None)
+                if write is not None:
+                    write()  # node.json: netlab reads the figures there
 
 
 def attach_epochs(storage_node, genesis: EpochState, **kwargs) -> EpochRunner:
-    """Run epoch changes on ``storage_node`` (opt-in; see :class:`EpochRunner`)."""
+    """Run epoch changes on ``storage_node`` (see :class:`EpochRunner`)."""
     runner = EpochRunner(storage_node, genesis, **kwargs)
-    storage_node.epochs = runner
+    use = getattr(storage_node, "use_epochs", None)
+    if use is not None:
+        use(runner)
+    else:
+        storage_node.epochs = runner
     return runner
 
 
+def attach_epochs_from_network(storage_node) -> EpochRunner:
+    """Epochs on a node of a network with a genesis: the chain ID is the genesis hash."""
+    from ..core.wal.epoch_state import genesis_state_from
+
+    genesis = storage_node.net.genesis
+    return attach_epochs(storage_node, genesis_state_from(genesis), chain=genesis.hash())
+
+
 __all__ = ["EPOCH_CHAIN", "EPOCH_PROTOCOL", "EpochChange", "EpochRunner", "EpochService",
-           "InvalidEpochStateError", "attach_epochs"]
+           "InvalidEpochStateError", "attach_epochs", "attach_epochs_from_network", "load_chain"]

@@ -30,7 +30,7 @@ import trio
 from libp2p.custom_types import TProtocol
 
 from ..core.keys import public_key_from_peer_id
-from ..core.wal.committee import Committee, committee_from_genesis
+from ..core.wal.committee import Committee, committee_from_genesis, committee_from_state
 from ..core.wal.ledger import Applied, Missing, Refusal, RefusalCode
 from ..core.wal.orders import Certificate, OrderKind, SignedOrder, sign_vote
 from ..core.wal.payments import PaymentError, check_payment, needs_payment
@@ -73,7 +73,8 @@ class LedgerService:
         self.node = node
         self.genesis = genesis
         self.genesis_hash = genesis.hash()
-        self.committee: Committee = committee_from_genesis(genesis)
+        self._genesis_committee: Committee = committee_from_genesis(genesis)
+        self._committees: dict[int, Committee] = {}  # epoch -> committee of its decided state
         self.store = LedgerStore(node.data_dir / "ledger", genesis)
         self.received: dict[str, list[tuple[str, int]]] = {}  # recipient -> transfers (sender, sequence)
         self.lock = trio.Lock()  # one change of the ledger at a time, each on disk before the next
@@ -112,9 +113,66 @@ class LedgerService:
                 LEDGER_ACCOUNT: self.handle_account, LEDGER_CERTS: self.handle_certs,
                 LEDGER_SUMMARY: self.handle_summary}
 
+    @property
+    def epochs(self):
+        return getattr(self.node, "epochs", None)
+
+    @property
+    def committee(self) -> Committee:
+        """The committee of the current decided epoch, weighted by the shards it holds then."""
+        epochs = self.epochs
+        if epochs is None:
+            return self._genesis_committee  # a node without epochs (none on a network with a genesis)
+        return self.committee_for(epochs.current.epoch)
+
     def committee_for(self, epoch: int) -> Committee | None:
-        # Until epochs are decided by agreement, genesis's committee is the only one.
-        return self.committee if epoch == self.committee.epoch else None
+        """The committee of ``epoch`` as this node knows it from the decided chain (None: not known here)."""
+        epochs = self.epochs
+        if epochs is None:
+            return self._genesis_committee if epoch == 0 else None
+        committee = self._committees.get(epoch)
+        if committee is None:
+            state = epochs.state_for(epoch)
+            if state is None:
+                return None
+            committee = self._committees[epoch] = committee_from_state(state)
+        return committee
+
+    # --- epochs: the stakes this ledger confirmed go into the next epoch's state ---
+
+    def node_stakes(self) -> dict[str, int]:
+        """FROST staked with each node, as this node's ledger has it now."""
+        out: dict[str, int] = {}
+        for (_, node), amount in self.ledger.stakes.items():
+            if amount:
+                out[node] = out.get(node, 0) + amount
+        return out
+
+    def propose_next(self, current):
+        """This node's proposal for the next epoch: the stakes its ledger confirmed."""
+        from ..core.wal.epoch_state import InvalidEpochStateError, next_state
+
+        try:
+            return next_state(current, self.node_stakes(), **self.economics(current))
+        except InvalidEpochStateError as exc:  # no stake left anywhere, say: keep the committee
+            logger.warning("ledger stakes make no valid epoch state (%s): proposing the same stakes", exc)
+            return next_state(current, current.stakes)
+
+    def check_proposal(self, state) -> None:
+        """valid(v), this node's part: the proposed stakes are those its ledger confirmed. A
+        mismatch (one of us missed a certificate) makes this node pull what it missed; the
+        agreement's next round judges again (epoch_service.forget_validity)."""
+        mine = {p: s for p, s in self.node_stakes().items() if s}
+        if dict(state.stakes) != mine:
+            self.sync_wanted.set()
+            raise ProtocolError(f"the proposed stakes of epoch {state.epoch} are not those this ledger confirmed")
+        runner = getattr(self.node, "epochs", None)
+        current = getattr(getattr(runner, "service", None), "current", None)
+        if current is not None and current.epoch + 1 == state.epoch:
+            self.check_economics(current, state)  # reward credits no more than the funds owe
+
+    def epoch_adopted(self, state) -> None:
+        self._committees.pop(state.epoch, None)
 
     def status(self) -> dict:
         storage, write = self.prices_now()
@@ -201,6 +259,9 @@ class LedgerService:
             self.node.write_status()  # node.json: netlab status shows WAL held against the supply
             done, self.changed = self.changed, trio.Event()
             done.set()
+            epochs = self.epochs
+            if epochs is not None and epochs.service is not None:
+                epochs.service.forget_validity()  # stakes may have changed: judge proposals again
             return result
         return self.ledger.apply(cert, committee)  # applied before, or ahead: no change
 
@@ -229,16 +290,25 @@ class LedgerService:
         if BYZANTINE_FAULT in self.node.faults:
             await self._send_vote(stream, signed)
             return
-        if not self.committee.weight(self.node.peer_id):  # a node that joined later keeps a replica, no vote
+        committee = self.committee
+        acct = self.ledger.account(order.sender)
+        again = acct is not None and acct.pending is not None and acct.pending.order == order
+        if ((order.epoch == committee.epoch - 1 or again) and order.epoch != committee.epoch
+                and (prev := self.committee_for(order.epoch)) is not None):
+            # An order signed just before an epoch change: voted for with the weights of its own
+            # epoch, so a wallet that got some votes before the change can finish it after; and
+            # the identical order this node voted for, whenever asked again (FastPay's rule).
+            committee = prev
+        if not committee.weight(self.node.peer_id):  # a node that joined later keeps a replica, no vote
             await rpc.send_json(stream, {"ok": False, "code": "not_a_member",
                                          "error": f"{self.node.peer_id} holds no shards in the committee of epoch "
-                                                  f"{self.committee.epoch}: it does not vote"})
+                                                  f"{committee.epoch}: it does not vote"})
             return
         refusal = None
         for attempt in range(2):
             async with self.lock:
                 try:
-                    if self.ledger.handle_order(signed, self.committee):
+                    if self.ledger.handle_order(signed, committee, candidates=self._candidates()):
                         await self._persist()  # the pending order is on disk before the vote leaves
                     refusal = None
                 except Refusal as exc:
@@ -252,6 +322,12 @@ class LedgerService:
             await rpc.send_json(stream, {"ok": False, **refusal.to_json()})
             return
         await self._send_vote(stream, signed)
+
+    def _candidates(self) -> set[str]:
+        """Nodes one may stake with besides the committee: storage nodes live now (a node
+        staked in joins the committee at the next epoch change)."""
+        members = self.node.members
+        return set(members.live.peer_ids()) | {self.node.peer_id} if members is not None else {self.node.peer_id}
 
     async def _send_vote(self, stream, signed: SignedOrder) -> None:
         vote = sign_vote(self.node.keypair, self.node.peer_id, signed.order)
@@ -279,7 +355,7 @@ class LedgerService:
             "balance": acct.balance if acct else 0, "next_sequence": acct.next_sequence if acct else 0,
             "pending": acct.pending.to_json() if acct and acct.pending else None,
             "stakes": self.ledger.stakes_of(address),
-            "staked_with": self.ledger.stake_with(address) if address in self.committee.members else 0,
+            "staked_with": self.ledger.stake_with(address),
             "prices": list(self.prices_now()),
         })
 

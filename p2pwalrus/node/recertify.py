@@ -39,7 +39,13 @@ PER_SWEEP = 32  # certificates a node renews after one repair sweep
 
 
 def short_in_current_view(node, cert: AvailabilityCertificate) -> bool:
-    """Whether today's map (alone) no longer counts n - f shards of the certificate."""
+    """Whether today's map (alone) no longer counts n - f shards of the certificate.
+
+    Never on a network with epochs: a certificate is judged by the decided committee of
+    its own epoch, which every node keeps (the chain), so an epoch change cannot make it
+    short, and nothing needs renewing."""
+    if getattr(node, "epochs", None) is not None:
+        return False
     return node.shard_map is not None and len(covered_in_view(cert, node.shard_map)) < quorum(cert.n_shards)
 
 

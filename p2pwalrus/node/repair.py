@@ -30,6 +30,7 @@ MAX_FETCHES_IN_FLIGHT = 64  # symbol requests in flight per blob being repaired
 FETCH_TIMEOUT = 15.0
 PEER_FETCHES = 8  # repair requests in flight to any one peer, over all blobs being repaired
 SWEEP_DEADLINE = 600.0
+HANDOFF_RETRY = 5.0  # s; a sweep again this soon while pairs wait for their new holder
 RENEW_RETRY = 10.0  # s; a sweep again this soon while a certificate's renewal is pending  # s; one sweep's repairs are cut here and go on at the next sweep
 
 
@@ -47,6 +48,7 @@ class RepairService:
             "slivers_recovered": 0,
             "pairs_synced": 0,
             "bytes_moved": 0,
+            "sync_bytes": 0,  # of bytes_moved: pairs copied whole from their previous holder
             "handoffs_dropped": 0,
             "failures": 0,
             "inconsistent_blobs": 0,
@@ -65,6 +67,7 @@ class RepairService:
         self.backoff = Backoff(base=5.0, cap=600.0)
         self._peer_limits: dict[str, trio.CapacityLimiter] = {}
         self.renewals_pending = 0  # certificates whose renewal failed in the last sweep (recertify.py)
+        self.handoffs_pending = 0  # pairs kept in the last sweep because their new holder lacked them
 
     async def fetch(self, peer: str, protocol, header: dict, max_size: int, **kw):
         """node.fetch_blob within the peer's budget of PEER_FETCHES requests in flight."""
@@ -87,7 +90,13 @@ class RepairService:
             await self._settle()
             await self.sweep()
             # A renewal that failed (holders still repairing) is tried again soon, not at the timer.
-            with trio.move_on_after(min(interval, RENEW_RETRY) if self.renewals_pending else interval):
+            # So is a hand-over whose new holder was still pulling its pairs (an epoch change).
+            wait = interval
+            if self.renewals_pending:
+                wait = min(wait, RENEW_RETRY)
+            if self.handoffs_pending:
+                wait = min(wait, HANDOFF_RETRY)
+            with trio.move_on_after(wait):
                 await self.wake.wait()
             self.wake = trio.Event()
 
@@ -96,6 +105,8 @@ class RepairService:
 
         Nodes see a departure at nearly the same instant, but two departures are two map
         changes: repairing between them could set two successive owners on one shard."""
+        if getattr(self.node, "epochs", None) is not None:
+            return  # the map changes only to a decided state, all at once: nothing to settle
         # Watchers notice a death within a heartbeat or two of each other: wait two.
         settle = min(10.0, 2 * self.node.net.timings.heartbeat_interval)
         while True:
@@ -146,8 +157,7 @@ class RepairService:
                     nursery.start_soon(one, blob_id, blob_tasks)
         if sweep_scope.cancelled_caught:
             logger.info("repair sweep cut after %.0f s; the rest goes on at the next sweep", SWEEP_DEADLINE)
-        if handoffs:
-            await self.hand_off(handoffs)
+        self.handoffs_pending = await self.hand_off(handoffs) if handoffs else 0
         from .recertify import renew_short_certificates
 
         with trio.move_on_after(SWEEP_DEADLINE):
@@ -238,6 +248,7 @@ class RepairService:
                 if data is None:
                     return False
                 self._count(traffic, len(data))
+                self.stats["sync_bytes"] += len(data)
                 verify = rs2.verify_primary_sliver if kind == PRIMARY else rs2.verify_secondary_sliver
                 await trio.to_thread.run_sync(verify, meta, task.pair, data)
                 got[kind] = data
@@ -332,9 +343,11 @@ class RepairService:
 
     # --- hand-off -----------------------------------------------------------------------
 
-    async def hand_off(self, handoffs) -> None:
-        """Drop pairs of shards we no longer own, once their new holder has them."""
+    async def hand_off(self, handoffs) -> int:
+        """Drop pairs of shards we no longer own, once their new holder has them; how many
+        are kept for now (the new holder lacks them: this node keeps serving them)."""
         node = self.node
+        kept = 0
         by_peer: dict[tuple[str, bytes], list[int]] = collections.defaultdict(list)
         for h in handoffs:
             by_peer[(h.new_holder, h.blob_id)].append(h.shard)
@@ -343,12 +356,16 @@ class RepairService:
                 stream, reply = await node.call(peer, rpc.BLOB_STATUS, {"blob_id": blob_id.hex()})
                 await rpc.close_quietly(stream)
             except Exception:
+                kept += len(shards)
                 continue
             theirs = set(reply.get("shards", [])) if reply.get("ok") else set()
             for shard in shards:
                 if shard in theirs:
                     await trio.to_thread.run_sync(node.store.delete_sliver, blob_id, shard)
                     self.stats["handoffs_dropped"] += 1
+                else:
+                    kept += 1
+        return kept
 
     # --- storage challenges ----------------------------------------------------------
 

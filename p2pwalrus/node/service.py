@@ -127,6 +127,14 @@ class StorageNode:
         from .repair import RepairService
 
         self.repair = RepairService(self)
+        # A network with a genesis runs one agreement per epoch (epoch_service.py); the decided
+        # state says who holds which shard and weighs the ledger's votes. Loaded before the ledger:
+        # the ledger's certificates on disk are checked against the committees of their epochs.
+        self.epochs = None
+        if self.net.genesis is not None:
+            from .epoch_service import attach_epochs_from_network
+
+            attach_epochs_from_network(self)  # -> use_epochs
         from .ledger_service import LedgerService
 
         self.ledger = LedgerService.open(self)  # the WAL ledger; None on a network without a genesis
@@ -137,6 +145,8 @@ class StorageNode:
 
             self.votes = VoteService(self)
             self.extra_services.append(self.votes.start)
+            self.epochs.propose = self.ledger.propose_next
+            self.epochs.check_value = self.ledger.check_proposal
         self.liveness = None
         self._certs_digest: tuple[bytes, float] | None = None
         self._learnt_at = -LEARN_PAUSE
@@ -189,12 +199,48 @@ class StorageNode:
         self._certs_digest = (h.digest(), now)
         return self._certs_digest[0]
 
+    def use_epochs(self, runner) -> None:
+        """Shards, certificates and the ledger follow ``runner``'s decided states
+        (epoch_service.attach_epochs calls it)."""
+        self.epochs = runner
+        self.certcheck.epoch_views = self._certificate_views
+        runner.on_adopt.append(self._epoch_adopted)
+
+    def _certificate_views(self, cert_epoch: int) -> list[ShardMap]:
+        from ..core.wal.epoch_map import certificate_views
+
+        return certificate_views(self.epochs.state_for, self.epochs.current, cert_epoch)
+
+    def _epoch_adopted(self, state) -> None:
+        """A decided (or learnt) epoch state: the ledger's committee and the shard map follow it."""
+        if self.ledger is not None:
+            self.ledger.epoch_adopted(state)
+        if self.members is not None:
+            self._recompute_map()
+        logger.info("epoch %d: %d committee members, %d shards here", state.epoch, len(state.committee),
+                    len(state.shards_by_node.get(self.peer_id, ())))
+
+    def _decided_maps(self) -> tuple[ShardMap, ShardMap | None]:
+        """The current decided state's map and the one before it (shard hand-over source)."""
+        from ..core.wal.epoch_map import shard_map_of
+
+        cur = self.epochs.current
+        prev = self.epochs.state_for(cur.epoch - 1)
+        return shard_map_of(cur), shard_map_of(prev) if prev is not None else None
+
     def _recompute_map(self) -> None:
-        live = set(self.members.live.peer_ids()) | {self.peer_id}  # we are live before our first publish
         old = self.shard_map
-        new = compute_shard_map(live, self.net.n_shards)
+        if self.epochs is not None:
+            # Shards follow the decided state, never the live set: they move only at an epoch
+            # change; a dead holder's shards are covered by redundancy and repair meanwhile.
+            new, decided_prev = self._decided_maps()
+            if old is None:
+                old = decided_prev  # a restart: the previous holders are where to pull from
+        else:
+            live = set(self.members.live.peer_ids()) | {self.peer_id}  # we are live before our first publish
+            new = compute_shard_map(live, self.net.n_shards)
         self.certcheck.set_map(new)
-        if old is not None and new.digest() == old.digest():
+        if self.shard_map is not None and new.digest() == self.shard_map.digest():
             self.write_status()  # the live set changed all the same (a member that holds no shard)
             return
         self.shard_map = new
@@ -242,7 +288,15 @@ class StorageNode:
             "repair": dict(self.repair.stats),
             "challenges": {p: dict(c) for p, c in self.repair.challenges.items()},
             "ledger": self.ledger.status() if self.ledger is not None else None,
+            "epochs": self._epochs_status(),
         }
+
+    def _epochs_status(self) -> dict | None:
+        if self.epochs is None:
+            return None
+        cur = self.epochs.current
+        return {"decided_epoch": cur.epoch, "digest": cur.digest.hex(), "members": len(cur.committee),
+                "stake": cur.stakes.get(self.peer_id, 0), "changes": self.epochs.changes[-20:]}
 
     async def accept_certificate(self, cert: AvailabilityCertificate, *, source: str) -> bool:
         """Validate and keep a certificate; True if it is new or extends one we had.

@@ -7,11 +7,10 @@ share more than ``f`` shards' weight and an honest node is in both.
 Weights are fixed for an epoch, never taken from who is live now: two sides of a
 partition that each count only the nodes they see would each find a quorum.
 
-Until epochs are decided by agreement (issue 15, the `epochs` branch), the committee of
-every epoch is genesis's, and a member's weight is the number of shards it holds in the
-shard map of the whole committee (``placement.compute_shard_map`` over the genesis
-members: near-equal weights, independent of the genesis stakes). Stake-weighted
-placement will hand the ledger a Committee built from the decided epoch state instead.
+On a network with a genesis, the committee of epoch ``e`` is the decided ``EpochState(e)``
+(:func:`committee_from_state`: each member weighs the shards it holds in that state, so
+weights follow stake; node/ledger_service.py). :func:`committee_from_genesis` (the shard
+map of the whole genesis committee, near-equal weights) remains for a ledger without epochs.
 """
 
 from __future__ import annotations

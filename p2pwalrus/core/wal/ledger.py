@@ -107,8 +107,11 @@ class Ledger:
 
     # --- signing ---
 
-    def check_order(self, signed: SignedOrder, committee: Committee) -> Account:
-        """The sender's account if this authority may vote for ``signed`` now; else Refusal."""
+    def check_order(self, signed: SignedOrder, committee: Committee, candidates=()) -> Account:
+        """The sender's account if this authority may vote for ``signed`` now; else Refusal.
+
+        ``candidates``: storage nodes outside the committee that one may stake with (a node
+        staked in joins the committee at the next epoch change)."""
         order = signed.order
         if order.genesis != self.genesis_hash:
             raise Refusal(RefusalCode.WRONG_NETWORK, "the order is for another network (genesis hash differs)")
@@ -137,17 +140,19 @@ class Ledger:
                 raise Refusal(RefusalCode.INSUFFICIENT_STAKE, f"{order.sender} has {staked} FROST staked with "
                               f"{order.recipient}, less than {order.amount}", staked=staked)
             return acct
-        if order.kind is OrderKind.STAKE and order.recipient not in committee.members:
-            raise Refusal(RefusalCode.NOT_A_NODE, f"{order.recipient} is not a storage node of the committee")
+        if (order.kind is OrderKind.STAKE and order.recipient not in committee.members
+                and order.recipient not in candidates):
+            raise Refusal(RefusalCode.NOT_A_NODE, f"{order.recipient} is not a storage node of the committee "
+                          "nor a live storage node")
         if acct.balance < order.amount:
             raise Refusal(RefusalCode.INSUFFICIENT_BALANCE, f"insufficient balance: {order.sender} has "
                           f"{acct.balance} FROST, the order needs {order.amount}", balance=acct.balance)
         return acct
 
-    def handle_order(self, signed: SignedOrder, committee: Committee) -> bool:
+    def handle_order(self, signed: SignedOrder, committee: Committee, candidates=()) -> bool:
         """Record ``signed`` as the pending order of its sender; True if that changed the state
         (persist it before voting). Refusal if FastPay's rules forbid a vote."""
-        acct = self.check_order(signed, committee)
+        acct = self.check_order(signed, committee, candidates)
         if acct.pending is not None:
             return False
         self.accounts[signed.order.sender] = replace(acct, pending=signed)

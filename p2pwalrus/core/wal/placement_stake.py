@@ -162,27 +162,35 @@ def _h64(person: bytes, *parts: bytes) -> int:
 
 
 def shard_counts(
-    stakes: Mapping[str, int], n_shards: int, seed: bytes, *, cap: int | None = None
+    stakes: Mapping[str, int], n_shards: int, seed: bytes, *, cap: int | None = None,
+    previous: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """Shards per node by capped D'Hondt over stake (zero-stake nodes get 0, and are omitted).
 
-    Deterministic in ``(stakes, n_shards, seed, cap)``; the seed only breaks
-    exact ties between equal quotients of equal stakes.
+    Deterministic in ``(stakes, n_shards, seed, cap, previous)``.  Exact ties between
+    equal quotients of equal stakes go first to a node that held more shards than it
+    has been given so far in the ``previous`` epoch's counts (so that, stakes unchanged,
+    the counts stay as they were and no shard moves), then by the seed.
     """
     staked = _check_inputs(stakes, n_shards, seed)
     cap = effective_cap(len(staked), n_shards, cap)
     counts = {v: 0 for v in staked}
-    # Heap entries: (-quotient, -stake, -tie hash, node). Smallest = next seat.
+    before = dict(previous or {})
+
+    def sticky(v: str, have: int) -> int:
+        return -1 if before.get(v, 0) > have else 0
+
+    # Heap entries: (-quotient, -stake, sticky, -tie hash, node). Smallest = next seat.
     heap = [
-        (-Fraction(s, 1), -s, -_h64(_TIE_PERSON, bytes(seed), v.encode()), v)
+        (-Fraction(s, 1), -s, sticky(v, 0), -_h64(_TIE_PERSON, bytes(seed), v.encode()), v)
         for v, s in staked.items()
     ]
     heapq.heapify(heap)
     for _ in range(n_shards):
-        _, neg_s, neg_t, v = heapq.heappop(heap)
+        _, neg_s, _, neg_t, v = heapq.heappop(heap)
         counts[v] += 1
         if counts[v] < cap:
-            heapq.heappush(heap, (-Fraction(-neg_s, counts[v] + 1), neg_s, neg_t, v))
+            heapq.heappush(heap, (-Fraction(-neg_s, counts[v] + 1), neg_s, sticky(v, counts[v]), neg_t, v))
     return counts
 
 
@@ -209,7 +217,8 @@ def assign_shards(
     names twice or out of range are treated as unheld.  Nodes with zero stake
     are omitted from the result: they hold nothing.
     """
-    counts = shard_counts(stakes, n_shards, seed, cap=cap)
+    prev_counts = {v: len(ss) for v, ss in previous.items()} if previous else None
+    counts = shard_counts(stakes, n_shards, seed, cap=cap, previous=prev_counts)
     nodes = sorted(counts)
     seed = bytes(seed)
     node_keys = np.array([_h64(_NODE_PERSON, seed, v.encode()) for v in nodes], dtype=np.uint64)
