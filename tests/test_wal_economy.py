@@ -22,7 +22,6 @@ from p2pwalrus.core.wal.epoch_state import genesis_state_from
 from p2pwalrus.core.wal.genesis import make_genesis
 from p2pwalrus.core.wal.ledger import check_conservation
 from p2pwalrus.core.wal.pricing import quorum_below, store_cost
-from p2pwalrus.node.epoch_service import attach_epochs
 from p2pwalrus.node.identity import load_or_create_identity, peer_id_of
 from p2pwalrus.node.vote_service import ledger_proposer, make_proposer, write_vote
 
@@ -33,6 +32,14 @@ FAST = Timeouts(propose=0.6, prevote=0.3, precommit=0.3, delta=0.2)
 RICH = key(500)
 GENESIS_PRICES = (1_000_000, 100_000)
 HONEST, ABSURD = (2_000_000, 200_000), ((1 << 64) - 1, (1 << 64) - 1)
+
+
+def _tune(node, propose):
+    """The epoch runner every node of a network with a genesis has, with this test's proposer
+    and fast agreement timeouts."""
+    runner = node.epochs
+    runner.propose, runner.timeouts, runner.gossip_every = propose, FAST, 0.3
+    return runner
 
 
 async def _until(runners, epoch: int) -> None:
@@ -67,8 +74,7 @@ async def test_votes_set_the_price_and_the_fund_pays_the_holders(tmp_path):
     runners = {}
 
     def configure(node):
-        runners[node.peer_id] = attach_epochs(node, state0, chain=genesis.hash(), propose=make_proposer(node),
-                                              timeouts=FAST, gossip_every=0.3)
+        runners[node.peer_id] = _tune(node, make_proposer(node))
 
     data = os.urandom(150_000)
     with trio.fail_after(150):
@@ -140,8 +146,7 @@ async def test_a_holder_that_lost_its_shards_earns_nothing_the_others_earn_their
     runners = {}
 
     def configure(node):
-        runners[node.peer_id] = attach_epochs(node, state0, chain=genesis.hash(), propose=ledger_proposer(node),
-                                              timeouts=FAST, gossip_every=0.3)
+        runners[node.peer_id] = _tune(node, ledger_proposer(node))
 
     with trio.fail_after(150):
         async with trio.open_nursery() as nursery:
