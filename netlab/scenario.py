@@ -176,6 +176,7 @@ class Run:
     events: list = field(default_factory=list)
     steps: list = field(default_factory=list)
     figures: dict = field(default_factory=dict)
+    expected_prices: tuple | None = None  # (storage, write): what the last vote step's quorum-below gives
 
     def now(self) -> float:
         return round(time.monotonic() - self.t0, 2)
@@ -294,6 +295,17 @@ async def step_store(run: Run, step) -> str:
                                 float(step.get("timeout", 120)), run)
     run.figures["paid"] = run.figures.get("paid", 0) + result.cost
     took = time.monotonic() - t
+    if step.get("price") == "voted":  # the store paid the prices the votes decided, and no other
+        from p2pwalrus.core.wal.pricing import store_cost
+
+        if run.expected_prices is None:
+            raise ScenarioError("a store with price = \"voted\" needs a vote step before it")
+        want = store_cost(*run.expected_prices, size, run.n, epochs).total
+        run.figures.setdefault("stores_at_voted_price", []).append({"blob": name, "cost": result.cost,
+                                                                    "expected": want})
+        if result.cost != want:
+            raise StepFailed(f"store {name} paid {result.cost} FROST, not {want} at the voted prices "
+                             f"{run.expected_prices}")
     from p2pwalrus.core.blob_id import blob_id_to_str
 
     run.blobs[name] = {"id": result.blob_id, "id_str": blob_id_to_str(result.blob_id), "size": size,
@@ -378,11 +390,16 @@ def _fault(kind):
     async def step(run: Run, step) -> str:
         want = "dead" if kind == "start" else "alive"
         idx = run.pick_nodes(step, want)
+        keep_down = kind == "wipe" and not step.get("restart", True)
         for i in idx:
+            if keep_down:  # its data dir deleted and the node kept down: all its shards lost
+                await _in_thread(run.lab.wipe, i, restart=False)
+                await _mark_lost(run, i)
+                continue
             fn = {"kill": run.lab.kill, "stop": run.lab.stop, "start": run.lab.start, "wipe": run.lab.wipe}[kind]
             await _in_thread(fn, i)
-        run.event(f"{kind} node {','.join(map(str, idx))}")
-        return f"{kind} {idx}"
+        run.event(f"{kind}{' (kept down)' if keep_down else ''} node {','.join(map(str, idx))}")
+        return f"{kind} {idx}{' kept down' if keep_down else ''}"
     return step
 
 
@@ -614,6 +631,8 @@ async def step_wait_epoch(run: Run, step) -> str:
         latest = max(e["decided_epoch"] for e in _decided(run).values())
         what = (f"node {node_idx} {'in' if member else 'out of'} the committee" if peer is not None
                 else f"epoch {latest} decided everywhere")
+        if step.get("wal", True):
+            await _wal_snapshot(run, f"epoch {latest}")
         run.event(f"{what} ({took:.1f} s)")
         return f"{what} after {took:.1f} s"
     raise StepFailed(f"epoch wait timed out after {timeout:.0f} s: decided epochs {_decided(run)}")
@@ -666,6 +685,165 @@ def _node_files(run: Run) -> list[dict]:
     return [st for n in run.lab.nodes if run.lab.alive(n) and (st := run.lab.node_status_file(n))]
 
 
+# --- the economy: price votes, rewards per node per epoch, conservation after each change ----
+
+
+EXTREME_PRICE = (1 << 64) - 1  # FROST: the highest price a vote may carry
+
+
+async def _mark_lost(run: Run, idx: int) -> None:
+    """Remember that node IDX lost all its shards while epoch E was running (E: the newest
+    decided epoch then): it must earn nothing for the first epoch it spends wholly down."""
+    decided = max((e["decided_epoch"] for e in _decided(run).values()), default=0)
+    run.figures.setdefault("lost", []).append({"node": idx, "peer_id": run.lab.node(idx).peer_id,
+                                               "decided_epoch": decided, "t": run.now()})
+
+
+async def step_vote(run: Run, step) -> str:
+    """Every running committee member votes STORAGE_PRICE and WRITE_PRICE (the `p2pwalrus vote`
+    command's own code writes each node's vote.json); with ``extreme = "f"`` members of total
+    weight at most f (the heaviest first) vote the highest price there is instead. The price
+    the quorum-below rule gives over the current weights is kept for ``wait_price``."""
+    from p2pwalrus.cli_pay import cast_vote
+    from p2pwalrus.core.wal.pricing import PriceVote, decide_prices
+
+    view = await _committee(run)
+    current = view.current
+    weights = dict(current.weights)
+    storage, write = _amount(step.get("storage_price", 0)), _amount(step.get("write_price", 0))
+    peers = {n.peer_id: n.index for n in run.lab.nodes}
+    running = {n.peer_id for n in run.lab.nodes if run.lab.alive(n)}
+    extreme: list[str] = []
+    if "extreme" in step:
+        budget = eval_bound(step["extreme"], run.n)
+        for peer, w in sorted(weights.items(), key=lambda pw: (-pw[1], pw[0])):
+            if peer in running and w and sum(weights[p] for p in extreme) + w <= budget:
+                extreme.append(peer)
+    votes = {}
+    net = run.lab.client_network()
+    for peer in sorted(weights):
+        if peer not in running or peer not in peers:
+            continue  # no vote: the member votes the current prices (decide_prices)
+        price = (EXTREME_PRICE, EXTREME_PRICE) if peer in extreme else (storage, write)
+        await _in_thread(cast_vote, net, Path(run.lab.node(peers[peer]).data_dir), f"{price[0]}FROST",
+                         f"{price[1]}FROST", None, [])
+        votes[peer] = PriceVote(*price)
+    expected = decide_prices(weights, run.n, votes, current.prices)
+    run.figures.setdefault("votes", []).append({
+        "t": run.now(), "epoch": current.epoch, "storage_price": storage, "write_price": write,
+        "extreme_nodes": sorted(peers[p] for p in extreme), "extreme_weight": sum(weights[p] for p in extreme),
+        "f": (run.n - 1) // 3, "expected": list(expected)})
+    run.expected_prices = expected
+    run.event(f"vote {storage}/{write} FROST, nodes {sorted(peers[p] for p in extreme)} extreme")
+    return (f"{len(votes)} nodes voted ({len(extreme)} of weight {sum(weights[p] for p in extreme)} <= f the "
+            f"highest price): quorum-below gives storage {expected[0]}, write {expected[1]} FROST")
+
+
+async def step_wait_price(run: Run, step) -> str:
+    """Until the decided state (at every running node) carries the prices the last ``vote``
+    step's quorum-below gives; fails if another price is decided after the votes."""
+    expected = getattr(run, "expected_prices", None)
+    if expected is None:
+        raise ScenarioError("wait_price needs a vote step before it")
+    timeout = float(step.get("timeout", 3 * run.sc.epoch_length + 30))
+    t = time.monotonic()
+    with trio.move_on_after(timeout):
+        while True:
+            view = await _committee(run)
+            p = view.current.prices
+            now = (p.storage_price_per_unit, p.write_price_per_unit)
+            epochs = _decided(run)
+            if now == tuple(expected) and all(e["digest"] == view.current.digest.hex() for e in epochs.values()):
+                break
+            await trio.sleep(1.0)
+        run.figures.setdefault("price_changes", []).append({"epoch": view.current.epoch, "prices": list(now),
+                                                            "expected": list(expected)})
+        await _wal_snapshot(run, f"price change (epoch {view.current.epoch})")
+        run.event(f"price {now[0]}/{now[1]} decided in epoch {view.current.epoch}")
+        return f"epoch {view.current.epoch} decided the quorum-below prices {now} after {time.monotonic() - t:.1f} s"
+    raise StepFailed(f"the decided prices never became {tuple(expected)} in {timeout:.0f} s")
+
+
+async def _wal_snapshot(run: Run, label: str) -> dict:
+    """Conservation at every running node after an epoch change: supply against balances +
+    stakes + unspent funds (rewards paid are inside the balances), once every running node
+    applied the reward credits of the newest decided state (waits a few seconds for that)."""
+    rows, top = [], 0
+    with trio.move_on_after(10.0):
+        while True:
+            rows = [r for r in (await _in_thread(run.lab.status))["nodes"] if r.get("alive") and r.get("ledger")]
+            decided = {r["index"]: (r.get("epochs") or {}).get("decided_epoch", 0) for r in rows}
+            top = max(decided.values(), default=0)
+            if all(r["ledger"].get("rewarded_epoch", -1) >= top - 1 for r in rows):
+                break
+            await trio.sleep(0.5)
+    if not rows:
+        return {}
+    nodes = {str(r["index"]): {k: r["ledger"].get(k) for k in ("supply", "total", "funds", "rewards_paid",
+                                                               "rewarded_epoch", "storage_price", "write_price")}
+             for r in rows}
+    snap = {"after": label, "t": run.now(), "decided_epoch": top, "nodes": nodes,
+            "conserved": bool(nodes) and all(v["total"] == v["supply"] for v in nodes.values())}
+    run.figures.setdefault("wal_by_change", []).append(snap)
+    if not snap["conserved"]:
+        raise StepFailed(f"WAL not conserved after {label}: {nodes}")
+    return snap
+
+
+async def economy_figures(run: Run) -> dict | None:
+    """Per decided epoch: its prices, its storage fund paid out and each node's reward (from
+    the decided chain: state e + 1 credits epoch e's rewards); the check of the rewards rule
+    for nodes that lost their shards."""
+    view = await _committee(run)
+    index = {n.peer_id: n.index for n in run.lab.nodes}
+    epochs = []
+    for state in view.states:
+        credits = dict(state.reward_credits)
+        prev = view.states[state.epoch - 1] if state.epoch else None
+        epochs.append({
+            "epoch": state.epoch,
+            "storage_price": state.prices.storage_price_per_unit, "write_price": state.prices.write_price_per_unit,
+            "shards": {str(index.get(p, p)): w for p, w in sorted(state.weights.items())},
+            # rewards earned in the epoch before this state (credited by it)
+            "rewards_for_epoch": prev.epoch if prev is not None else None,
+            "rewards": {str(index.get(p, p)): credits.get(p, 0)
+                        for p in sorted(set(prev.weights) | set(credits), key=lambda p: index.get(p, 1 << 30))}
+            if prev is not None else {},
+            "paid": sum(credits.values())})
+    return {"epochs": epochs}
+
+
+async def step_check_rewards(run: Run, step) -> str:
+    """The rewards rule on the decided chain: each node that lost all its shards (a ``wipe``
+    step with ``restart = false``) earned nothing for the first epoch it spent wholly down,
+    while every other member that held shards then earned its share (more than 0), and it
+    had earned before."""
+    lost = run.figures.get("lost") or []
+    if not lost:
+        raise ScenarioError("check_rewards needs a wipe step with restart = false before it")
+    econ = await economy_figures(run)
+    by_epoch = {e["epoch"]: e for e in econ["epochs"]}
+    out = []
+    for item in lost:
+        idx, e = str(item["node"]), item["decided_epoch"] + 1
+        credit = by_epoch.get(e + 1)
+        if credit is None:
+            raise StepFailed(f"epoch {e + 1} (crediting epoch {e}) is not decided yet: add a wait_epoch step")
+        if credit["rewards"].get(idx, 0) != 0:
+            raise StepFailed(f"node {idx} lost its shards before epoch {e} and still earned "
+                             f"{credit['rewards'][idx]} FROST for it")
+        shards = by_epoch[e]["shards"]
+        others = {k: v for k, v in credit["rewards"].items() if k != idx and shards.get(k)}
+        if credit["paid"] and not all(v > 0 for v in others.values()):
+            raise StepFailed(f"epoch {e}: a holder that kept its shards earned nothing: {credit['rewards']}")
+        earlier = [by_epoch[x]["rewards"].get(idx, 0) for x in range(1, e) if x in by_epoch]
+        item.update(epoch=e, earned=credit["rewards"].get(idx, 0), others=others, earned_before=sum(earlier))
+        out.append(f"node {idx}: 0 FROST for epoch {e} (others {sorted(others.values())}), "
+                   f"{sum(earlier)} FROST before")
+    run.figures["rewards_rule"] = lost
+    return "; ".join(out)
+
+
 async def step_sleep(run: Run, step) -> str:
     await trio.sleep(float(step.get("seconds", 1)))
     return f"slept {step.get('seconds', 1)} s"
@@ -678,6 +856,7 @@ ACTIONS = {
     "wait_repaired": step_wait_repaired, "assert": step_assert, "sleep": step_sleep, "extend": step_extend,
     "delete": step_delete,
     "stake": step_stake, "unstake": step_unstake, "wait_epoch": step_wait_epoch,
+    "vote": step_vote, "wait_price": step_wait_price, "check_rewards": step_check_rewards,
 }
 
 
@@ -715,6 +894,11 @@ async def _run_steps(run: Run) -> str | None:
             await collect_epoch_figures(run)
         except Exception as exc:  # figures must never hide the run's outcome
             run.figures["epochs_error"] = describe_error(exc)
+        if run.sc.storage_price or run.figures.get("wal_by_change"):
+            try:
+                run.figures["economy"] = await economy_figures(run)
+            except Exception as exc:
+                run.figures["economy_error"] = describe_error(exc)
     return failure
 
 
@@ -838,6 +1022,7 @@ def write_report(run: Run, report: dict) -> None:
                       f"({ep['sync_bytes']} B copied from previous holders, {ep['pairs_synced']} of "
                       f"{ep['pairs_restored']} pairs): {ep['bytes_per_shard_handed_over']} B per shard handed over, "
                       f"{ep['bytes_per_pair_restored']} B per pair restored.", ""]
+    lines += economy_lines(fig)
     lines += ["![shards stored and nodes alive](plot.png)", ""]
     (d / "report.md").write_text("\n".join(lines))
     try:
@@ -848,3 +1033,49 @@ def write_report(run: Run, report: dict) -> None:
         (d / "plot.png").write_bytes(png)
     except Exception as exc:  # a plot must never hide the report
         run.log(f"plot failed: {exc!r}")
+
+
+def economy_lines(fig: dict) -> list[str]:
+    """report.md: conservation at every node after each change, prices and rewards per epoch."""
+    lines = []
+    snaps = fig.get("wal_by_change") or []
+    if snaps:
+        lines += ["WAL at every running node after each change (supply = balances + stakes + unspent funds; "
+                  "rewards paid are inside the balances):", "",
+                  "| after | node | supply | balances+stakes+funds | unspent funds | rewards paid | rewarded epoch | conserved |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for sn in snaps:
+            for idx, v in sorted(sn["nodes"].items(), key=lambda kv: int(kv[0])):
+                lines.append(f"| {sn['after']} | {idx} | {v['supply']} | {v['total']} | {v['funds']} | "
+                             f"{v['rewards_paid']} | {v['rewarded_epoch']} | "
+                             f"{'yes' if v['total'] == v['supply'] else '**NO**'} |")
+        lines.append("")
+    for v in fig.get("votes") or []:
+        lines += [f"Vote at epoch {v['epoch']}: {v['storage_price']}/{v['write_price']} FROST (storage/write per "
+                  f"unit), nodes {v['extreme_nodes']} (weight {v['extreme_weight']}, f = {v['f']}) voting the "
+                  f"highest price; quorum-below gives {v['expected'][0]}/{v['expected'][1]}.", ""]
+    for c in fig.get("price_changes") or []:
+        lines += [f"Decided in epoch {c['epoch']}: prices {c['prices'][0]}/{c['prices'][1]} "
+                  f"(expected {c['expected'][0]}/{c['expected'][1]}).", ""]
+    for st in fig.get("stores_at_voted_price") or []:
+        lines += [f"Store {st['blob']} after the change paid {st['cost']} FROST (at the voted prices: "
+                  f"{st['expected']}).", ""]
+    econ = (fig.get("economy") or {}).get("epochs") or []
+    if econ:
+        nodes = sorted({k for e in econ for k in e["rewards"]} | {k for e in econ for k in e["shards"]},
+                       key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
+        lines += ["Prices per epoch and rewards per node (FROST credited by epoch e's state for epoch e - 1):", "",
+                  "| epoch | storage price | write price | rewards for epoch | paid | "
+                  + " | ".join(f"node {k}" for k in nodes) + " |",
+                  "|---:|---:|---:|---:|---:|" + "---:|" * len(nodes)]
+        for e in econ:
+            lines.append(f"| {e['epoch']} | {e['storage_price']} | {e['write_price']} | "
+                         f"{'' if e['rewards_for_epoch'] is None else e['rewards_for_epoch']} | {e['paid']} | "
+                         + " | ".join(str(e["rewards"].get(k, "")) for k in nodes) + " |")
+        lines.append("")
+    for item in fig.get("rewards_rule") or []:
+        lines += [f"Node {item['node']} lost all its shards (wiped, kept down) while epoch {item['decided_epoch']} "
+                  f"ran: it earned {item.get('earned')} FROST for epoch {item.get('epoch')} (the holders that kept "
+                  f"theirs: {sorted((item.get('others') or {}).values())}), {item.get('earned_before')} FROST "
+                  "before.", ""]
+    return lines

@@ -178,6 +178,7 @@ class LedgerService:
         storage, write = self.prices_now()
         return {"supply": self.ledger.supply, "total": self.ledger.total(), "accounts": len(self.ledger.accounts),
                 "funds": sum(self.ledger.funds.values()), "rewards_paid": self.ledger.rewards_paid,
+                "rewarded_epoch": self.ledger.rewarded_epoch,
                 "storage_price": storage, "write_price": write, **self.counters}
 
     # --- prices and payments ---

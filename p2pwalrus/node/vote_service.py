@@ -160,35 +160,47 @@ class VoteService:
 
 
 class ChallengeView:
-    """Which members kept their shards through an epoch, as this node's storage challenges saw
-    it: a member challenged during the epoch that answered none of them (failed > 0, passed
-    0 between the ends of the previous epoch and of this one) held nothing and earns nothing
-    for the epoch; every other member is counted with all its shards (a challenge it was
-    never asked is no evidence). The counts are marked once per epoch, at the first call for
-    it, so a proposer asked again (a later round) gets the same answer."""
+    """Which members kept their shards through an epoch, as this node saw it: a member
+    challenged during the epoch that answered none of them (failed > 0, passed 0 between the
+    ends of the previous epoch and of this one), or that is down here at the epoch's end (its
+    process gone, its link dead: it serves none of its shards), held nothing and earns
+    nothing for the epoch; every other member is counted with all its shards (a challenge it
+    was never asked is no evidence). The counts and the live set are marked once per epoch,
+    at the first call for it, so a proposer asked again (a later round) gets the same answer."""
 
     KEEP = 4  # epochs of marks kept
 
     def __init__(self, storage_node):
         self.node = storage_node
         self.marks: dict[int, dict[str, tuple[int, int]]] = {}  # epoch -> counts at its end
+        self.down: dict[int, set[str]] = {}  # epoch -> members down here at its end
 
     def _counts(self) -> dict[str, tuple[int, int]]:
         return {p: (c.get("passed", 0), c.get("failed", 0))
                 for p, c in getattr(getattr(self.node, "repair", None), "challenges", {}).items()}
 
+    def _down(self, members) -> set[str]:
+        live_set = getattr(self.node, "members", None)
+        if live_set is None:
+            return set()  # no liveness here (a bare test node): no evidence
+        live = set(live_set.live.peer_ids()) | {self.node.peer_id}
+        return {p for p in members if p not in live}
+
     def __call__(self, prev) -> dict[str, int]:
         if prev.epoch not in self.marks:
             self.marks[prev.epoch] = self._counts()
+            self.down[prev.epoch] = self._down(prev.weights)
             for old in sorted(self.marks)[:-self.KEEP]:
                 del self.marks[old]
+                self.down.pop(old, None)
         now = self.marks[prev.epoch]
         base = self.marks.get(prev.epoch - 1, {})
+        down = self.down.get(prev.epoch, set())
         held = {}
         for peer, weight in prev.weights.items():
             passed, failed = now.get(peer, (0, 0))
             p0, f0 = base.get(peer, (0, 0))
-            held[peer] = 0 if failed > f0 and passed == p0 else weight
+            held[peer] = 0 if (failed > f0 and passed == p0) or peer in down else weight
         return held
 
 
