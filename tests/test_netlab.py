@@ -141,11 +141,46 @@ def test_shipped_scenario_passes_in_ci_size(tmp_path, name):
     assert saved["figures"]["reads"] and all(r["ok"] for r in saved["figures"]["reads"])
     assert saved["samples"] and all(b["final_shards_stored"] is not None for b in saved["blobs"].values())
     assert saved["figures"]["wal_conserved"] is True  # every running node's WAL equals the genesis supply
+    if name == "economy":  # issue 16 on node processes: conservation, the price move, the rewards rule
+        _check_economy(saved)
     if name == "epochs":  # stake in, stake out, more stake: three changes that move shards
         changes = saved["figures"]["epochs"]["changes"]
         assert sum(1 for c in changes if c["shards_moved"]) >= 3 and saved["figures"]["epochs"]["shards_moved"]
     pids = [n["pid"] for n in json.loads((tmp_path / "run" / "net" / "netlab.json").read_text())["nodes"]]
     _wait(lambda: _gone(pids), 5, "the scenario's nodes to be torn down")
+
+
+def _check_economy(saved: dict) -> None:
+    """Issue 16's must-be-trues as the economy scenario's report shows them: WAL conserved at
+    every running node after each epoch change; the decided price is the quorum-below one of
+    the votes (f of the weight voting the highest price there is) and the next store paid
+    it; the node wiped and kept down earned nothing for its epoch down, the others earned."""
+    from p2pwalrus.core.wal.pricing import quorum_below
+
+    fig = saved["figures"]
+    snaps = fig["wal_by_change"]
+    assert len(snaps) >= 3 and all(s["conserved"] and s["nodes"] for s in snaps)
+    for s in snaps:
+        assert all(v["total"] == v["supply"] for v in s["nodes"].values())
+    assert snaps[-1]["nodes"] and all(v["rewards_paid"] > 0 for v in snaps[-1]["nodes"].values())
+    (vote,) = fig["votes"]
+    assert 0 < vote["extreme_weight"] <= vote["f"]
+    by_epoch = {e["epoch"]: e for e in fig["economy"]["epochs"]}
+    voted_at = by_epoch[vote["epoch"]]
+    weights = voted_at["shards"]
+    expected = quorum_below([((1 << 64) - 1 if int(k) in vote["extreme_nodes"] else vote["storage_price"], w)
+                             for k, w in weights.items()], saved["n_shards"])
+    assert expected == vote["storage_price"] == vote["expected"][0]  # the extreme voters do not move it
+    (change,) = fig["price_changes"]
+    assert change["prices"] == vote["expected"] == [vote["storage_price"], vote["write_price"]]
+    assert by_epoch[change["epoch"]]["storage_price"] == vote["storage_price"]
+    assert by_epoch[0]["storage_price"] != vote["storage_price"]
+    (store,) = fig["stores_at_voted_price"]
+    assert store["cost"] == store["expected"] > 0
+    (lost,) = fig["rewards_rule"]
+    credit = by_epoch[lost["epoch"] + 1]
+    assert credit["rewards"][str(lost["node"])] == 0 and lost["earned_before"] > 0
+    assert lost["others"] and all(v > 0 for v in lost["others"].values())
 
 
 def test_slow_adds_latency_to_every_exchange_with_that_node(tmp_path):
