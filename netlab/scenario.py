@@ -266,6 +266,11 @@ async def _sampler(run: Run) -> None:
             except Exception:
                 shards = {name: None for name in run.blobs}
         run.samples.append({"t": t, "alive": alive, "shards": shards})
+        if run.lab is not None:
+            try:
+                await _in_thread(_watch_wal, run)
+            except Exception as exc:  # a node.json being rewritten, say: the next sample looks again
+                run.log(f"[dim]wal sample: {exc!r}[/dim]")
         await trio.sleep(max(0.0, run.sc.sample_interval - (run.now() - t)))
 
 
@@ -681,6 +686,21 @@ async def collect_epoch_figures(run: Run) -> None:
     }
 
 
+def _watch_wal(run: Run) -> None:
+    """Each sample: at every running node that applied a new epoch change's reward credits
+    since the last sample, WAL against the genesis supply right then (``wal_per_change``:
+    change -> node index -> supply, balances + stakes + funds, funds, rewards paid)."""
+    seen = run.figures.setdefault("wal_per_change", {})
+    for r in run.lab.status()["nodes"]:
+        ledger = r.get("ledger")
+        if not (r.get("alive") and ledger and "rewarded_epoch" in ledger):
+            continue
+        change = str(ledger["rewarded_epoch"] + 1)  # the change that credited the epoch before it
+        row = seen.setdefault(change, {})
+        if str(r["index"]) not in row:
+            row[str(r["index"])] = {k: ledger.get(k) for k in ("supply", "total", "funds", "rewards_paid")}
+
+
 def _node_files(run: Run) -> list[dict]:
     return [st for n in run.lab.nodes if run.lab.alive(n) and (st := run.lab.node_status_file(n))]
 
@@ -1049,6 +1069,18 @@ def economy_lines(fig: dict) -> list[str]:
                 lines.append(f"| {sn['after']} | {idx} | {v['supply']} | {v['total']} | {v['funds']} | "
                              f"{v['rewards_paid']} | {v['rewarded_epoch']} | "
                              f"{'yes' if v['total'] == v['supply'] else '**NO**'} |")
+        lines.append("")
+    per = fig.get("wal_per_change") or {}
+    if per:
+        lines += ["WAL at each running node as soon as it applied each epoch change (sampled every "
+                  "`sample_interval`):", "",
+                  "| change to epoch | nodes | conserved at all | unspent funds | rewards paid |",
+                  "|---:|---|---|---|---|"]
+        for change, row in sorted(per.items(), key=lambda kv: int(kv[0])):
+            ok = all(v["total"] == v["supply"] for v in row.values())
+            lines.append(f"| {change} | {','.join(sorted(row, key=int))} | {'yes' if ok else '**NO**'} | "
+                         f"{sorted({v['funds'] for v in row.values()})} | "
+                         f"{sorted({v['rewards_paid'] for v in row.values()})} |")
         lines.append("")
     for v in fig.get("votes") or []:
         lines += [f"Vote at epoch {v['epoch']}: {v['storage_price']}/{v['write_price']} FROST (storage/write per "

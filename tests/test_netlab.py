@@ -163,6 +163,9 @@ def _check_economy(saved: dict) -> None:
     for s in snaps:
         assert all(v["total"] == v["supply"] for v in s["nodes"].values())
     assert snaps[-1]["nodes"] and all(v["rewards_paid"] > 0 for v in snaps[-1]["nodes"].values())
+    per_change = fig["wal_per_change"]  # every change, at every node running then, as it applied it
+    assert len(per_change) >= 5
+    assert all(v["total"] == v["supply"] for row in per_change.values() for v in row.values())
     (vote,) = fig["votes"]
     assert 0 < vote["extreme_weight"] <= vote["f"]
     by_epoch = {e["epoch"]: e for e in fig["economy"]["epochs"]}
