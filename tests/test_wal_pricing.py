@@ -412,3 +412,27 @@ def test_reward_credits_cannot_pay_more_than_the_funds_owe_the_epoch():
     assert "owe it 8000" in check_reward_credits(g, greedy, funds)
     # a validator that missed the payment refuses until it has it
     assert check_reward_credits(g, honest, {}) is not None
+
+
+def test_challenge_view_takes_the_shards_of_a_member_down_at_the_epochs_end():
+    """A member down at this node when the epoch ends held nothing for it; a node that sees
+    less than a quorum of the weight live (cut off, or just restarted) is no evidence."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from p2pwalrus.node.vote_service import ChallengeView
+
+    wal = 10**9
+    g = genesis_state("testnet", 16, {p: 100 * wal for p in PEERS[:4]})
+    a, b, c, d = PEERS[:4]
+    live = SimpleNamespace(peer_ids=lambda: [a, c, d])
+    node = SimpleNamespace(repair=SimpleNamespace(challenges={}), members=SimpleNamespace(live=live), peer_id=a)
+    view = ChallengeView(node)
+    at = [dataclasses.replace(g, epoch=e, prev_digest=bytes([1]) * 32) if e else g for e in range(3)]
+    held = view(at[0])
+    assert held[b] == 0 and all(held[p] == g.weights[p] for p in (a, c, d))
+    live.peer_ids = lambda: [a, b, c, d]
+    assert view(at[0]) == held  # marked once per epoch: a later round gets the same answer
+    assert view(at[1]) == g.weights  # b back before the next epoch's end: it earns again
+    live.peer_ids = lambda: [a]  # a sees only itself: no quorum of weight, no evidence
+    assert view(at[2]) == g.weights

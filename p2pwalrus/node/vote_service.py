@@ -179,17 +179,23 @@ class ChallengeView:
         return {p: (c.get("passed", 0), c.get("failed", 0))
                 for p, c in getattr(getattr(self.node, "repair", None), "challenges", {}).items()}
 
-    def _down(self, members) -> set[str]:
+    def _down(self, weights, n_shards: int) -> set[str]:
+        """Members down here; none when this node sees less than a quorum of the weight live
+        (it is the one cut off, or just restarted: its view is no evidence against others)."""
+        from ..core.wal.pricing import is_quorum
+
         live_set = getattr(self.node, "members", None)
         if live_set is None:
             return set()  # no liveness here (a bare test node): no evidence
         live = set(live_set.live.peer_ids()) | {self.node.peer_id}
-        return {p for p in members if p not in live}
+        if not is_quorum(sum(w for p, w in weights.items() if p in live), n_shards):
+            return set()
+        return {p for p in weights if p not in live}
 
     def __call__(self, prev) -> dict[str, int]:
         if prev.epoch not in self.marks:
             self.marks[prev.epoch] = self._counts()
-            self.down[prev.epoch] = self._down(prev.weights)
+            self.down[prev.epoch] = self._down(prev.weights, prev.n_shards)
             for old in sorted(self.marks)[:-self.KEEP]:
                 del self.marks[old]
                 self.down.pop(old, None)
