@@ -166,6 +166,8 @@ def _check_economy(saved: dict) -> None:
     per_change = fig["wal_per_change"]  # every change, at every node running then, as it applied it
     assert len(per_change) >= 5
     assert all(v["total"] == v["supply"] for row in per_change.values() for v in row.values())
+    # a node that missed payments pulls them before it applies the credits: no fund goes negative
+    assert all(v["funds"] >= 0 for row in per_change.values() for v in row.values())
     (vote,) = fig["votes"]
     assert 0 < vote["extreme_weight"] <= vote["f"]
     by_epoch = {e["epoch"]: e for e in fig["economy"]["epochs"]}

@@ -495,10 +495,20 @@ class LedgerService:
         """Pay the reward credits of decided epoch states (each ``EpochState(e + 1)`` credits
         epoch ``e``'s rewards) not applied here yet, in epoch order, each durable before the
         next; how many were applied. Every node applies the same decided numbers."""
+        from ..core.wal.pricing import epoch_fund
+
         applied = 0
         for state in sorted(states, key=lambda s: s.epoch):
             if state.epoch - 1 <= self.ledger.rewarded_epoch:
                 continue
+            credits = sum(amount for _, amount in state.reward_credits)
+            if credits > epoch_fund(self.ledger.funds, state.epoch - 1):
+                # The committee credited more than this ledger's funds owe the epoch: this node
+                # missed payments (a store it was not reached for). Pull them first, so that its
+                # funds do not go negative; the decided credits are applied either way.
+                self.counters["reward_pulls"] = self.counters.get("reward_pulls", 0) + 1
+                with trio.move_on_after(CATCH_UP_TIMEOUT):
+                    await self.sync_once()
             async with self.lock:
                 if self.ledger.apply_rewards(state.epoch - 1, dict(state.reward_credits)):
                     await self._persist()
