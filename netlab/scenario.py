@@ -693,8 +693,8 @@ def _watch_wal(run: Run) -> None:
     seen = run.figures.setdefault("wal_per_change", {})
     for r in run.lab.status()["nodes"]:
         ledger = r.get("ledger")
-        if not (r.get("alive") and ledger and "rewarded_epoch" in ledger):
-            continue
+        if not (r.get("alive") and ledger and ledger.get("rewarded_epoch", -1) >= 0):
+            continue  # no change applied there yet (genesis)
         change = str(ledger["rewarded_epoch"] + 1)  # the change that credited the epoch before it
         row = seen.setdefault(change, {})
         if str(r["index"]) not in row:
