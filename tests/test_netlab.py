@@ -164,7 +164,7 @@ def _check_economy(saved: dict) -> None:
         assert all(v["total"] == v["supply"] for v in s["nodes"].values())
     assert snaps[-1]["nodes"] and all(v["rewards_paid"] > 0 for v in snaps[-1]["nodes"].values())
     per_change = fig["wal_per_change"]  # every change, at every node running then, as it applied it
-    assert len(per_change) >= 5
+    assert len(per_change) >= 4
     assert all(v["total"] == v["supply"] for row in per_change.values() for v in row.values())
     # a node that missed payments pulls them before it applies the credits: no fund goes negative
     assert all(v["funds"] >= 0 for row in per_change.values() for v in row.values())
