@@ -144,7 +144,21 @@ def main(ctx: click.Context, network: str | None, verbose: int) -> None:
     Quick start: `netlab demo` runs a local testnet and stores a file in it.
     """
     ctx.obj = {"network": network, "verbose": verbose}
+    if ctx.invoked_subcommand not in _SERVER_COMMANDS:
+        # Every other command is a client process that talks to p2pwalrus nodes only: libp2p
+        # loads without TLS, RSA and the rest (node/lean_libp2p.py), unless the user chose
+        # otherwise. Set here, before any command imports the client: `read` imported it
+        # (client/chunked.py) before _with_client set this, and loaded pycryptodome's RSA,
+        # cffi's C parser and x509 on every read (~10% of a 1 MiB read's wall clock).
+        import os
+
+        os.environ.setdefault("P2PWALRUS_LEAN_LIBP2P", "client")
     _setup_logging(verbose)
+
+
+# Commands that run a long-lived host other libp2p peers may reach (TLS, RSA keys): libp2p loads
+# with everything but the transports we never build.
+_SERVER_COMMANDS = frozenset({"node", "gateway"})
 
 
 # --- helpers ------------------------------------------------------------------------
