@@ -279,6 +279,11 @@ def _with_client(net, fn):
 
     _quiet_libp2p()
     _fast_exit = True
+    # The ~60k objects the network stack's import made are out of every later collection
+    # (a short process; automatic full collections otherwise walk them all again).
+    import gc
+
+    gc.freeze()
 
     async def run():
         async with open_client(net, _client_key()) as client:
