@@ -118,6 +118,18 @@ class _NoDNSResolver:
 
 
 def _installed_version() -> str | None:
+    # First the pinned version's dist-info beside the package (found without importing it):
+    # importlib.metadata costs ~10 ms of a CLI command's start-up (email, csv, zipfile).
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("libp2p")
+        if spec is not None and spec.origin:
+            site = os.path.dirname(os.path.dirname(spec.origin))
+            if os.path.isdir(os.path.join(site, f"libp2p-{PINNED_VERSION}.dist-info")):
+                return PINNED_VERSION
+    except Exception:
+        pass
     try:
         from importlib.metadata import version
 
@@ -141,7 +153,9 @@ def install() -> bool:
         # multiaddr's DNS resolver (imported by the TCP transport) imports dnspython's
         # DNS-over-QUIC support, i.e. aioquic again. We never resolve over QUIC: tell dnspython
         # the feature is off (its documented workaround switch) before it first looks.
-        if "dns.quic" not in sys.modules:
+        # (A client stands in for the resolver below, and dns._features alone imports
+        # importlib.metadata: ~10 ms.)
+        if mode != "client" and "dns.quic" not in sys.modules:
             import dns._features
 
             dns._features.force("doq", False)
