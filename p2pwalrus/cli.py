@@ -144,12 +144,14 @@ def main(ctx: click.Context, network: str | None, verbose: int) -> None:
     Quick start: `netlab demo` runs a local testnet and stores a file in it.
     """
     ctx.obj = {"network": network, "verbose": verbose}
-    # Hand the GIL over every 0.2 ms, not every 5 ms (Python's default). The encoder, the
+    # Hand the GIL over every 1 ms, not every 5 ms (Python's default). The encoder, the
     # verifiers and the hashing release the GIL for each codec call and each symbol they
     # hash, and waited up to the switch interval to get it back each time while another
-    # thread ran Python (imports, the event loop's framing): a 16 MiB encode next to a busy
-    # Python thread took 0.29-0.77 s instead of 0.17-0.23 s; so do a node's verifications
-    # next to its receiving loop, and a read's next to its fetching.
+    # thread ran Python (imports, the event loop's framing); so do a node's verifications
+    # next to its receiving loop, and a read's next to its fetching. A 32 MiB encode beside
+    # a busy Python thread, machine at load 7-8, 7 runs each, median (range): 5 ms 0.92 s
+    # (0.64-1.19), 1 ms 0.52 s (0.40-0.98), 0.2 ms 0.60 s (0.42-1.00): finer hand-overs
+    # wait for the scheduler more often once the cores are oversubscribed.
     sys.setswitchinterval(_SWITCH_INTERVAL)
     if ctx.invoked_subcommand not in _SERVER_COMMANDS:
         # Every other command is a client process that talks to p2pwalrus nodes only: libp2p
@@ -163,7 +165,7 @@ def main(ctx: click.Context, network: str | None, verbose: int) -> None:
     _setup_logging(verbose)
 
 
-_SWITCH_INTERVAL = 0.0002  # seconds
+_SWITCH_INTERVAL = 0.001  # seconds
 
 
 # Commands that run a long-lived host other libp2p peers may reach (TLS, RSA keys): libp2p loads
