@@ -27,7 +27,9 @@ def _few_worker_threads() -> None:
     import trio
 
     trio.to_thread.current_default_thread_limiter().total_tokens = max(2, os.cpu_count() or 2)
-    gc.collect()
+    # No gc.collect() first: with libp2p loaded, that full collection took 25-60 ms of every
+    # read's and store's wall clock (py-spy), to spare the little garbage the imports left,
+    # which now stays frozen with them.
     gc.freeze()
 
 

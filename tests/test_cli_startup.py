@@ -116,6 +116,31 @@ def test_a_client_process_also_leaves_out_tls_rsa_secio_pnet_and_dns():
     assert out["stand_ins_left"] == []
 
 
+def test_every_client_command_loads_libp2p_as_a_client_and_nodes_load_it_whole():
+    """`read` imported the client (client/chunked.py) before _with_client asked for client mode,
+    so every read loaded RSA, pycryptodome, cffi's C parser, x509, prometheus_client and the
+    persistent peerstores: the CLI group asks for it before any command runs."""
+    out = _run("""
+        import json, os
+        import p2pwalrus.cli
+        seen = {}
+        for name in ("read", "store", "blob-status", "node", "gateway"):
+            os.environ.pop("P2PWALRUS_LEAN_LIBP2P", None)
+            try:
+                p2pwalrus.cli.main.main(args=[name, "--help"], prog_name="p2pwalrus")
+            except SystemExit:
+                pass
+            seen[name] = os.environ.get("P2PWALRUS_LEAN_LIBP2P")
+        os.environ["P2PWALRUS_LEAN_LIBP2P"] = "client"
+        import sys
+        import p2pwalrus.client.chunked  # what `read` imports first
+        print(json.dumps({"seen": seen, "unused": [m for m in sys.modules if m.split(".")[0] in
+                          ("Crypto", "pycparser", "prometheus_client") or m.startswith("libp2p.peer.persistent")]}))
+    """)
+    assert out["seen"] == {"read": "client", "store": "client", "blob-status": "client", "node": None, "gateway": None}
+    assert out["unused"] == []
+
+
 def test_the_client_loads_no_dht_or_gossipsub_and_the_node_knows_gossipsubs_protocol_ids():
     out = _run(f"""
         import json, sys

@@ -479,12 +479,16 @@ async def read_to(client: Client, blob_id: bytes, write: Callable[[memoryview], 
 
     `raw`: a manifest's own bytes, not the file it describes."""
     progress = progress or Progress()
-    data = await client.read(blob_id, strict=strict, progress=progress)
-    found = data if raw else parse_if_file_manifest(data, blob_id)
+    parts = await client.read_parts(blob_id, strict=strict, progress=progress)
+    if not raw and (is_manifest(parts[0]) or (len(parts[0]) < HEADER_LEN and len(parts) > 1)):
+        parts = [b"".join(parts)]  # (a manifest is small: one join)
+    found = parts[0] if raw or len(parts) > 1 else parse_if_file_manifest(parts[0], blob_id)
     if not isinstance(found, FileManifest):
-        await write(memoryview(found))
-        return len(found), None
-    del data
+        # The blob's parts as they came (views of its systematic slivers): no 64 MiB join first.
+        for part in parts:
+            await write(memoryview(part))
+        return sum(len(p) for p in parts), None
+    del parts
     return_large_buffers()
     progress.done()  # the manifest's own read; the file's bar counts the file's bytes
     progress.start("reading", found.total_size)

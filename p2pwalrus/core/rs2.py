@@ -458,6 +458,13 @@ def join_systematic(metadata: BlobMetadata, slivers: dict[int, bytes]) -> bytes:
     its length (one copy). `slivers` must hold every row 0..R-1 (others are ignored),
     already verified; rows wholly past the blob's length are only checked for size.
     """
+    return b"".join(systematic_parts(metadata, slivers))
+
+
+def systematic_parts(metadata: BlobMetadata, slivers: dict[int, bytes]) -> list[memoryview]:
+    """`join_systematic` without the join: the blob as views of its systematic slivers, in
+    order (a 64 MiB join took 70-160 ms on these machines, fresh pages mostly; a writer
+    can write the parts as they are)."""
     cfg, s = metadata.config, metadata.symbol_size
     r, c = cfg.n_primary, cfg.n_secondary
     missing = [i for i in range(r) if i not in slivers]
@@ -472,7 +479,7 @@ def join_systematic(metadata: BlobMetadata, slivers: dict[int, bytes]) -> bytes:
         if left > 0:
             parts.append(row[: min(row_len, left)])
             left -= row_len
-    return b"".join(parts)
+    return parts
 
 
 def decode_primary(metadata: BlobMetadata, slivers: dict[int, bytes], *, strict: bool = False) -> bytes:

@@ -78,6 +78,19 @@ _CLIENT_STAND_INS: dict[str, tuple[str, ...]] = {
     # libp2p/__init__.py: SECIO only in new_host's default security options (we pass Noise);
     # its authenticated encryption is pycryptodome's
     "libp2p.security.secio.transport": ("ID", "Transport"),
+    # libp2p/__init__.py: persistent peerstores (sqlite, LevelDB, RocksDB back ends), named only
+    # there and never called by new_host (our hosts keep the in-memory PeerStore): ~30 ms
+    "libp2p.peer.persistent": ("create_sync_peerstore", "create_async_peerstore", "create_sync_sqlite_peerstore",
+                               "create_async_sqlite_peerstore", "create_sync_memory_peerstore",
+                               "create_async_memory_peerstore", "create_sync_leveldb_peerstore",
+                               "create_async_leveldb_peerstore", "create_sync_rocksdb_peerstore",
+                               "create_async_rocksdb_peerstore"),
+    # libp2p/metrics/swarm.py (Counter, for a class's annotations) and rcmgr/prometheus_exporter.py
+    # (only when a resource manager is made with enable_prometheus, which ours never is):
+    # prometheus_client and its http/exposition imports, ~20 ms. Taken out of sys.modules again
+    # after libp2p's import like every stand-in, so an explicit import later gets the real one.
+    "prometheus_client": ("Counter", "Histogram", "Gauge", "CONTENT_TYPE_LATEST", "CollectorRegistry",
+                          "generate_latest", "start_http_server"),
 }
 
 _installed: bool | None = None  # None: not tried yet
@@ -105,6 +118,18 @@ class _NoDNSResolver:
 
 
 def _installed_version() -> str | None:
+    # First the pinned version's dist-info beside the package (found without importing it):
+    # importlib.metadata costs ~10 ms of a CLI command's start-up (email, csv, zipfile).
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("libp2p")
+        if spec is not None and spec.origin:
+            site = os.path.dirname(os.path.dirname(spec.origin))
+            if os.path.isdir(os.path.join(site, f"libp2p-{PINNED_VERSION}.dist-info")):
+                return PINNED_VERSION
+    except Exception:
+        pass
     try:
         from importlib.metadata import version
 
@@ -128,7 +153,9 @@ def install() -> bool:
         # multiaddr's DNS resolver (imported by the TCP transport) imports dnspython's
         # DNS-over-QUIC support, i.e. aioquic again. We never resolve over QUIC: tell dnspython
         # the feature is off (its documented workaround switch) before it first looks.
-        if "dns.quic" not in sys.modules:
+        # (A client stands in for the resolver below, and dns._features alone imports
+        # importlib.metadata: ~10 ms.)
+        if mode != "client" and "dns.quic" not in sys.modules:
             import dns._features
 
             dns._features.force("doq", False)

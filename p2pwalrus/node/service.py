@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import functools
 import logging
 import os
 import random
@@ -114,6 +115,9 @@ class StorageNode:
         self.ready = trio.Event()
         self.map_changed = trio.Event()
         self.cert_added = trio.Event()
+        # Certificates are written in a worker thread: one at a time, so that the one on disk
+        # is always the one in self.certs (accept_certificate).
+        self._cert_write_lock = trio.Lock()
         self.counters = {"certs_seen": 0, "certs_rejected": 0, "slivers_refused": 0, "store_requests": 0,
                          "uncertified_deleted": 0}
         # Fault injection for netlab and tests: "corrupt_slivers" makes this node lie;
@@ -316,21 +320,25 @@ class StorageNode:
             return False  # older than the one we hold: nothing to check
         await self.learn_signers(cert)
         await self.certcheck.check(cert)
-        old = self.certs.get(cert.blob_id)  # another copy may have been accepted meanwhile
-        if old is not None and _freshness(old) > _freshness(cert):
-            return False
-        if old is not None and _freshness(old) == _freshness(cert) and not self._counts_more(cert, old):
-            return False  # as recent, and our map counts no more of it: keep ours
-        if old is not None and (why := relabel_reason(old, cert)):
-            raise InvalidCertificateError(f"refused: {why}")
-        self.certs[cert.blob_id] = cert
-        self.store.put_certificate(cert.blob_id, cert.to_bytes())
-        state = self.store.get_state(cert.blob_id)
-        self.store.set_state(cert.blob_id, {
-            "certified": True,
-            "certified_epoch": cert.epoch,
-            "end_epoch": max(cert.end_epoch, state.get("end_epoch", 0)),
-        })
+        async with self._cert_write_lock:
+            old = self.certs.get(cert.blob_id)  # another copy may have been accepted meanwhile
+            if old is not None and _freshness(old) > _freshness(cert):
+                return False
+            if old is not None and _freshness(old) == _freshness(cert) and not self._counts_more(cert, old):
+                return False  # as recent, and our map counts no more of it: keep ours
+            if old is not None and (why := relabel_reason(old, cert)):
+                raise InvalidCertificateError(f"refused: {why}")
+            self.certs[cert.blob_id] = cert
+
+            def certified(state: dict) -> dict:
+                return {"certified": True, "certified_epoch": cert.epoch,
+                        "end_epoch": max(cert.end_epoch, state.get("end_epoch", 0))}
+
+            # Certificate and state in one group commit, in a worker thread: they were two
+            # commits (four fsyncs) on the event loop, and a store's client waits for the
+            # holders of n - f shards to have it.
+            await trio.to_thread.run_sync(
+                functools.partial(self.store.put_certificate, cert.blob_id, cert.to_bytes(), update_state=certified))
         self.counters["certs_seen"] += 1
         logger.debug("certificate for %s from %s", rs2_id(cert.blob_id), source)
         done, self.cert_added = self.cert_added, trio.Event()

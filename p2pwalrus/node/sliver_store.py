@@ -308,8 +308,21 @@ class SliverStore:
     def get_metadata(self, blob_id: bytes) -> bytes | None:
         return self._read(blob_id, "meta")
 
-    def put_certificate(self, blob_id: bytes, data: bytes) -> None:
-        self._write(blob_id, "cert", data)
+    def put_certificate(self, blob_id: bytes, data: bytes, *,
+                        update_state: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None) -> bool:
+        """Store the blob's certificate; with ``update_state(current state)``, its returned
+        updates are merged into the blob's state in the same group commit (one fsync round
+        for both files and one for the directory, instead of two commits in a row).
+        Returns False, storing nothing, if the blob was deleted meanwhile."""
+        files = [_Pending("cert", memoryview(data).cast("B"))]
+        if update_state is None:
+            return self._commit(blob_id, files)
+        with self._state_lock:  # held to the commit, or a concurrent set_state could be lost
+            state = self.get_state(blob_id)
+            state.update(update_state(dict(state)))
+            raw = json.dumps(state, sort_keys=True).encode()
+            files.append(_Pending("state", memoryview(raw), None, enforce_capacity=False))
+            return self._commit(blob_id, files)
 
     def get_certificate(self, blob_id: bytes) -> bytes | None:
         return self._read(blob_id, "cert")
