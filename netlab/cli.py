@@ -410,7 +410,7 @@ def slow_cmd(index, delay_ms, directory):
               help="A wait_repaired step that times out is a warning, not a failure.")
 @click.option("--seed", type=int, default=None, help="Override the scenario's seed.")
 def run_cmd(scenario, ci, directory, keep, no_require_repair, seed):
-    """Run a scenario file (or a shipped one by name: churn, epochs, lose_f, partition, wipe).
+    """Run a scenario file (or a shipped one by name: churn, economy, epochs, lose_f, partition, pay, wipe).
 
     Writes report.json, report.md and plot.png into the run directory.
     """
