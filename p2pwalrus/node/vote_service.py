@@ -4,8 +4,10 @@ A node's vote (prices, capacity, parameter proposals: ``core/wal/votes.py``) is 
 its identity key and kept in ``DATA_DIR/vote.json``; `p2pwalrus node --vote-storage-price ...`
 writes it at start and `p2pwalrus vote --data-dir DIR ...` while the node runs (the node
 reads the file again when it changes). Each node serves its vote on
-``/p2pwalrus/node-vote/1.0.0`` and gathers the committee's every ``VOTE_REFRESH`` seconds,
-keeping the newest valid vote of each member; the proposer of the next epoch state turns
+``/p2pwalrus/node-vote/1.0.0`` and gathers the committee's once per epoch, shortly before the
+epoch ends (``VOTE_LEAD`` seconds, or a quarter of a short epoch), when the proposer needs them:
+asking every member on a timer cost N x (N - 1) streams every few seconds on an idle network.
+It keeps the newest valid vote of each member; the proposer of the next epoch state turns
 them into prices, parameters and reward credits with :meth:`VoteService.economics`
 (:func:`make_proposer` gives an ``attach_epochs(..., propose=...)`` that does it).
 """
@@ -30,7 +32,7 @@ logger = logging.getLogger("p2pwalrus.votes")
 
 NODE_VOTE = TProtocol("/p2pwalrus/node-vote/1.0.0")
 VOTE_FILE = "vote.json"
-VOTE_REFRESH = 10.0  # s between gatherings of the committee's votes (and looks at our own file)
+VOTE_LEAD = 10.0  # s before an epoch's end when the committee's votes are gathered (at most)
 MAX_VOTE_BYTES = 4 << 10
 
 
@@ -132,13 +134,18 @@ class VoteService:
         return got
 
     async def run(self) -> None:
+        net = self.node.net
         while True:
+            ending = net.current_epoch() + 1  # the epoch whose start ends this one
+            lead = min(VOTE_LEAD, max(1.0, net.epoch_length / 4))
+            await trio.sleep_until(trio.current_time() + max(0.0, net.epoch_start(ending) - lead - time.time()))
             self._load_own()
             try:
                 await self.gather()
             except Exception as exc:
                 logger.info("gathering votes failed: %r", exc)
-            await trio.sleep(min(VOTE_REFRESH, max(1.0, self.node.net.epoch_length / 4)))
+            # Once per epoch: wait for the change, then for the next epoch's end.
+            await trio.sleep(max(0.0, net.epoch_start(ending) - time.time()) + 0.05)
 
     # --- what the proposer of the next epoch state uses ---
 
