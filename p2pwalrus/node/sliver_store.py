@@ -315,6 +315,11 @@ class SliverStore:
         for both files and one for the directory, instead of two commits in a row).
         Returns False, storing nothing, if the blob was deleted meanwhile."""
         files = [_Pending("cert", memoryview(data).cast("B"))]
+        return self._commit_with_state(blob_id, files, update_state)
+
+    def _commit_with_state(self, blob_id: bytes, files: list,
+                           update_state: Callable[[dict[str, Any]], Mapping[str, Any]] | None) -> bool:
+        """Commit ``files``, with the blob's state updated by ``update_state`` in the same commit."""
         if update_state is None:
             return self._commit(blob_id, files)
         with self._state_lock:  # held to the commit, or a concurrent set_state could be lost
@@ -357,14 +362,7 @@ class SliverStore:
         # Read (not just looked up), so that a damaged metadata file is dropped and rewritten.
         if metadata is not None and self._read(blob_id, "meta") is None:
             files.insert(0, _Pending("meta", memoryview(metadata).cast("B")))
-        if update_state is None:
-            return self._commit(blob_id, files)
-        with self._state_lock:  # held to the commit, or a concurrent set_state could be lost
-            state = self.get_state(blob_id)
-            state.update(update_state(dict(state)))
-            raw = json.dumps(state, sort_keys=True).encode()
-            files.append(_Pending("state", memoryview(raw), None, enforce_capacity=False))
-            return self._commit(blob_id, files)
+        return self._commit_with_state(blob_id, files, update_state)
 
     def get_sliver(self, blob_id: bytes, shard: int, kind: str) -> bytes | None:
         return self._read(blob_id, _sliver_name(shard, kind))
