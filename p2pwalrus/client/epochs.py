@@ -18,8 +18,6 @@ from libp2p.peer.id import ID
 
 from ..core.wal.epoch_map import certificate_views, shard_map_of
 from ..core.wal.epoch_state import (
-    MAX_CERT_BYTES,
-    MAX_STATE_BYTES,
     EpochState,
     StateCertificate,
     genesis_state_from,
@@ -27,12 +25,10 @@ from ..core.wal.epoch_state import (
 )
 from ..errors import ProtocolError
 from ..node import rpc
-from ..node.framing import read_frame
+from ..node.epoch_chain import EPOCH_CHAIN, MAX_LINKS_PER_REPLY, request_links
 
 logger = logging.getLogger("p2pwalrus.client")
 
-EPOCH_CHAIN = "/p2pwalrus/epoch-chain/1.0.0"  # as node/epoch_service.py (not imported: start-up time)
-MAX_LINKS_PER_REPLY = 64
 PULL_TIMEOUT = 10.0
 MAX_PEERS_ASKED = 4
 
@@ -104,16 +100,7 @@ class EpochView:
 
                 stream = await open_stream(host, ID.from_base58(peer), [EPOCH_CHAIN], PULL_TIMEOUT)
                 try:
-                    await rpc.send_json(stream, {"from": self.current.epoch + 1})
-                    reply = await rpc.recv_json(stream)
-                    count = rpc.field(reply, "count", int) if reply.get("ok") else 0
-                    if not 0 <= count <= MAX_LINKS_PER_REPLY:
-                        raise ProtocolError(f"a chain reply holds at most {MAX_LINKS_PER_REPLY} links")
-                    got = []
-                    for _ in range(count):
-                        state = EpochState.from_bytes(await read_frame(stream, MAX_STATE_BYTES))
-                        cert = StateCertificate.from_bytes(await read_frame(stream, MAX_CERT_BYTES))
-                        got.append((state, cert))
+                    got = await request_links(stream, self.current.epoch + 1)
                 finally:
                     await rpc.close_quietly(stream)
             for state, cert in got:
@@ -122,7 +109,7 @@ class EpochView:
                 self.certificates.append(cert)
                 self._save(state)
                 adopted += 1
-            if count < MAX_LINKS_PER_REPLY:
+            if len(got) < MAX_LINKS_PER_REPLY:
                 return adopted
 
     async def refresh(self, host, peers: list[str], clock_epoch: int) -> EpochState:

@@ -67,8 +67,6 @@ from ..core.wal.agreement import (
     parse_message,
 )
 from ..core.wal.epoch_state import (
-    MAX_CERT_BYTES,
-    MAX_STATE_BYTES,
     EpochState,
     InvalidEpochStateError,
     StateCertificate,
@@ -78,13 +76,14 @@ from ..core.wal.epoch_state import (
 )
 from ..errors import ProtocolError
 from . import rpc
+from .epoch_chain import EPOCH_CHAIN as _EPOCH_CHAIN
+from .epoch_chain import MAX_LINKS_PER_REPLY, request_links
 from .framing import encode_frames, read_exactly, read_frame
 
 logger = logging.getLogger("p2pwalrus.epochs")
 
 EPOCH_PROTOCOL = TProtocol("/p2pwalrus/epoch/1.0.0")
-EPOCH_CHAIN = TProtocol("/p2pwalrus/epoch-chain/1.0.0")  # decided states and certificates, from an epoch on
-MAX_LINKS_PER_REPLY = 64
+EPOCH_CHAIN = TProtocol(_EPOCH_CHAIN)
 PULL_TIMEOUT = 20.0  # one chain pull from one peer
 OBSERVER_RETRY = 2.0  # a node outside the committee asks again this often until the change is decided
 SEND_TIMEOUT = 5.0  # one message to one peer: dial (if needed), stream, frame
@@ -222,16 +221,7 @@ class EpochService:
             with trio.fail_after(PULL_TIMEOUT):
                 stream = await self.node.open_stream(ID.from_base58(peer), [EPOCH_CHAIN])
                 try:
-                    await rpc.send_json(stream, {"from": self.current.epoch + 1})
-                    reply = await rpc.recv_json(stream)
-                    count = rpc.field(reply, "count", int) if reply.get("ok") else 0
-                    if not 0 <= count <= MAX_LINKS_PER_REPLY:
-                        raise ProtocolError(f"a chain reply holds at most {MAX_LINKS_PER_REPLY} links")
-                    got = []
-                    for _ in range(count):
-                        state = EpochState.from_bytes(await read_frame(stream, MAX_STATE_BYTES))
-                        cert = StateCertificate.from_bytes(await read_frame(stream, MAX_CERT_BYTES))
-                        got.append((state, cert))
+                    got = await request_links(stream, self.current.epoch + 1)
                 finally:
                     await rpc.close_quietly(stream)
             for state, cert in got:
@@ -242,7 +232,7 @@ class EpochService:
                                   {"state": state.to_bytes().hex(), "cert": cert.to_bytes().hex()})
                 self._adopt(state, cert)
                 adopted += 1
-            if count < MAX_LINKS_PER_REPLY:
+            if len(got) < MAX_LINKS_PER_REPLY:
                 return adopted
 
     def _adopt(self, state: EpochState, cert: StateCertificate) -> None:
