@@ -24,3 +24,14 @@ def wait(predicate, timeout: float, what: str):
 
 def gone(pids) -> bool:
     return all(not pid_alive(p) for p in pids)
+
+
+def nodes_holding_at_most(nodes, limit: int):
+    """Nodes (not node 0, the bootstrap) whose shards add up to at most `limit`, fewest shards
+    first (so as many nodes as fit), and the shards they hold together."""
+    picked, total = [], 0
+    for node in sorted(nodes[1:], key=lambda nd: len(nd.my_shards())):
+        if total + len(node.my_shards()) <= limit:
+            picked.append(node)
+            total += len(node.my_shards())
+    return picked, total

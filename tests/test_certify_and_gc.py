@@ -19,6 +19,8 @@ from p2pwalrus.core.certificates import InvalidCertificateError, quorum
 from p2pwalrus.core.placement import compute_shard_map
 from p2pwalrus.errors import NotEnoughShardsError
 
+from .netlab_helpers import nodes_holding_at_most
+
 
 def refuse_certificates(node) -> None:
     def refuse(cert, *, source):
@@ -26,15 +28,6 @@ def refuse_certificates(node) -> None:
 
     node.accept_certificate = refuse
 
-
-def split_by_shards(nodes, limit: int):
-    """Nodes (not node 0, the bootstrap) whose shards add up to at most `limit`, greedily."""
-    picked, total = [], 0
-    for node in sorted(nodes[1:], key=lambda nd: len(nd.my_shards())):
-        if total + len(node.my_shards()) <= limit:
-            picked.append(node)
-            total += len(node.my_shards())
-    return picked, total
 
 
 async def test_store_returns_once_holders_of_n_minus_f_shards_hold_the_certificate(tmp_path, monkeypatch):
@@ -45,7 +38,7 @@ async def test_store_returns_once_holders_of_n_minus_f_shards_hold_the_certifica
         async with inprocess_network(7, n, tmp_path) as cluster:
             nodes = cluster.alive()
             # Nodes holding up to f shards refuse: the others hold n - f, and the store returns.
-            few, held = split_by_shards(nodes, f)
+            few, held = nodes_holding_at_most(nodes, f)
             assert few and held <= f
             for node in few:
                 refuse_certificates(node)

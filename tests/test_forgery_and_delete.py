@@ -26,6 +26,8 @@ from p2pwalrus.node import rpc
 from p2pwalrus.node.framing import write_frame
 from p2pwalrus.node.service import certs_topic
 
+from .netlab_helpers import nodes_holding_at_most
+
 N = 10
 F = (N - 1) // 3
 
@@ -49,15 +51,6 @@ async def call(client, peer: str, protocol, header: dict) -> dict:
         return {"ok": False, "reset": repr(exc)}
 
 
-def attackers_of(nodes, limit: int):
-    """Nodes (not node 0, the bootstrap) whose shards add up to at most `limit`, most nodes first."""
-    picked, total = [], 0
-    for node in sorted(nodes[1:], key=lambda nd: len(nd.my_shards())):
-        if total + len(node.my_shards()) <= limit:
-            picked.append(node)
-            total += len(node.my_shards())
-    return picked, total
-
 
 async def until(predicate, timeout: float, what: str) -> None:
     """Poll a condition no event announces (a gossip copy judged) until it holds."""
@@ -75,7 +68,7 @@ async def test_nodes_holding_at_most_f_shards_cannot_get_a_forged_certificate_ac
     with trio.fail_after(150):
         async with inprocess_network(7, N, tmp_path) as cluster:
             nodes = cluster.alive()
-            attackers, held = attackers_of(nodes, F)
+            attackers, held = nodes_holding_at_most(nodes, F)
             assert attackers and held <= F
             honest = [nd for nd in nodes if nd not in attackers]
             for bad in attackers:  # an attacker relays whatever it is given
