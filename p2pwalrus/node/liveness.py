@@ -128,8 +128,9 @@ class Liveness:
             link.pulled.pop(what, None)
 
     def retry_down_now(self) -> None:
-        """Try every down peer again now (a partition healed)."""
-        self._retry = {p: (0.0, self.config.retry_min) for p in self._retry}
+        """Try every down peer again now (a partition healed): those waiting for a retry and
+        any other member marked down whose record is still valid."""
+        self._retry = {p: (0.0, self.config.retry_min) for p in {*self._retry, *self.members.departed()}}
         self.wake()
 
     def heard_recently(self, peer: str) -> bool:
@@ -208,7 +209,8 @@ class Liveness:
                 return False
         finally:
             self._opening.discard(peer)
-        self._retry.pop(peer, None)
+        # (A down peer stays due for retries until its record arrives on the link: a peer
+        # that takes the stream and then resets it, one still partitioned from us, is tried again.)
         link = _Link(peer, stream, outbound=True)
         if not await self._register(link):
             return peer in self.links
@@ -385,7 +387,11 @@ class Liveness:
 
     async def _link_lost(self, peer: str, reason: str, silent: bool) -> None:
         denied = peer in self.node.deny
-        if peer not in self.members.live or (peer not in self._targets and not denied):
+        if peer not in self.members.live:
+            if peer in self._retry:
+                self._note_retry(peer)  # a down peer's link died before it sent its record: later
+            return
+        if peer not in self._targets and not denied:
             return  # not ours to watch: its own watchers report it
         self.counters["links_lost"] += 1
         logger.info("heartbeat link to %s lost (%s)", peer, reason)

@@ -223,6 +223,10 @@ class Membership:
             return None
         return signed
 
+    def departed(self) -> list[str]:
+        """Members marked down whose last record has not expired (they may come back)."""
+        return [p for p in list(self._departed) if self.last_record(p) is not None]
+
     def request_publish(self) -> None:
         """Sign and gossip a fresh record now (e.g. to refute a report that we are down)."""
         self._publish_now.set()
