@@ -39,7 +39,7 @@ from p2pwalrus.core.wal.epoch_state import (  # noqa: E402
 )
 from p2pwalrus.core.wal.placement_stake import assign_shards, moved_shards  # noqa: E402
 from p2pwalrus.node.epoch_service import EpochService  # noqa: E402
-from p2pwalrus.node.host import open_host  # noqa: E402
+from p2pwalrus.p2p.host import open_host  # noqa: E402
 
 WAL = 10**9
 

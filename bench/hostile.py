@@ -33,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trio  # noqa: E402
+from p2pwalrus.core import protocols  # noqa: E402
 
 
 def rss(pid: int) -> int | None:
@@ -47,7 +48,7 @@ def rss(pid: int) -> int | None:
 
 
 def garbage_frames() -> list[bytes]:
-    from p2pwalrus.node.framing import encode_uvarint
+    from p2pwalrus.p2p.framing import encode_uvarint
 
     deep = b"[" * 60_000
     return [
@@ -95,7 +96,7 @@ class Attack:
     def open_attacker(self, degree: int = 8):
         from libp2p.crypto.ed25519 import create_new_key_pair
 
-        from p2pwalrus.node.host import HostTimings, open_host
+        from p2pwalrus.p2p.host import HostTimings, open_host
 
         return open_host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"], [], timings=HostTimings(gossip_degree=degree))
 
@@ -104,7 +105,7 @@ class Attack:
             await attacker.connect(n.addr)
 
     async def send_raw(self, host, peer, protocol: str, data: bytes) -> None:
-        from p2pwalrus.node import rpc
+        from p2pwalrus.p2p import rpc
 
         with trio.move_on_after(10):
             try:
@@ -123,7 +124,7 @@ class Attack:
             finally:
                 await rpc.close_quietly(stream, reset=True)
 
-    async def garbage(self, protocols: list[str]) -> None:
+    async def garbage(self, targets: list[str]) -> None:
         from libp2p.peer.id import ID
 
         async with self.open_attacker() as attacker:
@@ -136,7 +137,7 @@ class Attack:
 
             async with trio.open_nursery() as nursery:
                 for n in self.nodes:
-                    for protocol in protocols:
+                    for protocol in targets:
                         for frame in garbage_frames():
                             nursery.start_soon(one, attacker.host, ID.from_base58(n.peer_id), protocol, frame)
 
@@ -160,8 +161,8 @@ class Attack:
     async def stall(self, per_node: int, hold: float) -> None:
         from libp2p.peer.id import ID
 
-        from p2pwalrus.node import rpc
-        from p2pwalrus.node.framing import encode_uvarint
+        from p2pwalrus.p2p import rpc
+        from p2pwalrus.p2p.framing import encode_uvarint
         from p2pwalrus.node.service import MAX_PROOF_MESSAGE
 
         streams = []
@@ -175,7 +176,7 @@ class Attack:
                     host = attackers[i % len(attackers)].host
                     with trio.move_on_after(5):
                         try:
-                            s = await host.new_stream(ID.from_base58(n.peer_id), [rpc.PUT_PROOF])
+                            s = await host.new_stream(ID.from_base58(n.peer_id), [protocols.PUT_PROOF])
                             await s.write(encode_uvarint(MAX_PROOF_MESSAGE) + os.urandom(1024))
                             streams.append(s)
                             self.sent["stalled"] += 1
@@ -191,8 +192,8 @@ class Attack:
         64 MiB and sending 512 bytes): the node's per-peer cap refuses those over it."""
         from libp2p.peer.id import ID
 
-        from p2pwalrus.node import rpc
-        from p2pwalrus.node.framing import encode_uvarint
+        from p2pwalrus.p2p import rpc
+        from p2pwalrus.p2p.framing import encode_uvarint
 
         held = []
         async with self.open_attacker() as attacker:
@@ -201,7 +202,7 @@ class Attack:
             async def one(peer):
                 with trio.move_on_after(10):
                     try:
-                        s = await attacker.host.new_stream(peer, [rpc.PUT_PROOF])
+                        s = await attacker.host.new_stream(peer, [protocols.PUT_PROOF])
                         await s.write(encode_uvarint(64 << 20) + os.urandom(512))
                         held.append(s)
                     except Exception:
@@ -219,11 +220,6 @@ class Attack:
 async def run(args) -> int:
     from netlab.lab import Lab
     from p2pwalrus.client.client import open_client
-    from p2pwalrus.node import rpc
-    from p2pwalrus.node.liveness import HEARTBEAT_PROTOCOL, down_topic
-    from p2pwalrus.node.membership import MEMBERS_PROTOCOL, nodes_topic
-    from p2pwalrus.node.repair import proofs_topic
-    from p2pwalrus.node.service import certs_topic
 
     lab = Lab.open(args.dir)
     nodes = [n for n in lab.nodes if lab.alive(n)]
@@ -237,16 +233,16 @@ async def run(args) -> int:
             await client.refresh_membership()
             stored = await client.store(data, epochs=1)
     attack = Attack(lab, nodes)
-    protocols = [rpc.STORE, rpc.GET_METADATA, rpc.GET_SLIVER, rpc.GET_RECOVERY, rpc.BLOB_STATUS, rpc.GET_CERT,
-                 rpc.PUT_CERT, rpc.LIST_CERTS, rpc.CONFIRM, rpc.NODE_INFO, rpc.PUT_PROOF, rpc.GET_PROOF,
-                 rpc.LIST_BLOBS, rpc.DELETE, HEARTBEAT_PROTOCOL, MEMBERS_PROTOCOL, "/meshsub/1.0.0",
+    all_protocols = [protocols.STORE, protocols.GET_METADATA, protocols.GET_SLIVER, protocols.GET_RECOVERY, protocols.BLOB_STATUS, protocols.GET_CERT,
+                 protocols.PUT_CERT, protocols.LIST_CERTS, protocols.CONFIRM, protocols.NODE_INFO, protocols.PUT_PROOF, protocols.GET_PROOF,
+                 protocols.LIST_BLOBS, protocols.DELETE, protocols.HEARTBEAT, protocols.MEMBERS, "/meshsub/1.0.0",
                  "/meshsub/1.1.0", "/ipfs/kad/1.0.0", "/ipfs/id/1.0.0", "/ipfs/id/push/1.0.0", "/ipfs/ping/1.0.0"]
-    topics = [certs_topic(net.name), proofs_topic(net.name), nodes_topic(net.name), down_topic(net.name)]
+    topics = [protocols.certs_topic(net.name), protocols.proofs_topic(net.name), protocols.nodes_topic(net.name), protocols.down_topic(net.name)]
     t0 = time.monotonic()
     phases = {}
     async with trio.open_nursery() as nursery:
         nursery.start_soon(attack.sample)
-        for name, fn in (("garbage", lambda: attack.garbage(protocols)),
+        for name, fn in (("garbage", lambda: attack.garbage(all_protocols)),
                          ("gossip", lambda: attack.gossip(topics, net.name)),
                          ("stall", lambda: attack.stall(args.stalled, args.hold)),
                          ("flood", lambda: attack.stream_flood(args.flood))):

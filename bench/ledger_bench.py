@@ -27,7 +27,7 @@ from netlab.wal import pay_from_faucet  # noqa: E402
 from p2pwalrus.client.client import open_client  # noqa: E402
 from p2pwalrus.client.wallet import Wallet, address_of  # noqa: E402
 from p2pwalrus.core.wal.orders import Order, OrderKind, sign_order  # noqa: E402
-from p2pwalrus.node.identity import load_or_create_identity  # noqa: E402
+from p2pwalrus.p2p.identity import load_or_create_identity  # noqa: E402
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
-"""Transport benchmark: stock py-libp2p 0.8.1 vs p2pwalrus.node.fastpath (DESIGN 6).
+"""Transport benchmark: stock py-libp2p 0.8.1 vs p2pwalrus.p2p.patches.fastpath (DESIGN 6).
 
 One driver process and K peer processes on 127.0.0.1, each a TCP + Noise +
-Yamux host built by ``p2pwalrus.node.host.build_host``:
+Yamux host built by ``p2pwalrus.p2p.host.build_host``:
 
 * store: the driver sends TOTAL bytes split evenly across the K peers,
   concurrently, one stream per peer; each peer reads to EOF (hashing with
@@ -47,7 +47,7 @@ READ_CHUNK = 1 << 20
 
 def _setup(patched: bool) -> None:
     if patched:
-        from p2pwalrus.node import fastpath
+        from p2pwalrus.p2p.patches import fastpath
 
         if not fastpath.enable():
             raise SystemExit("fastpath refused to patch this libp2p version")
@@ -82,7 +82,7 @@ def _build_host():
     import multiaddr
     from libp2p.crypto.ed25519 import create_new_key_pair
 
-    from p2pwalrus.node.host import build_host
+    from p2pwalrus.p2p.host import build_host
 
     return build_host(create_new_key_pair(), [multiaddr.Multiaddr(LOOPBACK)])
 

@@ -230,7 +230,7 @@ class Lab:
         return lab
 
     def _new_entry(self, base_port: int | None) -> NodeEntry:
-        from p2pwalrus.node.identity import load_or_create_identity, peer_id_of
+        from p2pwalrus.p2p.identity import load_or_create_identity, peer_id_of
 
         index = len(self.nodes)
         data_dir = self.dir / f"node{index:02d}"
@@ -476,7 +476,7 @@ class Lab:
             else:
                 child.unlink()
         if new_identity:
-            from p2pwalrus.node.identity import load_or_create_identity, peer_id_of
+            from p2pwalrus.p2p.identity import load_or_create_identity, peer_id_of
 
             n.peer_id = str(peer_id_of(load_or_create_identity(n.data_dir)))
         if restart:

@@ -565,7 +565,7 @@ async def step_unstake(run: Run, step) -> str:
     from p2pwalrus.client.client import open_client
     from p2pwalrus.client.wallet import Wallet
     from p2pwalrus.core.wal.amounts import format_amount
-    from p2pwalrus.node.identity import load_or_create_identity
+    from p2pwalrus.p2p.identity import load_or_create_identity
 
     (idx,) = run.pick_nodes(step, "alive")[:1]
     entry = run.lab.node(idx)

@@ -21,7 +21,7 @@ FAUCET_BALANCE = 1_000_000_000 * 10**9  # FROST: a billion WAL for test clients
 
 
 def faucet_key(lab_dir: Path):
-    from p2pwalrus.node.identity import load_or_create_identity
+    from p2pwalrus.p2p.identity import load_or_create_identity
 
     return load_or_create_identity(Path(lab_dir) / FAUCET_DIR)
 

@@ -16,6 +16,7 @@ import click
 
 from . import __version__
 from .errors import P2PWalrusError
+from .core import protocols
 
 NETWORK_HELP = "Network name from bootstrap/ or path to a network .toml (env P2PWALRUS_NETWORK, default: local)."
 
@@ -155,7 +156,7 @@ def main(ctx: click.Context, network: str | None, verbose: int) -> None:
     sys.setswitchinterval(_SWITCH_INTERVAL)
     if ctx.invoked_subcommand not in _SERVER_COMMANDS:
         # Every other command is a client process that talks to p2pwalrus nodes only: libp2p
-        # loads without TLS, RSA and the rest (node/lean_libp2p.py), unless the user chose
+        # loads without TLS, RSA and the rest (p2p/patches/lean_import.py), unless the user chose
         # otherwise. Set here, before any command imports the client: `read` imported it
         # (client/chunked.py) before _with_client set this, and loaded pycryptodome's RSA,
         # cffi's C parser and x509 on every read (~10% of a 1 MiB read's wall clock).
@@ -261,7 +262,7 @@ def _client_key():
 
     import platformdirs
 
-    from .node.identity import IdentityError, load_or_create_identity
+    from .p2p.identity import IdentityError, load_or_create_identity
 
     where = os.environ.get("P2PWALRUS_CLIENT_DIR")
     try:
@@ -285,7 +286,7 @@ def _with_client(net, fn):
     import trio
 
     # A client process talks to p2pwalrus nodes only: libp2p loads without TLS and RSA too
-    # (node/lean_libp2p.py), unless the user chose otherwise.
+    # (p2p/patches/lean_import.py), unless the user chose otherwise.
     os.environ.setdefault("P2PWALRUS_LEAN_LIBP2P", "client")
     from .client.client import open_client
 
@@ -616,13 +617,11 @@ def health_cmd(ctx, as_json, network):
 @click.pass_context
 def list_blobs_cmd(ctx, node_id, as_json, network):
     """The blobs that a node holds, with their shards and state."""
-    from .node import rpc
-
     net = _resolve_network(ctx, network)
 
     async def run(client):
         peers = [node_id] if node_id else client.live_peers()
-        results = await client.gather(peers, lambda p: client.call(p, rpc.LIST_BLOBS, {}))
+        results = await client.gather(peers, lambda p: client.call(p, protocols.LIST_BLOBS, {}))
         return {p: (r if isinstance(r, dict) else {"error": repr(r)}) for p, r in results.items()}
 
     listing = _with_client(net, run)

@@ -155,7 +155,7 @@ def cast_vote(net, data_dir, storage_price: str | None, write_price: str | None,
     from .cli import _parse_size
     from .core.wal.amounts import AmountError, parse_amount
     from .errors import P2PWalrusError
-    from .node.identity import load_or_create_identity, peer_id_of
+    from .p2p.identity import load_or_create_identity, peer_id_of
     from .node.vote_service import read_vote, write_vote
 
     if net.genesis is None:

@@ -74,7 +74,7 @@ def _wallet_dir(ctx) -> Path | None:
 
 def _wallet_key(ctx):
     from .cli import _client_key
-    from .node.identity import load_or_create_identity
+    from .p2p.identity import load_or_create_identity
 
     where = _wallet_dir(ctx)
     return load_or_create_identity(where) if where is not None else _client_key()

@@ -12,9 +12,10 @@ import trio
 from netlab.inprocess import inprocess_network
 from p2pwalrus.client.client import open_client
 from p2pwalrus.core.testing import inconsistency_proof_message, make_inconsistent_blob
-from p2pwalrus.node import rpc
+from p2pwalrus.p2p import rpc
 from p2pwalrus.node import service as service_mod
 from p2pwalrus.node.bounded import Backoff, ProofStore
+from p2pwalrus.core import protocols
 
 N = 10
 
@@ -43,7 +44,7 @@ def turn_hostile(node, *, n_certs: int = 20_000, n_invalid: int = 1000, stall: b
         asked["proof"].append(hdr["blob_id"])
         await rpc.reply_blob(stream, os.urandom(5000))
 
-    for proto, handler in ((rpc.LIST_CERTS, list_certs), (rpc.GET_CERT, get_cert), (rpc.GET_PROOF, get_proof)):
+    for proto, handler in ((protocols.LIST_CERTS, list_certs), (protocols.GET_CERT, get_cert), (protocols.GET_PROOF, get_proof)):
         node.node.host.set_stream_handler(proto, rpc.serve(handler, 600, "hostile", None, node.peer_limits))
     return asked
 
@@ -89,7 +90,7 @@ async def test_a_proof_for_a_blob_held_nowhere_here_costs_no_disk_and_expires(tm
             node = cluster.alive()[1]
             async with open_client(cluster.net) as client:
                 await client.refresh_membership()
-                stream = await client.new_stream(node.peer_id, rpc.PUT_PROOF)
+                stream = await client.new_stream(node.peer_id, protocols.PUT_PROOF)
                 try:
                     await rpc.write_frame(stream, message)
                     assert (await rpc.recv_json(stream))["ok"]

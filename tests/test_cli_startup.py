@@ -88,7 +88,7 @@ def test_the_client_loads_libp2p_without_quic_autotls_relay_websocket_mdns():
     out = _run(f"""
         import json, sys
         import p2pwalrus.client.client
-        from p2pwalrus.node import lean_libp2p
+        from p2pwalrus.p2p.patches import lean_import as lean_libp2p
         print(json.dumps({{"lean": lean_libp2p._installed, "unused": {_loaded(_UNUSED_LIBP2P_PARTS)},
                           "stand_ins_left": [m for m in lean_libp2p._STAND_INS if m in sys.modules]}}))
     """)
@@ -101,8 +101,8 @@ def test_a_client_process_also_leaves_out_tls_rsa_secio_pnet_and_dns():
     out = _run(f"""
         import json, sys
         import p2pwalrus.client.client
-        from p2pwalrus.node import lean_libp2p
-        from p2pwalrus.node.host import build_host
+        from p2pwalrus.p2p.patches import lean_import as lean_libp2p
+        from p2pwalrus.p2p.host import build_host
         from libp2p.crypto.ed25519 import create_new_key_pair
         import multiaddr
         build_host(create_new_key_pair(), [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")])  # a host still builds
@@ -147,7 +147,7 @@ def test_the_client_loads_no_dht_or_gossipsub_and_the_node_knows_gossipsubs_prot
         import p2pwalrus.client.client
         loaded = {_loaded(["libp2p.kad_dht.kad_dht", "libp2p.pubsub.gossipsub", "libp2p.pubsub.pubsub"])}
         from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11
-        from p2pwalrus.node.host import _LONG_LIVED
+        from p2pwalrus.p2p.host import _LONG_LIVED
         print(json.dumps({{"loaded": loaded, "same": _LONG_LIVED == {{PROTOCOL_ID, PROTOCOL_ID_V11}}}}))
     """, env={"P2PWALRUS_LEAN_LIBP2P": "client"})
     assert out["loaded"] == []

@@ -15,7 +15,7 @@ from netlab import inprocess
 from p2pwalrus.core.wal.agreement import Timeouts
 from p2pwalrus.core.wal.epoch_state import genesis_state, next_state, verify_chain
 from p2pwalrus.node.epoch_service import attach_epochs
-from p2pwalrus.node.identity import load_or_create_identity, peer_id_of
+from p2pwalrus.p2p.identity import load_or_create_identity, peer_id_of
 
 WAL = 10**9
 FAST = Timeouts(propose=0.6, prevote=0.3, precommit=0.3, delta=0.2)

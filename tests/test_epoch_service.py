@@ -16,7 +16,8 @@ from libp2p.peer.id import ID
 from p2pwalrus.core.wal.agreement import Timeouts, VoteKind
 from p2pwalrus.core.wal.epoch_state import genesis_state, next_state, verify_chain
 from p2pwalrus.node.epoch_service import EpochService
-from p2pwalrus.node.host import open_host
+from p2pwalrus.p2p.host import open_host
+from p2pwalrus.core import protocols
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 WAL = 10**9
@@ -111,8 +112,7 @@ async def test_junk_forgeries_and_oversized_frames_from_a_stranger_are_refused_a
 
     from p2pwalrus.core.keys import sign
     from p2pwalrus.core.wal.agreement import MAX_MESSAGE_SIZE, sign_vote
-    from p2pwalrus.node.epoch_service import EPOCH_PROTOCOL
-    from p2pwalrus.node.framing import encode_frames, encode_uvarint
+    from p2pwalrus.p2p.framing import encode_frames, encode_uvarint
 
     with trio.fail_after(60):
         async with AsyncExitStack() as stack:
@@ -137,7 +137,7 @@ async def test_junk_forgeries_and_oversized_frames_from_a_stranger_are_refused_a
                 for host in hosts:
                     assert await attacker.connect(info_from_p2p_addr(multiaddr.Multiaddr(host.listen_addrs()[0])))
                     for attack in attacks:
-                        stream = await attacker.open_stream(host.peer_id, [EPOCH_PROTOCOL])
+                        stream = await attacker.open_stream(host.peer_id, [protocols.EPOCH])
                         await stream.write(attack)
                         await stream.close()
                 proposal = next_state(genesis, {p: 100 * WAL for p in peers})

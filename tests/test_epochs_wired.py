@@ -25,9 +25,10 @@ from p2pwalrus.core.wal.epoch_map import shard_map_of
 from p2pwalrus.core.wal.epoch_state import verify_chain
 from p2pwalrus.core.wal.genesis import make_genesis
 from p2pwalrus.core.wal.ledger import check_conservation
-from p2pwalrus.node.identity import load_or_create_identity, peer_id_of
+from p2pwalrus.p2p.identity import load_or_create_identity, peer_id_of
 
 from .wal_helpers import address, key
+from p2pwalrus.core import protocols
 
 WAL = 10**9
 USER = key(300)
@@ -256,7 +257,6 @@ async def test_a_network_without_a_genesis_keeps_live_set_hashing_and_runs_no_ep
 
 async def test_a_node_signs_the_identical_order_again_after_epochs_went_by_and_no_other(tmp_path):
     from p2pwalrus.core.wal.orders import Order, OrderKind, Vote, sign_order
-    from p2pwalrus.node.ledger_service import LEDGER_SIGN
 
     net, ids, _ = epoch_net(tmp_path / "n", 4, 4, epoch_length=2.0)
     with trio.fail_after(50):
@@ -266,10 +266,10 @@ async def test_a_node_signs_the_identical_order_again_after_epochs_went_by_and_n
             order = sign_order(USER, Order(net.genesis.hash(), epoch, address(USER), 0, ids[1], WAL, OrderKind.TRANSFER))
             async with open_client(cluster.net, USER) as client:
                 await client.refresh_membership()
-                first = await client.call(ids[0], LEDGER_SIGN, {"signed": order.to_json()})
+                first = await client.call(ids[0], protocols.LEDGER_SIGN, {"signed": order.to_json()})
                 assert first["ok"]
                 await until(lambda: all(e >= epoch + 2 for e in decided(cluster).values()), 20)
-                again = await client.call(ids[0], LEDGER_SIGN, {"signed": order.to_json()})
+                again = await client.call(ids[0], protocols.LEDGER_SIGN, {"signed": order.to_json()})
                 assert again["ok"] and Vote.from_json(again["vote"]) == Vote.from_json(first["vote"])
-                other = await client.call(ids[2], LEDGER_SIGN, {"signed": order.to_json()})
+                other = await client.call(ids[2], protocols.LEDGER_SIGN, {"signed": order.to_json()})
                 assert not other["ok"] and other["code"] == "wrong_epoch"

@@ -1,4 +1,4 @@
-"""Transport fast path (p2pwalrus.node.fastpath): byte-exact transfers, interop with stock peers.
+"""Transport fast path (p2pwalrus.p2p.patches.fastpath): byte-exact transfers, interop with stock peers.
 
 Patching is process-global, so the unpatched side of every interop test runs in
 a subprocess: this file run as a script (``serve`` or ``client``, with or
@@ -30,8 +30,8 @@ from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
-from p2pwalrus.node import fastpath
-from p2pwalrus.node.host import build_host
+from p2pwalrus.p2p.patches import fastpath
+from p2pwalrus.p2p.host import build_host
 
 SINK = TProtocol("/p2pwalrus/fastpath-test/sink/1.0.0")  # peer reads to EOF, replies sha256 + length
 SOURCE = TProtocol("/p2pwalrus/fastpath-test/source/1.0.0")  # peer sends `size` seeded bytes

@@ -22,18 +22,18 @@ from p2pwalrus.core.certificates import (
 from p2pwalrus.core.keys import sign
 from p2pwalrus.core.placement import compute_shard_map
 from p2pwalrus.errors import BlobNotFoundError, P2PWalrusError
-from p2pwalrus.node import rpc
-from p2pwalrus.node.framing import write_frame
-from p2pwalrus.node.service import certs_topic
+from p2pwalrus.p2p import rpc
+from p2pwalrus.p2p.framing import write_frame
 
 from .netlab_helpers import nodes_holding_at_most
+from p2pwalrus.core import protocols
 
 N = 10
 F = (N - 1) // 3
 
 
 async def put_cert(client, peer: str, raw: bytes) -> dict:
-    stream = await client.host.new_stream(ID.from_base58(peer), [rpc.PUT_CERT])
+    stream = await client.host.new_stream(ID.from_base58(peer), [protocols.PUT_CERT])
     try:
         await write_frame(stream, raw)
         try:
@@ -72,14 +72,14 @@ async def test_nodes_holding_at_most_f_shards_cannot_get_a_forged_certificate_ac
             assert attackers and held <= F
             honest = [nd for nd in nodes if nd not in attackers]
             for bad in attackers:  # an attacker relays whatever it is given
-                bad.node.pubsub.set_topic_validator(certs_topic(cluster.net.name), lambda f, m: True, False)
+                bad.node.pubsub.set_topic_validator(protocols.certs_topic(cluster.net.name), lambda f, m: True, False)
             blob = rs2.encode_blob(os.urandom(2000), N)
             epoch = cluster.net.current_epoch()
             async with open_client(cluster.net) as client:
                 await client.refresh_membership()
                 # Honest nodes asked to confirm a blob they never stored: refused.
                 for nd in honest:
-                    reply = await call(client, nd.peer_id, rpc.CONFIRM,
+                    reply = await call(client, nd.peer_id, protocols.CONFIRM,
                                        {"blob_id": blob.blob_id.hex(), "epoch": epoch, "end_epoch": epoch + 1})
                     assert reply["ok"] is False and "confirmation" not in reply, reply
                 ids = [a.peer_id for a in attackers]
@@ -101,7 +101,7 @@ async def test_nodes_holding_at_most_f_shards_cannot_get_a_forged_certificate_ac
                 ]
                 rejected_before = sum(nd.counters["certs_rejected"] for nd in honest)
                 for raw in attempts:
-                    await attackers[0].node.pubsub.publish(certs_topic(cluster.net.name), raw)
+                    await attackers[0].node.pubsub.publish(protocols.certs_topic(cluster.net.name), raw)
                     for nd in honest:
                         reply = await put_cert(client, nd.peer_id, raw)
                         assert reply["ok"] is False and "in this node's view" in reply.get("error", ""), reply
@@ -180,7 +180,7 @@ async def test_a_stranger_can_neither_relabel_nor_delete_a_blob(tmp_path):
                     # 3. Fresh signatures from CONFIRM bind the certificate's labels, not the caller's.
                     confs = []
                     for peer in smap.nodes:
-                        reply = await call(stranger, peer, rpc.CONFIRM,
+                        reply = await call(stranger, peer, protocols.CONFIRM,
                                            {"blob_id": blob_id.hex(), "epoch": epoch, "end_epoch": epoch + 4})
                         assert reply["ok"], reply
                         confs.append(StorageConfirmation.from_json(reply["confirmation"]))
@@ -194,7 +194,7 @@ async def test_a_stranger_can_neither_relabel_nor_delete_a_blob(tmp_path):
                     header = {"blob_id": blob_id.hex(), "epoch": epoch, "nonce": nonce.hex(),
                               "signature": sign(stranger.keypair, delete_message(name, blob_id, epoch, nonce)).hex()}
                     for peer in smap.nodes:
-                        reply = await call(stranger, peer, rpc.DELETE, header)
+                        reply = await call(stranger, peer, protocols.DELETE, header)
                         assert reply["ok"] is False and ("not signed by the blob's owner" in reply["error"]
                                                          or "not stored as deletable" in reply["error"]), reply
                 for nd in cluster.alive():
@@ -222,19 +222,19 @@ async def test_a_delete_cannot_be_replayed_on_a_blob_stored_again(tmp_path):
                 captured = {"blob_id": first.blob_id.hex(), "epoch": epoch, "nonce": nonce.hex(),
                             "signature": sign(owner.keypair, delete_message(name, first.blob_id, epoch, nonce)).hex()}
                 for peer in smap.nodes:
-                    assert (await call(owner, peer, rpc.DELETE, captured))["ok"]
+                    assert (await call(owner, peer, protocols.DELETE, captured))["ok"]
                 with pytest.raises(P2PWalrusError):
                     await owner.read(first.blob_id)
                 again = await owner.store(data, deletable=True)
                 assert again.blob_id == first.blob_id and not again.already_certified
                 for peer in smap.nodes:
-                    reply = await call(owner, peer, rpc.DELETE, captured)
+                    reply = await call(owner, peer, protocols.DELETE, captured)
                     assert reply["ok"] is False and "used already" in reply["error"], reply
                 later = dict(captured, epoch=epoch + 1, nonce=os.urandom(16).hex())
                 later["signature"] = sign(owner.keypair, delete_message(
                     name, first.blob_id, epoch + 1, bytes.fromhex(later["nonce"]))).hex()
                 for peer in smap.nodes:
-                    reply = await call(owner, peer, rpc.DELETE, later)
+                    reply = await call(owner, peer, protocols.DELETE, later)
                     assert reply["ok"] is False and "sign a new one" in reply["error"], reply
                 assert await owner.read(first.blob_id) == data
                 assert all(first.blob_id in nd.certs for nd in cluster.alive())
@@ -253,7 +253,7 @@ async def test_confirm_is_refused_for_a_blob_stored_but_not_certified(tmp_path):
                 got, _ = await client._upload_round(enc, smap, plan, epoch, epoch + 1, False, N, {}, Progress())
                 assert len({s for c in got.values() for s in c.shards}) >= quorum(N)
                 for nd in cluster.alive():
-                    reply = await call(client, nd.peer_id, rpc.CONFIRM,
+                    reply = await call(client, nd.peer_id, protocols.CONFIRM,
                                        {"blob_id": enc.blob_id.hex(), "epoch": epoch, "end_epoch": epoch + 50})
                     assert reply["ok"] is False and "only certified blobs are extended" in reply["error"], reply
                     assert nd.store.get_state(enc.blob_id).get("end_epoch") == epoch + 1

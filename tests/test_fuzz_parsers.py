@@ -34,8 +34,8 @@ from p2pwalrus.core.liveness import Beat, DownReport, SignedDownReport, sign_dow
 from p2pwalrus.core.records import NodeRecord, SignedNodeRecord, sign_record
 from p2pwalrus.errors import EncodingError, InvalidBlobIdError, ProtocolError
 from p2pwalrus.gateway.asgi import BadRange, Unsatisfiable, parse_range
-from p2pwalrus.node import rpc
-from p2pwalrus.node.framing import encode_uvarint, read_length
+from p2pwalrus.p2p import rpc
+from p2pwalrus.p2p.framing import encode_uvarint, read_length
 from p2pwalrus.node.service import decode_proof_message, encode_proof_message
 
 EXAMPLES = int(os.environ.get("P2PWALRUS_FUZZ_EXAMPLES", "300"))

@@ -15,11 +15,12 @@ import multiaddr
 from netlab.inprocess import inprocess_network
 from p2pwalrus.client.client import open_client
 from p2pwalrus.core import rs2
-from p2pwalrus.node import hardening, rpc
-from p2pwalrus.node.framing import encode_uvarint
-from p2pwalrus.node.host import HostTimings, open_host
-from p2pwalrus.node.repair import proofs_topic
-from p2pwalrus.node.service import MAX_PROOF_MESSAGE, certs_topic
+from p2pwalrus.p2p import rpc
+from p2pwalrus.p2p.patches import hardening
+from p2pwalrus.p2p.framing import encode_uvarint
+from p2pwalrus.p2p.host import HostTimings, open_host
+from p2pwalrus.node.service import MAX_PROOF_MESSAGE
+from p2pwalrus.core import protocols
 
 
 def _cert_json(net_name: str, **over) -> bytes:
@@ -142,7 +143,7 @@ async def test_malformed_gossip_on_every_topic_and_garbage_on_every_protocol_lea
                 await client.refresh_membership()
                 stored = await client.store(data, epochs=1)
             name = cluster.net.name
-            topics = [certs_topic(name), proofs_topic(name), nodes[0].members.topic, nodes[0].liveness.topic]
+            topics = [protocols.certs_topic(name), protocols.proofs_topic(name), nodes[0].members.topic, nodes[0].liveness.topic]
             assert all(set(topics) <= set(n.node.pubsub.topic_ids) for n in nodes), "a topic the nodes do not subscribe to"
             # 1. Gossip: every garbage message on every topic, published by a real libp2p peer
             # (one identity per topic: GossipSub's scoring stops listening to a peer that sent
@@ -163,17 +164,17 @@ async def test_malformed_gossip_on_every_topic_and_garbage_on_every_protocol_lea
                     assert judged >= len(garbage) * len(nodes), (topic, judged)
             assert all(_host_alive(n) for n in nodes)
             # 2. Streams: garbage on every protocol the nodes offer, our own and py-libp2p's.
-            protocols = _node_protocols(nodes[0])
-            for p in (rpc.STORE, rpc.PUT_PROOF, rpc.PUT_CERT, "/meshsub/1.1.0", "/ipfs/kad/1.0.0"):
-                assert p in protocols
+            served = _node_protocols(nodes[0])
+            for p in (protocols.STORE, protocols.PUT_PROOF, protocols.PUT_CERT, "/meshsub/1.1.0", "/ipfs/kad/1.0.0"):
+                assert p in served
             sent = 0
             async with _attacker(nodes) as attacker:
                 async with trio.open_nursery() as nursery:
                     for n in nodes:
-                        for protocol in protocols:
+                        for protocol in served:
                             items = stream_garbage()
                             if "meshsub" in protocol:
-                                items += gossipsub_rpcs(certs_topic(name))
+                                items += gossipsub_rpcs(protocols.certs_topic(name))
                             for item in items:
                                 nursery.start_soon(_send_raw, attacker.host, ID.from_base58(n.peer_id), protocol, item)
                                 sent += 1
@@ -212,7 +213,7 @@ async def test_stalled_streams_announcing_64_mib_cost_what_they_sent(tmp_path):
                 streams = []
                 for i in range(100):
                     host = attackers[i % 4].host
-                    stream = await host.new_stream(target, [rpc.PUT_PROOF])
+                    stream = await host.new_stream(target, [protocols.PUT_PROOF])
                     await stream.write(encode_uvarint(MAX_PROOF_MESSAGE) + os.urandom(1024))
                     streams.append(stream)
                 # Until the node has read every stream's first KiB (a node that allocated the
@@ -237,14 +238,14 @@ async def test_per_peer_caps_refuse_streams_and_bytes_over_the_limit(tmp_path):
                 await client.refresh_membership()
                 held = []
                 for _ in range(limits.max_streams):
-                    stream = await client.host.new_stream(target, [rpc.PUT_PROOF])
+                    stream = await client.host.new_stream(target, [protocols.PUT_PROOF])
                     await stream.write(encode_uvarint(1000) + b"x")  # stalls inside the frame
                     held.append(stream)
                 while limits.open_streams(client.peer_id) < limits.max_streams:
                     await limits.changed.wait()
                 # One stream more from the same peer is reset at once, without an answer.
                 try:  # (the reset may come before the protocol negotiation ends)
-                    extra = await client.host.new_stream(target, [rpc.NODE_INFO])
+                    extra = await client.host.new_stream(target, [protocols.NODE_INFO])
                     await rpc.send_json(extra, {})
                     reply = await rpc.recv_json(extra)
                 except Exception:
@@ -257,7 +258,7 @@ async def test_per_peer_caps_refuse_streams_and_bytes_over_the_limit(tmp_path):
                     await limits.changed.wait()
                 # Bytes: a peer over its buffered-bytes cap is refused mid-frame.
                 limits.max_buffered = 256 << 10
-                stream = await client.host.new_stream(target, [rpc.PUT_PROOF])
+                stream = await client.host.new_stream(target, [protocols.PUT_PROOF])
                 try:
                     await stream.write(encode_uvarint(1 << 20))
                     for _ in range(8):
@@ -270,7 +271,7 @@ async def test_per_peer_caps_refuse_streams_and_bytes_over_the_limit(tmp_path):
                 assert reply.get("ok") is False and "in flight" in reply.get("error", ""), reply
                 limits.max_buffered = rpc.MAX_BUFFERED_PER_PEER
                 # The peer is served again once its streams are gone.
-                stream = await client.host.new_stream(target, [rpc.NODE_INFO])
+                stream = await client.host.new_stream(target, [protocols.NODE_INFO])
                 await rpc.send_json(stream, {})
                 assert (await rpc.recv_json(stream, rpc.MAX_LIST_REPLY))["ok"]
                 await rpc.close_quietly(stream)
@@ -287,7 +288,7 @@ async def test_slivers_of_shards_not_held_are_refused_from_the_header(tmp_path):
             pairs = [rs2.pair_for_shard(s, enc.blob_id, 10) for s in (foreign[0], sorted(mine)[0])]
             async with open_client(cluster.net) as client:
                 await client.refresh_membership()
-                stream = await client.host.new_stream(ID.from_base58(node.peer_id), [rpc.STORE])
+                stream = await client.host.new_stream(ID.from_base58(node.peer_id), [protocols.STORE])
                 epoch = cluster.net.current_epoch()
                 await rpc.send_json(stream, {"blob_id": enc.blob_id.hex(), "epoch": epoch, "end_epoch": epoch + 1,
                                              "pairs": pairs})
@@ -308,7 +309,7 @@ async def test_a_refusal_is_logged_once_and_a_flood_of_them_is_summarised(tmp_pa
                 target = ID.from_base58(node.peer_id)
 
                 async def bad_header():
-                    stream = await client.host.new_stream(target, [rpc.GET_SLIVER])
+                    stream = await client.host.new_stream(target, [protocols.GET_SLIVER])
                     await stream.write(encode_uvarint(9) + b"{not json")
                     reply = await rpc.recv_json(stream)
                     await rpc.close_quietly(stream)

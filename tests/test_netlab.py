@@ -21,6 +21,7 @@ from netlab.plot import plot_timeseries
 from netlab.scenario import ScenarioError, eval_bound, load_scenario, parse_scenario, run_scenario
 
 from .netlab_helpers import gone as _gone, node_json as _node_json, wait as _wait
+from p2pwalrus.core import protocols
 
 pytestmark = pytest.mark.slow
 
@@ -192,7 +193,6 @@ def test_slow_adds_latency_to_every_exchange_with_that_node(tmp_path):
     import trio
 
     from p2pwalrus.client.client import open_client
-    from p2pwalrus.node import rpc
 
     lab = Lab.create(tmp_path / "net", 3, 7)
     try:
@@ -203,9 +203,9 @@ def test_slow_adds_latency_to_every_exchange_with_that_node(tmp_path):
         async def info_latency() -> float:
             async with open_client(lab.client_network()) as client:
                 await client.refresh_membership()
-                await client.call(target.peer_id, rpc.NODE_INFO, {})  # connect first
+                await client.call(target.peer_id, protocols.NODE_INFO, {})  # connect first
                 t0 = time.monotonic()
-                await client.call(target.peer_id, rpc.NODE_INFO, {})
+                await client.call(target.peer_id, protocols.NODE_INFO, {})
                 return time.monotonic() - t0
 
         before = trio.run(info_latency)

@@ -23,15 +23,15 @@ from p2pwalrus.core.records import (
     sign_record,
 )
 from p2pwalrus.errors import ProtocolError
-from p2pwalrus.node.framing import (
+from p2pwalrus.p2p.framing import (
     encode_uvarint,
     iter_frame_chunks,
     read_frame,
     read_frame_into_buffer,
     write_frame,
 )
-from p2pwalrus.node.host import open_host
-from p2pwalrus.node.identity import IDENTITY_FILE, load_or_create_identity, peer_id_of
+from p2pwalrus.p2p.host import open_host
+from p2pwalrus.p2p.identity import IDENTITY_FILE, load_or_create_identity, peer_id_of
 from p2pwalrus.node.membership import MembershipConfig, open_membership
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
@@ -158,7 +158,7 @@ async def test_idle_connections_above_the_high_watermark_are_closed_but_not_busy
     without our trim, every peer a node ever called stayed connected (N^2 connections)."""
     from dataclasses import replace
 
-    from p2pwalrus.node.host import HostTimings
+    from p2pwalrus.p2p.host import HostTimings
 
     proto = TProtocol("/p2pwalrus/test-hold/1.0.0")
     # the auto-connector's target is (1 + 2) // 2 = 1 connection; no grace period

@@ -10,9 +10,10 @@ from libp2p.peer.id import ID
 from netlab.inprocess import inprocess_network
 from p2pwalrus.client.client import open_client
 from p2pwalrus.core import rs2
-from p2pwalrus.node import rpc
+from p2pwalrus.p2p import rpc
 from p2pwalrus.node.service import MAX_PAID_HEADER
-from p2pwalrus.node.framing import encode_uvarint, write_frame
+from p2pwalrus.p2p.framing import encode_uvarint, write_frame
+from p2pwalrus.core import protocols
 
 
 async def _exchange(client, peer_id, protocol, frames, *, raw_prefix=b""):
@@ -40,13 +41,13 @@ async def test_hostile_messages_are_refused_with_a_reason_and_the_node_keeps_ser
                 await client.refresh_membership()
                 target = node.peer_id
                 # 1. A length prefix far over the header bound: refused before allocation.
-                reply = await _exchange(client, target, rpc.STORE, [], raw_prefix=encode_uvarint(1 << 40))
+                reply = await _exchange(client, target, protocols.STORE, [], raw_prefix=encode_uvarint(1 << 40))
                 # (a store's header may carry a payment certificate: its bound is MAX_PAID_HEADER)
                 assert reply.get("ok") is False and f"larger than the {MAX_PAID_HEADER}-byte limit" in reply["error"]
                 # 2. Malformed JSON and a header of the wrong shape.
-                reply = await _exchange(client, target, rpc.GET_SLIVER, [b"{not json"])
+                reply = await _exchange(client, target, protocols.GET_SLIVER, [b"{not json"])
                 assert reply == {"ok": False, "error": "header is not JSON"}
-                reply = await _exchange(client, target, rpc.GET_SLIVER, [b'{"blob_id": 5}'])
+                reply = await _exchange(client, target, protocols.GET_SLIVER, [b'{"blob_id": 5}'])
                 assert reply["ok"] is False and "blob_id" in reply["error"]
                 # 3. Slivers that fail verification against the metadata.
                 enc = rs2.encode_blob(data, 10)
@@ -59,21 +60,21 @@ async def test_hostile_messages_are_refused_with_a_reason_and_the_node_keeps_ser
                     bad = bytearray(enc.primary_sliver(p))
                     bad[0] ^= 1
                     frames += [bytes(bad), enc.secondary_sliver(p)]
-                reply = await _exchange(client, target, rpc.STORE, frames)
+                reply = await _exchange(client, target, protocols.STORE, frames)
                 assert reply["ok"] is False and "no sliver" in reply["error"] and "confirmation" not in reply
                 assert all("does not match" in why for why in reply["refused"].values())
                 assert not node.held_pairs(enc.blob_id)
                 # 4. Metadata that does not match the blob ID.
                 header["blob_id"] = bytes(32).hex()
                 header["pairs"] = [rs2.pair_for_shard(s, bytes(32), 10) for s in mine]  # held: past the header
-                reply = await _exchange(client, target, rpc.STORE, [rpc.json.dumps(header).encode(),
+                reply = await _exchange(client, target, protocols.STORE, [rpc.json.dumps(header).encode(),
                                                                      enc.metadata.to_bytes()])
                 assert reply == {"ok": False, "error": "metadata does not match the blob ID"}
                 # 5. A certificate with a forged confirmation.
                 result = await client.store(data, epochs=1)
                 forged = result.certificate.to_bytes().replace(
                     result.certificate.confirmations[0].signature.hex().encode(), (b"00" * 64))
-                stream = await client.host.new_stream(ID.from_base58(target), [rpc.PUT_CERT])
+                stream = await client.host.new_stream(ID.from_base58(target), [protocols.PUT_CERT])
                 await write_frame(stream, forged)
                 reply = await rpc.recv_json(stream)
                 await rpc.close_quietly(stream)
@@ -156,11 +157,11 @@ async def test_no_node_signs_a_confirmation_for_zero_shards(tmp_path):
                 epoch = cluster.net.current_epoch()
                 for blob_id in (os.urandom(32), rs2.encode_blob(os.urandom(100), 10).blob_id):
                     header = {"blob_id": blob_id.hex(), "epoch": epoch, "end_epoch": epoch + 2}
-                    reply = await _exchange(client, node.peer_id, rpc.CONFIRM, [rpc.json.dumps(header).encode()])
+                    reply = await _exchange(client, node.peer_id, protocols.CONFIRM, [rpc.json.dumps(header).encode()])
                     assert reply["ok"] is False and "holds no" in reply["error"], reply  # no certificate, no shard
                     assert "confirmation" not in reply
                 header = {"blob_id": result.blob_id.hex(), "epoch": epoch, "end_epoch": epoch + 2}
-                reply = await _exchange(client, node.peer_id, rpc.CONFIRM, [rpc.json.dumps(header).encode()])
+                reply = await _exchange(client, node.peer_id, protocols.CONFIRM, [rpc.json.dumps(header).encode()])
                 assert reply["ok"] and sorted(reply["confirmation"]["shards"]) == node.held_pairs(result.blob_id) != []
                 # Extending still works through the holders that confirm.
                 cert = await client.extend(result.blob_id, 3)

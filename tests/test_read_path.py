@@ -18,7 +18,7 @@ from p2pwalrus.client.client import BlobInvalidError, Client
 from p2pwalrus.config import NetworkConfig
 from p2pwalrus.core import codec, rs2
 from p2pwalrus.errors import NotEnoughShardsError
-from p2pwalrus.node import rpc
+from p2pwalrus.core import protocols
 
 N = 10  # f = 3, R = 4 systematic rows, 6 recovery rows
 
@@ -38,7 +38,7 @@ class ScriptedClient(Client):
         return self.enc.metadata
 
     async def call_with_blob(self, peer_id, protocol, header, max_size, timeout=10.0):
-        if protocol == rpc.GET_PROOF:  # these holders never have a proof for what they say
+        if protocol == protocols.GET_PROOF:  # these holders never have a proof for what they say
             return {"ok": False, "error": "not found"}, None
         pair = header["pair"]
         assert header["kind"] == "primary"

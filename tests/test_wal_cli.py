@@ -17,11 +17,11 @@ from netlab.wal import FAUCET_BALANCE, NODE_STAKE
 from p2pwalrus.core.wal.committee import committee_from_genesis
 from p2pwalrus.core.wal.ledger import check_conservation
 from p2pwalrus.core.wal.orders import Order, OrderKind, sign_order
-from p2pwalrus.node.identity import load_or_create_identity
-from p2pwalrus.node.ledger_service import LEDGER_SIGN
+from p2pwalrus.p2p.identity import load_or_create_identity
 from p2pwalrus.node.ledger_store import LedgerStore
 
 from .netlab_helpers import node_json, wait
+from p2pwalrus.core import protocols
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -138,7 +138,7 @@ def test_a_second_order_at_a_used_sequence_says_the_account_may_be_locked(lab, t
             await client.refresh_membership()
             w = Wallet(client, key, tmp_path / "elsewhere")
             other = sign_order(key, Order(w.genesis_hash, 0, d, 0, e, WAL, OrderKind.TRANSFER))
-            answers, _ = await w._ask_all(LEDGER_SIGN, {"signed": other.to_json()})
+            answers, _ = await w._ask_all(protocols.LEDGER_SIGN, {"signed": other.to_json()})
             assert all(a.get("ok") for a in answers.values()) and len(answers) == 4
 
     trio.run(sign_elsewhere)

@@ -22,7 +22,7 @@ from p2pwalrus.core.wal.epoch_state import genesis_state_from
 from p2pwalrus.core.wal.genesis import make_genesis
 from p2pwalrus.core.wal.ledger import check_conservation
 from p2pwalrus.core.wal.pricing import quorum_below, store_cost
-from p2pwalrus.node.identity import load_or_create_identity, peer_id_of
+from p2pwalrus.p2p.identity import load_or_create_identity, peer_id_of
 from p2pwalrus.node.vote_service import ledger_proposer, make_proposer, write_vote
 
 from .wal_helpers import address, key

@@ -13,7 +13,7 @@ from p2pwalrus.core.wal.committee import committee_from_genesis
 from p2pwalrus.core.wal.ledger import Ledger
 from p2pwalrus.core.wal.orders import Certificate, InvalidOrderError, Order, SignedOrder, make_certificate
 from p2pwalrus.errors import ProtocolError, StorageError
-from p2pwalrus.node import rpc
+from p2pwalrus.p2p import rpc
 from p2pwalrus.node.ledger_store import LedgerStore
 
 from .test_fuzz_parsers import FUZZ, JSON_VALUES, mutated_json

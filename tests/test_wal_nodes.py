@@ -15,10 +15,11 @@ from p2pwalrus.client.wallet import SequenceUsedError, Wallet
 from p2pwalrus.core.wal.genesis import make_genesis
 from p2pwalrus.core.wal.ledger import check_conservation
 from p2pwalrus.core.wal.orders import Order, OrderKind, Vote, make_certificate, sign_order
-from p2pwalrus.node.identity import load_or_create_identity, peer_id_of
-from p2pwalrus.node.ledger_service import BYZANTINE_FAULT, LEDGER_SIGN
+from p2pwalrus.p2p.identity import load_or_create_identity, peer_id_of
+from p2pwalrus.node.ledger_service import BYZANTINE_FAULT
 
 from .wal_helpers import address, key
+from p2pwalrus.core import protocols
 
 WAL = 10**9
 USERS = [key(200 + i) for i in range(3)]
@@ -69,7 +70,7 @@ async def test_transfer_is_certified_confirmed_everywhere_and_conserves_wal(tmp_
 async def _votes_from(client, signed, peers) -> dict[str, Vote]:
     votes = {}
     for peer in peers:
-        reply = await client.call(peer, LEDGER_SIGN, {"signed": signed.to_json()})
+        reply = await client.call(peer, protocols.LEDGER_SIGN, {"signed": signed.to_json()})
         if reply.get("ok"):
             vote = Vote.from_json(reply["vote"])
             assert vote.authority == peer and vote.holds_for(signed.order)
@@ -174,9 +175,8 @@ async def test_a_node_that_was_down_pulls_the_certificates_it_missed(tmp_path):
 
 async def test_ledger_protocols_refuse_bad_requests_and_keep_serving(tmp_path):
     from p2pwalrus.errors import ProtocolError
-    from p2pwalrus.node import rpc
-    from p2pwalrus.node.framing import encode_uvarint
-    from p2pwalrus.node.ledger_service import LEDGER_ACCOUNT, LEDGER_CERTS, LEDGER_CONFIRM
+    from p2pwalrus.p2p import rpc
+    from p2pwalrus.p2p.framing import encode_uvarint
 
     net, ids = ledger_net(tmp_path / "n", 4)
     with trio.fail_after(90):
@@ -188,19 +188,19 @@ async def test_ledger_protocols_refuse_bad_requests_and_keep_serving(tmp_path):
                                                     WAL, OrderKind.TRANSFER))
                 forged = signed.to_json()
                 forged["order"]["amount"] = 10 * WAL  # the signature no longer holds
-                bad = [(LEDGER_SIGN, {"signed": forged}, "signature"),
-                       (LEDGER_SIGN, {"signed": {"order": 5}}, "order"),
-                       (LEDGER_CONFIRM, {"certificate": {"signed": signed.to_json(), "votes": []}}, "votes"),
-                       (LEDGER_ACCOUNT, {"address": "../../etc/passwd"}, "peer ID"),
-                       (LEDGER_CERTS, {"sender": address(USERS[0]), "first": -1, "count": 5}, "sequence")]
+                bad = [(protocols.LEDGER_SIGN, {"signed": forged}, "signature"),
+                       (protocols.LEDGER_SIGN, {"signed": {"order": 5}}, "order"),
+                       (protocols.LEDGER_CONFIRM, {"certificate": {"signed": signed.to_json(), "votes": []}}, "votes"),
+                       (protocols.LEDGER_ACCOUNT, {"address": "../../etc/passwd"}, "peer ID"),
+                       (protocols.LEDGER_CERTS, {"sender": address(USERS[0]), "first": -1, "count": 5}, "sequence")]
                 for proto, header, why in bad:
                     reply = await client.call(peer, proto, header)
                     assert reply["ok"] is False and why in reply["error"], (proto, reply)
                 # A certificate of too little weight is refused, and nothing is applied.
                 light = make_certificate(signed, [sign_vote_for(cluster, ids[0], signed)])
-                reply = await client.call(peer, LEDGER_CONFIRM, {"certificate": light.to_json()})
+                reply = await client.call(peer, protocols.LEDGER_CONFIRM, {"certificate": light.to_json()})
                 assert reply["ok"] is False and "needs 7" in reply["error"]
-                stream = await client.new_stream(peer, LEDGER_SIGN)  # announces a frame over the 256 KiB bound
+                stream = await client.new_stream(peer, protocols.LEDGER_SIGN)  # announces a frame over the 256 KiB bound
                 await stream.write(encode_uvarint(300 << 10) + b"{")
                 try:
                     reply = await rpc.recv_json(stream)
@@ -235,6 +235,6 @@ async def test_a_node_outside_the_committee_keeps_a_replica_and_does_not_vote(tm
                 g = net.genesis
                 signed = sign_order(USERS[0], Order(g.hash(), 0, address(USERS[0]), 1, address(USERS[1]), WAL,
                                                     OrderKind.TRANSFER))
-                reply = await client.call(late.peer_id, LEDGER_SIGN, {"signed": signed.to_json()})
+                reply = await client.call(late.peer_id, protocols.LEDGER_SIGN, {"signed": signed.to_json()})
                 assert reply["ok"] is False and reply["code"] == "not_a_member"
             conserved_everywhere(cluster)

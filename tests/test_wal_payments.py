@@ -25,11 +25,12 @@ from p2pwalrus.core import rs2
 from p2pwalrus.core.wal.genesis import make_genesis
 from p2pwalrus.core.wal.ledger import check_conservation
 from p2pwalrus.core.wal.pricing import store_cost
-from p2pwalrus.node import rpc
-from p2pwalrus.node.framing import write_frame
-from p2pwalrus.node.identity import load_or_create_identity, peer_id_of
+from p2pwalrus.p2p import rpc
+from p2pwalrus.p2p.framing import write_frame
+from p2pwalrus.p2p.identity import load_or_create_identity, peer_id_of
 
 from .wal_helpers import address, key
+from p2pwalrus.core import protocols
 
 WAL = 10**9
 RICH, POOR = key(400), key(401)
@@ -61,7 +62,7 @@ async def _raw_store(client, peer: str, enc: rs2.EncodedBlob, epoch: int, end_ep
               "deletable": False, "owner": client.peer_id}
     if payment is not None:
         header["payment"] = payment
-    stream = await client.new_stream(peer, rpc.STORE)
+    stream = await client.new_stream(peer, protocols.STORE)
     try:
         await rpc.send_json(stream, header)
         await write_frame(stream, enc.metadata.to_bytes())  # the holder judges the payment before any sliver

@@ -13,7 +13,7 @@ from netlab.inprocess import test_network as make_network  # (not collected as a
 from p2pwalrus.cli import main
 from p2pwalrus.config import network_to_toml
 from p2pwalrus.core.wal.genesis import make_genesis
-from p2pwalrus.node.identity import load_or_create_identity, peer_id_of
+from p2pwalrus.p2p.identity import load_or_create_identity, peer_id_of
 from p2pwalrus.node.vote_service import VOTE_FILE, read_vote
 
 from .wal_helpers import address, key

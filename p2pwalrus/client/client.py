@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import multiaddr
 import trio
 
-from .. import node as _node  # noqa: F401  (first: loads libp2p lean, see node/lean_libp2p.py)
+from .. import p2p as _p2p  # noqa: F401  (first: loads libp2p lean, see p2p/patches/lean_import.py)
 from libp2p.peer.id import ID  # noqa: E402
 from libp2p.peer.peerinfo import PeerInfo  # noqa: E402
 
@@ -45,11 +45,11 @@ from ..errors import (
     ProtocolError,
     VerificationError,
 )
-from ..node import rpc
-from ..node.framing import read_frame, write_frame
-from ..node.host import build_host, open_stream, parse_peer_addr
-from ..node.membership import MEMBERS_PROTOCOL, _PULL_REQUEST
+from ..p2p import rpc
+from ..p2p.framing import read_frame, write_frame
+from ..p2p.host import build_host, open_stream, parse_peer_addr
 from ..core.records import MAX_RECORD_SIZE
+from ..core import protocols
 
 logger = logging.getLogger("p2pwalrus.client")
 
@@ -173,9 +173,9 @@ class Client:
 
     async def _pull_members(self, peer_id: ID, into: dict[str, SignedNodeRecord]) -> int:
         with trio.fail_after(CALL_TIMEOUT):
-            stream = await open_stream(self.host, peer_id, [MEMBERS_PROTOCOL], DIAL_TIMEOUT)
+            stream = await open_stream(self.host, peer_id, [protocols.MEMBERS], DIAL_TIMEOUT)
             try:
-                await write_frame(stream, _PULL_REQUEST)
+                await write_frame(stream, protocols.MEMBERS_PULL_REQUEST)
                 count = 0
                 for _ in range(4097):
                     data = await read_frame(stream, MAX_RECORD_SIZE)
@@ -343,7 +343,7 @@ class Client:
         if (blob_id, peer) in self._unproven:
             return False
         try:
-            reply, message = await self.call_with_blob(peer, rpc.GET_PROOF, {"blob_id": blob_id.hex()},
+            reply, message = await self.call_with_blob(peer, protocols.GET_PROOF, {"blob_id": blob_id.hex()},
                                                        rs2.MAX_PROOF_MESSAGE)
             if message is None:
                 raise ProtocolError(f"no proof: {reply.get('error')}")
@@ -370,7 +370,7 @@ class Client:
         best = None
 
         async def ask(peer):
-            return await self.call_with_blob(peer, rpc.GET_CERT, {"blob_id": blob_id.hex()}, 1 << 20)
+            return await self.call_with_blob(peer, protocols.GET_CERT, {"blob_id": blob_id.hex()}, 1 << 20)
 
         unknown_signers: list[AvailabilityCertificate] = []  # refused only for signers not known here
         for start in range(0, len(peers), fanout):
@@ -419,7 +419,7 @@ class Client:
         async def put_raw(peer):
             try:
                 with trio.fail_after(CALL_TIMEOUT):
-                    stream = await self.new_stream(peer, rpc.PUT_CERT)
+                    stream = await self.new_stream(peer, protocols.PUT_CERT)
                     try:
                         await write_frame(stream, raw)
                         reply = await rpc.recv_json(stream)
@@ -723,7 +723,7 @@ class Client:
         async def upload(node: str, pairs: list[int]) -> None:
             try:
                 with trio.fail_after(UPLOAD_TIMEOUT):
-                    stream = await self.new_stream(node, rpc.STORE)
+                    stream = await self.new_stream(node, protocols.STORE)
                     try:
                         header = {"blob_id": blob_id.hex(), "epoch": epoch, "end_epoch": end_epoch,
                                   "pairs": pairs, "deletable": deletable, "owner": self.peer_id}
@@ -819,7 +819,7 @@ class Client:
                 header["payment"] = payment
 
         async def confirm(peer):
-            reply = await self.call(peer, rpc.CONFIRM, header)
+            reply = await self.call(peer, protocols.CONFIRM, header)
             if not reply.get("ok"):
                 raise ProtocolError(str(reply.get("error")))
             conf = StorageConfirmation.from_json(reply["confirmation"])
@@ -857,7 +857,7 @@ class Client:
         epoch, nonce = self.net.current_epoch(), os.urandom(16)  # each node takes a delete once
         signature = sign(self.keypair, delete_message(self.net.name, blob_id, epoch, nonce)).hex()
         results = await self.gather(self.live_peers(), lambda p: self.call(
-            p, rpc.DELETE, {"blob_id": blob_id.hex(), "signature": signature, "epoch": epoch, "nonce": nonce.hex()}))
+            p, protocols.DELETE, {"blob_id": blob_id.hex(), "signature": signature, "epoch": epoch, "nonce": nonce.hex()}))
         deleted = sum(1 for r in results.values() if isinstance(r, dict) and r.get("ok"))
         if not deleted:
             why = next((str(r.get("error")) for r in results.values() if isinstance(r, dict)), "no node answered")
@@ -889,7 +889,7 @@ class Client:
         random.shuffle(peers)
         for peer in peers:
             try:
-                reply, raw = await self.call_with_blob(peer, rpc.GET_METADATA, {"blob_id": blob_id.hex()}, 17 + 64 * n)
+                reply, raw = await self.call_with_blob(peer, protocols.GET_METADATA, {"blob_id": blob_id.hex()}, 17 + 64 * n)
             except Exception as exc:
                 logger.debug("metadata from %s failed: %r", peer, exc)
                 continue
@@ -940,7 +940,7 @@ class Client:
         sliver_len = meta.config.n_secondary * meta.symbol_size
         try:
             reply, raw = await self.call_with_blob(
-                holder, rpc.GET_SLIVER, {"blob_id": blob_id.hex(), "pair": pair, "kind": "primary"}, sliver_len, 60.0
+                holder, protocols.GET_SLIVER, {"blob_id": blob_id.hex(), "pair": pair, "kind": "primary"}, sliver_len, 60.0
             )
         except Exception as exc:
             bad[pair] = f"{holder[:16]}…: {exc!r}"
@@ -1101,7 +1101,7 @@ class Client:
             holders.setdefault(self.shard_map.owner(shard), set()).add(shard)
 
         async def ask(peer):
-            return await self.call(peer, rpc.BLOB_STATUS, {"blob_id": blob_id.hex()})
+            return await self.call(peer, protocols.BLOB_STATUS, {"blob_id": blob_id.hex()})
 
         results = await self.gather(list(holders), ask)
         stored = 0
@@ -1114,7 +1114,7 @@ class Client:
         return out
 
     async def node_infos(self) -> dict[str, dict]:
-        results = await self.gather(self.live_peers(), lambda p: self.call(p, rpc.NODE_INFO, {}))
+        results = await self.gather(self.live_peers(), lambda p: self.call(p, protocols.NODE_INFO, {}))
         return {p: (r if isinstance(r, dict) else {"error": repr(r)}) for p, r in results.items()}
 
 

@@ -24,8 +24,9 @@ from ..core.wal.epoch_state import (
     verify_link,
 )
 from ..errors import ProtocolError
-from ..node import rpc
-from ..node.epoch_chain import EPOCH_CHAIN, MAX_LINKS_PER_REPLY, request_links
+from ..p2p import rpc
+from ..node.epoch_chain import MAX_LINKS_PER_REPLY, request_links
+from ..core import protocols
 
 logger = logging.getLogger("p2pwalrus.client")
 
@@ -96,9 +97,9 @@ class EpochView:
         adopted = 0
         while True:
             with trio.fail_after(PULL_TIMEOUT):
-                from ..node.host import open_stream
+                from ..p2p.host import open_stream
 
-                stream = await open_stream(host, ID.from_base58(peer), [EPOCH_CHAIN], PULL_TIMEOUT)
+                stream = await open_stream(host, ID.from_base58(peer), [protocols.EPOCH_CHAIN], PULL_TIMEOUT)
                 try:
                     got = await request_links(stream, self.current.epoch + 1)
                 finally:

@@ -22,8 +22,8 @@ from ..core import quilt as q
 from ..core import rs2
 from ..core.blob_id import blob_id_to_str
 from ..errors import P2PWalrusError, VerificationError
-from ..node import rpc
 from .client import Client, Progress, StoreResult
+from ..core import protocols
 
 logger = logging.getLogger("p2pwalrus.quilts")
 
@@ -146,7 +146,7 @@ class QuiltReader:
         pair = n - 1 - column  # secondary sliver of column j is stored in pair n-1-j
         holder = c.shard_map.owner(rs2.shard_for_pair(pair, quilt_id, n))
         self.fetched.append((quilt_id, column))
-        reply, raw = await c.call_with_blob(holder, rpc.GET_SLIVER,
+        reply, raw = await c.call_with_blob(holder, protocols.GET_SLIVER,
                                             {"blob_id": quilt_id.hex(), "pair": pair, "kind": rs2.SECONDARY},
                                             meta.config.n_primary * meta.symbol_size, COLUMN_TIMEOUT)
         if raw is None:

@@ -33,8 +33,8 @@ from ..core.wal.orders import (
     sign_order,
 )
 from ..errors import NetworkConfigError, P2PWalrusError
-from ..node.ledger_service import LEDGER_ACCOUNT, LEDGER_CERTS, LEDGER_CONFIRM, LEDGER_SIGN
 from ..node.ledger_store import write_atomic
+from ..core import protocols
 
 logger = logging.getLogger("p2pwalrus.wallet")
 
@@ -225,7 +225,7 @@ class Wallet:
             return self.committee.is_quorum(self.committee.weight_of(
                 p for p, a in answers.items() if a.get("ok") and a.get("genesis") == ok))
 
-        answers, failed = await self._ask_all(LEDGER_ACCOUNT, {"address": address}, enough=enough if quick else None,
+        answers, failed = await self._ask_all(protocols.LEDGER_ACCOUNT, {"address": address}, enough=enough if quick else None,
                                               timeout=timeout or CALL_TIMEOUT)
         good = {p: a for p, a in answers.items() if a.get("ok") and a.get("genesis") == self.genesis_hash.hex()}
         if not good:
@@ -282,7 +282,7 @@ class Wallet:
                         votes[peer] = vote
             return committee.is_quorum(committee.weight_of(votes))
 
-        answers, failed = await self._ask_all(LEDGER_SIGN, {"signed": signed.to_json()}, enough=enough)
+        answers, failed = await self._ask_all(protocols.LEDGER_SIGN, {"signed": signed.to_json()}, enough=enough)
         enough(answers)
         if committee.is_quorum(committee.weight_of(votes)):
             return make_certificate(signed, votes.values())
@@ -323,7 +323,7 @@ class Wallet:
 
     async def _confirm(self, cert: Certificate) -> int:
         """Hand the certificate to every reachable member; the weight that applied it."""
-        answers, _ = await self._ask_all(LEDGER_CONFIRM, {"certificate": cert.to_json()}, timeout=CONFIRM_TIMEOUT)
+        answers, _ = await self._ask_all(protocols.LEDGER_CONFIRM, {"certificate": cert.to_json()}, timeout=CONFIRM_TIMEOUT)
         return self.committee.weight_of(p for p, a in answers.items() if a.get("ok"))
 
     async def _finish(self, signed: SignedOrder, cert: Certificate | None) -> Certificate:
@@ -406,7 +406,7 @@ class Wallet:
             out: list[Certificate] = []
             try:
                 while len(out) < count:
-                    reply = await self.client.call(peer, LEDGER_CERTS, {"sender": sender, "first": first + len(out),
+                    reply = await self.client.call(peer, protocols.LEDGER_CERTS, {"sender": sender, "first": first + len(out),
                                                                         "count": min(64, count - len(out))},
                                                    timeout=CALL_TIMEOUT)
                     page = reply.get("certificates") if reply.get("ok") else None
@@ -433,7 +433,7 @@ class Wallet:
         view = await self.account()
         first = max(0, view.next_sequence - limit)
         sent = await self.fetch_certificates(self.address, first, view.next_sequence - first)
-        answers, _ = await self._ask_all(LEDGER_CERTS, {"recipient": self.address})
+        answers, _ = await self._ask_all(protocols.LEDGER_CERTS, {"recipient": self.address})
         refs = {tuple(r) for a in answers.values() if a.get("ok") for r in (a.get("received") or [])[-limit:]
                 if isinstance(r, list) and len(r) == 2 and isinstance(r[0], str) and type(r[1]) is int}
         received = []

@@ -22,7 +22,7 @@ async def open_gateway_client(net: NetworkConfig, keypair=None):
     """Like client.open_client, with the gateway's long-lived client class."""
     import multiaddr
 
-    from ..node.host import build_host
+    from ..p2p.host import build_host
 
     if keypair is None:
         from libp2p.crypto.ed25519 import create_new_key_pair
@@ -140,7 +140,7 @@ async def serve_gateway(net: NetworkConfig, config: GatewayConfig | None = None,
     made on first use, and its payments' journal): PUTs are paid from it."""
     config = config or GatewayConfig()
     if wallet_dir is not None and net.genesis is not None and keypair is None:
-        from ..node.identity import load_or_create_identity
+        from ..p2p.identity import load_or_create_identity
 
         keypair = load_or_create_identity(Path(wallet_dir))
     async with open_gateway_client(net, keypair) as client:

@@ -1,7 +1,4 @@
-"""Trio services of a storage node: host, sliver store, membership, stream protocols."""
+"""Trio services of a storage node: sliver store, membership, liveness, repair, epochs, ledger."""
 
-# Every module of this package imports libp2p: load it without the transports we never use
-# (QUIC, WebSocket, AutoTLS, relay) before any of them does. See lean_libp2p.py.
-from . import lean_libp2p as _lean_libp2p
-
-_lean_libp2p.install()
+# The libp2p floor first: it loads libp2p lean (p2p/patches/lean_import.py) before anything imports it.
+from .. import p2p as _p2p  # noqa: F401

@@ -1,4 +1,4 @@
-"""The decided-chain request (``/p2pwalrus/epoch-chain/1.0.0``), the client's side of it:
+"""The decided-chain request (``protocols.EPOCH_CHAIN``), the client's side of it:
 kept apart from epoch_service.py so that clients pull the chain without loading the
 agreement machinery (CLI start-up time)."""
 
@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from ..core.wal.epoch_state import MAX_CERT_BYTES, MAX_STATE_BYTES, EpochState, StateCertificate
 from ..errors import ProtocolError
-from . import rpc
-from .framing import read_frame
+from ..p2p import rpc
+from ..p2p.framing import read_frame
 
-EPOCH_CHAIN = "/p2pwalrus/epoch-chain/1.0.0"  # decided states and certificates, from an epoch on
 MAX_LINKS_PER_REPLY = 64
 
 

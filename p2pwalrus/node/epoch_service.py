@@ -50,7 +50,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
-from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from ..core.keys import sign
@@ -75,15 +74,13 @@ from ..core.wal.epoch_state import (
     verify_link,
 )
 from ..errors import ProtocolError
-from . import rpc
-from .epoch_chain import EPOCH_CHAIN as _EPOCH_CHAIN
+from ..p2p import rpc
 from .epoch_chain import MAX_LINKS_PER_REPLY, request_links
-from .framing import encode_frames, read_exactly, read_frame
+from ..p2p.framing import encode_frames, read_exactly, read_frame
+from ..core import protocols
 
 logger = logging.getLogger("p2pwalrus.epochs")
 
-EPOCH_PROTOCOL = TProtocol("/p2pwalrus/epoch/1.0.0")
-EPOCH_CHAIN = TProtocol(_EPOCH_CHAIN)
 PULL_TIMEOUT = 20.0  # one chain pull from one peer
 OBSERVER_RETRY = 2.0  # a node outside the committee asks again this often until the change is decided
 SEND_TIMEOUT = 5.0  # one message to one peer: dial (if needed), stream, frame
@@ -150,7 +147,7 @@ class _Instance:
 class EpochService:
     """Runs the committee's epoch changes for one node.
 
-    ``node`` is a running :class:`~p2pwalrus.node.host.NodeHost` (its ``deny``
+    ``node`` is a running :class:`~p2pwalrus.p2p.host.NodeHost` (its ``deny``
     set is honoured both ways: netlab's partitions); ``keypair`` the node's
     libp2p identity; ``genesis`` the epoch-0 state, whose digest is the chain
     ID every consensus message signs.
@@ -198,9 +195,9 @@ class EpochService:
     def register(self) -> None:
         """Serve the epoch protocol on the node's host."""
         self.node.host.set_stream_handler(
-            EPOCH_PROTOCOL, rpc.serve(self._handle, HANDLER_TIMEOUT, "epoch", self._gate, self.limits))
+            protocols.EPOCH, rpc.serve(self._handle, HANDLER_TIMEOUT, "epoch", self._gate, self.limits))
         self.node.host.set_stream_handler(
-            EPOCH_CHAIN, rpc.serve(self._handle_chain, HANDLER_TIMEOUT, "epoch-chain", self._gate, self.limits))
+            protocols.EPOCH_CHAIN, rpc.serve(self._handle_chain, HANDLER_TIMEOUT, "epoch-chain", self._gate, self.limits))
 
     # -- the chain, for nodes that missed epoch changes (and newcomers)
 
@@ -219,7 +216,7 @@ class EpochService:
         adopted = 0
         while True:
             with trio.fail_after(PULL_TIMEOUT):
-                stream = await self.node.open_stream(ID.from_base58(peer), [EPOCH_CHAIN])
+                stream = await self.node.open_stream(ID.from_base58(peer), [protocols.EPOCH_CHAIN])
                 try:
                     got = await request_links(stream, self.current.epoch + 1)
                 finally:
@@ -345,7 +342,7 @@ class EpochService:
                             await rpc.close_quietly(stream)
                             stream = None
                         if stream is None:
-                            stream = await self.node.open_stream(pid, [EPOCH_PROTOCOL])
+                            stream = await self.node.open_stream(pid, [protocols.EPOCH])
                             opened = trio.current_time()
                         await stream.write(len(batch).to_bytes(2, "big") + encode_frames(batch))
                     self.counters["sent"] += len(batch)
@@ -687,5 +684,5 @@ def attach_epochs_from_network(storage_node) -> EpochRunner:
     return attach_epochs(storage_node, genesis_state_from(genesis), chain=genesis.hash())
 
 
-__all__ = ["EPOCH_CHAIN", "EPOCH_PROTOCOL", "EpochChange", "EpochRunner", "EpochService",
+__all__ = ["EpochChange", "EpochRunner", "EpochService",
            "InvalidEpochStateError", "attach_epochs", "attach_epochs_from_network", "load_chain"]

@@ -27,7 +27,6 @@ import random
 import time
 
 import trio
-from libp2p.custom_types import TProtocol
 
 from ..core.keys import public_key_from_peer_id
 from ..core.wal.committee import Committee, committee_from_genesis, committee_from_state
@@ -35,16 +34,12 @@ from ..core.wal.ledger import Applied, Missing, Refusal, RefusalCode
 from ..core.wal.orders import Certificate, OrderKind, SignedOrder, sign_vote
 from ..core.wal.payments import PaymentError, check_payment, needs_payment
 from ..errors import ProtocolError
-from . import rpc
+from ..p2p import rpc
 from .ledger_store import LedgerStore
+from ..core import protocols
 
 logger = logging.getLogger("p2pwalrus.ledger")
 
-LEDGER_SIGN = TProtocol("/p2pwalrus/ledger-sign/1.0.0")
-LEDGER_CONFIRM = TProtocol("/p2pwalrus/ledger-confirm/1.0.0")
-LEDGER_ACCOUNT = TProtocol("/p2pwalrus/ledger-account/1.0.0")
-LEDGER_CERTS = TProtocol("/p2pwalrus/ledger-certs/1.0.0")
-LEDGER_SUMMARY = TProtocol("/p2pwalrus/ledger-summary/1.0.0")
 
 MAX_REQUEST = 256 << 10  # a certificate with a thousand votes is about 200 KiB of JSON
 CERT_PAGE = 64  # certificates per ledger-certs answer (about 3 KiB each at 10 authorities)
@@ -109,9 +104,9 @@ class LedgerService:
         nursery.start_soon(self.run_rewards)
 
     def handlers(self) -> dict:
-        return {LEDGER_SIGN: self.handle_sign, LEDGER_CONFIRM: self.handle_confirm,
-                LEDGER_ACCOUNT: self.handle_account, LEDGER_CERTS: self.handle_certs,
-                LEDGER_SUMMARY: self.handle_summary}
+        return {protocols.LEDGER_SIGN: self.handle_sign, protocols.LEDGER_CONFIRM: self.handle_confirm,
+                protocols.LEDGER_ACCOUNT: self.handle_account, protocols.LEDGER_CERTS: self.handle_certs,
+                protocols.LEDGER_SUMMARY: self.handle_summary}
 
     @property
     def epochs(self):
@@ -422,7 +417,7 @@ class LedgerService:
                         have = acct.next_sequence if acct else 0
                         if have > last:
                             return
-                        reply = await self._fetch(peer, LEDGER_CERTS, {"sender": sender, "first": have,
+                        reply = await self._fetch(peer, protocols.LEDGER_CERTS, {"sender": sender, "first": have,
                                                                        "count": min(CERT_PAGE, last - have + 1)})
                         certs = reply.get("certificates")
                         if not isinstance(certs, list) or not certs:
@@ -442,7 +437,7 @@ class LedgerService:
         pulled = self.counters["pulled"]
         for peer in self._peers()[:SYNC_PEERS]:
             try:
-                reply = await self._fetch(peer, LEDGER_SUMMARY, {"digest": self.summary_digest()})
+                reply = await self._fetch(peer, protocols.LEDGER_SUMMARY, {"digest": self.summary_digest()})
             except Exception as exc:
                 logger.debug("ledger summary from %s: %r", peer, exc)
                 continue

@@ -24,7 +24,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
-from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
@@ -42,15 +41,11 @@ from p2pwalrus.core.liveness import (
 )
 from p2pwalrus.core.records import InvalidRecordError
 from p2pwalrus.errors import ProtocolError
-from p2pwalrus.node.framing import read_frame, write_frame
+from p2pwalrus.p2p.framing import read_frame, write_frame
+from ..core import protocols
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_PROTOCOL = TProtocol("/p2pwalrus/heartbeat/1.1.0")  # 1.1: beats carry a watching flag
-
-
-def down_topic(network: str) -> str:
-    return f"/p2pwalrus/{network}/down/1"
 
 
 @dataclass(frozen=True)
@@ -97,7 +92,7 @@ class Liveness:
         self.config = config
         self.certs_digest = certs_digest
         self.pull_certs = pull_certs
-        self.topic = down_topic(membership.config.network)
+        self.topic = protocols.down_topic(membership.config.network)
         self.links: dict[str, _Link] = {}
         self._opening: set[str] = set()
         self._checking: set[str] = set()
@@ -142,7 +137,7 @@ class Liveness:
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self.node.host.set_stream_handler(HEARTBEAT_PROTOCOL, self._serve_link)
+            self.node.host.set_stream_handler(protocols.HEARTBEAT, self._serve_link)
             nursery.start_soon(self._down_receive_loop, await self.node.pubsub.subscribe(self.topic))
             while True:
                 try:
@@ -226,7 +221,7 @@ class Liveness:
             if not addrs or not await self.node.connect(PeerInfo(pid, addrs)):
                 return None
         try:
-            return await self.node.open_stream(pid, [HEARTBEAT_PROTOCOL])
+            return await self.node.open_stream(pid, [protocols.HEARTBEAT])
         except Exception as exc:
             logger.debug("heartbeat stream to %s: %r", peer, exc)
             return None

@@ -31,7 +31,6 @@ import multiaddr
 import trio
 from libp2p.abc import INetStream
 from libp2p.crypto.keys import KeyPair
-from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.records.utils import InvalidRecordType
@@ -48,18 +47,14 @@ from p2pwalrus.core.records import (
     sign_record,
 )
 from p2pwalrus.errors import ProtocolError
-from p2pwalrus.node.framing import encode_frames, read_frame, write_frame
-from p2pwalrus.node.host import NodeHost
+from p2pwalrus.p2p.framing import encode_frames, read_frame, write_frame
+from p2pwalrus.p2p.host import NodeHost
+from ..core import protocols
 
 logger = logging.getLogger(__name__)
 
-MEMBERS_PROTOCOL = TProtocol("/p2pwalrus/members/1.0.0")
 DHT_NAMESPACE = "p2pwalrus"
 _PULL_REQUEST = b"\x01"  # request frame: version 1, "all live records"
-
-
-def nodes_topic(network: str) -> str:
-    return f"/p2pwalrus/{network}/nodes/1"
 
 
 def dht_record_key(network: str, peer_id: str) -> str:
@@ -130,7 +125,7 @@ class Membership:
         self.node = node
         self.keypair = keypair
         self.config = config
-        self.topic = nodes_topic(config.network)
+        self.topic = protocols.nodes_topic(config.network)
         self.live = LiveSet(config.record_lifetime, config.max_members)
         self._departed: dict[str, SignedNodeRecord] = {}  # last records of members marked down
         self._publish_now = trio.Event()
@@ -383,7 +378,7 @@ class Membership:
         try:
             with trio.fail_after(self.config.serve_timeout):
                 request = await read_frame(stream, 16)
-                if request != _PULL_REQUEST:
+                if request != protocols.MEMBERS_PULL_REQUEST:
                     raise ProtocolError("unknown membership request")
                 records = [s.to_bytes() for s in self.live.signed_records()[: self.config.max_pull_records]]
                 await stream.write(encode_frames([*records, b""]))  # an empty frame ends the list
@@ -401,9 +396,9 @@ class Membership:
         accepted = 0
         held = {signed.to_bytes() for signed in self.live.signed_records()}
         with trio.fail_after(self.config.pull_timeout if timeout is None else timeout):
-            stream = await self.node.open_stream(peer_id, [MEMBERS_PROTOCOL])
+            stream = await self.node.open_stream(peer_id, [protocols.MEMBERS])
             try:
-                await write_frame(stream, _PULL_REQUEST)
+                await write_frame(stream, protocols.MEMBERS_PULL_REQUEST)
                 for _ in range(self.config.max_pull_records + 1):
                     data = await read_frame(stream, MAX_RECORD_SIZE)
                     if not data:
@@ -442,7 +437,7 @@ async def open_membership(node: NodeHost, keypair: KeyPair, config: MembershipCo
     m = Membership(node, keypair, config)
     node.dht.register_validator(DHT_NAMESPACE, _DHTRecordValidator(config.network))
     node.pubsub.set_topic_validator(m.topic, m._gossip_validator, is_async_validator=False)
-    node.host.set_stream_handler(MEMBERS_PROTOCOL, m._serve_pull)
+    node.host.set_stream_handler(protocols.MEMBERS, m._serve_pull)
     subscription = await node.pubsub.subscribe(m.topic)
     try:
         async with trio.open_nursery() as nursery:

@@ -30,7 +30,8 @@ from ..core.certificates import (
     sign_confirmation,
     verify_confirmation,
 )
-from . import rpc
+from ..p2p import rpc
+from ..core import protocols
 
 logger = logging.getLogger("p2pwalrus.node")
 
@@ -71,7 +72,7 @@ async def recertify(node, cert: AvailabilityCertificate) -> AvailabilityCertific
     async def ask(peer: str) -> None:
         async with limiter:
             try:
-                stream, reply = await node.call(peer, rpc.CONFIRM, header)
+                stream, reply = await node.call(peer, protocols.CONFIRM, header)
                 await rpc.close_quietly(stream)
                 conf = StorageConfirmation.from_json(reply["confirmation"]) if reply.get("ok") else None
             except Exception as exc:

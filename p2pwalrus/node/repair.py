@@ -20,8 +20,9 @@ from ..core import rs2
 from ..core.blob_id import blob_id_to_str
 from ..core.repair_plan import BlobView, plan_repairs, recovery_sources
 from ..errors import DecodingError, InconsistentBlobError, ProtocolError, VerificationError
-from . import rpc
+from ..p2p import rpc
 from .sliver_store import PRIMARY, SECONDARY
+from ..core import protocols
 
 logger = logging.getLogger("p2pwalrus.repair")
 
@@ -32,10 +33,6 @@ PEER_FETCHES = 8  # repair requests in flight to any one peer, over all blobs be
 SWEEP_DEADLINE = 600.0
 HANDOFF_RETRY = 5.0  # s; a sweep again this soon while pairs wait for their new holder
 RENEW_RETRY = 10.0  # s; a sweep again this soon while a certificate's renewal is pending  # s; one sweep's repairs are cut here and go on at the next sweep
-
-
-def proofs_topic(network: str) -> str:
-    return f"/p2pwalrus/{network}/proofs/1"
 
 
 class RepairService:
@@ -185,7 +182,7 @@ class RepairService:
             if peer == node.peer_id:
                 continue
             try:
-                raw = await self.fetch(peer, rpc.GET_METADATA, {"blob_id": blob_id.hex()}, 17 + 64 * n)
+                raw = await self.fetch(peer, protocols.GET_METADATA, {"blob_id": blob_id.hex()}, 17 + 64 * n)
                 if raw is None:
                     continue
                 meta = rs2.BlobMetadata.from_bytes(raw)
@@ -243,7 +240,7 @@ class RepairService:
             try:
                 cfg, length = meta.config, meta.unencoded_length
                 limit = cfg.primary_sliver_len(length) if kind == PRIMARY else cfg.secondary_sliver_len(length)
-                data = await self.fetch(task.sync_from, rpc.GET_SLIVER, {
+                data = await self.fetch(task.sync_from, protocols.GET_SLIVER, {
                     "blob_id": task.blob_id.hex(), "pair": task.pair, "kind": kind}, limit)
                 if data is None:
                     return False
@@ -296,7 +293,7 @@ class RepairService:
                     rs2.recovery_symbols, source_axis, source_index, sliver, wanted, cfg, meta.symbol_size)
             else:
                 try:
-                    raw = await self.fetch(holder, rpc.GET_RECOVERY, {
+                    raw = await self.fetch(holder, protocols.GET_RECOVERY, {
                         "blob_id": blob_id.hex(), "pair": pair, "axis": source_axis, "targets": wanted},
                         max_reply, timeout=FETCH_TIMEOUT)
                     if raw is None:
@@ -353,7 +350,7 @@ class RepairService:
             by_peer[(h.new_holder, h.blob_id)].append(h.shard)
         for (peer, blob_id), shards in by_peer.items():
             try:
-                stream, reply = await node.call(peer, rpc.BLOB_STATUS, {"blob_id": blob_id.hex()})
+                stream, reply = await node.call(peer, protocols.BLOB_STATUS, {"blob_id": blob_id.hex()})
                 await rpc.close_quietly(stream)
             except Exception:
                 kept += len(shards)
@@ -396,7 +393,7 @@ class RepairService:
         target = random.randrange(n)
         ok = False
         try:
-            raw = await node.fetch_blob(holder, rpc.GET_RECOVERY, {
+            raw = await node.fetch_blob(holder, protocols.GET_RECOVERY, {
                 "blob_id": blob_id.hex(), "pair": pair, "axis": rs2.PRIMARY, "targets": [target]},
                 meta.symbol_size + 64 + 32 * 20)
             if raw is not None:

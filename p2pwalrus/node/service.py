@@ -31,15 +31,16 @@ from ..core.placement import ShardMap, compute_shard_map
 from ..core.rs2 import decode_proof_message, encode_proof_message  # noqa: F401  (here before core had them)
 from ..core.records import SignedNodeRecord
 from ..errors import CapacityExceededError, ProtocolError, StorageError
-from . import rpc
+from ..p2p import rpc
 from .certcheck import CertChecker
-from .hardening import LogOnce
-from .host import open_host
+from ..p2p.log_once import LogOnce
+from ..p2p.host import open_host
 from .datadir_lock import lock_data_dir
-from .identity import load_or_create_identity
+from ..p2p.identity import load_or_create_identity
 from .liveness import Liveness, LivenessConfig
 from .membership import MembershipConfig, open_membership
 from .sliver_store import PRIMARY, SECONDARY, SliverStore, SymbolLeaves
+from ..core import protocols
 
 logger = logging.getLogger("p2pwalrus.node")
 _log_once = LogOnce(logger)  # what peers send wrong: one line each, floods summarised
@@ -54,10 +55,6 @@ PULL_DEADLINE = 60.0
 PULL_CERTS = 256
 PULL_PROOFS = 16
 PULL_PROOF_BYTES = 64 << 20
-
-
-def certs_topic(network: str) -> str:
-    return f"/p2pwalrus/{network}/certs/2"  # 2: confirmations bind labels (rpc.py)
 
 
 def _write_status_file(path: Path, obj) -> None:
@@ -93,7 +90,7 @@ class StorageNode:
         self.listen = listen or ["/ip4/127.0.0.1/tcp/0"]
         self.capacity = capacity
         self.keypair = load_or_create_identity(self.data_dir)
-        from .identity import peer_id_of
+        from ..p2p.identity import peer_id_of
 
         self.peer_id = str(peer_id_of(self.keypair))
         self.store = SliverStore(self.data_dir / "store", capacity)
@@ -393,9 +390,8 @@ class StorageNode:
         await self._apply_invalid(blob_id, message)
         if len(message) < 900_000:
             try:
-                from .repair import proofs_topic
 
-                await self.node.pubsub.publish(proofs_topic(self.net.name), message)
+                await self.node.pubsub.publish(protocols.proofs_topic(self.net.name), message)
             except Exception as exc:
                 logger.info("gossiping an inconsistency proof failed: %s", exc)
 
@@ -403,7 +399,7 @@ class StorageNode:
             with trio.fail_after(PEER_CALL_TIMEOUT):
                 from libp2p.peer.id import ID
 
-                stream = await self.node.open_stream(ID.from_base58(peer), [rpc.PUT_PROOF])
+                stream = await self.node.open_stream(ID.from_base58(peer), [protocols.PUT_PROOF])
                 try:
                     await rpc.write_frame(stream, message)
                     await rpc.recv_json(stream)
@@ -759,7 +755,7 @@ class StorageNode:
 
     async def gossip_certificate(self, raw: bytes) -> None:
         try:
-            await self.node.pubsub.publish(certs_topic(self.net.name), raw)
+            await self.node.pubsub.publish(protocols.certs_topic(self.net.name), raw)
         except Exception as exc:
             logger.info("gossiping a certificate failed: %s", exc)
 
@@ -916,7 +912,7 @@ class StorageNode:
         given) is backed off, so that a peer listing 20,000 forged ones costs little each time."""
         got = 0
         with trio.move_on_after(PULL_DEADLINE):
-            stream, reply = await self.call(peer_id, rpc.LIST_CERTS, {})
+            stream, reply = await self.call(peer_id, protocols.LIST_CERTS, {})
             await rpc.close_quietly(stream)
             invalid, certs = reply.get("invalid", []), reply.get("certs", [])
             if not isinstance(invalid, list) or not isinstance(certs, list):
@@ -939,7 +935,7 @@ class StorageNode:
                 continue
             fetched += 1
             try:
-                message = await self.fetch_blob(peer_id, rpc.GET_PROOF, {"blob_id": blob_id.hex()},
+                message = await self.fetch_blob(peer_id, protocols.GET_PROOF, {"blob_id": blob_id.hex()},
                                                 min(MAX_PROOF_MESSAGE, PULL_PROOF_BYTES - nbytes))
                 if message is None:
                     raise ProtocolError("listed, then not given")
@@ -975,7 +971,7 @@ class StorageNode:
                 continue
             fetched += 1
             try:
-                raw = await self.fetch_blob(peer_id, rpc.GET_CERT, {"blob_id": blob_id.hex()}, 1 << 20)
+                raw = await self.fetch_blob(peer_id, protocols.GET_CERT, {"blob_id": blob_id.hex()}, 1 << 20)
                 if raw is None:
                     raise InvalidCertificateError("listed, then not given")
                 cert = AvailabilityCertificate.from_bytes(raw)
@@ -1007,7 +1003,7 @@ class StorageNode:
         peers = [p for p in self.members.live.peer_ids() if p != self.peer_id] if self.members else []
         for peer in random.sample(peers, min(3, len(peers))):
             try:
-                raw = await self.fetch_blob(peer, rpc.GET_CERT, {"blob_id": blob_id.hex()}, 1 << 20)
+                raw = await self.fetch_blob(peer, protocols.GET_CERT, {"blob_id": blob_id.hex()}, 1 << 20)
                 if raw is not None:
                     await self.accept_certificate(AvailabilityCertificate.from_bytes(raw), source=peer)
             except Exception as exc:
@@ -1074,7 +1070,7 @@ class StorageNode:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         t = self.net.timings
-        from .host import HostTimings
+        from ..p2p.host import HostTimings
 
         host_timings = HostTimings(refresh_interval=t.refresh_interval, gossip_heartbeat=t.gossip_heartbeat,
                                    gossip_degree=max(1, int(t.gossip_degree)), **self.host_overrides)
@@ -1089,31 +1085,30 @@ class StorageNode:
         async with open_host(self.keypair, self.listen, list(self.net.bootstrap), timings=host_timings) as node:
             self.node = node
             handlers = {
-                rpc.STORE: self.handle_store,
-                rpc.CONFIRM: self.handle_confirm,
-                rpc.GET_METADATA: self.handle_get_metadata,
-                rpc.GET_SLIVER: self.handle_get_sliver,
-                rpc.GET_RECOVERY: self.handle_recovery,
-                rpc.BLOB_STATUS: self.handle_status,
-                rpc.GET_CERT: self.handle_get_cert,
-                rpc.PUT_CERT: self.handle_put_cert,
-                rpc.LIST_CERTS: self.handle_list_certs,
-                rpc.NODE_INFO: self.handle_info,
-                rpc.LIST_BLOBS: self.handle_list_blobs,
-                rpc.PUT_PROOF: self.handle_put_proof,
-                rpc.GET_PROOF: self.handle_get_proof,
-                rpc.DELETE: self.handle_delete,
+                protocols.STORE: self.handle_store,
+                protocols.CONFIRM: self.handle_confirm,
+                protocols.GET_METADATA: self.handle_get_metadata,
+                protocols.GET_SLIVER: self.handle_get_sliver,
+                protocols.GET_RECOVERY: self.handle_recovery,
+                protocols.BLOB_STATUS: self.handle_status,
+                protocols.GET_CERT: self.handle_get_cert,
+                protocols.PUT_CERT: self.handle_put_cert,
+                protocols.LIST_CERTS: self.handle_list_certs,
+                protocols.NODE_INFO: self.handle_info,
+                protocols.LIST_BLOBS: self.handle_list_blobs,
+                protocols.PUT_PROOF: self.handle_put_proof,
+                protocols.GET_PROOF: self.handle_get_proof,
+                protocols.DELETE: self.handle_delete,
             }
             for proto, handler in handlers.items():
                 node.host.set_stream_handler(proto, rpc.serve(handler, HANDLER_TIMEOUT, proto.split("/")[2], self.gate,
                                                                self.peer_limits))
-            topic = certs_topic(self.net.name)
+            topic = protocols.certs_topic(self.net.name)
             node.pubsub.set_topic_validator(topic, self._cert_validator, is_async_validator=True)
             cert_sub = await node.pubsub.subscribe(topic)
-            from .repair import proofs_topic
 
-            node.pubsub.set_topic_validator(proofs_topic(self.net.name), self._proof_validator, is_async_validator=True)
-            proof_sub = await node.pubsub.subscribe(proofs_topic(self.net.name))
+            node.pubsub.set_topic_validator(protocols.proofs_topic(self.net.name), self._proof_validator, is_async_validator=True)
+            proof_sub = await node.pubsub.subscribe(protocols.proofs_topic(self.net.name))
             async with open_membership(node, self.keypair, mcfg) as members:
                 self.members = members
                 record_validator = members._gossip_validator

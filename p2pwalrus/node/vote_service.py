@@ -20,17 +20,16 @@ import time
 from pathlib import Path
 
 import trio
-from libp2p.custom_types import TProtocol
 
 from ..core.wal.epoch_state import next_state
 from ..core.wal.pricing import PriceVote, economics_for_next
 from ..core.wal.votes import InvalidVoteError, NodeVote, SignedNodeVote, newest, sign_node_vote
-from . import rpc
+from ..p2p import rpc
 from .ledger_store import write_atomic
+from ..core import protocols
 
 logger = logging.getLogger("p2pwalrus.votes")
 
-NODE_VOTE = TProtocol("/p2pwalrus/node-vote/1.0.0")
 VOTE_FILE = "vote.json"
 VOTE_LEAD = 10.0  # s before an epoch's end when the committee's votes are gathered (at most)
 MAX_VOTE_BYTES = 4 << 10
@@ -95,7 +94,7 @@ class VoteService:
         self.votes[peer] = newest(self.votes.get(peer), signed)
 
     def start(self, node, nursery) -> None:
-        node.node.host.set_stream_handler(NODE_VOTE, rpc.serve(self.handle, 10.0, "node-vote", node.gate,
+        node.node.host.set_stream_handler(protocols.NODE_VOTE, rpc.serve(self.handle, 10.0, "node-vote", node.gate,
                                                                node.peer_limits))
         nursery.start_soon(self.run)
 
@@ -120,7 +119,7 @@ class VoteService:
         async def ask(peer: str) -> None:
             nonlocal got
             try:
-                stream, reply = await self.node.call(peer, NODE_VOTE, {})
+                stream, reply = await self.node.call(peer, protocols.NODE_VOTE, {})
                 await rpc.close_quietly(stream)
                 if reply.get("ok") and reply.get("vote") is not None:
                     self._accept(peer, reply["vote"])

@@ -37,7 +37,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from libp2p.transport.tcp.tcp import TCP
 
 from p2pwalrus.errors import NetworkConfigError
-from p2pwalrus.node import fastpath, hardening
+from p2pwalrus.p2p.patches import fastpath, hardening
 
 # The DHT and GossipSub are a node's only (a client process builds a bare host): imported
 # where a node's stack is built, so that a CLI command does not load them (issue 14).

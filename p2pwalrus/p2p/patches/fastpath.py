@@ -119,7 +119,7 @@ def enable() -> bool:
     version = libp2p_version()
     if version != SUPPORTED_LIBP2P_VERSION:
         warnings.warn(
-            f"p2pwalrus.node.fastpath: libp2p {version!r} is not {SUPPORTED_LIBP2P_VERSION!r}; "
+            f"p2pwalrus.p2p.patches.fastpath: libp2p {version!r} is not {SUPPORTED_LIBP2P_VERSION!r}; "
             "transport speed-ups NOT applied",
             RuntimeWarning,
             stacklevel=2,

@@ -10,32 +10,14 @@ import json
 import logging
 
 import trio
-from libp2p.custom_types import TProtocol
 
 from ..errors import ProtocolError
-from .hardening import LogOnce, _describe
+from .log_once import LogOnce, describe as _describe
 from .framing import ByteBudget, bytes_charged, current_budget, read_frame, write_frame
 
 logger = logging.getLogger(__name__)
 log_once = LogOnce(logger)
 
-STORE = TProtocol("/p2pwalrus/store/2.0.0")
-GET_METADATA = TProtocol("/p2pwalrus/metadata/1.0.0")
-GET_SLIVER = TProtocol("/p2pwalrus/sliver/1.0.0")
-GET_RECOVERY = TProtocol("/p2pwalrus/recovery/1.0.0")
-BLOB_STATUS = TProtocol("/p2pwalrus/status/1.0.0")
-GET_CERT = TProtocol("/p2pwalrus/cert/2.0.0")
-PUT_CERT = TProtocol("/p2pwalrus/cert-put/2.0.0")
-LIST_CERTS = TProtocol("/p2pwalrus/cert-list/2.0.0")
-CONFIRM = TProtocol("/p2pwalrus/confirm/2.0.0")
-NODE_INFO = TProtocol("/p2pwalrus/info/1.0.0")
-PUT_PROOF = TProtocol("/p2pwalrus/proof-put/1.0.0")
-GET_PROOF = TProtocol("/p2pwalrus/proof/1.0.0")
-LIST_BLOBS = TProtocol("/p2pwalrus/blobs/1.0.0")
-DELETE = TProtocol("/p2pwalrus/delete/2.0.0")
-# 2.0.0 (issue 13): confirmations sign the deletable flag and the owner, certificates are
-# judged by the validator's own shard map, a delete names its epoch and a nonce. Peers of
-# 1.0.0 cannot check these signatures, so the exchanges that carry them changed their IDs.
 
 MAX_HEADER = 64 << 10  # JSON headers and small replies
 MAX_LIST_REPLY = 4 << 20

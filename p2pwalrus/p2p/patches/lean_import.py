@@ -15,7 +15,7 @@ requests, dnspython) and the whole circuit-relay package (only for
 ``libp2p.transport``'s package imports the WebSocket transport; the host
 module imports mDNS discovery (zeroconf); and the TCP transport's DNS
 resolver makes dnspython import aioquic for DNS-over-QUIC. p2pwalrus
-builds its hosts from TCP + Noise + Yamux only (node/host.py).
+builds its hosts from TCP + Noise + Yamux only (p2p/host.py).
 
 How: before the first ``import libp2p``, ``install()`` puts small stand-in
 modules in ``sys.modules`` under those module names, exposing exactly the
@@ -100,7 +100,7 @@ def _placeholder(module: str, name: str) -> type:
     def refuse(cls, *args, **kwargs):
         raise RuntimeError(
             f"{module}.{name} was not loaded: p2pwalrus imports libp2p without QUIC, WebSocket, AutoTLS "
-            "and relay (p2pwalrus/node/lean_libp2p.py); set P2PWALRUS_LEAN_LIBP2P=0 to load them"
+            "and relay (p2pwalrus/p2p/patches/lean_import.py); set P2PWALRUS_LEAN_LIBP2P=0 to load them"
         )
 
     # An Exception subclass, so that it also works where libp2p names it in an `except` clause.
@@ -114,7 +114,7 @@ class _NoDNSResolver:
 
     async def resolve(self, maddr, *args, **kwargs):
         raise RuntimeError(f"cannot resolve {maddr}: this p2pwalrus client loads no DNS resolver "
-                           "(node/lean_libp2p.py); give /ip4 or /ip6 addresses")
+                           "(p2p/patches/lean_import.py); give /ip4 or /ip6 addresses")
 
 
 def _installed_version() -> str | None:
@@ -166,7 +166,7 @@ def install() -> bool:
     for modname, names in stand_ins.items():
         if modname in sys.modules:
             continue
-        stand_in = types.ModuleType(modname, "Stand-in from p2pwalrus.node.lean_libp2p (module not loaded).")
+        stand_in = types.ModuleType(modname, "Stand-in from p2pwalrus.p2p.patches.lean_import (module not loaded).")
         for name in names:
             setattr(stand_in, name, _placeholder(modname, name))
         sys.modules[modname] = stand_in
@@ -174,7 +174,7 @@ def install() -> bool:
     if mode == "client" and "multiaddr.resolvers" not in sys.modules:
         # The swarm and the TCP transport make a DNSResolver (dnspython) for /dns addresses;
         # a client dials the /ip4 addresses of node records only.
-        stand_in = types.ModuleType("multiaddr.resolvers", "Stand-in from p2pwalrus.node.lean_libp2p.")
+        stand_in = types.ModuleType("multiaddr.resolvers", "Stand-in from p2pwalrus.p2p.patches.lean_import.")
         stand_in.DNSResolver = _NoDNSResolver
         sys.modules["multiaddr.resolvers"] = stand_in
         added.append("multiaddr.resolvers")
