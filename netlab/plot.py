@@ -12,6 +12,8 @@ import zlib
 
 import numpy as np
 
+from p2pwalrus.core.thresholds import max_faulty
+
 _FONT = {  # 3x5 glyphs, rows top to bottom, '1' = ink
     "0": "111101101101111", "1": "010110010010111", "2": "111001111100111", "3": "111001111001111",
     "4": "101101111001001", "5": "111100111001111", "6": "111100111101111", "7": "111001010010010",
@@ -113,7 +115,7 @@ def plot_timeseries(samples: list[dict], events: list[tuple[float, str]], n_shar
                     width: int = 960, height: int = 620, title: str = "") -> bytes:
     """PNG bytes: shards stored per blob (top) and nodes alive (bottom) against time."""
     cv = Canvas(width, height)
-    f = (n_shards - 1) // 3
+    f = max_faulty(n_shards)
     ts = [s["t"] for s in samples]
     t_max = max(ts + [e[0] for e in events] + [1.0])
     left, right = 70, width - 90

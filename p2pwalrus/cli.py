@@ -16,7 +16,7 @@ import click
 
 from . import __version__
 from .errors import P2PWalrusError
-from .core import protocols
+from .core import protocols, thresholds
 
 NETWORK_HELP = "Network name from bootstrap/ or path to a network .toml (env P2PWALRUS_NETWORK, default: local)."
 
@@ -549,7 +549,7 @@ def info_cmd(ctx, as_json, network):
                        "ledger": net.genesis is not None},
             "network": net.name,
             "n_shards": net.n_shards,
-            "f": (net.n_shards - 1) // 3,
+            "f": thresholds.max_faulty(net.n_shards),
             "epoch": net.current_epoch(),
             "epoch_length": net.epoch_length,
             "live_nodes": len(client.live_peers()),

@@ -60,11 +60,15 @@ def _wait_for_delay(lab: Path, delay_ms: int, timeout: float = 30.0) -> None:
     raise AssertionError(f"the nodes did not apply a {delay_ms} ms delay within {timeout:.0f} s")
 
 
-def _python_catches_sigint(pid: int, timeout: float = 30.0) -> None:
+def _python_catches_sigint(proc: subprocess.Popen, timeout: float = 30.0) -> None:
     """Until the child's interpreter has installed its SIGINT handler (SigCgt in /proc): a
     signal before that kills the process before any Python code runs, however it is written."""
+    pid = proc.pid
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"the command ended (exit {proc.returncode}) before it could be interrupted: {err}{out}")
         with open(f"/proc/{pid}/status") as fh:
             caught = next(int(line.split()[1], 16) for line in fh if line.startswith("SigCgt:"))
         if caught & (1 << (signal.SIGINT - 1)):
@@ -76,7 +80,7 @@ def _python_catches_sigint(pid: int, timeout: float = 30.0) -> None:
 def interrupt(e: dict, args: list[str], after: float = 2.0) -> tuple[int, str, str]:
     proc = subprocess.Popen([sys.executable, "-m", "p2pwalrus", *args], env=e, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    _python_catches_sigint(proc.pid)
+    _python_catches_sigint(proc)
     time.sleep(after)
     assert proc.poll() is None, "the command ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)

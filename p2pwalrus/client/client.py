@@ -889,7 +889,7 @@ class Client:
         random.shuffle(peers)
         for peer in peers:
             try:
-                reply, raw = await self.call_with_blob(peer, protocols.GET_METADATA, {"blob_id": blob_id.hex()}, 17 + 64 * n)
+                reply, raw = await self.call_with_blob(peer, protocols.GET_METADATA, {"blob_id": blob_id.hex()}, rs2.metadata_size(n))
             except Exception as exc:
                 logger.debug("metadata from %s failed: %r", peer, exc)
                 continue

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from ..errors import ProtocolError
 from .keys import sign, verify_signature
 from .placement import ShardMap
+from .thresholds import one_honest, quorum  # noqa: F401  (one_honest: callers import it from here too)
 
 # v2: confirmations bind the deletable flag and the owner; deletes carry an epoch and a nonce.
 _CONFIRM_TAG = b"p2pwalrus/storage-confirmation/v2\x00"
@@ -107,16 +108,6 @@ def verify_confirmation(conf: StorageConfirmation, network: str, blob_id: bytes,
                         deletable: bool = False, owner: str = "") -> bool:
     message = confirmation_message(network, blob_id, epoch, end_epoch, conf.shards, deletable=deletable, owner=owner)
     return verify_signature(conf.peer_id, message, conf.signature)
-
-
-def quorum(n_shards: int) -> int:
-    """Shards a certificate must cover: n - f."""
-    return n_shards - (n_shards - 1) // 3
-
-
-def one_honest(n_shards: int) -> int:
-    """f + 1 shards: among their signers at least one honest holder (faulty ones hold at most f)."""
-    return (n_shards - 1) // 3 + 1
 
 
 @dataclass(frozen=True)

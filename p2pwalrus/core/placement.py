@@ -71,6 +71,8 @@ import numpy as np
 
 from p2pwalrus.errors import P2PWalrusError
 
+from . import thresholds
+
 __all__ = [
     "LOAD_EPS_NUM",
     "LOAD_EPS_DEN",
@@ -123,8 +125,7 @@ def _check_n_shards(n_shards: int) -> int:
 
 def decode_threshold(n_shards: int) -> int:
     """``n - 2f`` with ``f = (n - 1) // 3``: that many shards decode a blob."""
-    n = _check_n_shards(n_shards)
-    return n - 2 * ((n - 1) // 3)
+    return thresholds.decode_threshold(_check_n_shards(n_shards))
 
 
 def min_nodes_for_privacy(n_shards: int) -> int:

@@ -25,6 +25,7 @@ from ..errors import (
     VerificationError,
 )
 from . import codec
+from .thresholds import max_faulty
 from .merkle import (
     DIGEST_LEN,
     h256,
@@ -59,7 +60,7 @@ class EncodingConfig:
 
     @property
     def f(self) -> int:
-        return (self.n_shards - 1) // 3
+        return max_faulty(self.n_shards)
 
     @property
     def n_primary(self) -> int:
@@ -105,6 +106,11 @@ class EncodingConfig:
 
 _META_HEADER = struct.Struct("<BBIQ")  # format version, encoding type, n_shards, length
 _META_VERSION = 1
+
+
+def metadata_size(n_shards: int) -> int:
+    """Bytes of a blob's serialized metadata at ``n_shards``: the bound a reader puts on it."""
+    return _META_HEADER.size + 2 * DIGEST_LEN * n_shards
 
 
 @dataclass(frozen=True)
@@ -158,7 +164,7 @@ class BlobMetadata:
             raise ProtocolError(f"unknown metadata format version {version}")
         if not MIN_SHARDS <= n <= max_shards:
             raise ProtocolError(f"metadata names {n} shards")
-        if len(data) != _META_HEADER.size + 2 * DIGEST_LEN * n:
+        if len(data) != metadata_size(n):
             raise ProtocolError("metadata length does not match its shard count")
         body = memoryview(data)[_META_HEADER.size:]
         prim = tuple(bytes(body[i * 64:i * 64 + 32]) for i in range(n))
@@ -721,7 +727,7 @@ def decode_proof_message(message: bytes, n_shards: int):
         raise ProtocolError("truncated inconsistency proof message")
     blob_id = bytes(message[:32])
     meta_len = int.from_bytes(message[32:36], "little")
-    if meta_len > 17 + 64 * n_shards or 36 + meta_len > len(message):
+    if meta_len > metadata_size(n_shards) or 36 + meta_len > len(message):
         raise ProtocolError("bad metadata length in inconsistency proof message")
     meta = BlobMetadata.from_bytes(bytes(message[36:36 + meta_len]), max_shards=n_shards)
     if meta.blob_id() != blob_id:

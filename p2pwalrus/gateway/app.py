@@ -19,6 +19,7 @@ import trio
 from ..client.client import BlobExpiredError, BlobInvalidError, Client, StoreResult
 from ..core.blob_id import blob_id_to_str, parse_blob_id
 from ..core.placement import PlacementError
+from ..core.thresholds import max_faulty
 from ..errors import (
     BlobNotFoundError,
     BlobTooLargeError,
@@ -756,7 +757,7 @@ class Gateway:
         return json_response({
             "network": net.name,
             "n_shards": net.n_shards,
-            "f": (net.n_shards - 1) // 3,
+            "f": max_faulty(net.n_shards),
             "epoch": net.current_epoch(),
             "epoch_length": net.epoch_length,
             "genesis_time": net.genesis_time,

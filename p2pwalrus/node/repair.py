@@ -182,7 +182,7 @@ class RepairService:
             if peer == node.peer_id:
                 continue
             try:
-                raw = await self.fetch(peer, protocols.GET_METADATA, {"blob_id": blob_id.hex()}, 17 + 64 * n)
+                raw = await self.fetch(peer, protocols.GET_METADATA, {"blob_id": blob_id.hex()}, rs2.metadata_size(n))
                 if raw is None:
                     continue
                 meta = rs2.BlobMetadata.from_bytes(raw)

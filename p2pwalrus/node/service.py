@@ -487,7 +487,7 @@ class StorageNode:
             raise ProtocolError(f"end epoch {end_epoch} out of range (at most {limit} epochs ahead of {now})")
 
     async def _read_metadata(self, stream, blob_id: bytes) -> rs2.BlobMetadata:
-        raw = await rpc.recv_blob(stream, 17 + 64 * self.net.n_shards)
+        raw = await rpc.recv_blob(stream, rs2.metadata_size(self.net.n_shards))
         meta = rs2.BlobMetadata.from_bytes(raw, max_shards=self.net.n_shards)
         if meta.n_shards != self.net.n_shards:
             raise ProtocolError(f"metadata for {meta.n_shards} shards; the network has {self.net.n_shards}")

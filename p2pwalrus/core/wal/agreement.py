@@ -62,6 +62,7 @@ from p2pwalrus.core.keys import (
     verify_signature,
 )
 from p2pwalrus.errors import ProtocolError
+from p2pwalrus.core.thresholds import max_faulty
 
 __all__ = [
     "Broadcast",
@@ -132,7 +133,7 @@ def value_id(value: bytes) -> bytes:
 
 
 def _f(total: int) -> int:
-    return (total - 1) // 3
+    return max_faulty(total)
 
 
 def is_quorum(weight: int, total: int) -> bool:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..placement import compute_shard_map
+from ..thresholds import one_honest, quorum
 from .genesis import Genesis
 
 
@@ -51,15 +52,15 @@ class Committee:
 
     def is_quorum(self, weight: int) -> bool:
         """Weight enough for a certificate: ``3 w >= 2 n + 1`` (``n - f`` shards when n = 3f + 1)."""
-        return 3 * weight >= 2 * self.n_shards + 1
+        return weight >= quorum(self.n_shards)
 
     def is_validity(self, weight: int) -> bool:
         """More than ``f`` shards' weight: at least one honest node among them."""
-        return weight > (self.n_shards - 1) // 3
+        return weight >= one_honest(self.n_shards)
 
     @property
     def quorum_weight(self) -> int:
-        return -(-(2 * self.n_shards + 1) // 3)
+        return quorum(self.n_shards)
 
 
 def committee_from_genesis(genesis: Genesis, epoch: int = 0) -> Committee:

@@ -76,6 +76,7 @@ from fractions import Fraction
 import numpy as np
 
 from p2pwalrus.errors import P2PWalrusError
+from p2pwalrus.core.thresholds import decode_threshold
 
 __all__ = [
     "StakePlacementError",
@@ -138,8 +139,7 @@ def default_cap(n_staked: int, n_shards: int) -> int:
     fair = -(-n_shards // n_staked)
     if n_staked >= WALRUS_CAP_MIN_NODES:
         return max(fair, n_shards * WALRUS_CAP_PERCENT // 100)
-    f = (n_shards - 1) // 3
-    return max(fair, n_shards - 2 * f - 1)
+    return max(fair, decode_threshold(n_shards) - 1)
 
 
 def effective_cap(n_staked: int, n_shards: int, cap: int | None) -> int:
