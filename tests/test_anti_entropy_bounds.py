@@ -13,7 +13,7 @@ from netlab.inprocess import inprocess_network
 from p2pwalrus.client.client import open_client
 from p2pwalrus.core.testing import inconsistency_proof_message, make_inconsistent_blob
 from p2pwalrus.p2p import rpc
-from p2pwalrus.node import service as service_mod
+from p2pwalrus.node import cert_registry, invalid_blobs
 from p2pwalrus.node.bounded import Backoff, ProofStore
 from p2pwalrus.core import protocols
 
@@ -55,19 +55,19 @@ async def test_a_storm_of_listed_certificates_costs_a_bounded_pull_and_failures_
             honest, liar = cluster.alive()[0], cluster.alive()[2]
             asked = turn_hostile(liar)
             assert await honest.pull_certificates_from(liar.peer_id) == 0
-            assert len(asked["cert"]) == service_mod.PULL_CERTS and len(asked["proof"]) == service_mod.PULL_PROOFS
+            assert len(asked["cert"]) == cert_registry.PULL_CERTS and len(asked["proof"]) == invalid_blobs.PULL_PROOFS
             first = set(asked["cert"]) | set(asked["proof"])
             asked["cert"].clear(), asked["proof"].clear()
             # The next pull asks for none of those again (backed off), only new ones, as many.
             await honest.pull_certificates_from(liar.peer_id)
-            assert len(asked["cert"]) == service_mod.PULL_CERTS
+            assert len(asked["cert"]) == cert_registry.PULL_CERTS
             assert not first & (set(asked["cert"]) | set(asked["proof"]))
-            assert len(honest.cert_backoff) == 2 * (service_mod.PULL_CERTS + service_mod.PULL_PROOFS)
+            assert len(honest.cert_backoff) == 2 * (cert_registry.PULL_CERTS + invalid_blobs.PULL_PROOFS)
             assert not honest.certs and not len(honest.proofs)
 
 
 async def test_a_pull_from_a_peer_that_stalls_every_fetch_ends_at_its_deadline(tmp_path, monkeypatch):
-    monkeypatch.setattr(service_mod, "PULL_DEADLINE", 3.0)
+    monkeypatch.setattr(cert_registry, "PULL_DEADLINE", 3.0)
     with trio.fail_after(60):
         async with inprocess_network(4, N, tmp_path) as cluster:
             honest, liar = cluster.alive()[0], cluster.alive()[2]

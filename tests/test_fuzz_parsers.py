@@ -36,7 +36,7 @@ from p2pwalrus.errors import EncodingError, InvalidBlobIdError, ProtocolError
 from p2pwalrus.gateway.asgi import BadRange, Unsatisfiable, parse_range
 from p2pwalrus.p2p import rpc
 from p2pwalrus.p2p.framing import encode_uvarint, read_length
-from p2pwalrus.node.service import decode_proof_message, encode_proof_message
+from p2pwalrus.core.rs2 import decode_proof_message, encode_proof_message
 
 EXAMPLES = int(os.environ.get("P2PWALRUS_FUZZ_EXAMPLES", "300"))
 ON_DEMAND = EXAMPLES > 1000

@@ -6,19 +6,13 @@ nursery. Handlers validate and bound every message before storing or answering.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import functools
 import logging
-import os
-import random
 import signal
 import time
 from pathlib import Path
 
 import trio
 
-import p2pwalrus
 from ..config import NetworkConfig
 from ..core import rs2
 from ..core.certificates import (
@@ -28,11 +22,15 @@ from ..core.certificates import (
     sign_confirmation,
 )
 from ..core.placement import ShardMap, compute_shard_map
-from ..core.rs2 import decode_proof_message, encode_proof_message  # noqa: F401  (here before core had them)
 from ..core.records import SignedNodeRecord
 from ..errors import CapacityExceededError, ProtocolError, StorageError
 from ..p2p import rpc
+from .cert_registry import CertificateRegistry
 from .certcheck import CertChecker
+from .expiry import Expiry
+from .faults import FaultInjection
+from .invalid_blobs import InvalidBlobs
+from .status import node_status, write_status_file
 from ..p2p.log_once import LogOnce
 from ..p2p.host import open_host
 from .datadir_lock import lock_data_dir
@@ -45,26 +43,9 @@ from ..core import protocols
 logger = logging.getLogger("p2pwalrus.node")
 _log_once = LogOnce(logger)  # what peers send wrong: one line each, floods summarised
 
-FAULTS_POLL = 2.0  # s; netlab's faults.json is looked at this often (a wake-up per node and period)
 HANDLER_TIMEOUT = 60.0  # one whole exchange, including a node's share of a large blob
-LEARN_PAUSE = 2.0  # pulls of the live set for certificates with unknown signers, at most this often
 PEER_CALL_TIMEOUT = 10.0
 MAX_PAID_HEADER = 256 << 10  # a store or extension header with its payment certificate (votes of up to 1000 nodes)
-# Anti-entropy from one peer, per pull: the rest waits for the next pull.
-PULL_DEADLINE = 60.0
-PULL_CERTS = 256
-PULL_PROOFS = 16
-PULL_PROOF_BYTES = 64 << 20
-
-
-def _write_status_file(path: Path, obj) -> None:
-    """Replace ``path`` atomically (readers never see half a file). Not fsynced: node.json is
-    a view for netlab and operators, rewritten at every change and every start, and an fsync
-    per membership change on the event loop held up every node of an in-process testnet."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh)
-    os.replace(tmp, path)
 
 
 class StorageNode:
@@ -101,27 +82,22 @@ class StorageNode:
         from .bounded import DeleteNonces
 
         self.delete_nonces = DeleteNonces(self.data_dir / "delete-nonces.json")
-        self.certs: dict[bytes, AvailabilityCertificate] = {}
-        from .bounded import Backoff, ProofStore
+        # The node's jobs, each a small service owning its state; the node wires them together.
+        self.certificates = CertificateRegistry(self)  # accepted, stored, gossiped, pulled
+        self.certs = self.certificates.certs  # (the same dict: handlers and services read it)
+        self.invalid = InvalidBlobs(self)  # inconsistency proofs and invalid marks
+        self.proofs = self.invalid.proofs
+        self.expiry = Expiry(self)  # end epochs and uploads never certified
+        self.fault_injection = FaultInjection(self, self.data_dir)  # netlab's faults.json
+        from .bounded import Backoff
 
-        self.proofs = ProofStore()  # inconsistency proof messages we checked, bounded, expiring
-        self.cert_backoff = Backoff()  # blobs whose certificate a peer listed but failed to give
         self.renew_backoff = Backoff(base=10.0, cap=600.0)  # certificates renewal failed for (recertify.py)
         self.node = None
         self.members = None
         self.ready = trio.Event()
         self.map_changed = trio.Event()
-        self.cert_added = trio.Event()
-        # Certificates are written in a worker thread: one at a time, so that the one on disk
-        # is always the one in self.certs (accept_certificate).
-        self._cert_write_lock = trio.Lock()
         self.counters = {"certs_seen": 0, "certs_rejected": 0, "slivers_refused": 0, "store_requests": 0,
                          "uncertified_deleted": 0}
-        # Fault injection for netlab and tests: "corrupt_slivers" makes this node lie;
-        # DATA_DIR/faults.json sets a peer deny-list (partitions) and an added delay.
-        self.faults: set[str] = set()
-        self.deny: set[str] = set()
-        self.delay = 0.0
         self.peer_limits = rpc.PeerLimits()  # per-peer caps on open streams and buffered bytes
         self.extra_services = []  # callables(node, nursery) started with the node (metrics, ...)
         self.host_overrides: dict = {}  # HostTimings fields, e.g. fewer connections in-process
@@ -149,10 +125,7 @@ class StorageNode:
             self.epochs.propose = self.ledger.propose_next
             self.epochs.check_value = self.ledger.check_proposal
         self.liveness = None
-        self._certs_digest: tuple[bytes, float] | None = None
-        self._learnt_at = -LEARN_PAUSE
-        self._learning: trio.Event | None = None  # set when the pull for unknown signers ends
-        self._load_certs()
+        self.certificates.load()
 
     def close(self) -> None:
         """Close the store and release the data dir (idempotent). Call it once the node's
@@ -164,14 +137,26 @@ class StorageNode:
 
     # --- state ------------------------------------------------------------------
 
-    def _load_certs(self) -> None:
-        for blob_id in self.store.list_blobs():
-            raw = self.store.get_certificate(blob_id)
-            if raw:
-                try:
-                    self.certs[blob_id] = AvailabilityCertificate.from_bytes(raw)
-                except ProtocolError:
-                    logger.warning("stored certificate of %s unreadable; will pull it again", rs2_id(blob_id))
+    # Fault injection state (faults.py), read by handlers and by the ledger and epoch services.
+    @property
+    def deny(self) -> set[str]:
+        return self.fault_injection.deny
+
+    @property
+    def delay(self) -> float:
+        return self.fault_injection.delay
+
+    @property
+    def faults(self) -> set[str]:
+        return self.fault_injection.flags
+
+    @property
+    def cert_added(self) -> trio.Event:
+        return self.certificates.added
+
+    @property
+    def cert_backoff(self):
+        return self.certificates.backoff
 
     @property
     def epoch(self) -> int:
@@ -181,24 +166,7 @@ class StorageNode:
         return self.shard_map.shards_of(self.peer_id) if self.shard_map else ()
 
     def is_invalid(self, blob_id: bytes) -> bool:
-        return blob_id in self.proofs or bool(self.store.get_state(blob_id).get("invalid"))
-
-    def certs_digest(self) -> bytes:
-        """16 bytes naming our certificate set (blob IDs, end epochs) and invalid blobs, for the
-        beats of liveness.py. Recomputed at most once a second: beats are seconds apart."""
-        now = time.monotonic()
-        cached = self._certs_digest
-        if cached is not None and now - cached[1] < 1.0:
-            return cached[0]
-        h = hashlib.blake2b(digest_size=16)
-        for blob_id in sorted(self.certs):
-            cert = self.certs[blob_id]
-            h.update(blob_id + cert.end_epoch.to_bytes(8, "little") + cert.epoch.to_bytes(8, "little"))
-        h.update(b"invalid")
-        for blob_id in sorted(self.proofs):
-            h.update(blob_id)
-        self._certs_digest = (h.digest(), now)
-        return self._certs_digest[0]
+        return self.invalid.is_invalid(blob_id)
 
     def use_epochs(self, runner) -> None:
         """Shards, certificates and the ledger follow ``runner``'s decided states
@@ -256,182 +224,37 @@ class StorageNode:
         done, self.map_changed = self.map_changed, trio.Event()
         done.set()
         # A new view may accept certificates the old one refused: ask for them again.
-        self.cert_backoff = type(self.cert_backoff)()
+        self.certificates.backoff = type(self.certificates.backoff)()
         if self.liveness is not None:
             self.liveness.pull_again("certs")
         self.repair.trigger()
         self.write_status()
 
     def write_status(self) -> None:
-        try:
-            _write_status_file(self.data_dir / "node.json", self.status())
-        except OSError as exc:
-            logger.warning("cannot write node status file: %s", exc)
+        write_status_file(self)
 
     def status(self) -> dict:
-        live = sorted(self.members.live.peer_ids()) if self.members else []
-        return {
-            "peer_id": self.peer_id,
-            "addrs": self.node.listen_addrs() if self.node else [],
-            "pid": os.getpid(),
-            "network": self.net.name,
-            "epoch": self.epoch,
-            "live": live,
-            "map_digest": self.shard_map.digest().hex() if self.shard_map else "",
-            "shards": list(self.my_shards()),
-            "blobs": len(self.store.list_blobs()),
-            "certified_blobs": len(self.certs),
-            "bytes_used": self.store.bytes_used(),
-            "version": p2pwalrus.__version__,
-            "updated": time.time(),
-            **self.counters,
-            "faults": {"deny": len(self.deny), "delay_ms": int(self.delay * 1000)},
-            "repair": dict(self.repair.stats),
-            "challenges": {p: dict(c) for p, c in self.repair.challenges.items()},
-            "ledger": self.ledger.status() if self.ledger is not None else None,
-            "epochs": self._epochs_status(),
-        }
-
-    def _epochs_status(self) -> dict | None:
-        if self.epochs is None:
-            return None
-        cur = self.epochs.current
-        return {"decided_epoch": cur.epoch, "digest": cur.digest.hex(), "members": len(cur.committee),
-                "stake": cur.stakes.get(self.peer_id, 0), "changes": self.epochs.changes[-20:]}
+        return node_status(self)
 
     async def accept_certificate(self, cert: AvailabilityCertificate, *, source: str) -> bool:
-        """Validate and keep a certificate; True if it is new or extends one we had.
-
-        Cheap refusals first (one we hold already, a relabel, a deleted blob); then the
-        check against our own shard maps, in a worker thread (certcheck.py)."""
-        old = self.certs.get(cert.blob_id)
-        if old is not None and old == cert:
-            return False  # a copy of the one we hold: nothing to check
-        if old is not None and (why := relabel_reason(old, cert)):
-            raise InvalidCertificateError(f"refused: {why}")
-        if self.store.get_state(cert.blob_id).get("deleted"):
-            # Deleted by its owner: a late certificate must not bring it back (a new upload
-            # of its slivers clears the mark, see handle_store).
-            raise InvalidCertificateError("the blob was deleted here by its owner")
-        if old is not None and _freshness(old) > _freshness(cert):
-            return False  # older than the one we hold: nothing to check
-        await self.learn_signers(cert)
-        await self.certcheck.check(cert)
-        async with self._cert_write_lock:
-            old = self.certs.get(cert.blob_id)  # another copy may have been accepted meanwhile
-            if old is not None and _freshness(old) > _freshness(cert):
-                return False
-            if old is not None and _freshness(old) == _freshness(cert) and not self._counts_more(cert, old):
-                return False  # as recent, and our map counts no more of it: keep ours
-            if old is not None and (why := relabel_reason(old, cert)):
-                raise InvalidCertificateError(f"refused: {why}")
-            self.certs[cert.blob_id] = cert
-
-            def certified(state: dict) -> dict:
-                return {"certified": True, "certified_epoch": cert.epoch,
-                        "end_epoch": max(cert.end_epoch, state.get("end_epoch", 0))}
-
-            # Certificate and state in one group commit, in a worker thread: they were two
-            # commits (four fsyncs) on the event loop, and a store's client waits for the
-            # holders of n - f shards to have it.
-            await trio.to_thread.run_sync(
-                functools.partial(self.store.put_certificate, cert.blob_id, cert.to_bytes(), update_state=certified))
-        self.counters["certs_seen"] += 1
-        logger.debug("certificate for %s from %s", rs2_id(cert.blob_id), source)
-        done, self.cert_added = self.cert_added, trio.Event()
-        done.set()
-        self.repair.trigger()
-        return True
-
-    def _counts_more(self, new: AvailabilityCertificate, old: AvailabilityCertificate) -> bool:
-        """Whether our map counts more shards of `new` than of `old` (a renewal in the same
-        epoch by today's holders, see recertify.py, replaces the certificate churn moved away)."""
-        from ..core.certificates import covered_in_view
-
-        view = self.shard_map
-        return view is not None and len(covered_in_view(new, view)) > len(covered_in_view(old, view))
+        """Validate and keep a certificate; True if it is new or extends one we had (cert_registry.py)."""
+        return await self.certificates.accept(cert, source=source)
 
     # --- invalid blobs and deletion ------------------------------------------------------
 
-    async def _apply_invalid(self, blob_id: bytes, message: bytes | None = None) -> bool:
-        """Mark a blob invalid and drop its slivers; True if it was not marked yet.
-
-        The checked proof message is kept (bounded, see bounded.ProofStore) until the blob's
-        end epoch, so that nodes that missed it can pull it. A marker goes to disk only for a
-        blob this node holds something of, with the blob's end epoch, so it expires with the
-        blob: proofs for blob IDs nobody stored here cost memory that is bounded, never disk."""
-        was = self.is_invalid(blob_id)
-        cert = self.certs.get(blob_id)
-        state = await trio.to_thread.run_sync(self.store.get_state, blob_id)
-        end = cert.end_epoch if cert else state.get("end_epoch")
-        expires = end if type(end) is int else self.epoch + 1
-        if message is not None:
-            self.proofs.add(blob_id, message, expires)
-        if was and state.get("invalid"):
-            return False
-        if cert is not None or await trio.to_thread.run_sync(self.store.has_blob, blob_id):
-            def persist():
-                self.store.set_state(blob_id, {"invalid": True, "end_epoch": expires})
-                for shard in list(self.store.shards_stored(blob_id)):
-                    self.store.delete_sliver(blob_id, shard)
-
-            await trio.to_thread.run_sync(persist)
-        if not was:
-            logger.warning("blob %s is invalid (inconsistency proof checked): no longer served", rs2_id(blob_id))
-        return not was
-
     async def mark_invalid(self, blob_id: bytes, meta: rs2.BlobMetadata, proof: rs2.InconsistencyProof) -> None:
-        """We found the blob inconsistent: mark it and tell every node, with the proof."""
-        if not await trio.to_thread.run_sync(rs2.verify_inconsistency_proof, meta, proof):
-            logger.error("own inconsistency proof for %s does not verify", rs2_id(blob_id))
-            return
-        self.repair.stats["inconsistent_blobs"] += 1
-        message = encode_proof_message(blob_id, meta, proof)
-        await self._apply_invalid(blob_id, message)
-        if len(message) < 900_000:
-            try:
-
-                await self.node.pubsub.publish(protocols.proofs_topic(self.net.name), message)
-            except Exception as exc:
-                logger.info("gossiping an inconsistency proof failed: %s", exc)
-
-        async def push(peer):
-            with trio.fail_after(PEER_CALL_TIMEOUT):
-                from libp2p.peer.id import ID
-
-                stream = await self.node.open_stream(ID.from_base58(peer), [protocols.PUT_PROOF])
-                try:
-                    await rpc.write_frame(stream, message)
-                    await rpc.recv_json(stream)
-                finally:
-                    await rpc.close_quietly(stream)
-
-        async with trio.open_nursery() as nursery:
-            for peer in self.members.live.peer_ids():
-                if peer != self.peer_id:
-                    nursery.start_soon(_quietly, push, peer)
+        """We found the blob inconsistent: mark it and tell every node (invalid_blobs.py)."""
+        await self.invalid.found(blob_id, meta, proof)
 
     def check_proof_message(self, message: bytes) -> bytes:
         """Verify an inconsistency proof message; return the blob ID it proves invalid."""
-        return rs2.check_proof_message(message, self.net.n_shards)
+        return self.invalid.check_message(message)
 
     async def handle_put_proof(self, stream, peer: str) -> None:
         message = await rpc.recv_blob(stream, MAX_PROOF_MESSAGE)
         blob_id = await trio.to_thread.run_sync(self.check_proof_message, message)
-        new = await self._apply_invalid(blob_id, message)
+        new = await self.invalid.apply(blob_id, message)
         await rpc.send_json(stream, {"ok": True, "new": new})
-
-    async def _proof_validator(self, forwarder, msg) -> bool:
-        if self._denied_message(forwarder, msg):
-            return False
-        try:  # a proof's check re-encodes symbols: a worker thread, not the event loop
-            blob_id = await trio.to_thread.run_sync(self.check_proof_message, bytes(msg.data))
-        except (ProtocolError, rs2.EncodingError) as exc:
-            _log_once(f"proof:{forwarder}", logging.WARNING, "gossiped inconsistency proof from %s rejected: %s",
-                      forwarder, exc)
-            return False
-        await self._apply_invalid(blob_id, bytes(msg.data))
-        return True
 
     async def handle_delete(self, stream, peer: str) -> None:
         """Delete a deletable blob on the word of the key that stored it (the owner its holders
@@ -715,32 +538,6 @@ class StorageNode:
         await rpc.send_json(stream, {"ok": True, "invalid": self.is_invalid(blob_id)})
         await rpc.write_frame(stream, cert.to_bytes())
 
-    async def learn_signers(self, cert: AvailabilityCertificate) -> None:
-        """A certificate with confirming peers missing from our view (a member that joined and
-        that we have not heard of yet): pull the live set from our bootstrap peers once before
-        judging it, at most every LEARN_PAUSE seconds. Only peers the network vouches for
-        enter our view (and so our shard map): the certificate's own word is not taken."""
-        if self.members is None or not self.certcheck.signers_unknown(cert):
-            return
-        if self._learning is not None:  # a pull is under way: judge by what it brings
-            await self._learning.wait()
-            return
-        now = time.monotonic()
-        if now - self._learnt_at < LEARN_PAUSE:
-            return
-        self._learnt_at = now
-        self._learning = trio.Event()
-        try:
-            with trio.move_on_after(PEER_CALL_TIMEOUT):
-                try:
-                    await self.members.pull_from_bootstrap()
-                except Exception as exc:
-                    logger.info("membership pull for a certificate failed: %r", exc)
-            self._recompute_map()
-        finally:
-            self._learning.set()
-            self._learning = None
-
     async def handle_put_cert(self, stream, peer: str) -> None:
         raw = await rpc.recv_blob(stream, 1 << 20)
         try:
@@ -754,10 +551,7 @@ class StorageNode:
             await self.gossip_certificate(raw)
 
     async def gossip_certificate(self, raw: bytes) -> None:
-        try:
-            await self.node.pubsub.publish(protocols.certs_topic(self.net.name), raw)
-        except Exception as exc:
-            logger.info("gossiping a certificate failed: %s", exc)
+        await self.certificates.gossip(raw)
 
     async def handle_list_certs(self, stream, peer: str) -> None:
         await rpc.recv_json(stream)
@@ -791,85 +585,13 @@ class StorageNode:
     # --- fault injection (netlab) -------------------------------------------------------
 
     def gate(self, peer: str):
-        """None to refuse a denied peer, else the injected delay (seconds)."""
-        return None if peer in self.deny else self.delay
+        """None to refuse a denied peer, else the injected delay (seconds): see faults.py."""
+        return self.fault_injection.gate(peer)
 
     def _apply_faults(self, obj: dict) -> None:
-        deny = obj.get("deny", [])
-        delay_ms = obj.get("delay_ms", 0)
-        if not isinstance(deny, list) or not all(isinstance(p, str) for p in deny):
-            raise ValueError("'deny' must be a list of peer IDs")
-        if not isinstance(delay_ms, (int, float)) or not 0 <= delay_ms <= 60_000:
-            raise ValueError("'delay_ms' must be between 0 and 60000")
-        healed = bool(self.deny - set(deny))
-        self.deny = set(deny) - {self.peer_id}
-        self.delay = delay_ms / 1000
-        if self.node is not None:
-            self.node.deny = self.deny
-        if self.liveness is not None:
-            if healed:
-                self.liveness.retry_down_now()
-            self.liveness.wake()
-        logger.info("faults applied: %d peers denied, %d ms delay", len(self.deny), delay_ms)
-
-    async def _disconnect_denied(self) -> None:
-        # Their heartbeat links die with the connection: denied peers leave our live set.
-        for peer in list(self.node.connected_peers()):
-            if str(peer) in self.deny:
-                with trio.move_on_after(2):
-                    try:
-                        await self.node.host.disconnect(peer)
-                    except Exception as exc:
-                        logger.debug("disconnect %s: %r", peer, exc)
-
-    async def _faults_loop(self) -> None:
-        """Watch DATA_DIR/faults.json (netlab writes it) and keep denied peers disconnected."""
-        path = self.data_dir / "faults.json"
-        seen = None
-        while True:
-            try:
-                stamp = path.stat().st_mtime_ns
-            except FileNotFoundError:
-                stamp = None
-            if stamp != seen:
-                seen = stamp
-                try:
-                    self._apply_faults(json.loads(path.read_text()) if stamp is not None else {})
-                    self.write_status()
-                except (ValueError, OSError) as exc:
-                    logger.warning("ignoring %s: %s", path, exc)
-            if self.deny:
-                await self._disconnect_denied()
-            await trio.sleep(FAULTS_POLL)
-
-    def _denied_message(self, forwarder, msg) -> bool:
-        from libp2p.peer.id import ID
-
-        if not self.deny:
-            return False
-        try:
-            sender = ID(msg.from_id).to_base58()
-        except Exception:
-            sender = ""
-        return str(forwarder) in self.deny or sender in self.deny
+        self.fault_injection.apply(obj)
 
     # --- gossip and anti-entropy ----------------------------------------------------
-
-    async def _cert_validator(self, forwarder, msg) -> bool:
-        if self._denied_message(forwarder, msg):
-            return False
-        try:
-            cert = AvailabilityCertificate.from_bytes(msg.data)
-            await self.accept_certificate(cert, source=str(forwarder))
-            return True
-        except InvalidCertificateError as exc:
-            self.counters["certs_rejected"] += 1
-            _log_once(f"cert:{forwarder}", logging.WARNING, "gossiped certificate from %s rejected: %s",
-                      forwarder, exc.reason)
-            return False
-        except StorageError as exc:
-            logger.error("cannot store a certificate: %s", exc)
-            return True
 
     async def _drain_certs(self, subscription) -> None:
         while True:
@@ -904,157 +626,11 @@ class StorageNode:
             await rpc.close_quietly(stream)
 
     async def pull_certificates_from(self, peer_id: str) -> int:
-        """Anti-entropy: fetch the proofs and certificates a peer lists that we lack.
-
-        Bounded per pull (PULL_DEADLINE overall, at most PULL_CERTS / PULL_PROOFS fetches and
-        PULL_PROOF_BYTES from the peer: the rest come with the next pull, which the beats'
-        digests still ask for), and a blob whose certificate or proof failed (refused, or not
-        given) is backed off, so that a peer listing 20,000 forged ones costs little each time."""
-        got = 0
-        with trio.move_on_after(PULL_DEADLINE):
-            stream, reply = await self.call(peer_id, protocols.LIST_CERTS, {})
-            await rpc.close_quietly(stream)
-            invalid, certs = reply.get("invalid", []), reply.get("certs", [])
-            if not isinstance(invalid, list) or not isinstance(certs, list):
-                raise ProtocolError("certificate list reply of the wrong shape")
-            await self._pull_proofs(peer_id, invalid)
-            got = await self._pull_certs(peer_id, certs)
-        return got
-
-    async def _pull_proofs(self, peer_id: str, invalid: list) -> None:
-        fetched = nbytes = 0
-        now = time.monotonic()
-        for text in invalid[:1000]:
-            if fetched >= PULL_PROOFS or nbytes >= PULL_PROOF_BYTES:
-                break
-            try:
-                blob_id = bytes.fromhex(text)
-            except (ValueError, TypeError):
-                continue
-            if len(blob_id) != 32 or blob_id in self.proofs or not self.cert_backoff.ready(blob_id, now):
-                continue
-            fetched += 1
-            try:
-                message = await self.fetch_blob(peer_id, protocols.GET_PROOF, {"blob_id": blob_id.hex()},
-                                                min(MAX_PROOF_MESSAGE, PULL_PROOF_BYTES - nbytes))
-                if message is None:
-                    raise ProtocolError("listed, then not given")
-                nbytes += len(message)
-                checked = await trio.to_thread.run_sync(self.check_proof_message, message)
-                if checked != blob_id:
-                    raise ProtocolError("a proof for another blob")
-            except (ProtocolError, rs2.EncodingError, trio.TooSlowError) as exc:
-                self.cert_backoff.failed(blob_id, time.monotonic())
-                logger.info("inconsistency proof of %s pulled from %s rejected: %s", rs2_id(blob_id), peer_id, exc)
-                continue
-            await self._apply_invalid(checked, message)
-
-    async def _pull_certs(self, peer_id: str, certs: list) -> int:
-        from .recertify import renew, shows_an_honest_signer
-
-        got = fetched = renewed = 0
-        current = self.epoch
-        now = time.monotonic()
-        for item in certs[:20000]:
-            if fetched >= PULL_CERTS:
-                break
-            try:
-                blob_id, end_epoch = bytes.fromhex(item[0]), item[1]
-                epoch = item[2] if len(item) > 2 else 0
-            except (ValueError, TypeError, IndexError, KeyError):
-                continue
-            if type(end_epoch) is not int or type(epoch) is not int or len(blob_id) != 32:
-                continue
-            have = self.certs.get(blob_id)
-            if (end_epoch <= current or (have and _freshness(have) >= (end_epoch, epoch))
-                    or not self.cert_backoff.ready(blob_id, now)):
-                continue
-            fetched += 1
-            try:
-                raw = await self.fetch_blob(peer_id, protocols.GET_CERT, {"blob_id": blob_id.hex()}, 1 << 20)
-                if raw is None:
-                    raise InvalidCertificateError("listed, then not given")
-                cert = AvailabilityCertificate.from_bytes(raw)
-                if cert.blob_id != blob_id:
-                    raise InvalidCertificateError("a certificate of another blob")
-                try:
-                    if await self.accept_certificate(cert, source=peer_id):
-                        got += 1
-                except InvalidCertificateError as exc:
-                    # Churn moved its shards away from its signers: today's holders may sign it
-                    # again, if honest holders signed it (recertify.py). A few per pull.
-                    if ("in this node's view" not in exc.reason or renewed >= 2
-                            or not await shows_an_honest_signer(self, cert)):
-                        raise
-                    renewed += 1
-                    if not await renew(self, cert, source=peer_id):
-                        raise
-                    got += 1
-                self.cert_backoff.succeeded(blob_id)
-            except (InvalidCertificateError, ProtocolError, trio.TooSlowError) as exc:
-                wait = self.cert_backoff.failed(blob_id, time.monotonic())
-                logger.info("certificate of %s pulled from %s rejected: %s (not asked again for %.0f s)",
-                            rs2_id(blob_id), peer_id, getattr(exc, "reason", exc), wait)
-        return got
-
-    async def _certified_elsewhere(self, blob_id: bytes) -> bool:
-        """Whether a few live peers hold a certificate for the blob that we accept (one we
-        missed: gossip and anti-entropy normally bring it first)."""
-        peers = [p for p in self.members.live.peer_ids() if p != self.peer_id] if self.members else []
-        for peer in random.sample(peers, min(3, len(peers))):
-            try:
-                raw = await self.fetch_blob(peer, protocols.GET_CERT, {"blob_id": blob_id.hex()}, 1 << 20)
-                if raw is not None:
-                    await self.accept_certificate(AvailabilityCertificate.from_bytes(raw), source=peer)
-            except Exception as exc:
-                logger.debug("certificate of %s from %s: %r", rs2_id(blob_id), peer, exc)
-            if blob_id in self.certs:
-                return True
-        return False
+        """Anti-entropy from one peer (cert_registry.py)."""
+        return await self.certificates.pull_from(peer_id)
 
     def uncertified_expired(self, now: float | None = None) -> list[bytes]:
-        """Blobs whose slivers came more than `uncertified_grace` seconds ago and that have no
-        certificate: uploads that were interrupted or failed before they were certified."""
-        now = time.time() if now is None else now
-        grace = self.net.timings.uncertified_grace
-        out = []
-        for blob_id in self.store.list_blobs():
-            if blob_id in self.certs:
-                continue
-            state = self.store.get_state(blob_id)
-            if state.get("certified") or state.get("invalid") or state.get("deleted"):
-                continue
-            stored_at = state.get("stored_at")
-            if not isinstance(stored_at, (int, float)):  # data from before stored_at: a grace from now
-                self.store.set_state(blob_id, {"stored_at": now})
-                continue
-            if now - stored_at > grace:
-                out.append(blob_id)
-        return out
-
-    async def _gc_loop(self) -> None:
-        """Blobs past their end epoch are deleted, and so are the slivers of uploads that got no
-        certificate within `uncertified_grace` (a store interrupted before its certificate
-        leaves nothing behind for longer); repeated every minute, or more often for a short grace."""
-        grace = self.net.timings.uncertified_grace
-        while True:
-            current = self.epoch
-            self.proofs.prune(current)  # proofs kept to their blob's end epoch
-            for blob_id in self.store.list_blobs():
-                end = self.store.get_state(blob_id).get("end_epoch")
-                if end is not None and end <= current:
-                    await trio.to_thread.run_sync(self.store.delete_blob, blob_id)
-                    self.certs.pop(blob_id, None)
-                    logger.info("blob %s expired at epoch %d: deleted", rs2_id(blob_id), end)
-            for blob_id in await trio.to_thread.run_sync(self.uncertified_expired):
-                if await self._certified_elsewhere(blob_id):
-                    continue
-                if blob_id in self.certs:  # certified while we asked
-                    continue
-                await trio.to_thread.run_sync(self.store.delete_blob, blob_id)
-                self.counters["uncertified_deleted"] += 1
-                logger.info("blob %s got no certificate within %.0f s of its upload: deleted", rs2_id(blob_id), grace)
-            await trio.sleep(min(60.0, self.net.epoch_length / 4, max(0.5, grace / 4)))
+        return self.expiry.uncertified_expired(now)
 
     async def _membership_loop(self, changes) -> None:
         self._recompute_map()
@@ -1104,17 +680,17 @@ class StorageNode:
                 node.host.set_stream_handler(proto, rpc.serve(handler, HANDLER_TIMEOUT, proto.split("/")[2], self.gate,
                                                                self.peer_limits))
             topic = protocols.certs_topic(self.net.name)
-            node.pubsub.set_topic_validator(topic, self._cert_validator, is_async_validator=True)
+            node.pubsub.set_topic_validator(topic, self.certificates.validator, is_async_validator=True)
             cert_sub = await node.pubsub.subscribe(topic)
 
-            node.pubsub.set_topic_validator(protocols.proofs_topic(self.net.name), self._proof_validator, is_async_validator=True)
+            node.pubsub.set_topic_validator(protocols.proofs_topic(self.net.name), self.invalid.validator, is_async_validator=True)
             proof_sub = await node.pubsub.subscribe(protocols.proofs_topic(self.net.name))
             async with open_membership(node, self.keypair, mcfg) as members:
                 self.members = members
                 record_validator = members._gossip_validator
 
                 def gated_record_validator(forwarder, msg):
-                    if self._denied_message(forwarder, msg):
+                    if self.fault_injection.denied_message(forwarder, msg):
                         return False
                     try:
                         if SignedNodeRecord.from_bytes(msg.data, network=self.net.name, now=time.time()).peer_id in self.deny:
@@ -1124,11 +700,11 @@ class StorageNode:
                     return record_validator(forwarder, msg)
 
                 node.pubsub.set_topic_validator(members.topic, gated_record_validator, is_async_validator=False)
-                self.liveness = Liveness(node, members, lcfg, certs_digest=self.certs_digest,
+                self.liveness = Liveness(node, members, lcfg, certs_digest=self.certificates.digest,
                                          pull_certs=self.pull_certificates_from)
 
                 def gated_report_validator(forwarder, msg):
-                    return not self._denied_message(forwarder, msg) and self.liveness.validate_report(forwarder, msg)
+                    return not self.fault_injection.denied_message(forwarder, msg) and self.liveness.validate_report(forwarder, msg)
 
                 node.pubsub.set_topic_validator(self.liveness.topic, gated_report_validator, is_async_validator=False)
                 logger.info("node %s listening on %s", self.peer_id, " ".join(node.listen_addrs()))
@@ -1138,9 +714,9 @@ class StorageNode:
                     nursery.start_soon(self._drain_certs, proof_sub)
                     nursery.start_soon(self.repair.run)
                     nursery.start_soon(self.repair.challenge_loop)
-                    nursery.start_soon(self._faults_loop)
+                    nursery.start_soon(self.fault_injection.run)
                     nursery.start_soon(self.liveness.run)
-                    nursery.start_soon(self._gc_loop)
+                    nursery.start_soon(self.expiry.run)
                     for start in self.extra_services:
                         start(self, nursery)
                     self._recompute_map()
@@ -1212,12 +788,6 @@ async def _quietly(fn, *args) -> None:
         await fn(*args)
     except Exception as exc:
         logger.debug("%s%r failed: %r", getattr(fn, "__name__", fn), args, exc)
-
-
-def _freshness(cert: AvailabilityCertificate) -> tuple[int, int]:
-    """Which of two certificates of a blob a node keeps: the later end epoch, then the later
-    certified epoch (a renewal by today's holders, see recertify.py)."""
-    return cert.end_epoch, cert.epoch
 
 
 def _labels(deletable: bool, owner: str):
