@@ -34,14 +34,14 @@ import logging
 import os
 import warnings
 
-from . import noise, pubsub, tasks, tcp, yamux
+from . import PINNED_LIBP2P_VERSION, noise, pubsub, tasks, tcp, yamux
 from .noise import RECV_SIZE
 from .yamux import YAMUX_MAX_PAYLOAD
 
 __all__ = ["RECV_SIZE", "SUPPORTED_LIBP2P_VERSION", "YAMUX_MAX_PAYLOAD", "disable", "enable", "is_enabled",
            "libp2p_version"]
 
-SUPPORTED_LIBP2P_VERSION = "0.8.1"
+SUPPORTED_LIBP2P_VERSION = PINNED_LIBP2P_VERSION
 
 logger = logging.getLogger(__name__)
 
