@@ -1,7 +1,8 @@
 """Import py-libp2p without the transports and services p2pwalrus never uses.
 
-PINNED TO libp2p 0.8.1 (checked from the installed distribution's metadata;
-any other version gets a plain, full import).
+PINNED TO libp2p 0.8.1 (``patches.PINNED_LIBP2P_VERSION``, checked here from the
+installed distribution's metadata, without importing libp2p; any other version
+gets a plain, full import).
 
 Why: importing anything under ``libp2p`` runs ``libp2p/__init__.py``, which
 imports every transport and service the library has, whatever the caller
@@ -39,7 +40,7 @@ import os
 import sys
 import types
 
-PINNED_VERSION = "0.8.1"
+from . import PINNED_LIBP2P_VERSION as PINNED_VERSION
 
 # module name -> names other libp2p 0.8.1 modules import from it while libp2p loads
 _STAND_INS: dict[str, tuple[str, ...]] = {
