@@ -71,7 +71,7 @@ class HostTimings:
     high_watermark: int = 200
     min_connections: int = 50
     # Open inbound connections are capped at max_connections - min_connections (the library's
-    # rule; hardening.py makes a closed one give its place back).
+    # rule; patches/swarm.py makes a closed one give its place back).
     max_connections: int = 300
     gossip_heartbeat: float = HEARTBEAT_INTERVAL
     gossip_degree: int = 6
