@@ -77,9 +77,16 @@ def _python_catches_sigint(proc: subprocess.Popen, timeout: float = 30.0) -> Non
     raise AssertionError("the child's interpreter never installed a SIGINT handler")
 
 
+def _sigint_as_a_terminal_gives_it() -> None:
+    """In the child: SIGINT's default action, whatever the parent had. A shell starts
+    background jobs with SIGINT ignored, and a Python that inherits SIG_IGN keeps ignoring it:
+    under `.ci/run &` every child was deaf to Ctrl-C, which a user's terminal never is."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt(e: dict, args: list[str], after: float = 2.0) -> tuple[int, str, str]:
     proc = subprocess.Popen([sys.executable, "-m", "p2pwalrus", *args], env=e, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_as_a_terminal_gives_it)
     _python_catches_sigint(proc)
     time.sleep(after)
     assert proc.poll() is None, "the command ended before it could be interrupted"
@@ -122,7 +129,8 @@ bootstrap = [{bootstrap}]
 
 def _start(args: list[str], e: dict, log: Path) -> subprocess.Popen:
     with open(log, "w") as fh:
-        return subprocess.Popen([sys.executable, "-m", "p2pwalrus", *args], env=e, stdout=fh, stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, "-m", "p2pwalrus", *args], env=e, stdout=fh, stderr=subprocess.STDOUT,
+                                preexec_fn=_sigint_as_a_terminal_gives_it)
 
 
 def _wait_for(proc: subprocess.Popen, ready, log: Path, timeout: float = 60.0) -> None:
