@@ -15,6 +15,7 @@ import json
 import struct
 from dataclasses import dataclass
 
+from ...errors import ProtocolError
 from ..keys import sign, verify_signature
 from .pricing import PriceVote
 
@@ -23,8 +24,9 @@ MAX_PROPOSALS = 16
 _U64 = 1 << 64
 
 
-class InvalidVoteError(ValueError):
-    pass
+class InvalidVoteError(ProtocolError, ValueError):
+    """A vote that is malformed or whose signature does not hold (a peer's: refused at the
+    parsing boundary like every other malformed message)."""
 
 
 def _u64(value, name: str) -> int:
