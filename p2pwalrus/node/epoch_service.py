@@ -75,7 +75,8 @@ from ..core.wal.epoch_state import (
 )
 from ..errors import ProtocolError
 from ..p2p import rpc
-from .epoch_chain import MAX_LINKS_PER_REPLY, request_links
+from ..core.wal.messages import ChainReply, ChainRequest
+from ..p2p.chain import MAX_LINKS_PER_REPLY, request_links
 from ..p2p.framing import encode_frames, read_exactly, read_frame
 from ..core import protocols
 
@@ -202,12 +203,9 @@ class EpochService:
     # -- the chain, for nodes that missed epoch changes (and newcomers)
 
     async def _handle_chain(self, stream, peer: str) -> None:
-        header = await rpc.recv_json(stream)
-        first = rpc.field(header, "from", int)
-        if first < 1:
-            raise ProtocolError("'from' must be an epoch of at least 1")
+        first = ChainRequest.from_json(await rpc.recv_json(stream)).first
         links = [link for link in self.links if link[0].epoch >= first][:MAX_LINKS_PER_REPLY]
-        await rpc.send_json(stream, {"ok": True, "count": len(links)})
+        await rpc.send_json(stream, ChainReply(len(links)).to_json())
         await stream.write(encode_frames([b for state, cert in links for b in (state.to_bytes(), cert.to_bytes())]))
 
     async def pull_chain(self, peer: str) -> int:
