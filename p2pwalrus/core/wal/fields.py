@@ -73,3 +73,33 @@ def pairs(items, name: str, limit: int, key_check, error=ProtocolError) -> tuple
 def parameters(items, error=ProtocolError) -> tuple[tuple[str, int], ...]:
     """A network's parameters (genesis and every epoch state): sorted distinct names, u64 values."""
     return pairs(items, "parameters", MAX_PARAMETERS, lambda k: parameter_name(k, error), error)
+
+
+MAX_SHARDS = 1 << 16
+NETWORK_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
+
+
+def network_name(value, error=ProtocolError) -> str:
+    if not isinstance(value, str) or not NETWORK_NAME.match(value):
+        raise error("network name must match [a-z0-9][a-z0-9._-]{0,31}")
+    return value
+
+
+def shard_count(value, error=ProtocolError) -> int:
+    if type(value) is not int or not 1 <= value <= MAX_SHARDS:
+        raise error("n_shards must be in 1..2^16")
+    return value
+
+
+def network_values(*, network, n_shards, params, prices=(), stakes=(), error=ProtocolError) -> None:
+    """What a genesis and every epoch state both say of a network, under one rule each: its
+    name, shard count, parameters, ``prices`` ((name, FROST) pairs) and ``stakes`` ((peer ID,
+    FROST) pairs of the committee)."""
+    network_name(network, error)
+    shard_count(n_shards, error)
+    parameters(params, error)
+    for name, value in prices:
+        u64(value, name, error)
+    for peer, stake in stakes:
+        peer_id(peer, "committee member", error)
+        u64(stake, f"stake of {peer}", error)
