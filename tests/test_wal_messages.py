@@ -179,3 +179,17 @@ def test_the_kinds_of_order_all_travel():
     for kind, recipient in [(OrderKind.STAKE, N0), (OrderKind.UNSTAKE, N0)]:
         signed = order(GENESIS, USERS[0], 1, recipient, 5, kind)
         assert m.SignRequest.from_json(wire(m.SignRequest(signed).to_json())).signed == signed
+
+
+def test_the_wallet_and_the_epoch_view_stand_on_no_node_module():
+    """The client speaks these messages without node code: the chain request is on the p2p
+    floor (p2p/chain.py), atomic writes in p2pwalrus/durable.py (a fresh interpreter: this
+    one has node modules loaded already)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, p2pwalrus.client.wallet, p2pwalrus.client.epochs, p2pwalrus.client.payments; "
+            "print(sorted(m for m in sys.modules if m.startswith('p2pwalrus.node')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
