@@ -67,7 +67,6 @@ MAX_SHARDS = fields.MAX_SHARDS
 MAX_PARAMETERS = fields.MAX_PARAMETERS
 MAX_CREDITS = 1 << 16
 MAX_CERT_BYTES = 1 << 20
-_U64 = 2**64 - 1
 _SEED_PERSON = b"p2pw-place-seed"
 _GENESIS_SEED_PERSON = b"p2pw-genesis-sd"
 _STATE_FIELDS = ("committee", "epoch", "n_shards", "network", "parameters", "prev_digest", "prices",
