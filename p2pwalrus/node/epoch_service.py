@@ -43,7 +43,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from collections.abc import Callable
@@ -73,6 +72,7 @@ from ..core.wal.epoch_state import (
     next_state,
     verify_link,
 )
+from ..durable import write_atomic
 from ..errors import ProtocolError
 from ..p2p import rpc
 from ..core.wal.messages import ChainReply, ChainRequest
@@ -364,7 +364,7 @@ class EpochService:
 
     async def _write(self, name: str, obj) -> None:
         if self.state_dir is not None:
-            await trio.to_thread.run_sync(_write_atomic, self.state_dir / name, json.dumps(obj).encode())
+            await trio.to_thread.run_sync(write_atomic, self.state_dir / name, json.dumps(obj).encode())
 
     def _read_snapshot(self, height: int) -> dict | None:
         if self.state_dir is None:
@@ -539,21 +539,6 @@ def load_chain(state_dir: Path, genesis: EpochState, chain: bytes) -> list[tuple
         links.append((state, cert))
         current = state
     return links
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temp file, fsync, rename, directory fsync (as the sliver store): old or new, never half."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class EpochRunner:
