@@ -328,3 +328,18 @@ def test_a_decided_epoch_state_gives_the_ledger_its_committee_by_shards_held():
     make_certificate(signed, votes(signed, NODES[:3])).check(c)  # 3 + 2 + 2 = 7 >= (2 * 9 + 1) / 3
     with pytest.raises(InvalidOrderError, match="epoch"):
         make_certificate(signed, votes(signed, NODES)).check(COMMITTEE)
+
+
+@pytest.mark.parametrize("change", [dict(network="Bad Name"), dict(n_shards=0), dict(parameters={"Bad-Name": 1}),
+                                    dict(parameters={"shard_cap": -1}), dict(storage_price=2 ** 64)])
+def test_a_genesis_refuses_what_its_epoch_state_would_refuse(change):
+    """One rule for what both say of a network (core/wal/fields.py): a genesis that no epoch
+    state could follow is refused when the network file is read, not when a node starts."""
+    from p2pwalrus.core.wal.epoch_state import InvalidEpochStateError, Prices, genesis_state
+
+    base = dict(network="n", n_shards=10, genesis_time=1, epoch_length=1, committee=[(address(NODES[0]), 5)])
+    with pytest.raises(GenesisError):
+        make_genesis(**{**base, **change})
+    with pytest.raises(InvalidEpochStateError):
+        genesis_state(change.get("network", "n"), change.get("n_shards", 10), {address(NODES[0]): 5},
+                      prices=Prices(change.get("storage_price", 0)), parameters=change.get("parameters"))

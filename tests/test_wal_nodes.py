@@ -14,11 +14,12 @@ from p2pwalrus.client.client import open_client
 from p2pwalrus.client.wallet import SequenceUsedError, Wallet
 from p2pwalrus.core.wal.genesis import make_genesis
 from p2pwalrus.core.wal.ledger import check_conservation
+from p2pwalrus.core.wal.messages import ConfirmRequest, SignRequest
 from p2pwalrus.core.wal.orders import Order, OrderKind, Vote, make_certificate, sign_order
 from p2pwalrus.p2p.identity import load_or_create_identity, peer_id_of
 from p2pwalrus.node.ledger_service import BYZANTINE_FAULT
 
-from .wal_helpers import address, key
+from .wal_helpers import address, assert_refused, expect_refusal, key
 from p2pwalrus.core import protocols
 
 WAL = 10**9
@@ -194,17 +195,14 @@ async def test_ledger_protocols_refuse_bad_requests_and_keep_serving(tmp_path):
                        (protocols.LEDGER_ACCOUNT, {"address": "../../etc/passwd"}, "peer ID"),
                        (protocols.LEDGER_CERTS, {"sender": address(USERS[0]), "first": -1, "count": 5}, "sequence")]
                 for proto, header, why in bad:
-                    reply = await client.call(peer, proto, header)
-                    assert reply["ok"] is False and why in reply["error"], (proto, reply)
+                    await expect_refusal(client, peer, proto, header, why)
                 # A certificate of too little weight is refused, and nothing is applied.
                 light = make_certificate(signed, [sign_vote_for(cluster, ids[0], signed)])
-                reply = await client.call(peer, protocols.LEDGER_CONFIRM, {"certificate": light.to_json()})
-                assert reply["ok"] is False and "needs 7" in reply["error"]
+                await expect_refusal(client, peer, protocols.LEDGER_CONFIRM, ConfirmRequest(light), "needs 7")
                 stream = await client.new_stream(peer, protocols.LEDGER_SIGN)  # announces a frame over the 256 KiB bound
                 await stream.write(encode_uvarint(300 << 10) + b"{")
                 try:
-                    reply = await rpc.recv_json(stream)
-                    assert reply["ok"] is False and "limit" in reply["error"]
+                    assert_refused(await rpc.recv_json(stream), "limit")
                 except ProtocolError:
                     pass  # or reset: either way refused
                 finally:
@@ -235,6 +233,5 @@ async def test_a_node_outside_the_committee_keeps_a_replica_and_does_not_vote(tm
                 g = net.genesis
                 signed = sign_order(USERS[0], Order(g.hash(), 0, address(USERS[0]), 1, address(USERS[1]), WAL,
                                                     OrderKind.TRANSFER))
-                reply = await client.call(late.peer_id, protocols.LEDGER_SIGN, {"signed": signed.to_json()})
-                assert reply["ok"] is False and reply["code"] == "not_a_member"
+                await expect_refusal(client, late.peer_id, protocols.LEDGER_SIGN, SignRequest(signed), code="not_a_member")
             conserved_everywhere(cluster)

@@ -29,7 +29,7 @@ from p2pwalrus.p2p import rpc
 from p2pwalrus.p2p.framing import write_frame
 from p2pwalrus.p2p.identity import load_or_create_identity, peer_id_of
 
-from .wal_helpers import address, key
+from .wal_helpers import address, assert_refused, key
 from p2pwalrus.core import protocols
 
 WAL = 10**9
@@ -114,14 +114,14 @@ async def test_store_pays_refuses_the_poor_and_payments_bind_to_one_blob(tmp_pat
                 # --- reuse for another blob: refused before any sliver
                 other = rs2.encode_blob(os.urandom(300_000), n)
                 reply = await _raw_store(client, peer, other, epoch, epoch + 3, payment)
-                assert not reply["ok"] and "another blob" in reply["error"]
+                assert_refused(reply, "another blob")
                 # --- no payment at all: refused, with the price it needed
                 reply = await _raw_store(client, peer, other, epoch, epoch + 3, None)
-                assert not reply["ok"] and "must be paid for" in reply["error"]
+                assert_refused(reply, "must be paid for")
                 # --- the same blob, for more epochs than were paid: refused
                 same = rs2.encode_blob(data, n)
                 reply = await _raw_store(client, peer, same, epoch, epoch + 5, payment)
-                assert not reply["ok"] and "covers epochs" in reply["error"]
+                assert_refused(reply, "covers epochs")
                 # --- the same blob stored again within what was paid: the journaled payment serves,
                 # nothing is paid twice
                 again = await client.store(data, epochs=3, force=True)

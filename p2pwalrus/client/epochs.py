@@ -25,7 +25,7 @@ from ..core.wal.epoch_state import (
 )
 from ..errors import ProtocolError
 from ..p2p import rpc
-from ..node.epoch_chain import MAX_LINKS_PER_REPLY, request_links
+from ..p2p.chain import MAX_LINKS_PER_REPLY, request_links
 from ..core import protocols
 
 logger = logging.getLogger("p2pwalrus.client")

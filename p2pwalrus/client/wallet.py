@@ -20,6 +20,7 @@ from pathlib import Path
 import trio
 
 from ..core.keys import peer_id_from_public_key
+from ..core.wal import messages as msg
 from ..core.wal.amounts import format_amount
 from ..core.wal.committee import Committee, committee_from_genesis, committee_from_state
 from ..core.wal.orders import (
@@ -33,7 +34,7 @@ from ..core.wal.orders import (
     sign_order,
 )
 from ..errors import NetworkConfigError, P2PWalrusError
-from ..node.ledger_store import write_atomic
+from ..durable import write_atomic
 from ..core import protocols
 
 logger = logging.getLogger("p2pwalrus.wallet")
@@ -186,18 +187,22 @@ class Wallet:
         weighed = [p for p in self.committee.members if self.committee.weight(p)]
         return sorted(weighed, key=lambda p: p not in live)
 
-    async def _ask_all(self, protocol, header: dict, *, timeout: float = CALL_TIMEOUT, peers=None,
-                       enough=None) -> tuple[dict[str, dict], dict[str, str]]:
-        """Ask members in parallel: (answers, {peer: why it did not answer}). ``enough(answers)``
-        true ends the round early."""
-        answers: dict[str, dict] = {}
+    async def _ask_all(self, protocol, request, *, timeout: float = CALL_TIMEOUT, peers=None,
+                       enough=None, reply=None) -> tuple[dict, dict[str, str]]:
+        """Ask members in parallel: (answers, {peer: why it did not answer}). ``request``: a
+        message of core/wal/messages.py (or its JSON); ``reply``: the type of the answer, which
+        is then parsed (``messages.parse_reply``: that type or a ``Refused``; a malformed answer
+        counts as none). ``enough(answers)`` true ends the round early."""
+        header = request.to_json() if hasattr(request, "to_json") else request
+        answers: dict = {}
         failed: dict[str, str] = {}
         live = set(self.client.records)
         with trio.move_on_after(timeout + 1):
             async with trio.open_nursery() as nursery:
                 async def ask(peer: str) -> None:
                     try:
-                        answers[peer] = await self.client.call(peer, protocol, header, timeout=timeout)
+                        obj = await self.client.call(peer, protocol, header, timeout=timeout)
+                        answers[peer] = msg.parse_reply(obj, reply) if reply is not None else obj
                     except Exception as exc:
                         failed[peer] = f"{type(exc).__name__}: {exc}"[:200]
                         return
@@ -219,36 +224,35 @@ class Wallet:
         """``quick``: stop asking once the answers weigh a quorum (a dead member still in the
         live set does not hold the caller up for the whole call timeout)."""
         address = address or self.address
-        ok = self.genesis_hash.hex()
 
-        def enough(answers: dict[str, dict]) -> bool:
-            return self.committee.is_quorum(self.committee.weight_of(
-                p for p, a in answers.items() if a.get("ok") and a.get("genesis") == ok))
+        def good_of(answers: dict) -> dict[str, msg.AccountReply]:
+            return {p: a for p, a in answers.items() if isinstance(a, msg.AccountReply) and a.genesis == self.genesis_hash}
 
-        answers, failed = await self._ask_all(protocols.LEDGER_ACCOUNT, {"address": address}, enough=enough if quick else None,
-                                              timeout=timeout or CALL_TIMEOUT)
-        good = {p: a for p, a in answers.items() if a.get("ok") and a.get("genesis") == self.genesis_hash.hex()}
+        def enough(answers: dict) -> bool:
+            return self.committee.is_quorum(self.committee.weight_of(good_of(answers)))
+
+        answers, failed = await self._ask_all(protocols.LEDGER_ACCOUNT, msg.AccountRequest(address),
+                                              enough=enough if quick else None, timeout=timeout or CALL_TIMEOUT,
+                                              reply=msg.AccountReply)
+        good = good_of(answers)
         if not good:
             raise NoQuorumError(self._unreachable_sentence("no committee member answered an account query", {}, failed))
 
-        def ints(key: str) -> dict[str, int]:
-            return {p: a[key] for p, a in good.items() if type(a.get(key)) is int}
-
-        balance = vouched(ints("balance"), self.committee)
-        seq = vouched(ints("next_sequence"), self.committee)
-        priced = {p: a["prices"] for p, a in good.items() if isinstance(a.get("prices"), list)
-                  and len(a["prices"]) == 2 and all(type(x) is int and x >= 0 for x in a["prices"])}
+        balances = {p: a.balance for p, a in good.items()}
+        sequences = {p: a.next_sequence for p, a in good.items()}
+        balance = vouched(balances, self.committee)
+        seq = vouched(sequences, self.committee)
+        priced = {p: a.prices for p, a in good.items() if a.prices is not None}
         storage = vouched({p: x[0] for p, x in priced.items()}, self.committee)
         write = vouched({p: x[1] for p, x in priced.items()}, self.committee)
-        best = max(good.values(), key=lambda a: a.get("next_sequence", 0))
-        stakes = best.get("stakes") if isinstance(best.get("stakes"), dict) else {}
+        best = max(good.values(), key=lambda a: a.next_sequence)
         return AccountView(
             address=address,
-            known=any(a.get("known") is True for a in good.values()),  # a false claim fails at signing
-            balance=balance if balance is not None else min(ints("balance").values(), default=0),
-            next_sequence=seq if seq is not None else min(ints("next_sequence").values(), default=0),
-            stakes={k: v for k, v in stakes.items() if type(v) is int},
-            staked_with=best.get("staked_with", 0) if type(best.get("staked_with")) is int else 0,
+            known=any(a.known for a in good.values()),  # a false claim fails at signing
+            balance=balance if balance is not None else min(balances.values()),
+            next_sequence=seq if seq is not None else min(sequences.values()),
+            stakes=dict(best.stakes),
+            staked_with=best.staked_with,
             answered=sorted(good), unreachable=failed,
             prices=(storage, write) if storage is not None and write is not None else None)
 
@@ -259,7 +263,7 @@ class Wallet:
         if votes:
             parts.append(f"signed by {', '.join(sorted(votes))}")
         if refused:
-            parts.append("refused by " + ", ".join(f"{p} ({r.get('error', '?')})" for p, r in sorted(refused.items())))
+            parts.append("refused by " + ", ".join(f"{p} ({r.error or '?'})" for p, r in sorted(refused.items())))
         if failed:
             parts.append("no answer from " + ", ".join(f"{p} ({why})" for p, why in sorted(failed.items())))
         return "; ".join(parts) + "; check that the committee's nodes are up (netlab status), then run it again"
@@ -271,31 +275,29 @@ class Wallet:
         votes: dict[str, Vote] = {}
         committee = self.committee_for(order.epoch) or self.committee  # votes weigh as in the order's epoch
 
-        def enough(answers: dict[str, dict]) -> bool:
+        def enough(answers: dict) -> bool:
             for peer, reply in answers.items():
-                if peer not in votes and reply.get("ok"):
-                    try:
-                        vote = Vote.from_json(reply.get("vote"))
-                    except InvalidOrderError:
-                        continue
+                if peer not in votes and isinstance(reply, msg.SignReply):
+                    vote = reply.vote
                     if vote.authority == peer and vote.holds_for(order):
                         votes[peer] = vote
             return committee.is_quorum(committee.weight_of(votes))
 
-        answers, failed = await self._ask_all(protocols.LEDGER_SIGN, {"signed": signed.to_json()}, enough=enough)
+        answers, failed = await self._ask_all(protocols.LEDGER_SIGN, msg.SignRequest(signed), enough=enough,
+                                              reply=msg.SignReply)
         enough(answers)
         if committee.is_quorum(committee.weight_of(votes)):
             return make_certificate(signed, votes.values())
-        refused = {p: r for p, r in answers.items() if not r.get("ok")}
+        refused = {p: r for p, r in answers.items() if isinstance(r, msg.Refused)}
 
-        def decisive(code: str) -> list[dict]:
+        def decisive(code: str) -> list[msg.Refused]:
             """Refusals for ``code``, if the nodes giving them weigh enough to rule out a quorum."""
-            by = [p for p, r in refused.items() if r.get("code") == code]
+            by = [p for p, r in refused.items() if r.code == code]
             left = committee.weight_of(committee.members) - committee.weight_of(by)
             return [refused[p] for p in by] if by and not committee.is_quorum(left) else []
 
-        used = [r for p, r in refused.items() if r.get("code") == "sequence_used"]
-        if any(type(r.get("next_sequence")) is int and r["next_sequence"] > order.sequence for r in used):
+        used = [r for r in refused.values() if r.code == "sequence_used"]
+        if any(r.next_sequence is not None and r.next_sequence > order.sequence for r in used):
             cert = await self.fetch_certificate(order.sender, order.sequence)  # certified already (a crash
             if cert is not None and cert.order == order:  # after the quorum, before the journal knew)?
                 return cert
@@ -304,12 +306,12 @@ class Wallet:
                 f"sequence {order.sequence} of {order.sender} is already used by another order; the account may be "
                 "locked (FastPay: a sender that signs two orders at one sequence number can leave both uncertified)")
         if decisive("insufficient_balance"):
-            balance = max(r.get("balance", 0) for r in decisive("insufficient_balance"))
+            balance = max(r.balance or 0 for r in decisive("insufficient_balance"))
             raise InsufficientBalanceError(
                 f"insufficient balance: {order.sender} has {format_amount(balance)}, the {order.kind.value} needs "
                 f"{format_amount(order.amount)}", balance)
         if decisive("wrong_epoch") and not votes:
-            epochs = sorted({r.get("epoch") for r in decisive("wrong_epoch") if type(r.get("epoch")) is int})
+            epochs = sorted({r.epoch for r in decisive("wrong_epoch") if r.epoch is not None})
             raise WrongEpochError(f"the order was signed for epoch {order.epoch}; the committee's nodes are at "
                                   f"epoch {', '.join(map(str, epochs))}: nothing was signed, run it again")
         if decisive("unknown_account"):
@@ -323,8 +325,9 @@ class Wallet:
 
     async def _confirm(self, cert: Certificate) -> int:
         """Hand the certificate to every reachable member; the weight that applied it."""
-        answers, _ = await self._ask_all(protocols.LEDGER_CONFIRM, {"certificate": cert.to_json()}, timeout=CONFIRM_TIMEOUT)
-        return self.committee.weight_of(p for p, a in answers.items() if a.get("ok"))
+        answers, _ = await self._ask_all(protocols.LEDGER_CONFIRM, msg.ConfirmRequest(cert), timeout=CONFIRM_TIMEOUT,
+                                         reply=msg.ConfirmReply)
+        return self.committee.weight_of(p for p, a in answers.items() if isinstance(a, msg.ConfirmReply))
 
     async def _finish(self, signed: SignedOrder, cert: Certificate | None) -> Certificate:
         try:
@@ -406,14 +409,13 @@ class Wallet:
             out: list[Certificate] = []
             try:
                 while len(out) < count:
-                    reply = await self.client.call(peer, protocols.LEDGER_CERTS, {"sender": sender, "first": first + len(out),
-                                                                        "count": min(64, count - len(out))},
-                                                   timeout=CALL_TIMEOUT)
-                    page = reply.get("certificates") if reply.get("ok") else None
+                    request = msg.CertsRequest(sender, first + len(out), min(msg.CERT_PAGE, count - len(out)))
+                    reply = msg.parse_reply(await self.client.call(peer, protocols.LEDGER_CERTS, request.to_json(),
+                                                                   timeout=CALL_TIMEOUT), msg.CertsReply)
+                    page = reply.certificates if isinstance(reply, msg.CertsReply) else ()
                     if not page:
                         break
-                    for obj in page:
-                        cert = Certificate.from_json(obj)
+                    for cert in page:
                         committee = self.committee_for(cert.order.epoch)
                         if committee is None:
                             raise InvalidOrderError(f"no committee known here for epoch {cert.order.epoch}")
@@ -433,9 +435,9 @@ class Wallet:
         view = await self.account()
         first = max(0, view.next_sequence - limit)
         sent = await self.fetch_certificates(self.address, first, view.next_sequence - first)
-        answers, _ = await self._ask_all(protocols.LEDGER_CERTS, {"recipient": self.address})
-        refs = {tuple(r) for a in answers.values() if a.get("ok") for r in (a.get("received") or [])[-limit:]
-                if isinstance(r, list) and len(r) == 2 and isinstance(r[0], str) and type(r[1]) is int}
+        answers, _ = await self._ask_all(protocols.LEDGER_CERTS, msg.ReceivedRequest(self.address),
+                                         reply=msg.ReceivedReply)
+        refs = {r for a in answers.values() if isinstance(a, msg.ReceivedReply) for r in a.received[-limit:]}
         received = []
         for sender, seq in sorted(refs)[:limit]:
             cert = await self.fetch_certificate(sender, seq)

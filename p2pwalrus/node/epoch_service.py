@@ -43,7 +43,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from collections.abc import Callable
@@ -73,9 +72,11 @@ from ..core.wal.epoch_state import (
     next_state,
     verify_link,
 )
+from ..durable import write_atomic
 from ..errors import ProtocolError
 from ..p2p import rpc
-from .epoch_chain import MAX_LINKS_PER_REPLY, request_links
+from ..core.wal.messages import ChainReply, ChainRequest
+from ..p2p.chain import MAX_LINKS_PER_REPLY, request_links
 from ..p2p.framing import encode_frames, read_exactly, read_frame
 from ..core import protocols
 
@@ -202,12 +203,9 @@ class EpochService:
     # -- the chain, for nodes that missed epoch changes (and newcomers)
 
     async def _handle_chain(self, stream, peer: str) -> None:
-        header = await rpc.recv_json(stream)
-        first = rpc.field(header, "from", int)
-        if first < 1:
-            raise ProtocolError("'from' must be an epoch of at least 1")
+        first = ChainRequest.from_json(await rpc.recv_json(stream)).first
         links = [link for link in self.links if link[0].epoch >= first][:MAX_LINKS_PER_REPLY]
-        await rpc.send_json(stream, {"ok": True, "count": len(links)})
+        await rpc.send_json(stream, ChainReply(len(links)).to_json())
         await stream.write(encode_frames([b for state, cert in links for b in (state.to_bytes(), cert.to_bytes())]))
 
     async def pull_chain(self, peer: str) -> int:
@@ -366,7 +364,7 @@ class EpochService:
 
     async def _write(self, name: str, obj) -> None:
         if self.state_dir is not None:
-            await trio.to_thread.run_sync(_write_atomic, self.state_dir / name, json.dumps(obj).encode())
+            await trio.to_thread.run_sync(write_atomic, self.state_dir / name, json.dumps(obj).encode())
 
     def _read_snapshot(self, height: int) -> dict | None:
         if self.state_dir is None:
@@ -541,21 +539,6 @@ def load_chain(state_dir: Path, genesis: EpochState, chain: bytes) -> list[tuple
         links.append((state, cert))
         current = state
     return links
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temp file, fsync, rename, directory fsync (as the sliver store): old or new, never half."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class EpochRunner:

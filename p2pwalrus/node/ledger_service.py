@@ -28,7 +28,7 @@ import time
 
 import trio
 
-from ..core.keys import public_key_from_peer_id
+from ..core.wal import messages as msg
 from ..core.wal.committee import Committee, committee_from_genesis, committee_from_state
 from ..core.wal.ledger import Applied, Missing, Refusal, RefusalCode
 from ..core.wal.orders import Certificate, OrderKind, SignedOrder, sign_vote
@@ -42,10 +42,10 @@ logger = logging.getLogger("p2pwalrus.ledger")
 
 
 MAX_REQUEST = 256 << 10  # a certificate with a thousand votes is about 200 KiB of JSON
-CERT_PAGE = 64  # certificates per ledger-certs answer (about 3 KiB each at 10 authorities)
+CERT_PAGE = msg.CERT_PAGE  # certificates per ledger-certs answer (about 3 KiB each at 10 authorities)
 CERT_PAGE_BYTES = 2 << 20  # ... and fewer if they are large: answers stay under rpc.MAX_LIST_REPLY
-MAX_RECEIVED = 500
-MAX_SUMMARY_ACCOUNTS = 50_000  # about 3 MiB of summary, under rpc.MAX_LIST_REPLY (paging: later)
+MAX_RECEIVED = msg.MAX_RECEIVED
+MAX_SUMMARY_ACCOUNTS = msg.MAX_SUMMARY_ACCOUNTS  # about 3 MiB of summary, under rpc.MAX_LIST_REPLY (paging: later)
 CATCH_UP_TIMEOUT = 20.0  # anti-entropy: pulling a sender's missing certificates from peers
 CATCH_UP_IN_REQUEST = 5.0  # the same while a client waits for an answer (its call gives up at 10 s)
 SYNC_PEERS = 2  # peers asked for their summary per anti-entropy round
@@ -54,13 +54,16 @@ PRICE_CHANGE_GRACE = 120.0  # after a price change, payments at the previous pri
 PAYMENT_CONFIRM_TIMEOUT = 5.0  # applying a store's payment certificate here (it is valid whether or not)
 
 
-def _address(obj: dict, name: str) -> str:
-    value = rpc.field(obj, name, str)
+def _stored_certificate(store: LedgerStore, sender: str, seq: int) -> tuple[Certificate, int] | None:
+    """A certificate applied here, read back (and parsed) from disk, with its size; None if absent."""
+    raw = store.get_certificate(sender, seq)
+    if raw is None:
+        return None
     try:
-        public_key_from_peer_id(value)
-    except ValueError:
-        raise ProtocolError(f"{name} is not an Ed25519 peer ID") from None
-    return value
+        return Certificate.from_json(json.loads(raw)), len(raw)
+    except (ValueError, RecursionError, ProtocolError) as exc:  # a damaged file
+        logger.warning("ledger: certificate %s/%d on disk is unreadable (%s): not served", sender, seq, exc)
+        return None
 
 
 class LedgerService:
@@ -280,8 +283,7 @@ class LedgerService:
     # --- handlers ---
 
     async def handle_sign(self, stream, peer: str) -> None:
-        hdr = await rpc.recv_json(stream, MAX_REQUEST)
-        signed = SignedOrder.from_json(hdr.get("signed"))  # InvalidOrderError: refused at serve()
+        signed = msg.SignRequest.from_json(await rpc.recv_json(stream, MAX_REQUEST)).signed  # refused at serve()
         order = signed.order
         if BYZANTINE_FAULT in self.node.faults:
             await self._send_vote(stream, signed)
@@ -296,9 +298,9 @@ class LedgerService:
             # the identical order this node voted for, whenever asked again (FastPay's rule).
             committee = prev
         if not committee.weight(self.node.peer_id):  # a node that joined later keeps a replica, no vote
-            await rpc.send_json(stream, {"ok": False, "code": "not_a_member",
-                                         "error": f"{self.node.peer_id} holds no shards in the committee of epoch "
-                                                  f"{committee.epoch}: it does not vote"})
+            await rpc.send_json(stream, msg.Refused.because(
+                f"{self.node.peer_id} holds no shards in the committee of epoch {committee.epoch}: it does not vote",
+                "not_a_member").to_json())
             return
         refusal = None
         for attempt in range(2):
@@ -315,7 +317,7 @@ class LedgerService:
             break
         if refusal is not None:
             self.counters["refusals"] += 1
-            await rpc.send_json(stream, {"ok": False, **refusal.to_json()})
+            await rpc.send_json(stream, msg.Refused.from_refusal(refusal).to_json())
             return
         await self._send_vote(stream, signed)
 
@@ -328,52 +330,43 @@ class LedgerService:
     async def _send_vote(self, stream, signed: SignedOrder) -> None:
         vote = sign_vote(self.node.keypair, self.node.peer_id, signed.order)
         self.counters["votes"] += 1
-        await rpc.send_json(stream, {"ok": True, "vote": vote.to_json()})
+        await rpc.send_json(stream, msg.SignReply(vote).to_json())
 
     async def handle_confirm(self, stream, peer: str) -> None:
-        hdr = await rpc.recv_json(stream, MAX_REQUEST)
-        cert = Certificate.from_json(hdr.get("certificate"))
+        cert = msg.ConfirmRequest.from_json(await rpc.recv_json(stream, MAX_REQUEST)).certificate
         result = await self.confirm(cert)
         acct = self.ledger.account(cert.order.sender)
         if isinstance(result, Missing):
-            await rpc.send_json(stream, {"ok": False, "code": "missing", "first": result.first, "last": result.last,
-                                         "error": f"certificates {result.first}..{result.last} of {result.sender} "
-                                                  "are missing here and no peer gave them"})
+            await rpc.send_json(stream, msg.Refused.because(
+                f"certificates {result.first}..{result.last} of {result.sender} are missing here and no peer gave "
+                "them", "missing", first=result.first, last=result.last).to_json())
             return
-        await rpc.send_json(stream, {"ok": True, "new": result.new, "next_sequence": acct.next_sequence if acct else 0})
+        await rpc.send_json(stream, msg.ConfirmReply(result.new, acct.next_sequence if acct else 0).to_json())
 
     async def handle_account(self, stream, peer: str) -> None:
-        address = _address(await rpc.recv_json(stream), "address")
+        address = msg.AccountRequest.from_json(await rpc.recv_json(stream)).address
         acct = self.ledger.account(address)
-        await rpc.send_json(stream, {
-            "ok": True, "authority": self.node.peer_id, "epoch": self.committee.epoch,
-            "genesis": self.genesis_hash.hex(), "known": acct is not None,
-            "balance": acct.balance if acct else 0, "next_sequence": acct.next_sequence if acct else 0,
-            "pending": acct.pending.to_json() if acct and acct.pending else None,
-            "stakes": self.ledger.stakes_of(address),
-            "staked_with": self.ledger.stake_with(address),
-            "prices": list(self.prices_now()),
-        })
+        await rpc.send_json(stream, msg.AccountReply(
+            authority=self.node.peer_id, epoch=self.committee.epoch, genesis=self.genesis_hash,
+            known=acct is not None, balance=acct.balance if acct else 0,
+            next_sequence=acct.next_sequence if acct else 0, pending=acct.pending if acct else None,
+            stakes=tuple(self.ledger.stakes_of(address).items()), staked_with=self.ledger.stake_with(address),
+            prices=self.prices_now()).to_json())
 
     async def handle_certs(self, stream, peer: str) -> None:
-        hdr = await rpc.recv_json(stream)
-        if "recipient" in hdr:
-            refs = self.received.get(_address(hdr, "recipient"), [])[-MAX_RECEIVED:]
-            await rpc.send_json(stream, {"ok": True, "received": [list(r) for r in refs]})
+        req = msg.parse_certs_request(await rpc.recv_json(stream))
+        if isinstance(req, msg.ReceivedRequest):
+            refs = self.received.get(req.recipient, [])[-MAX_RECEIVED:]
+            await rpc.send_json(stream, msg.ReceivedReply(tuple(refs)).to_json())
             return
-        sender = _address(hdr, "sender")
-        first = rpc.field(hdr, "first", int)
-        count = min(max(rpc.field(hdr, "count", int), 0), CERT_PAGE)
-        if not 0 <= first < 1 << 64:
-            raise ProtocolError("first must be a sequence number")
         out, size = [], 0
-        for seq in range(first, first + count):
-            raw = await trio.to_thread.run_sync(self.store.get_certificate, sender, seq)
-            if raw is None or (out and size + len(raw) > CERT_PAGE_BYTES):
+        for seq in range(req.first, min(req.first + min(req.count, CERT_PAGE), 1 << 64)):
+            got = await trio.to_thread.run_sync(_stored_certificate, self.store, req.sender, seq)
+            if got is None or (out and size + got[1] > CERT_PAGE_BYTES):
                 break
-            size += len(raw)
-            out.append(json.loads(raw))
-        await rpc.send_json(stream, {"ok": True, "certificates": out})
+            size += got[1]
+            out.append(got[0])
+        await rpc.send_json(stream, msg.CertsReply(tuple(out)).to_json())
 
     def summary_digest(self) -> str:
         h = hashlib.blake2b(digest_size=16)
@@ -382,13 +375,14 @@ class LedgerService:
         return h.hexdigest()
 
     async def handle_summary(self, stream, peer: str) -> None:
-        hdr = await rpc.recv_json(stream)
+        req = msg.SummaryRequest.from_json(await rpc.recv_json(stream))
         digest = self.summary_digest()
-        if rpc.field(hdr, "digest", str, default="", required=False) == digest:
-            await rpc.send_json(stream, {"ok": True, "same": True})
+        if req.digest == digest:
+            await rpc.send_json(stream, msg.SummaryReply(same=True).to_json())
             return
-        accounts = [[a, x.next_sequence] for a, x in self.ledger.accounts.items() if x.next_sequence]
-        await rpc.send_json(stream, {"ok": True, "digest": digest, "accounts": accounts[:MAX_SUMMARY_ACCOUNTS]})
+        accounts = [(a, x.next_sequence) for a, x in self.ledger.accounts.items() if x.next_sequence]
+        await rpc.send_json(stream, msg.SummaryReply(digest=digest,
+                                                     accounts=tuple(accounts[:MAX_SUMMARY_ACCOUNTS])).to_json())
 
     # --- pulling what this node missed ---
 
@@ -399,11 +393,13 @@ class LedgerService:
         random.shuffle(peers)
         return peers
 
-    async def _fetch(self, peer: str, protocol, header: dict) -> dict:
-        stream, reply = await self.node.call(peer, protocol, header)
+    async def _fetch(self, peer: str, protocol, request, reply_type):
+        """``peer``'s typed answer to ``request``; ProtocolError if it refused or answered amiss."""
+        stream, obj = await self.node.call(peer, protocol, request.to_json())
         await rpc.close_quietly(stream)
-        if not reply.get("ok"):
-            raise ProtocolError(f"{peer} answered {reply.get('error', 'not ok')}")
+        reply = msg.parse_reply(obj, reply_type)
+        if isinstance(reply, msg.Refused):
+            raise ProtocolError(f"{peer} answered {reply.error or 'not ok'}")
         return reply
 
     async def catch_up(self, sender: str, first: int, last: int, peers: list[str] | None = None,
@@ -417,13 +413,12 @@ class LedgerService:
                         have = acct.next_sequence if acct else 0
                         if have > last:
                             return
-                        reply = await self._fetch(peer, protocols.LEDGER_CERTS, {"sender": sender, "first": have,
-                                                                       "count": min(CERT_PAGE, last - have + 1)})
-                        certs = reply.get("certificates")
-                        if not isinstance(certs, list) or not certs:
+                        reply = await self._fetch(peer, protocols.LEDGER_CERTS,
+                                                  msg.CertsRequest(sender, have, min(CERT_PAGE, last - have + 1)),
+                                                  msg.CertsReply)
+                        if not reply.certificates:
                             break
-                        for expected, obj in enumerate(certs[:CERT_PAGE], start=have):
-                            cert = Certificate.from_json(obj)
+                        for expected, cert in enumerate(reply.certificates, start=have):
                             if cert.order.sender != sender or cert.order.sequence != expected:
                                 raise ProtocolError("a certificate other than the one asked for")
                             if not isinstance(await self.confirm(cert, pull=False), Applied):
@@ -437,27 +432,16 @@ class LedgerService:
         pulled = self.counters["pulled"]
         for peer in self._peers()[:SYNC_PEERS]:
             try:
-                reply = await self._fetch(peer, protocols.LEDGER_SUMMARY, {"digest": self.summary_digest()})
+                reply = await self._fetch(peer, protocols.LEDGER_SUMMARY, msg.SummaryRequest(self.summary_digest()),
+                                          msg.SummaryReply)
             except Exception as exc:
                 logger.debug("ledger summary from %s: %r", peer, exc)
                 continue
-            if reply.get("same"):
-                continue
-            accounts = reply.get("accounts")
-            if not isinstance(accounts, list):
-                continue
-            for item in accounts[:MAX_SUMMARY_ACCOUNTS]:
-                if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
-                        and type(item[1]) is int):
-                    continue
-                acct = self.ledger.account(item[0])
+            for address, next_sequence in reply.accounts:  # none when the digests match ("same")
+                acct = self.ledger.account(address)
                 have = acct.next_sequence if acct else 0
-                if item[1] > have:
-                    try:
-                        public_key_from_peer_id(item[0])
-                    except ValueError:
-                        continue
-                    await self.catch_up(item[0], have, item[1] - 1, [peer], CATCH_UP_TIMEOUT)
+                if next_sequence > have:
+                    await self.catch_up(address, have, next_sequence - 1, [peer], CATCH_UP_TIMEOUT)
         return self.counters["pulled"] - pulled
 
     def economics(self, current) -> dict:

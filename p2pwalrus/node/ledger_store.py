@@ -25,33 +25,14 @@ from pathlib import Path
 from ..core.wal.genesis import Genesis
 from ..core.wal.ledger import Applied, Ledger
 from ..core.wal.orders import Certificate, InvalidOrderError
+from ..durable import write_atomic
 from ..errors import StorageError
+
+__all__ = ["LedgerStore", "write_atomic"]
 
 _ADDRESS = re.compile(r"[1-9A-HJ-NP-Za-km-z]{1,64}")  # base58 peer ID text
 _SEQ_FILE = re.compile(r"^(\d{1,20})\.json$")
 MAX_CERT_FILE = 1 << 20
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, fsync, rename over ``path``, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 class LedgerStore:

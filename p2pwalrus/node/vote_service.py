@@ -21,11 +21,12 @@ from pathlib import Path
 
 import trio
 
+from ..core.wal import messages as msg
 from ..core.wal.epoch_state import next_state
 from ..core.wal.pricing import PriceVote, economics_for_next
 from ..core.wal.votes import InvalidVoteError, NodeVote, SignedNodeVote, newest, sign_node_vote
 from ..p2p import rpc
-from .ledger_store import write_atomic
+from ..durable import write_atomic
 from ..core import protocols
 
 logger = logging.getLogger("p2pwalrus.votes")
@@ -87,8 +88,7 @@ class VoteService:
             logger.info("voting storage price %d, write price %d FROST per unit", vote.vote.storage_price,
                         vote.vote.write_price)
 
-    def _accept(self, peer: str, obj) -> None:
-        signed = SignedNodeVote.from_json(obj)
+    def _accept(self, peer: str, signed: SignedNodeVote) -> None:
         if signed.vote.node != peer or signed.vote.genesis != self.genesis_hash:
             raise InvalidVoteError("a vote of another node or network")
         self.votes[peer] = newest(self.votes.get(peer), signed)
@@ -99,9 +99,9 @@ class VoteService:
         nursery.start_soon(self.run)
 
     async def handle(self, stream, peer: str) -> None:
-        await rpc.recv_json(stream, 256)
+        msg.VoteRequest.from_json(await rpc.recv_json(stream, 256))
         self._load_own()
-        await rpc.send_json(stream, {"ok": True, "vote": self.own.to_json() if self.own else None})
+        await rpc.send_json(stream, msg.VoteReply(self.own).to_json())
 
     def members(self) -> list[str]:
         runner = getattr(self.node, "epochs", None)
@@ -119,10 +119,11 @@ class VoteService:
         async def ask(peer: str) -> None:
             nonlocal got
             try:
-                stream, reply = await self.node.call(peer, protocols.NODE_VOTE, {})
+                stream, obj = await self.node.call(peer, protocols.NODE_VOTE, msg.VoteRequest().to_json())
                 await rpc.close_quietly(stream)
-                if reply.get("ok") and reply.get("vote") is not None:
-                    self._accept(peer, reply["vote"])
+                reply = msg.parse_reply(obj, msg.VoteReply)
+                if isinstance(reply, msg.VoteReply) and reply.vote is not None:
+                    self._accept(peer, reply.vote)
                     got += 1
             except Exception as exc:
                 logger.debug("vote of %s: %r", peer, exc)

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from p2pwalrus.core.keys import public_key_from_peer_id, verify_signature
+from p2pwalrus.core.keys import verify_signature
 from p2pwalrus.core.wal.agreement import (
     MAX_VALUE_SIZE,
     VoteKind,
@@ -43,6 +42,7 @@ from p2pwalrus.core.wal.placement_stake import (
     default_cap,
     effective_cap,
 )
+from p2pwalrus.core.wal import fields
 from p2pwalrus.errors import ProtocolError
 
 __all__ = [
@@ -63,13 +63,10 @@ EPOCH_STATE_VERSION = 1
 ZERO_DIGEST = bytes(32)
 MAX_STATE_BYTES = MAX_VALUE_SIZE
 MAX_COMMITTEE = 4096
-MAX_SHARDS = 1 << 16
-MAX_PARAMETERS = 64
+MAX_SHARDS = fields.MAX_SHARDS
+MAX_PARAMETERS = fields.MAX_PARAMETERS
 MAX_CREDITS = 1 << 16
 MAX_CERT_BYTES = 1 << 20
-_U64 = 2**64 - 1
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
-_NETWORK_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 _SEED_PERSON = b"p2pw-place-seed"
 _GENESIS_SEED_PERSON = b"p2pw-genesis-sd"
 _STATE_FIELDS = ("committee", "epoch", "n_shards", "network", "parameters", "prev_digest", "prices",
@@ -88,19 +85,11 @@ class InvalidEpochStateError(ProtocolError):
 
 
 def _u64(name: str, value: object) -> int:
-    if type(value) is not int or not 0 <= value <= _U64:
-        raise InvalidEpochStateError(f"{name} must be an integer in 0..2^64-1")
-    return value
+    return fields.u64(value, name, InvalidEpochStateError)
 
 
 def _peer(name: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise InvalidEpochStateError(f"{name} must be a peer ID string")
-    try:
-        public_key_from_peer_id(value)
-    except ValueError as exc:
-        raise InvalidEpochStateError(f"{name}: {exc}") from None
-    return value
+    return fields.peer_id(value, name, InvalidEpochStateError)
 
 
 @dataclass(frozen=True)
@@ -133,26 +122,6 @@ class Prices:
         _u64("write_price_per_unit", self.write_price_per_unit)
 
 
-def _pairs(name: str, items: object, limit: int, key_check) -> tuple[tuple[str, int], ...]:
-    if not isinstance(items, tuple) or len(items) > limit:
-        raise InvalidEpochStateError(f"{name} must be a tuple of at most {limit} (key, integer) pairs")
-    keys = []
-    for pair in items:
-        if not isinstance(pair, tuple) or len(pair) != 2:
-            raise InvalidEpochStateError(f"{name} must hold (key, integer) pairs")
-        keys.append(key_check(pair[0]))
-        _u64(f"{name} value", pair[1])
-    if keys != sorted(set(keys)):
-        raise InvalidEpochStateError(f"{name} keys must be sorted and distinct")
-    return items
-
-
-def _param_name(name: object) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise InvalidEpochStateError("parameter names must match [a-z][a-z0-9_]{0,47}")
-    return name
-
-
 @dataclass(frozen=True)
 class EpochState:
     """What every node of epoch ``epoch`` must see alike.  Validated at construction."""
@@ -168,11 +137,10 @@ class EpochState:
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.network, str) or not _NETWORK_RE.match(self.network):
-            raise InvalidEpochStateError("network name must match [a-z0-9][a-z0-9._-]{0,31}")
+        # network, n_shards, parameters: checked as a genesis checks them (one rule each)
+        fields.network_values(network=self.network, n_shards=self.n_shards, params=self.parameters,
+                              error=InvalidEpochStateError)
         _u64("epoch", self.epoch)
-        if type(self.n_shards) is not int or not 1 <= self.n_shards <= MAX_SHARDS:
-            raise InvalidEpochStateError("n_shards must be in 1..2^16")
         if not isinstance(self.committee, tuple) or not 1 <= len(self.committee) <= MAX_COMMITTEE:
             raise InvalidEpochStateError(f"the committee must have 1..{MAX_COMMITTEE} members")
         if not all(isinstance(m, CommitteeMember) for m in self.committee):
@@ -185,8 +153,8 @@ class EpochState:
             raise InvalidEpochStateError("every shard must be held by exactly one member")
         if not isinstance(self.prices, Prices):
             raise InvalidEpochStateError("prices must be Prices")
-        _pairs("parameters", self.parameters, MAX_PARAMETERS, _param_name)
-        _pairs("reward_credits", self.reward_credits, MAX_CREDITS, lambda p: _peer("credited peer", p))
+        fields.pairs(self.reward_credits, "reward_credits", MAX_CREDITS, lambda p: _peer("credited peer", p),
+                     InvalidEpochStateError)
         if not isinstance(self.prev_digest, bytes) or len(self.prev_digest) != 32:
             raise InvalidEpochStateError("prev_digest must be 32 bytes")
         if (self.epoch == 0) != (self.prev_digest == ZERO_DIGEST):
@@ -344,10 +312,10 @@ def genesis_state(
     """Epoch 0: shards placed by stake with a seed from the network name (genesis is trusted)."""
     params = dict(parameters or {})
     staked = {p: s for p, s in stakes.items() if s > 0}
-    if staked and SHARD_CAP not in params:
-        # Pinned once here: a cap recomputed from the node count each epoch could be tightened by a Sybil.
-        params[SHARD_CAP] = default_cap(len(staked), n_shards)
     try:
+        if staked and SHARD_CAP not in params:
+            # Pinned once here: a cap recomputed from the node count each epoch could be tightened by a Sybil.
+            params[SHARD_CAP] = default_cap(len(staked), n_shards)
         cap = effective_cap(len(staked), n_shards, params.get(SHARD_CAP)) if staked else None
         assignment = assign_shards(staked, n_shards, genesis_seed(network), cap=cap)
     except StakePlacementError as exc:

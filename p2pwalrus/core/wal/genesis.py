@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from ..keys import public_key_from_peer_id
+from . import fields
 from .amounts import MAX_AMOUNT, AmountError, parse_amount
 
 MAX_COMMITTEE = 1000
@@ -28,13 +28,7 @@ class GenesisError(ValueError):
 
 def check_address(address, what: str = "address") -> str:
     """An account or node address: the peer ID text of an Ed25519 key ("12D3KooW...")."""
-    if not isinstance(address, str):
-        raise GenesisError(f"{what} must be a peer ID string")
-    try:
-        public_key_from_peer_id(address)
-    except ValueError as exc:
-        raise GenesisError(f"{what} {address[:60]!r} is not an Ed25519 peer ID ({exc})") from None
-    return address
+    return fields.peer_id(address, what, GenesisError)
 
 
 @dataclass(frozen=True)
@@ -72,17 +66,13 @@ class Genesis:
         addrs = [a.address for a in self.accounts]
         if addrs != sorted(set(addrs)):
             raise GenesisError("genesis accounts must be distinct and sorted by address")
-        for m in self.committee:
-            check_address(m.peer_id, "committee member")
-            _check_amount(m.stake, f"stake of {m.peer_id}")
+        # network, shard count, parameters, prices and stakes: checked as every epoch state checks them
+        fields.network_values(network=self.network, n_shards=self.n_shards, params=self.parameters,
+                              prices=(("storage_price", self.storage_price), ("write_price", self.write_price)),
+                              stakes=[(m.peer_id, m.stake) for m in self.committee], error=GenesisError)
         for a in self.accounts:
             check_address(a.address, "genesis account")
             _check_amount(a.balance, f"balance of {a.address}")
-        _check_amount(self.storage_price, "storage_price")
-        _check_amount(self.write_price, "write_price")
-        names = [k for k, _ in self.parameters]
-        if names != sorted(set(names)) or not all(type(v) is int for _, v in self.parameters):
-            raise GenesisError("parameters must be distinct names with integer values")
         if self.supply() > MAX_AMOUNT:
             raise GenesisError(f"the total supply is over {MAX_AMOUNT} FROST")
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ...errors import ProtocolError
-from ..keys import public_key_from_peer_id, sign, verify_signature
+from ..keys import sign, verify_signature
+from . import fields
 from .amounts import MAX_AMOUNT
 from .committee import Committee
 
@@ -27,7 +28,6 @@ _ORDER_TAG = b"p2pwalrus/wal-order/v1\x00"
 _VOTE_TAG = b"p2pwalrus/wal-vote/v1\x00"
 MAX_PAYLOAD = 256
 MAX_VOTES = 1000
-_U64 = 1 << 64
 
 
 class InvalidOrderError(ProtocolError):
@@ -45,19 +45,11 @@ _KIND_CODE = {OrderKind.TRANSFER: 0, OrderKind.STORAGE: 1, OrderKind.STAKE: 2, O
 
 
 def _check_u64(value, name: str) -> int:
-    if type(value) is not int or not 0 <= value < _U64:
-        raise InvalidOrderError(f"{name} must be an integer in 0..2^64-1")
-    return value
+    return fields.u64(value, name, InvalidOrderError)
 
 
 def _check_peer(value, name: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidOrderError(f"{name} must be a peer ID string")
-    try:
-        public_key_from_peer_id(value)
-    except ValueError:
-        raise InvalidOrderError(f"{name} {value[:60]!r} is not an Ed25519 peer ID") from None
-    return value
+    return fields.peer_id(value, name, InvalidOrderError)
 
 
 def _str(text: str) -> bytes:

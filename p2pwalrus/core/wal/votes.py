@@ -15,22 +15,22 @@ import json
 import struct
 from dataclasses import dataclass
 
+from ...errors import ProtocolError
 from ..keys import sign, verify_signature
+from . import fields
 from .pricing import PriceVote
 
 _VOTE_TAG = b"p2pwalrus/node-vote/v1\x00"
 MAX_PROPOSALS = 16
-_U64 = 1 << 64
 
 
-class InvalidVoteError(ValueError):
-    pass
+class InvalidVoteError(ProtocolError, ValueError):
+    """A vote that is malformed or whose signature does not hold (a peer's: refused at the
+    parsing boundary like every other malformed message)."""
 
 
 def _u64(value, name: str) -> int:
-    if type(value) is not int or not 0 <= value < _U64:
-        raise InvalidVoteError(f"{name} must be an integer in 0..2^64-1")
-    return value
+    return fields.u64(value, name, InvalidVoteError)
 
 
 @dataclass(frozen=True)
