@@ -143,13 +143,34 @@ class NodeHost:
             logger.debug("routing table refused %s: %s", info.peer_id, exc)
         return True
 
-    async def connect_bootstrap(self) -> int:
-        """Dial every bootstrap peer not connected yet; return how many are connected."""
+    async def connect_bootstrap(self, background: trio.Nursery | None = None) -> int:
+        """Dial every bootstrap peer not connected yet; return how many are connected.
+
+        With ``background``, return as soon as one is connected (or every dial failed) and
+        let the other dials finish there: a node joining needs one bootstrap peer to pull the
+        live set from, and one slow or dead bootstrap peer held its start for a whole dial
+        timeout."""
         connected = set(self.connected_peers())
-        async with trio.open_nursery() as nursery:
-            for info in self.bootstrap_peers:
-                if info.peer_id not in connected:
+        todo = [info for info in self.bootstrap_peers if info.peer_id not in connected]
+        if background is None or len(todo) < len(self.bootstrap_peers):
+            async with trio.open_nursery() as nursery:
+                for info in todo:
                     nursery.start_soon(self.connect, info)
+        else:
+            first, left = trio.Event(), [len(todo)]
+
+            async def dial(info: PeerInfo) -> None:
+                ok = False
+                try:
+                    ok = await self.connect(info)
+                finally:
+                    left[0] -= 1
+                    if ok or not left[0]:
+                        first.set()
+
+            for info in todo:
+                background.start_soon(dial, info)
+            await first.wait()
         now = set(self.connected_peers())
         return sum(1 for info in self.bootstrap_peers if info.peer_id in now)
 
@@ -418,7 +439,7 @@ async def open_host(
                         # dial them or they query us. Kademlia's join lookup dialled about 20
                         # peers per newcomer, each a handshake, identify and GossipSub hello on
                         # both ends: most of a network's CPU while many nodes join at once.
-                        await node.connect_bootstrap()
+                        await node.connect_bootstrap(background=nursery)
                     nursery.start_soon(node._upkeep)
                     nursery.start_soon(node._trim_loop)
                     try:

@@ -147,6 +147,40 @@ def blob_id_field(obj: dict) -> bytes:
     return raw
 
 
+async def call(open_stream, header: dict, *, timeout: float, max_reply: int = MAX_LIST_REPLY):
+    """One request, the caller's side (node and client alike): ``await open_stream()``, send
+    ``header``, read the reply header, all within ``timeout``. Returns (stream, reply); the
+    caller reads whatever follows the reply and closes the stream (``close_quietly``)."""
+    with trio.fail_after(timeout):
+        stream = await open_stream()
+        try:
+            await send_json(stream, header)
+            return stream, await recv_json(stream, max_reply)
+        except BaseException:
+            await close_quietly(stream, reset=True)
+            raise
+
+
+async def call_for_reply(open_stream, header: dict, *, timeout: float, max_reply: int = MAX_LIST_REPLY) -> dict:
+    """A request answered by one JSON reply (the stream is closed)."""
+    stream, reply = await call(open_stream, header, timeout=timeout, max_reply=max_reply)
+    await close_quietly(stream)
+    return reply
+
+
+async def call_for_blob(open_stream, header: dict, max_size: int, *, timeout: float) -> tuple[dict, bytes | None]:
+    """A request answered by a JSON reply and, when it says ok, one frame of at most
+    ``max_size`` bytes (None otherwise); the reply and the frame each within ``timeout``."""
+    stream, reply = await call(open_stream, header, timeout=timeout)
+    try:
+        if not reply.get("ok"):
+            return reply, None
+        with trio.fail_after(timeout):
+            return reply, await recv_blob(stream, max_size)
+    finally:
+        await close_quietly(stream)
+
+
 async def close_quietly(stream, *, reset: bool = False) -> None:
     with trio.move_on_after(1):
         try:
