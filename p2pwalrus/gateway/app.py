@@ -29,6 +29,7 @@ from ..errors import (
     NotEnoughShardsError,
     P2PWalrusError,
 )
+from ..asgi_serve import handle_lifespan
 from .asgi import (
     BadRange,
     HTTPError,
@@ -36,7 +37,6 @@ from .asgi import (
     Response,
     Unsatisfiable,
     error_response,
-    handle_lifespan,
     json_response,
     parse_range,
 )

@@ -36,17 +36,6 @@ DRAIN_SECONDS = 5.0
 BODY_DEADLINE = 120.0  # a whole request body, however it is trickled
 
 
-async def handle_lifespan(receive, send) -> None:
-    """Answer an ASGI lifespan scope: nothing to set up or tear down."""
-    while True:
-        msg = await receive()
-        if msg["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif msg["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
 class HTTPError(Exception):
     """Raised by a handler to answer `{"error": {...}}` with this status."""
 
