@@ -78,6 +78,19 @@ def _wallet_option(f):
 _SAVED = "interrupted; a signed order is saved and the next wallet command sends it again"
 
 
+def _send_order(ctx, network, to: str, what: str, amount: str, send, done: str) -> None:
+    """A transfer, stake or unstake of AMOUNT to the account `to` (argument `what`):
+    checked, journaled, sent by ``send(wallet, frost)``; ``done`` is the line printed,
+    with {amount} and {to}."""
+    from .core.wal.amounts import format_amount
+
+    _check_address(to, what)
+    frost = _amount(amount)
+    note_interrupt(_SAVED)
+    cert = _run_wallet(ctx, network, lambda w: send(w, frost))
+    click.echo(done.format(amount=format_amount(frost), to=to) + f" (sequence {cert.order.sequence})")
+
+
 @click.group("wallet")
 @_wallet_option
 def wallet_cmd():
@@ -130,13 +143,7 @@ def balance_cmd(ctx, address, as_json, network):
 @click.pass_context
 def transfer_cmd(ctx, to, amount, network):
     """Send AMOUNT (e.g. 1.5WAL, 300FROST) to the account TO."""
-    from .core.wal.amounts import format_amount
-
-    _check_address(to, "TO")
-    frost = _amount(amount)
-    note_interrupt(_SAVED)
-    cert = _run_wallet(ctx, network, lambda w: w.transfer(to, frost))
-    click.echo(f"sent {format_amount(frost)} to {to} (sequence {cert.order.sequence})")
+    _send_order(ctx, network, to, "TO", amount, lambda w, frost: w.transfer(to, frost), "sent {amount} to {to}")
 
 
 @wallet_cmd.command("history")
@@ -173,13 +180,8 @@ def stake_cmd(ctx, node, amount, network):
     NODE is a member of the committee, or a live storage node outside it (staking it in).
     The stake is certified at once; it weighs in shard placement from the epoch change
     that follows (`p2pwalrus committee` shows it once decided)."""
-    from .core.wal.amounts import format_amount
-
-    _check_address(node, "NODE")
-    frost = _amount(amount)
-    note_interrupt(_SAVED)
-    cert = _run_wallet(ctx, network, lambda w: w.stake(node, frost))
-    click.echo(f"staked {format_amount(frost)} with {node} (sequence {cert.order.sequence})")
+    _send_order(ctx, network, node, "NODE", amount, lambda w, frost: w.stake(node, frost),
+                "staked {amount} with {to}")
 
 
 @click.command("unstake")
@@ -190,13 +192,8 @@ def stake_cmd(ctx, node, amount, network):
 @click.pass_context
 def unstake_cmd(ctx, node, amount, network):
     """Take AMOUNT of this wallet's stake back from the storage node NODE."""
-    from .core.wal.amounts import format_amount
-
-    _check_address(node, "NODE")
-    frost = _amount(amount)
-    note_interrupt(_SAVED)
-    cert = _run_wallet(ctx, network, lambda w: w.unstake(node, frost))
-    click.echo(f"unstaked {format_amount(frost)} from {node} (sequence {cert.order.sequence})")
+    _send_order(ctx, network, node, "NODE", amount, lambda w, frost: w.unstake(node, frost),
+                "unstaked {amount} from {to}")
 
 
 COMMANDS = (wallet_cmd, stake_cmd, unstake_cmd)
