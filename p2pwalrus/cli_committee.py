@@ -12,11 +12,7 @@ import json
 import click
 
 from .cli_common import ledger_network, network_option, with_client
-from .errors import P2PWalrusError
-
-
-class EpochNotDecidedError(P2PWalrusError):
-    """The epoch asked for has no decided state that this client could verify."""
+from .errors import EpochNotDecidedError
 
 
 def committee_view(client, epoch: int | None) -> dict:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import BlobNotFoundError, EncodingError, InvalidBlobIdError, VerificationError
+from ..errors import InvalidPatchIdError, QuiltError, QuiltPatchNotFoundError, VerificationError
 from .blob_id import BLOB_ID_LEN, blob_id_to_str
 from .rs2 import MAX_SYMBOL_SIZE, EncodingConfig
 
@@ -56,19 +56,6 @@ TAGS_FLAG = 0x01
 PATCH_INTERNAL_ID_LEN = 5
 PATCH_ID_LEN = BLOB_ID_LEN + PATCH_INTERNAL_ID_LEN
 SYMBOL_ALIGNMENT = 2  # RS2 symbols have an even size
-
-
-class QuiltError(EncodingError):
-    """Files that cannot make a quilt (too many, too large, bad identifiers), or quilt bytes
-    that are not a valid QuiltV1."""
-
-
-class QuiltPatchNotFoundError(BlobNotFoundError):
-    """The quilt has no patch with this identifier."""
-
-
-class InvalidPatchIdError(InvalidBlobIdError):
-    """A quilt patch ID string could not be parsed."""
 
 
 # --- BCS, the little of it the index needs ------------------------------------------------
