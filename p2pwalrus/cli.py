@@ -257,7 +257,9 @@ def store_cmd(ctx, path, epochs, deletable, force, as_json, chunk_size, dry_run,
     result = with_client(net, run)
     note_interrupt(f"interrupted; {blob_id_to_str(result.blob_id)} is certified")
     if as_json:
-        click.echo(json.dumps(result.to_walrus_json(), indent=2))
+        from .gateway.walrus_json import blob_store_json
+
+        click.echo(json.dumps(blob_store_json(result), indent=2))
         return
     if result.already_certified:
         click.echo(f"already certified until epoch {result.certificate.end_epoch}", err=True)

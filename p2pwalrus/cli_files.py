@@ -81,7 +81,9 @@ def store_large(net, path: str, *, epochs: int, deletable: bool, force: bool, as
     result = cli_common.with_client(net, run)
     cli_common.note_interrupt(f"interrupted; {blob_id_to_str(result.blob_id)} is certified")
     if as_json:
-        click.echo(json.dumps(result.to_walrus_json(), indent=2))
+        from .gateway.walrus_json import blob_store_json
+
+        click.echo(json.dumps(blob_store_json(result), indent=2))
         return
     cert = result.certificate
     if not isinstance(result, ChunkedStoreResult):

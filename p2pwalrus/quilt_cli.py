@@ -80,10 +80,9 @@ def store_quilt_cmd(ctx, files, directory, epochs, deletable, as_json, network):
     quilt_id = blob_id_to_str(stored.quilt_id)
     note_interrupt(f"interrupted; quilt {quilt_id} is certified")
     if as_json:
-        from .gateway.app import walrus_store_json
+        from .gateway.walrus_json import quilt_store_json
 
-        click.echo(json.dumps({"blobStoreResult": walrus_store_json(stored.result),
-                               "storedQuiltBlobs": stored.patches_json()}, indent=2))
+        click.echo(json.dumps(quilt_store_json(stored), indent=2))
         return
     state = "already certified" if stored.result.already_certified else "stored"
     click.echo(f"{state} {len(blobs)} files in one quilt of {stored.encoded_size} bytes, "
