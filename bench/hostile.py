@@ -105,24 +105,11 @@ class Attack:
             await attacker.connect(n.addr)
 
     async def send_raw(self, host, peer, protocol: str, data: bytes) -> None:
-        from p2pwalrus.p2p import rpc
+        from p2pwalrus.p2p.probe import send_and_drain
 
-        with trio.move_on_after(10):
-            try:
-                stream = await host.new_stream(peer, [protocol])
-            except Exception:
-                return
-            try:
-                self.sent["streams"] += 1
-                self.sent["bytes"] += len(data)
-                await stream.write(data)
-                await stream.close()
-                while await stream.read(65536):
-                    pass
-            except Exception:
-                pass
-            finally:
-                await rpc.close_quietly(stream, reset=True)
+        if await send_and_drain(host, peer, protocol, data):
+            self.sent["streams"] += 1
+            self.sent["bytes"] += len(data)
 
     async def garbage(self, targets: list[str]) -> None:
         from libp2p.peer.id import ID

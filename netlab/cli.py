@@ -164,7 +164,7 @@ def up_cmd(nodes, shards, directory, seed, base_port, epoch_length, timeout, gat
             lab.down()
             raise
         con.print(f"  gateway       {url}  (dashboard at {url}/)")
-    _print_hints(con, lab)
+    print_hints(con, lab)
 
 
 def _refuse_existing_testnet(directory, fresh: bool) -> None:
@@ -186,7 +186,8 @@ def _refuse_existing_testnet(directory, fresh: bool) -> None:
                        f"and starts a new one")
 
 
-def _print_hints(con, lab: Lab) -> None:
+def print_hints(con, lab: Lab) -> None:
+    """Print where the testnet's files are and the commands that use it."""
     net = lab.network_path
     d = lab.dir
     con.print(f"  network file  {net}")

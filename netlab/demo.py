@@ -16,7 +16,7 @@ def run_demo(nodes: int, shards: int, size: str, wait: bool, directory: str | No
     from p2pwalrus.client.client import open_client
     from p2pwalrus.core.blob_id import blob_id_to_str
 
-    from .cli import _print_hints, bring_up
+    from .cli import bring_up, print_hints
     from .scenario import parse_size
 
     own_dir = directory is None
@@ -56,7 +56,7 @@ def run_demo(nodes: int, shards: int, size: str, wait: bool, directory: str | No
                   f"blob-status: {status['status']}, {status['shards_stored']}/{shards} shards stored")
         url = lab.start_gateway()
         con.print(f"HTTP gateway (Walrus publisher/aggregator API) at [bold]{url}[/bold], dashboard at {url}/")
-        _print_hints(con, lab)
+        print_hints(con, lab)
         con.print(f"  p2pwalrus --network {lab.network_path} read {bid} -o copy.bin")
         con.print(f"  curl {url}/v1/blobs/{bid} -o copy.bin")
         con.print(f"  curl -X PUT '{url}/v1/blobs?epochs=2' --upload-file FILE")

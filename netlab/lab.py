@@ -34,10 +34,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from p2pwalrus.config import NetworkConfig, Timings, network_to_toml, parse_network
+from p2pwalrus.core.faults import FILE_NAME as FAULTS_FILE_NAME, NONE as NO_FAULTS, Faults, parse as parse_faults
 
 STATE_FILE = "netlab.json"
 NETWORK_FILE = "network.toml"
-FAULTS_FILE = "faults.json"  # per node, read by the node (see the report: node-side support)
+FAULTS_FILE = FAULTS_FILE_NAME  # per node, read by the node; its format: p2pwalrus/core/faults.py
 MAX_BOOTSTRAP = 3
 
 def up_timeout(n_nodes: int) -> float:
@@ -488,13 +489,16 @@ class Lab:
 
     # --- partitions and slow links (applied by the nodes: faults.json) ---
 
-    def _faults(self, n: NodeEntry) -> dict:
-        return read_json(Path(n.data_dir) / FAULTS_FILE) or {"deny": [], "delay_ms": 0}
+    def faults_of(self, n: NodeEntry) -> Faults:
+        """The faults node `n` is told to apply (none if its file is missing or unreadable)."""
+        try:
+            return parse_faults((Path(n.data_dir) / FAULTS_FILE).read_bytes())
+        except (OSError, ValueError):
+            return NO_FAULTS
 
-    def _set_faults(self, n: NodeEntry, faults: dict) -> None:
-        faults = {"deny": sorted(set(faults.get("deny", []))), "delay_ms": int(faults.get("delay_ms", 0)),
-                  "updated": time.time()}
-        _write_json_atomic(Path(n.data_dir) / FAULTS_FILE, faults)
+    def set_faults(self, n: NodeEntry, faults: Faults) -> None:
+        """Write node `n`'s faults file; the node applies it within FAULTS_POLL seconds."""
+        _write_json_atomic(Path(n.data_dir) / FAULTS_FILE, replace(faults, updated=time.time()).to_json())
 
     def parse_groups(self, spec: str) -> list[list[int]]:
         """``"0,1/2,3"`` -> [[0, 1], [2, 3]]; unlisted nodes join the last group."""
@@ -524,20 +528,20 @@ class Lab:
         side = {i: gi for gi, g in enumerate(groups) for i in g}
         for n in self.nodes:
             deny = [m.peer_id for m in self.nodes if side[m.index] != side[n.index]]
-            self._set_faults(n, {**self._faults(n), "deny": deny})
+            self.set_faults(n, replace(self.faults_of(n), deny=frozenset(deny)))
         self.meta["partition"] = groups
         self.save()
         return groups
 
     def heal(self) -> None:
         for n in self.nodes:
-            self._set_faults(n, {**self._faults(n), "deny": []})
+            self.set_faults(n, replace(self.faults_of(n), deny=frozenset()))
         self.meta.pop("partition", None)
         self.save()
 
     def slow(self, index: int, delay_ms: int) -> NodeEntry:
         n = self.node(index)
-        self._set_faults(n, {**self._faults(n), "delay_ms": delay_ms})
+        self.set_faults(n, replace(self.faults_of(n), delay_ms=int(delay_ms)))
         return n
 
     # --- observation ---
@@ -551,7 +555,7 @@ class Lab:
             fresh = alive and st.get("pid") == n.pid
             if alive:
                 alive_ids.add(n.peer_id)
-            faults = self._faults(n)
+            faults = self.faults_of(n)
             rows.append({
                 "index": n.index, "peer_id": n.peer_id, "pid": n.pid if alive else None, "alive": alive,
                 "ready": fresh, "state": n.state, "port": n.port,
@@ -563,7 +567,7 @@ class Lab:
                 "blobs": st.get("blobs") if fresh else None,
                 "ledger": st.get("ledger") if fresh else None,  # WAL held vs the genesis supply
                 "epochs": st.get("epochs") if fresh else None,  # the decided epoch state it holds
-                "denied": len(faults.get("deny", [])), "delay_ms": faults.get("delay_ms", 0),
+                "denied": len(faults.deny), "delay_ms": faults.delay_ms,
             })
         up = [r for r in rows if r["alive"]]
         digests = {r["map_digest"] for r in up}

@@ -15,40 +15,24 @@ from pathlib import Path
 import click
 
 from . import __version__
+from . import cli_common
+from .cli_common import (
+    NETWORK_HELP,
+    fail,
+    network_option,
+    note_interrupt,
+    parse_blob_id,
+    parse_size,
+    quiet_libp2p,
+    read_padded,
+    resolve_network,
+    setup_logging,
+    store_progress,
+    with_client,
+    write_atomically,
+)
 from .errors import P2PWalrusError
 from .core import protocols, thresholds
-
-NETWORK_HELP = "Network name from bootstrap/ or path to a network .toml (env P2PWALRUS_NETWORK, default: local)."
-
-
-def _network_option(f):
-    # Accepted both before and after the subcommand name; the later one wins.
-    return click.option("--network", "network", default=None, metavar="NAME_OR_FILE", help=NETWORK_HELP,
-                        expose_value=True)(f)
-
-
-def _resolve_network(ctx: click.Context, local: str | None):
-    from .config import load_network
-
-    return load_network(local or (ctx.obj or {}).get("network"))
-
-
-def _fail(message: str, code: int = 1):
-    click.echo(message if code == 130 else f"error: {message}", err=True)
-    if code == 130:
-        # Interrupted: leave now. An interrupt during an import can leave the interpreter to
-        # end by re-raising SIGINT at shutdown (status -2, not 130); there is nothing left
-        # to tidy that the OS does not.
-        import os
-
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        os._exit(130)
-    sys.exit(code)
-
 
 def _user_error(exc: BaseException) -> P2PWalrusError | None:
     """The P2PWalrusError inside `exc`, looking through trio's exception groups."""
@@ -72,16 +56,6 @@ def _interrupted(exc: BaseException) -> bool:
     return False
 
 
-# What a Ctrl-C leaves behind, said in one line; commands update it as they go
-# (a store: nothing certified, then certificate being published, then certified).
-_interrupt_note = "interrupted"
-
-
-def _note_interrupt(text: str) -> None:
-    global _interrupt_note
-    _interrupt_note = text
-
-
 class _BlobIdCommand(click.Command):
     """A command taking a BLOB_ID, which may begin with '-' (a base64url character): such a
     43-character argument is moved behind '--' so that it is not taken for an option."""
@@ -100,7 +74,7 @@ class _Cli(click.Group):
     def resolve_command(self, ctx, args):
         name, cmd, rest = super().resolve_command(ctx, args)
         if name == "store":  # from its very start: a store interrupted early certified nothing
-            _note_interrupt("interrupted; nothing was certified")
+            note_interrupt("interrupted; nothing was certified")
         return name, cmd, rest
 
     def invoke(self, ctx):
@@ -108,30 +82,11 @@ class _Cli(click.Group):
             return super().invoke(ctx)
         except BaseException as exc:
             if _interrupted(exc):
-                _fail(_interrupt_note, 130)  # one line, exit 128 + SIGINT, no traceback
+                fail(cli_common.interrupt_note(), 130)  # one line, exit 128 + SIGINT, no traceback
             err = _user_error(exc)
             if err is None:
                 raise
-            _fail(str(err))
-
-
-_libp2p_log_level = logging.CRITICAL
-
-
-def _setup_logging(verbose: int) -> None:
-    global _libp2p_log_level
-    level = logging.DEBUG if verbose >= 2 else logging.INFO if verbose >= 1 else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
-    # py-libp2p logs every refused negotiation and closed DHT stream: keep it for -vvv.
-    _libp2p_log_level = logging.DEBUG if verbose >= 3 else logging.CRITICAL
-    _quiet_libp2p()
-
-
-def _quiet_libp2p() -> None:
-    """Apply our level to py-libp2p's loggers. Call again once libp2p is imported: its import
-    resets the 'libp2p' logger to WARNING (libp2p.utils.logging.setup_logging), and commands
-    import it only when they need the network."""
-    logging.getLogger("libp2p").setLevel(_libp2p_log_level)
+            fail(str(err))
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
@@ -163,7 +118,7 @@ def main(ctx: click.Context, network: str | None, verbose: int) -> None:
         import os
 
         os.environ.setdefault("P2PWALRUS_LEAN_LIBP2P", "client")
-    _setup_logging(verbose)
+    setup_logging(verbose)
 
 
 _SWITCH_INTERVAL = 0.001  # seconds
@@ -174,148 +129,6 @@ _SWITCH_INTERVAL = 0.001  # seconds
 _SERVER_COMMANDS = frozenset({"node", "gateway"})
 
 
-# --- helpers ------------------------------------------------------------------------
-
-
-def _read_padded(path: str, n_shards: int):
-    """A file read straight into the encoder's padded buffer (no second copy of the blob)."""
-    from .core import rs2
-
-    if path == "-":
-        data = sys.stdin.buffer.read()
-        return data, len(data)
-    try:
-        size = Path(path).stat().st_size
-    except FileNotFoundError:
-        _fail(f"{path}: no such file; check the path, or pass - to store standard input")
-    except PermissionError:
-        _fail(f"{path}: permission denied; store a file you can read")
-    if Path(path).is_dir():
-        _fail(f"{path} is a directory; store a file (tar it first)")
-    buf = rs2.blob_buffer(size, n_shards)  # raises BlobTooLargeError, naming the limit
-    try:
-        with open(path, "rb") as fh:
-            got = fh.readinto(memoryview(buf)[:size])
-    except PermissionError:
-        _fail(f"{path}: permission denied; store a file you can read")
-    if got != size:
-        _fail(f"{path} changed while being read ({got} of {size} bytes)")
-    return buf, size
-
-
-def _parse_blob_id(text: str) -> bytes:
-    from .core.blob_id import parse_blob_id
-
-    return parse_blob_id(text)
-
-
-class _RichProgress:
-    """Client progress reported as a rich bar on standard error, when it is a terminal."""
-
-    def __init__(self):
-        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
-
-        self.bar = Progress(
-            "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            TimeRemainingColumn(), transient=True, console=__import__("rich.console").console.Console(stderr=True),
-        )
-        self.task = None
-
-    def start(self, description: str, total: int) -> None:
-        if self.task is not None:  # a new bar after the last (a chunked file after its manifest)
-            self.bar.remove_task(self.task)
-        self.bar.start()
-        self.task = self.bar.add_task(description, total=total)
-
-    def advance(self, amount: int) -> None:
-        if self.task is not None:
-            self.bar.advance(self.task, amount)
-
-    def done(self) -> None:
-        self.bar.stop()
-
-
-def _progress():
-    from .client.client import Progress
-
-    return _RichProgress() if sys.stderr.isatty() else Progress()
-
-
-def _store_progress():
-    """A store's progress, which also keeps the Ctrl-C note up to date."""
-    from .core.blob_id import blob_id_to_str
-
-    progress = _progress()
-    _note_interrupt("interrupted; nothing was certified")
-
-    def certifying(blob_id: bytes) -> None:
-        _note_interrupt(f"interrupted while publishing the certificate of {blob_id_to_str(blob_id)}: "
-                        "it may be certified (check with blob-status)")
-
-    progress.certifying = certifying
-    return progress
-
-
-def _client_key():
-    """The client's own key (it signs delete requests), kept under the user data dir."""
-    import os
-
-    import platformdirs
-
-    from .p2p.identity import IdentityError, load_or_create_identity
-
-    where = os.environ.get("P2PWALRUS_CLIENT_DIR")
-    try:
-        return load_or_create_identity(Path(where or Path(platformdirs.user_data_dir("p2pwalrus")) / "client"))
-    except IdentityError as exc:
-        raise IdentityError(f"{exc} (the client's key; set by P2PWALRUS_CLIENT_DIR)" if where else
-                            f"{exc} (the client's key; P2PWALRUS_CLIENT_DIR names another place)") from None
-
-
-# Set by commands that loaded the network stack: `entry` then ends the process with os._exit
-# once the output is flushed, skipping the interpreter's teardown of libp2p and its threads
-# (measured: 0.12-0.32 s, median 0.16 s, after a blob-status on a 5-node netlab).
-_fast_exit = False
-
-
-def _with_client(net, fn):
-    """Run `fn(client)` in a fresh trio loop with a connected client."""
-    global _fast_exit
-    import os
-
-    import trio
-
-    # A client process talks to p2pwalrus nodes only: libp2p loads without TLS and RSA too
-    # (p2p/patches/lean_import.py), unless the user chose otherwise.
-    os.environ.setdefault("P2PWALRUS_LEAN_LIBP2P", "client")
-    from .client.client import open_client
-
-    _quiet_libp2p()
-    _fast_exit = True
-    # The ~60k objects the network stack's import made are out of every later collection
-    # (a short process; automatic full collections otherwise walk them all again).
-    import gc
-
-    gc.freeze()
-
-    cache = None
-    if net.genesis is not None:  # decided epoch states this client verified, kept for the next command
-        import platformdirs
-
-        where = os.environ.get("P2PWALRUS_CLIENT_DIR")
-        cache = Path(where or Path(platformdirs.user_data_dir("p2pwalrus")) / "client") / "epochs"
-
-    async def run():
-        from .cli_pay import paying_note
-
-        async with open_client(net, _client_key(), epoch_cache=cache) as client:
-            client.on_pay = paying_note  # the cost, on stderr, before anything is paid
-            await client.refresh_membership()
-            return await fn(client)
-
-    return trio.run(run)
-
-
 # --- commands -----------------------------------------------------------------------
 
 
@@ -323,7 +136,7 @@ def _with_client(net, fn):
 @click.argument("path")
 @click.option("--shards", "-n", type=int, default=None, help="Shard count (default: the network's).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
-@_network_option
+@network_option
 @click.pass_context
 def blob_id_cmd(ctx, path, shards, as_json, network):
     """Compute the Walrus blob ID of PATH ('-' for standard input) without storing it."""
@@ -331,8 +144,8 @@ def blob_id_cmd(ctx, path, shards, as_json, network):
     from .core.blob_id import blob_id_to_str
 
     if shards is None:
-        shards = _resolve_network(ctx, network).n_shards
-    data, length = _read_padded(path, shards)
+        shards = resolve_network(ctx, network).n_shards
+    data, length = read_padded(path, shards)
     meta = rs2.compute_metadata(data, shards, length=length)
     bid = blob_id_to_str(meta.blob_id())
     if as_json:
@@ -354,7 +167,7 @@ def blob_id_cmd(ctx, path, shards, as_json, network):
                    "the network takes the quorum-below price of the committee's votes at each epoch change.")
 @click.option("--vote-write-price", default=None, metavar="AMOUNT", help="Vote this write price per 1 MiB unit.")
 @click.option("--vote-capacity", default=None, metavar="BYTES", help="Vote (announce) this storage capacity.")
-@_network_option
+@network_option
 @click.pass_context
 def node_cmd(ctx, data_dir, listen, capacity, metrics_addr, vote_storage_price, vote_write_price, vote_capacity,
              network):
@@ -367,8 +180,8 @@ def node_cmd(ctx, data_dir, listen, capacity, metrics_addr, vote_storage_price, 
 
     from .node.service import StorageNode, run_node_until_signal
 
-    _quiet_libp2p()
-    net = _resolve_network(ctx, network)
+    quiet_libp2p()
+    net = resolve_network(ctx, network)
     if data_dir is None:
         import platformdirs
 
@@ -384,23 +197,13 @@ def node_cmd(ctx, data_dir, listen, capacity, metrics_addr, vote_storage_price, 
         from .cli_pay import cast_vote
 
         cast_vote(net, Path(data_dir), vote_storage_price, vote_write_price, vote_capacity, ())
-    node = StorageNode(net, Path(data_dir), list(listen) or None, _parse_size(capacity) if capacity else None)
+    node = StorageNode(net, Path(data_dir), list(listen) or None, parse_size(capacity) if capacity else None)
     if metrics_addr:
         from .node.metrics import install_node_metrics
 
         install_node_metrics(node, metrics_addr)
     if trio.run(run_node_until_signal, node) == signal.SIGINT:
         sys.exit(130)  # Ctrl-C, as every command: 128 + SIGINT (SIGTERM, a service stop, is 0)
-
-
-def _parse_size(text: str) -> int:
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
-    try:
-        return int(float(num) * units[unit])
-    except ValueError:
-        _fail(f"bad size {text!r}: use a number with an optional K, M, G or T suffix")
 
 
 @main.command("store")
@@ -413,7 +216,7 @@ def _parse_size(text: str) -> int:
 @click.option("--chunk-size", default=None, metavar="BYTES",
               help="Store a larger file as chunks of this size (default: the largest blob).")
 @click.option("--dry-run", is_flag=True, help="Print the cost (and your balance) only: nothing is uploaded or paid.")
-@_network_option
+@network_option
 @click.pass_context
 def store_cmd(ctx, path, epochs, deletable, force, as_json, chunk_size, dry_run, network):
     """Encode PATH ('-' for standard input), store it on the network, print its blob ID.
@@ -433,8 +236,8 @@ def store_cmd(ctx, path, epochs, deletable, force, as_json, chunk_size, dry_run,
     from .client.encoding import BackgroundEncoding
     from .cli_files import store_large, wants_chunks
 
-    net = _resolve_network(ctx, network)
-    chunk_bytes = _parse_size(chunk_size) if chunk_size else None
+    net = resolve_network(ctx, network)
+    chunk_bytes = parse_size(chunk_size) if chunk_size else None
     if dry_run:
         from .cli_pay import dry_run as show_cost
 
@@ -442,19 +245,21 @@ def store_cmd(ctx, path, epochs, deletable, force, as_json, chunk_size, dry_run,
     if wants_chunks(path, net.n_shards, chunk_bytes):
         return store_large(net, path, epochs=epochs, deletable=deletable, force=force, as_json=as_json,
                            chunk_size=chunk_bytes)
-    data, length = _read_padded(path, net.n_shards)
+    data, length = read_padded(path, net.n_shards)
     # Encoding starts now, in its own thread: it overlaps loading libp2p, dialling and the membership pull.
     encoding = BackgroundEncoding(data, net.n_shards, length)
 
     async def run(client):
-        return await client.store(data, epochs=epochs, deletable=deletable, force=force, progress=_store_progress(),
+        return await client.store(data, epochs=epochs, deletable=deletable, force=force, progress=store_progress(),
                                   length=length, encoding=encoding)
 
-    _note_interrupt("interrupted; nothing was certified")
-    result = _with_client(net, run)
-    _note_interrupt(f"interrupted; {blob_id_to_str(result.blob_id)} is certified")
+    note_interrupt("interrupted; nothing was certified")
+    result = with_client(net, run)
+    note_interrupt(f"interrupted; {blob_id_to_str(result.blob_id)} is certified")
     if as_json:
-        click.echo(json.dumps(result.to_walrus_json(), indent=2))
+        from .gateway.walrus_json import blob_store_json
+
+        click.echo(json.dumps(blob_store_json(result), indent=2))
         return
     if result.already_certified:
         click.echo(f"already certified until epoch {result.certificate.end_epoch}", err=True)
@@ -476,68 +281,47 @@ def store_cmd(ctx, path, epochs, deletable, force, as_json, chunk_size, dry_run,
               help="Write here (default: standard output).")
 @click.option("--strict", is_flag=True, help="Re-encode the blob and check its blob ID (slower).")
 @click.option("--raw", is_flag=True, help="A manifest's own bytes, not the file it describes.")
-@_network_option
+@network_option
 @click.pass_context
 def read_cmd(ctx, blob_id, out, strict, raw, network):
     """Fetch BLOB_ID from the network, verify it and write its bytes.
 
     A chunked file (its manifest's ID) is streamed chunk by chunk, each verified."""
-    import os
-    import tempfile
-
     from .cli_files import read_out
 
-    net = _resolve_network(ctx, network)
-    raw_id = _parse_blob_id(blob_id)
-    _note_interrupt("interrupted; nothing was written" if out else "interrupted")
+    net = resolve_network(ctx, network)
+    raw_id = parse_blob_id(blob_id)
+    note_interrupt("interrupted; nothing was written" if out else "interrupted")
 
     if out is None:
         read_out(net, raw_id, sys.stdout.buffer, strict=strict, raw=raw)
         sys.stdout.buffer.flush()
         return
-    # Write atomically so that a failed read never leaves a partial file behind. The temp
-    # file is made before downloading: an output that cannot be written fails at once.
-    target = Path(out)
-    if not target.parent.is_dir():
-        what = "is not a directory" if target.parent.exists() else "does not exist (create it first)"
-        _fail(f"cannot write {out}: {target.parent} {what}; pass -o a path in a directory you can write")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    except OSError as exc:
-        _fail(f"cannot write {out}: {exc.strerror or exc}; pass -o a path in a directory you can write")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            size = read_out(net, raw_id, fh, strict=strict, raw=raw)
-            try:
-                fh.flush()
-                os.fsync(fh.fileno())
-                os.replace(tmp, target)
-            except OSError as exc:
-                _fail(f"cannot write {out}: {exc.strerror or exc}")
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    # Atomically: a failed read never leaves a partial file behind, and an output that
+    # cannot be written fails before the download.
+    size = write_atomically(out, lambda fh: read_out(net, raw_id, fh, strict=strict, raw=raw))
     click.echo(f"wrote {size} bytes to {out}", err=True)
 
 
 @main.command("blob-status", cls=_BlobIdCommand)
 @click.argument("blob_id")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
-@_network_option
+@network_option
 @click.pass_context
 def blob_status_cmd(ctx, blob_id, as_json, network):
     """Is BLOB_ID certified, and how many shards' holders store it right now?"""
     from .cli_files import blob_status
 
-    blob_status(_resolve_network(ctx, network), _parse_blob_id(blob_id), as_json)
+    blob_status(resolve_network(ctx, network), parse_blob_id(blob_id), as_json)
 
 
 @main.command("info")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
-@_network_option
+@network_option
 @click.pass_context
 def info_cmd(ctx, as_json, network):
     """Network parameters, live nodes, shard map summary and the current epoch."""
-    net = _resolve_network(ctx, network)
+    net = resolve_network(ctx, network)
 
     async def run(client):
         smap = client.shard_map
@@ -561,7 +345,7 @@ def info_cmd(ctx, as_json, network):
             "decided_epoch": client.epochs.current.epoch if client.epochs is not None else None,
         }
 
-    info = _with_client(net, run)
+    info = with_client(net, run)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -583,16 +367,16 @@ def info_cmd(ctx, as_json, network):
 
 @main.command("health")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
-@_network_option
+@network_option
 @click.pass_context
 def health_cmd(ctx, as_json, network):
     """Ask every live node for its status; exit 1 if any is unreachable or disagrees on the map."""
-    net = _resolve_network(ctx, network)
+    net = resolve_network(ctx, network)
 
     async def run(client):
         return client.shard_map.digest().hex(), await client.node_infos()
 
-    digest, infos = _with_client(net, run)
+    digest, infos = with_client(net, run)
     rows = []
     healthy = True
     for peer, info in sorted(infos.items()):
@@ -613,18 +397,18 @@ def health_cmd(ctx, as_json, network):
 @main.command("list-blobs")
 @click.option("--node", "node_id", default=None, metavar="PEER_ID", help="Which node (default: every live node).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_network_option
+@network_option
 @click.pass_context
 def list_blobs_cmd(ctx, node_id, as_json, network):
     """The blobs that a node holds, with their shards and state."""
-    net = _resolve_network(ctx, network)
+    net = resolve_network(ctx, network)
 
     async def run(client):
         peers = [node_id] if node_id else client.live_peers()
         results = await client.gather(peers, lambda p: client.call(p, protocols.LIST_BLOBS, {}))
         return {p: (r if isinstance(r, dict) else {"error": repr(r)}) for p, r in results.items()}
 
-    listing = _with_client(net, run)
+    listing = with_client(net, run)
     if as_json:
         click.echo(json.dumps(listing, indent=2))
         return
@@ -638,19 +422,19 @@ def list_blobs_cmd(ctx, node_id, as_json, network):
 @main.command("extend", cls=_BlobIdCommand)
 @click.argument("blob_id")
 @click.option("--epochs", "-e", type=click.IntRange(1), required=True, help="New life, in epochs from now.")
-@_network_option
+@network_option
 @click.pass_context
 def extend_cmd(ctx, blob_id, epochs, network):
     """Lengthen BLOB_ID's storage: its holders sign the new end epoch.
 
     On a network with prices the added epochs are paid first (storage price x 1 MiB units of
     encoded size x added epochs; no write price), from this client's WAL account."""
-    net = _resolve_network(ctx, network)
-    raw_id = _parse_blob_id(blob_id)
-    _note_interrupt("interrupted; the blob may be extended on some nodes (run extend again)")
+    net = resolve_network(ctx, network)
+    raw_id = parse_blob_id(blob_id)
+    note_interrupt("interrupted; the blob may be extended on some nodes (run extend again)")
     from .client.chunked import extend
 
-    cert = _with_client(net, lambda c: extend(c, raw_id, epochs))  # a chunked file's chunks too
+    cert = with_client(net, lambda c: extend(c, raw_id, epochs))  # a chunked file's chunks too
     click.echo(f"{blob_id} now stored until epoch {cert.end_epoch}")
 
 
@@ -659,7 +443,7 @@ def extend_cmd(ctx, blob_id, epochs, network):
 @click.option("--yes", is_flag=True,
               help="Do not ask for confirmation. Without a terminal on standard input (a script, a pipe, CI) "
                    "it is never asked: the blob is deleted at once.")
-@_network_option
+@network_option
 @click.pass_context
 def delete_cmd(ctx, blob_id, yes, network):
     """Delete BLOB_ID, if it was stored as deletable with this client's key.
@@ -670,14 +454,14 @@ def delete_cmd(ctx, blob_id, yes, network):
     Asks for confirmation first when standard input is a terminal; from a script or a
     pipe it does not ask and deletes at once (as with --yes).
     """
-    net = _resolve_network(ctx, network)
-    raw_id = _parse_blob_id(blob_id)
+    net = resolve_network(ctx, network)
+    raw_id = parse_blob_id(blob_id)
     if not yes and sys.stdin.isatty():
         click.confirm(f"Delete {blob_id} from every node?", abort=True)
-    _note_interrupt("interrupted; the blob may be deleted on some nodes (run delete again)")
+    note_interrupt("interrupted; the blob may be deleted on some nodes (run delete again)")
     from .client.chunked import delete
 
-    count = _with_client(net, lambda c: delete(c, raw_id))  # a chunked file's chunks too
+    count = with_client(net, lambda c: delete(c, raw_id))  # a chunked file's chunks too
     click.echo(f"deleted on {count} node(s)")
 
 
@@ -731,10 +515,10 @@ def entry(args=None) -> None:
         main.main(args=args)
         code = 0  # standalone mode always raises SystemExit; this is only for safety
     except SystemExit as exc:
-        if not _fast_exit:
+        if not cli_common.fast_exit:
             raise
         code = _exit_code(exc.code)
-    if not _fast_exit:
+    if not cli_common.fast_exit:
         sys.exit(code)
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -11,17 +11,8 @@ import json
 
 import click
 
-from .errors import P2PWalrusError
-
-
-class EpochNotDecidedError(P2PWalrusError):
-    """The epoch asked for has no decided state that this client could verify."""
-
-
-def _network_option(f):
-    from .cli_wallet import _network_option as opt
-
-    return opt(f)
+from .cli_common import ledger_network, network_option, with_client
+from .errors import EpochNotDecidedError
 
 
 def committee_view(client, epoch: int | None) -> dict:
@@ -58,22 +49,20 @@ def committee_view(client, epoch: int | None) -> dict:
 @click.option("--epoch", "epoch", type=click.IntRange(0), default=None, metavar="E",
               help="Which epoch (default: the latest decided one).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object (stakes in FROST).")
-@_network_option
+@network_option
 @click.pass_context
 def committee_cmd(ctx, epoch, as_json, network):
     """The committee of an epoch: members, their stakes and shard counts, and the state's digest.
 
     Learnt from the nodes and verified link by link from the genesis of the network file."""
-    from .cli import _with_client
-    from .cli_wallet import _ledger_network
     from .core.wal.amounts import format_amount
 
-    net = _ledger_network(ctx, network)
+    net = ledger_network(ctx, network)
 
     async def run(client):
         return committee_view(client, epoch)
 
-    out = _with_client(net, run)
+    out = with_client(net, run)
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return

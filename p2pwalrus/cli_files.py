@@ -56,7 +56,7 @@ def wants_chunks(path: str, n_shards: int, chunk_size: int | None) -> bool:
 
 def store_large(net, path: str, *, epochs: int, deletable: bool, force: bool, as_json: bool,
                 chunk_size: int | None) -> None:
-    from . import cli
+    from . import cli_common
     from .client.chunked import ChunkedStoreResult, FileSource, store_stream
     from .core.blob_id import blob_id_to_str
 
@@ -64,10 +64,10 @@ def store_large(net, path: str, *, epochs: int, deletable: bool, force: bool, as
 
     async def run(client):
         _few_worker_threads()
-        progress = cli._store_progress()
+        progress = cli_common.store_progress()
 
         def on_chunk(certified: int, started: int) -> None:
-            cli._note_interrupt(f"interrupted; {certified} chunk(s) certified, the file is not stored yet: "
+            cli_common.note_interrupt(f"interrupted; {certified} chunk(s) certified, the file is not stored yet: "
                                 "run the same store again to resume (certified chunks are not uploaded again)")
 
         fh = sys.stdin.buffer if path == "-" else open(path, "rb")
@@ -78,10 +78,12 @@ def store_large(net, path: str, *, epochs: int, deletable: bool, force: bool, as
             if fh is not sys.stdin.buffer:
                 fh.close()
 
-    result = cli._with_client(net, run)
-    cli._note_interrupt(f"interrupted; {blob_id_to_str(result.blob_id)} is certified")
+    result = cli_common.with_client(net, run)
+    cli_common.note_interrupt(f"interrupted; {blob_id_to_str(result.blob_id)} is certified")
     if as_json:
-        click.echo(json.dumps(result.to_walrus_json(), indent=2))
+        from .gateway.walrus_json import blob_store_json
+
+        click.echo(json.dumps(blob_store_json(result), indent=2))
         return
     cert = result.certificate
     if not isinstance(result, ChunkedStoreResult):
@@ -103,7 +105,7 @@ def read_out(net, raw_id: bytes, fh, *, strict: bool, raw: bool) -> int:
     """Read a blob or a chunked file into the binary file `fh`, streamed; the bytes written."""
     import trio
 
-    from . import cli
+    from . import cli_common
     from .client.chunked import read_to
 
     from .errors import P2PWalrusError
@@ -116,17 +118,17 @@ def read_out(net, raw_id: bytes, fh, *, strict: bool, raw: bool) -> int:
 
     async def run(client):
         _few_worker_threads()
-        written, _ = await read_to(client, raw_id, write, strict=strict, raw=raw, progress=cli._progress())
+        written, _ = await read_to(client, raw_id, write, strict=strict, raw=raw, progress=cli_common.progress())
         return written
 
-    return cli._with_client(net, run)
+    return cli_common.with_client(net, run)
 
 
 def blob_status(net, raw_id: bytes, as_json: bool) -> None:
-    from . import cli
+    from . import cli_common
     from .client.chunked import blob_status as status_of
 
-    status = cli._with_client(net, lambda c: status_of(c, raw_id))
+    status = cli_common.with_client(net, lambda c: status_of(c, raw_id))
     if as_json:
         click.echo(json.dumps(status))
         return

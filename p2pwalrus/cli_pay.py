@@ -12,6 +12,8 @@ import sys
 
 import click
 
+from .cli_common import network_option, parse_size, read_padded, resolve_network, with_client
+
 
 def _amount(frost: int) -> str:
     from .core.wal.amounts import format_amount
@@ -41,7 +43,6 @@ def paying_note(quote) -> None:
 def quote_for(net, size: int, epochs: int, chunk_size: int | None = None):
     """(Quote or None, total FROST, blobs) for a file of ``size`` bytes; connects to the network
     when it has a ledger."""
-    from .cli import _with_client
     from .client.payments import file_cost
     from .core.manifest import default_chunk_size
 
@@ -52,7 +53,7 @@ def quote_for(net, size: int, epochs: int, chunk_size: int | None = None):
     async def run(client):
         return await client.quote(size if single else 0, epochs)  # a chunked file: the prices, summed below
 
-    quote = _with_client(net, run)
+    quote = with_client(net, run)
     if quote is None:
         return None, 0, 1
     if single:
@@ -97,8 +98,7 @@ def print_quote(net, size: int, epochs: int, quote, total: int, blobs: int, *, a
 @click.option("--epochs", "-e", type=click.IntRange(1), default=1, show_default=True, help="Epochs stored.")
 @click.option("--chunk-size", default=None, metavar="BYTES", help="As `store --chunk-size`: the file's chunks.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object (amounts in FROST).")
-@click.option("--network", "network", default=None, metavar="NAME_OR_FILE",
-              help="Network name from bootstrap/ or path to a network .toml (env P2PWALRUS_NETWORK, default: local).")
+@network_option
 @click.pass_context
 def price_cmd(ctx, size, epochs, chunk_size, as_json, network):
     """What storing SIZE bytes (e.g. 1000000, 10M, 2G) for --epochs costs now.
@@ -106,11 +106,10 @@ def price_cmd(ctx, size, epochs, chunk_size, as_json, network):
     Walrus's rule: storage_price x units x epochs + write_price x units, where units are
     1 MiB of the encoded size (every shard's slivers and metadata), rounded up. The prices
     are those the committee's nodes vouch for; nothing is paid."""
-    from .cli import _parse_size, _resolve_network
 
-    net = _resolve_network(ctx, network)
-    nbytes = _parse_size(size)
-    chunk = _parse_size(chunk_size) if chunk_size else None
+    net = resolve_network(ctx, network)
+    nbytes = parse_size(size)
+    chunk = parse_size(chunk_size) if chunk_size else None
     quote, total, blobs = quote_for(net, nbytes, epochs, chunk)
     print_quote(net, nbytes, epochs, quote, total, blobs, as_json=as_json)
 
@@ -136,9 +135,7 @@ def dry_run(net, path: str, epochs: int, chunk_size: int | None, as_json: bool) 
         data = None
     extra = {}
     if chunk_size is None and size <= default_chunk_size(net.n_shards):
-        from .cli import _read_padded
-
-        buf, length = (data, size) if data is not None else _read_padded(path, net.n_shards)
+        buf, length = (data, size) if data is not None else read_padded(path, net.n_shards)
         extra["blob_id"] = blob_id_to_str(rs2.compute_metadata(buf, net.n_shards, length=length).blob_id())
     quote, total, blobs = quote_for(net, size, epochs, chunk_size)
     print_quote(net, size, epochs, quote, total, blobs, as_json=as_json, extra={**extra, "dry_run": True},
@@ -152,7 +149,6 @@ def dry_run(net, path: str, epochs: int, chunk_size: int | None, as_json: bool) 
 def cast_vote(net, data_dir, storage_price: str | None, write_price: str | None, capacity: str | None,
               proposals, commission_bps: int | None = None) -> dict:
     """Sign and write the node's vote in ``data_dir`` (values not given: its last vote's, else genesis's)."""
-    from .cli import _parse_size
     from .core.wal.amounts import AmountError, parse_amount
     from .errors import P2PWalrusError
     from .p2p.identity import load_or_create_identity, peer_id_of
@@ -183,7 +179,7 @@ def cast_vote(net, data_dir, storage_price: str | None, write_price: str | None,
         data_dir, keypair, str(peer_id_of(keypair)), g.hash(),
         storage_price=amount(storage_price, last.vote.storage_price if last else g.storage_price),
         write_price=amount(write_price, last.vote.write_price if last else g.write_price),
-        capacity=_parse_size(capacity) if capacity else (last.vote.capacity if last else 0), proposals=props,
+        capacity=parse_size(capacity) if capacity else (last.vote.capacity if last else 0), proposals=props,
         commission_bps=commission_bps if commission_bps is not None else (last.vote.commission_bps if last else None))
     return signed.vote.to_json()
 
@@ -200,8 +196,7 @@ def cast_vote(net, data_dir, storage_price: str | None, write_price: str | None,
 @click.option("--commission", "commission_bps", type=click.IntRange(0, 10_000), default=None, metavar="BPS",
               help="This node's commission on its rewards, in basis points (100 = 1%); the rest goes to its stakers.")
 @click.option("--show", is_flag=True, help="Print the current vote only.")
-@click.option("--network", "network", default=None, metavar="NAME_OR_FILE",
-              help="Network name from bootstrap/ or path to a network .toml (env P2PWALRUS_NETWORK, default: local).")
+@network_option
 @click.pass_context
 def vote_cmd(ctx, data_dir, storage_price, write_price, capacity, proposals, commission_bps, show, network):
     """Sign this storage node's governance vote: prices, capacity, parameter proposals.
@@ -213,10 +208,9 @@ def vote_cmd(ctx, data_dir, storage_price, write_price, capacity, proposals, com
     outside what the others voted. Values not given keep this node's last vote."""
     from pathlib import Path
 
-    from .cli import _resolve_network
     from .node.vote_service import read_vote
 
-    net = _resolve_network(ctx, network)
+    net = resolve_network(ctx, network)
     if data_dir is None:
         import platformdirs
 

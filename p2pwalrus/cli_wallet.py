@@ -8,26 +8,12 @@ over p2pwalrus/client/wallet.py; every refusal is one sentence (p2pwalrus.errors
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 
+from .cli_common import client_dir, client_key, ledger_network, network_option, note_interrupt, with_client
 from .errors import P2PWalrusError
-
-_NETWORK_HELP = "Network name from bootstrap/ or path to a network .toml (env P2PWALRUS_NETWORK, default: local)."
-
-
-def _network_option(f):
-    return click.option("--network", "network", default=None, metavar="NAME_OR_FILE", help=_NETWORK_HELP)(f)
-
-
-def _client_dir() -> Path:
-    import platformdirs
-
-    where = os.environ.get("P2PWALRUS_CLIENT_DIR")
-    return Path(where) if where else Path(platformdirs.user_data_dir("p2pwalrus")) / "client"
-
 
 def _amount(text: str) -> int:
     from .core.wal.amounts import AmountError, parse_amount
@@ -51,17 +37,6 @@ def _check_address(text: str, what: str) -> str:
                              "`p2pwalrus wallet address` prints yours)") from None
 
 
-def _ledger_network(ctx, network):
-    from .cli import _resolve_network
-    from .client.wallet import NoLedgerError
-
-    net = _resolve_network(ctx, network)
-    if net.genesis is None:
-        raise NoLedgerError(f"network {net.name!r} ({net.source}) has no genesis, so no ledger: pass --network "
-                            "the network.toml that `netlab up` wrote, or a network file with a [genesis] table")
-    return net
-
-
 def _wallet_dir(ctx) -> Path | None:
     """A named wallet's directory (its key and journal), or None for the client's own key."""
     name = (ctx.find_object(dict) or {}).get("wallet_name")
@@ -69,26 +44,24 @@ def _wallet_dir(ctx) -> Path | None:
         return None
     if not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
         raise P2PWalrusError(f"bad wallet name {name!r}: use letters, digits, '-', '_' and '.'")
-    return _client_dir() / "wallets" / name
+    return client_dir() / "wallets" / name
 
 
 def _wallet_key(ctx):
-    from .cli import _client_key
     from .p2p.identity import load_or_create_identity
 
     where = _wallet_dir(ctx)
-    return load_or_create_identity(where) if where is not None else _client_key()
+    return load_or_create_identity(where) if where is not None else client_key()
 
 
 def _run_wallet(ctx, network, fn):
     """Run ``fn(wallet)`` with a connected client; the wallet is the client's key or a named one."""
-    from .cli import _with_client
     from .client.wallet import Wallet
 
-    net = _ledger_network(ctx, network)
+    net = ledger_network(ctx, network)
     key = _wallet_key(ctx)
-    journal = (_wallet_dir(ctx) or _client_dir()) / "wallet"
-    return _with_client(net, lambda client: fn(Wallet(client, key, journal)))
+    journal = (_wallet_dir(ctx) or client_dir()) / "wallet"
+    return with_client(net, lambda client: fn(Wallet(client, key, journal)))
 
 
 def _wallet_option(f):
@@ -102,13 +75,20 @@ def _wallet_option(f):
                                                 "wallets/NAME) instead of the client's key.")(f)
 
 
-def _note(text: str) -> None:
-    from .cli import _note_interrupt
-
-    _note_interrupt(text)
-
-
 _SAVED = "interrupted; a signed order is saved and the next wallet command sends it again"
+
+
+def _send_order(ctx, network, to: str, what: str, amount: str, send, done: str) -> None:
+    """A transfer, stake or unstake of AMOUNT to the account `to` (argument `what`):
+    checked, journaled, sent by ``send(wallet, frost)``; ``done`` is the line printed,
+    with {amount} and {to}."""
+    from .core.wal.amounts import format_amount
+
+    _check_address(to, what)
+    frost = _amount(amount)
+    note_interrupt(_SAVED)
+    cert = _run_wallet(ctx, network, lambda w: send(w, frost))
+    click.echo(done.format(amount=format_amount(frost), to=to) + f" (sequence {cert.order.sequence})")
 
 
 @click.group("wallet")
@@ -133,7 +113,7 @@ def address_cmd(ctx):
 @wallet_cmd.command("balance")
 @click.argument("address", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object (amounts in FROST).")
-@_network_option
+@network_option
 @click.pass_context
 def balance_cmd(ctx, address, as_json, network):
     """The balance and stakes of this wallet (or of ADDRESS), as the committee's nodes vouch."""
@@ -159,23 +139,17 @@ def balance_cmd(ctx, address, as_json, network):
 @wallet_cmd.command("transfer")
 @click.argument("to")
 @click.argument("amount")
-@_network_option
+@network_option
 @click.pass_context
 def transfer_cmd(ctx, to, amount, network):
     """Send AMOUNT (e.g. 1.5WAL, 300FROST) to the account TO."""
-    from .core.wal.amounts import format_amount
-
-    _check_address(to, "TO")
-    frost = _amount(amount)
-    _note(_SAVED)
-    cert = _run_wallet(ctx, network, lambda w: w.transfer(to, frost))
-    click.echo(f"sent {format_amount(frost)} to {to} (sequence {cert.order.sequence})")
+    _send_order(ctx, network, to, "TO", amount, lambda w, frost: w.transfer(to, frost), "sent {amount} to {to}")
 
 
 @wallet_cmd.command("history")
 @click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True, help="At most this many of each.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (amounts in FROST).")
-@_network_option
+@network_option
 @click.pass_context
 def history_cmd(ctx, limit, as_json, network):
     """This account's confirmed orders and the transfers it received."""
@@ -198,7 +172,7 @@ def history_cmd(ctx, limit, as_json, network):
 @click.argument("node")
 @click.argument("amount")
 @_wallet_option
-@_network_option
+@network_option
 @click.pass_context
 def stake_cmd(ctx, node, amount, network):
     """Stake AMOUNT of this wallet's WAL with the storage node NODE (its peer ID).
@@ -206,30 +180,20 @@ def stake_cmd(ctx, node, amount, network):
     NODE is a member of the committee, or a live storage node outside it (staking it in).
     The stake is certified at once; it weighs in shard placement from the epoch change
     that follows (`p2pwalrus committee` shows it once decided)."""
-    from .core.wal.amounts import format_amount
-
-    _check_address(node, "NODE")
-    frost = _amount(amount)
-    _note(_SAVED)
-    cert = _run_wallet(ctx, network, lambda w: w.stake(node, frost))
-    click.echo(f"staked {format_amount(frost)} with {node} (sequence {cert.order.sequence})")
+    _send_order(ctx, network, node, "NODE", amount, lambda w, frost: w.stake(node, frost),
+                "staked {amount} with {to}")
 
 
 @click.command("unstake")
 @click.argument("node")
 @click.argument("amount")
 @_wallet_option
-@_network_option
+@network_option
 @click.pass_context
 def unstake_cmd(ctx, node, amount, network):
     """Take AMOUNT of this wallet's stake back from the storage node NODE."""
-    from .core.wal.amounts import format_amount
-
-    _check_address(node, "NODE")
-    frost = _amount(amount)
-    _note(_SAVED)
-    cert = _run_wallet(ctx, network, lambda w: w.unstake(node, frost))
-    click.echo(f"unstaked {format_amount(frost)} from {node} (sequence {cert.order.sequence})")
+    _send_order(ctx, network, node, "NODE", amount, lambda w, frost: w.unstake(node, frost),
+                "unstaked {amount} from {to}")
 
 
 COMMANDS = (wallet_cmd, stake_cmd, unstake_cmd)

@@ -1,7 +1,8 @@
-"""Network definitions: one TOML file per network under bootstrap/ (or any path).
+"""Network definitions: one TOML file per network under p2pwalrus/bootstrap/ (or any path).
 
-`--network` takes a name from bootstrap/ or a path; the P2PWALRUS_NETWORK environment
-variable and then `local` are the defaults.
+`--network` takes a name from p2pwalrus/bootstrap/ or a path; the P2PWALRUS_NETWORK
+environment variable and then `local` are the defaults. The bootstrap files are package
+data (pyproject.toml), found beside this module in a checkout and in an installed package alike.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .errors import NetworkConfigError
 if TYPE_CHECKING:
     from .core.wal.genesis import Genesis
 
-BOOTSTRAP_DIR = Path(__file__).resolve().parent.parent / "bootstrap"
+BOOTSTRAP_DIR = Path(__file__).resolve().parent / "bootstrap"  # shipped in the package (package data)
 DEFAULT_NETWORK = "local"
 ENV_VAR = "P2PWALRUS_NETWORK"
 
@@ -139,10 +140,23 @@ def parse_network(text: str, where: str = "<network>") -> NetworkConfig:
 _WHAT_TO_PASS = "pass --network a network name or the network.toml that `netlab up` wrote"
 
 
+def known_networks() -> list[str]:
+    """The names of the networks shipped with p2pwalrus (its bootstrap files)."""
+    return sorted(p.stem for p in BOOTSTRAP_DIR.glob("*.toml"))
+
+
+def bootstrap_file(name: str) -> Path | None:
+    """The shipped network file of network `name`, or None if there is no such network."""
+    if not name or os.sep in name or "/" in name or name.startswith("."):
+        return None
+    path = BOOTSTRAP_DIR / f"{name}.toml"
+    return path if path.is_file() else None
+
+
 def resolve_network_path(name_or_path: str | None) -> Path:
     choice = name_or_path or os.environ.get(ENV_VAR) or DEFAULT_NETWORK
     path = Path(choice).expanduser()
-    is_name = path.suffix != ".toml" and os.sep not in choice and (BOOTSTRAP_DIR / f"{choice}.toml").is_file()
+    is_name = path.suffix != ".toml" and os.sep not in choice and bootstrap_file(choice) is not None
     if path.is_dir() and not is_name:  # a netlab dir, say (a directory named like a network is not one)
         hint = f": did you mean {path / 'network.toml'}?" if (path / "network.toml").is_file() else ""
         raise NetworkConfigError(f"network file {path} is a directory; pass a network .toml file{hint}")
@@ -150,10 +164,10 @@ def resolve_network_path(name_or_path: str | None) -> Path:
         if not path.is_file():
             raise NetworkConfigError(f"network file {path} does not exist; {_WHAT_TO_PASS}")
         return path
-    candidate = BOOTSTRAP_DIR / f"{choice}.toml"
-    if not candidate.is_file():
-        known = sorted(p.stem for p in BOOTSTRAP_DIR.glob("*.toml"))
-        raise NetworkConfigError(f"unknown network {choice!r}: known networks are {known}, or pass a path to a .toml file")
+    candidate = bootstrap_file(choice)
+    if candidate is None:
+        raise NetworkConfigError(f"unknown network {choice!r}: known networks are {known_networks()}, "
+                                 "or pass a path to a .toml file")
     return candidate
 
 

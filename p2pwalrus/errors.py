@@ -1,8 +1,16 @@
-"""The exception hierarchy: every error a user can meet says what happened and what to do."""
+"""The exception hierarchy: every error a user can meet says what happened and what to do.
+
+Every exception class of p2pwalrus is defined here, grouped by area; the module where
+each is raised imports it back, so ``from p2pwalrus.core.quilt import QuiltError`` and
+the like keep working. Nothing heavy is imported here: the CLI loads this at start-up.
+"""
 
 
 class P2PWalrusError(Exception):
     """Base of all p2pwalrus errors."""
+
+
+# --- encoding, blobs, quilts and manifests -----------------------------------------------
 
 
 class EncodingError(P2PWalrusError):
@@ -15,6 +23,22 @@ class BlobTooLargeError(EncodingError):
 
 class InvalidBlobIdError(P2PWalrusError, ValueError):
     """A blob ID string could not be parsed."""
+
+
+class QuiltError(EncodingError):
+    """Files that cannot make a quilt (too many, too large, bad identifiers), or quilt bytes
+    that are not a valid QuiltV1."""
+
+
+class InvalidPatchIdError(InvalidBlobIdError):
+    """A quilt patch ID string could not be parsed."""
+
+
+class ManifestError(P2PWalrusError):
+    """Bytes that begin like a manifest but do not parse as one (or a manifest that cannot be made)."""
+
+
+# --- reading and verifying -----------------------------------------------------------------
 
 
 class VerificationError(P2PWalrusError):
@@ -33,8 +57,50 @@ class InconsistentBlobError(DecodingError):
         self.proof = proof
 
 
+class NotEnoughShardsError(P2PWalrusError):
+    """Too few shards' holders answered to complete a read or write."""
+
+
+class BlobNotFoundError(P2PWalrusError):
+    """No certificate or metadata for this blob ID is known to the network."""
+
+
+class QuiltPatchNotFoundError(BlobNotFoundError):
+    """The quilt has no patch with this identifier."""
+
+
+# --- wire messages ---------------------------------------------------------------------
+
+
 class ProtocolError(P2PWalrusError):
     """A peer sent a malformed, oversized or unexpected message."""
+
+
+class InvalidRecordError(ProtocolError):
+    """A node record failed validation; ``reason`` says why in a few words."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"invalid node record: {reason}")
+        self.reason = reason
+
+
+class InvalidLivenessMessage(ProtocolError):
+    """A heartbeat or liveness message failed validation; ``reason`` says why."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"invalid liveness message: {reason}")
+        self.reason = reason
+
+
+class InvalidCertificateError(ProtocolError):
+    """A blob certificate or confirmation failed validation; ``reason`` says why."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"invalid certificate: {reason}")
+        self.reason = reason
+
+
+# --- nodes: storage and placement ----------------------------------------------------------
 
 
 class StorageError(P2PWalrusError):
@@ -45,13 +111,50 @@ class CapacityExceededError(StorageError):
     """Storing would exceed the node's configured capacity."""
 
 
+class DataDirInUseError(StorageError):
+    """Another node process holds this data dir."""
+
+
+class PlacementError(P2PWalrusError):
+    """Shards cannot be placed as required (empty live set, bad shard count, a
+    live set too small to keep every node below the decoding threshold)."""
+
+
+# --- configuration, keys, clients ------------------------------------------------------------
+
+
 class NetworkConfigError(P2PWalrusError):
     """A network definition is missing or invalid."""
 
 
-class NotEnoughShardsError(P2PWalrusError):
-    """Too few shards' holders answered to complete a read or write."""
+class IdentityError(P2PWalrusError):
+    """The identity key file is unreadable or not an Ed25519 libp2p key."""
 
 
-class BlobNotFoundError(P2PWalrusError):
-    """No certificate or metadata for this blob ID is known to the network."""
+class SiteError(P2PWalrusError):
+    """A directory that cannot be published, or a blob that is not a valid site manifest."""
+
+
+class EpochNotDecidedError(P2PWalrusError):
+    """The epoch asked for has no decided state that this client could verify."""
+
+
+# --- the HTTP gateway (answers, not user errors: not P2PWalrusError) --------------------------
+
+
+class HTTPError(Exception):
+    """Raised by a handler to answer `{"error": {...}}` with this status."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+class Unsatisfiable(Exception):
+    """The Range is valid but selects nothing of the representation: answer 416."""
+
+
+class BadRange(Exception):
+    """A byte Range header that does not parse (strict: answer 400, not the whole body)."""

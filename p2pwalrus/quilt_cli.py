@@ -6,25 +6,31 @@ Thin layers over client/quilts.py and client/site.py, like every other command.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
 
-from .cli import _fail, _network_option, _note_interrupt, _parse_blob_id, _resolve_network, _with_client
+from .cli_common import (
+    fail,
+    network_option,
+    note_interrupt,
+    parse_blob_id,
+    resolve_network,
+    with_client,
+    write_atomically,
+)
 
 
 def _read_file(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        _fail(f"{path}: no such file; check the path")
+        fail(f"{path}: no such file; check the path")
     except IsADirectoryError:
-        _fail(f"{path} is a directory; pass --dir {path} to store the files under it")
+        fail(f"{path} is a directory; pass --dir {path} to store the files under it")
     except PermissionError:
-        _fail(f"{path}: permission denied; store files you can read")
+        fail(f"{path}: permission denied; store files you can read")
 
 
 @click.command("store-quilt")
@@ -35,7 +41,7 @@ def _read_file(path: Path) -> bytes:
               help="Number of epochs to store the quilt for.")
 @click.option("--deletable", is_flag=True, help="Allow the storing key to delete the quilt early.")
 @click.option("--json", "as_json", is_flag=True, help="Print Walrus's quilt store response as JSON.")
-@_network_option
+@network_option
 @click.pass_context
 def store_quilt_cmd(ctx, files, directory, epochs, deletable, as_json, network):
     """Store small FILES (or those under --dir) as one quilt, in Walrus's QuiltV1 layout.
@@ -50,34 +56,33 @@ def store_quilt_cmd(ctx, files, directory, epochs, deletable, as_json, network):
     from .core.blob_id import blob_id_to_str
 
     if bool(files) == bool(directory):
-        _fail("pass either FILES or --dir DIR (the files to put in the quilt)")
-    net = _resolve_network(ctx, network)
+        fail("pass either FILES or --dir DIR (the files to put in the quilt)")
+    net = resolve_network(ctx, network)
     if directory:
         try:
             listing = scan_directory(Path(directory))
         except SiteError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         named = [(rel, full) for rel, full in listing]
     else:
         named = [(Path(f).name, Path(f)) for f in files]
     most = q.max_patches(net.n_shards)
     if len(named) > most:
-        _fail(f"{len(named)} files do not fit one quilt: at most {most} at {net.n_shards} shards "
+        fail(f"{len(named)} files do not fit one quilt: at most {most} at {net.n_shards} shards "
               f"(one column each); store fewer, or `publish` the directory (it makes as many quilts as needed)")
     blobs = [q.QuiltBlob(name, _read_file(path)) for name, path in named]
 
     async def run(client):
         return await store_quilt(client, blobs, epochs=epochs, deletable=deletable)
 
-    _note_interrupt("interrupted; nothing was certified")
-    stored = _with_client(net, run)
+    note_interrupt("interrupted; nothing was certified")
+    stored = with_client(net, run)
     quilt_id = blob_id_to_str(stored.quilt_id)
-    _note_interrupt(f"interrupted; quilt {quilt_id} is certified")
+    note_interrupt(f"interrupted; quilt {quilt_id} is certified")
     if as_json:
-        from .gateway.app import walrus_store_json
+        from .gateway.walrus_json import quilt_store_json
 
-        click.echo(json.dumps({"blobStoreResult": walrus_store_json(stored.result),
-                               "storedQuiltBlobs": stored.patches_json()}, indent=2))
+        click.echo(json.dumps(quilt_store_json(stored), indent=2))
         return
     state = "already certified" if stored.result.already_certified else "stored"
     click.echo(f"{state} {len(blobs)} files in one quilt of {stored.encoded_size} bytes, "
@@ -116,7 +121,7 @@ class _QuiltIdCommand(click.Command):
 @click.argument("identifier", required=False)
 @click.option("-o", "--out", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write here (default: standard output).")
-@_network_option
+@network_option
 @click.pass_context
 def read_quilt_cmd(ctx, quilt_id, identifier, out, network):
     """Read one file of a quilt: QUILT_ID IDENTIFIER, or a PATCH_ID alone.
@@ -127,62 +132,59 @@ def read_quilt_cmd(ctx, quilt_id, identifier, out, network):
     from .client.quilts import QuiltReader
     from .core import quilt as q
 
-    net = _resolve_network(ctx, network)
+    net = resolve_network(ctx, network)
     if identifier is None:
         try:
             patch_id = q.QuiltPatchId.parse(quilt_id)
         except q.InvalidPatchIdError as exc:
             if len(quilt_id.strip()) == 43:
-                _fail(f"{quilt_id} is a quilt ID: pass the IDENTIFIER of a file in it too "
+                fail(f"{quilt_id} is a quilt ID: pass the IDENTIFIER of a file in it too "
                       f"(`list-quilt {quilt_id}` lists them)")
-            _fail(f"{exc}; pass QUILT_ID IDENTIFIER, or a patch ID alone")
+            fail(f"{exc}; pass QUILT_ID IDENTIFIER, or a patch ID alone")
 
         async def run(client):
             return await QuiltReader(client).read_by_id(patch_id)
     else:
-        raw_id = _parse_blob_id(quilt_id)
+        raw_id = parse_blob_id(quilt_id)
 
         async def run(client):
             return await QuiltReader(client).read(raw_id, identifier)
 
-    _note_interrupt("interrupted; nothing was written" if out else "interrupted")
+    note_interrupt("interrupted; nothing was written" if out else "interrupted")
     if out is None:
-        patch = _with_client(net, run)
+        patch = with_client(net, run)
         sys.stdout.buffer.write(patch.data)
         sys.stdout.buffer.flush()
         return
-    target = Path(out)
-    if not target.parent.is_dir():
-        _fail(f"cannot write {out}: {target.parent} does not exist; pass -o a path in a directory you can write")
-    patch = _with_client(net, run)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        with os.fdopen(fd, "wb") as fh:
+
+    def write(fh):
+        patch = with_client(net, run)
+        try:
             fh.write(patch.data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        _fail(f"cannot write {out}: {exc.strerror or exc}; pass -o a path in a directory you can write")
+        except OSError as exc:
+            fail(f"cannot write {out}: {exc.strerror or exc}; pass -o a path in a directory you can write")
+        return patch
+
+    patch = write_atomically(out, write)  # a failed read leaves no partial file
     click.echo(f"wrote {len(patch.data)} bytes of {patch.identifier!r} to {out}", err=True)
 
 
 @click.command("list-quilt", cls=_QuiltIdCommand)
 @click.argument("quilt_id")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
-@_network_option
+@network_option
 @click.pass_context
 def list_quilt_cmd(ctx, quilt_id, as_json, network):
     """The files of a quilt: identifier, patch ID, columns and tags (from its index only)."""
     from .client.quilts import QuiltReader
 
-    net = _resolve_network(ctx, network)
-    raw_id = _parse_blob_id(quilt_id)
+    net = resolve_network(ctx, network)
+    raw_id = parse_blob_id(quilt_id)
 
     async def run(client):
         return (await QuiltReader(client).index(raw_id))[2]
 
-    index = _with_client(net, run)
+    index = with_client(net, run)
     rows = [{"identifier": p.identifier, "quiltPatchId": str(p.patch_id(raw_id)), "startIndex": p.start_index,
              "endIndex": p.end_index, "tags": dict(p.tags)} for p in index.patches]
     if as_json:
@@ -199,7 +201,7 @@ def list_quilt_cmd(ctx, quilt_id, as_json, network):
 @click.option("--epochs", "-e", type=click.IntRange(1), default=1, show_default=True,
               help="Number of epochs to store the site for.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
-@_network_option
+@network_option
 @click.pass_context
 def publish_cmd(ctx, directory, epochs, as_json, network):
     """Publish DIRECTORY as a site; print its site ID.
@@ -211,18 +213,18 @@ def publish_cmd(ctx, directory, epochs, as_json, network):
     from .client.site import SiteError, publish_directory
     from .core.blob_id import blob_id_to_str
 
-    net = _resolve_network(ctx, network)
+    net = resolve_network(ctx, network)
     if not Path(directory).is_dir():
-        _fail(f"{directory} is not a directory; pass the directory to publish")
+        fail(f"{directory} is not a directory; pass the directory to publish")
 
     async def run(client):
         try:
             return await publish_directory(client, Path(directory), epochs=epochs)
         except SiteError as exc:
-            _fail(str(exc))
+            fail(str(exc))
 
-    _note_interrupt("interrupted; the site was not published (run publish again: what is stored is reused)")
-    result = _with_client(net, run)
+    note_interrupt("interrupted; the site was not published (run publish again: what is stored is reused)")
+    result = with_client(net, run)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return

@@ -19,6 +19,7 @@ from p2pwalrus.p2p import rpc
 from p2pwalrus.p2p.patches import hardening
 from p2pwalrus.p2p.framing import encode_uvarint
 from p2pwalrus.p2p.host import HostTimings, open_host
+from p2pwalrus.p2p.probe import send_and_drain
 from p2pwalrus.node.service import MAX_PROOF_MESSAGE
 from p2pwalrus.core import protocols
 
@@ -90,24 +91,6 @@ def stream_garbage() -> list[bytes]:
     ]
 
 
-async def _send_raw(host, peer: ID, protocol: str, data: bytes) -> None:
-    """Open ``protocol``, write ``data``, close our side, drain whatever comes back."""
-    with trio.move_on_after(10):
-        try:
-            stream = await host.new_stream(peer, [protocol])
-        except Exception:
-            return  # the node may refuse the protocol outright: that is fine
-        try:
-            await stream.write(data)
-            await stream.close()
-            while await stream.read(65536):
-                pass
-        except Exception:
-            pass
-        finally:
-            await rpc.close_quietly(stream, reset=True)
-
-
 def _node_protocols(node) -> list[str]:
     return sorted(str(p) for p in node.node.host.get_mux().handlers)
 
@@ -176,7 +159,7 @@ async def test_malformed_gossip_on_every_topic_and_garbage_on_every_protocol_lea
                             if "meshsub" in protocol:
                                 items += gossipsub_rpcs(protocols.certs_topic(name))
                             for item in items:
-                                nursery.start_soon(_send_raw, attacker.host, ID.from_base58(n.peer_id), protocol, item)
+                                nursery.start_soon(send_and_drain, attacker.host, ID.from_base58(n.peer_id), protocol, item)
                                 sent += 1
             assert sent >= 4 * 14 * 10
             # Afterwards: every node and its host run, and a byte-exact read is served.

@@ -25,6 +25,7 @@ from p2pwalrus.core import rs2
 from p2pwalrus.core.wal.genesis import make_genesis
 from p2pwalrus.core.wal.ledger import check_conservation
 from p2pwalrus.core.wal.pricing import store_cost
+from p2pwalrus.gateway.walrus_json import blob_store_json
 from p2pwalrus.p2p import rpc
 from p2pwalrus.p2p.framing import write_frame
 from p2pwalrus.p2p.identity import load_or_create_identity, peer_id_of
@@ -99,7 +100,7 @@ async def test_store_pays_refuses_the_poor_and_payments_bind_to_one_blob(tmp_pat
                 # --- a store with a price: paid into the fund, confirmed everywhere
                 result = await client.store(data, epochs=3)
                 assert result.cost == cost.total
-                assert result.to_walrus_json()["newlyCreated"]["cost"] == cost.total
+                assert blob_store_json(result)["newlyCreated"]["cost"] == cost.total
                 assert await client.read(result.blob_id) == data
                 view = await client.payer.wallet.account()
                 assert view.balance == 5 * WAL - cost.total

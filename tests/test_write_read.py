@@ -9,6 +9,7 @@ from netlab.inprocess import inprocess_network
 from p2pwalrus.client.client import open_client
 from p2pwalrus.core import rs2
 from p2pwalrus.core.placement import PlacementError
+from p2pwalrus.gateway.walrus_json import blob_store_json
 
 
 async def test_store_8mib_then_read_back_exact_even_with_two_nodes_killed(tmp_path):
@@ -87,7 +88,7 @@ async def test_storing_the_same_file_twice_answers_already_certified_without_upl
                 requests = sum(n.counters["store_requests"] for n in cluster.alive())
                 again = await client.store(data, epochs=2)
                 assert again.already_certified
-                assert again.to_walrus_json()["alreadyCertified"]["endEpoch"] == first.certificate.end_epoch
+                assert blob_store_json(again)["alreadyCertified"]["endEpoch"] == first.certificate.end_epoch
                 assert sum(n.counters["store_requests"] for n in cluster.alive()) == requests
                 longer = await client.store(data, epochs=5)  # a longer period is stored again
                 assert not longer.already_certified

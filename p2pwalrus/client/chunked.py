@@ -189,16 +189,6 @@ class ChunkedStoreResult:
     def already_certified(self) -> bool:
         return self.chunks_uploaded == 0 and self.manifest_store.already_certified
 
-    def file_json(self) -> dict:
-        return {"size": self.size, "chunks": len(self.manifest.chunks), "chunksUploaded": self.chunks_uploaded,
-                "chunksAlreadyCertified": self.chunks_skipped, "contentHash": self.manifest.content_hash.hex()}
-
-    def to_walrus_json(self) -> dict:
-        """Walrus's answer for the manifest blob, plus a "file" object describing the chunks."""
-        out = self.manifest_store.to_walrus_json()
-        next(iter(out.values()))["file"] = self.file_json()
-        return out
-
 
 class _ChunkProgress(Progress):
     """One chunk's upload seen as its share of the file's bytes on the file's progress."""

@@ -48,10 +48,6 @@ class StoredQuilt:
     def patch_id(self, identifier: str) -> q.QuiltPatchId:
         return self.index.by_identifier(identifier).patch_id(self.quilt_id)
 
-    def patches_json(self) -> list[dict]:
-        return [{"identifier": p.identifier, "quiltPatchId": str(p.patch_id(self.quilt_id))}
-                for p in self.index.patches]
-
 
 async def store_quilt(client: Client, blobs: Sequence[q.QuiltBlob], *, epochs: int = 1, deletable: bool = False,
                       force: bool = False, progress: Progress | None = None) -> StoredQuilt:

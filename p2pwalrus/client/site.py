@@ -23,7 +23,7 @@ import trio
 from ..core import quilt as q
 from ..core import rs2
 from ..core.blob_id import blob_id_to_str, parse_blob_id
-from ..errors import P2PWalrusError
+from ..errors import P2PWalrusError, SiteError
 from .client import Client
 from .chunked import BytesSource, store_file, store_stream
 from .quilts import group_for_quilts, store_quilt
@@ -40,10 +40,6 @@ _EXTRA_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "a
                 ".webp": "image/webp", ".avif": "image/avif", ".woff2": "font/woff2", ".woff": "font/woff",
                 ".svg": "image/svg+xml", ".json": "application/json", ".webmanifest": "application/manifest+json",
                 ".md": "text/markdown"}
-
-
-class SiteError(P2PWalrusError):
-    """A directory that cannot be published, or a blob that is not a valid site manifest."""
 
 
 def content_type(path: str) -> str:

@@ -16,7 +16,7 @@ import json
 import struct
 from dataclasses import dataclass
 
-from ..errors import ProtocolError
+from ..errors import InvalidCertificateError
 from .keys import sign, verify_signature
 from .placement import ShardMap
 from .thresholds import one_honest, quorum  # noqa: F401  (one_honest: callers import it from here too)
@@ -34,12 +34,6 @@ def _u64(value, name: str) -> int:
     if type(value) is not int or not 0 <= value < 1 << 64:
         raise ValueError(f"{name} must be an integer in 0..2^64-1")
     return value
-
-
-class InvalidCertificateError(ProtocolError):
-    def __init__(self, reason: str):
-        super().__init__(f"invalid certificate: {reason}")
-        self.reason = reason
 
 
 def _is_peer_id_text(text: str, *, empty_ok: bool = False) -> bool:

@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass, field
 
 from p2pwalrus.core.keys import ED25519_SIGNATURE_SIZE, public_key_from_peer_id, sign, verify_signature
-from p2pwalrus.errors import ProtocolError
+from p2pwalrus.errors import InvalidLivenessMessage
 
 FRAME_RECORD = 0x01
 FRAME_BEAT = 0x02
@@ -39,12 +39,6 @@ REPORT_SIGNING_DOMAIN = b"p2pwalrus/down-report/v1\n"
 MAX_REPORT_SIZE = 512
 _REPORT_FIELDS = ("issued_at", "network", "reporter", "seq", "subject")
 _MAX_INT = 2**63 - 1
-
-
-class InvalidLivenessMessage(ProtocolError):
-    def __init__(self, reason: str):
-        super().__init__(f"invalid liveness message: {reason}")
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ import struct
 from dataclasses import dataclass
 from functools import cached_property
 
-from ..errors import P2PWalrusError
+from ..errors import ManifestError
 from .rs2 import EncodingConfig
 
 MAGIC = b"\x89P2PWMF\r\n\x1a\n\x00\x00"
@@ -54,10 +54,6 @@ _FILE_FIXED = struct.Struct("<Q32sI")  # total_size, content_hash, n_chunks
 _CHUNK = struct.Struct("<32sQ")  # blob ID, size
 CHUNK_ENTRY_LEN = _CHUNK.size
 BLOB_ID_LEN = 32
-
-
-class ManifestError(P2PWalrusError):
-    """Bytes that begin like a manifest but do not parse as one (or a manifest that cannot be made)."""
 
 
 def pack(kind: int, version: int, body: bytes) -> bytes:

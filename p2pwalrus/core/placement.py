@@ -69,7 +69,7 @@ from functools import cached_property
 
 import numpy as np
 
-from p2pwalrus.errors import P2PWalrusError
+from p2pwalrus.errors import PlacementError
 
 from . import thresholds
 
@@ -104,11 +104,6 @@ _DIGEST_PERSON = b"p2pw-shardmap-v1"
 _M1 = np.uint64(0xFF51AFD7ED558CCD)
 _M2 = np.uint64(0xC4CEB9FE1A85EC53)
 _S33 = np.uint64(33)
-
-
-class PlacementError(P2PWalrusError):
-    """Shards cannot be placed as required (empty live set, bad shard count, a
-    live set too small to keep every node below the decoding threshold)."""
 
 
 # ---------------------------------------------------------------- thresholds

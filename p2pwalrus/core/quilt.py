@@ -41,9 +41,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import BlobNotFoundError, EncodingError, InvalidBlobIdError, VerificationError
+from ..errors import InvalidPatchIdError, QuiltError, QuiltPatchNotFoundError, VerificationError
 from .blob_id import BLOB_ID_LEN, blob_id_to_str
 from .rs2 import MAX_SYMBOL_SIZE, EncodingConfig
+from .varint import encode_uvarint, fold
 
 QUILT_VERSION_V1 = 0x01
 INDEX_PREFIX_SIZE = 1 + 4  # version byte, u32 size of the index
@@ -58,43 +59,18 @@ PATCH_ID_LEN = BLOB_ID_LEN + PATCH_INTERNAL_ID_LEN
 SYMBOL_ALIGNMENT = 2  # RS2 symbols have an even size
 
 
-class QuiltError(EncodingError):
-    """Files that cannot make a quilt (too many, too large, bad identifiers), or quilt bytes
-    that are not a valid QuiltV1."""
-
-
-class QuiltPatchNotFoundError(BlobNotFoundError):
-    """The quilt has no patch with this identifier."""
-
-
-class InvalidPatchIdError(InvalidBlobIdError):
-    """A quilt patch ID string could not be parsed."""
-
-
 # --- BCS, the little of it the index needs ------------------------------------------------
-
-
-def _uleb128(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def _bcs_string(text: str) -> bytes:
     raw = text.encode("utf-8")
-    return _uleb128(len(raw)) + raw
+    return encode_uvarint(len(raw)) + raw
 
 
 def _bcs_tags(tags: Iterable[tuple[str, str]]) -> bytes:
     """A BCS map: entries in the order of their serialized keys (BCS's canonical order)."""
     entries = sorted((_bcs_string(k), _bcs_string(v)) for k, v in tags)
-    return _uleb128(len(entries)) + b"".join(k + v for k, v in entries)
+    return encode_uvarint(len(entries)) + b"".join(k + v for k, v in entries)
 
 
 class _Reader:
@@ -114,17 +90,15 @@ class _Reader:
         return out
 
     def uleb(self) -> int:
-        value, shift = 0, 0
-        while True:
-            if shift > 28:
-                raise self.fail("length does not fit 32 bits")
-            byte = self.take(1)[0]
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                if byte == 0 and shift:
-                    raise self.fail("non-canonical length")
+        value = 0
+        for i in range(5):  # a u32, BCS's length type
+            try:
+                value, last = fold(value, self.take(1)[0], i)
+            except ValueError:
+                raise self.fail("non-canonical length") from None
+            if last:
                 return value
-            shift += 7
+        raise self.fail("length does not fit 32 bits")
 
     def u16(self) -> int:
         return struct.unpack("<H", self.take(2))[0]
@@ -293,7 +267,7 @@ class QuiltIndex:
 
     def to_bytes(self) -> bytes:
         """The BCS of QuiltIndexV1 (start columns are not stored: each follows the previous end)."""
-        body = [_uleb128(len(self.patches))]
+        body = [encode_uvarint(len(self.patches))]
         for p in self.patches:
             body.append(struct.pack("<H", p.end_index) + _bcs_string(p.identifier) + _bcs_tags(p.tags))
         return b"".join(body)

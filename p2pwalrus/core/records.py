@@ -24,7 +24,7 @@ from p2pwalrus.core.keys import (
     sign,
     verify_signature,
 )
-from p2pwalrus.errors import ProtocolError
+from p2pwalrus.errors import InvalidRecordError
 
 RECORD_FORMAT = 1
 RECORD_SIGNING_DOMAIN = b"p2pwalrus/node-record/v1\n"
@@ -37,14 +37,6 @@ DEFAULT_MAX_CLOCK_SKEW = 60.0  # issued_at may be at most this far in our future
 DEFAULT_MAX_LIFETIME = 3600.0  # expires_at - issued_at may be at most this
 _FIELDS = ("addrs", "capacity", "expires_at", "issued_at", "network", "peer_id", "seq", "version")
 _MAX_INT = 2**63 - 1
-
-
-class InvalidRecordError(ProtocolError):
-    """A node record failed validation; ``reason`` says why in a few words."""
-
-    def __init__(self, reason: str):
-        super().__init__(f"invalid node record: {reason}")
-        self.reason = reason
 
 
 def _check_int(name: str, value: object) -> int:

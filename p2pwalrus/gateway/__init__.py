@@ -13,7 +13,7 @@ import importlib
 _LAZY = {
     "Gateway": ".app",
     "GatewayConfig": ".app",
-    "serve_asgi": ".server",
+    "serve_asgi": "..asgi_serve",
     "serve_gateway": ".server",
 }
 

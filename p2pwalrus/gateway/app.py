@@ -6,7 +6,6 @@ Everything runs on the caller's trio loop: hypercorn's trio worker calls `Gatewa
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import re
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 
 import trio
 
-from ..client.client import BlobExpiredError, BlobInvalidError, Client, StoreResult
+from ..client.client import BlobExpiredError, BlobInvalidError, Client
 from ..core.blob_id import blob_id_to_str, parse_blob_id
 from ..core.placement import PlacementError
 from ..core.thresholds import max_faulty
@@ -29,6 +28,7 @@ from ..errors import (
     NotEnoughShardsError,
     P2PWalrusError,
 )
+from ..asgi_serve import handle_lifespan
 from .asgi import (
     BadRange,
     HTTPError,
@@ -36,13 +36,13 @@ from .asgi import (
     Response,
     Unsatisfiable,
     error_response,
-    handle_lifespan,
     json_response,
     parse_range,
 )
 from ..client.chunked import BytesSource, ChunkedStoreResult, parse_if_file_manifest, store_stream, stream_chunks
 from ..core.manifest import HEADER_LEN, FileManifest, default_chunk_size, needs_manifest
 from .metrics import GatewayMetrics
+from .walrus_json import publisher_store_json
 
 logger = logging.getLogger("p2pwalrus.gateway")
 
@@ -216,45 +216,6 @@ def classify(exc: BaseException) -> tuple[int, str, str] | None:
                     return status, outcome, _SERVER_MESSAGES.get(status, _SERVER_MESSAGES[500])
                 return status, outcome, str(leaf) or kind.__name__
     return None
-
-
-def object_id(blob_id: bytes, owner: str, label: bytes = b"") -> str:
-    """Stand-in for a Sui object ID: blake2b-256(label || blob_id || owner's peer ID bytes)."""
-    try:
-        from libp2p.peer.id import ID
-
-        owner_bytes = ID.from_base58(owner).to_bytes()
-    except Exception:
-        owner_bytes = owner.encode()
-    return "0x" + hashlib.blake2b(label + blob_id + owner_bytes, digest_size=32).hexdigest()
-
-
-def walrus_store_json(result: StoreResult) -> dict:
-    """The body Walrus's publisher answers a PUT with, chain-only fields given honest stand-ins."""
-    cert = result.certificate
-    base = result.to_walrus_json()
-    if result.already_certified:
-        return {"alreadyCertified": {"blobId": base["alreadyCertified"]["blobId"],
-                                     "event": {"txDigest": None, "eventSeq": None},
-                                     "endEpoch": cert.end_epoch}}
-    obj = base["newlyCreated"]["blobObject"]
-    encoded = obj["storage"]["storageSize"]
-    return {"newlyCreated": {
-        "blobObject": {
-            "id": object_id(result.blob_id, cert.owner),
-            "registeredEpoch": cert.epoch,
-            "blobId": obj["blobId"],
-            "size": obj["size"],
-            "encodingType": obj["encodingType"],
-            "certifiedEpoch": cert.epoch,
-            "storage": {"id": object_id(result.blob_id, cert.owner, b"storage"),
-                        "startEpoch": cert.epoch, "endEpoch": cert.end_epoch, "storageSize": encoded},
-            "deletable": cert.deletable,
-        },
-        "resourceOperation": {"registerFromScratch": {"encodedLength": encoded,
-                                                      "epochsAhead": cert.end_epoch - cert.epoch}},
-        "cost": result.cost,  # FROST paid from the gateway's account (0 at price 0)
-    }}
 
 
 def _take(limiter: "RateLimiter | None", req: Request, per_minute: int | None, what: str) -> None:
@@ -575,13 +536,11 @@ class Gateway:
         self._note("store", result.blob_id, size, outcome, t0, shards=result.shards_confirmed,
                    end_epoch=result.certificate.end_epoch)
         if isinstance(result, ChunkedStoreResult):
-            body = walrus_store_json(result.manifest_store)
-            next(iter(body.values()))["file"] = result.file_json()
-            return json_response(body)
+            return json_response(publisher_store_json(result))
         if not result.already_certified:
             self.cache.put(result.blob_id, data, result.certificate.end_epoch)
             self._cache_gauges()
-        return json_response(walrus_store_json(result))
+        return json_response(publisher_store_json(result))
 
     # --- aggregator ------------------------------------------------------------------
 

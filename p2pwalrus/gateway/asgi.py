@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
+from ..errors import BadRange, HTTPError, Unsatisfiable
+
 # Google RPC status names, as Walrus's daemon uses them in its error bodies.
 STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
@@ -34,27 +36,6 @@ STATUS_NAMES = {
 DRAIN_BYTES = 16 << 20  # of a refused body, read and dropped before answering 413
 DRAIN_SECONDS = 5.0
 BODY_DEADLINE = 120.0  # a whole request body, however it is trickled
-
-
-async def handle_lifespan(receive, send) -> None:
-    """Answer an ASGI lifespan scope: nothing to set up or tear down."""
-    while True:
-        msg = await receive()
-        if msg["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif msg["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
-class HTTPError(Exception):
-    """Raised by a handler to answer `{"error": {...}}` with this status."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
 
 
 def error_body(status: int, message: str) -> dict:
@@ -254,14 +235,6 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 
 
 # --- ranges (RFC 9110 section 14) -----------------------------------------------------
-
-
-class Unsatisfiable(Exception):
-    """The Range is valid but selects nothing of the representation: answer 416."""
-
-
-class BadRange(Exception):
-    """A byte Range header that does not parse (strict: answer 400, not the whole body)."""
 
 
 _ASCII_DIGITS = re.compile(r"[0-9]+", re.ASCII)

@@ -9,14 +9,9 @@ from functools import partial
 
 import click
 
+from ..cli_common import client_dir, fail, network_option, parse_size, quiet_libp2p, resolve_network
+
 TOKEN_ENV = "P2PWALRUS_GATEWAY_TOKEN"
-NETWORK_HELP = "Network name from bootstrap/ or path to a network .toml (env P2PWALRUS_NETWORK, default: local)."
-
-
-def _fail(message: str, code: int = 1):
-    from ..cli import _fail as fail  # imported late: p2pwalrus.cli imports this module
-
-    fail(message, code)
 
 
 def _parse_rate(text: str | None) -> int | None:
@@ -24,24 +19,14 @@ def _parse_rate(text: str | None) -> int | None:
         return None
     m = re.fullmatch(r"\s*(\d+)\s*(?:/\s*(?:m|min|minute))?\s*", text)
     if not m or int(m.group(1)) < 1:
-        _fail(f"bad rate limit {text!r}: use N or N/min with N >= 1")
+        fail(f"bad rate limit {text!r}: use N or N/min with N >= 1")
     return int(m.group(1))
-
-
-def _default_wallet_dir():
-    import os
-    from pathlib import Path
-
-    import platformdirs
-
-    where = os.environ.get("P2PWALRUS_CLIENT_DIR")
-    return (Path(where) if where else Path(platformdirs.user_data_dir("p2pwalrus")) / "client") / "gateway"
 
 
 def _parse_bind(text: str) -> str:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        _fail(f"bad bind address {text!r}: use HOST:PORT, e.g. 127.0.0.1:31415")
+        fail(f"bad bind address {text!r}: use HOST:PORT, e.g. 127.0.0.1:31415")
     return text
 
 
@@ -66,7 +51,7 @@ def _parse_bind(text: str) -> str:
 @click.option("--wallet-dir", default=None, type=click.Path(file_okay=False), metavar="DIR",
               help="The gateway's WAL account (its key, made on first use, and its payments' journal); PUTs are "
                    "paid from it on a network with prices. Default: P2PWALRUS_CLIENT_DIR/gateway.")
-@click.option("--network", "network", default=None, metavar="NAME_OR_FILE", help=NETWORK_HELP)
+@network_option
 @click.pass_context
 def gateway_cmd(ctx, bind, publisher, aggregator, max_body, auth_token, rate_limit, read_rate_limit,
                 max_connections, cors_writes, cache_size, wallet_dir, network):
@@ -77,20 +62,19 @@ def gateway_cmd(ctx, bind, publisher, aggregator, max_body, auth_token, rate_lim
     402 in Walrus's error shape, with the cost and the balance."""
     import trio
 
-    from ..cli import _parse_size, _quiet_libp2p, _resolve_network
     from .app import GatewayConfig
     from .server import serve_gateway
 
-    _quiet_libp2p()  # importing libp2p (just now, through .app) reset its loggers
+    quiet_libp2p()  # importing libp2p (just now, through .app) reset its loggers
 
     if not publisher and not aggregator:
-        _fail("--no-publisher and --no-aggregator together leave nothing to serve")
-    net = _resolve_network(ctx, network)
-    config = GatewayConfig(publisher=publisher, aggregator=aggregator, max_body=_parse_size(max_body) if max_body else None,
+        fail("--no-publisher and --no-aggregator together leave nothing to serve")
+    net = resolve_network(ctx, network)
+    config = GatewayConfig(publisher=publisher, aggregator=aggregator, max_body=parse_size(max_body) if max_body else None,
                            auth_token=auth_token or None, rate_limit=_parse_rate(rate_limit),
                            read_rate_limit=_parse_rate(read_rate_limit), max_connections=max_connections,
                            cors_write_origins=tuple(cors_writes),
-                           cache_bytes=_parse_size(cache_size))
+                           cache_bytes=parse_size(cache_size))
     if (ctx.obj or {}).get("verbose", 0) == 0:
         logging.getLogger("p2pwalrus").setLevel(logging.INFO)
 
@@ -101,7 +85,7 @@ def gateway_cmd(ctx, bind, publisher, aggregator, max_body, auth_token, rate_lim
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 gateway, urls = await nursery.start(partial(serve_gateway, net, config, _parse_bind(bind),
-                                                            wallet_dir=wallet_dir or _default_wallet_dir()))
+                                                            wallet_dir=wallet_dir or client_dir() / "gateway"))
                 click.echo(f"gateway for network {net.name!r} on {' '.join(urls)} "
                            f"({len(gateway.client.records)} live nodes); dashboard at {urls[0]}/", err=True)
                 if net.genesis is not None:

@@ -29,6 +29,7 @@ from ..core.blob_id import blob_id_to_str, parse_blob_id
 from ..core.manifest import FileManifest
 from ..errors import InvalidBlobIdError, VerificationError
 from .asgi import HTTPError, Request, Response, json_response
+from .walrus_json import quilt_store_json
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 PATCH_CACHE_BYTES = 32 << 20
@@ -104,7 +105,7 @@ class QuiltRoutes:
     # --- publisher -------------------------------------------------------------------------
 
     async def put_quilt(self, req: Request) -> Response:
-        from .app import _bool_param, _int_param, walrus_store_json
+        from .app import _bool_param, _int_param
 
         gw = self.gw
         gw._check_publisher_access(req)
@@ -131,8 +132,7 @@ class QuiltRoutes:
         outcome = "already_certified" if stored.result.already_certified else "newly_created"
         gw.metrics.stores.labels(outcome).inc()
         gw._note("store-quilt", stored.quilt_id, stored.encoded_size, outcome, t0, patches=len(blobs))
-        return json_response({"blobStoreResult": walrus_store_json(stored.result),
-                              "storedQuiltBlobs": stored.patches_json()})
+        return json_response(quilt_store_json(stored))
 
     # --- aggregator ------------------------------------------------------------------------
 

@@ -15,13 +15,9 @@ import fcntl
 import os
 from pathlib import Path
 
-from ..errors import StorageError
+from ..errors import DataDirInUseError, StorageError
 
 LOCK_FILE = "lock"
-
-
-class DataDirInUseError(StorageError):
-    """Another node process holds this data dir."""
 
 
 class DataDirLock:

@@ -119,7 +119,7 @@ def node_registry(node) -> CollectorRegistry:
 def metrics_app(registry: CollectorRegistry):
     """A minimal ASGI app: GET /metrics (or /) answers the exposition of `registry`."""
 
-    from ..gateway.asgi import handle_lifespan
+    from ..asgi_serve import handle_lifespan
 
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
@@ -155,7 +155,7 @@ def install_node_metrics(node, addr: str):
     app = metrics_app(registry)
 
     async def run() -> None:
-        from ..gateway.server import serve_asgi
+        from ..asgi_serve import serve_asgi
 
         try:
             async with trio.open_nursery() as nursery:

@@ -23,9 +23,10 @@ from collections.abc import AsyncIterator
 from libp2p.abc import INetStream
 from libp2p.network.stream.exceptions import StreamError
 
+from p2pwalrus.core import varint
+from p2pwalrus.core.varint import encode_uvarint
 from p2pwalrus.errors import ProtocolError
 
-_MAX_VARINT_BYTES = 10
 _SMALL_FRAME = 64 * 1024
 DEFAULT_CHUNK = 1 << 20
 
@@ -57,21 +58,6 @@ bytes_charged: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar
     "p2pwalrus_bytes_charged", default=None)  # what this handler charged, to release at its end
 
 
-def encode_uvarint(value: int) -> bytes:
-    """Unsigned LEB128 encoding of a non-negative integer."""
-    if value < 0:
-        raise ValueError("varint must be non-negative")
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 async def _read_some(stream: INetStream, n: int) -> bytes:
     try:
         data = await stream.read(n)
@@ -95,16 +81,17 @@ async def read_length(stream: INetStream, max_size: int) -> int:
     soon as it is known to be too large.
     """
     value = 0
-    for i in range(_MAX_VARINT_BYTES):
+    for i in range(varint.MAX_BYTES):
         byte = (await _read_some(stream, 1))[0]
-        value |= (byte & 0x7F) << (7 * i)
+        try:
+            value, last = varint.fold(value, byte, i)
+        except ValueError:
+            raise ProtocolError("non-minimal varint frame length") from None
         if value > max_size:
             raise ProtocolError(f"peer announced a frame larger than the {max_size}-byte limit")
-        if not byte & 0x80:
-            if i > 0 and byte == 0:
-                raise ProtocolError("non-minimal varint frame length")
+        if last:
             return value
-    raise ProtocolError("frame length varint is longer than 10 bytes")
+    raise ProtocolError(f"frame length varint is longer than {varint.MAX_BYTES} bytes")
 
 
 async def read_exactly_into(stream: INetStream, buf: bytearray | memoryview) -> None:

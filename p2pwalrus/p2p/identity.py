@@ -14,14 +14,10 @@ from libp2p.crypto.keys import KeyPair, KeyType
 from libp2p.crypto.serialization import deserialize_private_key
 from libp2p.peer.id import ID
 
-from p2pwalrus.errors import P2PWalrusError
+from p2pwalrus.errors import IdentityError
 
 IDENTITY_FILE = "identity.key"
 _MAX_KEY_FILE = 4096
-
-
-class IdentityError(P2PWalrusError):
-    """The identity key file is unreadable or not an Ed25519 libp2p key."""
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
