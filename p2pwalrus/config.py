@@ -19,7 +19,7 @@ from .errors import NetworkConfigError
 if TYPE_CHECKING:
     from .core.wal.genesis import Genesis
 
-BOOTSTRAP_DIR = Path(__file__).resolve().parent / "bootstrap"  # shipped in the package (package data)
+BOOTSTRAP_DIR = Path(__file__).resolve().parent / "bootstrap"  # package data (a link to the checkout's bootstrap/)
 DEFAULT_NETWORK = "local"
 ENV_VAR = "P2PWALRUS_NETWORK"
 
