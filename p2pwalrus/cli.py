@@ -16,7 +16,7 @@ import click
 
 from . import __version__
 from .errors import P2PWalrusError
-from .core import protocols, thresholds
+from .core import thresholds
 
 NETWORK_HELP = "Network name from bootstrap/ or path to a network .toml (env P2PWALRUS_NETWORK, default: local)."
 
@@ -619,10 +619,12 @@ def list_blobs_cmd(ctx, node_id, as_json, network):
     """The blobs that a node holds, with their shards and state."""
     net = _resolve_network(ctx, network)
 
+    from .core.messages import ListBlobsReply, ListBlobsRequest
+
     async def run(client):
         peers = [node_id] if node_id else client.live_peers()
-        results = await client.gather(peers, lambda p: client.call(p, protocols.LIST_BLOBS, {}))
-        return {p: (r if isinstance(r, dict) else {"error": repr(r)}) for p, r in results.items()}
+        results = await client.gather(peers, lambda p: client.request(p, ListBlobsRequest()))
+        return {p: (r.to_json() if isinstance(r, ListBlobsReply) else {"error": repr(r)}) for p, r in results.items()}
 
     listing = _with_client(net, run)
     if as_json:

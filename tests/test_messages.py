@@ -168,7 +168,7 @@ MALFORMED = [
     (m.StoreReply, {"ok": True, "confirmation": CONF.to_json(), "timing": {"verify": "fast"}}, "timing"),
     (m.StoreReply, {"ok": True, "confirmation": CONF.to_json(), "timing": {"v": 10 ** 400}}, "timing"),
     (m.StoreReply, {"ok": "yes"}, "ok"),
-    (m.StoreReply, {"ok": False}, "error"),
+    (m.StoreReply, {"ok": False, "error": ["no"]}, "error"),
     (m.StoreReply, {"error": "x"}, "ok"),
     # GET_METADATA, BLOB_STATUS, GET_CERT, GET_PROOF
     (m.GetMetadataRequest, {}, "blob_id"),
@@ -323,3 +323,14 @@ def test_fuzz_from_json_returns_a_message_or_refuses(case, data):
         return
     # What parses builds again, and speaks the same JSON.
     assert type(got).from_json(json.loads(json.dumps(got.to_json())), n_shards=N) == got
+
+
+def test_the_first_bad_field_in_wire_order_is_the_one_named():
+    """Headers are checked in the order they are sent (blob_id first), as the handlers did."""
+    for cls, obj in ((m.GetSliverRequest, {"blob_id": 5}), (m.RecoveryRequest, {"blob_id": 5}),
+                     (m.StoreRequest, {"blob_id": 5, "pairs": "x"}), (m.DeleteRequest, {"blob_id": 5}),
+                     (m.ConfirmRequest, {"blob_id": 5})):
+        with pytest.raises(ProtocolError, match="blob_id"):
+            cls.from_json(obj, n_shards=N)
+    with pytest.raises(ProtocolError, match="'epoch'"):
+        m.StoreRequest.from_json({"blob_id": HEX, "pairs": "x"}, n_shards=N)

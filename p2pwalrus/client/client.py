@@ -49,6 +49,7 @@ from ..p2p import rpc
 from ..p2p.framing import read_frame, write_frame
 from ..p2p.host import build_host, open_stream, parse_peer_addr
 from ..core.records import MAX_RECORD_SIZE
+from ..core import messages as wire
 from ..core import protocols
 
 logger = logging.getLogger("p2pwalrus.client")
@@ -289,6 +290,7 @@ class Client:
 
     async def call(self, peer_id: str, protocol, header: dict, *, max_reply: int = rpc.MAX_LIST_REPLY,
                    timeout: float = CALL_TIMEOUT) -> dict:
+        """One JSON header, one JSON reply (the transport under `request`; the WAL exchanges use it as is)."""
         stream = await self._open(peer_id, protocol, header, timeout)
         try:
             with trio.fail_after(timeout):
@@ -307,6 +309,18 @@ class Client:
                 return reply, await rpc.recv_blob(stream, max_size)
         finally:
             await rpc.close_quietly(stream)
+
+    async def request(self, peer_id: str, request: wire.Request, **kw):
+        """A typed exchange (core/messages.py): the request's reply message, parsed and checked
+        (ProtocolError naming the field if the node sent a malformed one)."""
+        reply = await self.call(peer_id, request.protocol, request.to_json(), **kw)
+        return request.reply.from_json(reply, n_shards=self.net.n_shards)
+
+    async def request_with_blob(self, peer_id: str, request: wire.Request, max_size: int,
+                                timeout: float = CALL_TIMEOUT):
+        """(reply message, the frame that follows an ok reply or None): metadata, slivers, certificates, proofs."""
+        reply, raw = await self.call_with_blob(peer_id, request.protocol, request.to_json(), max_size, timeout)
+        return request.reply.from_json(reply, n_shards=self.net.n_shards), raw
 
     async def gather(self, peers, fn, *, limit: int = 16) -> dict[str, object]:
         """Run fn(peer) for each peer in parallel; map peer -> result or exception."""
@@ -343,10 +357,10 @@ class Client:
         if (blob_id, peer) in self._unproven:
             return False
         try:
-            reply, message = await self.call_with_blob(peer, protocols.GET_PROOF, {"blob_id": blob_id.hex()},
+            reply, message = await self.request_with_blob(peer, wire.GetProofRequest(blob_id),
                                                        rs2.MAX_PROOF_MESSAGE)
             if message is None:
-                raise ProtocolError(f"no proof: {reply.get('error')}")
+                raise ProtocolError(f"no proof: {reply.error}")
             await trio.to_thread.run_sync(rs2.check_proof_message, message, self.net.n_shards, blob_id)
         except Exception as exc:
             logger.warning("%s says blob %s is invalid but gave no valid inconsistency proof (%s): claim ignored",
@@ -370,7 +384,7 @@ class Client:
         best = None
 
         async def ask(peer):
-            return await self.call_with_blob(peer, protocols.GET_CERT, {"blob_id": blob_id.hex()}, 1 << 20)
+            return await self.request_with_blob(peer, wire.GetCertRequest(blob_id), 1 << 20)
 
         unknown_signers: list[AvailabilityCertificate] = []  # refused only for signers not known here
         for start in range(0, len(peers), fanout):
@@ -379,7 +393,7 @@ class Client:
                 if isinstance(res, Exception):
                     continue
                 reply, raw = res
-                if reply.get("invalid") and not invalid:
+                if reply.invalid and not invalid:
                     invalid = await self.proven_invalid(blob_id, peer)
                 if raw is None:
                     continue
@@ -422,18 +436,18 @@ class Client:
                     stream = await self.new_stream(peer, protocols.PUT_CERT)
                     try:
                         await write_frame(stream, raw)
-                        reply = await rpc.recv_json(stream)
+                        reply = wire.NewReply.from_json(await rpc.recv_json(stream), n_shards=self.net.n_shards)
                     finally:
                         await rpc.close_quietly(stream)
             except Exception as exc:
                 logger.info("certificate push to %s failed: %r", peer, exc)
                 return
-            if reply.get("ok"):
+            if reply.ok:
                 accepted.add(peer)
                 if enough is not None and enough(accepted):
                     reached.set()
             else:
-                logger.info("%s refused the certificate: %s", peer, reply.get("error"))
+                logger.info("%s refused the certificate: %s", peer, reply.error)
 
         limiter = trio.CapacityLimiter(16)
 
@@ -725,11 +739,9 @@ class Client:
                 with trio.fail_after(UPLOAD_TIMEOUT):
                     stream = await self.new_stream(node, protocols.STORE)
                     try:
-                        header = {"blob_id": blob_id.hex(), "epoch": epoch, "end_epoch": end_epoch,
-                                  "pairs": pairs, "deletable": deletable, "owner": self.peer_id}
-                        if payment is not None:
-                            header["payment"] = payment
-                        await rpc.send_json(stream, header)
+                        header = wire.StoreRequest(blob_id, epoch, end_epoch, tuple(pairs), deletable, self.peer_id,
+                                                  payment)
+                        await rpc.send_json(stream, header.to_json())
                         await write_frame(stream, meta_bytes)
                         for pair in pairs:
                             prim = enc.primary_sliver(pair)
@@ -737,34 +749,29 @@ class Client:
                             await write_frame(stream, prim)
                             await write_frame(stream, sec)
                             progress.advance(len(prim) + len(sec))
-                        reply = await rpc.recv_json(stream)
+                        reply = wire.StoreReply.from_json(await rpc.recv_json(stream), n_shards=self.net.n_shards)
                     finally:
                         await rpc.close_quietly(stream)
-            except Exception as exc:
+            except Exception as exc:  # (a malformed reply too: a ProtocolError naming the field)
                 failures[node] = repr(exc)
                 return
-            if not reply.get("ok"):
-                failures[node] = str(reply.get("error"))
+            if not reply.ok:
+                failures[node] = reply.error
                 return
-            try:
-                conf = StorageConfirmation.from_json(reply["confirmation"])
-            except (InvalidCertificateError, KeyError):
-                failures[node] = "malformed confirmation"
-                return
+            conf = reply.confirmation
             owned = set(shard_map.shards_of(node))
             if conf.peer_id != node or not set(conf.shards) <= owned or not verify_confirmation(
                 conf, self.net.name, blob_id, epoch, end_epoch, deletable=deletable, owner=self.peer_id
             ):
                 failures[node] = "confirmation does not verify"
                 return
-            if reply.get("refused"):
-                failures[node] = f"refused pairs: {reply['refused']}"
+            if reply.refused:
+                failures[node] = f"refused pairs: {reply.refused}"
             if conf.shards:
                 confirmations[node] = conf
                 covered.update(conf.shards)
-                timing = reply.get("timing")
-                if isinstance(timing, dict):
-                    node_timing[node] = timing
+                if reply.timing is not None:
+                    node_timing[node] = reply.timing
             if len(covered) >= need:
                 reached.set()
 
@@ -808,21 +815,20 @@ class Client:
                                  f"{epochs} epochs from now ends at {end_epoch}")
         smap = self.shard_map
         members = tuple(smap.nodes)
-        header = {"blob_id": blob_id.hex(), "epoch": epoch, "end_epoch": end_epoch}
+        payment = None
         probe = await self.quote(0, end_epoch - cert.end_epoch, write=False)  # the price, before the size
         if probe is not None and probe.cost.storage_price:
             length = (await self.metadata(blob_id)).unencoded_length
             payment, _ = await self._pay(length, blob_id, cert.end_epoch, end_epoch,
                                          f"extending {blob_id_to_str(blob_id)} by {end_epoch - cert.end_epoch} "
                                          "epoch(s)", progress or Progress(), write=False)
-            if payment is not None:
-                header["payment"] = payment
+        header = wire.ConfirmRequest(blob_id, epoch, end_epoch, payment)
 
         async def confirm(peer):
-            reply = await self.call(peer, protocols.CONFIRM, header)
-            if not reply.get("ok"):
-                raise ProtocolError(str(reply.get("error")))
-            conf = StorageConfirmation.from_json(reply["confirmation"])
+            reply = await self.request(peer, header)
+            if not reply.ok:
+                raise ProtocolError(reply.error)
+            conf = reply.confirmation
             if conf.peer_id != peer or not verify_confirmation(conf, self.net.name, blob_id, epoch, end_epoch,
                                                                deletable=cert.deletable, owner=cert.owner):
                 raise ProtocolError("confirmation does not verify")
@@ -855,12 +861,12 @@ class Client:
             raise P2PWalrusError(f"only the key that stored this blob ({cert.owner}) can delete it, and this "
                                  f"client's key is {self.peer_id} (P2PWALRUS_CLIENT_DIR chooses the key)")
         epoch, nonce = self.net.current_epoch(), os.urandom(16)  # each node takes a delete once
-        signature = sign(self.keypair, delete_message(self.net.name, blob_id, epoch, nonce)).hex()
-        results = await self.gather(self.live_peers(), lambda p: self.call(
-            p, protocols.DELETE, {"blob_id": blob_id.hex(), "signature": signature, "epoch": epoch, "nonce": nonce.hex()}))
-        deleted = sum(1 for r in results.values() if isinstance(r, dict) and r.get("ok"))
+        request = wire.DeleteRequest(blob_id, epoch, sign(self.keypair, delete_message(self.net.name, blob_id, epoch,
+                                                                                  nonce)), nonce)
+        results = await self.gather(self.live_peers(), lambda p: self.request(p, request))
+        deleted = sum(1 for r in results.values() if isinstance(r, wire.Reply) and r.ok)
         if not deleted:
-            why = next((str(r.get("error")) for r in results.values() if isinstance(r, dict)), "no node answered")
+            why = next((r.error for r in results.values() if isinstance(r, wire.Reply)), "no node answered")
             raise P2PWalrusError(f"no node deleted the blob: {why}")
         return deleted
 
@@ -889,11 +895,11 @@ class Client:
         random.shuffle(peers)
         for peer in peers:
             try:
-                reply, raw = await self.call_with_blob(peer, protocols.GET_METADATA, {"blob_id": blob_id.hex()}, rs2.metadata_size(n))
+                reply, raw = await self.request_with_blob(peer, wire.GetMetadataRequest(blob_id), rs2.metadata_size(n))
             except Exception as exc:
                 logger.debug("metadata from %s failed: %r", peer, exc)
                 continue
-            if reply.get("invalid") and await self.proven_invalid(blob_id, peer):
+            if reply.invalid and await self.proven_invalid(blob_id, peer):
                 raise BlobInvalidError(f"blob {blob_id_to_str(blob_id)} is invalid")
             if raw is None:
                 continue
@@ -939,16 +945,15 @@ class Client:
         The verification's seconds are added to `spent["verify"]`."""
         sliver_len = meta.config.n_secondary * meta.symbol_size
         try:
-            reply, raw = await self.call_with_blob(
-                holder, protocols.GET_SLIVER, {"blob_id": blob_id.hex(), "pair": pair, "kind": "primary"}, sliver_len, 60.0
-            )
+            reply, raw = await self.request_with_blob(holder, wire.GetSliverRequest(blob_id, pair, rs2.PRIMARY),
+                                                      sliver_len, 60.0)
         except Exception as exc:
             bad[pair] = f"{holder[:16]}…: {exc!r}"
             return None
         if raw is None:
-            if reply.get("invalid") and await self.proven_invalid(blob_id, holder):
+            if reply.invalid and await self.proven_invalid(blob_id, holder):
                 raise BlobInvalidError(f"blob {blob_id_to_str(blob_id)} is invalid")
-            bad[pair] = f"{holder[:16]}…: {reply.get('error')}"
+            bad[pair] = f"{holder[:16]}…: {reply.error}"
             return None
         t0 = time.perf_counter()
         try:
@@ -1101,21 +1106,22 @@ class Client:
             holders.setdefault(self.shard_map.owner(shard), set()).add(shard)
 
         async def ask(peer):
-            return await self.call(peer, protocols.BLOB_STATUS, {"blob_id": blob_id.hex()})
+            return await self.request(peer, wire.BlobStatusRequest(blob_id))
 
         results = await self.gather(list(holders), ask)
         stored = 0
         for peer, res in results.items():
-            if isinstance(res, dict) and res.get("ok"):
-                if res.get("invalid") and await self.proven_invalid(blob_id, peer):
+            if isinstance(res, wire.BlobStatusReply) and res.ok:
+                if res.invalid and await self.proven_invalid(blob_id, peer):
                     out["status"] = "invalid"
-                stored += len(holders[peer] & set(res.get("shards", [])))
+                stored += len(holders[peer] & set(res.shards))
         out["shards_stored"] = stored
         return out
 
     async def node_infos(self) -> dict[str, dict]:
-        results = await self.gather(self.live_peers(), lambda p: self.call(p, protocols.NODE_INFO, {}))
-        return {p: (r if isinstance(r, dict) else {"error": repr(r)}) for p, r in results.items()}
+        """Each live node's status (NODE_INFO, as JSON), or {"error": why} for one that did not answer."""
+        results = await self.gather(self.live_peers(), lambda p: self.request(p, wire.NodeInfoRequest()))
+        return {p: (r.to_json() if isinstance(r, wire.NodeInfoReply) else {"error": repr(r)}) for p, r in results.items()}
 
 
 def _covered(confirmations: dict[str, StorageConfirmation]) -> set[int]:

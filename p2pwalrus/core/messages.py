@@ -178,9 +178,10 @@ def _check_error(ok, error) -> None:
 
 
 def _error_of(obj: dict):
+    """A refusal's reason (a refusal without one, as a node saying only "invalid": "")."""
     if obj.get("ok") is True:
         return None
-    return _require(obj, "error")
+    return _optional(obj, "error", "")
 
 
 def _ok_of(obj: dict) -> bool:
@@ -300,11 +301,13 @@ class StoreRequest(Request):
 
     @classmethod
     def from_json(cls, obj: dict, *, n_shards: int) -> "StoreRequest":
-        return cls(
-            _blob_id_field(obj), _require(obj, "epoch"), _require(obj, "end_epoch"),
-            check_indices("pairs", _require(obj, "pairs"), n_shards=n_shards, distinct=True),
-            _optional(obj, "deletable", False), _optional(obj, "owner", ""), obj.get("payment"),
-        )
+        # Checked in the order the fields are sent: the first bad one is the one named.
+        blob_id = _blob_id_field(obj)
+        epoch = check_int("epoch", _require(obj, "epoch"))
+        end_epoch = check_int("end_epoch", _require(obj, "end_epoch"))
+        pairs = check_indices("pairs", _require(obj, "pairs"), n_shards=n_shards, distinct=True)
+        return cls(blob_id, epoch, end_epoch, pairs, _optional(obj, "deletable", False), _optional(obj, "owner", ""),
+                   obj.get("payment"))
 
 
 @dataclass(frozen=True)
@@ -332,7 +335,10 @@ class ConfirmRequest(Request):
 
     @classmethod
     def from_json(cls, obj: dict, *, n_shards: int | None = None) -> "ConfirmRequest":
-        return cls(_blob_id_field(obj), _require(obj, "epoch"), _require(obj, "end_epoch"), obj.get("payment"))
+        blob_id = _blob_id_field(obj)
+        epoch = check_int("epoch", _require(obj, "epoch"))
+        end_epoch = check_int("end_epoch", _require(obj, "end_epoch"))
+        return cls(blob_id, epoch, end_epoch, obj.get("payment"))
 
 
 @dataclass(frozen=True)
@@ -354,8 +360,9 @@ class GetSliverRequest(Request):
 
     @classmethod
     def from_json(cls, obj: dict, *, n_shards: int) -> "GetSliverRequest":
+        blob_id = _blob_id_field(obj)
         pair = check_int("pair", _require(obj, "pair"), high=n_shards)
-        return cls(_blob_id_field(obj), pair, check_str("kind", _require(obj, "kind")))
+        return cls(blob_id, pair, check_str("kind", _require(obj, "kind")))
 
 
 @dataclass(frozen=True)
@@ -381,9 +388,13 @@ class RecoveryRequest(Request):
 
     @classmethod
     def from_json(cls, obj: dict, *, n_shards: int) -> "RecoveryRequest":
+        blob_id = _blob_id_field(obj)
         pair = check_int("pair", _require(obj, "pair"), high=n_shards)
+        axis = check_str("axis", _require(obj, "axis"))
+        if axis not in (PRIMARY, SECONDARY):
+            raise ProtocolError(f"field 'axis' must be {PRIMARY!r} or {SECONDARY!r}")
         targets = check_indices("targets", _require(obj, "targets"), n_shards=n_shards)
-        return cls(_blob_id_field(obj), pair, check_str("axis", _require(obj, "axis")), targets)
+        return cls(blob_id, pair, axis, targets)
 
 
 @dataclass(frozen=True)
@@ -411,7 +422,9 @@ class DeleteRequest(Request):
 
     @classmethod
     def from_json(cls, obj: dict, *, n_shards: int | None = None) -> "DeleteRequest":
-        return cls(_blob_id_field(obj), _require(obj, "epoch"), _hex_field(obj, "signature", SIGNATURE_BYTES),
+        blob_id = _blob_id_field(obj)
+        epoch = check_int("epoch", _require(obj, "epoch"))
+        return cls(blob_id, epoch, _hex_field(obj, "signature", SIGNATURE_BYTES),
                    _hex_field(obj, "nonce", DELETE_NONCE_BYTES))
 
 
