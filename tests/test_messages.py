@@ -334,3 +334,36 @@ def test_the_first_bad_field_in_wire_order_is_the_one_named():
             cls.from_json(obj, n_shards=N)
     with pytest.raises(ProtocolError, match="'epoch'"):
         m.StoreRequest.from_json({"blob_id": HEX, "pairs": "x"}, n_shards=N)
+
+
+async def test_the_client_checks_each_reply_at_the_boundary():
+    """Client.request / request_with_blob send the message's JSON over the dict transport and
+    give back the reply class, or a ProtocolError naming the field a node got wrong."""
+    from p2pwalrus.client.calls import Calls
+
+    class Scripted(Calls):
+        net = type("Net", (), {"n_shards": N})()
+
+        def __init__(self, reply):
+            self.reply, self.sent = reply, []
+
+        async def call(self, peer_id, protocol, header, **kw):
+            self.sent.append((protocol, header))
+            return self.reply
+
+        async def call_with_blob(self, peer_id, protocol, header, max_size, timeout=10.0):
+            self.sent.append((protocol, header))
+            return self.reply, (b"x" if self.reply.get("ok") else None)
+
+    good = Scripted({"ok": True, "shards": [1], "certified": True, "invalid": False, "end_epoch": 3})
+    reply = await good.request("peer", m.BlobStatusRequest(BID))
+    assert reply == m.BlobStatusReply(True, None, (1,), True, False, 3)
+    assert good.sent == [(protocols.BLOB_STATUS, {"blob_id": HEX})]
+    with pytest.raises(ProtocolError, match="shards"):
+        await Scripted({"ok": True, "shards": [N], "certified": True, "invalid": False}).request(
+            "peer", m.BlobStatusRequest(BID))
+    reply, raw = await Scripted({"ok": False, "error": "invalid", "invalid": True}).request_with_blob(
+        "peer", m.GetSliverRequest(BID, 1, "primary"), 100)
+    assert reply.invalid is True and raw is None
+    with pytest.raises(ProtocolError, match="invalid"):
+        await Scripted({"ok": True, "invalid": "no"}).request_with_blob("peer", m.GetCertRequest(BID), 100)
