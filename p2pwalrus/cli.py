@@ -32,7 +32,7 @@ from .cli_common import (
     write_atomically,
 )
 from .errors import P2PWalrusError
-from .core import protocols, thresholds
+from .core import thresholds
 
 def _user_error(exc: BaseException) -> P2PWalrusError | None:
     """The P2PWalrusError inside `exc`, looking through trio's exception groups."""
@@ -403,10 +403,12 @@ def list_blobs_cmd(ctx, node_id, as_json, network):
     """The blobs that a node holds, with their shards and state."""
     net = resolve_network(ctx, network)
 
+    from .core.messages import ListBlobsReply, ListBlobsRequest
+
     async def run(client):
         peers = [node_id] if node_id else client.live_peers()
-        results = await client.gather(peers, lambda p: client.call(p, protocols.LIST_BLOBS, {}))
-        return {p: (r if isinstance(r, dict) else {"error": repr(r)}) for p, r in results.items()}
+        results = await client.gather(peers, lambda p: client.request(p, ListBlobsRequest()))
+        return {p: (r.to_json() if isinstance(r, ListBlobsReply) else {"error": repr(r)}) for p, r in results.items()}
 
     listing = with_client(net, run)
     if as_json:

@@ -11,6 +11,7 @@ import trio
 
 from netlab.inprocess import inprocess_network
 from netlab.inprocess import test_network as make_network  # (not collected as a test)
+from p2pwalrus.client import certs as certs_mod
 from p2pwalrus.client import client as client_mod
 from p2pwalrus.client.client import open_client
 from p2pwalrus.config import Timings
@@ -31,7 +32,7 @@ def refuse_certificates(node) -> None:
 
 
 async def test_store_returns_once_holders_of_n_minus_f_shards_hold_the_certificate(tmp_path, monkeypatch):
-    monkeypatch.setattr(client_mod, "CERT_PUSH_TIMEOUT", 3.0)
+    monkeypatch.setattr(certs_mod, "CERT_PUSH_TIMEOUT", 3.0)
     n = 10
     f = (n - 1) // 3
     with trio.fail_after(120):

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import trio
 
-from p2pwalrus.client import client as client_mod
+from p2pwalrus.client import read as read_mod  # (the read path's tunables live there)
 from p2pwalrus.client.client import BlobInvalidError, Client
 from p2pwalrus.config import NetworkConfig
 from p2pwalrus.core import codec, rs2
@@ -111,8 +111,8 @@ async def test_any_r_verified_slivers_still_decode_when_systematic_ones_are_lost
 
 
 async def test_a_hung_holder_is_hedged_once_the_others_have_arrived(data, monkeypatch):
-    monkeypatch.setattr(client_mod, "READ_HEDGE_MIN", 0.2)
-    monkeypatch.setattr(client_mod, "READ_HEDGE_TICK", 0.02)
+    monkeypatch.setattr(read_mod, "READ_HEDGE_MIN", 0.2)
+    monkeypatch.setattr(read_mod, "READ_HEDGE_TICK", 0.02)
     client = ScriptedClient(data, {2: "hang"})
     with trio.fail_after(10):
         assert await client.read(client.enc.blob_id) == data

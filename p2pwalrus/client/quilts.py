@@ -21,9 +21,9 @@ import trio
 from ..core import quilt as q
 from ..core import rs2
 from ..core.blob_id import blob_id_to_str
+from ..core.messages import GetSliverRequest
 from ..errors import P2PWalrusError, VerificationError
 from .client import Client, Progress, StoreResult
-from ..core import protocols
 
 logger = logging.getLogger("p2pwalrus.quilts")
 
@@ -142,11 +142,10 @@ class QuiltReader:
         pair = n - 1 - column  # secondary sliver of column j is stored in pair n-1-j
         holder = c.shard_map.owner(rs2.shard_for_pair(pair, quilt_id, n))
         self.fetched.append((quilt_id, column))
-        reply, raw = await c.call_with_blob(holder, protocols.GET_SLIVER,
-                                            {"blob_id": quilt_id.hex(), "pair": pair, "kind": rs2.SECONDARY},
-                                            meta.config.n_primary * meta.symbol_size, COLUMN_TIMEOUT)
+        reply, raw = await c.request_with_blob(holder, GetSliverRequest(quilt_id, pair, rs2.SECONDARY),
+                                               meta.config.n_primary * meta.symbol_size, COLUMN_TIMEOUT)
         if raw is None:
-            raise P2PWalrusError(f"column {column}: {holder[:16]}… answered {reply.get('error')}")
+            raise P2PWalrusError(f"column {column}: {holder[:16]}… answered {reply.error}")
         await trio.to_thread.run_sync(rs2.verify_secondary_sliver, meta, pair, raw)
         return raw
 

@@ -18,6 +18,7 @@ import time
 
 import trio
 
+from ..core import messages as wire
 from ..core import protocols
 from ..core.blob_id import blob_id_to_str as rs2_id
 from ..core.certificates import AvailabilityCertificate, InvalidCertificateError, covered_in_view, relabel_reason
@@ -185,39 +186,32 @@ class CertificateRegistry:
         node = self.node
         got = 0
         with trio.move_on_after(PULL_DEADLINE):
-            stream, reply = await node.call(peer_id, protocols.LIST_CERTS, {})
+            stream, reply = await node.call(peer_id, protocols.LIST_CERTS, wire.ListCertsRequest())
             await rpc.close_quietly(stream)
-            invalid, certs = reply.get("invalid", []), reply.get("certs", [])
-            if not isinstance(invalid, list) or not isinstance(certs, list):
-                raise ProtocolError("certificate list reply of the wrong shape")
-            await node.invalid.pull_from(peer_id, invalid, self.backoff)
-            got = await self._pull_certs(peer_id, certs)
+            if not reply.ok:
+                raise ProtocolError(f"certificate list refused: {reply.error}")
+            await node.invalid.pull_from(peer_id, reply.invalid, self.backoff)
+            got = await self._pull_certs(peer_id, reply.certs)
         return got
 
-    async def _pull_certs(self, peer_id: str, listed: list) -> int:
+    async def _pull_certs(self, peer_id: str, listed: tuple[wire.CertListing, ...]) -> int:
         from .recertify import renew, shows_an_honest_signer
 
         node = self.node
         got = fetched = renewed = 0
         current = node.epoch
         now = time.monotonic()
-        for item in listed[:20000]:
+        for item in listed:  # (checked at parsing: blob IDs, epochs, at most MAX_CERTS_LISTED)
             if fetched >= PULL_CERTS:
                 break
-            try:
-                blob_id, end_epoch = bytes.fromhex(item[0]), item[1]
-                epoch = item[2] if len(item) > 2 else 0
-            except (ValueError, TypeError, IndexError, KeyError):
-                continue
-            if type(end_epoch) is not int or type(epoch) is not int or len(blob_id) != 32:
-                continue
+            blob_id, end_epoch, epoch = item.blob_id, item.end_epoch, item.epoch
             have = self.certs.get(blob_id)
             if (end_epoch <= current or (have and freshness(have) >= (end_epoch, epoch))
                     or not self.backoff.ready(blob_id, now)):
                 continue
             fetched += 1
             try:
-                raw = await node.fetch_blob(peer_id, protocols.GET_CERT, {"blob_id": blob_id.hex()}, MAX_CERT_BYTES)
+                raw = await node.fetch_blob(peer_id, protocols.GET_CERT, wire.GetCertRequest(blob_id), MAX_CERT_BYTES)
                 if raw is None:
                     raise InvalidCertificateError("listed, then not given")
                 cert = AvailabilityCertificate.from_bytes(raw)
@@ -250,7 +244,7 @@ class CertificateRegistry:
         peers = [p for p in node.members.live.peer_ids() if p != node.peer_id] if node.members else []
         for peer in random.sample(peers, min(3, len(peers))):
             try:
-                raw = await node.fetch_blob(peer, protocols.GET_CERT, {"blob_id": blob_id.hex()}, MAX_CERT_BYTES)
+                raw = await node.fetch_blob(peer, protocols.GET_CERT, wire.GetCertRequest(blob_id), MAX_CERT_BYTES)
                 if raw is not None:
                     await self.accept(AvailabilityCertificate.from_bytes(raw), source=peer)
             except Exception as exc:

@@ -14,6 +14,7 @@ import time
 
 import trio
 
+from ..core import messages as wire
 from ..core import protocols, rs2
 from ..core.blob_id import blob_id_to_str as rs2_id
 from ..core.rs2 import encode_proof_message
@@ -117,23 +118,19 @@ class InvalidBlobs:
         await self.apply(blob_id, bytes(msg.data))
         return True
 
-    async def pull_from(self, peer_id: str, listed: list, backoff) -> None:
+    async def pull_from(self, peer_id: str, listed: tuple[bytes, ...], backoff) -> None:
         """Anti-entropy: fetch and check the proofs ``peer_id`` listed that we lack, at most
         PULL_PROOFS of them and PULL_PROOF_BYTES per pull; a failed one is backed off."""
         fetched = nbytes = 0
         now = time.monotonic()
-        for text in listed[:1000]:
+        for blob_id in listed:  # (checked at parsing: 32-byte IDs, at most MAX_PROOFS_LISTED)
             if fetched >= PULL_PROOFS or nbytes >= PULL_PROOF_BYTES:
                 break
-            try:
-                blob_id = bytes.fromhex(text)
-            except (ValueError, TypeError):
-                continue
-            if len(blob_id) != 32 or blob_id in self.proofs or not backoff.ready(blob_id, now):
+            if blob_id in self.proofs or not backoff.ready(blob_id, now):
                 continue
             fetched += 1
             try:
-                message = await self.node.fetch_blob(peer_id, protocols.GET_PROOF, {"blob_id": blob_id.hex()},
+                message = await self.node.fetch_blob(peer_id, protocols.GET_PROOF, wire.GetProofRequest(blob_id),
                                                      min(MAX_PROOF_MESSAGE, PULL_PROOF_BYTES - nbytes))
                 if message is None:
                     raise ProtocolError("listed, then not given")

@@ -31,6 +31,7 @@ from ..core.certificates import (
     verify_confirmation,
 )
 from ..p2p import rpc
+from ..core import messages as wire
 from ..core import protocols
 
 logger = logging.getLogger("p2pwalrus.node")
@@ -65,7 +66,7 @@ async def recertify(node, cert: AvailabilityCertificate) -> AvailabilityCertific
     if view is None or cert.end_epoch <= epoch:
         return None
     labels = {"deletable": cert.deletable, "owner": cert.owner}
-    header = {"blob_id": cert.blob_id.hex(), "epoch": epoch, "end_epoch": cert.end_epoch}
+    header = wire.ConfirmRequest(cert.blob_id, epoch, cert.end_epoch)
     confs: dict[str, StorageConfirmation] = {}
     limiter = trio.CapacityLimiter(ASKS_AT_ONCE)
 
@@ -74,7 +75,7 @@ async def recertify(node, cert: AvailabilityCertificate) -> AvailabilityCertific
             try:
                 stream, reply = await node.call(peer, protocols.CONFIRM, header)
                 await rpc.close_quietly(stream)
-                conf = StorageConfirmation.from_json(reply["confirmation"]) if reply.get("ok") else None
+                conf = reply.confirmation if reply.ok else None
             except Exception as exc:
                 logger.info("confirmation of %s from %s: %r", cert.blob_id.hex()[:16], peer, exc)
                 return

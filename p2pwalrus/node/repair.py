@@ -22,6 +22,7 @@ from ..core.repair_plan import BlobView, plan_repairs, recovery_sources
 from ..errors import DecodingError, InconsistentBlobError, ProtocolError, VerificationError
 from ..p2p import rpc
 from .sliver_store import PRIMARY, SECONDARY
+from ..core import messages as wire
 from ..core import protocols
 
 logger = logging.getLogger("p2pwalrus.repair")
@@ -182,7 +183,8 @@ class RepairService:
             if peer == node.peer_id:
                 continue
             try:
-                raw = await self.fetch(peer, protocols.GET_METADATA, {"blob_id": blob_id.hex()}, rs2.metadata_size(n))
+                raw = await self.fetch(peer, protocols.GET_METADATA, wire.GetMetadataRequest(blob_id),
+                                       rs2.metadata_size(n))
                 if raw is None:
                     continue
                 meta = rs2.BlobMetadata.from_bytes(raw)
@@ -240,8 +242,8 @@ class RepairService:
             try:
                 cfg, length = meta.config, meta.unencoded_length
                 limit = cfg.primary_sliver_len(length) if kind == PRIMARY else cfg.secondary_sliver_len(length)
-                data = await self.fetch(task.sync_from, protocols.GET_SLIVER, {
-                    "blob_id": task.blob_id.hex(), "pair": task.pair, "kind": kind}, limit)
+                data = await self.fetch(task.sync_from, protocols.GET_SLIVER,
+                                        wire.GetSliverRequest(task.blob_id, task.pair, kind), limit)
                 if data is None:
                     return False
                 self._count(traffic, len(data))
@@ -293,9 +295,9 @@ class RepairService:
                     rs2.recovery_symbols, source_axis, source_index, sliver, wanted, cfg, meta.symbol_size)
             else:
                 try:
-                    raw = await self.fetch(holder, protocols.GET_RECOVERY, {
-                        "blob_id": blob_id.hex(), "pair": pair, "axis": source_axis, "targets": wanted},
-                        max_reply, timeout=FETCH_TIMEOUT)
+                    raw = await self.fetch(holder, protocols.GET_RECOVERY,
+                                           wire.RecoveryRequest(blob_id, pair, source_axis, tuple(wanted)),
+                                           max_reply, timeout=FETCH_TIMEOUT)
                     if raw is None:
                         return
                 except Exception as exc:
@@ -350,12 +352,12 @@ class RepairService:
             by_peer[(h.new_holder, h.blob_id)].append(h.shard)
         for (peer, blob_id), shards in by_peer.items():
             try:
-                stream, reply = await node.call(peer, protocols.BLOB_STATUS, {"blob_id": blob_id.hex()})
+                stream, reply = await node.call(peer, protocols.BLOB_STATUS, wire.BlobStatusRequest(blob_id))
                 await rpc.close_quietly(stream)
             except Exception:
                 kept += len(shards)
                 continue
-            theirs = set(reply.get("shards", [])) if reply.get("ok") else set()
+            theirs = set(reply.shards) if reply.ok else set()
             for shard in shards:
                 if shard in theirs:
                     await trio.to_thread.run_sync(node.store.delete_sliver, blob_id, shard)
@@ -393,9 +395,9 @@ class RepairService:
         target = random.randrange(n)
         ok = False
         try:
-            raw = await node.fetch_blob(holder, protocols.GET_RECOVERY, {
-                "blob_id": blob_id.hex(), "pair": pair, "axis": rs2.PRIMARY, "targets": [target]},
-                meta.symbol_size + 64 + 32 * 20)
+            raw = await node.fetch_blob(holder, protocols.GET_RECOVERY,
+                                        wire.RecoveryRequest(blob_id, pair, rs2.PRIMARY, (target,)),
+                                        meta.symbol_size + 64 + 32 * 20)
             if raw is not None:
                 sym, _ = rs2.RecoverySymbol.from_bytes(raw)
                 ok = sym.source_index == pair and sym.target_index == target and rs2.verify_recovery_symbol(meta, sym)

@@ -6,6 +6,7 @@ nursery. Handlers validate and bound every message before storing or answering.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import signal
 import time
@@ -38,6 +39,7 @@ from ..p2p.identity import load_or_create_identity
 from .liveness import Liveness, LivenessConfig
 from .membership import MembershipConfig, open_membership
 from .sliver_store import PRIMARY, SECONDARY, SliverStore, SymbolLeaves
+from ..core import messages as wire
 from ..core import protocols
 
 logger = logging.getLogger("p2pwalrus.node")
@@ -254,29 +256,21 @@ class StorageNode:
         message = await rpc.recv_blob(stream, MAX_PROOF_MESSAGE)
         blob_id = await trio.to_thread.run_sync(self.check_proof_message, message)
         new = await self.invalid.apply(blob_id, message)
-        await rpc.send_json(stream, {"ok": True, "new": new})
+        await rpc.send_json(stream, wire.NewReply(True, None, new).to_json())
 
     async def handle_delete(self, stream, peer: str) -> None:
         """Delete a deletable blob on the word of the key that stored it (the owner its holders
         signed for), once per nonce and only in the epoch the delete was issued or the next."""
-        from ..core.certificates import DELETE_NONCE_BYTES, delete_message
+        from ..core.certificates import delete_message
         from ..core.keys import verify_signature
 
-        hdr = await rpc.recv_json(stream)
-        blob_id = rpc.blob_id_field(hdr)
-        issued = rpc.field(hdr, "epoch", int)
-        try:
-            signature = bytes.fromhex(rpc.field(hdr, "signature", str))
-            nonce = bytes.fromhex(rpc.field(hdr, "nonce", str))
-        except ValueError:
-            raise ProtocolError("signature and nonce must be hex") from None
-        if len(nonce) != DELETE_NONCE_BYTES or len(signature) != 64:
-            raise ProtocolError(f"a delete needs a {DELETE_NONCE_BYTES}-byte nonce and a 64-byte signature")
+        req = wire.DeleteRequest.from_json(await rpc.recv_json(stream), n_shards=self.net.n_shards)
+        blob_id, issued, signature, nonce = req.blob_id, req.epoch, req.signature, req.nonce
         if not 0 <= self.epoch - issued <= 1:
             raise ProtocolError(f"delete issued in epoch {issued}, now {self.epoch}: sign a new one")
         cert = self.certs.get(blob_id)
         if cert is None:
-            await rpc.send_json(stream, {"ok": False, "error": "not found"})
+            await rpc.send_json(stream, wire.Reply.failed("not found").to_json())
             return
         if not cert.deletable:
             raise ProtocolError("blob was not stored as deletable")
@@ -289,7 +283,7 @@ class StorageNode:
         self.certs.pop(blob_id, None)
         self.store.set_state(blob_id, {"deleted": True, "end_epoch": cert.end_epoch})
         logger.info("blob %s deleted by its owner", rs2_id(blob_id))
-        await rpc.send_json(stream, {"ok": True})
+        await rpc.send_json(stream, wire.Reply().to_json())
 
     # --- handlers ---------------------------------------------------------------
 
@@ -320,17 +314,11 @@ class StorageNode:
 
     async def handle_store(self, stream, peer: str) -> None:
         self.counters["store_requests"] += 1
-        hdr = await rpc.recv_json(stream, MAX_PAID_HEADER)
-        blob_id = rpc.blob_id_field(hdr)
-        epoch = rpc.field(hdr, "epoch", int)
-        end_epoch = rpc.field(hdr, "end_epoch", int)
-        pairs = rpc.field(hdr, "pairs", list)
-        deletable = rpc.field(hdr, "deletable", bool, default=False, required=False)
-        owner = rpc.field(hdr, "owner", str, default="", required=False)
-        self._check_epochs(epoch, end_epoch)
         n = self.net.n_shards
-        if len(pairs) > n or not all(type(p) is int and 0 <= p < n for p in pairs) or len(set(pairs)) != len(pairs):
-            raise ProtocolError("pairs must be distinct pair indices")
+        req = wire.StoreRequest.from_json(await rpc.recv_json(stream, MAX_PAID_HEADER), n_shards=n)
+        blob_id, epoch, end_epoch, pairs = req.blob_id, req.epoch, req.end_epoch, req.pairs
+        deletable, owner = req.deletable, req.owner
+        self._check_epochs(epoch, end_epoch)
         # Refused from the header, before a byte of metadata or slivers is read: a node
         # buffers only slivers of shards it holds.
         mine = set(self.my_shards())
@@ -341,7 +329,7 @@ class StorageNode:
         if self.is_invalid(blob_id):
             raise ProtocolError("blob is marked invalid")
         if self.ledger is not None:  # paid for, before a sliver is read (issue 16); nothing asked at price 0
-            await self.ledger.check_store_payment(hdr.get("payment"), blob_id=blob_id, n_shards=n, epoch=epoch,
+            await self.ledger.check_store_payment(req.payment, blob_id=blob_id, n_shards=n, epoch=epoch,
                                                   end_epoch=end_epoch, unencoded_length=meta.unencoded_length)
         held = self.certs.get(blob_id)
         if held is not None and (why := relabel_reason(held, _labels(deletable, owner))):
@@ -397,25 +385,24 @@ class StorageNode:
             # The reason in our log; the peer gets words without local paths or library text.
             logger.warning("store of %s from %s failed: %s", rs2_id(blob_id), peer, exc)
             full = isinstance(exc, CapacityExceededError)
-            await rpc.send_json(stream, {"ok": False, "error": "storage: capacity exceeded on this node" if full
-                                         else "storage: this node could not write the slivers"})
+            await rpc.send_json(stream, wire.StoreReply.failed("storage: capacity exceeded on this node" if full
+                                                              else "storage: this node could not write the slivers"
+                                                              ).to_json())
             return
         finally:
             timing["write"] += time.perf_counter() - t0
         if not stored:
             # No signature for zero shards: an empty confirmation still counts as a signer
             # towards a certificate for a blob this node never stored (issue 13).
-            await rpc.send_json(stream, {"ok": False, "error": "no sliver of this blob was stored here",
-                                         "refused": {str(k): v for k, v in refused.items()}})
+            await rpc.send_json(stream, wire.StoreReply.failed("no sliver of this blob was stored here",
+                                                              refused=refused).to_json())
             return
         conf = sign_confirmation(self.keypair, self.peer_id, self.net.name, blob_id, epoch, end_epoch, stored,
                                  deletable=deletable, owner=owner)
-        await rpc.send_json(stream, {
-            "ok": True,
-            "confirmation": conf.to_json(),
-            "refused": {str(k): v for k, v in refused.items()},
-            "timing": {k: round(v, 4) for k, v in timing.items()},  # what `p2pwalrus store` reports
-        })
+        await rpc.send_json(stream, wire.StoreReply(
+            True, None, conf, refused,
+            {k: round(v, 4) for k, v in timing.items()},  # what `p2pwalrus store` reports
+        ).to_json())
 
     def held_pairs(self, blob_id: bytes) -> list[int]:
         """Shards of this blob for which both slivers are stored here."""
@@ -426,10 +413,8 @@ class StorageNode:
         the labels of the certificate we hold: the caller chooses only the epochs, so a
         stranger's extension can never relabel the blob's owner or deletable flag. Our end
         epoch moves only when the extension's certificate arrives."""
-        hdr = await rpc.recv_json(stream, MAX_PAID_HEADER)
-        blob_id = rpc.blob_id_field(hdr)
-        epoch = rpc.field(hdr, "epoch", int)
-        end_epoch = rpc.field(hdr, "end_epoch", int)
+        req = wire.ConfirmRequest.from_json(await rpc.recv_json(stream, MAX_PAID_HEADER), n_shards=self.net.n_shards)
+        blob_id, epoch, end_epoch = req.blob_id, req.epoch, req.end_epoch
         self._check_epochs(epoch, end_epoch)
         if self.is_invalid(blob_id):
             raise ProtocolError("blob is marked invalid")
@@ -442,7 +427,7 @@ class StorageNode:
             if raw is None:
                 raise ProtocolError("this node holds no metadata for this blob: nothing to confirm")
             meta = rs2.BlobMetadata.from_bytes(raw, max_shards=self.net.n_shards)
-            await self.ledger.check_store_payment(hdr.get("payment"), blob_id=blob_id, n_shards=self.net.n_shards,
+            await self.ledger.check_store_payment(req.payment, blob_id=blob_id, n_shards=self.net.n_shards,
                                                   epoch=epoch, end_epoch=end_epoch,
                                                   unencoded_length=meta.unencoded_length,
                                                   extends_from=cert.end_epoch)
@@ -454,62 +439,56 @@ class StorageNode:
             raise ProtocolError("this node holds no shard of this blob: nothing to confirm")
         conf = sign_confirmation(self.keypair, self.peer_id, self.net.name, blob_id, epoch, end_epoch, held,
                                  deletable=cert.deletable, owner=cert.owner)
-        await rpc.send_json(stream, {"ok": True, "confirmation": conf.to_json()})
+        await rpc.send_json(stream, wire.ConfirmReply(True, None, conf).to_json())
 
     async def handle_get_metadata(self, stream, peer: str) -> None:
-        blob_id = rpc.blob_id_field(await rpc.recv_json(stream))
+        blob_id = wire.GetMetadataRequest.from_json(await rpc.recv_json(stream), n_shards=self.net.n_shards).blob_id
         if self.is_invalid(blob_id):
-            await rpc.send_json(stream, {"ok": False, "error": "invalid", "invalid": True})
+            await rpc.send_json(stream, wire.INVALID_REPLY.to_json())
             return
-        await rpc.reply_blob(stream, self.store.get_metadata(blob_id))
+        data = self.store.get_metadata(blob_id)
+        await rpc.send_json(stream, (wire.BlobReply() if data is not None else wire.BlobReply.not_found()).to_json())
+        if data is not None:
+            await rpc.write_frame(stream, data)
 
     async def handle_get_sliver(self, stream, peer: str) -> None:
-        hdr = await rpc.recv_json(stream)
-        blob_id = rpc.blob_id_field(hdr)
-        pair = rpc.field(hdr, "pair", int)
-        kind = rpc.field(hdr, "kind", str)
-        if kind not in (PRIMARY, SECONDARY) or not 0 <= pair < self.net.n_shards:
-            raise ProtocolError("bad sliver request")
+        req = wire.GetSliverRequest.from_json(await rpc.recv_json(stream), n_shards=self.net.n_shards)
+        blob_id, pair, kind = req.blob_id, req.pair, req.kind
         if self.is_invalid(blob_id):
-            await rpc.send_json(stream, {"ok": False, "error": "invalid", "invalid": True})
+            await rpc.send_json(stream, wire.INVALID_REPLY.to_json())
             return
         shard = rs2.shard_for_pair(pair, blob_id, self.net.n_shards)
         data = await trio.to_thread.run_sync(self.store.get_sliver, blob_id, shard, kind)
         if data is not None and "corrupt_slivers" in self.faults:
             data = bytes(b ^ 0x5A for b in data[:64]) + data[64:]
-        await rpc.reply_blob(stream, data)
+        await rpc.send_json(stream, (wire.BlobReply() if data is not None else wire.BlobReply.not_found()).to_json())
+        if data is not None:
+            await rpc.write_frame(stream, data)
 
     async def handle_recovery(self, stream, peer: str) -> None:
-        hdr = await rpc.recv_json(stream)
-        blob_id = rpc.blob_id_field(hdr)
-        pair = rpc.field(hdr, "pair", int)
-        axis = rpc.field(hdr, "axis", str)
-        targets = rpc.field(hdr, "targets", list)
         n = self.net.n_shards
-        if axis not in (rs2.PRIMARY, rs2.SECONDARY) or not 0 <= pair < n:
-            raise ProtocolError("bad recovery request")
-        if len(targets) > n or not all(isinstance(t, int) and 0 <= t < n for t in targets):
-            raise ProtocolError("bad recovery targets")
+        req = wire.RecoveryRequest.from_json(await rpc.recv_json(stream), n_shards=n)
+        blob_id, pair, axis, targets = req.blob_id, req.pair, req.axis, list(req.targets)
         if self.is_invalid(blob_id):
-            await rpc.send_json(stream, {"ok": False, "error": "invalid", "invalid": True})
+            await rpc.send_json(stream, wire.INVALID_REPLY.to_json())
             return
         raw_meta = self.store.get_metadata(blob_id)
         shard = rs2.shard_for_pair(pair, blob_id, n)
         kind = PRIMARY if axis == rs2.PRIMARY else SECONDARY
         sliver = await trio.to_thread.run_sync(self.store.get_sliver, blob_id, shard, kind)
         if raw_meta is None or sliver is None:
-            await rpc.send_json(stream, {"ok": False, "error": "not found"})
+            await rpc.send_json(stream, wire.RecoveryReply.failed("not found").to_json())
             return
         meta = rs2.BlobMetadata.from_bytes(raw_meta)
         source = pair if axis == rs2.PRIMARY else n - 1 - pair
         symbols = await trio.to_thread.run_sync(
             rs2.recovery_symbols, axis, source, sliver, targets, meta.config, meta.symbol_size
         )
-        await rpc.send_json(stream, {"ok": True, "count": len(symbols)})
+        await rpc.send_json(stream, wire.RecoveryReply(True, None, len(symbols)).to_json())
         await rpc.write_frame(stream, b"".join(sym.to_bytes() for sym in symbols))
 
     async def handle_status(self, stream, peer: str) -> None:
-        blob_id = rpc.blob_id_field(await rpc.recv_json(stream))
+        blob_id = wire.BlobStatusRequest.from_json(await rpc.recv_json(stream), n_shards=self.net.n_shards).blob_id
         state = self.store.get_state(blob_id)
 
         def verified_pairs() -> list[int]:
@@ -521,21 +500,18 @@ class StorageNode:
             return out
 
         shards = await trio.to_thread.run_sync(verified_pairs)
-        await rpc.send_json(stream, {
-            "ok": True,
-            "shards": shards,
-            "certified": blob_id in self.certs,
-            "invalid": bool(state.get("invalid")),
-            "end_epoch": state.get("end_epoch"),
-        })
+        await rpc.send_json(stream, wire.BlobStatusReply(
+            True, None, tuple(shards), certified=blob_id in self.certs, invalid=bool(state.get("invalid")),
+            end_epoch=state.get("end_epoch"),
+        ).to_json())
 
     async def handle_get_cert(self, stream, peer: str) -> None:
-        blob_id = rpc.blob_id_field(await rpc.recv_json(stream))
+        blob_id = wire.GetCertRequest.from_json(await rpc.recv_json(stream), n_shards=self.net.n_shards).blob_id
         cert = self.certs.get(blob_id)
         if cert is None:
-            await rpc.send_json(stream, {"ok": False, "error": "not found", "invalid": self.is_invalid(blob_id)})
+            await rpc.send_json(stream, wire.BlobReply.not_found(invalid=self.is_invalid(blob_id)).to_json())
             return
-        await rpc.send_json(stream, {"ok": True, "invalid": self.is_invalid(blob_id)})
+        await rpc.send_json(stream, wire.BlobReply(True, None, self.is_invalid(blob_id)).to_json())
         await rpc.write_frame(stream, cert.to_bytes())
 
     async def handle_put_cert(self, stream, peer: str) -> None:
@@ -546,7 +522,7 @@ class StorageNode:
         except InvalidCertificateError as exc:
             self.counters["certs_rejected"] += 1
             raise ProtocolError(exc.reason) from None
-        await rpc.send_json(stream, {"ok": True, "new": new})
+        await rpc.send_json(stream, wire.NewReply(True, None, new).to_json())
         if new:
             await self.gossip_certificate(raw)
 
@@ -554,33 +530,35 @@ class StorageNode:
         await self.certificates.gossip(raw)
 
     async def handle_list_certs(self, stream, peer: str) -> None:
-        await rpc.recv_json(stream)
-        items = [[b.hex(), c.end_epoch, c.epoch] for b, c in self.certs.items()]  # (epoch: renewals)
-        await rpc.send_json(stream, {"ok": True, "certs": items[:20000],
-                                     "invalid": [b.hex() for b in list(self.proofs)[:1000]]})
+        wire.ListCertsRequest.from_json(await rpc.recv_json(stream))
+        items = [wire.CertListing(b, c.end_epoch, c.epoch)  # (epoch: renewals)
+                 for b, c in itertools.islice(self.certs.items(), wire.MAX_CERTS_LISTED)]
+        invalid = list(itertools.islice(self.proofs, wire.MAX_PROOFS_LISTED))
+        await rpc.send_json(stream, wire.ListCertsReply(True, None, tuple(items), tuple(invalid)).to_json())
 
     async def handle_get_proof(self, stream, peer: str) -> None:
-        blob_id = rpc.blob_id_field(await rpc.recv_json(stream))
-        await rpc.reply_blob(stream, self.proofs.get(blob_id))  # (bounded.ProofStore)
+        blob_id = wire.GetProofRequest.from_json(await rpc.recv_json(stream), n_shards=self.net.n_shards).blob_id
+        data = self.proofs.get(blob_id)
+        await rpc.send_json(stream, (wire.BlobReply() if data is not None else wire.BlobReply.not_found()).to_json())
+        if data is not None:
+            await rpc.write_frame(stream, data)
 
     async def handle_list_blobs(self, stream, peer: str) -> None:
-        await rpc.recv_json(stream)
-        from ..core.blob_id import blob_id_to_str
+        wire.ListBlobsRequest.from_json(await rpc.recv_json(stream))
 
-        def listing():
+        def listing() -> tuple[wire.BlobListing, ...]:
             out = []
-            for blob_id in self.store.list_blobs()[:10000]:
+            for blob_id in self.store.list_blobs()[:wire.MAX_BLOBS_LISTED]:
                 state = self.store.get_state(blob_id)
-                out.append({"blob_id": blob_id_to_str(blob_id), "shards": self.held_pairs(blob_id),
-                            "end_epoch": state.get("end_epoch"), "certified": blob_id in self.certs,
-                            "invalid": bool(state.get("invalid"))})
-            return out
+                out.append(wire.BlobListing(blob_id, tuple(self.held_pairs(blob_id)), state.get("end_epoch"),
+                                           blob_id in self.certs, bool(state.get("invalid"))))
+            return tuple(out)
 
-        await rpc.send_json(stream, {"ok": True, "blobs": await trio.to_thread.run_sync(listing)})
+        await rpc.send_json(stream, wire.ListBlobsReply(True, None, await trio.to_thread.run_sync(listing)).to_json())
 
     async def handle_info(self, stream, peer: str) -> None:
-        await rpc.recv_json(stream)
-        await rpc.send_json(stream, {"ok": True, **self.status()})
+        wire.NodeInfoRequest.from_json(await rpc.recv_json(stream))
+        await rpc.send_json(stream, wire.NodeInfoReply(True, None, self.status()).to_json())
 
     # --- fault injection (netlab) -------------------------------------------------------
 
@@ -597,7 +575,10 @@ class StorageNode:
         while True:
             await subscription.get()  # accepted by the validator already
 
-    async def call(self, peer_id: str, protocol, header: dict, *, timeout: float = PEER_CALL_TIMEOUT):
+    async def call(self, peer_id: str, protocol, header, *, timeout: float = PEER_CALL_TIMEOUT):
+        """Send a request header, read the JSON reply: (the open stream, the reply). ``header`` is a
+        request message (core/messages.py), whose reply comes back parsed and checked by its reply
+        class (ProtocolError if malformed); or a plain dict, whose reply is a dict."""
         from libp2p.peer.id import ID
 
         if peer_id in self.deny:
@@ -607,19 +588,23 @@ class StorageNode:
         with trio.fail_after(timeout):
             stream = await self.node.open_stream(ID.from_base58(peer_id), [protocol])
             try:
-                await rpc.send_json(stream, header)
-                return stream, await rpc.recv_json(stream, rpc.MAX_LIST_REPLY)
+                typed = isinstance(header, wire.Request)
+                await rpc.send_json(stream, header.to_json() if typed else header)
+                reply = await rpc.recv_json(stream, rpc.MAX_LIST_REPLY)
+                if typed:
+                    reply = header.reply.from_json(reply, n_shards=self.net.n_shards)
+                return stream, reply
             except BaseException:
                 await rpc.close_quietly(stream, reset=True)
                 raise
 
-    async def fetch_blob(self, peer_id: str, protocol, header: dict, max_size: int, *,
+    async def fetch_blob(self, peer_id: str, protocol, header, max_size: int, *,
                          timeout: float = PEER_CALL_TIMEOUT) -> bytes | None:
         """A call answered by a JSON header and, when it says ok, one blob of at most
         ``max_size`` bytes; None if the peer said it has none. (``timeout`` bounds the call.)"""
         stream, reply = await self.call(peer_id, protocol, header, timeout=timeout)
         try:
-            if not reply.get("ok"):
+            if not (reply.ok if isinstance(reply, wire.Reply) else reply.get("ok")):
                 return None
             return await rpc.recv_blob(stream, max_size)
         finally:

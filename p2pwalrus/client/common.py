@@ -1,0 +1,29 @@
+"""What every part of the client shares: its errors and the progress callbacks."""
+
+from __future__ import annotations
+
+from ..errors import P2PWalrusError
+
+
+class BlobInvalidError(P2PWalrusError):
+    """The network marked this blob invalid (it was encoded inconsistently)."""
+
+
+class BlobExpiredError(P2PWalrusError):
+    """The blob's storage period is over."""
+
+
+class Progress:
+    """What the CLI's progress bars implement; the default does nothing."""
+
+    def start(self, description: str, total: int) -> None: ...
+
+    def advance(self, amount: int) -> None: ...
+
+    def done(self) -> None: ...
+
+    def certifying(self, blob_id: bytes) -> None:
+        """The certificate is built and about to be published (a store is past undoing)."""
+
+    def paying(self, quote) -> None:
+        """A store or extension is about to be paid for (``payments.Quote``: the cost, the balance)."""
