@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from p2pwalrus.core import rs2  # noqa: E402
-from p2pwalrus.node.service import verify_and_persist  # noqa: E402
+from p2pwalrus.node.handlers import verify_and_persist  # noqa: E402
 from p2pwalrus.node.sliver_store import PRIMARY, SECONDARY, SliverStore  # noqa: E402
 
 

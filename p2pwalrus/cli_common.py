@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-NETWORK_HELP = "Network name (p2pwalrus/bootstrap/) or path to a network .toml (env P2PWALRUS_NETWORK, default: local)."
+NETWORK_HELP = "Network name (bootstrap/, shipped with p2pwalrus) or path to a network .toml (env P2PWALRUS_NETWORK, default: local)."
 
 
 def network_option(f):

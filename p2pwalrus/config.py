@@ -1,6 +1,6 @@
-"""Network definitions: one TOML file per network under p2pwalrus/bootstrap/ (or any path).
+"""Network definitions: one TOML file per network under bootstrap/ (shipped as package data), or any path.
 
-`--network` takes a name from p2pwalrus/bootstrap/ or a path; the P2PWALRUS_NETWORK
+`--network` takes a name from bootstrap/ or a path; the P2PWALRUS_NETWORK
 environment variable and then `local` are the defaults. The bootstrap files are package
 data (pyproject.toml), found beside this module in a checkout and in an installed package alike.
 """

@@ -139,6 +139,125 @@ class EpochNotDecidedError(P2PWalrusError):
     """The epoch asked for has no decided state that this client could verify."""
 
 
+# --- the client: blobs read and WAL wallets --------------------------------------------------
+
+
+class BlobInvalidError(P2PWalrusError):
+    """The network marked this blob invalid (it was encoded inconsistently)."""
+
+
+class BlobExpiredError(P2PWalrusError):
+    """The blob's storage period is over."""
+
+
+class WalletError(P2PWalrusError):
+    """A ledger operation that could not be done; the message says why and what to do."""
+
+
+class NoLedgerError(WalletError, NetworkConfigError):
+    """The network has no genesis: it keeps no WAL ledger."""
+
+
+class InsufficientBalanceError(WalletError):
+    """The account holds less WAL than the order moves."""
+    def __init__(self, message: str, balance: int):
+        super().__init__(message)
+        self.balance = balance
+
+
+class UnknownAccountError(WalletError):
+    """No such account on the ledger (never funded)."""
+
+
+class SequenceUsedError(WalletError):
+    """The order's sequence number is taken by another order of this account."""
+
+
+class NoQuorumError(WalletError):
+    """Too few committee members answered or signed for a certificate."""
+
+
+class WrongEpochError(WalletError):
+    """The committee's nodes are at another epoch than the order's; no node voted for it."""
+
+
+class NotANodeError(WalletError):
+    """The staking target is not a storage node of this network."""
+
+
+class InsufficientFundsError(WalletError):
+    """A store or extension that this wallet cannot pay for (nothing was uploaded)."""
+
+    def __init__(self, message: str, cost: int, balance: int):
+        super().__init__(message)
+        self.cost = cost
+        self.balance = balance
+
+
+# --- WAL: amounts, genesis, orders, votes, payments, epochs, agreement -------------------------
+
+
+class AmountError(ValueError):
+    """Text that is not an amount of WAL or FROST."""
+
+
+class GenesisError(ValueError):
+    """A [genesis] table that cannot be a network's genesis."""
+
+
+class InvalidOrderError(ProtocolError):
+    """An order, vote or certificate that is malformed or whose signatures do not hold."""
+
+
+class InvalidVoteError(ProtocolError, ValueError):
+    """A vote that is malformed or whose signature does not hold (a peer's: refused at the
+    parsing boundary like every other malformed message)."""
+
+
+class PaymentError(ProtocolError):
+    """A store or extension that is not paid for; ``needed`` is the FROST it needs."""
+
+    def __init__(self, message: str, needed: int = 0):
+        super().__init__(message)
+        self.needed = needed
+
+
+class InvalidEpochStateError(ProtocolError):
+    """An epoch state, a certificate or a chain failed verification; ``reason`` says why."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"invalid epoch state: {reason}")
+        self.reason = reason
+
+
+class InvalidMessageError(ProtocolError):
+    """A consensus message failed validation; ``reason`` says why in a few words."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"invalid consensus message: {reason}")
+        self.reason = reason
+
+
+class StakePlacementError(P2PWalrusError):
+    """Shards cannot be placed: no stake at all, a bad shard count or cap, a bad seed."""
+
+
+class Refusal(Exception):
+    """Why an authority does not sign an order; ``details`` carries the numbers (balance, ...)."""
+
+    def __init__(self, code, message: str, **details):  # code: a core.wal.ledger.RefusalCode
+        super().__init__(message)
+        self.code = code
+        self.details = details
+
+    def to_json(self) -> dict:
+        return {"code": self.code.value, "error": str(self), **self.details}
+
+
+class ConservationError(AssertionError):
+    """WAL was created or destroyed: the sum of all accounts differs from the supply (a bug)."""
+
+
 # --- the HTTP gateway (answers, not user errors: not P2PWalrusError) --------------------------
 
 

@@ -23,7 +23,36 @@ MOVED = {
     "p2pwalrus.core.placement": ["PlacementError"],
     "p2pwalrus.core.certificates": ["InvalidCertificateError"],
     "p2pwalrus.core.manifest": ["ManifestError"],
+    "p2pwalrus.client.common": ["BlobInvalidError", "BlobExpiredError"],
+    "p2pwalrus.client.wallet": ["WalletError", "NoLedgerError", "InsufficientBalanceError", "UnknownAccountError",
+                                "SequenceUsedError", "NoQuorumError", "WrongEpochError", "NotANodeError"],
+    "p2pwalrus.client.payments": ["InsufficientFundsError"],
+    "p2pwalrus.core.wal.amounts": ["AmountError"],
+    "p2pwalrus.core.wal.genesis": ["GenesisError"],
+    "p2pwalrus.core.wal.orders": ["InvalidOrderError"],
+    "p2pwalrus.core.wal.votes": ["InvalidVoteError"],
+    "p2pwalrus.core.wal.payments": ["PaymentError"],
+    "p2pwalrus.core.wal.epoch_state": ["InvalidEpochStateError"],
+    "p2pwalrus.core.wal.agreement": ["InvalidMessageError"],
+    "p2pwalrus.core.wal.placement_stake": ["StakePlacementError"],
+    "p2pwalrus.core.wal.ledger": ["Refusal", "ConservationError"],
 }
+
+
+def test_no_exception_class_is_defined_outside_errors_py():
+    import re
+
+    package = Path(errors.__file__).resolve().parent
+    pattern = re.compile(r"^class (\w+)\(([^)]*)\):", re.M)
+    outside = []
+    for path in package.rglob("*.py"):
+        if path.name == "errors.py":
+            continue
+        for name, bases in pattern.findall(path.read_text()):
+            cls = getattr(errors, name, None)
+            if any(b.strip().endswith(("Error", "Exception", "Refusal")) for b in bases.split(",")) and cls is None:
+                outside.append(f"{path.relative_to(package)}: {name}")
+    assert not outside, outside
 
 
 @pytest.mark.parametrize("module", sorted(MOVED))

@@ -11,7 +11,7 @@ from netlab.inprocess import inprocess_network
 from p2pwalrus.client.client import open_client
 from p2pwalrus.core import rs2
 from p2pwalrus.p2p import rpc
-from p2pwalrus.node.service import MAX_PAID_HEADER
+from p2pwalrus.node.handlers import MAX_PAID_HEADER
 from p2pwalrus.p2p.framing import encode_uvarint, write_frame
 from p2pwalrus.core import protocols
 

@@ -26,37 +26,15 @@ class Calls:
         """A stream to a node; if its connection went away, dial once more and retry."""
         return await open_stream(self.host, ID.from_base58(peer_id), [protocol], DIAL_TIMEOUT)
 
-    async def _open(self, peer_id: str, protocol, header: dict, timeout: float = CALL_TIMEOUT):
-        with trio.fail_after(timeout):
-            stream = await self.new_stream(peer_id, protocol)
-            try:
-                await rpc.send_json(stream, header)
-            except BaseException:
-                await rpc.close_quietly(stream, reset=True)
-                raise
-            return stream
-
     async def call(self, peer_id: str, protocol, header: dict, *, max_reply: int = rpc.MAX_LIST_REPLY,
                    timeout: float = CALL_TIMEOUT) -> dict:
         """One JSON header, one JSON reply (the transport under `request`; the WAL exchanges use it as is)."""
-        stream = await self._open(peer_id, protocol, header, timeout)
-        try:
-            with trio.fail_after(timeout):
-                return await rpc.recv_json(stream, max_reply)
-        finally:
-            await rpc.close_quietly(stream)
+        return await rpc.call_for_reply(lambda: self.new_stream(peer_id, protocol), header, timeout=timeout,
+                                        max_reply=max_reply)
 
     async def call_with_blob(self, peer_id: str, protocol, header: dict, max_size: int,
                              timeout: float = CALL_TIMEOUT) -> tuple[dict, bytes | None]:
-        stream = await self._open(peer_id, protocol, header, timeout)
-        try:
-            with trio.fail_after(timeout):
-                reply = await rpc.recv_json(stream)
-                if not reply.get("ok"):
-                    return reply, None
-                return reply, await rpc.recv_blob(stream, max_size)
-        finally:
-            await rpc.close_quietly(stream)
+        return await rpc.call_for_blob(lambda: self.new_stream(peer_id, protocol), header, max_size, timeout=timeout)
 
     async def request(self, peer_id: str, request: wire.Request, **kw):
         """A typed exchange (core/messages.py): the request's reply message, parsed and checked

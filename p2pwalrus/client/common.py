@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import P2PWalrusError
-
-
-class BlobInvalidError(P2PWalrusError):
-    """The network marked this blob invalid (it was encoded inconsistently)."""
-
-
-class BlobExpiredError(P2PWalrusError):
-    """The blob's storage period is over."""
+from ..errors import BlobInvalidError, BlobExpiredError  # noqa: F401  (defined in errors.py; importable from here)
 
 
 class Progress:

@@ -21,16 +21,8 @@ from pathlib import Path
 from ..core.wal.amounts import format_amount
 from ..core.wal.orders import Certificate, InvalidOrderError, OrderKind, StoragePayload
 from ..core.wal.pricing import StoreCost, store_cost
-from .wallet import InsufficientBalanceError, Wallet, WalletError
-
-
-class InsufficientFundsError(WalletError):
-    """A store or extension that this wallet cannot pay for (nothing was uploaded)."""
-
-    def __init__(self, message: str, cost: int, balance: int):
-        super().__init__(message)
-        self.cost = cost
-        self.balance = balance
+from .wallet import InsufficientBalanceError, Wallet
+from ..errors import InsufficientFundsError  # noqa: F401  (defined in errors.py; importable from here)
 
 
 @dataclass(frozen=True)

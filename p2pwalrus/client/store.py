@@ -20,6 +20,7 @@ from ..core.certificates import (
     verify_confirmation,
 )
 from ..core.placement import ShardMap, check_no_single_node_can_decode
+from ..core.storage_period import epochs_problem
 from ..errors import NotEnoughShardsError, P2PWalrusError
 from ..p2p import rpc
 from ..p2p.framing import write_frame
@@ -82,8 +83,8 @@ class Storing:
         moment the blob ID (hence the placement of every sliver pair) is known.
         """
         progress = progress or Progress()
-        if epochs < 1 or epochs > self.net.max_epochs_ahead:
-            raise P2PWalrusError(f"epochs must be between 1 and {self.net.max_epochs_ahead}")
+        if why := epochs_problem(epochs, self.net.max_epochs_ahead):
+            raise P2PWalrusError(why)
         n = self.net.n_shards
         size = len(data) if length is None else length
         rs2.EncodingConfig(n).symbol_size(size)  # refuse an oversized blob before any work

@@ -33,48 +33,14 @@ from ..core.wal.orders import (
     make_certificate,
     sign_order,
 )
-from ..errors import NetworkConfigError, P2PWalrusError
 from ..durable import write_atomic
 from ..core import protocols
+from ..errors import WalletError, NoLedgerError, InsufficientBalanceError, UnknownAccountError, SequenceUsedError, NoQuorumError, WrongEpochError, NotANodeError  # noqa: F401  (defined in errors.py; importable from here)
 
 logger = logging.getLogger("p2pwalrus.wallet")
 
 CALL_TIMEOUT = 10.0  # one node's answer to a sign, confirm or account query
 CONFIRM_TIMEOUT = 15.0  # handing a certificate to every reachable member
-
-
-class WalletError(P2PWalrusError):
-    """A ledger operation that could not be done; the message says why and what to do."""
-
-
-class NoLedgerError(WalletError, NetworkConfigError):
-    pass
-
-
-class InsufficientBalanceError(WalletError):
-    def __init__(self, message: str, balance: int):
-        super().__init__(message)
-        self.balance = balance
-
-
-class UnknownAccountError(WalletError):
-    pass
-
-
-class SequenceUsedError(WalletError):
-    pass
-
-
-class NoQuorumError(WalletError):
-    pass
-
-
-class WrongEpochError(WalletError):
-    """The committee's nodes are at another epoch than the order's; no node voted for it."""
-
-
-class NotANodeError(WalletError):
-    pass
 
 
 def address_of(keypair) -> str:

@@ -1,7 +1,7 @@
 """The fault-injection file, DATA_DIR/faults.json: its format, defined once.
 
 netlab writes it (netlab/lab.py: partitions, slow links) and a storage node reads it
-every few seconds (node/service.py). Pure: no I/O, no event loop; ``parse`` validates
+every few seconds (node/faults.py). Pure: no I/O, no event loop; ``parse`` validates
 what a node must not trust blindly and ``to_json`` is what netlab writes.
 
     {"deny": ["12D3KooW...", ...],   peers this node refuses (a partition)

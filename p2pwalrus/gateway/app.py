@@ -18,6 +18,7 @@ import trio
 from ..client.client import BlobExpiredError, BlobInvalidError, Client
 from ..core.blob_id import blob_id_to_str, parse_blob_id
 from ..core.placement import PlacementError
+from ..core.storage_period import epochs_problem
 from ..core.thresholds import max_faulty
 from ..errors import (
     BlobNotFoundError,
@@ -488,8 +489,8 @@ class Gateway:
         self._check_publisher_access(req)
         q = req.query
         epochs = _int_param(q, "epochs", 1, minimum=1)
-        if epochs > self.client.net.max_epochs_ahead:
-            raise HTTPError(400, f"epochs must be at most {self.client.net.max_epochs_ahead}, got {epochs}")
+        if why := epochs_problem(epochs, self.client.net.max_epochs_ahead):
+            raise HTTPError(400, why)
         deletable, permanent = _bool_param(q, "deletable"), _bool_param(q, "permanent")
         if deletable and permanent:
             raise HTTPError(400, "a blob cannot be both deletable and permanent")

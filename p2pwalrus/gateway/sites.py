@@ -24,6 +24,7 @@ from ..client.chunked import parse_if_file_manifest
 from ..client.quilts import QuiltReader, store_quilt
 from ..client.site import SiteFile, SiteManifest
 from ..core import quilt as q
+from ..core.storage_period import epochs_problem
 from ..core import rs2
 from ..core.blob_id import blob_id_to_str, parse_blob_id
 from ..core.manifest import FileManifest
@@ -110,8 +111,8 @@ class QuiltRoutes:
         gw = self.gw
         gw._check_publisher_access(req)
         epochs = _int_param(req.query, "epochs", 1, minimum=1)
-        if epochs > gw.client.net.max_epochs_ahead:
-            raise HTTPError(400, f"epochs must be at most {gw.client.net.max_epochs_ahead}, got {epochs}")
+        if why := epochs_problem(epochs, gw.client.net.max_epochs_ahead):
+            raise HTTPError(400, why)
         deletable, permanent = _bool_param(req.query, "deletable"), _bool_param(req.query, "permanent")
         if deletable and permanent:
             raise HTTPError(400, "a quilt cannot be both deletable and permanent")

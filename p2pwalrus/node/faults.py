@@ -9,16 +9,16 @@ gossip is dropped (``denied_message``); a heal retries every down peer at once.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import trio
 
+from ..core import faults as faults_file
+
 logger = logging.getLogger("p2pwalrus.node")
 
 FAULTS_POLL = 2.0  # s
-FAULTS_FILE = "faults.json"
 
 
 class FaultInjection:
@@ -26,26 +26,30 @@ class FaultInjection:
 
     def __init__(self, node, data_dir: Path):
         self.node = node  # the StorageNode: its host, liveness and status change with the faults
-        self.path = Path(data_dir) / FAULTS_FILE
+        self.path = Path(data_dir) / faults_file.FILE_NAME
         self.flags: set[str] = set()  # misbehaviours switched on by tests ("corrupt_slivers")
         self.deny: set[str] = set()  # peer IDs we act as if partitioned from
         self.delay = 0.0  # s added before each exchange we serve or start
+        self._corrupt_from_file = False
 
     def gate(self, peer: str):
         """None to refuse a denied peer, else the injected delay (seconds)."""
         return None if peer in self.deny else self.delay
 
-    def apply(self, obj: dict) -> None:
-        """Apply a faults document (the parsed faults.json); ValueError if it is malformed."""
-        deny = obj.get("deny", [])
-        delay_ms = obj.get("delay_ms", 0)
-        if not isinstance(deny, list) or not all(isinstance(p, str) for p in deny):
-            raise ValueError("'deny' must be a list of peer IDs")
-        if isinstance(delay_ms, bool) or not isinstance(delay_ms, (int, float)) or not 0 <= delay_ms <= 60_000:
-            raise ValueError("'delay_ms' must be between 0 and 60000")
-        healed = bool(self.deny - set(deny))
-        self.deny = set(deny) - {self.node.peer_id}
-        self.delay = delay_ms / 1000
+    def apply(self, obj: "dict | bytes") -> None:
+        """Apply a faults document (faults.json's bytes or object, core/faults.py); ValueError
+        if it is malformed."""
+        faults = faults_file.parse(obj)
+        healed = bool(self.deny - faults.deny)
+        self.deny = set(faults.deny) - {self.node.peer_id}
+        self.delay = faults.delay
+        # The file switches corrupt_slivers on, and off again only if it was the one that did.
+        if faults.corrupt_slivers:
+            self.flags.add("corrupt_slivers")
+        elif self._corrupt_from_file:
+            self.flags.discard("corrupt_slivers")
+        self._corrupt_from_file = faults.corrupt_slivers
+        delay_ms = faults.delay_ms
         host, liveness = self.node.node, self.node.liveness
         if host is not None:
             host.deny = self.deny
@@ -89,7 +93,7 @@ class FaultInjection:
             if stamp != seen:
                 seen = stamp
                 try:
-                    self.apply(json.loads(self.path.read_text()) if stamp is not None else {})
+                    self.apply(self.path.read_bytes() if stamp is not None else {})
                     self.node.write_status()
                 except (ValueError, OSError) as exc:
                     logger.warning("ignoring %s: %s", self.path, exc)

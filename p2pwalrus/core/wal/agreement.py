@@ -61,8 +61,8 @@ from p2pwalrus.core.keys import (
     public_key_from_peer_id,
     verify_signature,
 )
-from p2pwalrus.errors import ProtocolError
 from p2pwalrus.core.thresholds import max_faulty
+from ...errors import InvalidMessageError  # noqa: F401  (defined in errors.py; importable from here)
 
 __all__ = [
     "Broadcast",
@@ -114,14 +114,6 @@ MAX_MEMBERS = 4096
 _PROPOSAL_MAX = _HEAD.size + _PROPOSAL_BODY.size + MAX_VALUE_SIZE
 _VOTE_SIZE = _HEAD.size + _VOTE_BODY.size
 MAX_MESSAGE_SIZE = 1 + 4 + _PROPOSAL_MAX + 2 + MAX_MEMBERS * _VOTE_SIZE
-
-
-class InvalidMessageError(ProtocolError):
-    """A consensus message failed validation; ``reason`` says why in a few words."""
-
-    def __init__(self, reason: str):
-        super().__init__(f"invalid consensus message: {reason}")
-        self.reason = reason
 
 
 def value_id(value: bytes) -> bytes:

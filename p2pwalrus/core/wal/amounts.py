@@ -7,15 +7,12 @@ Every amount fits in an unsigned 64-bit integer (Walrus's `u64` balances).
 from __future__ import annotations
 
 import re
+from ...errors import AmountError  # noqa: F401  (defined in errors.py; importable from here)
 
 FROST_PER_WAL = 10**9
 MAX_AMOUNT = (1 << 64) - 1
 
 _AMOUNT = re.compile(r"(?P<int>[0-9]+)(?:\.(?P<frac>[0-9]+))?\s*(?P<unit>wal|frost)?", re.IGNORECASE)
-
-
-class AmountError(ValueError):
-    """Text that is not an amount of WAL or FROST."""
 
 
 def parse_amount(text: str | int) -> int:

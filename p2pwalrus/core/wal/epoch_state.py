@@ -43,7 +43,7 @@ from p2pwalrus.core.wal.placement_stake import (
     effective_cap,
 )
 from p2pwalrus.core.wal import fields
-from p2pwalrus.errors import ProtocolError
+from ...errors import InvalidEpochStateError  # noqa: F401  (defined in errors.py; importable from here)
 
 __all__ = [
     "CommitteeMember",
@@ -74,14 +74,6 @@ _STATE_FIELDS = ("committee", "epoch", "n_shards", "network", "parameters", "pre
 
 #: The parameter that carries the per-node shard cap (see placement_stake).
 SHARD_CAP = "shard_cap"
-
-
-class InvalidEpochStateError(ProtocolError):
-    """An epoch state, a certificate or a chain failed verification; ``reason`` says why."""
-
-    def __init__(self, reason: str):
-        super().__init__(f"invalid epoch state: {reason}")
-        self.reason = reason
 
 
 def _u64(name: str, value: object) -> int:

@@ -16,14 +16,11 @@ from dataclasses import dataclass, field
 
 from . import fields
 from .amounts import MAX_AMOUNT, AmountError, parse_amount
+from ...errors import GenesisError  # noqa: F401  (defined in errors.py; importable from here)
 
 MAX_COMMITTEE = 1000
 MAX_GENESIS_ACCOUNTS = 100_000
 DEFAULT_PARAMETERS = {"max_epochs_ahead": 1000}  # as NetworkConfig's default
-
-
-class GenesisError(ValueError):
-    """A [genesis] table that cannot be a network's genesis."""
 
 
 def check_address(address, what: str = "address") -> str:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from .committee import Committee
 from .genesis import Genesis
 from .orders import Certificate, InvalidOrderError, OrderKind, SignedOrder
+from ...errors import Refusal, ConservationError  # noqa: F401  (defined in errors.py; importable from here)
 
 
 class RefusalCode(enum.Enum):
@@ -36,18 +37,6 @@ class RefusalCode(enum.Enum):
     INSUFFICIENT_BALANCE = "insufficient_balance"
     INSUFFICIENT_STAKE = "insufficient_stake"
     NOT_A_NODE = "not_a_node"  # stake with a key that is not in the committee
-
-
-class Refusal(Exception):
-    """Why an authority does not sign an order; ``details`` carries the numbers (balance, ...)."""
-
-    def __init__(self, code: RefusalCode, message: str, **details):
-        super().__init__(message)
-        self.code = code
-        self.details = details
-
-    def to_json(self) -> dict:
-        return {"code": self.code.value, "error": str(self), **self.details}
 
 
 @dataclass(frozen=True)
@@ -264,10 +253,6 @@ def _int(value) -> int:
     if type(value) is not int:
         raise ValueError("not an integer")
     return value
-
-
-class ConservationError(AssertionError):
-    pass
 
 
 def check_conservation(ledger: Ledger) -> None:

@@ -18,20 +18,16 @@ import struct
 from dataclasses import dataclass
 from functools import cached_property
 
-from ...errors import ProtocolError
 from ..keys import sign, verify_signature
 from . import fields
 from .amounts import MAX_AMOUNT
 from .committee import Committee
+from ...errors import InvalidOrderError  # noqa: F401  (defined in errors.py; importable from here)
 
 _ORDER_TAG = b"p2pwalrus/wal-order/v1\x00"
 _VOTE_TAG = b"p2pwalrus/wal-vote/v1\x00"
 MAX_PAYLOAD = 256
 MAX_VOTES = 1000
-
-
-class InvalidOrderError(ProtocolError):
-    """An order, vote or certificate that is malformed or whose signatures do not hold."""
 
 
 class OrderKind(enum.Enum):

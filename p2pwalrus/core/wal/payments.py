@@ -21,19 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ...errors import ProtocolError
 from ..rs2 import EncodingConfig
 from .amounts import format_amount
 from .orders import Order, OrderKind
 from .pricing import store_cost
-
-
-class PaymentError(ProtocolError):
-    """A store or extension that is not paid for; ``needed`` is the FROST it needs."""
-
-    def __init__(self, message: str, needed: int = 0):
-        super().__init__(message)
-        self.needed = needed
+from ...errors import PaymentError  # noqa: F401  (defined in errors.py; importable from here)
 
 
 def needs_payment(prices: Iterable[tuple[int, int]]) -> bool:

@@ -75,8 +75,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from p2pwalrus.errors import P2PWalrusError
 from p2pwalrus.core.thresholds import decode_threshold
+from ...errors import StakePlacementError  # noqa: F401  (defined in errors.py; importable from here)
 
 __all__ = [
     "StakePlacementError",
@@ -102,10 +102,6 @@ _MAX_STAKE = 2**64 - 1
 _M1 = np.uint64(0xFF51AFD7ED558CCD)
 _M2 = np.uint64(0xC4CEB9FE1A85EC53)
 _S33 = np.uint64(33)
-
-
-class StakePlacementError(P2PWalrusError):
-    """Shards cannot be placed: no stake at all, a bad shard count or cap, a bad seed."""
 
 
 def _check_inputs(stakes: Mapping[str, int], n_shards: int, seed: bytes) -> dict[str, int]:

@@ -15,18 +15,13 @@ import json
 import struct
 from dataclasses import dataclass
 
-from ...errors import ProtocolError
 from ..keys import sign, verify_signature
 from . import fields
 from .pricing import PriceVote
+from ...errors import InvalidVoteError  # noqa: F401  (defined in errors.py; importable from here)
 
 _VOTE_TAG = b"p2pwalrus/node-vote/v1\x00"
 MAX_PROPOSALS = 16
-
-
-class InvalidVoteError(ProtocolError, ValueError):
-    """A vote that is malformed or whose signature does not hold (a peer's: refused at the
-    parsing boundary like every other malformed message)."""
 
 
 def _u64(value, name: str) -> int:
