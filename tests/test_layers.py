@@ -81,3 +81,27 @@ def _violations() -> list[str]:
 def test_no_import_runs_upward_or_takes_a_private_name():
     bad = _violations()
     assert not bad, "layer violations:\n" + "\n".join(bad)
+
+
+# What the pure core must never import: event loops, sockets, processes, files, the network stack.
+IO_MODULES = {"trio", "anyio", "asyncio", "socket", "ssl", "select", "selectors", "subprocess", "multiprocessing",
+              "shutil", "tempfile", "pathlib", "io", "http", "urllib", "sqlite3", "libp2p", "multiaddr", "hypercorn",
+              "click", "rich", "signal", "fcntl", "mmap"}
+
+
+def test_the_core_does_no_io():
+    bad = []
+    for path in sorted((PKG / "core").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            for name in names:
+                if name.split(".")[0] in IO_MODULES:
+                    bad.append(f"{path.relative_to(REPO)}:{node.lineno}: imports {name}")
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("open", "input", "print"):
+                bad.append(f"{path.relative_to(REPO)}:{node.lineno}: calls {node.func.id}()")
+    assert not bad, "I/O in the pure core:\n" + "\n".join(bad)
