@@ -250,8 +250,9 @@ def _key64(data: bytes, person: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8, person=person).digest(), "big")
 
 
-def _fmix64(x: np.ndarray) -> np.ndarray:
-    """MurmurHash3 fmix64 on a uint64 array (in place; wraps mod 2**64)."""
+def fmix64(x: np.ndarray) -> np.ndarray:
+    """MurmurHash3 fmix64 on a uint64 array (in place; wraps mod 2**64): the score of both
+    placements (this one and ``wal/placement_stake.py``)."""
     x ^= x >> _S33
     x *= _M1
     x ^= x >> _S33
@@ -319,7 +320,7 @@ def compute_shard_map(
     high_mask = ~low_mask
 
     def row_scores(lo: int, hi: int) -> np.ndarray:
-        x = _fmix64(shard_keys[lo:hi, None] ^ node_keys[None, :])
+        x = fmix64(shard_keys[lo:hi, None] ^ node_keys[None, :])
         x &= high_mask
         x |= tiebreak[None, :]
         return x

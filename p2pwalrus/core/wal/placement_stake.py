@@ -75,6 +75,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from p2pwalrus.core.placement import fmix64
 from p2pwalrus.core.thresholds import decode_threshold
 from ...errors import StakePlacementError  # noqa: F401  (defined in errors.py; importable from here)
 
@@ -98,10 +99,6 @@ _NODE_PERSON = b"p2pw-stake-node"
 _SHARD_PERSON = b"p2pw-stake-shard"
 _ORDER_PERSON = b"p2pw-stake-order"
 _MAX_STAKE = 2**64 - 1
-
-_M1 = np.uint64(0xFF51AFD7ED558CCD)
-_M2 = np.uint64(0xC4CEB9FE1A85EC53)
-_S33 = np.uint64(33)
 
 
 def _check_inputs(stakes: Mapping[str, int], n_shards: int, seed: bytes) -> dict[str, int]:
@@ -190,15 +187,6 @@ def shard_counts(
     return counts
 
 
-def _fmix64(x: np.ndarray) -> np.ndarray:
-    x ^= x >> _S33
-    x *= _M1
-    x ^= x >> _S33
-    x *= _M2
-    x ^= x >> _S33
-    return x
-
-
 def assign_shards(
     stakes: Mapping[str, int],
     n_shards: int,
@@ -222,7 +210,7 @@ def assign_shards(
                           dtype=np.uint64)
 
     def scores(shard: int, idx: np.ndarray) -> np.ndarray:
-        return _fmix64(shard_keys[shard] ^ node_keys[idx])
+        return fmix64(shard_keys[shard] ^ node_keys[idx])
 
     held: dict[str, list[int]] = {v: [] for v in nodes}
     taken = [False] * n_shards
@@ -239,7 +227,7 @@ def assign_shards(
             mine = sorted({s for s in shards if type(s) is int and 0 <= s < n_shards and seen[s] == 1})
             if len(mine) > counts[v]:
                 k = np.uint64(node_keys[index[v]])
-                sc = _fmix64(shard_keys[np.array(mine, dtype=np.int64)] ^ k)
+                sc = fmix64(shard_keys[np.array(mine, dtype=np.int64)] ^ k)
                 # Keep the highest-scoring; exact ties (2^-64) broken by the smaller shard.
                 order = sorted(range(len(mine)), key=lambda i: (-int(sc[i]), mine[i]))
                 mine = sorted(mine[i] for i in order[: counts[v]])
