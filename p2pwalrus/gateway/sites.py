@@ -106,17 +106,17 @@ class QuiltRoutes:
     # --- publisher -------------------------------------------------------------------------
 
     async def put_quilt(self, req: Request) -> Response:
-        from .app import _bool_param, _int_param
+        from .params import bool_param, int_param
 
         gw = self.gw
         gw._check_publisher_access(req)
-        epochs = _int_param(req.query, "epochs", 1, minimum=1)
+        epochs = int_param(req.query, "epochs", 1, minimum=1)
         if why := epochs_problem(epochs, gw.client.net.max_epochs_ahead):
             raise HTTPError(400, why)
-        deletable, permanent = _bool_param(req.query, "deletable"), _bool_param(req.query, "permanent")
+        deletable, permanent = bool_param(req.query, "deletable"), bool_param(req.query, "permanent")
         if deletable and permanent:
             raise HTTPError(400, "a quilt cannot be both deletable and permanent")
-        force = bool(_bool_param(req.query, "force"))
+        force = bool(bool_param(req.query, "force"))
         boundary = multipart_boundary(req.headers.get("content-type", ""))
         # A quilt is one blob: its form is bounded by the largest blob plus the form's framing.
         limit = rs2.EncodingConfig(gw.client.net.n_shards).max_blob_size + QUILT_FORM_OVERHEAD
