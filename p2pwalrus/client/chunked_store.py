@@ -14,7 +14,8 @@ import trio
 from ..core import rs2
 from ..core.blob_id import blob_id_to_str
 from ..core.manifest import (
-    HEADER_LEN, ChunkRef, FileManifest, ManifestError, check_chunk_size, content_hash, default_chunk_size, is_manifest, max_chunks,
+    HEADER_LEN, ChunkRef, FileManifest, ManifestError, check_chunk_size, content_hash, default_chunk_size,
+    is_manifest, max_chunks,
 )
 from ..errors import P2PWalrusError
 from .client import Client, Progress, StoreResult
