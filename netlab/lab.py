@@ -190,5 +190,3 @@ class Lab(NodeProcesses, LabFaults, LabObservation):
         """The node process runs and has written its status (so it listens and has a shard map)."""
         st = self.node_status_file(n)
         return self.alive(n) and st is not None and st.get("pid") == n.pid
-
-

@@ -11,7 +11,7 @@ import time
 import trio
 
 from .scenario_spec import ScenarioError, StepFailed, eval_bound, parse_size
-from .scenario_run import Run, in_thread, faucet_spent, read_one, shards_stored, with_client, describe_error
+from .scenario_run import Run, describe_error, faucet_spent, in_thread, read_one, shards_stored, with_client
 from .scenario_wal import (
     mark_lost, step_check_rewards, step_stake, step_unstake, step_vote, step_wait_epoch, step_wait_price,
 )

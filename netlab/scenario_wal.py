@@ -10,7 +10,7 @@ from pathlib import Path
 import trio
 
 from .scenario_spec import ScenarioError, StepFailed, amount_of, eval_bound
-from .scenario_run import Run, committee_view, decided_epochs, in_thread, node_files, describe_error
+from .scenario_run import Run, committee_view, decided_epochs, describe_error, in_thread, node_files
 
 
 async def _faucet_wallet(run: Run, fn, timeout: float = 60.0):
