@@ -8,6 +8,9 @@
     netlab run netlab/scenarios/lose_f.toml [--ci]
     netlab inproc --nodes 100 --shards 100
     netlab down                      # end every node process netlab started
+
+The commands that change a running testnet (kill ... slow) are in cli_faults.py, the options
+they all share in cli_options.py.
 """
 
 from __future__ import annotations
@@ -19,9 +22,13 @@ from pathlib import Path
 
 import click
 
+from .cli_options import DEFAULT_DIR, console, dir_option, fail
 from .lab import Lab, LabError
 
-DEFAULT_DIR = "./netlab-run"
+__all__ = ["DEFAULT_DIR", "DEFAULT_NODES", "DEFAULT_SHARDS", "main", "bring_up", "print_hints", "quiet_libp2p",
+           "console", "dir_option", "fail", "add_cmd", "heal_cmd", "kill_cmd", "partition_cmd", "slow_cmd",
+           "start_cmd", "stop_cmd", "wipe_cmd"]
+
 # 7 nodes x 10 shards (f = 3): about 85 MB and a little CPU per idle node, so 2 cores and
 # < 1 GB hold it with room for a client; 10 shards over 7 nodes puts 1-2 shards on each
 # node, so killing one or two nodes (<= f shards) keeps every blob readable, and no node
@@ -30,39 +37,19 @@ DEFAULT_NODES = 7
 DEFAULT_SHARDS = 10
 
 
-def _console(stderr: bool = False):
-    from rich.console import Console
-
-    if (sys.stderr if stderr else sys.stdout).isatty():
-        return Console(stderr=stderr, highlight=False)
-    # Piped or redirected: rich would wrap at 80 columns, breaking the paths, commands and
-    # blob IDs that are meant to be copied. Never wrap; tables take the width they need.
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=10_000)
-
-
-def _fail(message: str, code: int = 1):
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
 class _Cli(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except LabError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         except OSError as exc:
             if exc.filename is None:
                 raise
             # A --dir that cannot be made or written (a file on the way, no permission).
-            _fail(f"{exc.filename}: {exc.strerror or exc}; pass --dir a directory you can write")
+            fail(f"{exc.filename}: {exc.strerror or exc}; pass --dir a directory you can write")
         except KeyboardInterrupt:
-            _fail("interrupted", 130)
-
-
-def _dir_option(f):
-    return click.option("--dir", "directory", default=DEFAULT_DIR, show_default=True, type=click.Path(file_okay=False),
-                        help="Testnet directory (network.toml, netlab.json, one data dir per node).")(f)
+            fail("interrupted", 130)
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
@@ -116,7 +103,7 @@ def bring_up(directory, nodes: int, shards: int, *, base_port=None, epoch_length
               help="Storage node processes to start.")
 @click.option("--shards", "-s", type=click.IntRange(4, 65535), default=DEFAULT_SHARDS, show_default=True,
               help="Shards of the network (every blob is encoded into this many sliver pairs).")
-@_dir_option
+@dir_option
 @click.option("--seed", type=int, default=None, help="Recorded in netlab.json (scenarios use it for their choices).")
 @click.option("--base-port", type=click.IntRange(1024, 65000), default=None,
               help="Node i listens on BASE_PORT + i (default: free ports chosen now, kept across restarts).")
@@ -144,7 +131,7 @@ def up_cmd(nodes, shards, directory, seed, base_port, epoch_length, timeout, gat
     machine, `netlab inproc`.
     """
     _refuse_existing_testnet(directory, fresh)
-    con = _console()
+    con = console()
     from p2pwalrus.core.wal.amounts import AmountError, parse_amount
 
     try:
@@ -201,7 +188,7 @@ def print_hints(con, lab: Lab) -> None:
 
 
 @main.command("down")
-@_dir_option
+@dir_option
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds before SIGKILL.")
 def down_cmd(directory, timeout):
     """End every node process of the testnet (SIGTERM, then SIGKILL)."""
@@ -210,12 +197,12 @@ def down_cmd(directory, timeout):
         ended = lab.down(timeout)
     left = [n.index for n in lab.nodes if lab.alive(n)]
     if left:
-        _fail(f"node(s) {left} still running")
+        fail(f"node(s) {left} still running")
     click.echo(f"stopped {len(ended)} node process(es) in {lab.dir}")
 
 
 @main.command("status")
-@_dir_option
+@dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 def status_cmd(directory, as_json):
     """Per node: alive?, peer ID, live-set size, shards, blobs; and whether all agree on the map."""
@@ -241,7 +228,7 @@ def status_cmd(directory, as_json):
                       str(ep["decided_epoch"]) if ep else "-", f"{ep['stake'] // 10**9} WAL" if ep else "-",
                       ",".join(map(str, r["shards"])) or "-",
                       str(r["blobs"] if r["blobs"] is not None else "-"), r["map_digest"][:8] or "-", faults)
-    con = _console()
+    con = console()
     con.print(table)
     verdict = "[green]converged[/green]" if st["converged"] else f"[yellow]not converged[/yellow] ({st['map_digests']} maps)"
     con.print(f"{st['nodes_alive']}/{st['nodes_total']} nodes alive, {verdict}"
@@ -257,7 +244,7 @@ def status_cmd(directory, as_json):
 
 
 @main.command("watch")
-@_dir_option
+@dir_option
 @click.option("--every", type=click.FloatRange(1, 3600), default=10.0, show_default=True,
               help="Seconds between samples.")
 @click.option("--for", "duration", type=click.FloatRange(1, 86400), default=600.0, show_default=True,
@@ -281,121 +268,6 @@ def watch_cmd(directory, every, duration, as_json):
                    + ("one network throughout" if res["one_network_throughout"] else
                       f"NOT one network throughout (up to {res['max_maps']} maps, a live set of {res['min_live']})"))
     sys.exit(0 if res["one_network_throughout"] else 1)
-
-
-# --- faults ------------------------------------------------------------------------------
-
-
-def _wait_option(f):
-    return click.option("--wait/--no-wait", default=False, show_default=True,
-                        help="Wait until the network has converged again (live sets and map).")(f)
-
-
-def _after(lab: Lab, wait: bool, timeout: float = 60.0) -> None:
-    if wait:
-        took = lab.wait_converged(timeout)
-        click.echo(f"converged after {took:.1f} s")
-
-
-@main.command("kill")
-@click.argument("index", type=int)
-@_dir_option
-@_wait_option
-def kill_cmd(index, directory, wait):
-    """SIGKILL node INDEX (a crash: no goodbye)."""
-    lab = Lab.open(directory)
-    with lab.locked():
-        n = lab.kill(index)
-    click.echo(f"killed node {index} ({n.peer_id})")
-    _after(lab, wait)
-
-
-@main.command("stop")
-@click.argument("index", type=int)
-@_dir_option
-@_wait_option
-def stop_cmd(index, directory, wait):
-    """SIGTERM node INDEX (a graceful shutdown)."""
-    lab = Lab.open(directory)
-    with lab.locked():
-        n = lab.stop(index)
-    click.echo(f"stopped node {index} ({n.peer_id})")
-    _after(lab, wait)
-
-
-@main.command("start")
-@click.argument("index", type=int)
-@_dir_option
-@_wait_option
-def start_cmd(index, directory, wait):
-    """Restart node INDEX with its identity, data dir and port."""
-    lab = Lab.open(directory)
-    with lab.locked():
-        n = lab.start(index)
-    click.echo(f"started node {index} ({n.peer_id}) pid {n.pid}")
-    _after(lab, wait)
-
-
-@main.command("add")
-@_dir_option
-@_wait_option
-def add_cmd(directory, wait):
-    """A new node joins, bootstrapped from the network file."""
-    lab = Lab.open(directory)
-    with lab.locked():
-        n = lab.add()
-    click.echo(f"added node {n.index} ({n.peer_id}) on port {n.port}, pid {n.pid}")
-    _after(lab, wait)
-
-
-@main.command("wipe")
-@click.argument("index", type=int)
-@_dir_option
-@click.option("--new-identity", is_flag=True, help="Delete the identity key too (a different node comes back).")
-@_wait_option
-def wipe_cmd(index, directory, new_identity, wait):
-    """Node INDEX loses its disk: kill it, delete its data (identity kept), restart it empty."""
-    lab = Lab.open(directory)
-    with lab.locked():
-        n = lab.wipe(index, new_identity=new_identity)
-    click.echo(f"wiped node {index}: restarted empty as {n.peer_id}, pid {n.pid}")
-    _after(lab, wait)
-
-
-@main.command("partition")
-@click.argument("groups")
-@_dir_option
-def partition_cmd(groups, directory):
-    """Split the network: GROUPS like 0,1/2,3 (unlisted nodes join the last group).
-
-    Needs node support: each node applies DATA_DIR/faults.json (peer deny-list).
-    """
-    lab = Lab.open(directory)
-    with lab.locked():
-        got = lab.partition(groups)
-    click.echo("partitioned: " + " | ".join(",".join(map(str, g)) for g in got))
-
-
-@main.command("heal")
-@_dir_option
-def heal_cmd(directory):
-    """Undo a partition."""
-    lab = Lab.open(directory)
-    with lab.locked():
-        lab.heal()
-    click.echo("healed")
-
-
-@main.command("slow")
-@click.argument("index", type=int)
-@click.option("--delay-ms", type=click.IntRange(0, 60000), required=True, help="Added latency; 0 removes it.")
-@_dir_option
-def slow_cmd(index, delay_ms, directory):
-    """Add DELAY_MS of latency to node INDEX's traffic (needs node support: faults.json)."""
-    lab = Lab.open(directory)
-    with lab.locked():
-        lab.slow(index, delay_ms)
-    click.echo(f"node {index}: +{delay_ms} ms")
 
 
 # --- scenarios, demo, in-process ----------------------------------------------------------
@@ -422,7 +294,7 @@ def run_cmd(scenario, ci, directory, keep, no_require_repair, seed):
         sc.seed = seed
     if directory is None:
         directory = Path("netlab-runs") / f"{sc.name}{'-ci' if ci else ''}-{time.strftime('%Y%m%d-%H%M%S')}"
-    con = _console()
+    con = console()
     report = run_scenario(sc, Path(directory), keep=keep, require_repair=not no_require_repair,
                           log=lambda m: con.print(m))
     con.print(f"report: {Path(directory) / 'report.md'}  plot: {Path(directory) / 'plot.png'}")
@@ -444,7 +316,7 @@ def demo_cmd(nodes, shards, size, wait, directory):
     """The quick start: a small testnet, a file stored and read back, then commands to try."""
     from .demo import run_demo
 
-    sys.exit(run_demo(nodes, shards, size, wait, directory, _console()))
+    sys.exit(run_demo(nodes, shards, size, wait, directory, console()))
 
 
 @main.command("inproc")
@@ -471,6 +343,14 @@ def inproc_cmd(nodes, shards, timeout, as_json):
                    f"{nodes} nodes did NOT converge in {timeout:.0f} s: {res.get('detail')}")
     sys.exit(0 if res["converged"] else 1)
 
+
+from .cli_faults import COMMANDS as _FAULT_COMMANDS  # noqa: E402  (kill, stop, start, add, wipe, partition, ...)
+from .cli_faults import (  # noqa: E402
+    add_cmd, heal_cmd, kill_cmd, partition_cmd, slow_cmd, start_cmd, stop_cmd, wipe_cmd,
+)
+
+for _command in _FAULT_COMMANDS:
+    main.add_command(_command)
 
 from .wal import faucet_cmd  # noqa: E402
 

@@ -22,117 +22,40 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from p2pwalrus.config import NetworkConfig, Timings, network_to_toml, parse_network
-from p2pwalrus.core.faults import FILE_NAME as FAULTS_FILE_NAME, NONE as NO_FAULTS, Faults, parse as parse_faults
+
+from .lab_faults import FAULTS_FILE, LabFaults
+from .lab_lifecycle import NodeProcesses
+from .lab_observe import LabObservation
+from .lab_process import (
+    LabError, NodeEntry, free_port, pid_alive, pid_is_node, port_free, read_json, write_json_atomic,
+)
 
 STATE_FILE = "netlab.json"
 NETWORK_FILE = "network.toml"
-FAULTS_FILE = FAULTS_FILE_NAME  # per node, read by the node; its format: p2pwalrus/core/faults.py
 MAX_BOOTSTRAP = 3
+
+__all__ = ["FAULTS_FILE", "MAX_BOOTSTRAP", "NETWORK_FILE", "STATE_FILE", "Lab", "LabError", "NodeEntry",
+           "free_port", "pid_alive", "pid_is_node", "port_free", "read_json", "up_timeout", "write_json_atomic"]
+
 
 def up_timeout(n_nodes: int) -> float:
     """Seconds to wait for N fresh node processes to form one network on this machine."""
     return max(60.0, 3.0 * n_nodes)
 
 
-class LabError(Exception):
-    """A netlab operation that cannot be done (no testnet, bad node index, ...)."""
+class Lab(NodeProcesses, LabFaults, LabObservation):
+    """A testnet directory: start, stop and fault node processes; read their status.
 
-
-# --- processes ------------------------------------------------------------------------
-
-
-def pid_alive(pid: int | None) -> bool:
-    """True if ``pid`` is a running (not zombie) process; reaps it if it is our dead child."""
-    if not pid:
-        return False
-    with contextlib.suppress(ChildProcessError, OSError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    state = stat.rsplit(")", 1)[1].split()[0]
-    return state not in ("Z", "X")
-
-
-def pid_is_node(pid: int | None, data_dir: Path) -> bool:
-    """True if ``pid`` is alive and is the p2pwalrus node of ``data_dir`` (not a recycled PID)."""
-    if not pid_alive(pid):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return str(data_dir).encode() in cmdline and b"node" in cmdline
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-# --- the testnet ------------------------------------------------------------------------
-
-
-@dataclass
-class NodeEntry:
-    index: int
-    peer_id: str
-    port: int
-    data_dir: str
-    log: str
-    pid: int | None = None
-    state: str = "created"  # created | running | stopped | killed | wiped
-    started_at: float | None = None
-
-    @property
-    def addr(self) -> str:
-        return f"/ip4/127.0.0.1/tcp/{self.port}/p2p/{self.peer_id}"
-
-    @property
-    def listen(self) -> str:
-        return f"/ip4/127.0.0.1/tcp/{self.port}"
-
-
-class Lab:
-    """A testnet directory: start, stop and fault node processes; read their status."""
+    This class keeps the directory's state (netlab.json, network.toml) and creates testnets;
+    the processes are lab_lifecycle.py's, the faults lab_faults.py's, the status lab_observe.py's."""
 
     def __init__(self, directory: str | os.PathLike):
         self.dir = Path(directory).resolve()
@@ -169,7 +92,7 @@ class Lab:
             d = dict(n.__dict__)
             d["addrs"] = [n.addr]
             nodes.append(d)
-        _write_json_atomic(self.state_path, {**self.meta, "n_shards": self.n_shards, "network": str(self.network_path),
+        write_json_atomic(self.state_path, {**self.meta, "n_shards": self.n_shards, "network": str(self.network_path),
                                              "dir": str(self.dir), "nodes": nodes})
 
     @contextlib.contextmanager
@@ -267,346 +190,3 @@ class Lab:
         """The node process runs and has written its status (so it listens and has a shard map)."""
         st = self.node_status_file(n)
         return self.alive(n) and st is not None and st.get("pid") == n.pid
-
-    def spawn(self, n: NodeEntry) -> None:
-        if self.alive(n):
-            raise LabError(f"node {n.index} is already running (pid {n.pid})")
-        if not port_free(n.port):
-            # A killed node's port can linger briefly; a foreign listener would be an error.
-            time.sleep(0.5)
-        data_dir = Path(n.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(n.log, "ab")
-        log.write(f"--- netlab: starting node {n.index} at {time.strftime('%H:%M:%S')} ---\n".encode())
-        log.flush()
-        cmd = [sys.executable, "-m", "p2pwalrus", "--network", str(self.network_path), "node",
-               "--data-dir", str(data_dir), "--listen", n.listen]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env, close_fds=True)
-        log.close()
-        self._popen[proc.pid] = proc
-        n.pid = proc.pid
-        n.state = "running"
-        n.started_at = time.time()
-
-    def signal_node(self, n: NodeEntry, sig: int) -> bool:
-        if not self.alive(n):
-            return False
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(n.pid, sig)
-        return True
-
-    def wait_exit(self, n: NodeEntry, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not pid_alive(n.pid):
-                return True
-            time.sleep(0.05)
-        return not pid_alive(n.pid)
-
-    def stop_node(self, n: NodeEntry, *, graceful: bool = True, timeout: float = 10.0, state: str | None = None) -> None:
-        if self.alive(n):
-            if graceful:
-                self.signal_node(n, signal.SIGTERM)
-                if not self.wait_exit(n, timeout):
-                    self.signal_node(n, signal.SIGKILL)
-                    self.wait_exit(n, 5.0)
-            else:
-                self.signal_node(n, signal.SIGKILL)
-                self.wait_exit(n, 5.0)
-        self._popen.pop(n.pid or -1, None)
-        n.state = state or ("stopped" if graceful else "killed")
-
-    # --- commands (each saves the state file) ---
-
-    def up(self, *, stagger: float = 0.25, ready_timeout: float = 30.0, log=lambda msg: None) -> None:
-        """Start every node not running: the first one alone, then the rest staggered."""
-        todo = [n for n in self.nodes if not self.alive(n)]
-        if not todo:
-            return
-        first, rest = todo[0], todo[1:]
-        self.spawn(first)
-        self.save()
-        self.wait_ready([first], ready_timeout)
-        log(f"node {first.index} up ({first.peer_id})")
-        for n in rest:
-            time.sleep(stagger)
-            self.spawn(n)
-        self.write_network()
-        self.save()
-
-    def _exited(self, n: NodeEntry) -> bool:
-        """Whether a node process has ended. For one we spawned, ask its Popen: between fork
-        and exec /proc/PID/cmdline is still ours, so ``alive`` says no for a moment (a node
-        reported as exited during start-up kept running, orphaned)."""
-        proc = self._popen.get(n.pid or -1)
-        if proc is not None:
-            return proc.poll() is not None
-        return not self.alive(n)
-
-    def wait_ready(self, nodes: list[NodeEntry], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            missing = [n for n in nodes if not self.ready(n)]
-            if not missing:
-                return
-            dead = [n for n in missing if self._exited(n)]
-            if dead:
-                raise LabError(f"node {dead[0].index} exited during start-up; see {dead[0].log}")
-            if time.monotonic() > deadline:
-                raise LabError(f"node(s) {[n.index for n in missing]} not ready after {timeout:.0f} s")
-            time.sleep(0.1)
-
-    # --- the HTTP gateway (optional) ---
-
-    def gateway_url(self) -> str | None:
-        gw = self.meta.get("gateway")
-        return f"http://127.0.0.1:{gw['port']}" if gw and pid_alive(gw.get("pid")) else None
-
-    def start_gateway(self, port: int | None = None, timeout: float = 30.0) -> str:
-        """Start `p2pwalrus gateway` next to the nodes; return its URL once /status answers."""
-        import urllib.request
-
-        port = port or free_port()
-        log_path = self.dir / "gateway.log"
-        cmd = [sys.executable, "-m", "p2pwalrus", "--network", str(self.network_path), "gateway",
-               "--bind", f"127.0.0.1:{port}", "--wallet-dir", str(self.dir / "gateway")]  # its own WAL account
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True, close_fds=True)
-        self._popen[proc.pid] = proc
-        self.meta["gateway"] = {"pid": proc.pid, "port": port, "log": str(log_path)}
-        self.save()
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/status", timeout=2) as r:
-                    if r.status == 200:
-                        return url
-            except OSError:
-                pass
-            if not pid_alive(proc.pid):
-                raise LabError(f"the gateway exited during start-up; see {log_path}")
-            if time.monotonic() > deadline:
-                raise LabError(f"the gateway did not answer within {timeout:.0f} s; see {log_path}")
-            time.sleep(0.2)
-
-    def stop_gateway(self, timeout: float = 10.0) -> int | None:
-        gw = self.meta.pop("gateway", None)
-        if not gw:
-            return None
-        pid = gw.get("pid")
-        try:
-            is_gateway = b"gateway" in Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            is_gateway = False
-        if is_gateway and pid_alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        self.save()
-        return pid
-
-    def down(self, timeout: float = 10.0) -> list[int]:
-        """SIGTERM every node (and the gateway), wait, SIGKILL leftovers; returns the node PIDs ended."""
-        self.stop_gateway(timeout)
-        ended = []
-        running = [n for n in self.nodes if self.alive(n)]
-        for n in running:
-            self.signal_node(n, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for n in running:
-            if not self.wait_exit(n, max(0.1, deadline - time.monotonic())):
-                self.signal_node(n, signal.SIGKILL)
-                self.wait_exit(n, 5.0)
-            ended.append(n.pid)
-        for n in self.nodes:
-            if n.state == "running":
-                n.state = "stopped"
-        self.save()
-        return ended
-
-    def kill(self, index: int) -> NodeEntry:
-        n = self.node(index)
-        self.stop_node(n, graceful=False)
-        self.write_network()
-        self.save()
-        return n
-
-    def stop(self, index: int) -> NodeEntry:
-        n = self.node(index)
-        self.stop_node(n, graceful=True)
-        self.write_network()
-        self.save()
-        return n
-
-    def start(self, index: int) -> NodeEntry:
-        n = self.node(index)
-        self.spawn(n)
-        self.write_network()
-        self.save()
-        return n
-
-    def add(self) -> NodeEntry:
-        n = self._new_entry(self.meta.get("base_port"))
-        self.write_network()  # bootstrap: running nodes, not the new one
-        self.spawn(n)
-        self.save()
-        return n
-
-    def wipe(self, index: int, *, new_identity: bool = False, restart: bool = True) -> NodeEntry:
-        """Kill the node, delete its disk (all but its identity and log), restart it empty.
-
-        The identity is kept by default so the node keeps its index and peer ID and comes
-        back owning the same shards, with nothing in them: exactly a node whose disk failed
-        and was replaced. ``new_identity`` deletes the key too (a different node joins).
-        """
-        n = self.node(index)
-        self.stop_node(n, graceful=False, state="wiped")
-        keep = {"node.log"} | (set() if new_identity else {"identity.key"})
-        for child in Path(n.data_dir).iterdir():
-            if child.name in keep:
-                continue
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
-        if new_identity:
-            from p2pwalrus.p2p.identity import load_or_create_identity, peer_id_of
-
-            n.peer_id = str(peer_id_of(load_or_create_identity(n.data_dir)))
-        if restart:
-            self.write_network()
-            self.spawn(n)
-        self.write_network()
-        self.save()
-        return n
-
-    # --- partitions and slow links (applied by the nodes: faults.json) ---
-
-    def faults_of(self, n: NodeEntry) -> Faults:
-        """The faults node `n` is told to apply (none if its file is missing or unreadable)."""
-        try:
-            return parse_faults((Path(n.data_dir) / FAULTS_FILE).read_bytes())
-        except (OSError, ValueError):
-            return NO_FAULTS
-
-    def set_faults(self, n: NodeEntry, faults: Faults) -> None:
-        """Write node `n`'s faults file; the node applies it within FAULTS_POLL seconds."""
-        _write_json_atomic(Path(n.data_dir) / FAULTS_FILE, replace(faults, updated=time.time()).to_json())
-
-    def parse_groups(self, spec: str) -> list[list[int]]:
-        """``"0,1/2,3"`` -> [[0, 1], [2, 3]]; unlisted nodes join the last group."""
-        groups = []
-        for part in spec.split("/"):
-            try:
-                idx = [int(x) for x in part.split(",") if x.strip()]
-            except ValueError:
-                raise LabError(f"bad partition {spec!r}: use node indices like 0,1/2,3") from None
-            for i in idx:
-                self.node(i)
-            groups.append(idx)
-        listed = [i for g in groups for i in g]
-        if len(set(listed)) != len(listed):
-            raise LabError(f"bad partition {spec!r}: a node is in two groups")
-        rest = [n.index for n in self.nodes if n.index not in listed]
-        if len(groups) == 1:
-            groups.append(rest)
-        else:
-            groups[-1].extend(rest)
-        if len([g for g in groups if g]) < 2:
-            raise LabError(f"partition {spec!r} leaves everyone on one side")
-        return groups
-
-    def partition(self, spec: str) -> list[list[int]]:
-        groups = self.parse_groups(spec)
-        side = {i: gi for gi, g in enumerate(groups) for i in g}
-        for n in self.nodes:
-            deny = [m.peer_id for m in self.nodes if side[m.index] != side[n.index]]
-            self.set_faults(n, replace(self.faults_of(n), deny=frozenset(deny)))
-        self.meta["partition"] = groups
-        self.save()
-        return groups
-
-    def heal(self) -> None:
-        for n in self.nodes:
-            self.set_faults(n, replace(self.faults_of(n), deny=frozenset()))
-        self.meta.pop("partition", None)
-        self.save()
-
-    def slow(self, index: int, delay_ms: int) -> NodeEntry:
-        n = self.node(index)
-        self.set_faults(n, replace(self.faults_of(n), delay_ms=int(delay_ms)))
-        return n
-
-    # --- observation ---
-
-    def status(self) -> dict:
-        rows = []
-        alive_ids = set()
-        for n in self.nodes:
-            alive = self.alive(n)
-            st = self.node_status_file(n) or {}
-            fresh = alive and st.get("pid") == n.pid
-            if alive:
-                alive_ids.add(n.peer_id)
-            faults = self.faults_of(n)
-            rows.append({
-                "index": n.index, "peer_id": n.peer_id, "pid": n.pid if alive else None, "alive": alive,
-                "ready": fresh, "state": n.state, "port": n.port,
-                # a node counts itself live before its own record comes back to it
-                "live": len(set(st.get("live", [])) | {n.peer_id}) if fresh else None,
-                "live_peers": sorted(set(st.get("live", [])) | {n.peer_id}) if fresh else [],
-                "map_digest": st.get("map_digest", "") if fresh else "",
-                "shards": st.get("shards", []) if fresh else [],
-                "blobs": st.get("blobs") if fresh else None,
-                "ledger": st.get("ledger") if fresh else None,  # WAL held vs the genesis supply
-                "epochs": st.get("epochs") if fresh else None,  # the decided epoch state it holds
-                "denied": len(faults.deny), "delay_ms": faults.delay_ms,
-            })
-        up = [r for r in rows if r["alive"]]
-        digests = {r["map_digest"] for r in up}
-        converged = bool(up) and all(r["ready"] and set(r["live_peers"]) == alive_ids for r in up) and len(digests) == 1
-        return {"dir": str(self.dir), "network": str(self.network_path), "n_shards": self.n_shards,
-                "nodes_alive": len(up), "nodes_total": len(rows), "converged": converged,
-                "map_digests": len(digests), "partition": self.meta.get("partition"),
-                "wal_conserved": all(r["ledger"]["total"] == r["ledger"]["supply"] for r in up if r["ledger"]),
-                "nodes": rows}
-
-    def converged(self) -> bool:
-        return self.status()["converged"]
-
-    def wait_converged(self, timeout: float = 30.0, poll: float = 0.2, stable: float = 1.0) -> float:
-        """Until every running node lists exactly the running nodes as live and all share one map,
-        and that holds for ``stable`` seconds (a restarted node rewrites its view as it learns)."""
-        t0 = time.monotonic()
-        since = None
-        while True:
-            st = self.status()
-            if st["converged"]:
-                since = since or time.monotonic()
-                if time.monotonic() - since >= stable:
-                    return since - t0
-            else:
-                since = None
-            dead = [n for n in self.nodes if n.state == "running" and self._exited(n)]
-            if dead and time.monotonic() - t0 > 2.0:
-                # a node that netlab started has exited by itself: say so instead of timing out
-                n = dead[0]
-                if n.started_at and time.time() - n.started_at < 60:
-                    raise LabError(f"node {n.index} exited unexpectedly; see {n.log}")
-            if time.monotonic() - t0 > timeout:
-                lagging = [r["index"] for r in st["nodes"] if r["alive"] and
-                           (not r["ready"] or r["live"] != st["nodes_alive"])]
-                raise LabError(f"not converged after {timeout:.0f} s: {st['nodes_alive']} nodes running, "
-                               f"{st['map_digests']} distinct shard maps, nodes with a wrong live set: {lagging}")
-            time.sleep(poll)
-
-    def shard_holders(self) -> dict[int, list[int]]:
-        """node index -> shards it holds, from the running nodes' own status files."""
-        return {r["index"]: r["shards"] for r in self.status()["nodes"] if r["alive"]}

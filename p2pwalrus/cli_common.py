@@ -24,6 +24,14 @@ def network_option(f):
     return click.option("--network", "network", default=None, metavar="NAME_OR_FILE", help=NETWORK_HELP)(f)
 
 
+def json_network_options(json_help: str = "Print a JSON object."):
+    """--json, --network and the click context: what every command that asks the network and
+    prints what it learns takes (in this order in its help)."""
+    def decorate(f):
+        return click.option("--json", "as_json", is_flag=True, help=json_help)(network_option(click.pass_context(f)))
+    return decorate
+
+
 def resolve_network(ctx: click.Context, local: str | None):
     """The network a command runs on: its own --network, else the group's, else the default."""
     from .config import load_network
@@ -269,3 +277,17 @@ def with_client(net, fn):
             return await fn(client)
 
     return trio.run(run)
+
+
+class BlobIdCommand(click.Command):
+    """A command taking a BLOB_ID, which may begin with '-' (a base64url character): such a
+    43-character argument is moved behind '--' so that it is not taken for an option."""
+
+    def parse_args(self, ctx, args):
+        import re
+
+        if "--" not in args:
+            ids = [a for a in args if re.fullmatch(r"-[A-Za-z0-9_-]{42}", a)]
+            if len(ids) == 1:
+                args = [a for a in args if a != ids[0]] + ["--", ids[0]]
+        return super().parse_args(ctx, args)

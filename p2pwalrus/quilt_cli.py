@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from .cli_common import (
+    json_network_options,
     fail,
     network_option,
     note_interrupt,
@@ -171,9 +172,7 @@ def read_quilt_cmd(ctx, quilt_id, identifier, out, network):
 
 @click.command("list-quilt", cls=_QuiltIdCommand)
 @click.argument("quilt_id")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
-@network_option
-@click.pass_context
+@json_network_options("Print a JSON array.")
 def list_quilt_cmd(ctx, quilt_id, as_json, network):
     """The files of a quilt: identifier, patch ID, columns and tags (from its index only)."""
     from .client.quilts import QuiltReader

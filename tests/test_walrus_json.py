@@ -5,6 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from p2pwalrus.client.client import StoreResult
+from p2pwalrus.core import rs2
+from p2pwalrus.core.blob_id import blob_id_to_str
 from p2pwalrus.gateway import walrus_json as wj
 
 
@@ -14,12 +16,13 @@ def _result(already: bool) -> StoreResult:
                        shards_confirmed=10, nodes_failed={}, cost=42)
 
 
-def test_cli_shape_is_the_clients_old_one():
-    for already in (False, True):
-        r = _result(already)
-        assert wj.blob_store_json(r) == r.to_walrus_json()
-    new = wj.blob_store_json(_result(False))["newlyCreated"]
-    assert new["cost"] == 42 and new["blobObject"]["storage"]["endEpoch"] == 7
+def test_cli_shape():
+    bid = blob_id_to_str(bytes(range(32)))
+    assert wj.blob_store_json(_result(True)) == {"alreadyCertified": {"blobId": bid, "endEpoch": 7}}
+    assert wj.blob_store_json(_result(False)) == {"newlyCreated": {"blobObject": {
+        "blobId": bid, "size": 1000, "encodingType": "RS2", "certifiedEpoch": 3, "deletable": True,
+        "storage": {"startEpoch": 3, "endEpoch": 7, "storageSize": rs2.EncodingConfig(10).encoded_length(1000)},
+    }, "cost": 42}}
 
 
 def test_publisher_shape_and_chunked_files():

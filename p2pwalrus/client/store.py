@@ -53,21 +53,6 @@ class StoreResult:
     encode_waited: float = 0.0
     cost: int = 0  # FROST paid for this store (0 at price 0, or when a journaled payment covered it)
 
-    def to_walrus_json(self, epochs_ahead: int | None = None) -> dict:
-        cert = self.certificate
-        bid = blob_id_to_str(self.blob_id)
-        if self.already_certified:
-            return {"alreadyCertified": {"blobId": bid, "endEpoch": cert.end_epoch}}
-        encoded = rs2.EncodingConfig(cert.n_shards).encoded_length(self.size)
-        return {"newlyCreated": {"blobObject": {
-            "blobId": bid,
-            "size": self.size,
-            "encodingType": "RS2",
-            "certifiedEpoch": cert.epoch,
-            "deletable": cert.deletable,
-            "storage": {"startEpoch": cert.epoch, "endEpoch": cert.end_epoch, "storageSize": encoded},
-        }, "cost": self.cost}}
-
 
 class Storing:
     """Store, pay for and certify blobs (part of `Client`)."""

@@ -8,11 +8,13 @@ again, identical (nodes sign the same order twice; a new one at that sequence co
 the account: FastPay's rule). Numbers read from nodes (balance, next sequence) are the
 highest that members weighing more than ``f`` shards vouch for, so one lying node cannot
 raise them.
+
+The journal is in wallet_journal.py, certificates and the account's history in
+wallet_history.py (Wallet's own methods all the same).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +35,14 @@ from ..core.wal.orders import (
     make_certificate,
     sign_order,
 )
-from ..durable import write_atomic
 from ..core import protocols
 from ..errors import WalletError, NoLedgerError, InsufficientBalanceError, UnknownAccountError, SequenceUsedError, NoQuorumError, WrongEpochError, NotANodeError  # noqa: F401  (defined in errors.py; importable from here)
+from .wallet_history import WalletHistory
+from .wallet_journal import Journal
+
+__all__ = ["CALL_TIMEOUT", "CONFIRM_TIMEOUT", "AccountView", "Journal", "Wallet", "WalletHistory", "address_of",
+           "vouched", "WalletError", "NoLedgerError", "InsufficientBalanceError", "UnknownAccountError",
+           "SequenceUsedError", "NoQuorumError", "WrongEpochError", "NotANodeError"]
 
 logger = logging.getLogger("p2pwalrus.wallet")
 
@@ -71,49 +78,7 @@ class AccountView:
     unreachable: dict[str, str] = field(default_factory=dict)
 
 
-class Journal:
-    """The orders this wallet signed on one network, one file per sequence number, each
-    written (temp file, fsync, rename) before the order leaves the process."""
-
-    def __init__(self, root: Path, genesis_hash: bytes, address: str):
-        self.dir = Path(root) / f"{genesis_hash.hex()[:16]}-{address}"
-
-    def _path(self, seq: int) -> Path:
-        return self.dir / f"{seq:012d}.json"
-
-    def save(self, signed: SignedOrder, cert: Certificate | None = None, state: str = "sent") -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        entry = {"state": state, "signed": signed.to_json(), "certificate": cert.to_json() if cert else None}
-        write_atomic(self._path(signed.order.sequence), json.dumps(entry).encode())
-
-    def entries(self) -> list[dict]:
-        if not self.dir.is_dir():
-            return []
-        out = []
-        for path in sorted(self.dir.glob("*.json")):
-            try:
-                out.append(json.loads(path.read_text()))
-            except (OSError, ValueError):
-                logger.warning("journal entry %s unreadable: skipped", path)
-        return out
-
-    def unfinished(self) -> list[tuple[SignedOrder, Certificate | None]]:
-        out = []
-        for e in self.entries():
-            if e.get("state") in ("sent", "certified"):
-                try:
-                    cert = Certificate.from_json(e["certificate"]) if e.get("certificate") else None
-                    out.append((SignedOrder.from_json(e["signed"]), cert))
-                except (InvalidOrderError, KeyError) as exc:
-                    logger.warning("journal entry unreadable (%s): skipped", exc)
-        return out
-
-    def next_sequence(self) -> int:
-        seqs = [e["signed"]["order"]["sequence"] for e in self.entries() if e.get("state") != "abandoned"]
-        return max(seqs) + 1 if seqs else 0
-
-
-class Wallet:
+class Wallet(WalletHistory):
     def __init__(self, client, keypair, journal_root: Path):
         net = client.net
         if net.genesis is None:
@@ -359,58 +324,3 @@ class Wallet:
 
     async def unstake(self, node: str, amount: int) -> Certificate:
         return await self.submit(OrderKind.UNSTAKE, node, amount)
-
-    # --- history ---
-
-    async def fetch_certificate(self, sender: str, seq: int) -> Certificate | None:
-        got = await self.fetch_certificates(sender, seq, 1)
-        return got[0] if got else None
-
-    async def fetch_certificates(self, sender: str, first: int, count: int) -> list[Certificate]:
-        """Certificates of ``sender`` from ``first`` on, checked against the committee, from the
-        first member that has them."""
-        for peer in self.members():
-            if peer not in self.client.records:
-                continue
-            out: list[Certificate] = []
-            try:
-                while len(out) < count:
-                    request = msg.CertsRequest(sender, first + len(out), min(msg.CERT_PAGE, count - len(out)))
-                    reply = msg.parse_reply(await self.client.call(peer, protocols.LEDGER_CERTS, request.to_json(),
-                                                                   timeout=CALL_TIMEOUT), msg.CertsReply)
-                    page = reply.certificates if isinstance(reply, msg.CertsReply) else ()
-                    if not page:
-                        break
-                    for cert in page:
-                        committee = self.committee_for(cert.order.epoch)
-                        if committee is None:
-                            raise InvalidOrderError(f"no committee known here for epoch {cert.order.epoch}")
-                        cert.check(committee)
-                        if cert.order.sender != sender or cert.order.sequence != first + len(out):
-                            raise InvalidOrderError("certificate out of place")
-                        out.append(cert)
-            except Exception as exc:
-                logger.info("certificates of %s from %s: %s", sender, peer, exc)
-                continue
-            if out:
-                return out
-        return []
-
-    async def history(self, limit: int = 50) -> list[dict]:
-        """This account's confirmed orders and the transfers it received, oldest first."""
-        view = await self.account()
-        first = max(0, view.next_sequence - limit)
-        sent = await self.fetch_certificates(self.address, first, view.next_sequence - first)
-        answers, _ = await self._ask_all(protocols.LEDGER_CERTS, msg.ReceivedRequest(self.address),
-                                         reply=msg.ReceivedReply)
-        refs = {r for a in answers.values() if isinstance(a, msg.ReceivedReply) for r in a.received[-limit:]}
-        received = []
-        for sender, seq in sorted(refs)[:limit]:
-            cert = await self.fetch_certificate(sender, seq)
-            if cert is not None and cert.order.recipient == self.address:
-                received.append(cert)
-        rows = [{"direction": "out", "kind": c.order.kind.value, "sequence": c.order.sequence,
-                 "counterparty": c.order.recipient, "amount": c.order.amount} for c in sent]
-        rows += [{"direction": "in", "kind": c.order.kind.value, "sequence": c.order.sequence,
-                  "counterparty": c.order.sender, "amount": c.order.amount} for c in received]
-        return rows
