@@ -49,6 +49,7 @@ from p2pwalrus.core.records import (
 from p2pwalrus.errors import ProtocolError
 from p2pwalrus.p2p.framing import encode_frames, read_frame, write_frame
 from p2pwalrus.p2p.host import NodeHost
+from p2pwalrus.p2p.task_group import task_group
 from ..core import protocols
 
 logger = logging.getLogger(__name__)
@@ -440,17 +441,14 @@ async def open_membership(node: NodeHost, keypair: KeyPair, config: MembershipCo
     node.host.set_stream_handler(protocols.MEMBERS, m._serve_pull)
     subscription = await node.pubsub.subscribe(m.topic)
     try:
-        async with trio.open_nursery() as nursery:
+        async with task_group() as nursery:
             nursery.start_soon(m._receive_loop, subscription)
             nursery.start_soon(m._expiry_loop)
             await m.pull_from_bootstrap()
             nursery.start_soon(m._dht_put_loop)
             nursery.start_soon(m._publish_loop)
             nursery.start_soon(m._pull_loop)
-            try:
-                yield m
-            finally:
-                nursery.cancel_scope.cancel()
+            yield m
     finally:
         for send in m._subscribers:
             send.close()
