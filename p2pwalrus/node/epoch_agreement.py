@@ -208,6 +208,7 @@ class EpochService(_EpochTransport):
             return
         raise ProtocolError(f"no epoch change at height {height} here (at epoch {self.current.epoch})")
 
+    # -- durable state
 
     def _load_links(self) -> None:
         """The decided chain from disk, each link verified again; a bad or missing one ends it."""
