@@ -55,7 +55,9 @@ from pathlib import Path
 from typing import Any
 
 # The same directory fsync as every crash-safe write of the package: a create, rename or
-# unlink in the directory becomes durable, not just the file's bytes.
+# unlink in the directory becomes durable, not just the file's bytes. (durable.write_atomic
+# is not used for the files themselves: a store write needs a unique O_EXCL temp name that
+# delete_blob's rename can see, a checksummed header, and one directory fsync per group.)
 from p2pwalrus.durable import fsync_dir as _fsync_dir
 from p2pwalrus.errors import CapacityExceededError, StorageError
 
