@@ -4,7 +4,8 @@ with its reply message, and leaves the rest to the node's services. Every handle
 under rpc.serve: a deadline, per-peer caps, and no exception past it.
 
 Stores verify each sliver pair in a worker thread as soon as it has arrived (one verifying
-thread per request), then persist the verified pairs with one group commit.
+thread per request), then persist the verified pairs with one group commit (both in
+node/store_pairs.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from ..core.certificates import AvailabilityCertificate, InvalidCertificateError
 from ..core.storage_period import period_problem
 from ..errors import CapacityExceededError, ProtocolError, StorageError
 from ..p2p import rpc
-from .sliver_store import PRIMARY, SECONDARY, SliverStore, SymbolLeaves
+from .sliver_store import PRIMARY, SECONDARY
+from .store_pairs import persist_pairs, verify_and_persist, verify_pairs  # noqa: F401  (verify_and_persist: re-exported)
 
 logger = logging.getLogger("p2pwalrus.node")
 
@@ -238,9 +240,7 @@ class StreamHandlers:
             await rpc.send_json(stream, wire.INVALID_REPLY.to_json())
             return
         data = node.store.get_metadata(blob_id)
-        await rpc.send_json(stream, (wire.BlobReply() if data is not None else wire.BlobReply.not_found()).to_json())
-        if data is not None:
-            await rpc.write_frame(stream, data)
+        await _send_blob(stream, data)
 
     async def get_sliver(self, stream, peer: str) -> None:
         node = self.node
@@ -253,9 +253,7 @@ class StreamHandlers:
         data = await trio.to_thread.run_sync(node.store.get_sliver, blob_id, shard, kind)
         if data is not None and "corrupt_slivers" in node.faults:
             data = bytes(b ^ 0x5A for b in data[:64]) + data[64:]
-        await rpc.send_json(stream, (wire.BlobReply() if data is not None else wire.BlobReply.not_found()).to_json())
-        if data is not None:
-            await rpc.write_frame(stream, data)
+        await _send_blob(stream, data)
 
     async def recovery(self, stream, peer: str) -> None:
         node = self.node
@@ -334,9 +332,7 @@ class StreamHandlers:
         node = self.node
         blob_id = wire.GetProofRequest.from_json(await rpc.recv_json(stream), n_shards=node.net.n_shards).blob_id
         data = node.proofs.get(blob_id)
-        await rpc.send_json(stream, (wire.BlobReply() if data is not None else wire.BlobReply.not_found()).to_json())
-        if data is not None:
-            await rpc.write_frame(stream, data)
+        await _send_blob(stream, data)
 
     async def list_blobs(self, stream, peer: str) -> None:
         node = self.node
@@ -358,63 +354,15 @@ class StreamHandlers:
         await rpc.send_json(stream, wire.NodeInfoReply(True, None, node.status()).to_json())
 
 
-def verify_pairs(meta: rs2.BlobMetadata, owned) -> tuple[list[tuple], dict[int, str]]:
-    """Verify sliver pairs: ``owned`` is (pair, shard, primary, secondary) for pairs this node
-    holds. All primary slivers are verified in one batch, then all secondary ones
-    (rs2.verify_slivers). Returns the good pairs as (pair, shard, primary, secondary,
-    primary leaves, secondary leaves) and {pair: why refused}. Synchronous: run it in a
-    worker thread."""
-    prim = rs2.verify_slivers(meta, rs2.PRIMARY, {pair: p for pair, _, p, _ in owned})
-    sec = rs2.verify_slivers(meta, rs2.SECONDARY, {pair: q for pair, _, _, q in owned})
-    good, refused = [], {}
-    for pair, shard, p, q in owned:
-        why = prim.bad.get(pair) or sec.bad.get(pair)
-        if why is not None:
-            refused[pair] = why
-        else:
-            good.append((pair, shard, p, q, prim.good[pair], sec.good[pair]))
-    return good, refused
-
-
-def persist_pairs(store: SliverStore, meta: rs2.BlobMetadata, blob_id: bytes, verified, update_state) -> list[int]:
-    """Write verified pairs (from `verify_pairs`), the metadata (if new) and the state update
-    in one group commit whose checksums reuse the verifier's leaf hashes. Returns the shards
-    now durably stored (none if the blob was deleted meanwhile); a caller may confirm them
-    once this returns. Synchronous: run it in a worker thread."""
-    s = meta.symbol_size
-    slivers, shards = [], []
-    for _pair, shard, p, q, p_leaves, q_leaves in verified:
-        slivers.append((shard, PRIMARY, p, SymbolLeaves(s, p_leaves.tobytes())))
-        slivers.append((shard, SECONDARY, q, SymbolLeaves(s, q_leaves.tobytes())))
-        shards.append(shard)
-    if not slivers:
-        return []
-    if not store.put_slivers(blob_id, slivers, metadata=meta.to_bytes(), update_state=update_state):
-        return []  # the blob was deleted meanwhile: nothing of this request is stored
-    return shards
-
-
-def verify_and_persist(store: SliverStore, meta: rs2.BlobMetadata, blob_id: bytes, owned, update_state,
-                       timing: dict[str, float] | None = None):
-    """A store request's work after receiving, in one go: `verify_pairs`, then `persist_pairs`.
-
-    Returns (shards now durably stored, {pair: why refused}). ``timing``, if given, gets the
-    seconds spent verifying ("verify") and writing ("write"). (handle_store does the same
-    with each pair verified as it arrives.) Synchronous: run it in a worker thread.
-    """
-    timing = {} if timing is None else timing
-    t0 = time.perf_counter()
-    good, refused = verify_pairs(meta, owned)
-    t1 = time.perf_counter()
-    timing["verify"] = timing.get("verify", 0.0) + t1 - t0
-    try:
-        return persist_pairs(store, meta, blob_id, good, update_state), refused
-    finally:
-        timing["write"] = timing.get("write", 0.0) + time.perf_counter() - t1
-
-
 def _labels(deletable: bool, owner: str):
     """A store request's labels, shaped as a certificate for `relabel_reason`."""
     from types import SimpleNamespace
 
     return SimpleNamespace(deletable=deletable, owner=owner)
+
+
+async def _send_blob(stream, data: bytes | None) -> None:
+    """A BlobReply (found or not) then, if found, the bytes in one frame."""
+    await rpc.send_json(stream, (wire.BlobReply() if data is not None else wire.BlobReply.not_found()).to_json())
+    if data is not None:
+        await rpc.write_frame(stream, data)

@@ -4,7 +4,7 @@ Every node repairs only its own shards (see core/repair_plan.py), on start, on a
 on every shard-map change and on every new certificate. A pair is copied whole from its
 previous holder while that one is live; otherwise each sliver is rebuilt from recovery
 symbols, each checked against its Merkle proof. Concurrency is bounded so that reads and
-writes stay responsive.
+writes stay responsive. Storage challenges are in challenges.py.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ..core.blob_id import blob_id_to_str
 from ..core.repair_plan import BlobView, plan_repairs, recovery_sources
 from ..errors import DecodingError, InconsistentBlobError, ProtocolError, VerificationError
 from ..p2p import rpc
+from .challenges import _StorageChallenges
 from .sliver_store import PRIMARY, SECONDARY
 from ..core import messages as wire
 from ..core import protocols
@@ -36,7 +37,7 @@ HANDOFF_RETRY = 5.0  # s; a sweep again this soon while pairs wait for their new
 RENEW_RETRY = 10.0  # s; a sweep again this soon while a certificate's renewal is pending  # s; one sweep's repairs are cut here and go on at the next sweep
 
 
-class RepairService:
+class RepairService(_StorageChallenges):
     def __init__(self, node):
         self.node = node
         self.wake = trio.Event()
@@ -365,46 +366,3 @@ class RepairService:
                 else:
                     kept += 1
         return kept
-
-    # --- storage challenges ----------------------------------------------------------
-
-    async def challenge_loop(self) -> None:
-        node = self.node
-        while True:
-            await trio.sleep(node.net.timings.challenge_interval * random.uniform(0.5, 1.5))
-            try:
-                await self.challenge_once()
-            except Exception as exc:
-                logger.debug("challenge round failed: %r", exc)
-
-    async def challenge_once(self) -> bool | None:
-        """Ask a random holder of a random certified blob for a random symbol with its proof."""
-        node = self.node
-        if not node.certs or node.shard_map is None:
-            return None
-        blob_id = random.choice(list(node.certs))
-        if node.is_invalid(blob_id):
-            return None
-        n = node.net.n_shards
-        shard = random.randrange(n)
-        holder = node.shard_map.owner(shard)
-        if holder == node.peer_id:
-            return None
-        meta = await self.metadata(blob_id)
-        pair = rs2.pair_for_shard(shard, blob_id, n)
-        target = random.randrange(n)
-        ok = False
-        try:
-            raw = await node.fetch_blob(holder, protocols.GET_RECOVERY,
-                                        wire.RecoveryRequest(blob_id, pair, rs2.PRIMARY, (target,)),
-                                        meta.symbol_size + 64 + 32 * 20)
-            if raw is not None:
-                sym, _ = rs2.RecoverySymbol.from_bytes(raw)
-                ok = sym.source_index == pair and sym.target_index == target and rs2.verify_recovery_symbol(meta, sym)
-        except Exception:
-            ok = False
-        entry = self.challenges.setdefault(holder, {"passed": 0, "failed": 0})
-        entry["passed" if ok else "failed"] += 1
-        if not ok:
-            logger.info("storage challenge of %s (shard %d of %s) failed", holder, shard, blob_id_to_str(blob_id))
-        return ok

@@ -1,7 +1,9 @@
 """The storage node: identity, host, membership, shard map, sliver store and stream protocols.
 
 `StorageNode.run` is the whole node as one trio task; every background task lives in its
-nursery. Handlers validate and bound every message before storing or answering.
+nursery. Handlers validate and bound every message before storing or answering. The shard
+map's upkeep is in shard_maps.py, calls to peers in peer_calls.py, the stream handlers in
+handlers.py.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ import trio
 from ..config import NetworkConfig
 from ..core import rs2
 from ..core.certificates import AvailabilityCertificate
-from ..core.placement import ShardMap, compute_shard_map
+from ..core.placement import ShardMap
 from ..core.records import SignedNodeRecord
-from ..errors import ProtocolError
 from ..p2p import rpc
 from .cert_registry import CertificateRegistry
 from .certcheck import CertChecker
@@ -34,17 +35,17 @@ from .liveness import Liveness, LivenessConfig
 from .membership import MembershipConfig, open_membership
 from .handlers import MAX_PROOF_MESSAGE, StreamHandlers  # noqa: F401  (MAX_PROOF_MESSAGE: tools import it from here)
 from .sliver_store import SliverStore
-from ..core import messages as wire
 from ..core import protocols
+from .peer_calls import PEER_CALL_TIMEOUT, _PeerCalls  # noqa: F401  (re-exported)
+from .shard_maps import _ShardMaps
 
 logger = logging.getLogger("p2pwalrus.node")
 _log_once = LogOnce(logger)  # what peers send wrong: one line each, floods summarised
 
 HANDLER_TIMEOUT = 60.0  # one whole exchange, including a node's share of a large blob
-PEER_CALL_TIMEOUT = 10.0
 
 
-class StorageNode:
+class StorageNode(_ShardMaps, _PeerCalls):
     def __init__(
         self,
         net: NetworkConfig,
@@ -173,68 +174,6 @@ class StorageNode:
     def is_invalid(self, blob_id: bytes) -> bool:
         return self.invalid.is_invalid(blob_id)
 
-    def use_epochs(self, runner) -> None:
-        """Shards, certificates and the ledger follow ``runner``'s decided states
-        (epoch_service.attach_epochs calls it)."""
-        self.epochs = runner
-        self.certcheck.epoch_views = self._certificate_views
-        runner.on_adopt.append(self._epoch_adopted)
-
-    def _certificate_views(self, cert_epoch: int) -> list[ShardMap]:
-        from ..core.wal.epoch_map import certificate_views
-
-        return certificate_views(self.epochs.state_for, self.epochs.current, cert_epoch)
-
-    def _epoch_adopted(self, state) -> None:
-        """A decided (or learnt) epoch state: the ledger's committee and the shard map follow it."""
-        if self.ledger is not None:
-            self.ledger.epoch_adopted(state)
-        if self.members is not None:
-            self._recompute_map()
-        logger.info("epoch %d: %d committee members, %d shards here", state.epoch, len(state.committee),
-                    len(state.shards_by_node.get(self.peer_id, ())))
-
-    def _decided_maps(self) -> tuple[ShardMap, ShardMap | None]:
-        """The current decided state's map and the one before it (shard hand-over source)."""
-        from ..core.wal.epoch_map import shard_map_of
-
-        cur = self.epochs.current
-        prev = self.epochs.state_for(cur.epoch - 1)
-        return shard_map_of(cur), shard_map_of(prev) if prev is not None else None
-
-    def _recompute_map(self) -> None:
-        old = self.shard_map
-        if self.epochs is not None:
-            # Shards follow the decided state, never the live set: they move only at an epoch
-            # change; a dead holder's shards are covered by redundancy and repair meanwhile.
-            new, decided_prev = self._decided_maps()
-            if old is None:
-                old = decided_prev  # a restart: the previous holders are where to pull from
-        else:
-            live = set(self.members.live.peer_ids()) | {self.peer_id}  # we are live before our first publish
-            new = compute_shard_map(live, self.net.n_shards)
-        self.certcheck.set_map(new)
-        if self.shard_map is not None and new.digest() == self.shard_map.digest():
-            self.write_status()  # the live set changed all the same (a member that holds no shard)
-            return
-        self.shard_map = new
-        self.prev_shard_map = old
-        self.map_changed_at = time.monotonic()
-        before = set(old.shards_of(self.peer_id)) if old else set()
-        after = set(new.shards_of(self.peer_id))
-        if after - before:
-            logger.info("shards gained: %s", sorted(after - before))
-        if before - after:
-            logger.info("shards lost: %s", sorted(before - after))
-        done, self.map_changed = self.map_changed, trio.Event()
-        done.set()
-        # A new view may accept certificates the old one refused: ask for them again.
-        self.certificates.backoff = type(self.certificates.backoff)()
-        if self.liveness is not None:
-            self.liveness.pull_again("certs")
-        self.repair.trigger()
-        self.write_status()
-
     def write_status(self) -> None:
         write_status_file(self)
 
@@ -276,41 +215,6 @@ class StorageNode:
     async def _drain_certs(self, subscription) -> None:
         while True:
             await subscription.get()  # accepted by the validator already
-
-    async def call(self, peer_id: str, protocol, header, *, timeout: float = PEER_CALL_TIMEOUT):
-        """Send a request header, read the JSON reply: (the open stream, the reply). ``header`` is a
-        request message (core/messages.py), whose reply comes back parsed and checked by its reply
-        class (ProtocolError if malformed); or a plain dict, whose reply is a dict."""
-        from libp2p.peer.id import ID
-
-        if peer_id in self.deny:
-            raise ProtocolError(f"{peer_id} is on this node's deny-list (partition)")
-        if self.delay:
-            await trio.sleep(self.delay)
-        typed = isinstance(header, wire.Request)
-        stream, reply = await rpc.call(lambda: self.node.open_stream(ID.from_base58(peer_id), [protocol]),
-                                       header.to_json() if typed else header, timeout=timeout)
-        if typed:
-            try:
-                reply = header.reply.from_json(reply, n_shards=self.net.n_shards)
-            except BaseException:
-                await rpc.close_quietly(stream, reset=True)
-                raise
-        return stream, reply
-
-    async def fetch_blob(self, peer_id: str, protocol, header, max_size: int, *,
-                         timeout: float = PEER_CALL_TIMEOUT) -> bytes | None:
-        """A call answered by a JSON header and, when it says ok, one blob of at most
-        ``max_size`` bytes; None if the peer said it has none. (The call and the blob each
-        within ``timeout``.)"""
-        stream, reply = await self.call(peer_id, protocol, header, timeout=timeout)
-        try:
-            if not (reply.ok if isinstance(reply, wire.Reply) else reply.get("ok")):
-                return None
-            with trio.fail_after(timeout):
-                return await rpc.recv_blob(stream, max_size)
-        finally:
-            await rpc.close_quietly(stream)
 
     async def pull_certificates_from(self, peer_id: str) -> int:
         """Anti-entropy from one peer (cert_registry.py)."""
