@@ -32,7 +32,7 @@ import hashlib, os, sys
 import numpy as np
 import reed_solomon_leopard as rsl
 path, n = sys.argv[1], int(sys.argv[2])
-f = (n - 1) // 3
+f = (n - 1) // 3  # (the least-work yardstick imports nothing of p2pwalrus: its start-up is the point)
 R, C = n - 2 * f, n - f
 size = os.path.getsize(path)
 s = -(-max(size, 1) // (R * C)); s += s & 1

@@ -36,6 +36,7 @@ from p2pwalrus.core.certificates import (  # noqa: E402
 from p2pwalrus.core.keys import peer_id_from_public_key  # noqa: E402
 from p2pwalrus.core.placement import compute_shard_map  # noqa: E402
 from p2pwalrus.node.certcheck import CertChecker  # noqa: E402
+from p2pwalrus.core.thresholds import max_faulty  # noqa: E402
 
 NET = "bench"
 BLOB = bytes(range(32))
@@ -55,7 +56,7 @@ def certificates(n_nodes: int, n_shards: int):
     holders = [p for p in view.nodes if view.shards_of(p)]
     honest = AvailabilityCertificate(NET, BLOB, n_shards, 1, 5, view.nodes, tuple(
         sign_confirmation(ks[p], p, NET, BLOB, 1, 5, view.shards_of(p)) for p in holders))
-    f = (n_shards - 1) // 3
+    f = max_faulty(n_shards)
     attackers, held = [], 0
     for p in sorted(holders, key=lambda p: len(view.shards_of(p))):
         if held + len(view.shards_of(p)) <= f:

@@ -44,6 +44,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from p2pwalrus.core.thresholds import max_faulty  # noqa: E402
 
 TAHOE_RUN = REPO.parent / "shared" / "anchors" / "tahoe" / "run.py"
 SYMBOL_MAX = 65534  # largest RS2 symbol, bytes
@@ -55,7 +56,7 @@ READ_LINE = re.compile(r"read (\d+) bytes: certificate\+metadata ([\d.]+) s, fet
 
 
 def largest_blob(n: int) -> int:
-    f = (n - 1) // 3
+    f = max_faulty(n)
     return (n - 2 * f) * (n - f) * SYMBOL_MAX
 
 

@@ -30,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from p2pwalrus.config import NetworkConfig, Timings, network_to_toml, parse_network
+from p2pwalrus.durable import write_atomic
 
 from .lab_faults import FAULTS_FILE, LabFaults
 from .lab_lifecycle import NodeProcesses
@@ -115,9 +116,7 @@ class Lab(NodeProcesses, LabFaults, LabObservation):
         running = [n for n in self.nodes if n.state == "running"] or self.nodes
         count = self.meta.get("bootstrap_count", MAX_BOOTSTRAP)
         text = network_to_toml(net.with_bootstrap([n.addr for n in running[:count]]))
-        tmp = self.network_path.with_name(f".{NETWORK_FILE}.tmp-{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, self.network_path)
+        write_atomic(self.network_path, text.encode(), durable=False)
 
     def client_network(self) -> NetworkConfig:
         """The network as a client should see it: every node believed up as a bootstrap peer."""

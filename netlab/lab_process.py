@@ -11,6 +11,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from p2pwalrus.durable import write_atomic
+
 
 class LabError(Exception):
     """A netlab operation that cannot be done (no testnet, bad node index, ...)."""
@@ -59,9 +61,7 @@ def port_free(port: int) -> bool:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(obj, indent=2) + "\n").encode(), durable=False)
 
 
 def read_json(path: Path) -> dict | None:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 
 from .scenario_run import Run
+from p2pwalrus.core.thresholds import max_faulty
 
 
 def make_report(run: Run, failure: str | None, started: float) -> dict:
     n = run.sc.shards
-    f = (n - 1) // 3
+    f = max_faulty(n)
     blobs = {}
     for name, b in run.blobs.items():
         series = [(s["t"], s["shards"].get(name)) for s in run.samples if s["shards"].get(name) is not None]

@@ -8,6 +8,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from p2pwalrus.core import sizes
+from p2pwalrus.core.thresholds import max_faulty
+
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
@@ -43,19 +46,17 @@ class Scenario:
 
 
 def parse_size(text) -> int:
-    if isinstance(text, int):
-        return text
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?)i?B?\s*", str(text).upper())
-    if not m:
-        raise ScenarioError(f"bad size {text!r}: use e.g. 65536, 64K, 1M")
-    return int(float(m.group(1)) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2)])
+    try:
+        return sizes.parse_size(text)
+    except ValueError as exc:
+        raise ScenarioError(str(exc)) from None
 
 
 def eval_bound(value, n: int) -> int:
     """'n', 'f', 'n-f', 'n-2f', '2f+1', 7 -> an integer for n shards."""
     if isinstance(value, int):
         return value
-    f = (n - 1) // 3
+    f = max_faulty(n)
     text = str(value).replace(" ", "").lower()
     if not re.fullmatch(r"[+-]?(\d*[nf]?)([+-]\d*[nf]?)*", text) or not text:
         raise ScenarioError(f"bad bound {value!r}: use n, f, n-f, n-2f, 2f+1 or an integer")

@@ -11,6 +11,7 @@ import trio
 
 from .scenario_spec import ScenarioError, StepFailed, amount_of, eval_bound
 from .scenario_run import Run, committee_view, decided_epochs, describe_error, in_thread, node_files
+from p2pwalrus.core.thresholds import max_faulty
 
 
 async def _faucet_wallet(run: Run, fn, timeout: float = 60.0):
@@ -199,7 +200,7 @@ async def step_vote(run: Run, step) -> str:
     run.figures.setdefault("votes", []).append({
         "t": run.now(), "epoch": current.epoch, "storage_price": storage, "write_price": write,
         "extreme_nodes": sorted(peers[p] for p in extreme), "extreme_weight": sum(weights[p] for p in extreme),
-        "f": (run.n - 1) // 3, "expected": list(expected)})
+        "f": max_faulty(run.n), "expected": list(expected)})
     run.expected_prices = expected
     run.event(f"vote {storage}/{write} FROST, nodes {sorted(peers[p] for p in extreme)} extreme")
     return (f"{len(votes)} nodes voted ({len(extreme)} of weight {sum(weights[p] for p in extreme)} <= f the "

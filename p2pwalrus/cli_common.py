@@ -102,13 +102,12 @@ def quiet_libp2p() -> None:
 
 def parse_size(text: str) -> int:
     """A byte count such as 1000000, 10M, 2GiB (fails the command on anything else)."""
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
+    from .core.sizes import parse_size as parse
+
     try:
-        return int(float(num) * units[unit])
-    except ValueError:
-        fail(f"bad size {text!r}: use a number with an optional K, M, G or T suffix")
+        return parse(text)
+    except ValueError as exc:
+        fail(str(exc))
 
 
 def parse_blob_id(text: str) -> bytes:

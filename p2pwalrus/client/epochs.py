@@ -10,7 +10,6 @@ each against the one before, from the genesis in its network file
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import trio
@@ -23,7 +22,8 @@ from ..core.wal.epoch_state import (
     genesis_state_from,
     verify_link,
 )
-from ..errors import ProtocolError
+from ..durable import write_atomic
+from ..errors import ProtocolError, StorageError
 from ..p2p import rpc
 from ..p2p.chain import MAX_LINKS_PER_REPLY, request_links
 from ..core import protocols
@@ -72,11 +72,8 @@ class EpochView:
             return
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            path = self.cache_dir / f"state-{state.epoch:010d}.json"
-            tmp = path.with_suffix(f".{os.getpid()}-{id(self)}.tmp")  # clients may share the cache
-            tmp.write_bytes(state.to_bytes())
-            os.replace(tmp, path)
-        except OSError as exc:  # a cache that cannot be written only costs a pull next time
+            write_atomic(self.cache_dir / f"state-{state.epoch:010d}.json", state.to_bytes(), durable=False)
+        except (OSError, StorageError) as exc:  # a cache that cannot be written only costs a pull next time
             logger.info("cannot cache epoch %d: %s", state.epoch, exc)
 
     @property

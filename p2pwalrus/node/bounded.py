@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import OrderedDict
 from pathlib import Path
+
+from ..durable import write_atomic
+from ..errors import StorageError
 
 logger = logging.getLogger("p2pwalrus.node")
 
@@ -38,11 +40,9 @@ class DeleteNonces:
         if len(self.used) >= MAX_DELETE_NONCES:
             return "too many deletes on this node in the last two epochs: try again in the next epoch"
         self.used[nonce] = issued
-        tmp = self.path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps(self.used))
-            os.replace(tmp, self.path)
-        except OSError as exc:
+            write_atomic(self.path, json.dumps(self.used).encode(), durable=False)
+        except StorageError as exc:
             logger.warning("cannot record a delete nonce: %s", exc)
         return None
 

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import p2pwalrus
 
+from ..durable import write_atomic
+from ..errors import StorageError
+
 logger = logging.getLogger("p2pwalrus.node")
 
 STATUS_FILE = "node.json"
@@ -54,11 +57,7 @@ def write_status_file(node) -> None:
     """Replace DATA_DIR/node.json atomically (readers never see half a file). Not fsynced: it
     is a view for netlab and operators, rewritten at every change and every start, and an
     fsync per membership change on the event loop held up every node of an in-process testnet."""
-    path = Path(node.data_dir) / STATUS_FILE
-    tmp = path.with_suffix(".tmp")
     try:
-        with open(tmp, "w") as fh:
-            json.dump(node_status(node), fh)
-        os.replace(tmp, path)
-    except OSError as exc:
+        write_atomic(Path(node.data_dir) / STATUS_FILE, json.dumps(node_status(node)).encode(), durable=False)
+    except StorageError as exc:
         logger.warning("cannot write node status file: %s", exc)
