@@ -250,7 +250,7 @@ async def run(args) -> int:
     cap = args.cap_mb << 20
     print(f"hostile peer against {len(nodes)} nodes of {args.dir} ({time.monotonic() - t0:.0f} s: "
           + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items()) + ")")
-    print(f"messages sent: {attack.sent['streams']} garbage streams on {len(protocols)} protocols, "
+    print(f"messages sent: {attack.sent['streams']} garbage streams on {len(all_protocols)} protocols, "
           f"{attack.sent['gossip']} gossip messages on {len(topics)} topics, {attack.sent['stalled']} stalled streams "
           f"announcing 64 MiB, {attack.sent['flood_streams']} flood streams held at once "
           f"({attack.sent['flood_refused']} refused at open); {attack.sent['bytes'] / 1e6:.1f} MB")
