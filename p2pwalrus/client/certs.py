@@ -13,6 +13,7 @@ from ..core import messages as wire
 from ..core import protocols, rs2
 from ..core.blob_id import blob_id_to_str
 from ..core.certificates import (
+    MAX_CERT_BYTES,
     AvailabilityCertificate,
     InvalidCertificateError,
     one_honest,
@@ -79,7 +80,7 @@ class Certificates:
         best = None
 
         async def ask(peer):
-            return await self.request_with_blob(peer, wire.GetCertRequest(blob_id), 1 << 20)
+            return await self.request_with_blob(peer, wire.GetCertRequest(blob_id), MAX_CERT_BYTES)
 
         unknown_signers: list[AvailabilityCertificate] = []  # refused only for signers not known here
         for start in range(0, len(peers), fanout):

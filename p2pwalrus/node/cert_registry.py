@@ -21,7 +21,13 @@ import trio
 from ..core import messages as wire
 from ..core import protocols
 from ..core.blob_id import blob_id_to_str as rs2_id
-from ..core.certificates import AvailabilityCertificate, InvalidCertificateError, covered_in_view, relabel_reason
+from ..core.certificates import (
+    MAX_CERT_BYTES,
+    AvailabilityCertificate,
+    InvalidCertificateError,
+    covered_in_view,
+    relabel_reason,
+)
 from ..errors import ProtocolError, StorageError
 from ..p2p import rpc
 from ..p2p.log_once import LogOnce
@@ -32,7 +38,6 @@ _log_once = LogOnce(logger)
 
 LEARN_PAUSE = 2.0  # pulls of the live set for certificates with unknown signers, at most this often
 LEARN_TIMEOUT = 10.0
-MAX_CERT_BYTES = 1 << 20
 # Anti-entropy from one peer, per pull: the rest waits for the next pull.
 PULL_DEADLINE = 60.0
 PULL_CERTS = 256

@@ -19,7 +19,13 @@ import trio
 from ..core import messages as wire
 from ..core import protocols, rs2
 from ..core.blob_id import blob_id_to_str as rs2_id
-from ..core.certificates import AvailabilityCertificate, InvalidCertificateError, relabel_reason, sign_confirmation
+from ..core.certificates import (
+    MAX_CERT_BYTES,
+    AvailabilityCertificate,
+    InvalidCertificateError,
+    relabel_reason,
+    sign_confirmation,
+)
 from ..core.storage_period import period_problem
 from ..errors import CapacityExceededError, ProtocolError, StorageError
 from ..p2p import rpc
@@ -309,7 +315,7 @@ class StreamHandlers:
 
     async def put_cert(self, stream, peer: str) -> None:
         node = self.node
-        raw = await rpc.recv_blob(stream, 1 << 20)
+        raw = await rpc.recv_blob(stream, MAX_CERT_BYTES)
         try:
             cert = AvailabilityCertificate.from_bytes(raw)
             new = await node.accept_certificate(cert, source=peer)

@@ -303,19 +303,6 @@ class StorageNode(_ShardMaps, _PeerCalls):
 
 
 
-async def _quietly(fn, *args) -> None:
-    try:
-        await fn(*args)
-    except Exception as exc:
-        logger.debug("%s%r failed: %r", getattr(fn, "__name__", fn), args, exc)
-
-
-def rs2_id(blob_id: bytes) -> str:
-    from ..core.blob_id import blob_id_to_str
-
-    return blob_id_to_str(blob_id)
-
-
 async def run_node_until_signal(node: StorageNode) -> int | None:
     """Run until SIGINT or SIGTERM, then shut down cleanly; return the signal's number."""
     received: list[int] = []
