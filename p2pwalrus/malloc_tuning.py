@@ -1,0 +1,63 @@
+"""Keep large freed buffers in the process instead of handing them back to the kernel.
+
+Why: encoding, verifying and sending a blob allocate and free many buffers of megabytes
+(numpy stripes, codec shards, sliver frames). glibc serves every allocation above its mmap
+threshold (128 KiB, rising to at most 32 MiB) with a fresh mmap and unmaps it on free, and
+trims the heap's free top beyond twice that; so each buffer's pages are faulted in again on
+first touch. On this machine's virtual CPUs a page fault costs 3-5 us: `blob-id` of a
+64 MiB blob at 66 shards took 202,000 faults and 0.89 s of system time for 0.51 s of user
+time (1.51 s wall); with the settings below, 31,000 faults, 0.10 s system, 0.67 s wall.
+
+How: `mallopt` through ctypes, at start-up before the heavy imports (launch.py), on glibc
+only. A CLI command ends soon after: it keeps everything it freed (its peak is what it
+needed anyway). A long-running process (node, gateway) keeps at most LONG_RUNNING_KEEP
+bytes of free heap before giving memory back. Nothing is done if the user set any MALLOC_*
+variable (glibc's own tuning wins) or P2PWALRUS_MALLOC_TUNING=0.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# glibc's mallopt parameter numbers (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_THRESHOLD = -3
+
+MIB = 1 << 20
+# mallopt takes a C int: every value stays below 2 GiB.
+SHORT_LIVED = {"mmap_threshold": 1024 * MIB, "trim_threshold": 1024 * MIB, "top_pad": 256 * MIB}
+LONG_RUNNING_KEEP = 256 * MIB
+LONG_RUNNING = {"mmap_threshold": 512 * MIB, "trim_threshold": LONG_RUNNING_KEEP, "top_pad": 64 * MIB}
+
+_applied: dict[str, int] | None = None
+
+
+def wanted(environ=os.environ) -> bool:
+    if environ.get("P2PWALRUS_MALLOC_TUNING", "1") == "0":
+        return False
+    return not any(k.startswith("MALLOC_") for k in environ)
+
+
+def apply(long_running: bool, environ=os.environ) -> dict[str, int] | None:
+    """Set the thresholds (SHORT_LIVED or LONG_RUNNING); returns what was set, or None if
+    nothing was (not glibc, turned off, or the user's MALLOC_* settings)."""
+    global _applied
+    if _applied is not None or not sys.platform.startswith("linux") or not wanted(environ):
+        return _applied
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others: no mallopt, nothing to tune
+        return None
+    settings = LONG_RUNNING if long_running else SHORT_LIVED
+    # The mmap threshold first: setting it turns off glibc's dynamic adjustment, which
+    # would otherwise move the trim threshold again.
+    ok = (mallopt(_M_MMAP_THRESHOLD, settings["mmap_threshold"])
+          and mallopt(_M_TRIM_THRESHOLD, settings["trim_threshold"])
+          and mallopt(_M_TOP_PAD, settings["top_pad"]))
+    _applied = dict(settings) if ok else None
+    return _applied
