@@ -96,3 +96,28 @@ async def test_slivers_of_an_upload_never_certified_are_deleted_after_the_grace(
                 # The certified blob stays.
                 assert all(kept.blob_id in nd.certs for nd in nodes)
                 assert await client.read(kept.blob_id)
+
+
+async def test_a_pushed_certificate_is_gossiped_by_few_nodes_and_reaches_one_the_client_missed(tmp_path, monkeypatch):
+    from p2pwalrus.node import cert_registry
+
+    # A wide range of pauses: the first node's message reaches the others well before most of
+    # their own fall due, even on a busy machine.
+    monkeypatch.setattr(cert_registry, "PUSHED_GOSSIP_DELAY", (1.0, 6.0))
+    with trio.fail_after(120):
+        async with inprocess_network(7, 10, tmp_path) as cluster:
+            nodes = cluster.alive()
+            missed = nodes[-1]
+            refuse_certificates(missed)  # the client's push fails there; gossip still reaches it
+            async with open_client(cluster.net) as client:
+                result = await client.store(os.urandom(5000))
+            while result.blob_id not in missed.certs or any(nd.certificates.gossip_pending() for nd in nodes):
+                await trio.sleep(0.1)
+            pushed = [nd for nd in nodes if nd is not missed]
+            gossiped = sum(nd.counters["certs_gossiped"] for nd in pushed)
+            suppressed = sum(nd.counters["certs_gossip_suppressed"] for nd in pushed)
+            # Every node the push reached either gossiped it or heard it by gossip first; at
+            # least one gossiped (the node it missed has it), and not all of them did.
+            assert gossiped + suppressed == len(pushed)
+            assert 1 <= gossiped < len(pushed)
+            assert missed.counters["certs_gossiped"] == 0  # it had it by gossip, not by a push

@@ -6,6 +6,13 @@ owner deleted, an older one). Certificates are written in a worker thread, one a
 so that the one on disk is always the one in ``certs``. Anti-entropy: when liveness beats
 show a peer's certificate digest differs from ours, we pull its list and fetch what we lack,
 bounded per pull, backing off blobs whose certificate a peer failed to give.
+
+A certificate pushed to us by the client that stored the blob is gossiped only after a
+random pause, and not at all if a copy arrived by gossip meanwhile: the client pushes to
+every live node, so gossip is for the nodes it missed, and one node's message reaches them.
+Gossiped at once by every node it reached, each store set off as many messages as nodes, each
+relayed to every node and checked there, on the CPU the store's other pushes waited for
+(10 nodes, 16 MiB: the client's certificate push took 0.14-0.25 s, 0.04-0.10 s without them).
 """
 
 from __future__ import annotations
@@ -41,6 +48,10 @@ LEARN_TIMEOUT = 10.0
 # Anti-entropy from one peer, per pull: the rest waits for the next pull.
 PULL_DEADLINE = 60.0
 PULL_CERTS = 256
+# A pushed certificate is gossiped after a pause drawn from this range (seconds), unless a copy
+# arrives by gossip first; at most PENDING_GOSSIP_MAX wait at once (beyond: gossiped at once).
+PUSHED_GOSSIP_DELAY = (1.0, 3.0)
+PENDING_GOSSIP_MAX = 1024
 
 
 class CertificateRegistry:
@@ -55,6 +66,9 @@ class CertificateRegistry:
         self._digest: tuple[bytes, float] | None = None
         self._learnt_at = -LEARN_PAUSE
         self._learning: trio.Event | None = None  # set when the pull for unknown signers ends
+        # Pushed certificates waiting for their gossip: blob ID -> (raw, due, heard by gossip)
+        self._pending_gossip: dict[bytes, list] = {}
+        self._gossip_due = trio.Event()
 
     def load(self) -> None:
         store = self.node.store
@@ -160,8 +174,42 @@ class CertificateRegistry:
     async def gossip(self, raw: bytes) -> None:
         try:
             await self.node.node.pubsub.publish(protocols.certs_topic(self.node.net.name), raw)
+            self.node.counters["certs_gossiped"] += 1
         except Exception as exc:
             logger.info("gossiping a certificate failed: %s", exc)
+
+    async def gossip_pushed(self, cert: AvailabilityCertificate, raw: bytes) -> None:
+        """Gossip a certificate a client pushed to us, after PUSHED_GOSSIP_DELAY unless a copy
+        comes by gossip first (run_pushed_gossip sends it)."""
+        if len(self._pending_gossip) >= PENDING_GOSSIP_MAX:
+            await self.gossip(raw)
+            return
+        due = trio.current_time() + random.uniform(*PUSHED_GOSSIP_DELAY)
+        self._pending_gossip.setdefault(cert.blob_id, [raw, due, False])
+        self._gossip_due.set()
+
+    def gossip_pending(self) -> int:
+        """Pushed certificates whose gossip is still due."""
+        return len(self._pending_gossip)
+
+    async def run_pushed_gossip(self) -> None:
+        """The node's task that sends the gossip of pushed certificates when it falls due."""
+        while True:
+            if not self._pending_gossip:
+                await self._gossip_due.wait()
+                self._gossip_due = trio.Event()
+                continue
+            blob_id, (raw, due, heard) = min(self._pending_gossip.items(), key=lambda kv: kv[1][1])
+            if trio.current_time() < due:
+                with trio.move_on_at(due):
+                    await self._gossip_due.wait()  # an earlier one may have been added
+                    self._gossip_due = trio.Event()
+                continue
+            del self._pending_gossip[blob_id]
+            if heard:
+                self.node.counters["certs_gossip_suppressed"] += 1
+            else:
+                await self.gossip(raw)
 
     async def validator(self, forwarder, msg) -> bool:
         """GossipSub validator of the certificates topic: relayed only once accepted here."""
@@ -171,6 +219,9 @@ class CertificateRegistry:
         try:
             cert = AvailabilityCertificate.from_bytes(msg.data)
             await self.accept(cert, source=str(forwarder))
+            pending = self._pending_gossip.get(cert.blob_id)
+            if pending is not None and pending[0] == msg.data:
+                pending[2] = True  # another node gossiped it: ours would only repeat it
             return True
         except InvalidCertificateError as exc:
             node.counters["certs_rejected"] += 1

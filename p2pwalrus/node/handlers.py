@@ -324,7 +324,7 @@ class StreamHandlers:
             raise ProtocolError(exc.reason) from None
         await rpc.send_json(stream, wire.NewReply(True, None, new).to_json())
         if new:
-            await node.gossip_certificate(raw)
+            await node.certificates.gossip_pushed(cert, raw)
 
     async def list_certs(self, stream, peer: str) -> None:
         node = self.node

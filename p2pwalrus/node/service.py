@@ -95,7 +95,7 @@ class StorageNode(_ShardMaps, _PeerCalls):
         self.ready = trio.Event()
         self.map_changed = trio.Event()
         self.counters = {"certs_seen": 0, "certs_rejected": 0, "slivers_refused": 0, "store_requests": 0,
-                         "uncertified_deleted": 0}
+                         "uncertified_deleted": 0, "certs_gossiped": 0, "certs_gossip_suppressed": 0}
         self.peer_limits = rpc.PeerLimits()  # per-peer caps on open streams and buffered bytes
         self.extra_services = []  # callables(node, nursery) started with the node (metrics, ...)
         self.host_overrides: dict = {}  # HostTimings fields, e.g. fewer connections in-process
@@ -288,6 +288,7 @@ class StorageNode(_ShardMaps, _PeerCalls):
                     nursery.start_soon(self._membership_loop, members.subscribe())
                     nursery.start_soon(self._drain_certs, cert_sub)
                     nursery.start_soon(self._drain_certs, proof_sub)
+                    nursery.start_soon(self.certificates.run_pushed_gossip)
                     nursery.start_soon(self.repair.run)
                     nursery.start_soon(self.repair.challenge_loop)
                     nursery.start_soon(self.fault_injection.run)
