@@ -1,5 +1,6 @@
 """A node's status: what ``p2pwalrus status``, the NODE_INFO exchange, metrics and netlab
-read. Written to ``DATA_DIR/node.json`` at every change of the live set, map or faults."""
+read. Written to ``DATA_DIR/node.json`` after a change of the live set, map or faults: at
+once, then at most once per ``StatusWriter.min_interval`` while changes keep coming."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import logging
 import os
 import time
 from pathlib import Path
+
+import trio
 
 import p2pwalrus
 
@@ -61,3 +64,50 @@ def write_status_file(node) -> None:
         write_atomic(Path(node.data_dir) / STATUS_FILE, json.dumps(node_status(node)).encode(), durable=False)
     except StorageError as exc:
         logger.warning("cannot write node status file: %s", exc)
+
+
+class StatusWriter:
+    """node.json rewritten at most once per ``min_interval`` seconds, the last change always
+    written. A quiet node's change is written at once; a burst of changes (many nodes joining:
+    every join is a live-set change on every node) costs one write now and one at the end of
+    each interval, not one per change. At 100 nodes joining a network that was about 10,000
+    JSON documents and renames, all on the event loop of whoever ran the node.
+
+    Without ``run`` (before the node runs, or once it has stopped) a request writes at once."""
+
+    def __init__(self, node, min_interval: float = 1.0, write=write_status_file):
+        self.node = node
+        self.min_interval = min_interval
+        self._write = write
+        self._last = float("-inf")  # trio-free clock: requests may come before trio runs
+        self._dirty: trio.Event | None = None  # set while a change waits for the interval to end
+        self._running = False
+        self.writes = 0
+
+    def request(self) -> None:
+        if self._running and (self._dirty.is_set() or time.monotonic() - self._last < self.min_interval):
+            self._dirty.set()  # written by run() at the end of the interval
+            return
+        self._write_now()
+
+    def _write_now(self) -> None:
+        self._last = time.monotonic()
+        self.writes += 1
+        self._write(self.node)
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        self._dirty = trio.Event()
+        self._running = True
+        task_status.started()
+        try:
+            while True:
+                await self._dirty.wait()
+                wait = self._last + self.min_interval - time.monotonic()
+                if wait > 0:
+                    await trio.sleep(wait)
+                self._dirty = trio.Event()
+                self._write_now()
+        finally:
+            self._running = False
+            if self._dirty.is_set():  # a change not written yet: the file must not lag behind
+                self._write_now()
