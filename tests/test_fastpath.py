@@ -377,3 +377,59 @@ async def test_stream_notifications_skip_library_noops_and_still_reach_other_not
     finally:
         Swarm._notify = orig_notify
     assert not [m for m in fanned_out if m.endswith("_stream")]
+
+
+async def test_service_tasks_find_their_parent_by_lookup(patched):
+    """Patch 12: a task started from inside a service task is that task's child, and one started
+    from outside the service (another service's task, or none) is a root task, as in stock."""
+    from libp2p.tools.anyio_service import Service, background_trio_service
+    from libp2p.tools.anyio_service.trio_manager import TrioManager
+
+    from libp2p.tools.anyio_service.trio_tasks import FunctionTask
+
+    found: dict[str, object] = {}
+    walked: list[int] = []
+    orig_iterate = FunctionTask.__dict__["iterate_tasks"]
+
+    def counting_iterate(cls, *tasks):
+        walked.append(len(tasks))
+        return orig_iterate.__func__(cls, *tasks)
+
+    class Svc(Service):
+        async def run(self):
+            await trio.sleep_forever()
+
+    svc = Svc()
+    FunctionTask.iterate_tasks = classmethod(counting_iterate)
+    try:
+        await _parent_lookup_checks(svc, found, walked)
+    finally:
+        FunctionTask.iterate_tasks = orig_iterate
+
+
+async def _parent_lookup_checks(svc, found, walked):
+    from libp2p.tools.anyio_service import background_trio_service
+    from libp2p.tools.anyio_service.trio_manager import TrioManager
+
+    with trio.fail_after(10):
+        async with background_trio_service(svc) as manager:
+            assert isinstance(manager, TrioManager)
+            child_started = trio.Event()
+
+            async def child():
+                child_started.set()
+                await trio.sleep_forever()
+
+            async def parent():
+                found["parent"] = manager._find_parent_task(trio.lowlevel.current_task())
+                manager.run_task(child)
+                await trio.sleep_forever()
+
+            manager.run_task(parent)
+            await child_started.wait()
+            parent_task = found["parent"]
+            assert parent_task is not None and parent_task.trio_task is not None
+            assert len(parent_task.children) == 1  # the child hangs under the task that started it
+            assert manager._find_parent_task(trio.lowlevel.current_task()) is None  # not a task of this service
+            assert not walked  # found by lookup, not by walking the service's task tree
+            manager.cancel()

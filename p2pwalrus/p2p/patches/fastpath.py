@@ -21,7 +21,8 @@ in this order:
 - pubsub.py: (8) a sender's signed peer record byte-identical to the last one accepted
   from that peer is not checked again.
 - tcp.py: (9) ``TCPListener.get_addrs`` remembered while its sockets stay the same.
-- tasks.py: (10) the service manager's task IDs from a counter, not ``uuid.uuid4()``.
+- tasks.py: (10) the service manager's task IDs from a counter, not ``uuid.uuid4()``;
+  (12) a task's parent found by lookup, not by walking the service's task tree.
 - notify.py: (11) stream opened/closed notifications skip the library's no-op notifees
   (a nursery and a task per notifee for every stream, for nothing).
 
