@@ -126,6 +126,33 @@ async def test_short_reads_are_reassembled_and_eof_mid_frame_is_a_protocol_error
             await read_frame(ScriptedStream(b"\x80\x80"), 1 << 20)  # EOF inside the varint
 
 
+async def test_frame_reader_serves_many_small_frames_from_few_reads_with_the_same_checks():
+    from p2pwalrus.p2p.framing import FrameReader, encode_frames
+
+    with trio.fail_after(5):
+        frames = [bytes([i]) * (i * 7 % 300) for i in range(100)] + [b""]
+        stream = ScriptedStream(encode_frames(frames), max_read=1 << 20)
+        reader = FrameReader(stream)
+        got = [await reader.read_frame(300) for _ in frames]
+        assert got == frames
+        assert len(stream.requested) == 1  # one read for all 101 frames (read_frame: about 300)
+        # split anywhere: frames and lengths straddling reads are reassembled
+        split = ScriptedStream(encode_frames(frames), max_read=5)
+        reader = FrameReader(split)
+        assert [await reader.read_frame(300) for _ in frames] == frames
+        # an oversized length is refused once its bytes are in, before the payload is read
+        big = ScriptedStream(encode_uvarint(1 << 40) + b"x" * 100_000, max_read=3)
+        with pytest.raises(ProtocolError, match="limit"):
+            await FrameReader(big, chunk=3).read_frame(4096)
+        assert big.pos <= 6
+        with pytest.raises(ProtocolError, match="ended"):
+            await FrameReader(ScriptedStream(encode_uvarint(100) + b"short")).read_frame(4096)
+        with pytest.raises(ProtocolError):
+            await FrameReader(ScriptedStream(b"\x80\x80")).read_frame(4096)  # EOF inside the varint
+        with pytest.raises(ProtocolError, match="non-minimal"):
+            await FrameReader(ScriptedStream(b"\x85\x00" + b"x" * 5)).read_frame(4096)
+
+
 async def test_two_hosts_exchange_framed_messages():
     proto = TProtocol("/p2pwalrus/test-echo/1.0.0")
     big = os.urandom(3 * 1024 * 1024 + 5)

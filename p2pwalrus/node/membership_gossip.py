@@ -18,7 +18,7 @@ from libp2p.pubsub.pb import rpc_pb2
 
 from p2pwalrus.core.records import MAX_RECORD_SIZE, InvalidRecordError, SignedNodeRecord
 from p2pwalrus.errors import ProtocolError
-from p2pwalrus.p2p.framing import encode_frames, read_frame, write_frame
+from p2pwalrus.p2p.framing import FrameReader, encode_frames, read_frame, write_frame
 from ..core import protocols
 
 logger = logging.getLogger("p2pwalrus.node.membership")  # the log name these lines always had
@@ -206,8 +206,9 @@ class _MembershipSpread:
             stream = await self.node.open_stream(peer_id, [protocols.MEMBERS])
             try:
                 await write_frame(stream, protocols.MEMBERS_PULL_REQUEST)
+                frames = FrameReader(stream)  # the records come in one write: a few reads, not 3 each
                 for _ in range(self.config.max_pull_records + 1):
-                    data = await read_frame(stream, MAX_RECORD_SIZE)
+                    data = await frames.read_frame(MAX_RECORD_SIZE)
                     if not data:
                         break
                     if bytes(data) in held:  # the very record we hold (verified then): nothing to learn
