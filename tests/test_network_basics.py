@@ -419,6 +419,46 @@ async def test_a_dht_put_that_hangs_does_not_hold_up_publishing():
             assert len(puts) == 1
 
 
+async def test_a_newcomer_whose_first_pulls_failed_pulls_until_it_has_the_live_set():
+    """B's first four pulls fail (its peers are busy); meanwhile B hears C's record (as by
+    gossip), so B is not alone. B must still pull until it has a whole live set: gossip may
+    have told it of some members, never of all (records are gossiped when they change)."""
+    from p2pwalrus.core import protocols
+
+    cfg = MembershipConfig(network=NET, publish_interval=3600.0, dht_first_put_within=3600.0,
+                           lonely_pull_interval=0.2, pull_timeout=2.0)
+    with trio.fail_after(10):
+        async with AsyncExitStack() as stack:
+            a_key, b_key, c_key = create_new_key_pair(), create_new_key_pair(), create_new_key_pair()
+            a_node = await stack.enter_async_context(open_host(a_key, LOOPBACK, []))
+            a = await stack.enter_async_context(open_membership(a_node, a_key, cfg))
+            c_node = await stack.enter_async_context(open_host(c_key, LOOPBACK, a_node.listen_addrs()))
+            c = await stack.enter_async_context(open_membership(c_node, c_key, cfg))
+            while c.peer_id not in c.live:
+                await c.changed.wait()
+            refused, served = [], trio.Event()
+
+            def busy_then_serving(m):
+                async def handler(stream):
+                    if len(refused) < 4:  # A and C alike refuse the first four pulls
+                        refused.append(stream)
+                        await stream.reset()
+                        return
+                    await m._serve_pull(stream)
+                    served.set()
+                return handler
+
+            a_node.host.set_stream_handler(protocols.MEMBERS, busy_then_serving(a))
+            c_node.host.set_stream_handler(protocols.MEMBERS, busy_then_serving(c))
+            b_node = await stack.enter_async_context(open_host(b_key, LOOPBACK, a_node.listen_addrs()))
+            b = await stack.enter_async_context(open_membership(b_node, b_key, cfg))
+            b.accept(c.live.get(c.peer_id))  # heard by gossip: B is not alone
+            await served.wait()  # a fifth pull, answered
+            while not b.synced:  # B reads the answer (nothing new in it: no change event)
+                await trio.sleep(0.01)
+            assert len(refused) == 4 and {a.peer_id, b.peer_id, c.peer_id} <= set(b.live.peer_ids())
+
+
 async def test_five_nodes_bootstrapped_from_the_first_all_see_the_full_live_set():
     cfg = MembershipConfig(network=NET, publish_interval=2.0, pull_interval=4.0)
     started = time.monotonic()

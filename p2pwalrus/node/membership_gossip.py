@@ -114,14 +114,15 @@ class _MembershipSpread:
                 await self._publish_now.wait()
 
     async def _pull_loop(self) -> None:
-        """Pull the live set while we know no other member (our first pull failed: the
-        bootstrap peer was busy or down), from a bootstrap, connected or known peer; and,
+        """Pull the live set while we know no other member or have never pulled a whole live
+        set (our first pull failed: the bootstrap peer was busy or down), from a member,
+        bootstrap, connected or known peer; and,
         if ``pull_interval`` is set, from a random member that often. Otherwise pulls are
         driven by digests on the heartbeat links (liveness.py). Its own task: a pull from a
         dead member must not hold up our own publishing."""
         cfg = self.config
         while True:
-            alone = len(self.live) <= 1
+            alone = len(self.live) <= 1 or not self.synced  # (not synced: our first pull failed)
             if not alone and cfg.pull_interval <= 0:
                 await self.changed.wait()
                 continue
@@ -210,6 +211,7 @@ class _MembershipSpread:
                 for _ in range(self.config.max_pull_records + 1):
                     data = await frames.read_frame(MAX_RECORD_SIZE)
                     if not data:
+                        self.synced = True
                         break
                     if bytes(data) in held:  # the very record we hold (verified then): nothing to learn
                         continue
