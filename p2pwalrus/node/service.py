@@ -123,6 +123,7 @@ class StorageNode(_ShardMaps, _PeerCalls):
             self.epochs.propose = self.ledger.propose_next
             self.epochs.check_value = self.ledger.check_proposal
         self.liveness = None
+        self.membership_batches = 0  # batches of membership changes taken (each: one map, one upkeep)
         self.status_writer = StatusWriter(self)  # node.json, at most once a second while changes come
         self.certificates.load()
 
@@ -228,9 +229,17 @@ class StorageNode(_ShardMaps, _PeerCalls):
     async def _membership_loop(self, changes) -> None:
         self._recompute_map()
         async for change in changes:
-            kind = change.kind.name.lower()
-            if kind != "updated":
-                logger.info("peer %s %s (%d live)", change.peer_id, kind, len(self.members.live))
+            batch = [change]
+            while True:  # the changes queued meanwhile: one map and one upkeep round for them all
+                try:
+                    batch.append(changes.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            for change in batch:
+                kind = change.kind.name.lower()
+                if kind != "updated":
+                    logger.info("peer %s %s (%d live)", change.peer_id, kind, len(self.members.live))
+            self.membership_batches += 1
             self._recompute_map()
             if self.liveness is not None:
                 self.liveness.wake()
