@@ -459,6 +459,44 @@ async def test_a_newcomer_whose_first_pulls_failed_pulls_until_it_has_the_live_s
             assert len(refused) == 4 and {a.peer_id, b.peer_id, c.peer_id} <= set(b.live.peer_ids())
 
 
+async def test_a_lonely_node_drops_a_connection_that_holds_its_pulls_and_dials_again():
+    """B's only connection is to A, and A's end holds B's first pulls without an answer (as a
+    connection dead on the other side, which the swarm still lists). B, alone, closes it after
+    a timed-out pull and dials again: the pull that is answered comes on a new connection."""
+    from p2pwalrus.core import protocols
+
+    cfg = MembershipConfig(network=NET, publish_interval=3600.0, dht_first_put_within=3600.0,
+                           lonely_pull_interval=0.2, pull_timeout=0.3)
+    with trio.fail_after(15):
+        async with AsyncExitStack() as stack:
+            a_key, b_key = create_new_key_pair(), create_new_key_pair()
+            a_node = await stack.enter_async_context(open_host(a_key, LOOPBACK, []))
+            a = await stack.enter_async_context(open_membership(a_node, a_key, cfg))
+            held, served_on = [], []
+            served = trio.Event()
+
+            async def holding_then_serving(stream):
+                if len(held) < 2:
+                    held.append(stream.muxed_conn)
+                    try:
+                        await stream.read(1 << 16)  # the request, then nothing: until B gives up
+                        await stream.read(1 << 16)
+                    except Exception:
+                        pass
+                    return
+                served_on.append(stream.muxed_conn)
+                await a._serve_pull(stream)
+                served.set()
+
+            a_node.host.set_stream_handler(protocols.MEMBERS, holding_then_serving)
+            b_node = await stack.enter_async_context(open_host(b_key, LOOPBACK, a_node.listen_addrs()))
+            b = await stack.enter_async_context(open_membership(b_node, b_key, cfg))
+            await served.wait()
+            while a.peer_id not in b.live:
+                await b.changed.wait()
+            assert len(held) == 2 and served_on[0] is not held[-1]  # answered on a new connection
+
+
 async def test_five_nodes_bootstrapped_from_the_first_all_see_the_full_live_set():
     cfg = MembershipConfig(network=NET, publish_interval=2.0, pull_interval=4.0)
     started = time.monotonic()
