@@ -325,3 +325,111 @@ async def test_concurrent_writes_on_one_stream_never_interleave(patched):
     assert len(got) == writers * per_writer
     assert all(len(m) == size and m == m[:1] * size for m in got), "a message holds bytes of another: writes interleaved"
     assert sorted(m[0] for m in got) == sorted(t * 16 + i for t in range(1, writers + 1) for i in range(per_writer))
+
+
+async def test_stream_notifications_skip_library_noops_and_still_reach_other_notifees(patched):
+    """Patch 11: opening and closing a stream starts no notifier nursery for the library's
+    no-op notifees, and a notifee that does something still hears of both."""
+    from libp2p.abc import INotifee
+    from libp2p.network.swarm import Swarm
+
+    class Recorder(INotifee):
+        def __init__(self):
+            self.events: list[str] = []
+            self.closed = trio.Event()
+
+        async def opened_stream(self, network, stream):
+            self.events.append("opened")
+
+        async def closed_stream(self, network, stream):
+            self.events.append("closed")
+            self.closed.set()
+
+        async def connected(self, network, conn): ...
+        async def disconnected(self, network, conn): ...
+        async def listen(self, network, multiaddr): ...
+        async def listen_close(self, network, multiaddr): ...
+
+    fanned_out: list[str] = []
+    orig_notify = Swarm._notify
+
+    async def counting_notify(self, method, *args):
+        fanned_out.append(method)
+        return await orig_notify(self, method, *args)
+
+    Swarm._notify = counting_notify
+    try:
+        with trio.fail_after(30):
+            a, b = make_host(), make_host()
+            a.set_stream_handler(MESSAGES, lambda stream: stream.close())
+            listen = [multiaddr.Multiaddr(LOOPBACK)]
+            async with a.run(listen_addrs=listen), b.run(listen_addrs=listen):
+                await b.connect(info_from_p2p_addr(multiaddr.Multiaddr(full_addr(a))))
+                stream = await b.new_stream(a.get_id(), [MESSAGES])
+                assert not [m for m in fanned_out if m.endswith("_stream")]  # only no-op notifees so far
+
+                recorder = Recorder()
+                b.get_network().register_notifee(recorder)
+                stream = await b.new_stream(a.get_id(), [MESSAGES])
+                await stream.reset()
+                await recorder.closed.wait()
+                assert {"opened", "closed"} <= set(recorder.events)
+    finally:
+        Swarm._notify = orig_notify
+    assert not [m for m in fanned_out if m.endswith("_stream")]
+
+
+async def test_service_tasks_find_their_parent_by_lookup(patched):
+    """Patch 12: a task started from inside a service task is that task's child, and one started
+    from outside the service (another service's task, or none) is a root task, as in stock."""
+    from libp2p.tools.anyio_service import Service, background_trio_service
+    from libp2p.tools.anyio_service.trio_manager import TrioManager
+
+    from libp2p.tools.anyio_service.trio_tasks import FunctionTask
+
+    found: dict[str, object] = {}
+    walked: list[int] = []
+    orig_iterate = FunctionTask.__dict__["iterate_tasks"]
+
+    def counting_iterate(cls, *tasks):
+        walked.append(len(tasks))
+        return orig_iterate.__func__(cls, *tasks)
+
+    class Svc(Service):
+        async def run(self):
+            await trio.sleep_forever()
+
+    svc = Svc()
+    FunctionTask.iterate_tasks = classmethod(counting_iterate)
+    try:
+        await _parent_lookup_checks(svc, found, walked)
+    finally:
+        FunctionTask.iterate_tasks = orig_iterate
+
+
+async def _parent_lookup_checks(svc, found, walked):
+    from libp2p.tools.anyio_service import background_trio_service
+    from libp2p.tools.anyio_service.trio_manager import TrioManager
+
+    with trio.fail_after(10):
+        async with background_trio_service(svc) as manager:
+            assert isinstance(manager, TrioManager)
+            child_started = trio.Event()
+
+            async def child():
+                child_started.set()
+                await trio.sleep_forever()
+
+            async def parent():
+                found["parent"] = manager._find_parent_task(trio.lowlevel.current_task())
+                manager.run_task(child)
+                await trio.sleep_forever()
+
+            manager.run_task(parent)
+            await child_started.wait()
+            parent_task = found["parent"]
+            assert parent_task is not None and parent_task.trio_task is not None
+            assert len(parent_task.children) == 1  # the child hangs under the task that started it
+            assert manager._find_parent_task(trio.lowlevel.current_task()) is None  # not a task of this service
+            assert not walked  # found by lookup, not by walking the service's task tree
+            manager.cancel()

@@ -126,6 +126,33 @@ async def test_short_reads_are_reassembled_and_eof_mid_frame_is_a_protocol_error
             await read_frame(ScriptedStream(b"\x80\x80"), 1 << 20)  # EOF inside the varint
 
 
+async def test_frame_reader_serves_many_small_frames_from_few_reads_with_the_same_checks():
+    from p2pwalrus.p2p.framing import FrameReader, encode_frames
+
+    with trio.fail_after(5):
+        frames = [bytes([i]) * (i * 7 % 300) for i in range(100)] + [b""]
+        stream = ScriptedStream(encode_frames(frames), max_read=1 << 20)
+        reader = FrameReader(stream)
+        got = [await reader.read_frame(300) for _ in frames]
+        assert got == frames
+        assert len(stream.requested) == 1  # one read for all 101 frames (read_frame: about 300)
+        # split anywhere: frames and lengths straddling reads are reassembled
+        split = ScriptedStream(encode_frames(frames), max_read=5)
+        reader = FrameReader(split)
+        assert [await reader.read_frame(300) for _ in frames] == frames
+        # an oversized length is refused once its bytes are in, before the payload is read
+        big = ScriptedStream(encode_uvarint(1 << 40) + b"x" * 100_000, max_read=3)
+        with pytest.raises(ProtocolError, match="limit"):
+            await FrameReader(big, chunk=3).read_frame(4096)
+        assert big.pos <= 6
+        with pytest.raises(ProtocolError, match="ended"):
+            await FrameReader(ScriptedStream(encode_uvarint(100) + b"short")).read_frame(4096)
+        with pytest.raises(ProtocolError):
+            await FrameReader(ScriptedStream(b"\x80\x80")).read_frame(4096)  # EOF inside the varint
+        with pytest.raises(ProtocolError, match="non-minimal"):
+            await FrameReader(ScriptedStream(b"\x85\x00" + b"x" * 5)).read_frame(4096)
+
+
 async def test_two_hosts_exchange_framed_messages():
     proto = TProtocol("/p2pwalrus/test-echo/1.0.0")
     big = os.urandom(3 * 1024 * 1024 + 5)
@@ -193,6 +220,53 @@ async def test_idle_connections_above_the_high_watermark_are_closed_but_not_busy
             assert await hub.trim_connections() == 0  # at the high watermark: nothing more to close
             released.set()
             await busy.close()
+
+
+async def test_a_joining_node_dials_one_bootstrap_peer_and_a_dead_one_does_not_hold_it_up():
+    """Three bootstrap peers up: a newcomer joins through one of them, not all three (each
+    dial is a handshake, identify and hello on a bootstrap node that every newcomer uses).
+    The first one tried dead (a listener that never answers the handshake): the next one
+    is dialled after the stagger, long before the dial timeout."""
+    from p2pwalrus.p2p import node_host
+
+    with trio.fail_after(30):
+        async with AsyncExitStack() as stack:
+            boots = [await stack.enter_async_context(open_host(create_new_key_pair(), LOOPBACK, [])) for _ in range(3)]
+            addrs = [b.listen_addrs()[0] for b in boots]
+            dialled = []
+            orig_connect = node_host.NodeHost.connect
+
+            async def counting_connect(self, peer):
+                dialled.append(peer)
+                return await orig_connect(self, peer)
+
+            node_host.NodeHost.connect = counting_connect
+            try:
+                node = await stack.enter_async_context(open_host(create_new_key_pair(), LOOPBACK, addrs))
+            finally:
+                node_host.NodeHost.connect = orig_connect
+            assert len(dialled) == 1  # the others were never dialled
+            connected = {str(p) for p in node.connected_peers()}
+            assert len(connected & {str(b.peer_id) for b in boots}) == 1
+
+            # a bootstrap address that accepts TCP and never speaks: the dial hangs until its timeout
+            silent = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            port = silent[0].socket.getsockname()[1]
+            dead = f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id_of(create_new_key_pair())}"
+            orig_shuffle = node_host.random.shuffle
+            node_host.random.shuffle = lambda xs: xs.sort(key=lambda info: str(info.peer_id) != dead.rsplit("/", 1)[1])
+            try:
+                t0 = trio.current_time()
+                timings = node_host.HostTimings(dial_timeout=20.0)
+                late = await stack.enter_async_context(open_host(create_new_key_pair(), LOOPBACK, [dead, addrs[0]],
+                                                                 timings=timings))
+                took = trio.current_time() - t0
+            finally:
+                node_host.random.shuffle = orig_shuffle
+            assert boots[0].peer_id in late.connected_peers()
+            assert took < node_host.BOOTSTRAP_STAGGER + 5  # not the 20 s dial timeout
+            for listener in silent:
+                await listener.aclose()
 
 
 async def test_oversized_frame_from_a_real_peer_is_refused():
@@ -343,6 +417,84 @@ async def test_a_dht_put_that_hangs_does_not_hold_up_publishing():
                         seqs.add(own.record.seq)
                     await trio.sleep(0.02)  # no event marks our own publish
             assert len(puts) == 1
+
+
+async def test_a_newcomer_whose_first_pulls_failed_pulls_until_it_has_the_live_set():
+    """B's first four pulls fail (its peers are busy); meanwhile B hears C's record (as by
+    gossip), so B is not alone. B must still pull until it has a whole live set: gossip may
+    have told it of some members, never of all (records are gossiped when they change)."""
+    from p2pwalrus.core import protocols
+
+    cfg = MembershipConfig(network=NET, publish_interval=3600.0, dht_first_put_within=3600.0,
+                           lonely_pull_interval=0.2, pull_timeout=2.0)
+    with trio.fail_after(10):
+        async with AsyncExitStack() as stack:
+            a_key, b_key, c_key = create_new_key_pair(), create_new_key_pair(), create_new_key_pair()
+            a_node = await stack.enter_async_context(open_host(a_key, LOOPBACK, []))
+            a = await stack.enter_async_context(open_membership(a_node, a_key, cfg))
+            c_node = await stack.enter_async_context(open_host(c_key, LOOPBACK, a_node.listen_addrs()))
+            c = await stack.enter_async_context(open_membership(c_node, c_key, cfg))
+            while c.peer_id not in c.live:
+                await c.changed.wait()
+            refused, served = [], trio.Event()
+
+            def busy_then_serving(m):
+                async def handler(stream):
+                    if len(refused) < 4:  # A and C alike refuse the first four pulls
+                        refused.append(stream)
+                        await stream.reset()
+                        return
+                    await m._serve_pull(stream)
+                    served.set()
+                return handler
+
+            a_node.host.set_stream_handler(protocols.MEMBERS, busy_then_serving(a))
+            c_node.host.set_stream_handler(protocols.MEMBERS, busy_then_serving(c))
+            b_node = await stack.enter_async_context(open_host(b_key, LOOPBACK, a_node.listen_addrs()))
+            b = await stack.enter_async_context(open_membership(b_node, b_key, cfg))
+            b.accept(c.live.get(c.peer_id))  # heard by gossip: B is not alone
+            await served.wait()  # a fifth pull, answered
+            while not b.synced:  # B reads the answer (nothing new in it: no change event)
+                await trio.sleep(0.01)
+            assert len(refused) == 4 and {a.peer_id, b.peer_id, c.peer_id} <= set(b.live.peer_ids())
+
+
+async def test_a_lonely_node_drops_a_connection_that_holds_its_pulls_and_dials_again():
+    """B's only connection is to A, and A's end holds B's first pulls without an answer (as a
+    connection dead on the other side, which the swarm still lists). B, alone, closes it after
+    a timed-out pull and dials again: the pull that is answered comes on a new connection."""
+    from p2pwalrus.core import protocols
+
+    cfg = MembershipConfig(network=NET, publish_interval=3600.0, dht_first_put_within=3600.0,
+                           lonely_pull_interval=0.2, pull_timeout=0.3)
+    with trio.fail_after(15):
+        async with AsyncExitStack() as stack:
+            a_key, b_key = create_new_key_pair(), create_new_key_pair()
+            a_node = await stack.enter_async_context(open_host(a_key, LOOPBACK, []))
+            a = await stack.enter_async_context(open_membership(a_node, a_key, cfg))
+            held, served_on = [], []
+            served = trio.Event()
+
+            async def holding_then_serving(stream):
+                if len(held) < 2:
+                    held.append(stream.muxed_conn)
+                    try:
+                        await stream.read(1 << 16)  # the request, then nothing: until B gives up
+                        await stream.read(1 << 16)
+                    except Exception:
+                        pass
+                    return
+                served_on.append(stream.muxed_conn)
+                await a._serve_pull(stream)
+                served.set()
+
+            a_node.host.set_stream_handler(protocols.MEMBERS, holding_then_serving)
+            b_node = await stack.enter_async_context(open_host(b_key, LOOPBACK, a_node.listen_addrs()))
+            b = await stack.enter_async_context(open_membership(b_node, b_key, cfg))
+            await served.wait()
+            while a.peer_id not in b.live:
+                await b.changed.wait()
+            assert len(held) == 2 and served_on[0] is not held[-1]  # answered on a new connection
 
 
 async def test_five_nodes_bootstrapped_from_the_first_all_see_the_full_live_set():

@@ -123,6 +123,10 @@ class Membership(_MembershipSpread):
         self._subscribers: list[trio.MemorySendChannel[MembershipChange]] = []
         self._wake_expiry = trio.Event()
         self.rejected = 0  # gossip messages refused by the validator
+        # A whole live set pulled from a peer at least once. Until then the node pulls as if
+        # alone: a newcomer whose first pull failed (its bootstrap peer busy) but that heard a
+        # few records by gossip was no longer alone, never pulled again, and lacked the rest.
+        self.synced = False
 
     # --- local record -------------------------------------------------------
 

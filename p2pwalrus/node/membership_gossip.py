@@ -18,7 +18,7 @@ from libp2p.pubsub.pb import rpc_pb2
 
 from p2pwalrus.core.records import MAX_RECORD_SIZE, InvalidRecordError, SignedNodeRecord
 from p2pwalrus.errors import ProtocolError
-from p2pwalrus.p2p.framing import encode_frames, read_frame, write_frame
+from p2pwalrus.p2p.framing import FrameReader, encode_frames, read_frame, write_frame
 from ..core import protocols
 
 logger = logging.getLogger("p2pwalrus.node.membership")  # the log name these lines always had
@@ -114,14 +114,15 @@ class _MembershipSpread:
                 await self._publish_now.wait()
 
     async def _pull_loop(self) -> None:
-        """Pull the live set while we know no other member (our first pull failed: the
-        bootstrap peer was busy or down), from a bootstrap, connected or known peer; and,
+        """Pull the live set while we know no other member or have never pulled a whole live
+        set (our first pull failed: the bootstrap peer was busy or down), from a member,
+        bootstrap, connected or known peer; and,
         if ``pull_interval`` is set, from a random member that often. Otherwise pulls are
         driven by digests on the heartbeat links (liveness.py). Its own task: a pull from a
         dead member must not hold up our own publishing."""
         cfg = self.config
         while True:
-            alone = len(self.live) <= 1
+            alone = len(self.live) <= 1 or not self.synced  # (not synced: our first pull failed)
             if not alone and cfg.pull_interval <= 0:
                 await self.changed.wait()
                 continue
@@ -139,6 +140,18 @@ class _MembershipSpread:
                     await self.pull_from(peer, timeout=timeout)
             except Exception as exc:
                 logger.debug("membership pull from %s failed: %r", peer, exc)
+                if alone and isinstance(exc, trio.TooSlowError):
+                    # A connection that holds a pull this long may be dead on the other side
+                    # (the swarm still lists it: every pull would wait on it again, and a node
+                    # whose only connection it was stayed alone). The next try dials anew.
+                    await self._drop_connection(peer)
+
+    async def _drop_connection(self, peer: ID) -> None:
+        with trio.move_on_after(2):
+            try:
+                await self.node.host.disconnect(peer)
+            except Exception as exc:
+                logger.debug("closing the connection to %s: %r", peer, exc)
 
     def _pull_candidate(self) -> ID | None:
         """A random live member, most often a connected one; failing that any bootstrap,
@@ -206,9 +219,11 @@ class _MembershipSpread:
             stream = await self.node.open_stream(peer_id, [protocols.MEMBERS])
             try:
                 await write_frame(stream, protocols.MEMBERS_PULL_REQUEST)
+                frames = FrameReader(stream)  # the records come in one write: a few reads, not 3 each
                 for _ in range(self.config.max_pull_records + 1):
-                    data = await read_frame(stream, MAX_RECORD_SIZE)
+                    data = await frames.read_frame(MAX_RECORD_SIZE)
                     if not data:
+                        self.synced = True
                         break
                     if bytes(data) in held:  # the very record we hold (verified then): nothing to learn
                         continue

@@ -26,7 +26,7 @@ from .certcheck import CertChecker
 from .expiry import Expiry
 from .faults import FaultInjection
 from .invalid_blobs import InvalidBlobs
-from .status import node_status, write_status_file
+from .status import StatusWriter, node_status
 from ..p2p.log_once import LogOnce
 from ..p2p.host import open_host
 from .datadir_lock import lock_data_dir
@@ -123,6 +123,8 @@ class StorageNode(_ShardMaps, _PeerCalls):
             self.epochs.propose = self.ledger.propose_next
             self.epochs.check_value = self.ledger.check_proposal
         self.liveness = None
+        self.membership_batches = 0  # batches of membership changes taken (each: one map, one upkeep)
+        self.status_writer = StatusWriter(self)  # node.json, at most once a second while changes come
         self.certificates.load()
 
     def close(self) -> None:
@@ -175,7 +177,8 @@ class StorageNode(_ShardMaps, _PeerCalls):
         return self.invalid.is_invalid(blob_id)
 
     def write_status(self) -> None:
-        write_status_file(self)
+        """node.json follows a change: at once, or at the end of the current second (status.py)."""
+        self.status_writer.request()
 
     def status(self) -> dict:
         return node_status(self)
@@ -226,9 +229,17 @@ class StorageNode(_ShardMaps, _PeerCalls):
     async def _membership_loop(self, changes) -> None:
         self._recompute_map()
         async for change in changes:
-            kind = change.kind.name.lower()
-            if kind != "updated":
-                logger.info("peer %s %s (%d live)", change.peer_id, kind, len(self.members.live))
+            batch = [change]
+            while True:  # the changes queued meanwhile: one map and one upkeep round for them all
+                try:
+                    batch.append(changes.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            for change in batch:
+                kind = change.kind.name.lower()
+                if kind != "updated":
+                    logger.info("peer %s %s (%d live)", change.peer_id, kind, len(self.members.live))
+            self.membership_batches += 1
             self._recompute_map()
             if self.liveness is not None:
                 self.liveness.wake()
@@ -294,6 +305,7 @@ class StorageNode(_ShardMaps, _PeerCalls):
                     nursery.start_soon(self.fault_injection.run)
                     nursery.start_soon(self.liveness.run)
                     nursery.start_soon(self.expiry.run)
+                    nursery.start_soon(self.status_writer.run)
                     for start in self.extra_services:
                         start(self, nursery)
                     self._recompute_map()

@@ -21,7 +21,10 @@ in this order:
 - pubsub.py: (8) a sender's signed peer record byte-identical to the last one accepted
   from that peer is not checked again.
 - tcp.py: (9) ``TCPListener.get_addrs`` remembered while its sockets stay the same.
-- tasks.py: (10) the service manager's task IDs from a counter, not ``uuid.uuid4()``.
+- tasks.py: (10) the service manager's task IDs from a counter, not ``uuid.uuid4()``;
+  (12) a task's parent found by lookup, not by walking the service's task tree.
+- notify.py: (11) stream opened/closed notifications skip the library's no-op notifees
+  (a nursery and a task per notifee for every stream, for nothing).
 
 Pinned to libp2p 0.8.1: the version is checked here, once, for all of them; on any other
 version ``enable()`` warns and patches nothing. ``P2PWALRUS_FASTPATH=0`` in the environment
@@ -34,7 +37,7 @@ import logging
 import os
 import warnings
 
-from . import PINNED_LIBP2P_VERSION, noise, pubsub, tasks, tcp, yamux
+from . import PINNED_LIBP2P_VERSION, noise, notify, pubsub, tasks, tcp, yamux
 from .noise import RECV_SIZE
 from .yamux import YAMUX_MAX_PAYLOAD
 
@@ -95,6 +98,7 @@ def enable() -> bool:
     pubsub.patch_records()
     tcp.patch()
     tasks.patch()
+    notify.patch()
     _enabled = True
     logger.debug("libp2p %s transport fast path enabled", version)
     return True
@@ -110,4 +114,5 @@ def disable() -> None:
     pubsub.unpatch_records()
     tcp.unpatch()
     tasks.unpatch()
+    notify.unpatch()
     _enabled = False
