@@ -32,9 +32,6 @@ logger = logging.getLogger("p2pwalrus.p2p.host")  # the log name these lines alw
 # tests/test_cli_startup.py): streams open for a connection's whole life
 _LONG_LIVED = frozenset(["/meshsub/1.0.0", "/meshsub/1.1.0"])
 
-# A joining node dials its bootstrap peers one at a time: the next one after this long without
-# an answer from the last (or at once if it failed).
-BOOTSTRAP_STAGGER = 2.0
 HEARTBEAT_INTERVAL = 1  # s; meshes graft on heartbeats: slower ones left gossip undelivered (flaky convergence)
 
 
@@ -128,43 +125,30 @@ class NodeHost:
     async def connect_bootstrap(self, background: trio.Nursery | None = None) -> int:
         """Dial every bootstrap peer not connected yet; return how many are connected.
 
-        With ``background`` (a node joining), dial them one after the other in a random order,
-        each ``BOOTSTRAP_STAGGER`` seconds after the last or as soon as it failed, and return
-        once one is connected (or every dial failed): a joining node needs one bootstrap peer to
-        pull the live set from and to reach the mesh through, and a slow or dead one must not
-        hold its start for a whole dial timeout. Dials in flight finish in ``background``.
-        Every newcomer dialling every bootstrap peer made each bootstrap node take a
-        handshake, identify and GossipSub hello from each joining node, only for the
-        connection trimmer to close most of them later (100 nodes joining in one process:
-        300 connections instead of 100)."""
+        With ``background``, return as soon as one is connected (or every dial failed) and
+        let the other dials finish there: a node joining needs one bootstrap peer to pull the
+        live set from, and one slow or dead bootstrap peer held its start for a whole dial
+        timeout."""
         connected = set(self.connected_peers())
         todo = [info for info in self.bootstrap_peers if info.peer_id not in connected]
         if background is None or len(todo) < len(self.bootstrap_peers):
             async with trio.open_nursery() as nursery:
                 for info in todo:
                     nursery.start_soon(self.connect, info)
-        elif todo:
-            random.shuffle(todo)
-            first = trio.Event()
-            outcome: dict[int, bool] = {}
+        else:
+            first, left = trio.Event(), [len(todo)]
 
-            async def dial(i: int, info: PeerInfo, done: trio.Event) -> None:
+            async def dial(info: PeerInfo) -> None:
                 ok = False
                 try:
                     ok = await self.connect(info)
                 finally:
-                    outcome[i] = ok
-                    done.set()
-                    if ok or len(outcome) == len(todo):
+                    left[0] -= 1
+                    if ok or not left[0]:
                         first.set()
 
-            for i, info in enumerate(todo):
-                done = trio.Event()
-                background.start_soon(dial, i, info, done)
-                with trio.move_on_after(BOOTSTRAP_STAGGER):
-                    await done.wait()
-                if first.is_set():
-                    break
+            for info in todo:
+                background.start_soon(dial, info)
             await first.wait()
         now = set(self.connected_peers())
         return sum(1 for info in self.bootstrap_peers if info.peer_id in now)
