@@ -13,7 +13,7 @@ rm -rf $L
 PIDS=$(pgrep -f "network $L/network.toml" | tr '\n' ' ')
 ticks() { for p in $PIDS; do awk '{print $14+$15}' /proc/$p/stat 2>/dev/null; done | awk '{t+=$1} END{print t+0}'; }
 T0=$(ticks); sleep $IDLE; T1=$(ticks)
-echo "idle $IDLE s: $(echo $PIDS | wc -w) node processes used $(echo "scale=2; ($T1-$T0)/$(getconf CLK_TCK)/$IDLE*100" | bc)% of one core together"
+echo "idle $IDLE s: $(echo $PIDS | wc -w) node processes used $(echo "scale=2; ($T1-$T0)*100/$(getconf CLK_TCK)/$IDLE" | bc)% of one core together"
 top -b -n1 -p $(echo $PIDS | tr ' ' ',') | tail -$((N + 2))
 $BIN/netlab status --dir $L 2>&1 | tail -$((N + 6))
 export P2PWALRUS_CLIENT_DIR=$L/client
