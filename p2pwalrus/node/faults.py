@@ -76,11 +76,7 @@ class FaultInjection:
         host = self.node.node
         for peer in list(host.connected_peers()):
             if str(peer) in self.deny:
-                with trio.move_on_after(2):
-                    try:
-                        await host.host.disconnect(peer)
-                    except Exception as exc:
-                        logger.debug("disconnect %s: %r", peer, exc)
+                await host.close_connection(peer)
 
     async def run(self) -> None:
         """Watch the faults file and keep denied peers disconnected."""

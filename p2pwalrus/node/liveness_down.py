@@ -51,11 +51,7 @@ class _DownReports:
         await self._declare_down(peer)
 
     async def _disconnect(self, peer: str) -> None:
-        with trio.move_on_after(2):
-            try:
-                await self.node.host.disconnect(ID.from_base58(peer))
-            except Exception as exc:
-                logger.debug("disconnect %s: %r", peer, exc)
+        await self.node.close_connection(ID.from_base58(peer))
 
     async def _declare_down(self, peer: str, seq: int | None = None, report: bool = True) -> None:
         signed = self.members.live.get(peer)

@@ -144,14 +144,7 @@ class _MembershipSpread:
                     # A connection that holds a pull this long may be dead on the other side
                     # (the swarm still lists it: every pull would wait on it again, and a node
                     # whose only connection it was stayed alone). The next try dials anew.
-                    await self._drop_connection(peer)
-
-    async def _drop_connection(self, peer: ID) -> None:
-        with trio.move_on_after(2):
-            try:
-                await self.node.host.disconnect(peer)
-            except Exception as exc:
-                logger.debug("closing the connection to %s: %r", peer, exc)
+                    await self.node.close_connection(peer)
 
     def _pull_candidate(self) -> ID | None:
         """A random live member, most often a connected one; failing that any bootstrap,

@@ -71,10 +71,6 @@ def store_status(data_dir, data: bytes) -> None:
         logger.warning("cannot write node status file: %s", exc)
 
 
-def write_status_file(node) -> None:
-    store_status(node.data_dir, render_status(node))
-
-
 class StatusWriter:
     """node.json rewritten at most once per ``min_interval`` seconds, the last change always
     written: a quiet node's change at once (by ``run``, in its next scheduling round), a burst

@@ -231,15 +231,15 @@ class NodeHost:
         random.shuffle(idle)  # which ones stay is random: the overlay keeps mixing
         return idle[: len(conns) - (t.low_watermark + t.high_watermark) // 2]
 
+    async def close_connection(self, peer: ID) -> None:
+        """Close our connection to ``peer`` (see ``close_connection``)."""
+        await close_connection(self.host, peer)
+
     async def trim_connections(self) -> int:
         """Close idle connections above the high watermark; return how many were closed."""
         peers = self.trim_candidates(time.time())
         for peer in peers:
-            with trio.move_on_after(2):
-                try:
-                    await self.host.disconnect(peer)
-                except Exception as exc:
-                    logger.debug("closing the connection to %s: %r", peer, exc)
+            await self.close_connection(peer)
         if peers:
             logger.debug("closed %d idle connections (above %d)", len(peers), self.timings.high_watermark)
         return len(peers)
@@ -265,6 +265,16 @@ class NodeHost:
                 logger.exception("routing-table upkeep round failed")
 
 
+async def close_connection(host: IHost, peer_id: ID, timeout: float = 2.0) -> None:
+    """Close the connection to a peer, waiting at most ``timeout`` seconds; a failure is only
+    logged (the connection may be gone already)."""
+    with trio.move_on_after(timeout):
+        try:
+            await host.disconnect(peer_id)
+        except Exception as exc:
+            logger.debug("closing the connection to %s: %r", peer_id, exc)
+
+
 async def open_stream(host: IHost, peer_id: ID, protocols: Sequence[str], dial_timeout: float = 5.0):
     """A new stream to a peer; if that fails (its connection went away but the swarm still
     lists it, and would keep handing it out), drop the connection, dial again and retry once."""
@@ -275,11 +285,7 @@ async def open_stream(host: IHost, peer_id: ID, protocols: Sequence[str], dial_t
         if not addrs:
             raise first
         logger.info("stream to %s failed (%r); dialling again", peer_id, first)
-        with trio.move_on_after(2):
-            try:
-                await host.disconnect(peer_id)
-            except Exception:
-                pass
+        await close_connection(host, peer_id)
         with trio.fail_after(dial_timeout):
             await host.connect(PeerInfo(peer_id, addrs))
         return await host.new_stream(peer_id, list(protocols))
