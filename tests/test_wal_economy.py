@@ -186,9 +186,10 @@ async def test_a_holder_that_lost_its_shards_earns_nothing_the_others_earn_their
                 if victim not in credits and all(credits.get(p, 0) > 0 for p in holders if p != victim):
                     break
             else:
-                debug = {p[-6:]: dict(n.repair.challenges) for p, n in nodes.items()}
+                debug = {p[-6:]: {e: {h[-6:]: c for h, c in by.items()} for e, by in n.repair.challenge_epochs.items()}
+                         for p, n in nodes.items()}
                 raise AssertionError(f"the holder {victim[-6:]} that lost its shards kept earning: {seen}; "
-                                     f"challenges {debug}; still stored {nodes[victim].store.shards_stored(stored.blob_id)}")
+                                     f"lost in epoch {lost_at}; challenges by epoch {debug}; still stored {nodes[victim].store.shards_stored(stored.blob_id)}")
             assert not nodes[victim].store.shards_stored(stored.blob_id)  # (it was not repaired meanwhile)
             await _until(runners.values(), epoch + 1)
             with trio.fail_after(20):

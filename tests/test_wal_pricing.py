@@ -267,18 +267,24 @@ def test_challenge_view_takes_the_shards_of_a_node_that_answered_no_challenge():
     a, b, c, d = PEERS[:4]
     import dataclasses
 
-    repair = SimpleNamespace(challenges={})
+    repair = SimpleNamespace(challenge_epochs={})  # epoch of the clock -> holder -> answers in it
     view = ChallengeView(SimpleNamespace(repair=repair))
-    at = [dataclasses.replace(g, epoch=e, prev_digest=bytes([1]) * 32) if e else g for e in range(4)]
+    at = [dataclasses.replace(g, epoch=e, prev_digest=bytes([1]) * 32) if e else g for e in range(6)]
     assert view(at[0]) == g.weights  # no challenge yet: every member counted whole
-    repair.challenges = {a: {"passed": 3, "failed": 0}, b: {"passed": 0, "failed": 2},
-                         c: {"passed": 1, "failed": 1}}
+    repair.challenge_epochs[1] = {a: {"passed": 3, "failed": 0}, b: {"passed": 0, "failed": 2},
+                                  c: {"passed": 1, "failed": 1}}
     held = view(at[1])
     assert held[b] == 0 and held[a] == g.weights[a] and held[c] == g.weights[c] and held[d] == g.weights[d]
-    repair.challenges[b] = {"passed": 1, "failed": 2}
+    repair.challenge_epochs[1][b] = {"passed": 1, "failed": 2}
     assert view(at[1]) == held  # asked again for the same epoch (a later round): the same answer
     # the next epoch b answers again: it earns again
+    repair.challenge_epochs[2] = {b: {"passed": 1, "failed": 0}}
     assert view(at[2])[b] == g.weights[b]
+    # this node proposes for epoch 5 without having proposed for 4 (it learnt 4's state from the
+    # others): b's passes of epoch 3 are no evidence for epoch 4, in which it answered nothing
+    repair.challenge_epochs[3] = {b: {"passed": 5, "failed": 0}}
+    repair.challenge_epochs[4] = {b: {"passed": 0, "failed": 3}}
+    assert view(at[4])[b] == 0
     # what b would have earned rolls over; the others earn their share
     split = rewards_for_epoch(g, {(0, 1): 16_000}, {(p, p): 1 for p in PEERS[:4]}, held)
     assert b not in split.credits and split.rollover == 1000 * g.weights[b]
@@ -426,7 +432,7 @@ def test_challenge_view_takes_the_shards_of_a_member_down_at_the_epochs_end():
     g = genesis_state("testnet", 16, {p: 100 * wal for p in PEERS[:4]})
     a, b, c, d = PEERS[:4]
     live = SimpleNamespace(peer_ids=lambda: [a, c, d])
-    node = SimpleNamespace(repair=SimpleNamespace(challenges={}), members=SimpleNamespace(live=live), peer_id=a)
+    node = SimpleNamespace(repair=SimpleNamespace(challenge_epochs={}), members=SimpleNamespace(live=live), peer_id=a)
     view = ChallengeView(node)
     at = [dataclasses.replace(g, epoch=e, prev_digest=bytes([1]) * 32) if e else g for e in range(3)]
     held = view(at[0])

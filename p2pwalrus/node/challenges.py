@@ -15,6 +15,8 @@ from ..core.blob_id import blob_id_to_str
 
 logger = logging.getLogger("p2pwalrus.repair")  # the log name these lines always had
 
+KEEP_EPOCHS = 8  # epochs of per-epoch counts kept: a proposer asks about the last one or two
+
 
 class _StorageChallenges:
     """RepairService's challenges (uses its ``node``, ``challenges`` and ``metadata``)."""
@@ -54,8 +56,13 @@ class _StorageChallenges:
                 ok = sym.source_index == pair and sym.target_index == target and rs2.verify_recovery_symbol(meta, sym)
         except Exception:
             ok = False
-        entry = self.challenges.setdefault(holder, {"passed": 0, "failed": 0})
-        entry["passed" if ok else "failed"] += 1
+        outcome = "passed" if ok else "failed"
+        self.challenges.setdefault(holder, {"passed": 0, "failed": 0})[outcome] += 1
+        epoch = node.net.current_epoch()  # counted in the epoch the answer came in
+        in_epoch = self.challenge_epochs.setdefault(epoch, {})
+        in_epoch.setdefault(holder, {"passed": 0, "failed": 0})[outcome] += 1
+        for old in sorted(self.challenge_epochs)[:-KEEP_EPOCHS]:
+            del self.challenge_epochs[old]
         if not ok:
             logger.info("storage challenge of %s (shard %d of %s) failed", holder, shard, blob_id_to_str(blob_id))
         return ok

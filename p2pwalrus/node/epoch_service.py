@@ -115,6 +115,10 @@ class EpochRunner:
                 if delay > 0:
                     await trio.sleep(delay)  # the network's clock says when an epoch ends
                 prev = svc.current
+                if prev.epoch >= nxt:
+                    # Decided while this node slept (it learnt the state from the others): its
+                    # proposal for the epoch after waits for that epoch's start, as everyone's.
+                    continue
                 if svc.peer_id not in prev.weights:
                     # Not in the committee: nothing to vote; learn the decision from those who are.
                     if not await self._catch_up(svc):

@@ -57,7 +57,10 @@ class RepairService(_StorageChallenges):
         }
         # (blob id, shard, start, end, bytes, restored pair bytes) of recent repairs, for measurement
         self.events: collections.deque = collections.deque(maxlen=10_000)
-        self.challenges: dict[str, dict[str, int]] = {}
+        self.challenges: dict[str, dict[str, int]] = {}  # holder -> passed/failed, since start
+        # epoch of the network's clock -> holder -> passed/failed in it (challenges.py): what
+        # vote_service.ChallengeView judges an epoch by, whenever the proposer asks
+        self.challenge_epochs: dict[int, dict[str, dict[str, int]]] = {}
         self.swept = trio.Event()  # set after each sweep, then replaced: tests and netlab wait on it
         from .bounded import Backoff
 

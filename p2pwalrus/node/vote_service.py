@@ -168,23 +168,23 @@ class VoteService:
 
 class ChallengeView:
     """Which members kept their shards through an epoch, as this node saw it: a member
-    challenged during the epoch that answered none of them (failed > 0, passed 0 between the
-    ends of the previous epoch and of this one), or that is down here at the epoch's end (its
-    process gone, its link dead: it serves none of its shards), held nothing and earns
-    nothing for the epoch; every other member is counted with all its shards (a challenge it
-    was never asked is no evidence). The counts and the live set are marked once per epoch,
-    at the first call for it, so a proposer asked again (a later round) gets the same answer."""
+    challenged during the epoch that answered none of them (failed > 0, passed 0 among the
+    answers that came in that epoch of the network's clock), or that is down here at the
+    epoch's end (its process gone, its link dead: it serves none of its shards), held nothing
+    and earns nothing for the epoch; every other member is counted with all its shards (a
+    challenge it was never asked is no evidence). Counting by the clock's epoch, not between
+    two calls, keeps the window right however late, early or seldom this node proposes. The
+    answer is fixed at the first call for an epoch, so a later round gets the same one."""
 
-    KEEP = 4  # epochs of marks kept
+    KEEP = 4  # epochs of answers kept
 
     def __init__(self, storage_node):
         self.node = storage_node
-        self.marks: dict[int, dict[str, tuple[int, int]]] = {}  # epoch -> counts at its end
-        self.down: dict[int, set[str]] = {}  # epoch -> members down here at its end
+        self.held: dict[int, dict[str, int]] = {}  # epoch -> the answer given for it
 
-    def _counts(self) -> dict[str, tuple[int, int]]:
-        return {p: (c.get("passed", 0), c.get("failed", 0))
-                for p, c in getattr(getattr(self.node, "repair", None), "challenges", {}).items()}
+    def _counts(self, epoch: int) -> dict[str, dict[str, int]]:
+        by_epoch = getattr(getattr(self.node, "repair", None), "challenge_epochs", {})
+        return by_epoch.get(epoch, {})
 
     def _down(self, weights, n_shards: int) -> set[str]:
         """Members down here; none when this node sees less than a quorum of the weight live
@@ -200,21 +200,18 @@ class ChallengeView:
         return {p for p in weights if p not in live}
 
     def __call__(self, prev) -> dict[str, int]:
-        if prev.epoch not in self.marks:
-            self.marks[prev.epoch] = self._counts()
-            self.down[prev.epoch] = self._down(prev.weights, prev.n_shards)
-            for old in sorted(self.marks)[:-self.KEEP]:
-                del self.marks[old]
-                self.down.pop(old, None)
-        now = self.marks[prev.epoch]
-        base = self.marks.get(prev.epoch - 1, {})
-        down = self.down.get(prev.epoch, set())
-        held = {}
-        for peer, weight in prev.weights.items():
-            passed, failed = now.get(peer, (0, 0))
-            p0, f0 = base.get(peer, (0, 0))
-            held[peer] = 0 if (failed > f0 and passed == p0) or peer in down else weight
-        return held
+        if prev.epoch not in self.held:
+            counts = self._counts(prev.epoch)
+            down = self._down(prev.weights, prev.n_shards)
+            held = {}
+            for peer, weight in prev.weights.items():
+                c = counts.get(peer, {})
+                failed_all = c.get("failed", 0) > 0 and c.get("passed", 0) == 0
+                held[peer] = 0 if failed_all or peer in down else weight
+            self.held[prev.epoch] = held
+            for old in sorted(self.held)[:-self.KEEP]:
+                del self.held[old]
+        return dict(self.held[prev.epoch])
 
 
 def make_proposer(storage_node, stakes_of=None, held_of=None):
