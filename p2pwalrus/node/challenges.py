@@ -39,10 +39,15 @@ class _StorageChallenges:
         if node.is_invalid(blob_id):
             return None
         n = node.net.n_shards
-        shard = random.randrange(n)
-        holder = node.shard_map.owner(shard)
-        if holder == node.peer_id:
+        smap = node.shard_map
+        # A holder first, then one of its shards: every holder is asked as often as any other
+        # (a random shard asked the holders of two shards out of ten one time in five), so an
+        # epoch holds evidence about each of them (vote_service.ChallengeView pays by it).
+        holders = sorted(p for p, shards in smap.load().items() if shards and p != node.peer_id)
+        if not holders:
             return None
+        holder = random.choice(holders)
+        shard = random.choice(smap.shards_of(holder))
         meta = await self.metadata(blob_id)
         pair = rs2.pair_for_shard(shard, blob_id, n)
         target = random.randrange(n)
