@@ -126,6 +126,43 @@ def test_watch_targets_are_everyone_in_a_small_network_and_symmetric_ring_neighb
 
 
 @pytest.mark.slow
+async def test_a_difference_still_there_at_the_next_beat_is_pulled_once_per_pair_of_digests():
+    """Anti-entropy by digest: a pull when a peer's digest differs from ours on two beats in a
+    row, even when its digest changed in between (nodes joining all the time), and not again
+    for a pair of digests already pulled for."""
+    from p2pwalrus.node.liveness import Liveness, _Link
+
+    pulls = []
+
+    class Nursery:
+        def start_soon(self, fn, *args):
+            pulls.append(fn)
+            live._pulling.clear()  # (as if the pull had ended)
+
+    live = Liveness.__new__(Liveness)  # only _compare's state: its counters, nursery, pulls running
+    live.counters, live._nursery, live._pulling = {"pulls_by_digest": 0}, Nursery(), set()
+    link = _Link("peer", None, True)
+    ours = b"L" * 16
+
+    def beat(remote, local=ours):
+        live._compare(link, "members", remote, local, pull=None)
+
+    beat(b"A" * 16)
+    assert not pulls  # gossip usually closes a gap within a beat
+    beat(b"B" * 16)  # the peer's view moved, ours still differs: pull
+    assert len(pulls) == 1
+    beat(b"B" * 16)  # the same pair again: not pulled for twice
+    assert len(pulls) == 1
+    beat(b"B" * 16, local=b"M" * 16)  # our view changed, still different: a new pair
+    assert len(pulls) == 2
+    beat(ours)  # agreement ends the mismatch
+    beat(b"C" * 16)
+    assert len(pulls) == 2 and live.counters["pulls_by_digest"] == 2
+    live._pulling.add("members")  # one pull at a time: none while another runs
+    beat(b"D" * 16)
+    assert len(pulls) == 2
+
+
 async def test_a_killed_node_leaves_every_live_set_in_seconds_and_a_restarted_one_comes_back(tmp_path):
     from netlab.inprocess import Cluster, test_network
 
