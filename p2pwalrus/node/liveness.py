@@ -73,7 +73,7 @@ class _Link:
     outbound: bool
     last_heard: float = field(default_factory=trio.current_time)
     opened_at: float = field(default_factory=trio.current_time)
-    mismatch: dict = field(default_factory=dict)  # "members"/"certs" -> the remote digest seen last
+    mismatch: set = field(default_factory=set)  # "members"/"certs" that differed at the last beat
     pulled: dict = field(default_factory=dict)  # "members"/"certs" -> (remote, local) pulled for
     closed: bool = False
     replaced: bool = False  # a newer link to the same peer took its place
@@ -368,7 +368,7 @@ class Liveness(_DownReports):
 
     def _compare(self, link: _Link, what: str, remote: bytes, local: bytes, pull) -> None:
         if remote == local:
-            link.mismatch.pop(what, None)
+            link.mismatch.discard(what)
             return
         # Gossip usually closes a gap within a beat; a difference still there at the next beat
         # is pulled for, once per pair of digests. (Not "the same remote digest twice": while
@@ -378,18 +378,17 @@ class Liveness(_DownReports):
         # One pull of each kind at a time: on a saturated machine, pulls from every link at once
         # (each a whole live set) only changed more digests and asked for more pulls.
         seen_before = what in link.mismatch
-        link.mismatch[what] = remote
-        pulling = self._pulling
-        if seen_before and what not in pulling and link.pulled.get(what) != (remote, local):
+        link.mismatch.add(what)
+        if seen_before and what not in self._pulling and link.pulled.get(what) != (remote, local):
             link.pulled[what] = (remote, local)
             self.counters["pulls_by_digest"] += 1
-            pulling.add(what)
+            self._pulling.add(what)
 
             async def pull_once() -> None:
                 try:
                     await _quietly(pull, f"{what} pull from {link.peer}")
                 finally:
-                    pulling.discard(what)
+                    self._pulling.discard(what)
 
             self._nursery.start_soon(pull_once)
 
