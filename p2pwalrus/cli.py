@@ -4,7 +4,7 @@ Each command is a thin layer over a library function; heavy imports (libp2p) hap
 only in the commands that talk to the network, so `blob-id` and `--help` start fast.
 
 This module is the group (its options, errors and exit); the commands live in cli_blobs.py,
-cli_network.py, quilt_cli.py, cli_wallet.py, cli_pay.py, cli_committee.py and gateway/cli.py.
+cli_network.py, quilt_cli.py, cli_wallet.py, cli_pay.py, cli_committee.py, daemon_cli.py and gateway/cli.py.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ _SWITCH_INTERVAL = 0.001  # seconds
 
 # Commands that run a long-lived host other libp2p peers may reach (TLS, RSA keys): libp2p loads
 # with everything but the transports we never build.
-_SERVER_COMMANDS = frozenset({"node", "gateway"})
+_SERVER_COMMANDS = frozenset({"node", "gateway", "daemon"})
 
 
 from .cli_blobs import COMMANDS as _BLOB_COMMANDS  # noqa: E402  (blob-id, store, read, blob-status, extend, delete)
@@ -118,6 +118,10 @@ for _command in _NETWORK_COMMANDS:
 from .gateway.cli import gateway_cmd  # noqa: E402  (imports its heavy parts lazily)
 
 main.add_command(gateway_cmd)
+
+from .daemon_cli import daemon_cmd  # noqa: E402  (this client kept running: store and read start fast)
+
+main.add_command(daemon_cmd)
 
 from .quilt_cli import COMMANDS as _QUILT_COMMANDS  # noqa: E402  (store-quilt, read-quilt, publish)
 

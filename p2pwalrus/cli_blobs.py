@@ -5,10 +5,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
 
+from .cli_daemon_paths import find_daemon, read_via_daemon, store_via_daemon
 from .cli_common import (
     BlobIdCommand, json_network_options, network_option, note_interrupt, parse_blob_id, parse_size, read_padded,
     resolve_network, store_progress, with_client, write_atomically,
@@ -61,9 +63,6 @@ def store_cmd(ctx, path, epochs, deletable, force, as_json, chunk_size, dry_run,
     again after it stopped, such a store uploads only the chunks not yet certified.
     The blob ID is alone on the last line of the output.
     """
-    from .core.blob_id import blob_id_to_str
-
-    from .client.encoding import BackgroundEncoding
     from .cli_files import store_large, wants_chunks
 
     net = resolve_network(ctx, network)
@@ -75,6 +74,11 @@ def store_cmd(ctx, path, epochs, deletable, force, as_json, chunk_size, dry_run,
     if wants_chunks(path, net.n_shards, chunk_bytes):
         return store_large(net, path, epochs=epochs, deletable=deletable, force=force, as_json=as_json,
                            chunk_size=chunk_bytes)
+    if os.path.isfile(path) and os.access(path, os.R_OK) and (link := find_daemon(net)) is not None:
+        return store_via_daemon(link, net, path, epochs=epochs, deletable=deletable, force=force, as_json=as_json)
+    from .client.encoding import BackgroundEncoding
+    from .core.blob_id import blob_id_to_str
+
     data, length = read_padded(path, net.n_shards)
     # Encoding starts now, in its own thread: it overlaps loading libp2p, dialling and the membership pull.
     encoding = BackgroundEncoding(data, net.n_shards, length)
@@ -123,6 +127,8 @@ def read_cmd(ctx, blob_id, out, strict, raw, network):
     raw_id = parse_blob_id(blob_id)
     note_interrupt("interrupted; nothing was written" if out else "interrupted")
 
+    if not strict and not raw and (link := find_daemon(net)) is not None:
+        return read_via_daemon(link, raw_id, out)
     if out is None:
         read_out(net, raw_id, sys.stdout.buffer, strict=strict, raw=raw)
         sys.stdout.buffer.flush()

@@ -19,11 +19,25 @@ from ..core.manifest import HEADER_LEN, FileManifest, default_chunk_size, needs_
 from .walrus_json import publisher_store_json
 from .outcomes import classify
 from .params import bool_param, int_param
+from ..daemon_link import DETAIL_HEADER
 
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 BUFFERED_BODY = 64 << 20  # a PUT body limit up to this is read whole before storing (nothing is stored
 # of a body refused as too large); above it, or without a limit, the body is streamed as chunks
+
+
+def _store_detail(result, n_shards: int) -> str:
+    """The store's figures, for the CLI through `p2pwalrus daemon` (Walrus's body has no room for them)."""
+    import json
+
+    figures = {"n_shards": n_shards}
+    for name in ("shards_confirmed", "encode_seconds", "encode_waited", "upload_seconds", "node_verify_seconds",
+                 "node_write_seconds"):
+        value = getattr(result, name, None)
+        if isinstance(value, (int, float)):
+            figures[name] = round(value, 4) if isinstance(value, float) else value
+    return json.dumps(figures, separators=(",", ":"))
 
 
 class _Prefixed:
@@ -127,12 +141,13 @@ class BlobRoutes:
         self.metrics.stores.labels(outcome).inc()
         self._note("store", result.blob_id, size, outcome, t0, shards=result.shards_confirmed,
                    end_epoch=result.certificate.end_epoch)
+        headers = {DETAIL_HEADER: _store_detail(result, n)}
         if isinstance(result, ChunkedStoreResult):
-            return json_response(publisher_store_json(result))
+            return json_response(publisher_store_json(result), headers=headers)
         if not result.already_certified:
             self.cache.put(result.blob_id, data, result.certificate.end_epoch)
             self._cache_gauges()
-        return json_response(publisher_store_json(result))
+        return json_response(publisher_store_json(result), headers=headers)
 
     def _cache_gauges(self) -> None:
         self.metrics.cache_bytes.set(self.cache.used)
