@@ -21,6 +21,13 @@ byte for byte. The store's time split is parsed from its "(encode X s, upload Y 
 the read's from its -v log line (fetch, verify, decode). One untimed 1 KiB store and read
 come first (a first process pays cold .pyc and page-cache costs).
 
+The p2pwalrus figures are taken twice (--daemon both, the default), each on its own fresh
+testnet: with no daemon (P2PWALRUS_DAEMON=off: every command loads the network stack,
+dials and pulls the membership itself), and with `p2pwalrus daemon` started for the client
+after `netlab up` (the CLI hands store and read to it, as `tahoe put` and `tahoe get` hand
+theirs to Tahoe's client node; the daemon keeps no blob cache, so every read fetches from
+the nodes). With the daemon, the read's split comes from the daemon's -v log.
+
 Then (report only, --skip-small to leave out) a `netlab up --nodes 10 --shards 31` testnet:
 a 1 MiB store and read through the CLI, whole process, median of 5.
 
@@ -103,7 +110,7 @@ def run_tahoe(sizes: list[int], reps: int, json_out: Path, timeout: float, extra
 
 
 class Cli:
-    def __init__(self, network: Path, workdir: Path):
+    def __init__(self, network: Path, workdir: Path, daemon_log: Path | None = None):
         exe = Path(sys.executable).parent / "p2pwalrus"
         self.exe = str(exe) if exe.exists() else shutil.which("p2pwalrus")
         if not self.exe:
@@ -112,6 +119,28 @@ class Cli:
         self.work = workdir
         self.env = dict(os.environ, P2PWALRUS_CLIENT_DIR=str(workdir / "client-key"))
         self.env.pop("P2PWALRUS_NETWORK", None)
+        # With a daemon running, the read's split is in the daemon's log, not the command's.
+        self.daemon_log = daemon_log
+        self.env["P2PWALRUS_DAEMON"] = "on" if daemon_log else "off"
+
+    def start_daemon(self) -> subprocess.Popen:
+        """`p2pwalrus -v daemon` for this client, as a user starts it; returns once it answers."""
+        sys.path.insert(0, str(REPO))
+        from p2pwalrus.config import load_network
+        from p2pwalrus.daemon_link import DaemonLink
+
+        log_fh = open(self.daemon_log, "wb")
+        proc = subprocess.Popen([self.exe, "-v", "--network", self.network, "daemon"], env=self.env,
+                                stdin=subprocess.DEVNULL, stdout=log_fh, stderr=subprocess.STDOUT)
+        net = load_network(self.network)
+        deadline = time.monotonic() + 60
+        while (link := DaemonLink.find(net, Path(self.env["P2PWALRUS_CLIENT_DIR"]))) is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise SystemExit(f"the daemon did not start; see {self.daemon_log}")
+            time.sleep(0.1)
+        link.close()
+        return proc
 
     def _run(self, *args: str) -> tuple[subprocess.CompletedProcess, float]:
         t0 = time.perf_counter()
@@ -129,6 +158,8 @@ class Cli:
         src.write_bytes(data)
         proc, took = self._run("--network", self.network, "store", str(src))
         err = proc.stderr.decode(errors="replace")
+        if ("through the daemon" in err) != bool(self.daemon_log):
+            raise SystemExit(f"the store {'did not go' if self.daemon_log else 'went'} through a daemon:\n{err[-2000:]}")
         m = STORE_LINE.search(err)
         if not m or int(m.group(1)) != nbytes:
             raise SystemExit(f"no 'stored {nbytes} bytes' line from the store:\n{err[-2000:]}")
@@ -141,10 +172,15 @@ class Cli:
         """A read, checked byte for byte: {seconds, head, fetch, verify, decode}."""
         out = self.work / "blob.out"
         out.unlink(missing_ok=True)
+        mark = self.daemon_log.stat().st_size if self.daemon_log else 0
         proc, took = self._run("-v", "--network", self.network, "read", blob_id, "-o", str(out))
         if out.read_bytes() != data:
             raise SystemExit(f"read of {blob_id} differs from what was stored")
         err = proc.stderr.decode(errors="replace")
+        if self.daemon_log:
+            with open(self.daemon_log, "rb") as fh:
+                fh.seek(mark)
+                err = fh.read().decode(errors="replace")
         m = READ_LINE.search(err)
         if not m or int(m.group(1)) != len(data):
             raise SystemExit(f"no 'read {len(data)} bytes' line from `p2pwalrus -v read`:\n{err[-2000:]}")
@@ -156,15 +192,20 @@ def med(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-def measure_p2pwalrus(directory: Path, nodes: int, shards: int, sizes_bytes: list[int], reps: int) -> tuple[list, float]:
+def measure_p2pwalrus(directory: Path, nodes: int, shards: int, sizes_bytes: list[int], reps: int,
+                      daemon: bool = False) -> tuple[list, float]:
     from netlab.cli import bring_up
 
-    log(f"p2pwalrus: netlab testnet of {nodes} nodes, {shards} shards in {directory}")
+    how = "with `p2pwalrus daemon` running" if daemon else "no daemon (each command on its own)"
+    log(f"p2pwalrus: netlab testnet of {nodes} nodes, {shards} shards in {directory}; {how}")
     lab, took = bring_up(directory, nodes, shards, log=lambda m: log("  " + m))
     rows = []
+    daemon_proc = None
     try:
         log(f"  formed in {took:.1f} s")
-        cli = Cli(lab.network_path, directory)
+        cli = Cli(lab.network_path, directory, directory / "daemon.log" if daemon else None)
+        if daemon:
+            daemon_proc = cli.start_daemon()
         warm = cli.store(1024)
         cli.read(warm["blob_id"], warm["data"])
         for nbytes in sizes_bytes:
@@ -180,6 +221,9 @@ def measure_p2pwalrus(directory: Path, nodes: int, shards: int, sizes_bytes: lis
                     f"(fetch {r['fetch']:.2f}, verify {r['verify']:.2f}, decode {r['decode']:.2f})")
             rows.append((nbytes, stores, reads))
     finally:
+        if daemon_proc is not None:
+            daemon_proc.terminate()
+            daemon_proc.wait(timeout=30)
         lab.down()
         (directory / "blob.in").unlink(missing_ok=True)
         (directory / "blob.out").unlink(missing_ok=True)
@@ -200,8 +244,9 @@ def _tahoe_line(res: dict, how: str, extra: str) -> str:
             f"netns={p['netns']}{'; run.py options added: ' + extra if extra else ''}")
 
 
-def report(sizes, tahoe, rows, nodes, shards, reps, skip_tahoe, extra="") -> None:
-    """`tahoe`: {"cli": harness result, "web": harness result} (either may be missing)."""
+def report(sizes, tahoe, rows_by, nodes, shards, reps, skip_tahoe, extra="") -> None:
+    """`tahoe`: {"cli": harness result, "web": harness result} (either may be missing);
+    `rows_by`: {how the CLI ran (no daemon / with the daemon): rows}."""
     print()
     tahoe = tahoe or {}
     cli, web = tahoe.get("cli"), tahoe.get("web")
@@ -223,6 +268,18 @@ def report(sizes, tahoe, rows, nodes, shards, reps, skip_tahoe, extra="") -> Non
     def f2(x, w):
         return f"{x:>{w}.2f}" if x is not None else f"{'-':>{w}}"
 
+    for how, rows in rows_by.items():
+        print(f"\n== p2pwalrus CLI, {how} ==")
+        _report_rows(sizes, rows, cli, web, fig, f1, f2, skip_tahoe)
+    for how, res in (("CLI", cli), ("web", web)):
+        if res:
+            print(f"\nTahoe-LAFS {how} per-rep seconds (upload / download):")
+            for mib in sizes:
+                t = res["throughput"][f"{mib}MiB"]
+                print(f"{mib:>4} MiB: {t['upload_s']} / {t['download_s']}")
+
+
+def _report_rows(sizes, rows, cli, web, fig, f1, f2, skip_tahoe) -> None:
     hdr = (f"{'MiB':>4} | {'T-cli up':>8} {'down':>6} | {'T-web up':>8} {'down':>6} | {'p2pw store':>10} {'read':>6} | "
            f"{'st/up cli':>9} {'rd/dn cli':>9} | {'st/up web':>9} {'rd/dn web':>9} | {'store>=up':>9} {'read>=1.5x':>10}")
     print(hdr)
@@ -256,12 +313,6 @@ def report(sizes, tahoe, rows, nodes, shards, reps, skip_tahoe, extra="") -> Non
         r, h, f, v, d = (med(reads, k) for k in ("seconds", "head", "fetch", "verify", "decode"))
         print(f"{mib:>4} | {s:>6.2f} {e:>6.2f} {ew:>6.2f} {u:>6.2f} {nv:>7.2f} {nw:>7.2f} {s - ew - u:>6.2f} | "
               f"{r:>6.2f} {h:>7.2f} {f:>6.2f} {v:>6.2f} {d:>6.2f} {r - h - f - d:>6.2f}")
-    for how, res in (("CLI", cli), ("web", web)):
-        if res:
-            print(f"\nTahoe-LAFS {how} per-rep seconds (upload / download):")
-            for mib in sizes:
-                t = res["throughput"][f"{mib}MiB"]
-                print(f"{mib:>4} MiB: {t['upload_s']} / {t['download_s']}")
     print("p2pwalrus per-rep seconds (store / read):")
     for mib, (nbytes, stores, reads) in zip(sizes, rows):
         print(f"{mib:>4} MiB: {[round(x['seconds'], 3) for x in stores]} / {[round(x['seconds'], 3) for x in reads]}")
@@ -283,6 +334,8 @@ def main() -> None:
     ap.add_argument("--skip-small", action="store_true",
                     help="leave out the 1 MiB CLI figures on `netlab up --nodes 10 --shards 31`")
     ap.add_argument("--small-reps", type=int, default=5)
+    ap.add_argument("--daemon", choices=("off", "on", "both"), default="both",
+                    help="measure the CLI on its own, with `p2pwalrus daemon` running, or both (default)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     sizes_bytes = [mib << 20 for mib in sizes]
@@ -302,12 +355,16 @@ def main() -> None:
                                     args.tahoe_args.split(), via)
                      for via in (("cli",) if args.skip_tahoe_web else ("cli", "web"))}
             tahoe = {via: res for via, res in tahoe.items() if res is not None}
-        rows, _ = measure_p2pwalrus(tmp / "lab", args.nodes, shards, sizes_bytes, args.reps)
+        rows_by = {}
+        for daemon in {"off": (False,), "on": (True,), "both": (False, True)}[args.daemon]:
+            how = "with `p2pwalrus daemon` running" if daemon else "no daemon"
+            rows_by[how], _ = measure_p2pwalrus(tmp / f"lab-{int(daemon)}", args.nodes, shards, sizes_bytes,
+                                                args.reps, daemon=daemon)
         small = None
         if not args.skip_small:
             small_rows, took = measure_p2pwalrus(tmp / "small", 10, 31, [1 << 20], args.small_reps)
             small = small_rows[0]
-    report(sizes, tahoe, rows, args.nodes, shards, args.reps, args.skip_tahoe, args.tahoe_args)
+    report(sizes, tahoe, rows_by, args.nodes, shards, args.reps, args.skip_tahoe, args.tahoe_args)
     if small:
         nbytes, stores, reads = small
         s, r = med(stores, "seconds"), med(reads, "seconds")
