@@ -8,7 +8,7 @@ import sys
 
 
 # Commands that run until stopped: they give memory back beyond a bound (malloc_tuning.py).
-LONG_RUNNING_COMMANDS = frozenset({"node", "gateway"})
+LONG_RUNNING_COMMANDS = frozenset({"node", "gateway", "daemon"})
 
 
 def _tune_malloc(args) -> None:
