@@ -1,7 +1,8 @@
 #!/bin/bash
 # The check run before resolving anything that touches nodes, as a user runs it:
 # `netlab up --nodes 10 --shards 31`, two minutes idle, `netlab status`, `top`, the CPU the ten
-# node processes used (from /proc), then an 8 MiB file stored and read back with the CLI, timed.
+# node processes used (from /proc), then an 8 MiB file stored and read back with the CLI, timed,
+# and another with `p2pwalrus daemon` running.
 # Usage: bench/netlab_check.sh [NODES] [SHARDS] [IDLE_SECONDS]   (from the repository root)
 set -u
 N=${1:-10}; S=${2:-31}; IDLE=${3:-120}
@@ -23,5 +24,15 @@ NET=$L/network.toml
 BID=$($BIN/p2pwalrus --network $NET blob-id $F 2>/dev/null | tail -1 | awk '{print $NF}')
 /usr/bin/time -f "read 8 MiB: %e s wall" $BIN/p2pwalrus --network $NET read $BID --out $F.out 2>&1 | tail -2
 cmp $F $F.out && echo "read back byte-exact"
+# The same with `p2pwalrus daemon` running (README: a faster CLI), on another 8 MiB file.
+$BIN/p2pwalrus --network $NET daemon 2>$L/daemon.log &
+DAEMON=$!
+for i in $(seq 100); do ls $L/client/daemon/*.sock >/dev/null 2>&1 && break; sleep 0.2; done; sleep 0.5
+head -c 8388608 /dev/urandom > $F.2
+/usr/bin/time -f "store 8 MiB with the daemon: %e s wall" $BIN/p2pwalrus --network $NET store $F.2 2>&1 | tail -3
+BID=$($BIN/p2pwalrus --network $NET blob-id $F.2 2>/dev/null | tail -1 | awk '{print $NF}')
+/usr/bin/time -f "read 8 MiB with the daemon: %e s wall" $BIN/p2pwalrus --network $NET read $BID --out $F.2.out 2>&1 | tail -2
+cmp $F.2 $F.2.out && echo "read back byte-exact"
+kill $DAEMON; wait $DAEMON 2>/dev/null
 uptime
 [ -n "${KEEP:-}" ] || $BIN/netlab down --dir $L >/dev/null 2>&1
