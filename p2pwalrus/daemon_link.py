@@ -20,16 +20,14 @@ import os
 import socket
 from pathlib import Path
 
+from .errors import DaemonError  # noqa: F401  (defined in errors.py; importable from here)
+
 DAEMON_ENV = "P2PWALRUS_DAEMON"
 SOCKET_PATH_MAX = 107  # bytes of sun_path, less its terminating NUL (Linux)
 CONNECT_TIMEOUT = 2.0  # a daemon that does not accept within this is treated as absent
 REPLY_TIMEOUT = 900.0  # no byte from the daemon for this long: the command fails (never hangs)
 DETAIL_HEADER = "X-P2PWalrus-Store"  # the store's figures, beside Walrus's JSON body
 _BLOCK = 1 << 20
-
-
-class DaemonError(Exception):
-    """The daemon answered with an error (its message, for the user) or broke off."""
 
 
 def network_key(net) -> str:

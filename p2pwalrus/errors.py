@@ -135,6 +135,11 @@ class SiteError(P2PWalrusError):
     """A directory that cannot be published, or a blob that is not a valid site manifest."""
 
 
+class DaemonError(P2PWalrusError):
+    """`p2pwalrus daemon` answered a store or read with an error (its message, for the user)
+    or broke off."""
+
+
 class EpochNotDecidedError(P2PWalrusError):
     """The epoch asked for has no decided state that this client could verify."""
 
