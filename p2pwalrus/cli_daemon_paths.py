@@ -4,7 +4,6 @@ and how they fail, the same as without it. Light at import: no network stack."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import click
@@ -40,11 +39,7 @@ def store_via_daemon(link, net, path: str, *, epochs: int, deletable: bool, forc
 
     note_interrupt("interrupted; the daemon may still certify the blob (check with blob-status)")
     try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            body, detail = link.store(fh, size, epochs=epochs, deletable=deletable, force=force)
-    except OSError as exc:
-        fail(f"{path}: {exc.strerror or exc}")
+        body, detail = link.store(path, epochs=epochs, deletable=deletable, force=force)
     except DaemonError as exc:
         fail(str(exc))
     finally:

@@ -3,7 +3,9 @@
 It is the gateway's publisher and aggregator (gateway/) on a Unix socket under the client's
 directory instead of a TCP port, with the client's own key and wallet journal (stores are
 paid as without it) and no cache of decoded blobs (every read is fetched and verified).
-The socket's directory is the user's alone (0700), so only this user's commands reach it.
+The socket's directory is the user's alone (0700), so only this user's commands reach it;
+that is why it may also read the file a `store` names itself (GatewayConfig.local_files)
+instead of receiving it as a request body.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def daemon_cmd(ctx, network):
     _claim(path)
     key = client_key()
     # No cache: a read right after a store fetches from the nodes, as a direct read does.
-    config = GatewayConfig(cache_bytes=0, max_connections=64)
+    config = GatewayConfig(cache_bytes=0, max_connections=64, local_files=True)
     if (ctx.obj or {}).get("verbose", 0) == 0:
         logging.getLogger("p2pwalrus").setLevel(logging.WARNING)
 

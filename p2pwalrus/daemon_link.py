@@ -105,14 +105,17 @@ class DaemonLink:
             message = body.decode("utf-8", "replace").strip() or resp.reason
         return DaemonError(message)
 
-    def store(self, fh, size: int, *, epochs: int, deletable: bool, force: bool) -> tuple[dict, dict]:
-        """PUT `size` bytes from the binary file `fh`; (Walrus's publisher JSON, the store's figures)."""
-        query = f"epochs={epochs}" + ("&deletable=true" if deletable else "") + ("&force=true" if force else "")
+    def store(self, path: str, *, epochs: int, deletable: bool, force: bool) -> tuple[dict, dict]:
+        """Store the file at `path`, which the daemon (this user's) reads itself: no copy through
+        the socket. Returns (Walrus's publisher JSON, the store's figures)."""
+        from urllib.parse import quote
+
+        query = (f"epochs={epochs}" + ("&deletable=true" if deletable else "") + ("&force=true" if force else "")
+                 + f"&path={quote(os.path.abspath(path), safe='')}")
         try:
-            self.conn.request("PUT", f"/v1/blobs?{query}", body=fh,
-                              headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"})
+            self.conn.request("PUT", f"/v1/blobs?{query}", body=b"", headers={"Content-Length": "0"})
         except OSError as exc:
-            raise DaemonError(f"the daemon at {self.path} broke off while the file was sent ({exc})") from None
+            raise DaemonError(f"the daemon at {self.path} broke off ({exc})") from None
         resp = self._reply()
         if resp.status != 200:
             raise self._error(resp)

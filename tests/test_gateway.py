@@ -16,6 +16,7 @@ import trio
 
 from netlab.inprocess import inprocess_network
 from p2pwalrus.core.blob_id import blob_id_to_str, parse_blob_id
+from p2pwalrus.core.rs2 import compute_blob_id
 from p2pwalrus.core.testing import inconsistency_proof_message, make_inconsistent_blob
 from p2pwalrus.gateway import GatewayConfig, serve_gateway
 from p2pwalrus.gateway.asgi import BadRange, Unsatisfiable, parse_range
@@ -332,3 +333,27 @@ async def test_the_dashboard_is_filled_on_first_paint_in_plain_words_and_head_wo
                     assert r.status_code == 200 and r.content == b"", path
                     assert int(r.headers["content-length"]) > 0
                 assert (await http.request("DELETE", "/metrics")).status_code == 405
+
+
+async def test_only_a_gateway_with_local_files_reads_a_path_and_nothing_is_stored_otherwise(tmp_path):
+    """?path=FILE is `p2pwalrus daemon`'s (its Unix socket is its user's only): a TCP gateway
+    refuses it before reading anything; with local_files the file is stored as its bytes."""
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(os.urandom(30_000))
+    with trio.fail_after(60):
+        async with inprocess_network(4, 7, tmp_path) as cluster:
+            async with running_gateway(cluster.net) as (gw, http):
+                before = store_requests(cluster)
+                r = await http.put("/v1/blobs", params={"path": str(secret)})
+                assert_error(r, 400, "INVALID_ARGUMENT")
+                assert "does not read local files" in r.json()["error"]["message"]
+                assert store_requests(cluster) == before
+            async with running_gateway(cluster.net, GatewayConfig(local_files=True, cache_bytes=0)) as (gw, http):
+                assert_error(await http.put("/v1/blobs", params={"path": "relative.bin"}), 400, "INVALID_ARGUMENT")
+                assert_error(await http.put("/v1/blobs", params={"path": str(tmp_path / "none")}), 400,
+                             "INVALID_ARGUMENT")
+                r = await http.put("/v1/blobs", params={"path": str(secret), "epochs": "2"})
+                assert r.status_code == 200, r.text
+                bid = r.json()["newlyCreated"]["blobObject"]["blobId"]
+                assert bid == blob_id_to_str(compute_blob_id(secret.read_bytes(), 7))
+                assert (await http.get(f"/v1/blobs/{bid}")).content == secret.read_bytes()

@@ -53,6 +53,9 @@ class GatewayConfig:
     recheck_after: float = 30.0  # a cached blob's certificate is checked again after this
     node_info_ttl: float = 2.0  # node infos for the dashboard are reused this long
     recent: int = 50  # blobs listed on the dashboard
+    # PUT /v1/blobs?path=FILE stores a file this process reads itself: only `p2pwalrus daemon`,
+    # whose Unix socket only its user reaches (never on a TCP gateway: anyone could read files).
+    local_files: bool = False
 
 
 class GatewayClient(Client):

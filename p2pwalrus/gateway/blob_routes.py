@@ -106,7 +106,12 @@ class BlobRoutes:
         source = None
         t0 = time.perf_counter()
         try:
-            if limit is not None and limit <= BUFFERED_BODY:
+            if "path" in q:
+                buf, length = await self._local_file(q["path"], one_blob)
+                result = await self.client.store(buf, epochs=epochs, deletable=bool(deletable), force=force,
+                                                 length=length)
+                data = None  # nothing to cache: the daemon keeps no blobs
+            elif limit is not None and limit <= BUFFERED_BODY:
                 data = await req.body(limit, self.config.body_deadline)
             else:
                 # Streamed: the first blob's worth is read; a body that ends within it is one
@@ -119,7 +124,9 @@ class BlobRoutes:
                 if data is None:
                     source = _Prefixed(bytes(head[:got]), source)
                 del head
-            if data is not None and not needs_manifest(len(data), data[:HEADER_LEN], n):
+            if "path" in q:
+                pass
+            elif data is not None and not needs_manifest(len(data), data[:HEADER_LEN], n):
                 result = await self.client.store(data, epochs=epochs, deletable=bool(deletable), force=force)
             else:
                 result = await store_stream(self.client, source if data is None else BytesSource(data),
@@ -144,10 +151,41 @@ class BlobRoutes:
         headers = {DETAIL_HEADER: _store_detail(result, n)}
         if isinstance(result, ChunkedStoreResult):
             return json_response(publisher_store_json(result), headers=headers)
-        if not result.already_certified:
+        if not result.already_certified and data is not None:
             self.cache.put(result.blob_id, data, result.certificate.end_epoch)
             self._cache_gauges()
         return json_response(publisher_store_json(result), headers=headers)
+
+    async def _local_file(self, path: str, one_blob: int):
+        """A file named by the caller, read straight into the encoder's padded buffer (no HTTP
+        body, no copy): `p2pwalrus daemon` only, for its own user's CLI."""
+        import os
+
+        from ..core import rs2
+
+        if not self.config.local_files:
+            raise HTTPError(400, "this gateway does not read local files: send the blob as the request body")
+        if not os.path.isabs(path):
+            raise HTTPError(400, f"{path!r} is not an absolute path")
+
+        def read():
+            try:
+                with open(path, "rb") as fh:
+                    size = os.fstat(fh.fileno()).st_size
+                    if size > one_blob:
+                        raise HTTPError(413, f"{path} has {size} bytes, more than one blob ({one_blob}): "
+                                             "store it as chunks")
+                    buf = rs2.blob_buffer(size, self.client.net.n_shards)
+                    got = fh.readinto(memoryview(buf)[:size])
+            except OSError as exc:
+                raise HTTPError(400, f"{path}: {exc.strerror or exc}") from None
+            if got != size:
+                raise HTTPError(400, f"{path} changed while being read ({got} of {size} bytes)")
+            if needs_manifest(size, bytes(buf[:HEADER_LEN]), self.client.net.n_shards):
+                raise HTTPError(400, f"{path} would read back as a chunked file's manifest: store it as chunks")
+            return buf, size
+
+        return await trio.to_thread.run_sync(read)
 
     def _cache_gauges(self) -> None:
         self.metrics.cache_bytes.set(self.cache.used)
