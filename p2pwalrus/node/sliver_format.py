@@ -148,6 +148,63 @@ def _check(header: bytes, content: bytes) -> str | None:
     return "bad or truncated header"
 
 
+# Contents at least this large are written with O_DIRECT (Linux), from an aligned buffer
+# per I/O thread: the node fsyncs them at once anyway, and a buffered write first copies
+# them into page-cache pages. On this machine's virtual CPUs those fresh pages made that copy
+# the nodes' largest single cost (28% of their CPU during 64 MiB stores, perf). A file
+# system that refuses O_DIRECT (tmpfs) gets the buffered write.
+_DIRECT_MIN = 256 * 1024
+_DIRECT_MAX = 64 << 20  # larger contents: buffered (no bounce buffer that large per thread)
+_ALIGN = 4096
+_direct = threading.local()
+
+
+def _aligned_buffer(size: int):
+    import mmap
+
+    buf = getattr(_direct, "buf", None)
+    if buf is None or len(buf) < size:
+        if buf is not None:
+            buf.close()
+        buf = _direct.buf = mmap.mmap(-1, max(size, 4 << 20))  # page-aligned, reused by this thread
+    return buf
+
+
+def _write_direct(fd: int, header: bytes, data: memoryview) -> bool:
+    """Header and content through an aligned buffer with O_DIRECT; False (nothing written) if
+    the file system refuses O_DIRECT."""
+    import fcntl
+
+    size = len(header) + data.nbytes
+    padded = -(-size // _ALIGN) * _ALIGN
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return False
+        raise
+    buf = _aligned_buffer(padded)
+    buf[: len(header)] = header
+    buf[len(header): size] = data
+    buf[size:padded] = bytes(padded - size)
+    view = memoryview(buf)
+    try:
+        done = 0
+        while done < padded:
+            try:
+                done += os.write(fd, view[done:padded])
+            except OSError as exc:
+                if exc.errno == errno.EINVAL and done == 0:
+                    fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+                    return False
+                raise
+    finally:
+        view.release()
+    os.ftruncate(fd, size)  # the padding off again; the fsync makes the size durable too
+    return True
+
+
 def _write_and_sync(f: _Pending, blob_dir: Path) -> None:
     """Write a temp file's header and content and fsync it; runs without the store's lock."""
     try:
@@ -155,9 +212,12 @@ def _write_and_sync(f: _Pending, blob_dir: Path) -> None:
             header = _header(f)
             with os.fdopen(f.fd, "wb", buffering=0, closefd=True) as out:
                 f.fd = None  # closed by the with, whatever happens
-                for part in (memoryview(header), f.data):
-                    while part.nbytes:
-                        part = part[out.write(part):]
+                data = memoryview(f.data).cast("B")
+                if not (hasattr(os, "O_DIRECT") and _DIRECT_MIN <= data.nbytes <= _DIRECT_MAX
+                        and _write_direct(out.fileno(), header, data)):
+                    for part in (memoryview(header), data):
+                        while part.nbytes:
+                            part = part[out.write(part):]
                 os.fsync(out.fileno())
         except OSError as exc:
             raise _storage_error(exc, "write", blob_dir / f.name) from exc
