@@ -84,7 +84,7 @@ def read_via_daemon(link, raw_id: bytes, out: str | None) -> None:
             link.read_into(text, sys.stdout.buffer)
             sys.stdout.buffer.flush()
             return
-        size = write_atomically(out, lambda fh: link.read_into(text, fh))
+        size = write_atomically(out, lambda _fh, tmp: link.read_to_file(text, tmp), with_path=True)
     except DaemonError as exc:
         fail(str(exc))
     except BrokenPipeError:

@@ -335,9 +335,10 @@ async def test_the_dashboard_is_filled_on_first_paint_in_plain_words_and_head_wo
                 assert (await http.request("DELETE", "/metrics")).status_code == 405
 
 
-async def test_only_a_gateway_with_local_files_reads_a_path_and_nothing_is_stored_otherwise(tmp_path):
-    """?path=FILE is `p2pwalrus daemon`'s (its Unix socket is its user's only): a TCP gateway
-    refuses it before reading anything; with local_files the file is stored as its bytes."""
+async def test_only_a_gateway_with_local_files_reads_or_writes_a_path(tmp_path):
+    """?path=FILE (store) and ?out=FILE (read) are `p2pwalrus daemon`'s (its Unix socket is its
+    user's only): a TCP gateway refuses them before reading or writing anything; with
+    local_files the file is stored as its bytes, and a read fills an empty file only."""
     secret = tmp_path / "secret.bin"
     secret.write_bytes(os.urandom(30_000))
     with trio.fail_after(60):
@@ -348,6 +349,12 @@ async def test_only_a_gateway_with_local_files_reads_a_path_and_nothing_is_store
                 assert_error(r, 400, "INVALID_ARGUMENT")
                 assert "does not read local files" in r.json()["error"]["message"]
                 assert store_requests(cluster) == before
+                stored = (await http.put("/v1/blobs", content=b"public")).json()["newlyCreated"]["blobObject"]["blobId"]
+                target = tmp_path / "target.bin"
+                target.write_bytes(b"")
+                r = await http.get(f"/v1/blobs/{stored}", params={"out": str(target)})
+                assert_error(r, 400, "INVALID_ARGUMENT")
+                assert target.read_bytes() == b""
             async with running_gateway(cluster.net, GatewayConfig(local_files=True, cache_bytes=0)) as (gw, http):
                 assert_error(await http.put("/v1/blobs", params={"path": "relative.bin"}), 400, "INVALID_ARGUMENT")
                 assert_error(await http.put("/v1/blobs", params={"path": str(tmp_path / "none")}), 400,
@@ -357,3 +364,11 @@ async def test_only_a_gateway_with_local_files_reads_a_path_and_nothing_is_store
                 bid = r.json()["newlyCreated"]["blobObject"]["blobId"]
                 assert bid == blob_id_to_str(compute_blob_id(secret.read_bytes(), 7))
                 assert (await http.get(f"/v1/blobs/{bid}")).content == secret.read_bytes()
+                out = tmp_path / "out.bin"
+                out.write_bytes(b"")
+                r = await http.get(f"/v1/blobs/{bid}", params={"out": str(out)})
+                assert r.status_code == 200 and r.json() == {"size": 30_000}, r.text
+                assert out.read_bytes() == secret.read_bytes()
+                r = await http.get(f"/v1/blobs/{bid}", params={"out": str(out)})  # not empty now: refused
+                assert_error(r, 400, "INVALID_ARGUMENT")
+                assert out.read_bytes() == secret.read_bytes()

@@ -156,6 +156,46 @@ class BlobRoutes:
             self._cache_gauges()
         return json_response(publisher_store_json(result), headers=headers)
 
+    async def _write_local_file(self, path: str, data: bytes, manifest) -> int:
+        """The blob (or the whole chunked file `manifest` names) written into the empty file at
+        `path` instead of a response body: `p2pwalrus daemon` only, for its own user's CLI,
+        which made that file and renames it once this returns. Returns the bytes written."""
+        import os
+        import stat
+
+        if not self.config.local_files:
+            raise HTTPError(400, "this gateway does not write local files: read the response body")
+        if not os.path.isabs(path):
+            raise HTTPError(400, f"{path!r} is not an absolute path")
+        try:
+            fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            raise HTTPError(400, f"{path}: {exc.strerror or exc}") from None
+        try:
+            st = os.fstat(fd)
+            if not (stat.S_ISREG(st.st_mode) and st.st_size == 0):
+                raise HTTPError(400, f"{path} is not an empty regular file")
+
+            def put(piece) -> None:
+                view = memoryview(piece).cast("B")
+                while view.nbytes:
+                    view = view[os.write(fd, view):]
+
+            try:
+                if isinstance(manifest, FileManifest):
+                    async def write(piece) -> None:
+                        await trio.to_thread.run_sync(put, piece)
+
+                    if not manifest.total_size:
+                        return 0
+                    return await stream_chunks(self.client, manifest, write)
+                await trio.to_thread.run_sync(put, data)
+                return len(data)
+            except OSError as exc:
+                raise HTTPError(400, f"cannot write {path}: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+
     async def _local_file(self, path: str, one_blob: int):
         """A file named by the caller, read straight into the encoder's padded buffer (no HTTP
         body, no copy): `p2pwalrus daemon` only, for its own user's CLI."""
@@ -277,6 +317,8 @@ class BlobRoutes:
         headers = self._blob_headers(blob_id)
         head = req.method == "HEAD"
         found = parse_if_file_manifest(data, blob_id)
+        if "out" in req.query and not head:
+            return json_response({"size": await self._write_local_file(req.query["out"], data, found)})
         size = found.total_size if isinstance(found, FileManifest) else len(data)
         try:
             rng = None if head else parse_range(req.headers.get("range"), size)  # RFC 9110: GET only
