@@ -693,3 +693,29 @@ def _takes_o_direct(where: Path) -> bool:
     finally:
         os.close(fd)
         os.unlink(where / "probe")
+
+
+# ---- recently stored primary slivers kept in memory (a node's SliverStore) --------------
+
+
+def test_recent_primaries_are_served_while_their_file_is_unchanged_and_the_disk_decides_after(tmp_path):
+    store = SliverStore(tmp_path, recent_bytes=1000)
+    p, q = os.urandom(400), os.urandom(400)
+    assert store.put_slivers(A, [(0, PRIMARY, p, None), (0, SECONDARY, q, None), (1, PRIMARY, q, None)])
+    assert store._recent_bytes == 800  # the two primaries; secondaries are not kept
+    assert store.get_sliver(A, 0, PRIMARY) == p and store.get_sliver(A, 0, SECONDARY) == q
+    # A changed file (another size, or another mtime) is read from disk: damage is still caught.
+    path = blob_dir(tmp_path, A) / "p0"
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 1
+    path.write_bytes(bytes(raw))
+    os.utime(path, ns=(1, 1))
+    assert store.get_sliver(A, 0, PRIMARY) is None and not path.exists()
+    assert store._recent_bytes == 400
+    # Deletes forget them too; the cap evicts the oldest.
+    assert store.delete_sliver(A, 1, PRIMARY) and store.get_sliver(A, 1, PRIMARY) is None
+    assert store._recent_bytes == 0
+    assert store.put_slivers(B, [(2, PRIMARY, p, None), (3, PRIMARY, q, None), (4, PRIMARY, p[:300], None)])
+    assert store._recent_bytes == 700 and (B.hex(), "p2") not in store._recent
+    assert store.get_sliver(B, 2, PRIMARY) == p  # from disk
+    assert store.delete_blob(B) and store._recent_bytes == 0 and store.get_sliver(B, 3, PRIMARY) is None

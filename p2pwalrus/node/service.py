@@ -34,7 +34,7 @@ from ..p2p.identity import load_or_create_identity
 from .liveness import Liveness, LivenessConfig
 from .membership import MembershipConfig, open_membership
 from .handlers import MAX_PROOF_MESSAGE, StreamHandlers  # noqa: F401  (MAX_PROOF_MESSAGE: tools import it from here)
-from .sliver_store import SliverStore
+from .sliver_store import RECENT_BYTES, SliverStore
 from ..core import protocols
 from .peer_calls import PEER_CALL_TIMEOUT, _PeerCalls  # noqa: F401  (re-exported)
 from .shard_maps import _ShardMaps
@@ -71,7 +71,7 @@ class StorageNode(_ShardMaps, _PeerCalls):
         from ..p2p.identity import peer_id_of
 
         self.peer_id = str(peer_id_of(self.keypair))
-        self.store = SliverStore(self.data_dir / "store", capacity)
+        self.store = SliverStore(self.data_dir / "store", capacity, recent_bytes=RECENT_BYTES)
         self.shard_map: ShardMap | None = None
         self.prev_shard_map: ShardMap | None = None  # for shard sync from the previous holder
         self.map_changed_at = 0.0

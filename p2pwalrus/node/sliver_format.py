@@ -153,6 +153,8 @@ def _check(header: bytes, content: bytes) -> str | None:
 # them into page-cache pages. On this machine's virtual CPUs those fresh pages made that copy
 # the nodes' largest single cost (28% of their CPU during 64 MiB stores, perf). A file
 # system that refuses O_DIRECT (tmpfs) gets the buffered write.
+# P2PWALRUS_DIRECT_IO=0 turns it off (every write buffered).
+_DIRECT_ON = os.environ.get("P2PWALRUS_DIRECT_IO", "1") != "0"
 _DIRECT_MIN = 256 * 1024
 _DIRECT_MAX = 64 << 20  # larger contents: buffered (no bounce buffer that large per thread)
 _ALIGN = 4096
@@ -213,7 +215,7 @@ def _write_and_sync(f: _Pending, blob_dir: Path) -> None:
             with os.fdopen(f.fd, "wb", buffering=0, closefd=True) as out:
                 f.fd = None  # closed by the with, whatever happens
                 data = memoryview(f.data).cast("B")
-                if not (hasattr(os, "O_DIRECT") and _DIRECT_MIN <= data.nbytes <= _DIRECT_MAX
+                if not (_DIRECT_ON and hasattr(os, "O_DIRECT") and _DIRECT_MIN <= data.nbytes <= _DIRECT_MAX
                         and _write_direct(out.fileno(), header, data)):
                     for part in (memoryview(header), data):
                         while part.nbytes:

@@ -49,6 +49,7 @@ import os
 import shutil
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,9 @@ class _Blob:
     inflight: int = 0  # writes whose temp file exists but is not yet committed
 
 
+# Bytes of recently stored primary slivers kept in memory per store (SliverStore._recent).
+RECENT_BYTES = 32 << 20
+
 class SliverStore:
     """Crash-safe store of one node's blobs. See the module docstring for the layout.
 
@@ -83,10 +87,17 @@ class SliverStore:
     headers included; ``bytes_used()`` is that size.
     """
 
-    def __init__(self, root: Path | str, capacity_bytes: int | None = None):
+    def __init__(self, root: Path | str, capacity_bytes: int | None = None, recent_bytes: int = 0):
         if capacity_bytes is not None and capacity_bytes < 0:
             raise ValueError(f"capacity_bytes must be >= 0 or None, got {capacity_bytes}")
         self.root = Path(root)
+        # Up to `recent_bytes` (a node: RECENT_BYTES) of the primary slivers of the latest store
+        # requests, as they were verified and written, with their file's size and mtime: a read
+        # right after a store is served from here while the file is unchanged. Sliver files are
+        # written with O_DIRECT (sliver_format.py), so the page cache no longer holds them.
+        self._recent: OrderedDict[tuple[str, str], tuple[bytes, tuple[int, int]]] = OrderedDict()
+        self._recent_bytes = 0
+        self._recent_cap = recent_bytes
         self._capacity = capacity_bytes
         self._blobs_dir = self.root / "blobs"
         self._trash_dir = self.root / "trash"
@@ -202,10 +213,59 @@ class SliverStore:
         # Read (not just looked up), so that a damaged metadata file is dropped and rewritten.
         if metadata is not None and self._read(blob_id, "meta") is None:
             files.insert(0, _Pending("meta", memoryview(metadata).cast("B")))
-        return self._commit_with_state(blob_id, files, update_state)
+        if not self._commit_with_state(blob_id, files, update_state):
+            return False
+        if self._recent_cap:
+            self._remember_primaries(blob_id, files)
+        return True
+
+    def _remember_primaries(self, blob_id: bytes, files: list[_Pending]) -> None:
+        key = _blob_key(blob_id)
+        with self._lock:
+            if key not in self._index:  # deleted since
+                return
+            for f in files:
+                if f.name.startswith("p") and _SLIVER_RE.match(f.name) and f.data.nbytes <= self._recent_cap:
+                    try:
+                        st = os.stat(self._blobs_dir / key / f.name)
+                    except OSError:
+                        continue
+                    self._remember(key, f.name, f.data.tobytes(), (st.st_size, st.st_mtime_ns))
 
     def get_sliver(self, blob_id: bytes, shard: int, kind: str) -> bytes | None:
-        return self._read(blob_id, _sliver_name(shard, kind))
+        name = _sliver_name(shard, kind)
+        if self._recent:
+            key = _blob_key(blob_id)
+            with self._lock:
+                found = self._recent.get((key, name))
+            if found is not None:
+                data, stamp = found
+                try:
+                    st = os.stat(self._blobs_dir / key / name)
+                except OSError:
+                    st = None
+                if st is not None and (st.st_size, st.st_mtime_ns) == stamp:
+                    return data
+                with self._lock:  # the file changed (or went): the disk decides, as for any file
+                    self._forget(key, name)
+        return self._read(blob_id, name)
+
+    def _remember(self, key: str, name: str, data: bytes, stamp: tuple[int, int]) -> None:
+        """Keep `data` as the content of `name` (under self._lock), within the cap."""
+        self._forget(key, name)
+        self._recent[(key, name)] = (data, stamp)
+        self._recent_bytes += len(data)
+        while self._recent_bytes > self._recent_cap:
+            _, (old, _) = self._recent.popitem(last=False)
+            self._recent_bytes -= len(old)
+
+    def _forget(self, key: str, name: str | None = None) -> None:
+        """Drop a file's (or, name None, a whole blob's) recent content (under self._lock)."""
+        names = [name] if name is not None else [n for k, n in self._recent if k == key]
+        for n in names:
+            old = self._recent.pop((key, n), None)
+            if old is not None:
+                self._recent_bytes -= len(old[0])
 
     def has_sliver(self, blob_id: bytes, shard: int, kind: str) -> bool:
         name, key = _sliver_name(shard, kind), _blob_key(blob_id)
@@ -263,6 +323,7 @@ class SliverStore:
                 return False
             try:
                 for name in names:
+                    self._forget(key, name)
                     if name in entry.files:
                         try:
                             os.unlink(blob_dir / name)
@@ -292,6 +353,7 @@ class SliverStore:
             except OSError as exc:
                 raise _storage_error(exc, "delete", src) from exc
             del self._index[key]  # in-flight writes to this blob now see it gone and drop
+            self._forget(key)
             self._used -= sum(entry.files.values())
         try:
             shutil.rmtree(trash)  # slow for big blobs: done outside the lock
