@@ -636,7 +636,7 @@ def test_process_killed_mid_group_commits_loses_nothing_acknowledged(tmp_path):
 # ---- large contents: O_DIRECT where the file system takes it, else buffered -------------
 
 
-@pytest.mark.parametrize("size", [256 * 1024, 300_001, 3 * 1024 * 1024 + 7])
+@pytest.mark.parametrize("size", [256 * 1024, 300_001, 3 * 1024 * 1024 + 7, 9 * 1024 * 1024 + 1])
 @pytest.mark.parametrize("refuse_direct", [False, True])
 def test_large_slivers_are_written_whole_with_or_without_o_direct(tmp_path, monkeypatch, size, refuse_direct):
     """Contents from 256 KiB go through an aligned buffer with O_DIRECT, padded to 4 KiB and

@@ -161,14 +161,20 @@ _ALIGN = 4096
 _direct = threading.local()
 
 
+_KEEP_BUFFER = 8 << 20  # an I/O thread keeps its aligned buffer up to this size (larger: one use)
+
+
 def _aligned_buffer(size: int):
+    """A page-aligned buffer of at least `size` bytes: this thread's, or a new one for one use."""
     import mmap
 
+    if size > _KEEP_BUFFER:
+        return mmap.mmap(-1, size)
     buf = getattr(_direct, "buf", None)
     if buf is None or len(buf) < size:
         if buf is not None:
             buf.close()
-        buf = _direct.buf = mmap.mmap(-1, max(size, 4 << 20))  # page-aligned, reused by this thread
+        buf = _direct.buf = mmap.mmap(-1, max(size, 4 << 20))
     return buf
 
 
@@ -203,6 +209,8 @@ def _write_direct(fd: int, header: bytes, data: memoryview) -> bool:
                 raise
     finally:
         view.release()
+        if buf is not getattr(_direct, "buf", None):
+            buf.close()
     os.ftruncate(fd, size)  # the padding off again; the fsync makes the size durable too
     return True
 
