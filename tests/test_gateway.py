@@ -335,10 +335,13 @@ async def test_the_dashboard_is_filled_on_first_paint_in_plain_words_and_head_wo
                 assert (await http.request("DELETE", "/metrics")).status_code == 405
 
 
-async def test_only_a_gateway_with_local_files_reads_or_writes_a_path(tmp_path):
+async def test_only_a_gateway_with_local_files_reads_or_writes_a_path(tmp_path, monkeypatch):
     """?path=FILE (store) and ?out=FILE (read) are `p2pwalrus daemon`'s (its Unix socket is its
     user's only): a TCP gateway refuses them before reading or writing anything; with
     local_files the file is stored as its bytes, and a read fills an empty file only."""
+    from p2pwalrus.gateway import blob_routes
+
+    monkeypatch.setattr(blob_routes, "DIRECT_OUT_MIN", 256 * 1024)
     secret = tmp_path / "secret.bin"
     secret.write_bytes(os.urandom(30_000))
     with trio.fail_after(60):
@@ -372,3 +375,13 @@ async def test_only_a_gateway_with_local_files_reads_or_writes_a_path(tmp_path):
                 r = await http.get(f"/v1/blobs/{bid}", params={"out": str(out)})  # not empty now: refused
                 assert_error(r, 400, "INVALID_ARGUMENT")
                 assert out.read_bytes() == secret.read_bytes()
+                # A large one is written with O_DIRECT (where the file system takes it): whole, cut to size.
+                big = tmp_path / "big.bin"
+                big.write_bytes(os.urandom(900_001))
+                r = await http.put("/v1/blobs", params={"path": str(big)})
+                big_id = r.json()["newlyCreated"]["blobObject"]["blobId"]
+                out2 = tmp_path / "out2.bin"
+                out2.write_bytes(b"")
+                r = await http.get(f"/v1/blobs/{big_id}", params={"out": str(out2)})
+                assert r.status_code == 200 and r.json() == {"size": 900_001}, r.text
+                assert out2.read_bytes() == big.read_bytes()

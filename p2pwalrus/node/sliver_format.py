@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from p2pwalrus.durable import write_direct as _write_direct
 from p2pwalrus.errors import InvalidBlobIdError, StorageError
 
 PRIMARY = "primary"
@@ -148,8 +149,8 @@ def _check(header: bytes, content: bytes) -> str | None:
     return "bad or truncated header"
 
 
-# Contents at least this large are written with O_DIRECT (Linux), from an aligned buffer
-# per I/O thread: the node fsyncs them at once anyway, and a buffered write first copies
+# Contents at least this large are written with O_DIRECT (Linux; durable.write_direct, an
+# aligned buffer per I/O thread): the node fsyncs them at once anyway, and a buffered write first copies
 # them into page-cache pages. On this machine's virtual CPUs those fresh pages made that copy
 # the nodes' largest single cost (28% of their CPU during 64 MiB stores, perf). A file
 # system that refuses O_DIRECT (tmpfs) gets the buffered write.
@@ -157,62 +158,6 @@ def _check(header: bytes, content: bytes) -> str | None:
 _DIRECT_ON = os.environ.get("P2PWALRUS_DIRECT_IO", "1") != "0"
 _DIRECT_MIN = 256 * 1024
 _DIRECT_MAX = 64 << 20  # larger contents: buffered (no bounce buffer that large per thread)
-_ALIGN = 4096
-_direct = threading.local()
-
-
-_KEEP_BUFFER = 8 << 20  # an I/O thread keeps its aligned buffer up to this size (larger: one use)
-
-
-def _aligned_buffer(size: int):
-    """A page-aligned buffer of at least `size` bytes: this thread's, or a new one for one use."""
-    import mmap
-
-    if size > _KEEP_BUFFER:
-        return mmap.mmap(-1, size)
-    buf = getattr(_direct, "buf", None)
-    if buf is None or len(buf) < size:
-        if buf is not None:
-            buf.close()
-        buf = _direct.buf = mmap.mmap(-1, max(size, 4 << 20))
-    return buf
-
-
-def _write_direct(fd: int, header: bytes, data: memoryview) -> bool:
-    """Header and content through an aligned buffer with O_DIRECT; False (nothing written) if
-    the file system refuses O_DIRECT."""
-    import fcntl
-
-    size = len(header) + data.nbytes
-    padded = -(-size // _ALIGN) * _ALIGN
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
-    except OSError as exc:
-        if exc.errno == errno.EINVAL:
-            return False
-        raise
-    buf = _aligned_buffer(padded)
-    buf[: len(header)] = header
-    buf[len(header): size] = data
-    buf[size:padded] = bytes(padded - size)
-    view = memoryview(buf)
-    try:
-        done = 0
-        while done < padded:
-            try:
-                done += os.write(fd, view[done:padded])
-            except OSError as exc:
-                if exc.errno == errno.EINVAL and done == 0:
-                    fcntl.fcntl(fd, fcntl.F_SETFL, flags)
-                    return False
-                raise
-    finally:
-        view.release()
-        if buf is not getattr(_direct, "buf", None):
-            buf.close()
-    os.ftruncate(fd, size)  # the padding off again; the fsync makes the size durable too
-    return True
 
 
 def _write_and_sync(f: _Pending, blob_dir: Path) -> None:
