@@ -335,13 +335,10 @@ async def test_the_dashboard_is_filled_on_first_paint_in_plain_words_and_head_wo
                 assert (await http.request("DELETE", "/metrics")).status_code == 405
 
 
-async def test_only_a_gateway_with_local_files_reads_or_writes_a_path(tmp_path, monkeypatch):
+async def test_only_a_gateway_with_local_files_reads_or_writes_a_path(tmp_path):
     """?path=FILE (store) and ?out=FILE (read) are `p2pwalrus daemon`'s (its Unix socket is its
     user's only): a TCP gateway refuses them before reading or writing anything; with
     local_files the file is stored as its bytes, and a read fills an empty file only."""
-    from p2pwalrus.gateway import blob_routes
-
-    monkeypatch.setattr(blob_routes, "DIRECT_OUT_MIN", 256 * 1024)
     secret = tmp_path / "secret.bin"
     secret.write_bytes(os.urandom(30_000))
     with trio.fail_after(60):
@@ -375,7 +372,7 @@ async def test_only_a_gateway_with_local_files_reads_or_writes_a_path(tmp_path, 
                 r = await http.get(f"/v1/blobs/{bid}", params={"out": str(out)})  # not empty now: refused
                 assert_error(r, 400, "INVALID_ARGUMENT")
                 assert out.read_bytes() == secret.read_bytes()
-                # A large one is written with O_DIRECT (where the file system takes it): whole, cut to size.
+                # A larger one, in full.
                 big = tmp_path / "big.bin"
                 big.write_bytes(os.urandom(900_001))
                 r = await http.put("/v1/blobs", params={"path": str(big)})

@@ -20,11 +20,9 @@ from .walrus_json import publisher_store_json
 from .outcomes import classify
 from .params import bool_param, int_param
 from ..daemon_link import DETAIL_HEADER
-from ..durable import write_direct
 
 
 IMMUTABLE = "public, max-age=31536000, immutable"
-DIRECT_OUT_MIN = 1 << 20  # a `read -o` through the daemon this large is written with O_DIRECT
 BUFFERED_BODY = 64 << 20  # a PUT body limit up to this is read whole before storing (nothing is stored
 # of a body refused as too large); above it, or without a limit, the body is streamed as chunks
 
@@ -183,13 +181,6 @@ class BlobRoutes:
                 while view.nbytes:
                     view = view[os.write(fd, view):]
 
-            def put_whole(data) -> None:
-                # A large blob bypasses the page cache (durable.write_direct: copying it into
-                # fresh page-cache pages was a large part of a 64 MiB read here).
-                view = memoryview(data).cast("B")
-                if not (view.nbytes >= DIRECT_OUT_MIN and write_direct(fd, b"", view)):
-                    put(view)
-
             try:
                 if isinstance(manifest, FileManifest):
                     async def write(piece) -> None:
@@ -198,7 +189,7 @@ class BlobRoutes:
                     if not manifest.total_size:
                         return 0
                     return await stream_chunks(self.client, manifest, write)
-                await trio.to_thread.run_sync(put_whole, data)
+                await trio.to_thread.run_sync(put, data)
                 return len(data)
             except OSError as exc:
                 raise HTTPError(400, f"cannot write {path}: {exc.strerror or exc}") from None
