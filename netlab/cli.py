@@ -184,6 +184,7 @@ def print_hints(con, lab: Lab) -> None:
     con.print(f"  p2pwalrus --network {net} store FILE")
     con.print(f"  p2pwalrus --network {net} read BLOB_ID -o OUT")
     con.print(f"  p2pwalrus --network {net} blob-status BLOB_ID")
+    con.print(f"  p2pwalrus --network {net} daemon &   (then store and read start in ~0.1 s)")
     con.print(f"  netlab status --dir {d}   netlab kill 1 --dir {d}   netlab down --dir {d}")
 
 

@@ -302,6 +302,8 @@ class BlobRoutes:
 
     async def get_blob(self, req: Request) -> Response:
         self._check_read_access(req)
+        if "out" in req.query and not self.config.local_files:  # refused before any fetch
+            raise HTTPError(400, "this gateway does not write local files: read the response body")
         text = req.path_params["blob_id"]
         inm = req.headers.get("if-none-match")
         if inm and req.method in ("GET", "HEAD"):  # content never changes under a blob ID
