@@ -125,7 +125,6 @@ class Cli:
 
     def start_daemon(self) -> subprocess.Popen:
         """`p2pwalrus -v daemon` for this client, as a user starts it; returns once it answers."""
-        sys.path.insert(0, str(REPO))
         from p2pwalrus.config import load_network
         from p2pwalrus.daemon_link import DaemonLink
 

@@ -105,47 +105,43 @@ class DaemonLink:
             message = body.decode("utf-8", "replace").strip() or resp.reason
         return DaemonError(message)
 
-    def store(self, path: str, *, epochs: int, deletable: bool, force: bool) -> tuple[dict, dict]:
-        """Store the file at `path`, which the daemon (this user's) reads itself: no copy through
-        the socket. Returns (Walrus's publisher JSON, the store's figures)."""
-        from urllib.parse import quote
-
-        query = (f"epochs={epochs}" + ("&deletable=true" if deletable else "") + ("&force=true" if force else "")
-                 + f"&path={quote(os.path.abspath(path), safe='')}")
+    def _call(self, method: str, url: str, **request) -> http.client.HTTPResponse:
+        """One request; its response if 200, else the daemon's error raised as a DaemonError."""
         try:
-            self.conn.request("PUT", f"/v1/blobs?{query}", body=b"", headers={"Content-Length": "0"})
+            self.conn.request(method, url, **request)
         except OSError as exc:
             raise DaemonError(f"the daemon at {self.path} broke off ({exc})") from None
         resp = self._reply()
         if resp.status != 200:
             raise self._error(resp)
+        return resp
+
+    @staticmethod
+    def _local(path: str) -> str:
+        """A path the daemon (this user's) opens itself, as a query value."""
+        from urllib.parse import quote
+
+        return quote(os.path.abspath(path), safe="")
+
+    def store(self, path: str, *, epochs: int, deletable: bool, force: bool) -> tuple[dict, dict]:
+        """Store the file at `path`, which the daemon reads itself: no copy through the socket.
+        Returns (Walrus's publisher JSON, the store's figures)."""
+        query = (f"epochs={epochs}" + ("&deletable=true" if deletable else "") + ("&force=true" if force else "")
+                 + f"&path={self._local(path)}")
+        resp = self._call("PUT", f"/v1/blobs?{query}", body=b"", headers={"Content-Length": "0"})
         body = json.loads(resp.read())
         detail = json.loads(resp.getheader(DETAIL_HEADER) or "{}")
         return body, detail
 
     def read_to_file(self, blob_id: str, path: str) -> int:
-        """Have the daemon (this user's) write the blob, or the whole chunked file, into the
-        empty file at `path` itself: no copy through the socket. Returns the bytes written."""
-        from urllib.parse import quote
-
-        try:
-            self.conn.request("GET", f"/v1/blobs/{blob_id}?out={quote(os.path.abspath(path), safe='')}")
-        except OSError as exc:
-            raise DaemonError(f"the daemon at {self.path} broke off ({exc})") from None
-        resp = self._reply()
-        if resp.status != 200:
-            raise self._error(resp)
+        """Have the daemon write the blob, or the whole chunked file, into the empty file at
+        `path` itself: no copy through the socket. Returns the bytes written."""
+        resp = self._call("GET", f"/v1/blobs/{blob_id}?out={self._local(path)}")
         return int(json.loads(resp.read())["size"])
 
     def read_into(self, blob_id: str, out) -> int:
         """GET the blob (or the whole chunked file) into the binary file `out`; bytes written."""
-        try:
-            self.conn.request("GET", f"/v1/blobs/{blob_id}")
-        except OSError as exc:
-            raise DaemonError(f"the daemon at {self.path} broke off ({exc})") from None
-        resp = self._reply()
-        if resp.status != 200:
-            raise self._error(resp)
+        resp = self._call("GET", f"/v1/blobs/{blob_id}")
         expected = resp.getheader("Content-Length")
         buf = bytearray(_BLOCK)
         view = memoryview(buf)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from netlab.lab import Lab, pid_alive
@@ -35,3 +36,15 @@ def nodes_holding_at_most(nodes, limit: int):
             picked.append(node)
             total += len(node.my_shards())
     return picked, total
+
+
+@contextmanager
+def running_lab(directory: Path, nodes: int, shards: int, **options):
+    """A netlab testnet of node processes (netlab.cli.bring_up's options), taken down after."""
+    from netlab.cli import bring_up
+
+    lab, _ = bring_up(directory, nodes, shards, **options)
+    try:
+        yield lab
+    finally:
+        lab.down()

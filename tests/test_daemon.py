@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from netlab.cli import bring_up
 from p2pwalrus.config import load_network
 from p2pwalrus.core.wal.pricing import store_cost
 from p2pwalrus.daemon_link import DaemonLink, daemon_socket, network_key
@@ -23,17 +22,15 @@ from p2pwalrus.daemon_link import DaemonLink, daemon_socket, network_key
 from .test_wal_cli import env_for, fund, ok, one_sentence_error, run
 
 pytestmark = pytest.mark.slow
-STORAGE, WRITE = 1_000_000, 100_000
+from .netlab_helpers import running_lab
+from .test_wal_pay_cli import STORAGE, WRITE
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    d = tmp_path_factory.mktemp("dmn") / "net"
-    lab, _ = bring_up(d, 4, 10, timeout=90, storage_price=STORAGE, write_price=WRITE)
-    try:
+    with running_lab(tmp_path_factory.mktemp("dmn") / "net", 4, 10, timeout=90, storage_price=STORAGE,
+                     write_price=WRITE) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def start_daemon(lab, client: Path) -> subprocess.Popen:

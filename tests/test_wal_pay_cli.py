@@ -10,11 +10,10 @@ import os
 
 import pytest
 
-from netlab.cli import bring_up
 from p2pwalrus.core.wal.amounts import format_amount
 from p2pwalrus.core.wal.pricing import store_cost
 
-from .netlab_helpers import node_json, wait
+from .netlab_helpers import node_json, running_lab, wait
 from .test_wal_cli import fund, ok, one_sentence_error, run
 
 pytestmark = pytest.mark.slow
@@ -23,12 +22,9 @@ STORAGE, WRITE = 1_000_000, 100_000  # FROST per 1 MiB unit per epoch, per unit 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pay") / "net"
-    lab, _ = bring_up(d, 4, 10, timeout=90, storage_price=STORAGE, write_price=WRITE)
-    try:
+    with running_lab(tmp_path_factory.mktemp("pay") / "net", 4, 10, timeout=90, storage_price=STORAGE,
+                     write_price=WRITE) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def test_price_dry_run_and_a_paid_store(lab, tmp_path):

@@ -106,31 +106,31 @@ class BlobRoutes:
         source = None
         t0 = time.perf_counter()
         try:
-            if "path" in q:
+            if "path" in q:  # `p2pwalrus daemon`: the file is read here, not sent as the body
                 buf, length = await self._local_file(q["path"], one_blob)
                 result = await self.client.store(buf, epochs=epochs, deletable=bool(deletable), force=force,
                                                  length=length)
                 data = None  # nothing to cache: the daemon keeps no blobs
-            elif limit is not None and limit <= BUFFERED_BODY:
-                data = await req.body(limit, self.config.body_deadline)
             else:
-                # Streamed: the first blob's worth is read; a body that ends within it is one
-                # blob, a longer one goes on as chunks (never more than a few chunks in memory).
-                source = req.body_source(limit, self.config.body_deadline)
-                await source.check_declared()
-                head = bytearray(min(one_blob + 1, source.declared + 1 if source.declared is not None else one_blob + 1))
-                got = await source.readinto(memoryview(head))
-                data = bytes(head[:got]) if got <= one_blob else None
-                if data is None:
-                    source = _Prefixed(bytes(head[:got]), source)
-                del head
-            if "path" in q:
-                pass
-            elif data is not None and not needs_manifest(len(data), data[:HEADER_LEN], n):
-                result = await self.client.store(data, epochs=epochs, deletable=bool(deletable), force=force)
-            else:
-                result = await store_stream(self.client, source if data is None else BytesSource(data),
-                                            epochs=epochs, deletable=bool(deletable), force=force)
+                if limit is not None and limit <= BUFFERED_BODY:
+                    data = await req.body(limit, self.config.body_deadline)
+                else:
+                    # Streamed: the first blob's worth is read; a body that ends within it is one
+                    # blob, a longer one goes on as chunks (never more than a few chunks in memory).
+                    source = req.body_source(limit, self.config.body_deadline)
+                    await source.check_declared()
+                    head = bytearray(min(one_blob + 1,
+                                         source.declared + 1 if source.declared is not None else one_blob + 1))
+                    got = await source.readinto(memoryview(head))
+                    data = bytes(head[:got]) if got <= one_blob else None
+                    if data is None:
+                        source = _Prefixed(bytes(head[:got]), source)
+                    del head
+                if data is not None and not needs_manifest(len(data), data[:HEADER_LEN], n):
+                    result = await self.client.store(data, epochs=epochs, deletable=bool(deletable), force=force)
+                else:
+                    result = await store_stream(self.client, source if data is None else BytesSource(data),
+                                                epochs=epochs, deletable=bool(deletable), force=force)
         except Exception as exc:
             found = classify(exc)
             if isinstance(exc, HTTPError):
