@@ -382,3 +382,19 @@ async def test_only_a_gateway_with_local_files_reads_or_writes_a_path(tmp_path):
                 r = await http.get(f"/v1/blobs/{big_id}", params={"out": str(out2)})
                 assert r.status_code == 200 and r.json() == {"size": 900_001}, r.text
                 assert out2.read_bytes() == big.read_bytes()
+                # The blob's parts are written as they were read: a blob shorter than a
+                # manifest's header, and a chunked file (its manifest parsed, every chunk written).
+                out3 = tmp_path / "out3.bin"
+                out3.write_bytes(b"")
+                r = await http.get(f"/v1/blobs/{stored}", params={"out": str(out3)})
+                assert r.status_code == 200 and r.json() == {"size": 6}, r.text
+                assert out3.read_bytes() == b"public"
+                chunked = os.urandom(2_100_000)  # more than one blob at 7 shards: chunks and a manifest
+                r = await http.put("/v1/blobs", content=chunked)
+                assert r.status_code == 200, r.text
+                file_id = r.json()["newlyCreated"]["blobObject"]["blobId"]
+                out4 = tmp_path / "out4.bin"
+                out4.write_bytes(b"")
+                r = await http.get(f"/v1/blobs/{file_id}", params={"out": str(out4)})
+                assert r.status_code == 200 and r.json() == {"size": 2_100_000}, r.text
+                assert out4.read_bytes() == chunked

@@ -15,7 +15,7 @@ from ..core.storage_period import epochs_problem
 from ..errors import InvalidBlobIdError
 from .asgi import BadRange, HTTPError, Request, Response, Unsatisfiable, json_response, parse_range
 from ..client.chunked import BytesSource, ChunkedStoreResult, parse_if_file_manifest, store_stream, stream_chunks
-from ..core.manifest import HEADER_LEN, FileManifest, default_chunk_size, needs_manifest
+from ..core.manifest import HEADER_LEN, FileManifest, default_chunk_size, is_manifest, needs_manifest
 from .walrus_json import publisher_store_json
 from .outcomes import classify
 from .params import bool_param, int_param
@@ -156,10 +156,21 @@ class BlobRoutes:
             self._cache_gauges()
         return json_response(publisher_store_json(result), headers=headers)
 
-    async def _write_local_file(self, path: str, data: bytes, manifest) -> int:
-        """The blob (or the whole chunked file `manifest` names) written into the empty file at
-        `path` instead of a response body: `p2pwalrus daemon` only, for its own user's CLI,
-        which made that file and renames it once this returns. Returns the bytes written."""
+    async def _read_to_local_file(self, blob_id_text: str, path: str) -> int:
+        """GET ?out=PATH: the blob, or the whole chunked file it is the manifest of, written into
+        the empty file at `path`. The blob's parts are written as read, never joined."""
+        blob_id, parts = await self._read(blob_id_text, as_parts=True)
+        first = parts[0] if parts else b""
+        head = bytes(memoryview(first)[:HEADER_LEN]) if len(first) >= HEADER_LEN else b"".join(parts)[:HEADER_LEN]
+        if is_manifest(head):  # a manifest is small: join it to parse it
+            data = b"".join(parts)
+            return await self._write_local_file(path, [data], parse_if_file_manifest(data, blob_id))
+        return await self._write_local_file(path, parts, None)
+
+    async def _write_local_file(self, path: str, parts: list, manifest) -> int:
+        """The blob's `parts` (or the whole chunked file `manifest` names) written into the empty
+        file at `path` instead of a response body: `p2pwalrus daemon` only, for its own user's
+        CLI, which made that file and renames it once this returns. Returns the bytes written."""
         import os
         import stat
 
@@ -189,8 +200,12 @@ class BlobRoutes:
                     if not manifest.total_size:
                         return 0
                     return await stream_chunks(self.client, manifest, write)
-                await trio.to_thread.run_sync(put, data)
-                return len(data)
+                def put_all() -> int:
+                    for part in parts:
+                        put(part)
+                    return sum(memoryview(p).nbytes for p in parts)
+
+                return await trio.to_thread.run_sync(put_all)
             except OSError as exc:
                 raise HTTPError(400, f"cannot write {path}: {exc.strerror or exc}") from None
         finally:
@@ -249,40 +264,45 @@ class BlobRoutes:
             entry[1], entry[2] = cert.end_epoch, time.monotonic()
         return data
 
-    async def fetch(self, blob_id: bytes) -> tuple[bytes, bool]:
-        """The blob's bytes and whether they came from the cache; one network read per blob at a time."""
+    async def fetch(self, blob_id: bytes, *, as_parts: bool = False) -> tuple[bytes | list, bool]:
+        """The blob's bytes and whether they came from the cache; one network read per blob at a time.
+
+        `as_parts`: the blob as a list of consecutive parts (the client's systematic slivers, not
+        joined: a 64 MiB copy saved where they are only written out), and not put in the cache."""
         while True:
             data = await self._cached(blob_id)
             if data is not None:
-                return data, True
+                return ([data] if as_parts else data), True
             pending = self._inflight.get(blob_id)
             if pending is None:
                 break
             await pending.wait()  # then the cache has it, or the read failed and we try ourselves
         done = self._inflight[blob_id] = trio.Event()
         try:
+            read = self.client.read_parts if as_parts else self.client.read
             checked = getattr(self.client, "checked", None)
             if checked is None:  # a plain Client: look the certificate up first
                 cert = await self.client.certified(blob_id)
-                data = await self.client.read(blob_id)
+                data = await read(blob_id)
             else:
-                data = await self.client.read(blob_id)  # reads are one at a time per blob: no race on checked
+                data = await read(blob_id)  # reads are one at a time per blob: no race on checked
                 cert = checked.pop(blob_id, None) or await self.client.certified(blob_id)
-            self.cache.put(blob_id, data, cert.end_epoch)
-            self._cache_gauges()
+            if not as_parts:
+                self.cache.put(blob_id, data, cert.end_epoch)
+                self._cache_gauges()
             return data, False
         finally:
             del self._inflight[blob_id]
             done.set()
 
-    async def _read(self, blob_id_text: str) -> tuple[bytes, bytes]:
+    async def _read(self, blob_id_text: str, *, as_parts: bool = False) -> tuple[bytes, bytes | list]:
         try:
             blob_id = parse_blob_id(blob_id_text)
         except InvalidBlobIdError as exc:
             raise HTTPError(400, str(exc)) from None
         t0 = time.perf_counter()
         try:
-            data, hit = await self.fetch(blob_id)
+            data, hit = await self.fetch(blob_id, as_parts=as_parts)
         except Exception as exc:
             found = classify(exc)
             self.metrics.reads.labels(found[1] if found else "error").inc()
@@ -293,7 +313,7 @@ class BlobRoutes:
         else:
             self.metrics.read_seconds.observe(time.perf_counter() - t0)
             self.metrics.reads.labels("ok").inc()
-            self._note("read", blob_id, len(data), "ok", t0)
+            self._note("read", blob_id, sum(map(len, data)) if as_parts else len(data), "ok", t0)
         return blob_id, data
 
     def _blob_headers(self, blob_id: bytes) -> dict[str, str]:
@@ -315,12 +335,12 @@ class BlobRoutes:
             if f'"{blob_id_to_str(bid)}"' in tags or "*" in tags:
                 return Response(304, b"", {k: v for k, v in self._blob_headers(bid).items() if k != "Content-Type"}
                                 | {"Content-Length": "0"})
+        head = req.method == "HEAD"
+        if "out" in req.query and not head:
+            return json_response({"size": await self._read_to_local_file(text, req.query["out"])})
         blob_id, data = await self._read(text)
         headers = self._blob_headers(blob_id)
-        head = req.method == "HEAD"
         found = parse_if_file_manifest(data, blob_id)
-        if "out" in req.query and not head:
-            return json_response({"size": await self._write_local_file(req.query["out"], data, found)})
         size = found.total_size if isinstance(found, FileManifest) else len(data)
         try:
             rng = None if head else parse_range(req.headers.get("range"), size)  # RFC 9110: GET only
