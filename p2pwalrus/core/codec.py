@@ -22,6 +22,45 @@ def check_supported(k: int, m: int) -> None:
         raise EncodingError(f"the Reed-Solomon codec does not support {k} original and {m} recovery shards")
 
 
+def _pack_tails(tails: np.ndarray) -> np.ndarray:
+    """(k, B, t) symbol tails (t < 64 bytes, even) -> (k, B*t), in the codec's layout for a
+    shard's last partial chunks: lo halves and hi halves of every tail interleaved by 32."""
+    k, b, t = tails.shape
+    half = t // 2
+    total = b * half  # tail elements per shard
+    lo = tails[:, :, :half].reshape(k, total)
+    hi = tails[:, :, half:].reshape(k, total)
+    region = np.empty((k, 2 * total), np.uint8)
+    whole = total // 32 * 32
+    chunks = region[:, : 2 * whole].reshape(k, whole // 32, 2, 32)
+    chunks[:, :, 0] = lo[:, :whole].reshape(k, whole // 32, 32)
+    chunks[:, :, 1] = hi[:, :whole].reshape(k, whole // 32, 32)
+    rest = total - whole
+    region[:, 2 * whole: 2 * whole + rest] = lo[:, whole:]
+    region[:, 2 * whole + rest:] = hi[:, whole:]
+    return region
+
+
+def _unpack_tails(region: np.ndarray, b: int, t: int) -> np.ndarray:
+    """Inverse of `_pack_tails`: (k, B*t) -> (k, B, t)."""
+    k = region.shape[0]
+    half = t // 2
+    total = b * half
+    out = np.empty((k, b, t), np.uint8)
+    whole = total // 32 * 32
+    chunks = region[:, : 2 * whole].reshape(k, whole // 32, 2, 32)
+    lo = np.empty((k, total), np.uint8)
+    hi = np.empty((k, total), np.uint8)
+    lo[:, :whole] = chunks[:, :, 0].reshape(k, whole)
+    hi[:, :whole] = chunks[:, :, 1].reshape(k, whole)
+    rest = total - whole
+    lo[:, whole:] = region[:, 2 * whole: 2 * whole + rest]
+    hi[:, whole:] = region[:, 2 * whole + rest:]
+    out[:, :, :half] = lo.reshape(k, b, half)
+    out[:, :, half:] = hi.reshape(k, b, half)
+    return out
+
+
 def pack(symbols: np.ndarray) -> np.ndarray:
     """(k, B, s) symbols -> (k, B*s) codec shards holding B codewords' symbols side by side."""
     k, b, s = symbols.shape
@@ -30,18 +69,7 @@ def pack(symbols: np.ndarray) -> np.ndarray:
         return symbols.reshape(k, b * s)
     out = np.empty((k, b * s), np.uint8)
     out[:, : b * full] = symbols[:, :, :full].reshape(k, b * full)
-    half = (s - full) // 2
-    total = b * half  # tail elements per shard
-    lo = symbols[:, :, full:full + half].reshape(k, total)
-    hi = symbols[:, :, full + half:].reshape(k, total)
-    region = out[:, b * full:]
-    whole = total // 32 * 32
-    chunks = region[:, : 2 * whole].reshape(k, whole // 32, 2, 32)
-    chunks[:, :, 0] = lo[:, :whole].reshape(k, whole // 32, 32)
-    chunks[:, :, 1] = hi[:, :whole].reshape(k, whole // 32, 32)
-    rest = total - whole
-    region[:, 2 * whole: 2 * whole + rest] = lo[:, whole:]
-    region[:, 2 * whole + rest:] = hi[:, whole:]
+    out[:, b * full:] = _pack_tails(symbols[:, :, full:])
     return out
 
 
@@ -53,32 +81,42 @@ def unpack(shards: np.ndarray, b: int, s: int) -> np.ndarray:
         return shards.reshape(k, b, s)
     out = np.empty((k, b, s), np.uint8)
     out[:, :, :full] = shards[:, : b * full].reshape(k, b, full)
-    half = (s - full) // 2
-    total = b * half
-    region = shards[:, b * full:]
-    lo = np.empty((k, total), np.uint8)
-    hi = np.empty((k, total), np.uint8)
-    whole = total // 32 * 32
-    chunks = region[:, : 2 * whole].reshape(k, whole // 32, 2, 32)
-    lo[:, :whole] = chunks[:, :, 0].reshape(k, whole)
-    hi[:, :whole] = chunks[:, :, 1].reshape(k, whole)
-    rest = total - whole
-    lo[:, whole:] = region[:, 2 * whole: 2 * whole + rest]
-    hi[:, whole:] = region[:, 2 * whole + rest:]
-    out[:, :, full:full + half] = lo.reshape(k, b, half)
-    out[:, :, full + half:] = hi.reshape(k, b, half)
+    out[:, :, full:] = _unpack_tails(shards[:, b * full:], b, s - full)
     return out
 
 
-def _rows_as_bytes(arr: np.ndarray) -> list:
-    return [memoryview(np.ascontiguousarray(row)) for row in arr]
-
-
 def encode_symbols(symbols: np.ndarray, recovery_count: int) -> np.ndarray:
-    """Recovery symbols of B codewords at once: (k, B, s) originals -> (m, B, s)."""
-    k, b, s = symbols.shape
-    rec = _rsl.encode([bytes(row) for row in _rows_as_bytes(pack(symbols))], recovery_count)
-    return unpack(np.frombuffer(b"".join(rec), np.uint8).reshape(recovery_count, b * s), b, s)
+    """Recovery symbols of B codewords at once: (k, B, s) originals -> (m, B, s).
+    Any layout whose symbols are each contiguous (a transposed view too): nothing is copied
+    before the codec's own input."""
+    return encode_codewords([symbols[:, j] for j in range(symbols.shape[1])], recovery_count)
+
+
+def encode_codewords(codewords: list[np.ndarray], recovery_count: int) -> np.ndarray:
+    """Recovery symbols of B codewords, each given as its own (k, s) array -> (m, B, s).
+
+    Each codec shard is made with one copy, a join of the codewords' whole 64-byte chunks
+    and their packed tails: the codec takes bytes, and a packed array turned into bytes
+    would be two copies of the whole input."""
+    b = len(codewords)
+    k, s = codewords[0].shape
+    codewords = [c if c.strides[-1] == 1 else np.ascontiguousarray(c) for c in codewords]
+    full = s // 64 * 64
+    tails = _pack_tails(np.stack([c[:, full:] for c in codewords], axis=1)) if full < s else None
+    shards = []
+    for i in range(k):
+        pieces = [c[i, :full] for c in codewords]
+        if tails is not None:
+            pieces.append(tails[i])
+        shards.append(b"".join(pieces))
+    rec = _rsl.encode(shards, recovery_count)
+    out = np.empty((recovery_count, b, s), np.uint8)
+    for r, raw in enumerate(rec):
+        out[r, :, :full] = np.frombuffer(raw, np.uint8, b * full).reshape(b, full)
+    if tails is not None:
+        region = np.stack([np.frombuffer(raw, np.uint8, offset=b * full) for raw in rec])
+        out[:, :, full:] = _unpack_tails(region, b, s - full)
+    return out
 
 
 def decode_symbols(original_count: int, recovery_count: int, available: dict[int, np.ndarray]) -> np.ndarray:

@@ -82,22 +82,36 @@ def leaf_hashes(symbols: np.ndarray) -> np.ndarray:
     shape = symbols.shape
     flat = symbols.reshape(-1, shape[-1])
     if shape[-1] >= _GIL_FREE_MIN:
-        # Large symbols: prefix via hashlib's update, avoiding a copy of the data.
-        out = np.empty((flat.shape[0], DIGEST_LEN), np.uint8)
         src = np.ascontiguousarray(flat)
-
-        def work(lo: int, hi: int) -> None:
-            for k in range(lo, hi):
-                out[k] = np.frombuffer(leaf_hash(memoryview(src[k])), np.uint8)
-
-        rows = flat.shape[0]
-        step = -(-rows // _THREADS) if rows else 1
-        futures = [_thread_pool().submit(work, lo, min(rows, lo + step))
-                   for lo in range(0, rows, step)]
-        for fut in futures:
-            fut.result()
-        return out.reshape(shape[:-1] + (DIGEST_LEN,))
+        return _large_leaf_hashes([src[k] for k in range(src.shape[0])]).reshape(shape[:-1] + (DIGEST_LEN,))
     return _hash_records(flat, b"\x00").reshape(shape[:-1] + (DIGEST_LEN,))
+
+
+def leaf_hashes_of(arrays: list[np.ndarray]) -> np.ndarray:
+    """Leaf hashes of B arrays of (k, s) symbols, the same shape each: (B, k, 32), without
+    stacking them into one array first (a copy of them all)."""
+    b, (k, s) = len(arrays), arrays[0].shape
+    if s >= _GIL_FREE_MIN:
+        return _large_leaf_hashes([a[i] for a in arrays for i in range(k)]).reshape(b, k, DIGEST_LEN)
+    return leaf_hashes(np.stack(arrays))
+
+
+def _large_leaf_hashes(symbols: list) -> np.ndarray:
+    """(len, 32) leaf hashes of symbols of 2 KiB or more, each contiguous: hashlib releases the
+    GIL for them, so the hashing is spread over the pool's threads; no copy of the data."""
+    out = np.empty((len(symbols), DIGEST_LEN), np.uint8)
+
+    def work(lo: int, hi: int) -> None:
+        for k in range(lo, hi):
+            out[k] = np.frombuffer(leaf_hash(memoryview(symbols[k])), np.uint8)
+
+    rows = len(symbols)
+    step = -(-rows // _THREADS) if rows else 1
+    futures = [_thread_pool().submit(work, lo, min(rows, lo + step))
+               for lo in range(0, rows, step)]
+    for fut in futures:
+        fut.result()
+    return out
 
 
 def _next_level(level: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from ..errors import (  # noqa: F401  (importable from rs2, as before the split)
 )
 from . import codec
 from .merkle import (  # noqa: F401  (importable from rs2, as before the split)
-    DIGEST_LEN, h256, leaf_hash, leaf_hashes, merkle_root, merkle_roots, proofs_for_index, tree_depth,
+    DIGEST_LEN, h256, leaf_hash, leaf_hashes, leaf_hashes_of, merkle_root, merkle_roots, proofs_for_index, tree_depth,
     verify_proof
 )
 from .rs2_metadata import (  # noqa: F401  (importable from rs2, as before the split)
@@ -107,7 +107,7 @@ def _expand(data, cfg: EncodingConfig, length: int):
     row_rec = np.empty((r, cfg.f, s), np.uint8)
     height = max(1, _STRIPE_BYTES // (n * s))
     for r0 in range(0, r, height):  # rows in stripes too, to bound the codec's temporaries
-        part = np.ascontiguousarray(source[r0:r0 + height].transpose(1, 0, 2))
+        part = source[r0:r0 + height].transpose(1, 0, 2)  # a view: the codec's input is its one copy
         row_rec[r0:r0 + height] = codec.encode_symbols(part, cfg.f).transpose(1, 0, 2)
     leaves = np.empty((n, n, DIGEST_LEN), np.uint8)
     col_roots = np.empty((n, DIGEST_LEN), np.uint8)
@@ -230,10 +230,10 @@ def verify_slivers(metadata: BlobMetadata, axis: str, slivers) -> SliverBatchChe
     width = max(1, _STRIPE_BYTES // (n * s))
     for b0 in range(0, len(sized), width):
         group = sized[b0:b0 + width]
-        source = np.stack([sym for _, sym in group], axis=1)  # (k, B, s), contiguous
-        recovery = codec.encode_symbols(source, m)  # (m, B, s)
+        source = [sym for _, sym in group]  # B arrays (k, s), as received: no copy made
+        recovery = codec.encode_codewords(source, m)  # (m, B, s)
         leaves = np.empty((len(group), n, DIGEST_LEN), np.uint8)
-        leaves[:, :k] = leaf_hashes(source).transpose(1, 0, 2)
+        leaves[:, :k] = leaf_hashes_of(source)
         leaves[:, k:] = leaf_hashes(recovery).transpose(1, 0, 2)
         roots = merkle_roots(leaves)
         for b, (index, _) in enumerate(group):

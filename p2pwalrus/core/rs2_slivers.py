@@ -23,7 +23,7 @@ def _row_extend(rows: np.ndarray, cfg: EncodingConfig) -> np.ndarray:
     r, c, s = rows.shape
     out = np.empty((r, cfg.n_shards, s), np.uint8)
     out[:, :c] = rows
-    rec = codec.encode_symbols(np.ascontiguousarray(rows.transpose(1, 0, 2)), cfg.f)  # (f, r, s)
+    rec = codec.encode_symbols(rows.transpose(1, 0, 2), cfg.f)  # (f, r, s)
     out[:, c:] = rec.transpose(1, 0, 2)
     return out
 
@@ -33,7 +33,7 @@ def _column_extend(cols: np.ndarray, cfg: EncodingConfig) -> np.ndarray:
     r, w, s = cols.shape
     out = np.empty((cfg.n_shards, w, s), np.uint8)
     out[:r] = cols
-    out[r:] = codec.encode_symbols(np.ascontiguousarray(cols), 2 * cfg.f)
+    out[r:] = codec.encode_symbols(cols, 2 * cfg.f)
     return out
 
 
