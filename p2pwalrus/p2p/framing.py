@@ -6,9 +6,9 @@ convention, at most 10 bytes), then exactly that many payload bytes.
 Every length a peer sends is checked against the caller's ``max_size`` before
 any memory is committed, and a stream that ends mid-frame is a ProtocolError.
 An announced length is a bound, not a promise: buffers grow with the bytes that
-actually arrive (read in chunks of at most ``DEFAULT_CHUNK``), never allocated
-at the announced size, so a peer that announces 64 MiB and stalls costs what it
-sent. Every byte read is charged to the current ``ByteBudget`` (a context
+actually arrive (each read returns what the stream has buffered), never
+allocated at the announced size, so a peer that announces 64 MiB and stalls
+costs what it sent. Every byte read is charged to the current ``ByteBudget`` (a context
 variable set by the stream handler's boundary, one budget per peer), which
 refuses a peer once it holds more than its share.
 No function here sets a deadline: the caller wraps the exchange in
@@ -109,12 +109,15 @@ async def _read_growing(stream: INetStream, n: int) -> bytearray | bytes:
     peer announced, not memory to commit before it sends)."""
     if n == 0:
         return b""
-    first = await _read_some(stream, min(n, DEFAULT_CHUNK))
+    # Each read asks for the rest of the frame: it returns what is buffered (at most the
+    # receive window), so bytes are still charged as they arrive, and a read that takes a
+    # stream's whole buffer gets it without a copy (Yamux fast path 8), as may ``buf``.
+    first = await _read_some(stream, n)
     if len(first) == n:
         return first
-    buf = bytearray(first)
+    buf = first if type(first) is bytearray else bytearray(first)
     while len(buf) < n:
-        buf += await _read_some(stream, min(n - len(buf), DEFAULT_CHUNK))
+        buf += await _read_some(stream, n - len(buf))
     return buf
 
 

@@ -20,6 +20,11 @@ What each replaces in ``libp2p.stream_muxer.yamux.yamux`` (line numbers of 0.8.1
    that concurrent writes never interleave their frames.
 7. ``YamuxStream.send_window`` becomes a property that wakes a writer waiting for window
    (stock polls every 10 ms, yamux.py:280-285).
+8. ``Yamux.read_stream`` (yamux.py:1051): a read that takes all of a stream's buffered
+   bytes (more than BULK_READ of them) takes the buffer itself, and the stream gets a new
+   empty one, instead of ``bytes(buffer)`` (a copy of everything received: a quarter of a
+   receiver's event-loop time in bulk transfers). Such a read returns a bytearray; every
+   reader in py-libp2p and here takes bytes-like data.
 
 The initial window (256 KiB) is deliberately left alone: raising it breaks other
 implementations and gains nothing. Every change is wire-compatible with stock peers.
@@ -40,6 +45,8 @@ from .noise import MAX_WRITE, fast_noise_writer, noise_send, rx_for
 # Data bytes per Yamux DATA frame we send (stock: 65524): the largest write the Noise
 # path's buffers are sized for.
 YAMUX_MAX_PAYLOAD = MAX_WRITE
+# (8) Reads of more buffered bytes than this take the buffer instead of a copy of it.
+BULK_READ = 64 * 1024
 
 _originals: dict[str, Any] = {}
 
@@ -189,6 +196,30 @@ def patch() -> None:
 
     yamux.YamuxStream.send_window = property(_get_send_window, _set_send_window)
 
+    # (8) wraps Yamux.read_stream (yamux.py:1051). Under the same lock and in the same
+    # order of checks as stock: a known stream, the connection not shutting down, a buffer;
+    # a reset stream, or a smaller read, is left to stock. Stock's drained-and-closed
+    # bookkeeping (_finalize_stream_locked) is kept.
+    orig_read_stream = yamux.Yamux.read_stream
+    _originals["read_stream"] = orig_read_stream
+
+    async def read_stream(self: Any, stream_id: int, n: int = -1) -> bytes | bytearray:
+        buffer = self.stream_buffers.get(stream_id)
+        if buffer is not None and len(buffer) > BULK_READ and (n is None or n < 0 or n >= len(buffer)):
+            async with self.streams_lock:
+                stream = self.streams.get(stream_id)
+                buffer = self.stream_buffers.get(stream_id)
+                if (stream is not None and buffer is not None and not self.event_shutting_down.is_set()
+                        and len(buffer) > BULK_READ and (n is None or n < 0 or n >= len(buffer))
+                        and (stream.recv_closed or not stream.reset_received)):
+                    self.stream_buffers[stream_id] = bytearray()
+                    if stream.closed:
+                        self._finalize_stream_locked(stream, fully_closed=True)
+                    return buffer
+        return await orig_read_stream(self, stream_id, n)
+
+    yamux.Yamux.read_stream = read_stream
+
 
 def unpatch() -> None:
     from libp2p.stream_muxer.yamux import yamux
@@ -199,3 +230,4 @@ def unpatch() -> None:
     yamux.Yamux._write_frame = _originals["_write_frame"]
     yamux.YamuxStream.write = _originals["YamuxStream.write"]
     del yamux.YamuxStream.send_window  # back to the plain instance attribute
+    yamux.Yamux.read_stream = _originals["read_stream"]
