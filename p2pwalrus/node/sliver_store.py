@@ -230,7 +230,10 @@ class SliverStore:
                         st = os.stat(self._blobs_dir / key / f.name)
                     except OSError:
                         continue
-                    self._remember(key, f.name, f.data.tobytes(), (st.st_size, st.st_mtime_ns))
+                    # The received bytes themselves where the file is all of them (no copy).
+                    obj = f.data.obj
+                    data = obj if type(obj) is bytes and len(obj) == f.data.nbytes else f.data.tobytes()
+                    self._remember(key, f.name, data, (st.st_size, st.st_mtime_ns))
 
     def get_sliver(self, blob_id: bytes, shard: int, kind: str) -> bytes | None:
         name = _sliver_name(shard, kind)

@@ -105,20 +105,24 @@ async def read_exactly_into(stream: INetStream, buf: bytearray | memoryview) -> 
 
 
 async def _read_growing(stream: INetStream, n: int) -> bytearray | bytes:
-    """Exactly ``n`` bytes in a buffer that grows as they arrive (``n`` is a bound the
-    peer announced, not memory to commit before it sends)."""
+    """Exactly ``n`` bytes, held in the pieces they arrive in until the last (``n`` is a
+    bound the peer announced, not memory to commit before it sends)."""
     if n == 0:
         return b""
     # Each read asks for the rest of the frame: it returns what is buffered (at most the
     # receive window), so bytes are still charged as they arrive, and a read that takes a
-    # stream's whole buffer gets it without a copy (Yamux fast path 8), as may ``buf``.
+    # stream's whole buffer gets it without a copy (Yamux fast path 8).
+    # The pieces are joined once at the end: one copy, where growing a buffer copied them
+    # as it grew and turning it into bytes copied them again.
     first = await _read_some(stream, n)
     if len(first) == n:
         return first
-    buf = first if type(first) is bytearray else bytearray(first)
-    while len(buf) < n:
-        buf += await _read_some(stream, n - len(buf))
-    return buf
+    chunks, got = [first], len(first)
+    while got < n:
+        chunk = await _read_some(stream, n - got)
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
 
 
 async def read_exactly(stream: INetStream, n: int) -> bytes:
