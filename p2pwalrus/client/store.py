@@ -276,7 +276,7 @@ class Storing:
                         await rpc.send_json(stream, header.to_json())
                         await write_frame(stream, meta_bytes)
                         for pair in pairs:
-                            prim = enc.primary_sliver(pair)
+                            prim = enc.primary_view(pair)  # a row of the encoding, sent without a copy
                             sec = enc.secondary_sliver(pair)
                             await write_frame(stream, prim)
                             await write_frame(stream, sec)

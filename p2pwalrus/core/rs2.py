@@ -76,6 +76,10 @@ class EncodedBlob:
     def primary_sliver(self, pair_index: int) -> bytes:
         return self.primary_row(pair_index).tobytes()
 
+    def primary_view(self, pair_index: int) -> memoryview:
+        """The primary sliver's bytes without a copy (valid while this EncodedBlob is)."""
+        return memoryview(np.ascontiguousarray(self.primary_row(pair_index))).cast("B")
+
     def secondary_sliver(self, pair_index: int) -> bytes:
         """The secondary sliver stored in pair `pair_index`: column n-1-pair_index."""
         return self.secondary_column(self.metadata.n_shards - 1 - pair_index).tobytes()

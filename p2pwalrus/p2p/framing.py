@@ -138,7 +138,7 @@ async def write_frame(stream: INetStream, payload: bytes | bytearray | memoryvie
         await stream.write(header + bytes(payload))
     else:  # avoid copying a large payload just to prepend a few bytes
         await stream.write(header)
-        await stream.write(bytes(payload) if not isinstance(payload, bytes) else payload)
+        await stream.write(payload if isinstance(payload, (bytes, memoryview)) else bytes(payload))
 
 
 def encode_frames(payloads) -> bytes:
