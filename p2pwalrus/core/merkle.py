@@ -80,10 +80,13 @@ def _hash_records(buf: np.ndarray, prefix: bytes = b"") -> np.ndarray:
 def leaf_hashes(symbols: np.ndarray) -> np.ndarray:
     """Leaf hashes of every symbol: `symbols` is (..., s) uint8, result (..., 32)."""
     shape = symbols.shape
-    flat = symbols.reshape(-1, shape[-1])
     if shape[-1] >= _GIL_FREE_MIN:
-        src = np.ascontiguousarray(flat)
-        return _large_leaf_hashes([src[k] for k in range(src.shape[0])]).reshape(shape[:-1] + (DIGEST_LEN,))
+        if symbols.strides[-1] != 1:
+            symbols = np.ascontiguousarray(symbols)
+        # Each symbol as a view, whatever the layout of the rest (a strided view is not copied).
+        views = [symbols[index] for index in np.ndindex(*shape[:-1])]
+        return _large_leaf_hashes(views).reshape(shape[:-1] + (DIGEST_LEN,))
+    flat = symbols.reshape(-1, shape[-1])
     return _hash_records(flat, b"\x00").reshape(shape[:-1] + (DIGEST_LEN,))
 
 

@@ -125,13 +125,15 @@ def _expand(data, cfg: EncodingConfig, length: int):
             top = row_rec[:, j0 - c:j1 - c]
         else:
             top = np.concatenate([source[:, j0:], row_rec[:, : j1 - c]], axis=1)
-        stripe = _column_extend(top, cfg)  # (n, w, s)
-        stripe_leaves = leaf_hashes(stripe)  # (n, w, 32)
-        leaves[:, j0:j1] = stripe_leaves
-        col_roots[j0:j1] = merkle_roots(np.ascontiguousarray(stripe_leaves.transpose(1, 0, 2)))
+        # The columns' source part is hashed where it lies and their recovery part as the
+        # codec returns it: no extended stripe is assembled (two copies of all of E).
+        rec = codec.encode_symbols(top, 2 * cfg.f)  # (2f, w, s): rows R..n-1 of these columns
+        leaves[:r, j0:j1] = leaf_hashes(top)
+        leaves[r:, j0:j1] = leaf_hashes(rec)
+        col_roots[j0:j1] = merkle_roots(np.ascontiguousarray(leaves[:, j0:j1].transpose(1, 0, 2)))
         if j0 < c:
-            lower[:, j0:min(j1, c)] = stripe[r:, : min(j1, c) - j0]
-        del stripe, stripe_leaves
+            lower[:, j0:min(j1, c)] = rec[:, : min(j1, c) - j0]
+        del rec
     row_roots = merkle_roots(leaves)
     del leaves
     meta = BlobMetadata(
