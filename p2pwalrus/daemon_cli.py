@@ -43,6 +43,22 @@ def _claim(path) -> None:
             fail(f"a daemon already serves this network for this client at {path}")
 
 
+async def _trim_when_idle(every: float = 5.0) -> None:
+    """Give back the memory a burst of stores and reads left in the heap once the daemon has
+    been idle a while (malloc_tuning.DAEMON keeps it meanwhile)."""
+    import time
+
+    import trio
+
+    from .malloc_tuning import IdleTrim, trim
+
+    when = IdleTrim()
+    while True:
+        if when.due(time.monotonic(), time.process_time()):
+            await trio.to_thread.run_sync(trim)
+        await trio.sleep(every)
+
+
 @click.command("daemon")
 @network_option
 @click.pass_context
@@ -84,6 +100,7 @@ def daemon_cmd(ctx, network):
                     os.chmod(path, 0o600)
                     click.echo(f"daemon for network {net.name!r} at {path} ({len(gateway.client.records)} live nodes; "
                                f"account {gateway.client.peer_id}); store and read go through it", err=True)
+                    nursery.start_soon(_trim_when_idle)
                     async for sig in signals:
                         nursery.cancel_scope.cancel()
                         break

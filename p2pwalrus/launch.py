@@ -13,9 +13,9 @@ LONG_RUNNING_COMMANDS = frozenset({"node", "gateway", "daemon"})
 
 def _tune_malloc(args) -> None:
     argv = sys.argv[1:] if args is None else list(args)
-    from .malloc_tuning import apply
+    from .malloc_tuning import DAEMON, apply
 
-    apply(long_running=any(a in LONG_RUNNING_COMMANDS for a in argv))
+    apply(long_running=any(a in LONG_RUNNING_COMMANDS for a in argv), settings=DAEMON if "daemon" in argv else None)
 
 
 def entry(args=None) -> None:

@@ -31,12 +31,18 @@ import sys
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 
 MIB = 1 << 20
 # mallopt takes a C int: every value stays below 2 GiB.
 SHORT_LIVED = {"mmap_threshold": 1024 * MIB, "trim_threshold": 1024 * MIB, "top_pad": 256 * MIB}
 LONG_RUNNING_KEEP = 256 * MIB
 LONG_RUNNING = {"mmap_threshold": 512 * MIB, "trim_threshold": LONG_RUNNING_KEEP, "top_pad": 64 * MIB}
+# `p2pwalrus daemon` works in bursts of whole blobs (a 64 MiB store frees about 300 MiB):
+# it keeps what it freed while busy and gives it back once idle (`trim`, daemon_cli.py).
+# With LONG_RUNNING it gave most of it back after every store and faulted it in again on the
+# next: 0.2-0.45 s of system time per 64 MiB store.
+DAEMON = {"mmap_threshold": 512 * MIB, "trim_threshold": 1536 * MIB, "top_pad": 64 * MIB}
 
 _applied: dict[str, int] | None = None
 
@@ -47,9 +53,9 @@ def wanted(environ=os.environ) -> bool:
     return not any(k.startswith("MALLOC_") for k in environ)
 
 
-def apply(long_running: bool, environ=os.environ) -> dict[str, int] | None:
-    """Set the thresholds (SHORT_LIVED or LONG_RUNNING); returns what was set, or None if
-    nothing was (not glibc, turned off, or the user's MALLOC_* settings)."""
+def apply(long_running: bool, environ=os.environ, settings: dict[str, int] | None = None) -> dict[str, int] | None:
+    """Set the thresholds (`settings`, else SHORT_LIVED or LONG_RUNNING); returns what was
+    set, or None if nothing was (not glibc, turned off, or the user's MALLOC_* settings)."""
     global _applied
     if environ.get("P2PWALRUS_MALLOC_TUNING", "1") != "0":
         environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")  # before numpy is imported (see above)
@@ -62,11 +68,50 @@ def apply(long_running: bool, environ=os.environ) -> dict[str, int] | None:
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # musl and others: no mallopt, nothing to tune
         return None
-    settings = LONG_RUNNING if long_running else SHORT_LIVED
-    # The mmap threshold first: setting it turns off glibc's dynamic adjustment, which
+    settings = settings or (LONG_RUNNING if long_running else SHORT_LIVED)
+    # One arena: a worker thread's arena is made of 64 MiB heaps, so a larger buffer there
+    # (a 64 MiB blob's, encoded in a worker thread) was mapped afresh and unmapped on free
+    # whatever the thresholds: 31,000 page faults for every 32 MiB encoding after the first,
+    # 5 with one arena. Our threads take turns on the GIL: little contention on its lock.
+    # The mmap threshold next: setting it turns off glibc's dynamic adjustment, which
     # would otherwise move the trim threshold again.
-    ok = (mallopt(_M_MMAP_THRESHOLD, settings["mmap_threshold"])
+    ok = (mallopt(_M_ARENA_MAX, 1)
+          and mallopt(_M_MMAP_THRESHOLD, settings["mmap_threshold"])
           and mallopt(_M_TRIM_THRESHOLD, settings["trim_threshold"])
           and mallopt(_M_TOP_PAD, settings["top_pad"]))
     _applied = dict(settings) if ok else None
     return _applied
+
+
+def trim() -> bool:
+    """Give the kernel back the free memory this process keeps (glibc's malloc_trim(0)), if
+    these settings were applied; whether anything was returned."""
+    if _applied is None:
+        return False
+    import ctypes
+
+    return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+
+
+class IdleTrim:
+    """When to `trim`: once the process has been idle for `idle` seconds of wall clock
+    (less than `quiet` CPU seconds spent) after at least `busy` CPU seconds of work since the
+    last trim. Fed (wall time, process CPU time) samples; pure, so it is tested as is."""
+
+    def __init__(self, idle: float = 20.0, quiet: float = 0.2, busy: float = 1.0):
+        self.idle, self.quiet, self.busy = idle, quiet, busy
+        self._since_trim: float | None = None  # CPU time at the last trim (or start)
+        self._last_active: tuple[float, float] | None = None  # (wall, cpu) when last seen working
+
+    def due(self, wall: float, cpu: float) -> bool:
+        if self._since_trim is None:
+            self._since_trim, self._last_active = cpu, (wall, cpu)
+            return False
+        last_wall, last_cpu = self._last_active
+        if cpu - last_cpu >= self.quiet:  # working: the idle clock starts again
+            self._last_active = (wall, cpu)
+            return False
+        if wall - last_wall < self.idle or cpu - self._since_trim < self.busy:
+            return False
+        self._since_trim, self._last_active = cpu, (wall, cpu)
+        return True
