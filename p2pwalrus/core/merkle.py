@@ -77,31 +77,36 @@ def _hash_records(buf: np.ndarray, prefix: bytes = b"") -> np.ndarray:
     return out
 
 
-def leaf_hashes(symbols: np.ndarray) -> np.ndarray:
-    """Leaf hashes of every symbol: `symbols` is (..., s) uint8, result (..., 32)."""
+def leaf_hashes(symbols: np.ndarray, *, threaded: bool = True) -> np.ndarray:
+    """Leaf hashes of every symbol: `symbols` is (..., s) uint8, result (..., 32).
+
+    `threaded=False`: in the calling thread only, where the caller's own threads already
+    use the cores (a node verifying while nine others do; a reader verifying each sliver
+    in its own thread): the pool's hand-offs then cost GIL time for no gain."""
     shape = symbols.shape
     if shape[-1] >= _GIL_FREE_MIN:
         if symbols.strides[-1] != 1:
             symbols = np.ascontiguousarray(symbols)
         # Each symbol as a view, whatever the layout of the rest (a strided view is not copied).
         views = [symbols[index] for index in np.ndindex(*shape[:-1])]
-        return _large_leaf_hashes(views).reshape(shape[:-1] + (DIGEST_LEN,))
+        return _large_leaf_hashes(views, threaded).reshape(shape[:-1] + (DIGEST_LEN,))
     flat = symbols.reshape(-1, shape[-1])
     return _hash_records(flat, b"\x00").reshape(shape[:-1] + (DIGEST_LEN,))
 
 
-def leaf_hashes_of(arrays: list[np.ndarray]) -> np.ndarray:
+def leaf_hashes_of(arrays: list[np.ndarray], *, threaded: bool = True) -> np.ndarray:
     """Leaf hashes of B arrays of (k, s) symbols, the same shape each: (B, k, 32), without
     stacking them into one array first (a copy of them all)."""
     b, (k, s) = len(arrays), arrays[0].shape
     if s >= _GIL_FREE_MIN:
-        return _large_leaf_hashes([a[i] for a in arrays for i in range(k)]).reshape(b, k, DIGEST_LEN)
+        return _large_leaf_hashes([a[i] for a in arrays for i in range(k)], threaded).reshape(b, k, DIGEST_LEN)
     return leaf_hashes(np.stack(arrays))
 
 
-def _large_leaf_hashes(symbols: list) -> np.ndarray:
+def _large_leaf_hashes(symbols: list, threaded: bool = True) -> np.ndarray:
     """(len, 32) leaf hashes of symbols of 2 KiB or more, each contiguous: hashlib releases the
-    GIL for them, so the hashing is spread over the pool's threads; no copy of the data."""
+    GIL for them, so the hashing is spread over the pool's threads (if `threaded`); no copy
+    of the data."""
     out = np.empty((len(symbols), DIGEST_LEN), np.uint8)
 
     def work(lo: int, hi: int) -> None:
@@ -109,6 +114,9 @@ def _large_leaf_hashes(symbols: list) -> np.ndarray:
             out[k] = np.frombuffer(leaf_hash(memoryview(symbols[k])), np.uint8)
 
     rows = len(symbols)
+    if not threaded:
+        work(0, rows)
+        return out
     step = -(-rows // _THREADS) if rows else 1
     futures = [_thread_pool().submit(work, lo, min(rows, lo + step))
                for lo in range(0, rows, step)]
