@@ -52,6 +52,9 @@ class ScriptedClient(Client):
             await trio.sleep_forever()
         if what == "missing":
             return {"ok": False, "error": "not stored"}, None
+        if what == "missing-once":  # a holder still writing it, as right after a store
+            self.behaviour[pair] = "ok"
+            return {"ok": False, "error": "not stored"}, None
         if what == "invalid":
             return {"ok": False, "invalid": True}, None
         raw = self.enc.primary_sliver(pair)
@@ -119,12 +122,32 @@ async def test_a_hung_holder_is_hedged_once_the_others_have_arrived(data, monkey
     assert len(client.asked) == client.enc.metadata.config.n_primary + 1
 
 
+async def test_a_systematic_sliver_missing_at_first_is_asked_again_instead_of_decoding(data, no_codec_decode,
+                                                                                        monkeypatch):
+    monkeypatch.setattr(read_mod, "SYSTEMATIC_RETRY_PAUSE", 0.05)
+    monkeypatch.setattr(read_mod, "SYSTEMATIC_GRACE_MIN", 2.0)  # the spare arrives first; waiting pays
+    client = ScriptedClient(data, {1: "missing-once"})
+    r = client.enc.metadata.config.n_primary
+    with trio.fail_after(10):
+        assert await client.read(client.enc.blob_id) == data
+    assert client.asked.count(1) == 2 and len([p for p in client.asked if p >= r]) == 1
+
+
+async def test_a_systematic_sliver_still_missing_after_the_grace_is_decoded_around(data, monkeypatch):
+    monkeypatch.setattr(read_mod, "SYSTEMATIC_RETRY_PAUSE", 0.05)
+    client = ScriptedClient(data, {1: "missing"})
+    with trio.fail_after(10):
+        assert await client.read(client.enc.blob_id) == data
+    assert client.asked.count(1) == 2  # asked once more, then decoded without it
+
+
 async def test_too_few_good_slivers_is_a_clear_error_not_a_hang(data):
     r = rs2.EncodingConfig(N).n_primary
     client = ScriptedClient(data, {p: "fail" for p in range(N - r + 1)})
     with trio.fail_after(10), pytest.raises(NotEnoughShardsError, match=f"of the {r} needed"):
         await client.read(client.enc.blob_id)
-    assert sorted(client.asked) == list(range(N))
+    # Every pair asked; a failed systematic one once more (as a holder still writing it may be).
+    assert sorted(client.asked) == sorted(list(range(N)) + list(range(r)))
 
 
 async def test_a_holder_saying_invalid_with_a_proof_that_verifies_ends_the_read(data, monkeypatch):

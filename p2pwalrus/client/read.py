@@ -23,6 +23,15 @@ logger = logging.getLogger("p2pwalrus.client")
 READ_HEDGE_MIN = 2.0
 READ_HEDGE_FACTOR = 3.0
 READ_HEDGE_TICK = 0.25
+# A systematic row that could not be had is asked of its holder once more after this pause
+# (a read right after a store may reach a holder still writing it), while a recovery row
+# stands in. Once R rows are in but not all systematic ones, the read waits for the missing
+# ones up to about what decoding them would cost (DECODE_SECONDS_PER_BYTE of the blob: the
+# codec took 0.64-0.76 s for 64 MiB at 66 shards, one row missing), between
+# SYSTEMATIC_GRACE_MIN and SYSTEMATIC_GRACE_MAX seconds.
+SYSTEMATIC_RETRY_PAUSE = 0.25
+DECODE_SECONDS_PER_BYTE = 1e-8
+SYSTEMATIC_GRACE_MIN, SYSTEMATIC_GRACE_MAX = 0.05, 1.0
 
 
 class Reading:
@@ -146,6 +155,8 @@ class Reading:
         in_flight = 0
         half_time: float | None = None  # how long the first half of the rows took to arrive
         invalid: BlobInvalidError | None = None
+        retried: set[int] = set()  # systematic rows asked a second time
+        grace = min(SYSTEMATIC_GRACE_MAX, max(SYSTEMATIC_GRACE_MIN, DECODE_SECONDS_PER_BYTE * meta.unencoded_length))
         started = trio.current_time()
         progress.start("reading", need * cfg.n_secondary * meta.symbol_size)
 
@@ -163,9 +174,13 @@ class Reading:
                     spares.remove(pick)
                     ask(pick)
 
-            async def fetch(pair: int) -> None:
+            def systematic_all_in() -> bool:
+                return all(i in good for i in range(need))
+
+            async def fetch(pair: int, pause: float = 0.0) -> None:
                 nonlocal in_flight, half_time, invalid
                 try:
+                    await trio.sleep(pause)
                     try:
                         raw = await self._fetch_primary(meta, blob_id, pair, holder[pair], bad, spent)
                     except BlobInvalidError as exc:  # raised below, outside the nursery's exception group
@@ -177,13 +192,20 @@ class Reading:
                         failed_holders.add(holder[pair])
                         if not stood_in:
                             ask_spare()
-                    elif len(good) < need:
+                        if pair < need and pair not in retried and not strict:
+                            retried.add(pair)
+                            in_flight += 1
+                            nursery.start_soon(fetch, pair, SYSTEMATIC_RETRY_PAUSE)
+                    elif len(good) < need or (pair < need and pair not in good):
                         good[pair] = raw
-                        progress.advance(len(raw))
+                        progress.advance(len(raw) if len(good) <= need else 0)
                         if half_time is None and 2 * len(good) >= need:
                             half_time = trio.current_time() - started
-                        if len(good) >= need:
+                        if systematic_all_in() or (strict and len(good) >= need):
                             nursery.cancel_scope.cancel()
+                        elif len(good) >= need:  # decodable: wait a little for the rows that spare it
+                            nursery.cancel_scope.deadline = min(nursery.cancel_scope.deadline,
+                                                                trio.current_time() + grace)
                 finally:
                     in_flight -= 1
                     if in_flight == 0:  # nothing more can arrive: stop the hedging timer
