@@ -31,7 +31,13 @@ class _DownReports:
                 self._note_retry(peer)  # a down peer's link died before it sent its record: later
             return
         if peer not in self._targets and not denied:
-            return  # not ours to watch: its own watchers report it
+            # Not ours to watch: its own watchers report it. But a report that reached us
+            # while this link still looked alive was passed over (heard_recently): check now.
+            seq = self._reported_seq(peer)
+            if seq is not None and peer not in self._checking:
+                self._checking.add(peer)
+                self._nursery.start_soon(self._check, peer, seq)
+            return
         self.counters["links_lost"] += 1
         logger.info("heartbeat link to %s lost (%s)", peer, reason)
         if denied:
@@ -49,6 +55,15 @@ class _DownReports:
         if peer in self.links:
             return
         await self._declare_down(peer)
+
+    def _reported_seq(self, peer: str) -> int | None:
+        """The record seq a received down report about `peer` names, if any is at least the
+        one we hold."""
+        held = self.members.live.get(peer)
+        seqs = [seq for (subject, seq), who in self._reporters.items() if subject == peer and who]
+        if held is None or not seqs or max(seqs) < held.record.seq:
+            return None
+        return max(seqs)
 
     async def _disconnect(self, peer: str) -> None:
         await self.node.close_connection(ID.from_base58(peer))
