@@ -43,10 +43,8 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
 
 
 _ALIGN = 4096
-_direct = threading.local()
-
-
 _KEEP_BUFFER = 8 << 20  # an I/O thread keeps its aligned buffer up to this size (larger: one use)
+_direct = threading.local()
 
 
 def _aligned_buffer(size: int):

@@ -9,17 +9,19 @@ first touch. On this machine's virtual CPUs a page fault costs 3-5 us: `blob-id`
 time (1.51 s wall); with the settings below, 31,000 faults, 0.10 s system, 0.67 s wall.
 
 How: `mallopt` through ctypes, at start-up before the heavy imports (launch.py), on glibc
-only.
+only, with one malloc arena for all threads (see `apply`). A CLI command ends soon after: it
+keeps everything it freed (its peak is what it needed anyway). A long-running process (node,
+gateway) keeps at most LONG_RUNNING_KEEP bytes of free heap before giving memory back;
+`p2pwalrus daemon` keeps more while busy and gives it back once idle (DAEMON, IdleTrim).
+Nothing is done if the user set any MALLOC_* variable (glibc's own tuning wins) or
+P2PWALRUS_MALLOC_TUNING=0.
 
 Also: numpy asks the kernel for transparent huge pages (madvise) on every array of 4 MiB and
 more. Where THP is `madvise` with direct compaction (this machine), the first touch of those
 pages is the expensive part: a fresh process's first 64 MiB encoding at 66 shards took
 0.75-0.84 s, 0.32-0.43 s of it system time, and 0.46-0.52 s (0.08-0.13 s system) with
 NUMPY_MADVISE_HUGEPAGE=0; warm encodings are the same either way. `apply` sets that variable
-(numpy reads it when first imported) unless the user set it. A CLI command ends soon after: it keeps everything it freed (its peak is what it
-needed anyway). A long-running process (node, gateway) keeps at most LONG_RUNNING_KEEP
-bytes of free heap before giving memory back. Nothing is done if the user set any MALLOC_*
-variable (glibc's own tuning wins) or P2PWALRUS_MALLOC_TUNING=0.
+(numpy reads it when first imported) unless the user set it or P2PWALRUS_MALLOC_TUNING=0.
 """
 
 from __future__ import annotations

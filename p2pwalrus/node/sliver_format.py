@@ -150,10 +150,10 @@ def _check(header: bytes, content: bytes) -> str | None:
 
 
 # Contents at least this large are written with O_DIRECT (Linux; durable.write_direct, an
-# aligned buffer per I/O thread): the node fsyncs them at once anyway, and a buffered write first copies
-# them into page-cache pages. On this machine's virtual CPUs those fresh pages made that copy
-# the nodes' largest single cost (28% of their CPU during 64 MiB stores, perf). A file
-# system that refuses O_DIRECT (tmpfs) gets the buffered write.
+# aligned buffer per I/O thread): the node fsyncs them at once anyway, and a buffered write
+# first copies them into page-cache pages. On this machine's virtual CPUs those fresh pages
+# made that copy the nodes' largest single cost (28% of their CPU during 64 MiB stores,
+# perf). A file system that refuses O_DIRECT (tmpfs) gets the buffered write.
 # P2PWALRUS_DIRECT_IO=0 turns it off (every write buffered).
 _DIRECT_ON = os.environ.get("P2PWALRUS_DIRECT_IO", "1") != "0"
 _DIRECT_MIN = 256 * 1024

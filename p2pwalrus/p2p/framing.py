@@ -8,8 +8,8 @@ any memory is committed, and a stream that ends mid-frame is a ProtocolError.
 An announced length is a bound, not a promise: buffers grow with the bytes that
 actually arrive (each read returns what the stream has buffered), never
 allocated at the announced size, so a peer that announces 64 MiB and stalls
-costs what it sent. Every byte read is charged to the current ``ByteBudget`` (a context
-variable set by the stream handler's boundary, one budget per peer), which
+costs what it sent. Every byte read is charged to the current ``ByteBudget`` (a
+context variable set by the stream handler's boundary, one budget per peer), which
 refuses a peer once it holds more than its share.
 No function here sets a deadline: the caller wraps the exchange in
 ``trio.fail_after(...)`` with a bound named after what it bounds.

@@ -203,14 +203,15 @@ def patch() -> None:
     orig_read_stream = yamux.Yamux.read_stream
     _originals["read_stream"] = orig_read_stream
 
+    def takes_all(buffer: bytearray | None, n: int | None) -> bool:
+        return buffer is not None and len(buffer) > BULK_READ and (n is None or n < 0 or n >= len(buffer))
+
     async def read_stream(self: Any, stream_id: int, n: int = -1) -> bytes | bytearray:
-        buffer = self.stream_buffers.get(stream_id)
-        if buffer is not None and len(buffer) > BULK_READ and (n is None or n < 0 or n >= len(buffer)):
+        if takes_all(self.stream_buffers.get(stream_id), n):  # checked again under the lock
             async with self.streams_lock:
                 stream = self.streams.get(stream_id)
                 buffer = self.stream_buffers.get(stream_id)
-                if (stream is not None and buffer is not None and not self.event_shutting_down.is_set()
-                        and len(buffer) > BULK_READ and (n is None or n < 0 or n >= len(buffer))
+                if (stream is not None and takes_all(buffer, n) and not self.event_shutting_down.is_set()
                         and (stream.recv_closed or not stream.reset_received)):
                     self.stream_buffers[stream_id] = bytearray()
                     if stream.closed:
