@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..errors import ManifestError
-from .rs2 import EncodingConfig
+from .rs2_metadata import max_blob_size
 
 MAGIC = b"\x89P2PWMF\r\n\x1a\n\x00\x00"
 _HEADER = struct.Struct("<BB")  # kind, version
@@ -81,16 +81,16 @@ def needs_manifest(size: int, head, n_shards: int) -> bool:
     """Whether a file of `size` bytes beginning with `head` (its first HEADER_LEN bytes or
     more) must be stored as chunks and a manifest rather than as one bare blob: it is larger
     than one blob, or it would read back as a manifest."""
-    return size > EncodingConfig(n_shards).max_blob_size or is_manifest(head)
+    return size > max_blob_size(n_shards) or is_manifest(head)
 
 
 def default_chunk_size(n_shards: int) -> int:
     """The largest blob for this shard count: the fewest chunks, each a full RS2 matrix."""
-    return EncodingConfig(n_shards).max_blob_size
+    return max_blob_size(n_shards)
 
 
 def check_chunk_size(chunk_size: int, n_shards: int) -> int:
-    largest = EncodingConfig(n_shards).max_blob_size
+    largest = max_blob_size(n_shards)
     if not 1 <= chunk_size <= largest:
         raise ManifestError(f"chunk size must be between 1 and {largest} bytes (the largest blob "
                             f"for {n_shards} shards), got {chunk_size}")
@@ -112,7 +112,7 @@ def file_manifest_length(n_chunks: int) -> int:
 
 def max_chunks(n_shards: int) -> int:
     """How many chunks a file manifest stored as one blob can list at this shard count."""
-    room = EncodingConfig(n_shards).max_blob_size - HEADER_LEN - _FILE_FIXED.size
+    room = max_blob_size(n_shards) - HEADER_LEN - _FILE_FIXED.size
     return room // CHUNK_ENTRY_LEN
 
 

@@ -10,16 +10,23 @@ from dataclasses import dataclass
 from ..errors import (
     BlobTooLargeError, EncodingError, ProtocolError, VerificationError
 )
-from . import codec
 from .thresholds import max_faulty
-from .merkle import (
-    DIGEST_LEN, h256, leaf_hash, merkle_root
-)
+
+# The codec and the hashes load when first used: the CLI's start-up (file sizes, manifests)
+# needs only the parameters, not numpy.
+DIGEST_LEN = 32  # Blake2b-256 (merkle.DIGEST_LEN)
 
 RS2 = 1  # Walrus's encoding type byte for RS2
 MAX_SYMBOL_SIZE = 65534
 MIN_SHARDS, MAX_SHARDS = 4, 65535
 PRIMARY, SECONDARY = "primary", "secondary"
+
+
+def max_blob_size(n_shards: int) -> int:
+    """The largest blob for `n_shards` (R x C symbols of MAX_SYMBOL_SIZE), without making an
+    EncodingConfig, which checks the codec: light enough for the CLI's start-up."""
+    f = max_faulty(n_shards)
+    return (n_shards - 2 * f) * (n_shards - f) * MAX_SYMBOL_SIZE
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,8 @@ class EncodingConfig:
         n = self.n_shards
         if not isinstance(n, int) or not MIN_SHARDS <= n <= MAX_SHARDS:
             raise EncodingError(f"shard count must be between {MIN_SHARDS} and {MAX_SHARDS}, got {n!r}")
+        from . import codec
+
         codec.check_supported(self.n_secondary, self.f)
         codec.check_supported(self.n_primary, 2 * self.f)
 
@@ -51,7 +60,7 @@ class EncodingConfig:
 
     @property
     def max_blob_size(self) -> int:
-        return self.n_primary * self.n_secondary * MAX_SYMBOL_SIZE
+        return max_blob_size(self.n_shards)
 
     def symbol_size(self, length: int) -> int:
         if length < 0:
@@ -118,11 +127,15 @@ class BlobMetadata:
         return self.config.symbol_size(self.unencoded_length)
 
     def merkle_root(self) -> bytes:
+        from .merkle import leaf_hash, merkle_root
+
         return merkle_root(
             [leaf_hash(p + s) for p, s in zip(self.primary_hashes, self.secondary_hashes)]
         )
 
     def blob_id(self) -> bytes:
+        from .merkle import h256
+
         return h256(
             bytes([self.encoding_type]) + struct.pack("<Q", self.unencoded_length) + self.merkle_root()
         )
