@@ -44,18 +44,23 @@ def _claim(path) -> None:
 
 
 async def _trim_when_idle(every: float = 5.0) -> None:
-    """Give back the memory a burst of stores and reads left in the heap once the daemon has
-    been idle a while (malloc_tuning.DAEMON keeps it meanwhile)."""
+    """Give back the memory a burst of stores and reads left in the heap and in the encoder's
+    scratch maps once the daemon has been idle a while (malloc_tuning.DAEMON keeps it meanwhile)."""
     import time
 
     import trio
 
+    from .core.scratch import POOL
     from .malloc_tuning import IdleTrim, trim
+
+    def give_back() -> None:
+        POOL.clear()
+        trim()
 
     when = IdleTrim()
     while True:
         if when.due(time.monotonic(), time.process_time()):
-            await trio.to_thread.run_sync(trim)
+            await trio.to_thread.run_sync(give_back)
         await trio.sleep(every)
 
 

@@ -367,3 +367,65 @@ def test_batched_verification_of_many_slivers_in_stripes_matches_per_sliver():
     assert set(s.bad) == {30} and set(s.good) == set(range(n)) - {30}
     with pytest.raises(EncodingError):
         rs2.verify_slivers(meta, "diagonal", {})
+
+
+# --- the encoder's scratch maps (core/scratch.py) ---------------------------------------
+
+
+def test_a_scratch_map_is_reused_only_once_no_array_uses_it():
+    from p2pwalrus.core.scratch import ScratchPool
+
+    pool = ScratchPool(keep=64 << 20, min_bytes=1 << 20, max_bytes=32 << 20)
+    a = pool.empty((4, 1 << 20))
+    view = a[1:].reshape(-1)  # a view outlives its array: the map stays taken
+    a[:] = 7
+    del a
+    b = pool.empty((2, 1 << 20))
+    assert pool.made == 2
+    b[:] = 9
+    assert (view == 7).all()  # b did not take the map the view uses
+    del view, b
+    c = pool.empty((3, 1 << 20))  # both free now: the smaller that fits (4 MiB one) is taken
+    assert pool.made == 2 and c.nbytes == 3 << 20
+    assert pool.empty((1 << 19,)).base is None or pool.made == 2  # under min_bytes: numpy's own
+    assert pool.empty((64 << 20,)).nbytes == 64 << 20 and pool.made == 2  # over max_bytes: numpy's own
+    del c
+    assert pool.clear() == 6 << 20 and pool.held_bytes() == 0
+
+
+def test_free_scratch_maps_beyond_keep_are_closed():
+    from p2pwalrus.core.scratch import ScratchPool
+
+    pool = ScratchPool(keep=5 << 20, min_bytes=1 << 20)
+    x, y = pool.empty((4 << 20,)), pool.empty((3 << 20,))
+    del x, y  # 7 MiB free
+    z = pool.empty((8 << 20,))  # none fits: a new map, and the free ones are cut to 5 MiB
+    assert pool.held_bytes() == (8 << 20) + (3 << 20)
+    del z
+
+
+def test_encodings_one_after_another_reuse_their_scratch_and_agree():
+    import mmap
+
+    from p2pwalrus.core import scratch
+
+    data = os.urandom((12 << 20) + 12345)  # at 31 shards: both scratch arrays over 4 MiB
+    first = rs2.encode_blob(data, 31)
+    def owner(arr):
+        while isinstance(arr, np.ndarray):
+            arr = arr.base
+        return arr.obj if isinstance(arr, memoryview) else arr
+
+    assert isinstance(owner(first.lower_primary), mmap.mmap) and isinstance(owner(first.row_recovery), mmap.mmap)
+    made = scratch.POOL.made
+    ids = {first.blob_id}
+    del first
+    expected = rs2.compute_metadata(data, 31).to_bytes()
+    for _ in range(3):
+        enc = rs2.encode_blob(data, 31)
+        ids.add(enc.blob_id)
+        assert enc.metadata.to_bytes() == expected
+        assert b"".join(enc.primary_sliver(i) for i in range(enc.metadata.config.n_primary))[:len(data)] == data
+        del enc
+    assert len(ids) == 1
+    assert scratch.POOL.made == made  # the same maps each time

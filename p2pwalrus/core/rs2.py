@@ -40,6 +40,7 @@ from .rs2_slivers import (  # noqa: F401  (importable from rs2, as before the sp
     _row_extend, _column_extend, _sliver_symbols, expand_primary, expand_secondary, primary_root,
     secondary_root, verify_primary_sliver, verify_secondary_sliver
 )
+from .scratch import POOL
 
 _STRIPE_BYTES = 8 << 20  # column pass works in stripes of about this many expanded bytes
 
@@ -108,14 +109,15 @@ def _expand(data, cfg: EncodingConfig, length: int):
     n, r, c = cfg.n_shards, cfg.n_primary, cfg.n_secondary
     s = cfg.symbol_size(length)
     source = _padded_matrix(data, cfg, s, length)
-    row_rec = np.empty((r, cfg.f, s), np.uint8)
+    # Both outlive the encoding (EncodedBlob sends from them): kept whole between blobs.
+    row_rec = POOL.empty((r, cfg.f, s))
     height = max(1, _STRIPE_BYTES // (n * s))
     for r0 in range(0, r, height):  # rows in stripes too, to bound the codec's temporaries
         part = source[r0:r0 + height].transpose(1, 0, 2)  # a view: the codec's input is its one copy
         row_rec[r0:r0 + height] = codec.encode_symbols(part, cfg.f).transpose(1, 0, 2)
     leaves = np.empty((n, n, DIGEST_LEN), np.uint8)
     col_roots = np.empty((n, DIGEST_LEN), np.uint8)
-    lower = np.empty((n - r, c, s), np.uint8)
+    lower = POOL.empty((n - r, c, s))
     width = max(1, _STRIPE_BYTES // (n * s))
     for j0 in range(0, n, width):
         j1 = min(n, j0 + width)
