@@ -429,3 +429,17 @@ def test_encodings_one_after_another_reuse_their_scratch_and_agree():
         del enc
     assert len(ids) == 1
     assert scratch.POOL.made == made  # the same maps each time
+
+
+def test_a_blob_buffer_the_caller_fills_has_zero_padding_even_in_reused_memory():
+    length = (12 << 20) + 1  # at 31 shards a padded buffer of over 4 MiB: scratch memory
+    for _ in range(2):  # the second one reuses the first's map, left all 0xff
+        buf = rs2.blob_buffer(length, 31, filled_by_caller=True)
+        assert buf.size == rs2.blob_buffer(length, 31).size
+        assert not buf[length:].any()
+        buf[:] = 0xFF
+        del buf
+    data = os.urandom(length)
+    buf = rs2.blob_buffer(length, 31, filled_by_caller=True)
+    buf[:length] = np.frombuffer(data, np.uint8)
+    assert rs2.encode_blob(buf, 31, length=length).blob_id == rs2.compute_blob_id(data, 31)

@@ -230,7 +230,7 @@ class BlobRoutes:
                     if size > one_blob:
                         raise HTTPError(413, f"{path} has {size} bytes, more than one blob ({one_blob}): "
                                              "store it as chunks")
-                    buf = rs2.blob_buffer(size, self.client.net.n_shards)
+                    buf = rs2.blob_buffer(size, self.client.net.n_shards, filled_by_caller=True)  # or refused
                     got = fh.readinto(memoryview(buf)[:size])
             except OSError as exc:
                 raise HTTPError(400, f"{path}: {exc.strerror or exc}") from None
