@@ -719,3 +719,31 @@ def test_recent_primaries_are_served_while_their_file_is_unchanged_and_the_disk_
     assert store._recent_bytes == 700 and (B.hex(), "p2") not in store._recent
     assert store.get_sliver(B, 2, PRIMARY) == p  # from disk
     assert store.delete_blob(B) and store._recent_bytes == 0 and store.get_sliver(B, 3, PRIMARY) is None
+
+
+def test_only_the_primaries_named_are_kept_in_memory(tmp_path):
+    store = SliverStore(tmp_path, recent_bytes=1000)
+    p, q = os.urandom(300), os.urandom(200)
+    assert store.put_slivers(A, [(0, PRIMARY, p, None), (1, PRIMARY, q, None), (1, SECONDARY, q, None)],
+                             remember=[1])
+    assert store._recent_bytes == 200 and set(store._recent) == {(A.hex(), "p1")}
+    assert store.get_sliver(A, 0, PRIMARY) == p  # from disk, as any other file
+    assert store.put_slivers(B, [(5, PRIMARY, p, None)], remember=[]) and store._recent_bytes == 200
+
+
+def test_a_store_request_keeps_only_its_systematic_primary_slivers_in_memory(tmp_path):
+    from p2pwalrus.core import rs2
+    from p2pwalrus.node.store_pairs import persist_pairs, verify_pairs
+
+    n = 10
+    data = os.urandom(5000)
+    enc = rs2.encode_blob(data, n)
+    blob_id = enc.blob_id
+    owned = [(pair, rs2.shard_for_pair(pair, blob_id, n), enc.primary_sliver(pair), enc.secondary_sliver(pair))
+             for pair in range(n)]
+    good, refused = verify_pairs(enc.metadata, owned)
+    assert not refused
+    store = SliverStore(tmp_path, recent_bytes=1 << 20)
+    assert sorted(persist_pairs(store, enc.metadata, blob_id, good, lambda state: {})) == list(range(n))
+    systematic = {rs2.shard_for_pair(pair, blob_id, n) for pair in range(enc.metadata.config.n_primary)}
+    assert {name for _, name in store._recent} == {f"p{shard}" for shard in systematic}

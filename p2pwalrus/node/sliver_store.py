@@ -50,7 +50,7 @@ import shutil
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,6 +194,7 @@ class SliverStore:
         *,
         metadata: bytes | None = None,
         update_state: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None,
+        remember: Collection[int] | None = None,
     ) -> bool:
         """Store a store request's slivers in one group commit: all durable when this returns.
 
@@ -203,6 +204,8 @@ class SliverStore:
         already; ``update_state(current state)`` returns updates merged into the blob's
         state in the same commit. Returns False, storing nothing, if the blob was deleted
         meanwhile. Capacity is checked for the whole request at once (state excepted).
+        ``remember``: the shards whose primary slivers are kept in memory for reads (see
+        recent_bytes); None: every primary sliver of the request.
         """
         files = [_Pending(_sliver_name(shard, kind), memoryview(data).cast("B"), leaves)
                  for shard, kind, data, leaves in slivers]
@@ -216,7 +219,8 @@ class SliverStore:
         if not self._commit_with_state(blob_id, files, update_state):
             return False
         if self._recent_cap:
-            self._remember_primaries(blob_id, files)
+            kept = None if remember is None else {_sliver_name(shard, PRIMARY) for shard in remember}
+            self._remember_primaries(blob_id, [f for f in files if kept is None or f.name in kept])
         return True
 
     def _remember_primaries(self, blob_id: bytes, files: list[_Pending]) -> None:

@@ -43,7 +43,11 @@ def persist_pairs(store: SliverStore, meta: rs2.BlobMetadata, blob_id: bytes, ve
         shards.append(shard)
     if not slivers:
         return []
-    if not store.put_slivers(blob_id, slivers, metadata=meta.to_bytes(), update_state=update_state):
+    # Reads ask for the systematic primary slivers (rows 0..R-1) first: only those are kept in
+    # memory (SliverStore's recent_bytes).
+    systematic = [shard for pair, shard, *_ in verified if pair < meta.config.n_primary]
+    if not store.put_slivers(blob_id, slivers, metadata=meta.to_bytes(), update_state=update_state,
+                             remember=systematic):
         return []  # the blob was deleted meanwhile: nothing of this request is stored
     return shards
 
