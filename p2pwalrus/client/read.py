@@ -189,6 +189,7 @@ class Reading:
                         return
                     stood_in = waiting.pop(pair, None) is None  # a spare was asked already
                     if raw is None:
+                        logger.info("primary sliver %d could not be had: %s", pair, bad.get(pair))
                         failed_holders.add(holder[pair])
                         if not stood_in:
                             ask_spare()
