@@ -45,7 +45,7 @@ def _claim(path) -> None:
 
 async def _trim_when_idle(every: float = 5.0) -> None:
     """Give back the memory a burst of stores and reads left in the heap and in the encoder's
-    scratch maps once the daemon has been idle a while (malloc_tuning.DAEMON keeps it meanwhile)."""
+    scratch buffers once the daemon has been idle a while (malloc_tuning.DAEMON keeps it meanwhile)."""
     import time
 
     import trio
