@@ -351,7 +351,7 @@ async def test_the_client_checks_each_reply_at_the_boundary():
             self.sent.append((protocol, header))
             return self.reply
 
-        async def call_with_blob(self, peer_id, protocol, header, max_size, timeout=10.0):
+        async def call_with_blob(self, peer_id, protocol, header, max_size, timeout=10.0, into=None):
             self.sent.append((protocol, header))
             return self.reply, (b"x" if self.reply.get("ok") else None)
 

@@ -126,6 +126,23 @@ async def test_short_reads_are_reassembled_and_eof_mid_frame_is_a_protocol_error
             await read_frame(ScriptedStream(b"\x80\x80"), 1 << 20)  # EOF inside the varint
 
 
+async def test_a_frame_read_into_a_buffer_must_fill_it_exactly():
+    from p2pwalrus.p2p.framing import read_frame_into
+
+    with trio.fail_after(5):
+        payload = os.urandom(5000)
+        buf = bytearray(5000)
+        got = await read_frame_into(ScriptedStream(encode_uvarint(5000) + payload, max_read=777), memoryview(buf))
+        assert bytes(buf) == payload and bytes(got) == payload
+        for announced in (4999, 5001, 1 << 40):  # shorter, longer, absurd: refused before a payload byte
+            stream = ScriptedStream(encode_uvarint(announced) + payload)
+            with pytest.raises(ProtocolError):
+                await read_frame_into(stream, memoryview(bytearray(5000)))
+            assert stream.pos <= len(encode_uvarint(announced))
+        with pytest.raises(ProtocolError, match="ended"):
+            await read_frame_into(ScriptedStream(encode_uvarint(5000) + payload[:10]), memoryview(buf))
+
+
 async def test_frame_reader_serves_many_small_frames_from_few_reads_with_the_same_checks():
     from p2pwalrus.p2p.framing import FrameReader, encode_frames
 

@@ -30,6 +30,7 @@ class ScriptedClient(Client):
         self.behaviour = behaviour
         self.shard_map = SimpleNamespace(owner=lambda shard: f"node{shard % holders}")
         self.asked: list[int] = []
+        self.into: set[int] = set()  # pairs read into the caller's buffer
 
     async def certified(self, blob_id):
         return None
@@ -37,7 +38,7 @@ class ScriptedClient(Client):
     async def metadata(self, blob_id):
         return self.enc.metadata
 
-    async def call_with_blob(self, peer_id, protocol, header, max_size, timeout=10.0):
+    async def call_with_blob(self, peer_id, protocol, header, max_size, timeout=10.0, into=None):
         if protocol == protocols.GET_PROOF:  # these holders never have a proof for what they say
             return {"ok": False, "error": "not found"}, None
         pair = header["pair"]
@@ -60,6 +61,11 @@ class ScriptedClient(Client):
         raw = self.enc.primary_sliver(pair)
         if what == "corrupt":
             raw = bytes([raw[0] ^ 1]) + raw[1:]
+        if into is not None:  # as rpc.call_for_blob: the frame is read into the caller's buffer
+            assert len(raw) == len(into)
+            into[:] = raw
+            self.into.add(pair)
+            return {"ok": True}, into
         return {"ok": True}, raw
 
 
@@ -81,7 +87,11 @@ async def test_a_healthy_read_asks_only_the_systematic_slivers_and_decodes_nothi
     r = client.enc.metadata.config.n_primary
     with trio.fail_after(10):
         assert await client.read(client.enc.blob_id) == data
-    assert sorted(client.asked) == list(range(r))
+        parts = await client.read_parts(client.enc.blob_id)
+    assert sorted(client.asked) == sorted(list(range(r)) * 2)
+    # Each systematic row was read into one buffer, and the parts are views of it (no copies).
+    assert client.into == set(range(r)) and all(isinstance(p, memoryview) for p in parts)
+    assert b"".join(parts) == data
 
 
 async def test_a_failed_or_corrupt_systematic_sliver_is_replaced_by_one_recovery_row_each(data):

@@ -33,8 +33,10 @@ class Calls:
                                         max_reply=max_reply)
 
     async def call_with_blob(self, peer_id: str, protocol, header: dict, max_size: int,
-                             timeout: float = CALL_TIMEOUT) -> tuple[dict, bytes | None]:
-        return await rpc.call_for_blob(lambda: self.new_stream(peer_id, protocol), header, max_size, timeout=timeout)
+                             timeout: float = CALL_TIMEOUT, into: memoryview | None = None
+                             ) -> tuple[dict, bytes | memoryview | None]:
+        return await rpc.call_for_blob(lambda: self.new_stream(peer_id, protocol), header, max_size, timeout=timeout,
+                                       into=into)
 
     async def request(self, peer_id: str, request: wire.Request, **kw):
         """A typed exchange (core/messages.py): the request's reply message, parsed and checked
@@ -43,9 +45,10 @@ class Calls:
         return request.reply.from_json(reply, n_shards=self.net.n_shards)
 
     async def request_with_blob(self, peer_id: str, request: wire.Request, max_size: int,
-                                timeout: float = CALL_TIMEOUT):
-        """(reply message, the frame that follows an ok reply or None): metadata, slivers, certificates, proofs."""
-        reply, raw = await self.call_with_blob(peer_id, request.protocol, request.to_json(), max_size, timeout)
+                                timeout: float = CALL_TIMEOUT, into: memoryview | None = None):
+        """(reply message, the frame that follows an ok reply or None): metadata, slivers, certificates, proofs.
+        ``into``: the frame is read into this buffer, and must fill it exactly."""
+        reply, raw = await self.call_with_blob(peer_id, request.protocol, request.to_json(), max_size, timeout, into)
         return request.reply.from_json(reply, n_shards=self.net.n_shards), raw
 
     async def gather(self, peers, fn, *, limit: int = 16) -> dict[str, object]:

@@ -4,13 +4,14 @@ arrives, recovery rows asked in place of missing or late ones, decoding only whe
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 
 import trio
 
 from ..core import messages as wire
-from ..core import rs2
+from ..core import rs2, scratch
 from ..core.blob_id import blob_id_to_str
 from ..errors import InconsistentBlobError, NotEnoughShardsError, ProtocolError, VerificationError
 from .common import BlobInvalidError, Progress
@@ -32,6 +33,7 @@ READ_HEDGE_TICK = 0.25
 SYSTEMATIC_RETRY_PAUSE = 0.25
 DECODE_SECONDS_PER_BYTE = 1e-8
 SYSTEMATIC_GRACE_MIN, SYSTEMATIC_GRACE_MAX = 0.05, 1.0
+VERIFY_THREADS = max(2, os.cpu_count() or 2)
 
 
 class Reading:
@@ -88,14 +90,18 @@ class Reading:
         return got[0]
 
     async def _fetch_primary(self, meta: rs2.BlobMetadata, blob_id: bytes, pair: int, holder: str,
-                             bad: dict[int, str], spent: dict[str, float] | None = None) -> bytes | None:
+                             bad: dict[int, str], spent: dict[str, float] | None = None,
+                             into: memoryview | None = None,
+                             verifiers: trio.CapacityLimiter | None = None) -> bytes | memoryview | None:
         """Primary sliver `pair` from `holder`, verified (in a worker thread); None, noted in `bad`, if not.
 
-        The verification's seconds are added to `spent["verify"]`."""
+        The verification's seconds are added to `spent["verify"]`. `into`: a buffer of the
+        sliver's size that it is read into (and returned as). `verifiers`: the threads
+        verifying may share (trio's default limiter otherwise)."""
         sliver_len = meta.config.n_secondary * meta.symbol_size
         try:
             reply, raw = await self.request_with_blob(holder, wire.GetSliverRequest(blob_id, pair, rs2.PRIMARY),
-                                                      sliver_len, 60.0)
+                                                      sliver_len, 60.0, into)
         except Exception as exc:
             bad[pair] = f"{holder[:16]}…: {exc!r}"
             return None
@@ -106,7 +112,7 @@ class Reading:
             return None
         t0 = time.perf_counter()
         try:
-            await trio.to_thread.run_sync(rs2.verify_primary_sliver, meta, pair, raw)
+            await trio.to_thread.run_sync(rs2.verify_primary_sliver, meta, pair, raw, limiter=verifiers)
         except VerificationError as exc:
             logger.warning("primary sliver %d from %s is corrupt: %s", pair, holder, exc)
             bad[pair] = f"{holder[:16]}…: corrupt sliver"
@@ -147,7 +153,16 @@ class Reading:
         n, cfg = meta.n_shards, meta.config
         need = cfg.n_primary
         holder = {pair: self.shard_map.owner(rs2.shard_for_pair(pair, blob_id, n)) for pair in range(n)}
-        good: dict[int, bytes] = {}
+        # The systematic rows are read into one scratch buffer (core/scratch.py), in place:
+        # the parts returned are views of it. Fresh bytes for each row faulted in the 67 MB of
+        # a 64 MiB read in `p2pwalrus daemon` (its encodings keep their own scratch).
+        sliver_len = cfg.n_secondary * meta.symbol_size
+        rows = scratch.POOL.empty((need, sliver_len))
+        # As many verifying threads as cores: more gained nothing but the codec's and hashes'
+        # temporaries of every row at once (24 rows of a 64 MiB blob: over 100 MB of fresh
+        # pages in the daemon's first reads).
+        verifiers = trio.CapacityLimiter(VERIFY_THREADS)
+        good: dict[int, bytes | memoryview] = {}
         bad: dict[int, str] = {}
         spares = list(range(need, n))  # recovery rows, asked only in place of a systematic one
         failed_holders: set[str] = set()
@@ -182,7 +197,9 @@ class Reading:
                 try:
                     await trio.sleep(pause)
                     try:
-                        raw = await self._fetch_primary(meta, blob_id, pair, holder[pair], bad, spent)
+                        raw = await self._fetch_primary(meta, blob_id, pair, holder[pair], bad, spent,
+                                                        memoryview(rows[pair]) if pair < need else None,
+                                                        verifiers)
                     except BlobInvalidError as exc:  # raised below, outside the nursery's exception group
                         invalid = exc
                         nursery.cancel_scope.cancel()

@@ -131,6 +131,18 @@ async def read_exactly(stream: INetStream, n: int) -> bytes:
     return data if isinstance(data, bytes) else bytes(data)
 
 
+async def read_frame_into(stream: INetStream, into: memoryview) -> memoryview:
+    """Read one frame of exactly ``len(into)`` payload bytes into ``into`` (a frame of another
+    size is a ProtocolError); returns ``into``. For a caller whose buffer is memory already in
+    use (a read's slivers in scratch memory): the one copy lands there, not in fresh pages."""
+    view = memoryview(into).cast("B")
+    n = await read_length(stream, len(view))
+    if n != len(view):
+        raise ProtocolError(f"peer sent a frame of {n} bytes where {len(view)} were expected")
+    await read_exactly_into(stream, view)
+    return into
+
+
 async def write_frame(stream: INetStream, payload: bytes | bytearray | memoryview) -> None:
     """Write one frame: varint length, then the payload."""
     header = encode_uvarint(len(payload))

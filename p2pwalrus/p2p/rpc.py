@@ -13,7 +13,7 @@ import trio
 
 from ..errors import ProtocolError
 from .log_once import LogOnce, describe as _describe
-from .framing import ByteBudget, bytes_charged, current_budget, read_frame, write_frame
+from .framing import ByteBudget, bytes_charged, current_budget, read_frame, read_frame_into, write_frame
 
 logger = logging.getLogger(__name__)
 log_once = LogOnce(logger)
@@ -168,14 +168,18 @@ async def call_for_reply(open_stream, header: dict, *, timeout: float, max_reply
     return reply
 
 
-async def call_for_blob(open_stream, header: dict, max_size: int, *, timeout: float) -> tuple[dict, bytes | None]:
+async def call_for_blob(open_stream, header: dict, max_size: int, *, timeout: float,
+                        into: memoryview | None = None) -> tuple[dict, bytes | memoryview | None]:
     """A request answered by a JSON reply and, when it says ok, one frame of at most
-    ``max_size`` bytes (None otherwise); the reply and the frame each within ``timeout``."""
+    ``max_size`` bytes (None otherwise); the reply and the frame each within ``timeout``.
+    ``into``: the frame must be exactly its size and is read into it (framing.read_frame_into)."""
     stream, reply = await call(open_stream, header, timeout=timeout)
     try:
         if not reply.get("ok"):
             return reply, None
         with trio.fail_after(timeout):
+            if into is not None:
+                return reply, await read_frame_into(stream, into)
             return reply, await recv_blob(stream, max_size)
     finally:
         await close_quietly(stream)
