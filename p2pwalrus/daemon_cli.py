@@ -50,11 +50,12 @@ async def _trim_when_idle(every: float = 5.0) -> None:
 
     import trio
 
-    from .core.scratch import POOL
+    from .core import scratch
     from .malloc_tuning import IdleTrim, trim
 
     def give_back() -> None:
-        POOL.clear()
+        scratch.POOL.clear()
+        scratch.READS.clear()
         trim()
 
     when = IdleTrim()

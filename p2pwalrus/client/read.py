@@ -157,7 +157,7 @@ class Reading:
         # the parts returned are views of it. Fresh bytes for each row faulted in the 67 MB of
         # a 64 MiB read in `p2pwalrus daemon` (its encodings keep their own scratch).
         sliver_len = cfg.n_secondary * meta.symbol_size
-        rows = scratch.POOL.empty((need, sliver_len))
+        rows = scratch.READS.empty((need, sliver_len))
         # As many verifying threads as cores: more gained nothing but the codec's and hashes'
         # temporaries of every row at once (24 rows of a 64 MiB blob: over 100 MB of fresh
         # pages in the daemon's first reads).

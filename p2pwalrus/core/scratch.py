@@ -79,4 +79,8 @@ class ScratchPool:
         return given
 
 
+# Stores (the encoder's arrays, the padded blob) and reads (the rows fetched) each have their
+# own: a read's buffer still held when the next store starts (the bench's store, read, store)
+# must not make that store allocate afresh, nor a store a read.
 POOL = ScratchPool()
+READS = ScratchPool()
