@@ -173,7 +173,7 @@ class Reading:
         retried: set[int] = set()  # systematic rows asked a second time
         grace = min(SYSTEMATIC_GRACE_MAX, max(SYSTEMATIC_GRACE_MIN, DECODE_SECONDS_PER_BYTE * meta.unencoded_length))
         started = trio.current_time()
-        progress.start("reading", need * cfg.n_secondary * meta.symbol_size)
+        progress.start("reading", need * sliver_len)
 
         async with trio.open_nursery() as nursery:
 

@@ -1,4 +1,4 @@
-"""Large arrays that are used again instead of allocated afresh (the encoder's biggest ones).
+"""Large arrays that are used again instead of allocated afresh (a store's and a read's biggest).
 
 Why: encoding a 64 MiB blob at 66 shards fills 150 MB of arrays that outlive the encoding
 (the rows' extension and the recovery rows' primary slivers, sent from where they lie). From
