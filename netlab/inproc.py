@@ -23,17 +23,26 @@ def inproc_timings(n_nodes: int):
 
     if n_nodes <= 20:
         return Timings()
-    return Timings(gossip_degree=4.0, heartbeat_interval=15.0, heartbeat_timeout=90.0)
+    return Timings(gossip_degree=3.0, heartbeat_timeout=90.0)
 
 
 def few_connections(node) -> None:
     """Many nodes in one process: a handful of connections each, not a full mesh."""
-    # The swarm's auto-connector dials peerstore peers (every member's address is there) up to
-    # the middle of the watermarks: (6 + 300) / 2 made every node dial every other, N^2
-    # connections in one process. Now it aims at 12, and the host closes idle ones above 16.
-    # A dial waits longer: on a saturated event loop a handshake abandoned after 5 s is redone.
-    node.host_overrides.update(max_dialled_peers=6, low_watermark=8, high_watermark=16, min_connections=4,
-                               dial_timeout=15.0)
+    # A connection costs about 17 ms of CPU to set up and tear down (both ends: Noise,
+    # identify, GossipSub hello, meshes). The swarm's auto-connector dials peerstore peers
+    # (every member's address is there) up to the middle of the watermarks: (6 + 300) / 2 made
+    # every node dial every other, N^2 connections in one process; at 12 it still added a
+    # dozen random connections per node beside the heartbeat links' ring neighbours, and
+    # trimming back to 12 made trimmed peers dial again. Now it only keeps 2 (the heartbeat
+    # links bring the rest, and GossipSub meshes over them), and idle connections are closed
+    # above 32, down to 24. A dial waits longer: on a saturated event loop a handshake
+    # abandoned after 5 s is redone.
+    node.host_overrides.update(max_dialled_peers=6, low_watermark=2, high_watermark=2, min_connections=1,
+                               trim_above=32, trim_to=24, dial_timeout=15.0)
+    # Each heartbeat link is a connection, and while nodes join each newcomer opens its ring
+    # neighbours' links (a joining node's whole cost is about 100 gossip copies of its record
+    # and its links): 4 watchers per node instead of 8, still two for a down report.
+    node.liveness_overrides.update(neighbours=4)
 
 
 def peak_rss_mb() -> float:

@@ -234,6 +234,14 @@ class LiveSet:
         self.max_members = max_members
         self._entries: dict[str, _Entry] = {}
         self._down: dict[str, int] = {}  # peer ID -> seq of the newest record it was marked down at
+        # Sorted IDs and digest, kept until the entries change: every heartbeat asks for the
+        # digest twice, and at 100 members sorting and hashing them was a visible share of it.
+        self._sorted: list[str] | None = None
+        self._digest: bytes | None = None
+
+    def _set(self, peer_id: str, entry: "_Entry") -> None:
+        self._entries[peer_id] = entry
+        self._sorted = self._digest = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -246,20 +254,24 @@ class LiveSet:
         return entry.signed if entry else None
 
     def peer_ids(self) -> list[str]:
-        return sorted(self._entries)
+        if self._sorted is None:
+            self._sorted = sorted(self._entries)
+        return list(self._sorted)
 
     def signed_records(self) -> list[SignedNodeRecord]:
-        return [self._entries[p].signed for p in sorted(self._entries)]
+        return [self._entries[p].signed for p in self.peer_ids()]
 
     def records(self) -> list[NodeRecord]:
         return [s.record for s in self.signed_records()]
 
     def digest(self) -> bytes:
         """16 bytes naming the set of (peer ID, seq) held: equal digests, equal live sets."""
-        h = hashlib.blake2b(digest_size=16)
-        for p in sorted(self._entries):
-            h.update(f"{p}:{self._entries[p].signed.record.seq};".encode())
-        return h.digest()
+        if self._digest is None:
+            h = hashlib.blake2b(digest_size=16)
+            for p in self.peer_ids():
+                h.update(f"{p}:{self._entries[p].signed.record.seq};".encode())
+            self._digest = h.digest()
+        return self._digest
 
     def down_peers(self) -> list[str]:
         return sorted(self._down)
@@ -297,12 +309,12 @@ class LiveSet:
         if entry is None:
             if len(self._entries) >= self.max_members:
                 return None
-            self._entries[record.peer_id] = _Entry(signed, refreshed)
+            self._set(record.peer_id, _Entry(signed, refreshed))
             return MembershipChange(ChangeKind.JOINED, record.peer_id, record)
         old = entry.signed.record
         if record.seq <= old.seq:
             return None
-        self._entries[record.peer_id] = _Entry(signed, refreshed)
+        self._set(record.peer_id, _Entry(signed, refreshed))
         if (old.addrs, old.capacity, old.version) != (record.addrs, record.capacity, record.version):
             return MembershipChange(ChangeKind.UPDATED, record.peer_id, record)
         return None
@@ -323,6 +335,7 @@ class LiveSet:
 
     def remove(self, peer_id: str) -> MembershipChange | None:
         entry = self._entries.pop(peer_id, None)
+        self._sorted = self._digest = None
         return MembershipChange(ChangeKind.LEFT, peer_id, entry.signed.record) if entry else None
 
     def expire(self, now: float) -> list[MembershipChange]:

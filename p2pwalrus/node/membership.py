@@ -69,13 +69,16 @@ class MembershipConfig:
     # The first put waits a random part of this: a put is a lookup that dials about 20 peers,
     # and nobody needs a newcomer's record in the DHT within seconds (members pull and gossip
     # records); at once, a burst of joins paid for every newcomer's put together.
-    dht_first_put_within: float = 300.0
+    dht_first_put_within: float = 1200.0
     pull_timeout: float = 10.0  # one whole anti-entropy pull
     serve_timeout: float = 10.0  # answering one pull
     max_pull_records: int = 4096
     pull_interval: float = 0.0  # pull from a random member this often; 0: only by digest (liveness.py)
     lonely_pull_interval: float = 5.0  # pull this often while we know no other member
     max_members: int = 10_000
+
+
+CHECKED_RECORDS_KEPT = 4096  # records whose signature was checked, remembered (oldest dropped)
 
 
 class _DHTRecordValidator(Validator):
@@ -123,6 +126,7 @@ class Membership(_MembershipSpread):
         self._subscribers: list[trio.MemorySendChannel[MembershipChange]] = []
         self._wake_expiry = trio.Event()
         self.rejected = 0  # gossip messages refused by the validator
+        self._checked: dict[bytes, SignedNodeRecord] = {}  # record bytes -> checked record (validate_bytes)
         # A whole live set pulled from a peer at least once. Until then the node pulls as if
         # alone: a newcomer whose first pull failed (its bootstrap peer busy) but that heard a
         # few records by gossip was no longer alone, never pulled again, and lacked the rest.
@@ -223,9 +227,21 @@ class Membership(_MembershipSpread):
             logger.debug("ignoring addrs of %s: %s", record.peer_id, exc)
 
     def validate_bytes(self, data: bytes, now: float | None = None) -> SignedNodeRecord:
-        return SignedNodeRecord.from_bytes(
-            data, network=self.config.network, now=time.time() if now is None else now, max_size=MAX_RECORD_SIZE
-        )
+        """Parse and fully check a record (core/records.py); the same bytes seen again (the
+        node's GossipSub validators and its receive loop each check every record, and pulls
+        bring records gossip brought) are only checked for expiry: one signature check each."""
+        now = time.time() if now is None else now
+        data = bytes(data)
+        signed = self._checked.get(data)
+        if signed is not None:
+            if signed.record.expires_at <= now:
+                raise InvalidRecordError("record expired")
+            return signed
+        signed = SignedNodeRecord.from_bytes(data, network=self.config.network, now=now, max_size=MAX_RECORD_SIZE)
+        if len(self._checked) >= CHECKED_RECORDS_KEPT:
+            del self._checked[next(iter(self._checked))]
+        self._checked[data] = signed
+        return signed
 @asynccontextmanager
 async def open_membership(node: NodeHost, keypair: KeyPair, config: MembershipConfig) -> AsyncIterator[Membership]:
     """Run the membership service on a started NodeHost; yield it after the first publish and pull."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import time
 from pathlib import Path
 
 import trio
@@ -19,7 +18,6 @@ from ..config import NetworkConfig
 from ..core import rs2
 from ..core.certificates import AvailabilityCertificate
 from ..core.placement import ShardMap
-from ..core.records import SignedNodeRecord
 from ..p2p import rpc
 from .cert_registry import CertificateRegistry
 from .certcheck import CertChecker
@@ -99,6 +97,7 @@ class StorageNode(_ShardMaps, _PeerCalls):
         self.peer_limits = rpc.PeerLimits()  # per-peer caps on open streams and buffered bytes
         self.extra_services = []  # callables(node, nursery) started with the node (metrics, ...)
         self.host_overrides: dict = {}  # HostTimings fields, e.g. fewer connections in-process
+        self.liveness_overrides: dict = {}  # LivenessConfig fields, e.g. fewer heartbeat links in-process
         from .repair import RepairService
 
         self.repair = RepairService(self)
@@ -259,7 +258,7 @@ class StorageNode(_ShardMaps, _PeerCalls):
             record_lifetime=t.record_lifetime,
         )
         lcfg = LivenessConfig(interval=t.heartbeat_interval, dead_after=t.heartbeat_timeout,
-                              reopen_timeout=max(4.0, t.heartbeat_timeout / 4))
+                              reopen_timeout=max(4.0, t.heartbeat_timeout / 4), **self.liveness_overrides)
         async with open_host(self.keypair, self.listen, list(self.net.bootstrap), timings=host_timings) as node:
             self.node = node
             handlers = self.handlers.table()
@@ -280,7 +279,7 @@ class StorageNode(_ShardMaps, _PeerCalls):
                     if self.fault_injection.denied_message(forwarder, msg):
                         return False
                     try:
-                        if SignedNodeRecord.from_bytes(msg.data, network=self.net.name, now=time.time()).peer_id in self.deny:
+                        if members.validate_bytes(msg.data).peer_id in self.deny:
                             return False
                     except Exception:
                         pass  # the membership validator names the reason

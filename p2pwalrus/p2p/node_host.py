@@ -32,6 +32,7 @@ logger = logging.getLogger("p2pwalrus.p2p.host")  # the log name these lines alw
 # tests/test_cli_startup.py): streams open for a connection's whole life
 _LONG_LIVED = frozenset(["/meshsub/1.0.0", "/meshsub/1.1.0"])
 
+BOOTSTRAP_STAGGER = 1.0  # s; a joining node dials the next bootstrap peer if the last is this slow
 HEARTBEAT_INTERVAL = 1  # s; meshes graft on heartbeats: slower ones left gossip undelivered (flaky convergence)
 
 
@@ -60,6 +61,11 @@ class HostTimings:
     # py-libp2p's own pruner never does: every connection carries a GossipSub stream.
     trim_interval: float = 10.0
     trim_grace: float = 20.0
+    # Trim only above ``trim_above`` connections (0: the high watermark), down to ``trim_to``
+    # (0: the auto-connector's target). Trimming right back to that target made every trimmed
+    # peer dial again at once, and its new connections pushed others over: churn.
+    trim_above: int = 0
+    trim_to: int = 0
 
 
 def parse_peer_addr(addr: str) -> PeerInfo:
@@ -136,19 +142,29 @@ class NodeHost:
                 for info in todo:
                     nursery.start_soon(self.connect, info)
         else:
+            # One after the other in random order, the next one only if the last has not
+            # connected within a second: a joining node needs one, and every newcomer dialling
+            # every bootstrap peer loaded those with one connection per member (most trimmed
+            # later), at 17 ms of CPU each.
             first, left = trio.Event(), [len(todo)]
 
-            async def dial(info: PeerInfo) -> None:
+            async def dial(info: PeerInfo, done: trio.Event) -> None:
                 ok = False
                 try:
                     ok = await self.connect(info)
                 finally:
+                    done.set()
                     left[0] -= 1
                     if ok or not left[0]:
                         first.set()
 
-            for info in todo:
-                background.start_soon(dial, info)
+            for info in random.sample(todo, len(todo)):
+                done = trio.Event()
+                background.start_soon(dial, info, done)
+                with trio.move_on_after(BOOTSTRAP_STAGGER):
+                    await done.wait()
+                if first.is_set():
+                    break
             await first.wait()
         now = set(self.connected_peers())
         return sum(1 for info in self.bootstrap_peers if info.peer_id in now)
@@ -218,7 +234,7 @@ class NodeHost:
         past the grace period, not in a GossipSub mesh, no stream open but GossipSub's."""
         t = self.timings
         conns = self.host.get_network().get_connections()
-        if len(conns) <= t.high_watermark:
+        if len(conns) <= (t.trim_above or t.high_watermark):
             return []
         in_mesh = set().union(*self.gossipsub.mesh.values())
         idle = []
@@ -229,7 +245,8 @@ class NodeHost:
             if all((s.get_protocol() or "") in _LONG_LIVED for s in conn.get_streams()):
                 idle.append(peer)
         random.shuffle(idle)  # which ones stay is random: the overlay keeps mixing
-        return idle[: len(conns) - (t.low_watermark + t.high_watermark) // 2]
+        keep = t.trim_to or (t.low_watermark + t.high_watermark) // 2
+        return idle[: max(0, len(conns) - keep)]
 
     async def close_connection(self, peer: ID) -> None:
         """Close our connection to ``peer`` (see ``close_connection``)."""
