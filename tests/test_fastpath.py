@@ -433,3 +433,54 @@ async def _parent_lookup_checks(svc, found, walked):
             assert manager._find_parent_task(trio.lowlevel.current_task()) is None  # not a task of this service
             assert not walked  # found by lookup, not by walking the service's task tree
             manager.cancel()
+
+
+async def test_queued_pubsub_rpcs_go_out_as_one_write(patched):
+    """(13) RPCs waiting for one peer are merged into one RPC: every message and control entry
+    arrives, in order, in fewer writes, each a well-formed RPC; and no write grows much past
+    MERGED_RPC_BYTES."""
+    from libp2p.pubsub.pb import rpc_pb2
+    from libp2p.pubsub.pubsub import Pubsub
+    from libp2p.pubsub.rpc_queue import RpcQueue
+
+    from p2pwalrus.p2p.patches import pubsub as pubsub_patches
+
+    class Recorder:
+        def __init__(self):
+            self.writes: list[bytes] = []
+
+        async def write_msg(self, stream, rpc) -> bool:
+            self.writes.append(rpc.SerializeToString())
+            return True
+
+        def _handle_dead_peer(self, peer_id):
+            raise AssertionError("the sending loop failed")
+
+    def publish(i: int, size: int = 100) -> rpc_pb2.RPC:
+        return rpc_pb2.RPC(publish=[rpc_pb2.Message(data=i.to_bytes(4, "big") * (size // 4), topicIDs=["t"])])
+
+    queue = RpcQueue()
+    for i in range(5):
+        assert queue.push(publish(i))
+    assert queue.push(rpc_pb2.RPC(control=rpc_pb2.ControlMessage(ihave=[rpc_pb2.ControlIHave(topicID="t", messageIDs=[b"x"])])))
+    queue.close()  # the loop sends what is queued, then ends
+    rec = Recorder()
+    with trio.fail_after(10):
+        await Pubsub.handle_sending_messages(rec, "peer", None, queue)
+    assert len(rec.writes) == 1
+    sent = rpc_pb2.RPC.FromString(rec.writes[0])
+    assert [int.from_bytes(m.data[:4], "big") for m in sent.publish] == list(range(5))
+    assert [h.messageIDs for h in sent.control.ihave] == [[b"x"]]
+
+    big = pubsub_patches.MERGED_RPC_BYTES // 3
+    queue = RpcQueue()
+    for i in range(7):
+        assert queue.push(publish(i, big))
+    queue.close()
+    rec = Recorder()
+    with trio.fail_after(10):
+        await Pubsub.handle_sending_messages(rec, "peer", None, queue)
+    sent = [rpc_pb2.RPC.FromString(w) for w in rec.writes]
+    assert [int.from_bytes(m.data[:4], "big") for r in sent for m in r.publish] == list(range(7))
+    assert 1 < len(sent) < 7
+    assert all(len(w) < pubsub_patches.MERGED_RPC_BYTES + big + 64 for w in rec.writes)

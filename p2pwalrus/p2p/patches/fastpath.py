@@ -19,7 +19,7 @@ in this order:
   several messages decrypted per read straight into the caller's buffer); (5) batched
   Noise writes (one socket write per batch of 65519-byte messages).
 - pubsub.py: (8) a sender's signed peer record byte-identical to the last one accepted
-  from that peer is not checked again.
+  from that peer is not checked again; (13) RPCs queued for one peer are sent as one.
 - tcp.py: (9) ``TCPListener.get_addrs`` remembered while its sockets stay the same.
 - tasks.py: (10) the service manager's task IDs from a counter, not ``uuid.uuid4()``;
   (12) a task's parent found by lookup, not by walking the service's task tree.
@@ -96,6 +96,7 @@ def enable() -> bool:
     yamux.patch()
     noise.patch()
     pubsub.patch_records()
+    pubsub.patch_batching()
     tcp.patch()
     tasks.patch()
     notify.patch()
@@ -112,6 +113,7 @@ def disable() -> None:
     yamux.unpatch()
     noise.unpatch()
     pubsub.unpatch_records()
+    pubsub.unpatch_batching()
     tcp.unpatch()
     tasks.unpatch()
     notify.unpatch()

@@ -29,6 +29,8 @@ from typing import Any
 from ..log_once import describe as _describe
 from .containment import count, log_once, originals
 
+logger = logging.getLogger(__name__)
+
 _originals: dict[str, Any] = {}  # what patch_records() replaced
 
 
@@ -69,6 +71,56 @@ def unpatch_records() -> None:
     from libp2p.pubsub import gossipsub, pubsub
 
     pubsub.maybe_consume_signed_record = gossipsub.maybe_consume_signed_record = _originals["consume_record"]
+
+
+# --- queued RPCs sent together (fast path) ---------------------------------------------
+
+MERGED_RPC_BYTES = 64 * 1024  # RPCs waiting for one peer are sent as one, up to about this size
+batching_stats = {"rpcs": 0, "writes": 0}  # RPCs queued, and the writes that sent them
+
+
+def patch_batching() -> None:
+    """(13) 0.8.1's per-peer sending loop (``Pubsub.handle_sending_messages``) writes each
+    queued RPC on its own: a Yamux frame, a Noise message, a socket write and a wake-up of
+    the reader's task, each for one forwarded message or one IHAVE. The RPCs already waiting
+    when the loop wakes are merged into one (``RPC.MergeFrom``: their publish, subscription
+    and control lists concatenated, as go-libp2p piggybacks control on messages), up to
+    ``MERGED_RPC_BYTES``. The wire carries ordinary RPCs, just fewer of them."""
+    from libp2p.pubsub.pubsub import Pubsub
+
+    original = Pubsub.handle_sending_messages
+    _originals["handle_sending_messages"] = original
+
+    async def handle_sending_messages(self: Any, peer_id: Any, stream: Any, queue: Any) -> None:
+        try:
+            while True:
+                rpc = await queue.pop()
+                if rpc is None:
+                    return
+                batching_stats["rpcs"] += 1
+                if len(queue):
+                    size = rpc.ByteSize()
+                    while len(queue) and size < MERGED_RPC_BYTES:
+                        more = queue._queue.pop()
+                        if more is None:
+                            break
+                        batching_stats["rpcs"] += 1
+                        size += more.ByteSize()
+                        rpc.MergeFrom(more)
+                batching_stats["writes"] += 1
+                if not await self.write_msg(stream, rpc):
+                    return
+        except Exception:
+            logger.debug("sending loop for %s terminated with error", peer_id)
+            self._handle_dead_peer(peer_id)
+
+    Pubsub.handle_sending_messages = handle_sending_messages
+
+
+def unpatch_batching() -> None:
+    from libp2p.pubsub.pubsub import Pubsub
+
+    Pubsub.handle_sending_messages = _originals["handle_sending_messages"]
 
 
 # --- validator and push_msg containment (hardening) ---------------------------------
