@@ -1,8 +1,9 @@
 """`netlab inproc`: many storage nodes in one trio process; time to form one network, peak memory.
 
 The nodes run the shipped timings. One process has one core for every node's upkeep:
-above 20 nodes each node holds a handful of connections rather than a full mesh, and
-the GossipSub mesh degree is 4. Nodes start in batches, each node awaiting its bootstrap.
+above 20 nodes each node holds a handful of connections rather than a full mesh, watches
+4 ring neighbours rather than 8, and the GossipSub mesh degree is 3. Nodes start in
+batches, each node awaiting its bootstrap.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import trio
 
 def inproc_timings(n_nodes: int):
     """The shipped timings; above 20 nodes in this one process, whose single core carries
-    every node's upkeep, a smaller GossipSub mesh and slower liveness: under a saturated
-    event loop a 15 s silence or a 4 s dial says nothing about the peer."""
+    every node's upkeep, a smaller GossipSub mesh (each node receives each message about
+    once per mesh peer) and a longer silence before a link is dead: under a saturated event
+    loop a 15 s silence says nothing about the peer."""
     from p2pwalrus.config import Timings
 
     if n_nodes <= 20:
