@@ -582,3 +582,32 @@ async def test_a_malformed_gossipsub_frame_resets_its_stream_and_the_node_stays_
                 again = await b.host.new_stream(a.peer_id, [echo])
                 await write_frame(again, b"still here")
                 assert await read_frame(again, 64) == b"still here"
+
+
+async def test_a_newcomer_dials_one_bootstrap_peer_and_a_bootstrap_peer_dials_them_all(monkeypatch):
+    """A joining node needs one bootstrap peer (each connection is a handshake, identify and
+    GossipSub hello on both ends); a bootstrap peer, one on its own list, dials every other one,
+    or bootstrap peers started together split a testnet into separate networks."""
+    import socket
+
+    from p2pwalrus.p2p import node_host
+
+    monkeypatch.setattr(node_host, "BOOTSTRAP_STAGGER", 60.0)  # the first dial always ends first
+    with trio.fail_after(60):
+        async with AsyncExitStack() as stack:
+            boots = [await stack.enter_async_context(open_host(create_new_key_pair(), LOOPBACK, [])) for _ in range(3)]
+            addrs = [b.listen_addrs()[0] for b in boots]
+            newcomer = await stack.enter_async_context(open_host(create_new_key_pair(), LOOPBACK, addrs))
+            assert not newcomer.is_bootstrap
+            assert sum(b.peer_id in newcomer.connected_peers() for b in boots) == 1
+
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            key = create_new_key_pair()
+            own = f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id_of(key)}"
+            late = await stack.enter_async_context(open_host(key, [f"/ip4/127.0.0.1/tcp/{port}"], [*addrs, own]))
+            assert late.is_bootstrap
+            with trio.fail_after(20):  # the other dials finish in the background (the swarm's own
+                while not all(b.peer_id in late.connected_peers() for b in boots):  # auto-connect: 30 s)
+                    await trio.sleep(0.05)

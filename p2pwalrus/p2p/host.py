@@ -171,6 +171,7 @@ async def open_host(
     pubsub = Pubsub(host, gossipsub)
     node = NodeHost(host, dht, pubsub, gossipsub, timings)
     node.bootstrap_peers = [b for b in boot if b.peer_id != host.get_id()]
+    node.is_bootstrap = len(node.bootstrap_peers) < len(boot)
     try:
         async with host.run(listen_addrs=maddrs):
             async with background_trio_service(dht), background_trio_service(pubsub), background_trio_service(gossipsub):

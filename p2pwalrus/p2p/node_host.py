@@ -86,6 +86,7 @@ class NodeHost:
         self.gossipsub = gossipsub
         self.timings = timings
         self.bootstrap_peers: list[PeerInfo] = []
+        self.is_bootstrap = False  # this node is on its own bootstrap list
         self._refresh_now = trio.Event()
         self.refreshed = trio.Event()
         self.deny: set[str] = set()  # peer IDs never dialled (netlab partitions)  # set after each completed refresh, then replaced
@@ -131,10 +132,13 @@ class NodeHost:
     async def connect_bootstrap(self, background: trio.Nursery | None = None) -> int:
         """Dial every bootstrap peer not connected yet; return how many are connected.
 
-        With ``background``, return as soon as one is connected (or every dial failed) and
-        let the other dials finish there: a node joining needs one bootstrap peer to pull the
-        live set from, and one slow or dead bootstrap peer held its start for a whole dial
-        timeout."""
+        With ``background``, return as soon as one is connected (or every dial failed): a
+        node joining needs one bootstrap peer to pull the live set from, and one slow or dead
+        bootstrap peer held its start for a whole dial timeout. A bootstrap peer itself lets
+        its dials of every other bootstrap peer finish there: bootstrap peers started together
+        each reached only some of the others, and a 5-node testnet stayed two networks, {0, 3,
+        4} and {1, 2}, until the next refresh. Connected to each other, the bootstrap peers join
+        whatever groups their newcomers formed. Any other node dials one."""
         connected = set(self.connected_peers())
         todo = [info for info in self.bootstrap_peers if info.peer_id not in connected]
         if background is None or len(todo) < len(self.bootstrap_peers):
@@ -143,9 +147,9 @@ class NodeHost:
                     nursery.start_soon(self.connect, info)
         else:
             # One after the other in random order, the next one only if the last has not
-            # connected within a second: a joining node needs one, and every newcomer dialling
-            # every bootstrap peer loaded those with one connection per member (most trimmed
-            # later), at 17 ms of CPU each.
+            # connected within a second (a bootstrap peer dials them all): a joining node needs
+            # one, and every newcomer dialling every bootstrap peer loaded those with one
+            # connection per member (most trimmed later), at 17 ms of CPU each.
             first, left = trio.Event(), [len(todo)]
 
             async def dial(info: PeerInfo, done: trio.Event) -> None:
@@ -161,6 +165,8 @@ class NodeHost:
             for info in random.sample(todo, len(todo)):
                 done = trio.Event()
                 background.start_soon(dial, info, done)
+                if self.is_bootstrap:
+                    continue  # all at once
                 with trio.move_on_after(BOOTSTRAP_STAGGER):
                     await done.wait()
                 if first.is_set():
