@@ -32,7 +32,7 @@ from p2pwalrus.p2p.framing import (
 )
 from p2pwalrus.p2p.host import open_host
 from p2pwalrus.p2p.identity import IDENTITY_FILE, load_or_create_identity, peer_id_of
-from p2pwalrus.node.membership import MembershipConfig, open_membership
+from p2pwalrus.node.membership import Membership, MembershipConfig, open_membership
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 NET = "testnet"
@@ -326,6 +326,47 @@ def test_liveset_counts_a_record_from_its_signing_so_a_late_copy_cannot_revive_a
     fresh = sign_record(a, _record(a, now=1020.0, lifetime=60.0, seq=8))
     assert live.offer(fresh, now=1024.0).kind is ChangeKind.JOINED
     assert live.next_deadline() == 1030.0
+
+
+def test_liveset_digest_and_ids_follow_every_change():
+    """The digest and the sorted IDs are kept between changes (every heartbeat asks for them):
+    each change gives the digest a fresh set of the same content has."""
+    keys = [create_new_key_pair() for _ in range(3)]
+    live = LiveSet(ttl=100.0)
+
+    def fresh_digest() -> bytes:
+        copy = LiveSet(ttl=100.0)
+        for p in live.peer_ids():
+            copy.offer(live.get(p), now=1000.0)
+        return copy.digest()
+
+    seen = {live.digest()}
+    for i, k in enumerate(keys):
+        live.offer(sign_record(k, _record(k, now=1000.0, lifetime=60.0, seq=1)), now=1000.0)
+        assert live.digest() == fresh_digest() and live.peer_ids() == sorted(live.peer_ids())
+        seen.add(live.digest())
+    newer = sign_record(keys[0], _record(keys[0], now=1000.0, lifetime=60.0, seq=2))
+    assert live.offer(newer, now=1000.0) is None  # same addresses: no change event, but a new seq
+    assert live.digest() == fresh_digest() and live.digest() not in seen
+    seen.add(live.digest())
+    live.mark_down(str(peer_id_of(keys[1])))
+    assert live.digest() == fresh_digest() and live.digest() not in seen
+    assert str(peer_id_of(keys[1])) not in live.peer_ids() and len(live.peer_ids()) == 2
+    ids = live.peer_ids()
+    ids.clear()  # a caller's list is its own
+    assert len(live.peer_ids()) == 2
+
+
+def test_membership_checks_a_records_signature_once_and_its_expiry_every_time():
+    keypair = create_new_key_pair()
+    members = Membership(None, keypair, MembershipConfig(network=NET))
+    good = sign_record(keypair, _record(keypair)).to_bytes()
+    first = members.validate_bytes(good, now=1010.0)
+    assert members.validate_bytes(bytearray(good), now=1011.0) is first  # no second check
+    with pytest.raises(InvalidRecordError, match="expired"):
+        members.validate_bytes(good, now=1031.0)
+    with pytest.raises(InvalidRecordError, match="bad signature"):
+        members.validate_bytes(good.replace(b'"capacity":7', b'"capacity":9'), now=1010.0)
 
 
 # --- multi-node ---------------------------------------------------------------------
