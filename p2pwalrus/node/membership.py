@@ -242,6 +242,8 @@ class Membership(_MembershipSpread):
             del self._checked[next(iter(self._checked))]
         self._checked[data] = signed
         return signed
+
+
 @asynccontextmanager
 async def open_membership(node: NodeHost, keypair: KeyPair, config: MembershipConfig) -> AsyncIterator[Membership]:
     """Run the membership service on a started NodeHost; yield it after the first publish and pull."""

@@ -4,7 +4,8 @@ Fast path (8), ``patch_records()``: ``maybe_consume_signed_record`` (pubsub.py:5
 gossipsub.py:932), the check of the signed peer record carried by every RPC, is skipped for
 a record byte-identical to the last one accepted from that peer. It cost an Ed25519
 verification and a peerstore update, twice per RPC, and a peer sends the same record until
-its addresses change.
+its addresses change. Fast path (13), ``patch_batching()``: the RPCs queued for one peer
+when its sending loop wakes go out merged into one RPC.
 
 Hardening (1), ``contain_validators()`` and ``contain_push()``: ``Pubsub.validate_msg``
 catches only ``ValidationError``, so a topic validator that raised anything else
@@ -15,8 +16,9 @@ now returns False instead of raising: the message is dropped, one log line; and
 ``Pubsub.push_msg`` as a whole contains failures (signature checks, routers). Both count
 into ``containment.stats``.
 
-Pinned to libp2p 0.8.1: ``patch_records()`` is applied only by ``fastpath.enable()``, which
-checks the version; the containment only by ``hardening.apply()``, once per process.
+Pinned to libp2p 0.8.1: ``patch_records()`` and ``patch_batching()`` are applied only by
+``fastpath.enable()``, which checks the version; the containment only by
+``hardening.apply()``, once per process.
 """
 
 from __future__ import annotations
