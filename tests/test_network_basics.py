@@ -629,8 +629,7 @@ async def test_a_newcomer_dials_one_bootstrap_peer_and_a_bootstrap_peer_dials_th
     """A joining node needs one bootstrap peer (each connection is a handshake, identify and
     GossipSub hello on both ends); a bootstrap peer, one on its own list, dials every other one,
     or bootstrap peers started together split a testnet into separate networks."""
-    import socket
-
+    from netlab.lab_process import free_port
     from p2pwalrus.p2p import node_host
 
     monkeypatch.setattr(node_host, "BOOTSTRAP_STAGGER", 60.0)  # the first dial always ends first
@@ -642,9 +641,7 @@ async def test_a_newcomer_dials_one_bootstrap_peer_and_a_bootstrap_peer_dials_th
             assert not newcomer.is_bootstrap
             assert sum(b.peer_id in newcomer.connected_peers() for b in boots) == 1
 
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
+            port = free_port()
             key = create_new_key_pair()
             own = f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id_of(key)}"
             late = await stack.enter_async_context(open_host(key, [f"/ip4/127.0.0.1/tcp/{port}"], [*addrs, own]))

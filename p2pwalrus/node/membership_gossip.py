@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import logging
 import random
 import time
@@ -108,22 +109,18 @@ class _MembershipSpread:
         published before then reached nobody: at 100 nodes its join then spread only by digest
         pulls on heartbeat links, a minute later."""
         pubsub = self.node.pubsub
-        connected = set(self.node.connected_peers())
-        peers = [b.peer_id for b in self.node.bootstrap_peers if b.peer_id in connected]
+        peers = self.node.connected_bootstrap_peers()
         if not peers:
             return
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(timeout):  # the one deadline: the waits below have none of their own
             async with trio.open_nursery() as nursery:
                 async def ready(peer: ID) -> None:
-                    try:
-                        await pubsub.wait_for_peer(peer, timeout)
-                        await pubsub.wait_for_subscription(peer, self.topic, timeout)
-                    except trio.TooSlowError:
-                        return
+                    await pubsub.wait_for_peer(peer, math.inf)
+                    await pubsub.wait_for_subscription(peer, self.topic, math.inf)
                     nursery.cancel_scope.cancel()
 
-                for peer in peers:
-                    nursery.start_soon(ready, peer)
+                for info in peers:
+                    nursery.start_soon(ready, info.peer_id)
 
     async def _publish_loop(self) -> None:
         cfg = self.config
@@ -261,11 +258,9 @@ class _MembershipSpread:
         """Pull membership from a connected bootstrap peer, the next one only if that failed
         (failures are logged): any one whole live set will do, and at 100 nodes joining, a
         pull from each of three bootstrap peers tripled the records every newcomer checked."""
-        connected = set(self.node.connected_peers())
-        for info in self.node.bootstrap_peers:
-            if info.peer_id in connected:
-                try:
-                    return await self.pull_from(info.peer_id)
-                except Exception as exc:
-                    logger.info("membership pull from %s failed: %s", info.peer_id, exc)
+        for info in self.node.connected_bootstrap_peers():
+            try:
+                return await self.pull_from(info.peer_id)
+            except Exception as exc:
+                logger.info("membership pull from %s failed: %s", info.peer_id, exc)
         return 0

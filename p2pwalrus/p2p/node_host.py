@@ -102,6 +102,11 @@ class NodeHost:
     def connected_peers(self) -> list[ID]:
         return self.host.get_connected_peers()
 
+    def connected_bootstrap_peers(self) -> list[PeerInfo]:
+        """The bootstrap peers we hold a connection to, in the network file's order."""
+        connected = set(self.connected_peers())
+        return [info for info in self.bootstrap_peers if info.peer_id in connected]
+
     async def open_stream(self, peer_id: ID, protocols: Sequence[str]):
         """A new stream to ``peer_id``, redialling once if its connection went away."""
         if str(peer_id) in self.deny:
@@ -172,8 +177,7 @@ class NodeHost:
                 if first.is_set():
                     break
             await first.wait()
-        now = set(self.connected_peers())
-        return sum(1 for info in self.bootstrap_peers if info.peer_id in now)
+        return len(self.connected_bootstrap_peers())
 
     def request_refresh(self) -> None:
         """Ask the upkeep task to refresh the routing table now (e.g. after a join)."""

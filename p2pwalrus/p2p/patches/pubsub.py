@@ -78,7 +78,6 @@ def unpatch_records() -> None:
 # --- queued RPCs sent together (fast path) ---------------------------------------------
 
 MERGED_RPC_BYTES = 64 * 1024  # RPCs waiting for one peer are sent as one, up to about this size
-batching_stats = {"rpcs": 0, "writes": 0}  # RPCs queued, and the writes that sent them
 
 
 def patch_batching() -> None:
@@ -99,17 +98,14 @@ def patch_batching() -> None:
                 rpc = await queue.pop()
                 if rpc is None:
                     return
-                batching_stats["rpcs"] += 1
                 if len(queue):
                     size = rpc.ByteSize()
                     while len(queue) and size < MERGED_RPC_BYTES:
                         more = queue._queue.pop()
                         if more is None:
                             break
-                        batching_stats["rpcs"] += 1
                         size += more.ByteSize()
                         rpc.MergeFrom(more)
-                batching_stats["writes"] += 1
                 if not await self.write_msg(stream, rpc):
                     return
         except Exception:
