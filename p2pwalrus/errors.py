@@ -84,6 +84,11 @@ class InvalidRecordError(ProtocolError):
         self.reason = reason
 
 
+class StaleRecordError(InvalidRecordError):
+    """A well-formed, well-signed record refused only by our clock (expired, or issued in
+    our future): its sender may have judged it valid by its own clock."""
+
+
 class InvalidLivenessMessage(ProtocolError):
     """A heartbeat or liveness message failed validation; ``reason`` says why."""
 

@@ -162,6 +162,20 @@ async def test_a_difference_still_there_at_the_next_beat_is_pulled_once_per_pair
     beat(b"D" * 16)
     assert len(pulls) == 2
 
+    async def busy_peer():
+        raise trio.TooSlowError
+
+    live._pulling.clear()
+    other = _Link("other", None, True)
+    for _ in range(2):
+        live._compare(other, "members", b"E" * 16, ours, busy_peer)
+    assert len(pulls) == 3
+    live._compare(other, "members", b"E" * 16, ours, busy_peer)
+    assert len(pulls) == 3  # pulled for already (the pull has not ended yet)
+    await pulls[-1]()  # it fails: the same pair may be pulled for again at the next beat
+    live._compare(other, "members", b"E" * 16, ours, busy_peer)
+    assert len(pulls) == 4
+
 
 async def test_a_killed_node_leaves_every_live_set_in_seconds_and_a_restarted_one_comes_back(tmp_path):
     from netlab.inprocess import Cluster, test_network
@@ -194,4 +208,57 @@ async def test_a_killed_node_leaves_every_live_set_in_seconds_and_a_restarted_on
             await cluster.start(3)
             await cluster.wait_converged(60)
             assert trio.current_time() - t1 < 30
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_record_gossip_missed_is_pushed_on_along_the_links_and_a_forged_one_ends_the_link(tmp_path):
+    """A record a node learnt by a pull (gossip missed it there) reaches every node along the
+    heartbeat links at once, not a ring hop per two beats: here beats come once a minute, so
+    nothing but the relay can carry it. A relayed record our clock refuses is dropped; a
+    forged one ends the link (its sender should have checked it)."""
+    from netlab.inprocess import Cluster, test_network
+    from p2pwalrus.core.liveness import relay_frame
+    from p2pwalrus.p2p.framing import write_frame
+
+    def ring_of_links(node):  # each node links with 2 ring neighbours; no beat within the test
+        node.liveness_overrides.update(interval=60.0, dead_after=120.0, watch_all_up_to=2, neighbours=2)
+
+    net = test_network(10)
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            cluster = Cluster(net, tmp_path, nursery, configure=ring_of_links)
+            for _ in range(5):
+                await cluster.start()
+            await cluster.wait_converged(60)
+            nodes = cluster.alive()
+            while not all(len(n.liveness.links) >= 2 for n in nodes):
+                await trio.sleep(0.05)  # links open on upkeep rounds: no event to wait for
+
+            kp, pid = _keypair()
+            stranger = _record(kp, pid, 1)
+            nodes[0].members.accept(stranger)  # known to node 0 alone (as if gossip reached only it)
+            assert await nodes[-1].members.pull_from(nodes[0].node.peer_id) == 1
+            with trio.fail_after(20):  # a beat would come after 48-72 s
+                while not all(pid in n.members.live for n in nodes):
+                    await trio.sleep(0.05)
+            assert nodes[-1].liveness.counters["records_relayed"] >= 1
+
+            # Hostile frames on a link, sent from one end's side of it.
+            sender = nodes[0]
+            peer, link = next(iter(sender.liveness.links.items()))
+            receiver = next(n for n in nodes if str(n.node.peer_id) == peer)
+            kp2, pid2 = _keypair()
+            await write_frame(link.stream, relay_frame(_record(kp2, pid2, 1, now=time.time() - 7200).to_bytes()))
+            kp3, pid3 = _keypair()
+            await write_frame(link.stream, relay_frame(_record(kp3, pid3, 1).to_bytes()))
+            while pid3 not in receiver.members.live:  # the stale record was dropped, the link kept
+                await trio.sleep(0.05)
+            assert pid2 not in receiver.members.live
+            forged = bytearray(_record(kp3, pid3, 2).to_bytes())
+            forged[5] ^= 1  # a bit of the signature
+            their_end = receiver.liveness.links[str(sender.node.peer_id)]
+            await write_frame(link.stream, relay_frame(bytes(forged)))
+            while not their_end.closed:  # (the sender may open a new link: a new one)
+                await trio.sleep(0.05)
+            assert receiver.members.live.get(pid3).record.seq == 1
             nursery.cancel_scope.cancel()

@@ -10,7 +10,8 @@ checks it by trying the link itself.
 Frames on a heartbeat link (each inside the usual varint length prefix)::
 
     0x01 | signed node record           the sender's record (first frame, and on change)
-    0x02 | u64-LE seq | 16-byte members digest | 16-byte certificates digest
+    0x02 | u64-LE seq | 16-byte members digest | 16-byte certificates digest | flags
+    0x03 | signed node record           another node's record that gossip missed, pushed on
 
 DownReport wire form::
 
@@ -29,6 +30,7 @@ from p2pwalrus.errors import InvalidLivenessMessage
 
 FRAME_RECORD = 0x01
 FRAME_BEAT = 0x02
+FRAME_RELAY = 0x03
 DIGEST_SIZE = 16
 BEAT_SIZE = 1 + 8 + 2 * DIGEST_SIZE + 1
 BEAT_WATCHING = 0x01  # flags: the sender watches the receiver (wants this link)
@@ -77,6 +79,10 @@ class Beat:
 
 def record_frame(record_bytes: bytes) -> bytes:
     return bytes([FRAME_RECORD]) + record_bytes
+
+
+def relay_frame(record_bytes: bytes) -> bytes:
+    return bytes([FRAME_RELAY]) + record_bytes
 
 
 @dataclass(frozen=True)

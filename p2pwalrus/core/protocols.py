@@ -30,7 +30,7 @@ GET_PROOF = "/p2pwalrus/proof/1.0.0"
 # --- membership and liveness ---
 MEMBERS = "/p2pwalrus/members/1.0.0"  # pull of every live record
 MEMBERS_PULL_REQUEST = b"\x01"  # its request frame: version 1, "all live records"
-HEARTBEAT = "/p2pwalrus/heartbeat/1.1.0"  # 1.1: beats carry a watching flag
+HEARTBEAT = "/p2pwalrus/heartbeat/1.2.0"  # 1.1: beats carry a watching flag; 1.2: relayed records
 
 # --- WAL: ledger, votes, epochs ---
 LEDGER_SIGN = "/p2pwalrus/ledger-sign/1.0.0"

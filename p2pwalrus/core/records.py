@@ -24,7 +24,7 @@ from p2pwalrus.core.keys import (
     sign,
     verify_signature,
 )
-from p2pwalrus.errors import InvalidRecordError
+from p2pwalrus.errors import InvalidRecordError, StaleRecordError
 
 RECORD_FORMAT = 1
 RECORD_SIGNING_DOMAIN = b"p2pwalrus/node-record/v1\n"
@@ -174,11 +174,11 @@ class SignedNodeRecord:
         if record.network != network:
             raise InvalidRecordError(f"record is for network {record.network!r}, not {network!r}")
         if record.issued_at > now + max_clock_skew:
-            raise InvalidRecordError("record issued in the future (clock skew?)")
+            raise StaleRecordError("record issued in the future (clock skew?)")
         if record.expires_at - record.issued_at > max_lifetime:
             raise InvalidRecordError("record lifetime too long")
         if record.expires_at <= now:
-            raise InvalidRecordError("record expired")
+            raise StaleRecordError("record expired")
         signed = cls(record, signature, body)
         if not signed.verify():
             raise InvalidRecordError("bad signature")

@@ -1,6 +1,6 @@
 """Liveness from held connections, and anti-entropy by digest (see core/liveness.py).
 
-Each node keeps one heartbeat link (a long-lived stream on ``/p2pwalrus/heartbeat/1.1.0``)
+Each node keeps one heartbeat link (a long-lived stream on ``/p2pwalrus/heartbeat/1.2.0``)
 with every peer it watches. Both ends send their node record first; then the end with the
 lower peer ID sends a 41-byte beat every ``interval`` and the other answers each one: the
 cost of an idle network is two small frames per link and period, whatever the time spent
@@ -13,6 +13,9 @@ the subject refutes a report about itself by signing a fresh record.
 Beats carry digests of the sender's live set and certificate set; when a peer's digest
 differs from ours on two beats in a row (the same digests or not), we pull from that peer,
 once per pair of digests, so two nodes that disagree for good do not pull on every beat.
+A record such a pull taught us (gossip missed it here, so likely elsewhere too) is pushed
+on at once to every linked peer, and by each that lacked it to its own: a join that gossip
+missed reaches the whole network in one round of pulls, not one ring hop per two beats.
 
 Down marks and reports (a lost link, gossip of ``DownReport``, checks and refutations) are
 in node/liveness_down.py.
@@ -32,15 +35,17 @@ from libp2p.peer.peerinfo import PeerInfo
 from p2pwalrus.core.liveness import (
     FRAME_BEAT,
     FRAME_RECORD,
+    FRAME_RELAY,
     MAX_LINK_FRAME,
     Beat,
     InvalidLivenessMessage,
     record_frame,
+    relay_frame,
     watch_targets,
 )
-from p2pwalrus.core.records import InvalidRecordError
-from p2pwalrus.errors import ProtocolError
-from p2pwalrus.p2p.framing import read_frame, write_frame
+from p2pwalrus.core.records import InvalidRecordError, SignedNodeRecord
+from p2pwalrus.errors import ProtocolError, StaleRecordError
+from p2pwalrus.p2p.framing import encode_frames, read_frame, write_frame
 from ..core import protocols
 from .liveness_down import _DownReports
 
@@ -105,7 +110,8 @@ class Liveness(_DownReports):
         self._nursery: trio.Nursery | None = None
         self._pulling: set[str] = set()  # "members"/"certs" while a pull by digest runs
         self.counters = {"links_lost": 0, "down_reports_sent": 0, "down_reports_received": 0,
-                         "pulls_by_digest": 0}
+                         "pulls_by_digest": 0, "records_relayed": 0}
+        membership.on_missed_by_gossip = self.relay
 
     @property
     def me(self) -> str:
@@ -128,6 +134,24 @@ class Liveness(_DownReports):
         any other member marked down whose record is still valid."""
         self._retry = {p: (0.0, self.config.retry_min) for p in {*self._retry, *self.members.departed()}}
         self.wake()
+
+    def relay(self, records: list[SignedNodeRecord], source: str | None = None) -> None:
+        """Push records gossip missed to every linked peer but ``source`` (and each record's
+        own node). A peer that already held one takes it as a repeat and pushes nothing on."""
+        if self._nursery is None:
+            return
+        for peer, link in list(self.links.items()):
+            frames = [relay_frame(r.to_bytes()) for r in records if r.peer_id != peer]
+            if peer != source and frames and not link.closed:
+                self.counters["records_relayed"] += len(frames)
+                self._nursery.start_soon(self._send_relay, link, encode_frames(frames))
+
+    async def _send_relay(self, link: _Link, frames: bytes) -> None:
+        with trio.move_on_after(self.config.reopen_timeout):
+            try:
+                await link.stream.write(frames)
+            except Exception as exc:  # the link's own loops notice a dead stream
+                logger.debug("relaying records to %s: %r", link.peer, exc)
 
     def heard_recently(self, peer: str) -> bool:
         link = self.links.get(peer)
@@ -344,6 +368,8 @@ class Liveness(_DownReports):
                 return "empty frame"
             if frame[0] == FRAME_RECORD:
                 self._take_record(link, bytes(frame[1:]))
+            elif frame[0] == FRAME_RELAY:
+                self._take_relayed(link, bytes(frame[1:]))
             elif frame[0] == FRAME_BEAT:
                 self._take_beat(link, Beat.from_frame(bytes(frame)))
                 if self.me > link.peer:  # we answer the other end's beats
@@ -359,6 +385,17 @@ class Liveness(_DownReports):
             raise InvalidRecordError("heartbeat link sent another node's record")
         self.members.accept(signed, direct=True)
         self._retry.pop(link.peer, None)
+
+    def _take_relayed(self, link: _Link, data: bytes) -> None:
+        """Another node's record pushed on by the peer. One our clock refuses (expired on the
+        way, or from a node whose clock runs ahead) is dropped; a forged or malformed one ends
+        the link like any invalid frame: the peer should have checked it before relaying."""
+        try:
+            signed = self.members.validate_bytes(data)
+        except StaleRecordError:
+            return
+        if self.members.accept(signed) is not None:
+            self.relay([signed], source=link.peer)
 
     def _take_beat(self, link: _Link, beat: Beat) -> None:
         link.remote_watching = beat.watching
@@ -386,7 +423,14 @@ class Liveness(_DownReports):
 
             async def pull_once() -> None:
                 try:
-                    await _quietly(pull, f"{what} pull from {link.peer}")
+                    await pull()
+                except Exception as exc:
+                    # Failed (the peer busy or gone): the same pair may be pulled for again.
+                    # Kept, a node whose pulls from every link failed under load while joining
+                    # lacked a member for as long as the digests stayed the same.
+                    logger.debug("%s pull from %s failed: %r", what, link.peer, exc)
+                    if link.pulled.get(what) == (remote, local):
+                        del link.pulled[what]
                 finally:
                     self._pulling.discard(what)
 
@@ -407,9 +451,3 @@ async def _reset(stream) -> None:
         except Exception:
             pass
 
-
-async def _quietly(fn, what: str) -> None:
-    try:
-        await fn()
-    except Exception as exc:
-        logger.debug("%s failed: %r", what, exc)

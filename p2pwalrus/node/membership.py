@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -45,6 +45,7 @@ from p2pwalrus.core.records import (
     SignedNodeRecord,
     sign_record,
 )
+from p2pwalrus.errors import StaleRecordError
 from p2pwalrus.p2p.host import NodeHost
 from p2pwalrus.p2p.task_group import task_group
 from ..core import protocols
@@ -131,6 +132,9 @@ class Membership(_MembershipSpread):
         # alone: a newcomer whose first pull failed (its bootstrap peer busy) but that heard a
         # few records by gossip was no longer alone, never pulled again, and lacked the rest.
         self.synced = False
+        # Called with the records a pull taught us once we were synced (records gossip missed
+        # here, so likely elsewhere too): liveness pushes them on along its links.
+        self.on_missed_by_gossip: Callable[[list[SignedNodeRecord]], None] = lambda records: None
 
     # --- local record -------------------------------------------------------
 
@@ -235,7 +239,7 @@ class Membership(_MembershipSpread):
         signed = self._checked.get(data)
         if signed is not None:
             if signed.record.expires_at <= now:
-                raise InvalidRecordError("record expired")
+                raise StaleRecordError("record expired")
             return signed
         signed = SignedNodeRecord.from_bytes(data, network=self.config.network, now=now, max_size=MAX_RECORD_SIZE)
         if len(self._checked) >= CHECKED_RECORDS_KEPT:

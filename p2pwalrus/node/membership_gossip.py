@@ -227,7 +227,8 @@ class _MembershipSpread:
 
     async def pull_from(self, peer_id: ID, timeout: float | None = None) -> int:
         """Fetch all live records a peer knows; validate each; return how many were accepted."""
-        accepted = 0
+        learnt: list[SignedNodeRecord] = []
+        was_synced = self.synced  # (a newcomer's first pulls teach it everything: nothing gossip missed)
         held = {signed.to_bytes() for signed in self.live.signed_records()}
         with trio.fail_after(self.config.pull_timeout if timeout is None else timeout):
             stream = await self.node.open_stream(peer_id, [protocols.MEMBERS])
@@ -247,12 +248,14 @@ class _MembershipSpread:
                         logger.info("pulled record from %s rejected: %s", peer_id, exc.reason)
                         continue
                     if self.accept(signed) is not None:
-                        accepted += 1
+                        learnt.append(signed)
                 else:
                     raise ProtocolError(f"peer {peer_id} sent more than {self.config.max_pull_records} records")
             finally:
+                if learnt and was_synced:
+                    self.on_missed_by_gossip(learnt)
                 await stream.close()
-        return accepted
+        return len(learnt)
 
     async def pull_from_bootstrap(self) -> int:
         """Pull membership from a connected bootstrap peer, the next one only if that failed

@@ -257,8 +257,8 @@ class StorageNode(_ShardMaps, _PeerCalls):
             publish_interval=t.record_refresh,
             record_lifetime=t.record_lifetime,
         )
-        lcfg = LivenessConfig(interval=t.heartbeat_interval, dead_after=t.heartbeat_timeout,
-                              reopen_timeout=max(4.0, t.heartbeat_timeout / 4), **self.liveness_overrides)
+        lcfg = LivenessConfig(**{"interval": t.heartbeat_interval, "dead_after": t.heartbeat_timeout,
+                                 "reopen_timeout": max(4.0, t.heartbeat_timeout / 4), **self.liveness_overrides})
         async with open_host(self.keypair, self.listen, list(self.net.bootstrap), timings=host_timings) as node:
             self.node = node
             handlers = self.handlers.table()
