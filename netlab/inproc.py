@@ -57,10 +57,11 @@ def progress_line(cluster) -> str:
     conns = sorted(len(n.node.connected_peers()) for n in nodes if n.node is not None) or [0]
     digests = {n.shard_map.digest() for n in nodes if n.shard_map}
     liveness = [n.liveness.counters for n in nodes if n.liveness is not None]
-    lost, reports, pulls = (sum(c[k] for c in liveness) for k in ("links_lost", "down_reports_sent", "pulls_by_digest"))
+    lost, reports, pulls, relayed = (sum(c[k] for c in liveness) for k in
+                                     ("links_lost", "down_reports_sent", "pulls_by_digest", "records_relayed"))
     return (f"live sets min {sizes[0]} median {sizes[len(sizes) // 2]} max {sizes[-1]} of {len(nodes)}; "
             f"{len(digests)} shard maps; connections per node median {conns[len(conns) // 2]} max {conns[-1]}; "
-            f"links lost {lost}, down reports {reports}, pulls by digest {pulls}; peak RSS {peak_rss_mb():.0f} MB; "
+            f"links lost {lost}, down reports {reports}, pulls by digest {pulls}, records relayed {relayed}; peak RSS {peak_rss_mb():.0f} MB; "
             f"CPU {time.process_time():.0f} s")
 
 

@@ -252,6 +252,24 @@ def test_enable_is_idempotent_and_disable_restores():
     assert SecureSession.read is stock_read and yamux.MAX_MESSAGE_SIZE == stock_size
 
 
+async def test_remembered_host_addresses_are_the_stock_ones_until_the_listeners_change(patched):
+    """Patch 14: the host's addresses come from the last computation while the transport
+    addresses stand, and after another listen what stock says."""
+    host = make_host()
+    async with host.run(listen_addrs=[multiaddr.Multiaddr(LOOPBACK)]):
+        first = host.get_addrs()
+        assert first == stock_addrs(host) and str(first[0]).endswith(f"/p2p/{host.get_id()}")
+        assert host.get_addrs() == first and host.get_addrs() is not first  # a copy each time
+        await host.get_network().listen(multiaddr.Multiaddr(LOOPBACK))  # (what stock says of it, we say)
+        assert host.get_addrs() == stock_addrs(host)
+
+
+def stock_addrs(host):
+    from p2pwalrus.p2p.patches import tcp
+
+    return tcp._originals["BasicHost.get_addrs"](host)
+
+
 def test_other_library_version_is_refused(monkeypatch):
     import libp2p
     from libp2p.stream_muxer.yamux import yamux

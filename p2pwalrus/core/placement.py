@@ -65,7 +65,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -228,18 +228,23 @@ class ShardMap:
     def digest(self) -> bytes:
         """A 32-byte hash of (n_shards, live set, owners), for comparing maps.
 
-        Equal digests mean the same membership and the same placement.
+        Equal digests mean the same membership and the same placement. (Kept: a node
+        compares its map's digest at every membership change.)
         """
+        cached = self.__dict__.get("_digest")
+        if cached is None:
+            cached = self._compute_digest()
+            object.__setattr__(self, "_digest", cached)
+        return cached
+
+    def _compute_digest(self) -> bytes:
         h = hashlib.blake2b(digest_size=32, person=_DIGEST_PERSON)
         h.update(self.n_shards.to_bytes(4, "big"))
         h.update(len(self.nodes).to_bytes(4, "big"))
-        index = {}
-        for i, v in enumerate(self.nodes):
-            raw = v.encode("utf-8")
-            h.update(len(raw).to_bytes(4, "big"))
-            h.update(raw)
-            index[v] = i
-        h.update(b"".join(index[v].to_bytes(4, "big") for v in self.owners))
+        raws = [v.encode("utf-8") for v in self.nodes]
+        h.update(b"".join(len(raw).to_bytes(4, "big") + raw for raw in raws))  # (one update: the same hash)
+        index = {v: i.to_bytes(4, "big") for i, v in enumerate(self.nodes)}
+        h.update(b"".join(index[v] for v in self.owners))
         return h.digest()
 
 
@@ -248,6 +253,20 @@ class ShardMap:
 
 def _key64(data: bytes, person: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8, person=person).digest(), "big")
+
+
+# Every node recomputes its map at each membership change; the keys stay the same (at 100
+# nodes joining in one process, hashing them again was a third of the map's cost).
+@lru_cache(maxsize=1 << 16)
+def _node_key(node_id: str) -> int:
+    return _key64(node_id.encode("utf-8"), _NODE_PERSON)
+
+
+@lru_cache(maxsize=64)
+def _shard_keys(n_shards: int) -> np.ndarray:
+    keys = np.array([_key64(s.to_bytes(4, "big"), _SHARD_PERSON) for s in range(n_shards)], dtype=np.uint64)
+    keys.setflags(write=False)  # shared by every call
+    return keys
 
 
 def fmix64(x: np.ndarray) -> np.ndarray:
@@ -308,10 +327,8 @@ def compute_shard_map(
                 f"it must be at least {-(-n // N)}"
             )
 
-    node_keys = np.array([_key64(v.encode("utf-8"), _NODE_PERSON) for v in nodes], dtype=np.uint64)
-    shard_keys = np.array(
-        [_key64(s.to_bytes(4, "big"), _SHARD_PERSON) for s in range(n)], dtype=np.uint64
-    )
+    node_keys = np.array([_node_key(v) for v in nodes], dtype=np.uint64)
+    shard_keys = _shard_keys(n)
     # Low bits carry the tie-break (smaller node ID ranks higher on a tie), so
     # every key in a row is distinct and any sort yields the same order.
     bits = max(1, (N - 1).bit_length())

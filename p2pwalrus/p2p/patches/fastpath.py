@@ -20,7 +20,8 @@ in this order:
   Noise writes (one socket write per batch of 65519-byte messages).
 - pubsub.py: (8) a sender's signed peer record byte-identical to the last one accepted
   from that peer is not checked again; (13) RPCs queued for one peer are sent as one.
-- tcp.py: (9) ``TCPListener.get_addrs`` remembered while its sockets stay the same.
+- tcp.py: (9) ``TCPListener.get_addrs`` remembered while its sockets stay the same;
+  (14) ``BasicHost.get_addrs`` remembered while the transport addresses stay the same.
 - tasks.py: (10) the service manager's task IDs from a counter, not ``uuid.uuid4()``;
   (12) a task's parent found by lookup, not by walking the service's task tree.
 - notify.py: (11) stream opened/closed notifications skip the library's no-op notifees
