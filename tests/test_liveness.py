@@ -177,6 +177,37 @@ async def test_a_difference_still_there_at_the_next_beat_is_pulled_once_per_pair
     assert len(pulls) == 4
 
 
+async def test_a_report_is_checked_after_a_random_wait_unless_its_subject_refuted_it_meanwhile(autojump_clock):
+    """Every node that receives a down report checks it by dialling the subject; spread over
+    ``check_spread`` seconds, and skipped once the subject signed a newer record, the checks
+    of a live subject no longer come all at once from every node."""
+    from types import SimpleNamespace
+
+    from p2pwalrus.node.liveness import Liveness, LivenessConfig
+
+    kp, pid = _keypair()
+    live = Liveness.__new__(Liveness)  # only _check's state; its dial is recorded, not made
+    live.config = LivenessConfig(check_spread=3.0)
+    live.members = SimpleNamespace(live=LiveSet(3600.0, 100))
+    live.links, live._opening, live._checking = {}, set(), set()
+    dials = []
+
+    async def open_link(peer):
+        dials.append((peer, trio.current_time()))
+        return True
+
+    live._open_link = open_link
+    live.members.live.offer(_record(kp, pid, 1), time.time())
+    t0 = trio.current_time()
+    await live._check(pid, 1, live.config.check_spread)
+    assert [p for p, _ in dials] == [pid] and 0 <= dials[0][1] - t0 <= 3.0
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(live._check, pid, 1, live.config.check_spread)
+        live.members.live.offer(_record(kp, pid, 2), time.time())  # the subject's refutation
+    assert len(dials) == 1  # not dialled again
+
+
 async def test_a_killed_node_leaves_every_live_set_in_seconds_and_a_restarted_one_comes_back(tmp_path):
     from netlab.inprocess import Cluster, test_network
 

@@ -69,6 +69,7 @@ class LivenessConfig:
     retry_max: float = 60.0  # doubling up to this
     report_max_age: float = 120.0
     refute_every: float = 10.0  # at most one refuting record per this many seconds
+    check_spread: float = 3.0  # a report is checked after a random wait up to this (see _check)
 
 
 @dataclass
