@@ -395,6 +395,8 @@ class Liveness(_DownReports):
             signed = self.members.validate_bytes(data)
         except StaleRecordError:
             return
+        if signed.peer_id in self.node.deny:  # cut off from us (netlab partition), as on gossip
+            return
         if self.members.accept(signed) is not None:
             self.relay([signed], source=link.peer)
 
