@@ -231,13 +231,10 @@ class ShardMap:
         Equal digests mean the same membership and the same placement. (Kept: a node
         compares its map's digest at every membership change.)
         """
-        cached = self.__dict__.get("_digest")
-        if cached is None:
-            cached = self._compute_digest()
-            object.__setattr__(self, "_digest", cached)
-        return cached
+        return self._digest
 
-    def _compute_digest(self) -> bytes:
+    @cached_property
+    def _digest(self) -> bytes:
         h = hashlib.blake2b(digest_size=32, person=_DIGEST_PERSON)
         h.update(self.n_shards.to_bytes(4, "big"))
         h.update(len(self.nodes).to_bytes(4, "big"))

@@ -141,9 +141,12 @@ class Liveness(_DownReports):
         own node). A peer that already held one takes it as a repeat and pushes nothing on."""
         if self._nursery is None:
             return
+        framed = [(r.peer_id, relay_frame(r.to_bytes())) for r in records]  # once, not once per link
         for peer, link in list(self.links.items()):
-            frames = [relay_frame(r.to_bytes()) for r in records if r.peer_id != peer]
-            if peer != source and frames and not link.closed:
+            if peer == source or link.closed:
+                continue
+            frames = [frame for subject, frame in framed if subject != peer]
+            if frames:
                 self.counters["records_relayed"] += len(frames)
                 self._nursery.start_soon(self._send_relay, link, encode_frames(frames))
 

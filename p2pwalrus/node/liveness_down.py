@@ -127,10 +127,15 @@ class _DownReports:
             elif report.subject in self.members.live and report.subject not in self._checking:
                 # (A second report for a subject we are checking is counted above, and _check
                 # reads the count when its dial has failed.)
-                held = self.members.live.get(report.subject)
-                if held is not None and held.record.seq <= report.seq and not self.heard_recently(report.subject):
+                if self._worth_checking(report.subject, report.seq):
                     self._checking.add(report.subject)
                     self._nursery.start_soon(self._check, report.subject, report.seq, self.config.check_spread)
+
+    def _worth_checking(self, peer: str, seq: int) -> bool:
+        """A report about ``peer`` at ``seq`` is still open here: we hold no newer record of
+        it, and no link of ours has heard from it lately."""
+        held = self.members.live.get(peer)
+        return held is not None and held.record.seq <= seq and not self.heard_recently(peer)
 
     async def _check(self, peer: str, seq: int, spread: float = 0.0) -> None:
         """A report says ``peer`` is down: believe it only if we cannot reach it either, and
@@ -144,8 +149,7 @@ class _DownReports:
         try:
             if spread:
                 await trio.sleep(random.uniform(0, spread))
-                held = self.members.live.get(peer)
-                if held is None or held.record.seq > seq or self.heard_recently(peer):
+                if not self._worth_checking(peer, seq):
                     return  # refuted (a newer record), back on a link, or down here already
             if peer in self.links or peer in self._opening:
                 return
