@@ -317,6 +317,59 @@ def test_a_node_locked_on_a_value_prevotes_nil_for_another_and_reproposes_its_va
     assert [(m.value, m.valid_round) for m in mine] == [(b"ok:v", 0)]
 
 
+def test_a_value_a_quorum_prevoted_is_prevoted_again_though_the_nodes_own_view_moved_on():
+    """``acceptable`` (the node's ledger, say) judges fresh proposals only: once a quorum
+    prevoted v, v re-proposed with that valid round gets this node's prevote even after its
+    view stopped accepting v. Asking the view again there stalled epoch changes for good: the
+    locked members re-propose v in every round, and a member whose ledger had meanwhile
+    applied an unstake refused v in every round."""
+    from p2pwalrus.core.wal.agreement import ScheduleTimeout, Step
+    keys = dict(KEYS)
+    p0 = proposer_for(MEMBERS, CHAIN, HEIGHT, 0)
+    p1 = proposer_for(MEMBERS, CHAIN, HEIGHT, 1)
+    me = next(p for p in MEMBERS if p not in (p0, p1))
+    others = [p for p in MEMBERS if p != me]
+    view = {b"ok:v"}  # what this node's view accepts, for now
+    asked = []
+
+    def acceptable(value: bytes) -> bool:
+        asked.append(value)
+        return value in view
+
+    node = Tendermint(chain=CHAIN, height=HEIGHT, members=MEMBERS, me=me, sign=signer(keys[me]),
+                      get_value=lambda: b"ok:mine", valid=valid_value, acceptable=acceptable)
+    node.start()
+    v = sign_proposal(signer(keys[p0]), p0, CHAIN, HEIGHT, 0, b"ok:v", -1)
+    out = node.on_message(v)
+    assert [m.value_id for m in _broadcast_votes(out, VoteKind.PREVOTE)] == [v.id]
+    for p in others[:2]:  # a quorum of prevotes for v: lock v, precommit v
+        out = node.on_message(sign_vote(signer(keys[p]), p, VoteKind.PREVOTE, CHAIN, HEIGHT, 0, v.id))
+    assert node.locked_value == b"ok:v"
+    for p in others[:2]:  # the others' precommits are nil (they came late): round 0 times out
+        out = node.on_message(sign_vote(signer(keys[p]), p, VoteKind.PRECOMMIT, CHAIN, HEIGHT, 0, None))
+    node.on_timeout(next(o for o in out if isinstance(o, ScheduleTimeout) and o.step == Step.PRECOMMIT))
+    assert node.round == 1
+    view.clear()  # the node's ledger applied a certificate: v's stakes are no longer its own
+    node.forget_judgements()
+    asked.clear()
+    again = sign_proposal(signer(keys[p1]), p1, CHAIN, HEIGHT, 1, b"ok:v", 0)
+    out = node.on_message(again)
+    assert [m.value_id for m in _broadcast_votes(out, VoteKind.PREVOTE)] == [v.id]
+    assert asked == []  # vouched for by a quorum: the view is not asked
+    for p in others[:2]:  # and it decides v
+        node.on_message(sign_vote(signer(keys[p]), p, VoteKind.PREVOTE, CHAIN, HEIGHT, 1, v.id))
+    for p in others[:2]:
+        node.on_message(sign_vote(signer(keys[p]), p, VoteKind.PRECOMMIT, CHAIN, HEIGHT, 1, v.id))
+    assert node.decision is not None and node.decision.value == b"ok:v"
+    # A fresh proposal is still the view's to judge: a second node, same view, refuses w.
+    other = Tendermint(chain=CHAIN, height=HEIGHT, members=MEMBERS, me=me, sign=signer(keys[me]),
+                       get_value=lambda: b"ok:mine", valid=valid_value, acceptable=acceptable)
+    other.start()
+    out = other.on_message(sign_proposal(signer(keys[p0]), p0, CHAIN, HEIGHT, 0, b"ok:w", -1))
+    assert [m.value_id for m in _broadcast_votes(out, VoteKind.PREVOTE)] == [None]
+    assert asked == [b"ok:w"]
+
+
 def test_a_node_restored_from_its_snapshot_resends_what_it_signed_and_keeps_its_lock():
     keys = dict(KEYS)
     p0 = proposer_for(MEMBERS, CHAIN, HEIGHT, 0)

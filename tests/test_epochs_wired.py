@@ -106,7 +106,11 @@ async def test_stake_in_and_unstake_out_move_shards_at_epoch_changes_and_blobs_s
                 await client.refresh_membership()
                 node_wallet = Wallet(client, keys[0], tmp_path / "w0")
                 await node_wallet.unstake(leaver, 100 * WAL)
-                await until(lambda: all(leaver not in n.epochs.current.stakes for n in cluster.alive()), 30)
+                try:
+                    await until(lambda: all(leaver not in n.epochs.current.stakes for n in cluster.alive()), 30)
+                except trio.TooSlowError:
+                    raise AssertionError(f"the unstake never reached every decided state: "
+                                         f"{[(n.epochs.current.epoch, leaver in n.epochs.current.stakes, n.ledger.node_stakes().get(leaver), n.epochs.changes[-3:]) for n in cluster.alive()]}") from None
                 try:
                     # 20 s was not always enough in CI, with one core kept busy and tests in parallel.
                     await until(lambda: fully_stored(cluster, blob_id), 40)

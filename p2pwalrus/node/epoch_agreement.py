@@ -121,11 +121,10 @@ class EpochService(_EpochTransport):
             self.state_dir.mkdir(parents=True, exist_ok=True)
             self._load_links()
         self.progress = trio.Event()  # set (and replaced) after every input the machine took
-        # valid(v) beyond the transition rules: the node's own judgement of a proposal (the
-        # stakes its ledger confirmed). Skipped for a decision proof (a Commit): weight n - f
-        # found it valid, and a node whose ledger lags must still learn what was decided.
+        # The node's own judgement of a fresh proposal beyond the transition rules (the stakes
+        # its ledger confirmed): the machine's ``acceptable``, never asked of a value a quorum
+        # vouched for (prevotes, or a decision proof), which a lagging ledger must not refuse.
         self.check_value = check_value
-        self._lenient = False
         self.on_adopt: list[Callable[[EpochState], None]] = []  # called with every adopted state
         self.counters = {"received": 0, "rejected": 0, "sent": 0, "send_failed": 0, "dropped": 0}
 
@@ -172,11 +171,11 @@ class EpochService(_EpochTransport):
                 logger.exception("epoch %d adopted, but a hook failed", state.epoch)
 
     def forget_validity(self) -> None:
-        """The node's inputs to ``valid(v)`` changed (its ledger applied a certificate): judge
-        proposals again rather than from the machine's cache."""
+        """The node's view changed (its ledger applied a certificate): judge fresh proposals
+        again rather than from the machine's cache."""
         machine = self.machine
         if machine is not None:
-            machine._valid_cache.clear()
+            machine.forget_judgements()
 
     def _take(self, data: bytes, peer: str) -> None:
         """One message from ``peer``: to the instance of its height, or answered with a decision."""
@@ -233,10 +232,13 @@ class EpochService(_EpochTransport):
 
     def valid_next(self, data: bytes) -> bool:
         """``valid(v)``: a well-formed state that can follow the current one."""
-        state = EpochState.from_bytes(data)
-        check_transition(self.current, state)
-        if self.check_value is not None and not self._lenient:
-            self.check_value(state)
+        check_transition(self.current, EpochState.from_bytes(data))
+        return True
+
+    def acceptable_next(self, data: bytes) -> bool:
+        """``acceptable(v)``: this node's own check of a fresh proposal (``check_value``)."""
+        if self.check_value is not None:
+            self.check_value(EpochState.from_bytes(data))
         return True
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -274,7 +276,7 @@ class EpochService(_EpochTransport):
 
         machine = Tendermint(chain=self.chain, height=height, members=members, me=me,
                              sign=(lambda data: sign(self.keypair, data)), get_value=get_value,
-                             valid=self.valid_next, timeouts=self.timeouts)
+                             valid=self.valid_next, acceptable=self.acceptable_next, timeouts=self.timeouts)
         snap = self._read_snapshot(height)
         if snap is not None and me is not None:
             machine.restore(snap)  # a restart mid-change: same locks, same signed messages
@@ -334,16 +336,7 @@ class EpochService(_EpochTransport):
             while not decision:
                 kind, item = await inst.inbox_recv.receive()
                 if kind == "msg":
-                    self._lenient = isinstance(item, Commit)
-                    if self._lenient:
-                        machine._valid_cache.clear()  # judged again, leniently: not from a refusal cached
-                    try:
-                        outputs = machine.on_message(item)
-                    finally:
-                        if self._lenient:
-                            machine._valid_cache.clear()  # ... and that lenient answer is not kept either
-                        self._lenient = False
-                    await carry_out(outputs)
+                    await carry_out(machine.on_message(item))
                 else:
                     await carry_out(machine.on_timeout(item))
                 done, self.progress = self.progress, trio.Event()

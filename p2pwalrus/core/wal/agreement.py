@@ -98,8 +98,11 @@ class Tendermint:
 
     ``get_value()`` is the value this node proposes (line 18); ``valid(v)`` is
     the paper's ``valid``, pure and deterministic (e.g. "a well-formed next
-    EpochState").  Call :meth:`start` once, then feed :meth:`on_message` and
-    :meth:`on_timeout`; each returns the outputs to carry out, in order.
+    EpochState").  ``acceptable(v)``, optional, is this node's own view of a value
+    (the stakes its ledger confirmed, say), which may change as the node learns: it is asked
+    only of fresh proposals (line 22), never of a value a quorum has vouched for.  Call
+    :meth:`start` once, then feed :meth:`on_message` and :meth:`on_timeout`; each returns
+    the outputs to carry out, in order.
     """
 
     def __init__(
@@ -112,6 +115,7 @@ class Tendermint:
         sign: Signer | None,
         get_value: Callable[[], bytes],
         valid: Callable[[bytes], bool],
+        acceptable: Callable[[bytes], bool] | None = None,
         timeouts: Timeouts = Timeouts(),
     ) -> None:
         if not members or any(type(w) is not int or w < 0 for w in members.values()):
@@ -128,6 +132,7 @@ class Tendermint:
         self._sign = sign
         self._get_value = get_value
         self._valid_fn = valid
+        self._acceptable_fn = acceptable
         self.timeouts = timeouts
         # Algorithm 1, lines 2-8
         self.round = 0
@@ -144,6 +149,7 @@ class Tendermint:
         self._any: dict[tuple[VoteKind, int], int] = {}
         self._highest_round: dict[str, int] = {}
         self._valid_cache: dict[bytes, bool] = {}
+        self._acceptable_cache: dict[bytes, bool] = {}
         self._once: set[tuple[int, int]] = set()  # (line, round) of "for the first time" rules
         self._out: list[Output] = []
         self._started = False
@@ -353,14 +359,35 @@ class Tendermint:
         return self._proposals.get(round_, {}).get(vid)
 
     def _valid(self, prop: Proposal) -> bool:
-        ok = self._valid_cache.get(prop.id)
+        return self._judge(self._valid_fn, self._valid_cache, prop)
+
+    def _acceptable(self, prop: Proposal) -> bool:
+        """Valid, and this node's own view accepts it: asked only of a fresh proposal (line 22).
+
+        A value a quorum prevoted was accepted by f + 1 honest members; asking a node's view
+        again there (lines 28, 36, 49) would stall the height for good once that view moved
+        on: the locked members re-propose their valid value in every round, and nobody whose
+        view changed would ever prevote it."""
+        if not self._valid(prop):
+            return False
+        if self._acceptable_fn is None:
+            return True
+        return self._judge(self._acceptable_fn, self._acceptable_cache, prop)
+
+    @staticmethod
+    def _judge(fn: Callable[[bytes], bool], cache: dict[bytes, bool], prop: Proposal) -> bool:
+        ok = cache.get(prop.id)
         if ok is None:
             try:
-                ok = bool(self._valid_fn(prop.value))
-            except Exception:  # a valid() that raises on garbage means "not valid"
+                ok = bool(fn(prop.value))
+            except Exception:  # a judge that raises on garbage means "no"
                 ok = False
-            self._valid_cache[prop.id] = ok
+            cache[prop.id] = ok
         return ok
+
+    def forget_judgements(self) -> None:
+        """This node's view changed (``acceptable`` may answer otherwise): ask it again."""
+        self._acceptable_cache.clear()
 
     # -- actions
 
@@ -435,7 +462,7 @@ class Tendermint:
             for prop in props.values():
                 vr = prop.valid_round
                 if vr == -1:  # line 22
-                    ok = self._valid(prop) and (self.locked_round == -1 or self.locked_value == prop.value)
+                    ok = self._acceptable(prop) and (self.locked_round == -1 or self.locked_value == prop.value)
                 elif vr < r and is_quorum(self._weight(VoteKind.PREVOTE, vr, prop.id), total):  # line 28
                     ok = self._valid(prop) and (self.locked_round <= vr or self.locked_value == prop.value)
                 else:
