@@ -185,12 +185,20 @@ class Liveness(_DownReports):
                                 neighbours=self.config.neighbours) - deny
         self._targets = targets
         for peer, link in list(self.links.items()):
+            # (A link is reset once: it stays listed until its reader ends, and rounds come at
+            # every membership change. Resetting it again each round, 100 nodes in one process
+            # reset 6,600 streams while 1,000 links were dropped.)
+            if link.closed:
+                continue
             if peer in deny:  # cut off (a netlab partition): the link ends, the peer goes down
+                link.closed = True
                 self._nursery.start_soon(_reset, link.stream)
             elif peer not in targets and not link.remote_watching and now - link.opened_at > 2 * self.config.interval:
                 # A link opened only to check a report, or to a peer that left both ends' targets
-                # (the ring moved): its watchers are others now. Dropped quietly.
-                link.replaced = True
+                # (the ring moved): its watchers are others now. Dropped quietly, and unlisted
+                # at once (its reader may wait long for a frame that never comes).
+                link.closed = link.replaced = True
+                del self.links[peer]
                 self._nursery.start_soon(_reset, link.stream)
         for peer in list(self._wanted_since):
             if peer not in targets:
