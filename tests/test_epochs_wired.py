@@ -48,11 +48,19 @@ def epoch_net(base: Path, n_committee: int, n_nodes: int, epoch_length: float = 
     return replace(net, genesis=genesis), ids, keys
 
 
-async def until(predicate, timeout: float, poll: float = 0.2) -> None:
-    """Until predicate() holds (state spread over many nodes and events: polled, bounded)."""
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(poll)
+async def until(predicate, timeout: float, poll: float = 0.2, *, failing: str = "",
+                explain=None) -> None:
+    """Until predicate() holds (state spread over many nodes and events: polled, bounded).
+    With ``failing``, a timeout is an AssertionError saying so, with ``explain()`` (the
+    nodes' state at that moment) when given."""
+    try:
+        with trio.fail_after(timeout):
+            while not predicate():
+                await trio.sleep(poll)
+    except trio.TooSlowError:
+        if not failing:
+            raise
+        raise AssertionError(f"{failing}: {explain()}" if explain else failing) from None
 
 
 def decided(cluster) -> dict[str, int]:
@@ -90,11 +98,10 @@ async def test_stake_in_and_unstake_out_move_shards_at_epoch_changes_and_blobs_s
                 wallet = Wallet(client, USER, tmp_path / "w")
                 await wallet.stake(newcomer, 100 * WAL)
                 # The stake goes into the next decided state: the newcomer joins with shards.
-                try:
-                    await until(lambda: all(newcomer in n.epochs.current.stakes for n in cluster.alive()), 30)
-                except trio.TooSlowError:
-                    raise AssertionError(f"the stake never reached every decided state: "
-                                         f"{[(n.epochs.current.epoch, newcomer in n.epochs.current.stakes, n.epochs.changes[-3:]) for n in cluster.alive()]}") from None
+                await until(lambda: all(newcomer in n.epochs.current.stakes for n in cluster.alive()), 30,
+                            failing="the stake never reached every decided state",
+                            explain=lambda: [(n.epochs.current.epoch, newcomer in n.epochs.current.stakes,
+                                              n.epochs.changes[-3:]) for n in cluster.alive()])
                 joined = nodes[newcomer].epochs.current
                 assert len(joined.shards_by_node[newcomer]) >= 2
                 assert nodes[newcomer].my_shards() == joined.shards_by_node[newcomer]
@@ -106,27 +113,23 @@ async def test_stake_in_and_unstake_out_move_shards_at_epoch_changes_and_blobs_s
                 await client.refresh_membership()
                 node_wallet = Wallet(client, keys[0], tmp_path / "w0")
                 await node_wallet.unstake(leaver, 100 * WAL)
-                try:
-                    await until(lambda: all(leaver not in n.epochs.current.stakes for n in cluster.alive()), 30)
-                except trio.TooSlowError:
-                    raise AssertionError(f"the unstake never reached every decided state: "
-                                         f"{[(n.epochs.current.epoch, leaver in n.epochs.current.stakes, n.ledger.node_stakes().get(leaver), n.epochs.changes[-3:]) for n in cluster.alive()]}") from None
-                try:
-                    # 20 s was not always enough in CI, with one core kept busy and tests in parallel.
-                    await until(lambda: fully_stored(cluster, blob_id), 40)
-                except trio.TooSlowError:
-                    raise AssertionError(f"not fully stored after the unstake: "
-                                         f"{[(n.epochs.current.epoch, n.my_shards(), n.store.shards_stored(blob_id), n.repair.stats) for n in cluster.alive()]}") from None
+                await until(lambda: all(leaver not in n.epochs.current.stakes for n in cluster.alive()), 30,
+                            failing="the unstake never reached every decided state",
+                            explain=lambda: [(n.epochs.current.epoch, leaver in n.epochs.current.stakes,
+                                              n.ledger.node_stakes().get(leaver), n.epochs.changes[-3:])
+                                             for n in cluster.alive()])
+                # 20 s was not always enough in CI, with one core kept busy and tests in parallel.
+                await until(lambda: fully_stored(cluster, blob_id), 40, failing="not fully stored after the unstake",
+                            explain=lambda: [(n.epochs.current.epoch, n.my_shards(), n.store.shards_stored(blob_id),
+                                              n.repair.stats) for n in cluster.alive()])
                 assert not nodes[leaver].my_shards()
                 # Handed over: the leaver dropped its pairs once their new holders had them.
-                try:
-                    await until(lambda: not nodes[leaver].store.shards_stored(blob_id), 15)
-                except trio.TooSlowError:
-                    lv = nodes[leaver]
-                    raise AssertionError(f"leaver kept {lv.store.shards_stored(blob_id)}; repair "
-                                         f"{lv.repair.stats} pending {lv.repair.handoffs_pending}; map "
-                                         f"{lv.shard_map.digest().hex()[:8]} epoch {lv.epochs.current.epoch}; others "
-                                         f"{[(n.epochs.current.epoch, n.shard_map.digest().hex()[:8], n.my_shards()) for n in cluster.alive()]}") from None
+                lv = nodes[leaver]
+                await until(lambda: not lv.store.shards_stored(blob_id), 15, failing="the leaver kept its pairs",
+                            explain=lambda: (f"{lv.store.shards_stored(blob_id)}; repair {lv.repair.stats} pending "
+                                             f"{lv.repair.handoffs_pending}; map {lv.shard_map.digest().hex()[:8]} "
+                                             f"epoch {lv.epochs.current.epoch}; others "
+                                             f"{[(n.epochs.current.epoch, n.shard_map.digest().hex()[:8], n.my_shards()) for n in cluster.alive()]}"))
 
             # A fresh client learns the decided state (verified from genesis) and reads.
             async with open_client(cluster.net) as reader:
