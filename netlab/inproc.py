@@ -112,6 +112,9 @@ def measure(n_nodes: int, n_shards: int, *, timeout: float = 300.0,
                 res["total_seconds"] = round(time.monotonic() - t0, 2)
                 nursery.cancel_scope.cancel()
 
+    from p2pwalrus.gc_tuning import apply as tune_gc
+
+    tune_gc()  # as a node process does (gc_tuning.py)
     trio.run(main)
     res["cpu_seconds"] = round(time.process_time() - cpu0, 1)
     res["peak_rss_mb"] = round(peak_rss_mb(), 1)

@@ -64,6 +64,9 @@ def node_cmd(ctx, data_dir, listen, capacity, metrics_addr, vote_storage_price, 
         from .node.metrics import install_node_metrics
 
         install_node_metrics(node, metrics_addr)
+    from .gc_tuning import apply as tune_gc
+
+    tune_gc()
     if trio.run(run_node_until_signal, node) == signal.SIGINT:
         sys.exit(130)  # Ctrl-C, as every command: 128 + SIGINT (SIGTERM, a service stop, is 0)
 

@@ -115,5 +115,8 @@ def daemon_cmd(ctx, network):
         click.echo("daemon stopped", err=True)
         return sig
 
+    from .gc_tuning import apply as tune_gc
+
+    tune_gc()
     if trio.run(run) == signal.SIGINT:
         sys.exit(130)

@@ -252,6 +252,36 @@ def test_enable_is_idempotent_and_disable_restores():
     assert SecureSession.read is stock_read and yamux.MAX_MESSAGE_SIZE == stock_size
 
 
+def test_yamux_settings_are_read_from_the_environment_once(monkeypatch):
+    from libp2p.stream_muxer.yamux import yamux
+
+    stock = yamux._yamux_data_read_timeout
+    monkeypatch.setenv("PY_YAMUX_DATA_READ_TIMEOUT", "7")
+    assert fastpath.enable()
+    try:
+        assert yamux._yamux_data_read_timeout() == 7.0 and yamux._py_yamux_env("DATA_READ_TIMEOUT") == "7"
+        monkeypatch.setenv("PY_YAMUX_DATA_READ_TIMEOUT", "9")
+        # the value first read stays
+        assert yamux._yamux_data_read_timeout() == 7.0 and yamux._py_yamux_env("DATA_READ_TIMEOUT") == "7"
+    finally:
+        fastpath.disable()
+    assert yamux._yamux_data_read_timeout is stock and stock() == 9.0
+
+
+def test_gossipsub_skips_the_score_decay_only_when_nothing_decays():
+    from libp2p.pubsub.score import ScoreParams, TopicScoreParams
+
+    from p2pwalrus.p2p.host import build_gossipsub, counters_never_decay
+
+    assert counters_never_decay(ScoreParams())
+    assert not counters_never_decay(ScoreParams(p3_mesh_message_deliveries=TopicScoreParams(decay=0.9)))
+    assert not counters_never_decay(ScoreParams(p5_behavior_penalty_decay=0.5))
+    router = build_gossipsub()
+    router.scorer.behavior_penalty["peer"] = 2.0
+    router.scorer.on_heartbeat()
+    assert router.scorer.behavior_penalty["peer"] == 2.0
+
+
 async def test_remembered_host_addresses_are_the_stock_ones_until_the_listeners_change(patched):
     """Patch 14: the host's addresses come from the last computation while the transport
     addresses stand, and after another listen what stock says."""

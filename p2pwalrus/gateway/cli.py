@@ -100,5 +100,8 @@ def gateway_cmd(ctx, bind, publisher, aggregator, max_body, auth_token, rate_lim
 
     import signal
 
+    from ..gc_tuning import apply as tune_gc
+
+    tune_gc()
     if trio.run(run) == signal.SIGINT:
         sys.exit(130)  # Ctrl-C, as every command: 128 + SIGINT (SIGTERM, a service stop, is 0)
