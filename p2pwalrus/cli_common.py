@@ -280,6 +280,21 @@ def with_client(net, fn):
     return trio.run(run)
 
 
+def serve_until_stopped(fn, *args) -> None:
+    """Run a command that serves until a signal stops it (node, gateway, daemon: `fn` returns
+    the signal): the collector tuned for a long life (gc_tuning.py), and Ctrl-C ends with
+    status 130 as every command (128 + SIGINT; SIGTERM, a service stop, is 0)."""
+    import signal
+
+    import trio
+
+    from .gc_tuning import apply as tune_gc
+
+    tune_gc()
+    if trio.run(fn, *args) == signal.SIGINT:
+        sys.exit(130)
+
+
 class BlobIdCommand(click.Command):
     """A command taking a BLOB_ID, which may begin with '-' (a base64url character): such a
     43-character argument is moved behind '--' so that it is not taken for an option."""

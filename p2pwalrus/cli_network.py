@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
 
 import click
 
-from .cli_common import json_network_options, network_option, parse_size, quiet_libp2p, resolve_network, with_client
+from .cli_common import (
+    json_network_options, network_option, parse_size, quiet_libp2p, resolve_network, serve_until_stopped, with_client,
+)
 from .errors import P2PWalrusError
 from .core import thresholds
 
@@ -38,8 +39,6 @@ def node_cmd(ctx, data_dir, listen, capacity, metrics_addr, vote_storage_price, 
     The --vote-* options sign this node's governance vote and keep it in the data dir
     (`p2pwalrus vote` changes it while the node runs); a price not given keeps the one
     voted before, or the genesis price."""
-    import trio
-
     from .node.service import StorageNode, run_node_until_signal
 
     quiet_libp2p()
@@ -64,11 +63,7 @@ def node_cmd(ctx, data_dir, listen, capacity, metrics_addr, vote_storage_price, 
         from .node.metrics import install_node_metrics
 
         install_node_metrics(node, metrics_addr)
-    from .gc_tuning import apply as tune_gc
-
-    tune_gc()
-    if trio.run(run_node_until_signal, node) == signal.SIGINT:
-        sys.exit(130)  # Ctrl-C, as every command: 128 + SIGINT (SIGTERM, a service stop, is 0)
+    serve_until_stopped(run_node_until_signal, node)
 
 
 @click.command("info")

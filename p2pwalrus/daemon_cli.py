@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from functools import partial
 
 import click
 
-from .cli_common import client_dir, client_key, fail, network_option, quiet_libp2p, resolve_network
+from .cli_common import client_dir, client_key, fail, network_option, quiet_libp2p, resolve_network, serve_until_stopped
 
 logger = logging.getLogger("p2pwalrus.daemon")
 
@@ -115,8 +114,4 @@ def daemon_cmd(ctx, network):
         click.echo("daemon stopped", err=True)
         return sig
 
-    from .gc_tuning import apply as tune_gc
-
-    tune_gc()
-    if trio.run(run) == signal.SIGINT:
-        sys.exit(130)
+    serve_until_stopped(run)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 from functools import partial
 
 import click
 
-from ..cli_common import client_dir, fail, network_option, parse_size, quiet_libp2p, resolve_network
+from ..cli_common import client_dir, fail, network_option, parse_size, quiet_libp2p, resolve_network, serve_until_stopped
 
 TOKEN_ENV = "P2PWALRUS_GATEWAY_TOKEN"
 
@@ -98,10 +97,4 @@ def gateway_cmd(ctx, bind, publisher, aggregator, max_body, auth_token, rate_lim
         click.echo("gateway stopped", err=True)
         return sig
 
-    import signal
-
-    from ..gc_tuning import apply as tune_gc
-
-    tune_gc()
-    if trio.run(run) == signal.SIGINT:
-        sys.exit(130)  # Ctrl-C, as every command: 128 + SIGINT (SIGTERM, a service stop, is 0)
+    serve_until_stopped(run)
